@@ -1,0 +1,150 @@
+// Package api holds the resource types stored in the datastore and their
+// validation. It is pure: no I/O, so every client validates the same way
+// before it writes.
+package api
+
+// EncapMode says when traffic for a pool is encapsulated between hosts.
+type EncapMode string
+
+const (
+	EncapNever       EncapMode = "Never"
+	EncapAlways      EncapMode = "Always"
+	EncapCrossSubnet EncapMode = "CrossSubnet"
+)
+
+// Pool is a range of workload addresses and how they travel between hosts.
+type Pool struct {
+	CIDR        string    `json:"cidr"`
+	IPIPMode    EncapMode `json:"ipipMode"`
+	VXLANMode   EncapMode `json:"vxlanMode"`
+	NATOutgoing bool      `json:"natOutgoing"`
+	// BlockSize is the prefix length of the blocks hosts claim (26 for IPv4, 122 for IPv6).
+	BlockSize int  `json:"blockSize"`
+	Disabled  bool `json:"disabled,omitempty"`
+}
+
+// Action of a rule.
+const (
+	ActionAllow = "allow"
+	ActionDeny  = "deny"
+)
+
+// PortRange is an inclusive range of ports; Min == Max for a single port.
+type PortRange struct {
+	Min uint16 `json:"min"`
+	Max uint16 `json:"max"`
+}
+
+// EntityMatch selects the source or destination of a packet. Empty fields match anything.
+type EntityMatch struct {
+	Tag   string      `json:"tag,omitempty"`
+	CIDR  string      `json:"cidr,omitempty"`
+	Ports []PortRange `json:"ports,omitempty"`
+}
+
+// Rule is one line of a profile's inbound or outbound list, in the seed-era
+// grammar: (allow|deny) [(tcp|udp)|icmp [type N [code M]]|icmpv6 ...] [from ...] [to ...].
+type Rule struct {
+	Action   string      `json:"action"`
+	Protocol string      `json:"protocol,omitempty"` // "", tcp, udp, icmp, icmpv6
+	ICMPType *int        `json:"icmpType,omitempty"`
+	ICMPCode *int        `json:"icmpCode,omitempty"`
+	Src      EntityMatch `json:"src,omitempty"`
+	Dst      EntityMatch `json:"dst,omitempty"`
+}
+
+// Profile is the seed's unit of policy: tags and ordered inbound and outbound rules.
+type Profile struct {
+	Name     string   `json:"name"`
+	Tags     []string `json:"tags"`
+	Inbound  []Rule   `json:"inbound"`
+	Outbound []Rule   `json:"outbound"`
+}
+
+// NewProfile returns the profile the seed's `profile add NAME` creates:
+// tag NAME, inbound "allow from tag NAME", outbound "allow".
+func NewProfile(name string) Profile {
+	return Profile{
+		Name:     name,
+		Tags:     []string{name},
+		Inbound:  []Rule{{Action: ActionAllow, Src: EntityMatch{Tag: name}}},
+		Outbound: []Rule{{Action: ActionAllow}},
+	}
+}
+
+// Node is one host running calico-node.
+type Node struct {
+	Name string `json:"name"`
+	// IPv4 and IPv6 are the host's addresses with their subnet prefix
+	// (10.0.0.1/24), so CrossSubnet can tell which peers share a subnet.
+	IPv4     string `json:"ipv4,omitempty"`
+	IPv6     string `json:"ipv6,omitempty"`
+	ASNumber uint32 `json:"asNumber,omitempty"` // 0: the global default
+}
+
+// Endpoint is a workload's interface on a host.
+type Endpoint struct {
+	Node          string   `json:"node"`
+	Workload      string   `json:"workload"`     // the name given to `container add`
+	Orchestrator  string   `json:"orchestrator"` // netns, docker, libnetwork
+	ContainerID   string   `json:"containerID,omitempty"`
+	NetnsPath     string   `json:"netnsPath,omitempty"`
+	InterfaceName string   `json:"interfaceName"` // host side: cali + 11 hex
+	WorkloadIface string   `json:"workloadIface"` // inside the workload: eth0
+	MAC           string   `json:"mac,omitempty"`
+	IPv4Nets      []string `json:"ipv4Nets"` // 192.168.100.1/32
+	IPv6Nets      []string `json:"ipv6Nets"`
+	Profiles      []string `json:"profiles"`
+}
+
+// BGPConfig is the cluster-wide BGP setting.
+type BGPConfig struct {
+	DefaultASNumber uint32 `json:"defaultASNumber"`
+	NodeMesh        bool   `json:"nodeMesh"`
+}
+
+// DefaultBGPConfig is what a fresh datastore behaves as.
+func DefaultBGPConfig() BGPConfig { return BGPConfig{DefaultASNumber: 64512, NodeMesh: true} }
+
+// BGPPeer is a configured peer, global (Node == "") or for one node.
+type BGPPeer struct {
+	IP       string `json:"ip"`
+	ASNumber uint32 `json:"asNumber"`
+	Node     string `json:"node,omitempty"`
+}
+
+// Block is a range of addresses (a /26 or /122) that one host claims.
+type Block struct {
+	CIDR string `json:"cidr"`
+	// Affinity is the node that owns the block; "" when released.
+	Affinity string `json:"affinity"`
+	// Allocations maps the ordinal of an address in the block to its handle.
+	Allocations map[int]string `json:"allocations"`
+}
+
+// Handle records which addresses a workload holds, so they can be released together.
+type Handle struct {
+	ID  string   `json:"id"`
+	IPs []string `json:"ips"`
+}
+
+// NodeStatus is written back by each calico-node for `calicoctl status`.
+type NodeStatus struct {
+	Node      string      `json:"node"`
+	Ready     bool        `json:"ready"`
+	Updated   string      `json:"updated"` // RFC 3339
+	PID       int         `json:"pid"`
+	Problems  []string    `json:"problems,omitempty"`
+	BGPPeers  []PeerState `json:"bgpPeers,omitempty"`
+	Endpoints int         `json:"endpoints"`
+}
+
+// PeerState is one BGP session as the node sees it.
+type PeerState struct {
+	IP       string `json:"ip"`
+	ASNumber uint32 `json:"asNumber"`
+	Type     string `json:"type"` // node-mesh, global, node
+	State    string `json:"state"`
+	Since    string `json:"since,omitempty"`
+	Received int    `json:"received"`
+}

@@ -35,3 +35,55 @@ type AddrSet struct {
 	V4 []netip.Addr
 	V6 []netip.Addr
 }
+
+// Dataplane is the whole desired state of one host's kernel, as far as we own it.
+type Dataplane struct {
+	Routes []Route
+	VXLAN  VXLAN
+	Policy Policy
+}
+
+// RouteKind says how a route forwards.
+type RouteKind int
+
+const (
+	// RouteLocal reaches a local workload: Dst dev Dev scope link.
+	RouteLocal RouteKind = iota
+	// RouteVia forwards to Gateway (through Dev with onlink when OnLink is set,
+	// as VXLAN routes do: the gateway is a peer host reached through the tunnel).
+	RouteVia
+	// RouteBlackhole covers a block this host owns, so its unassigned addresses
+	// never leak to the default route.
+	RouteBlackhole
+	// RouteUnreachable covers a remote block we cannot forward to (for example
+	// an IPIP pool on a kernel without IPIP): senders get an ICMP error instead
+	// of a silent drop.
+	RouteUnreachable
+)
+
+// Route is one kernel route that carries our route protocol number.
+type Route struct {
+	Dst     netip.Prefix
+	Kind    RouteKind
+	Dev     string
+	Gateway netip.Addr
+	OnLink  bool
+}
+
+// VXLAN is the tunnel device and its peers, when some pool needs it.
+type VXLAN struct {
+	Enabled bool
+	Device  string // vxlan.calico
+	VNI     int
+	LocalIP netip.Addr // the host's own address, the tunnel source
+	MAC     string     // this host's VTEP MAC
+	MTU     int
+	Peers   []VTEP
+}
+
+// VTEP is a peer host's tunnel endpoint: a neighbour entry HostIP -> MAC on the
+// device, and a forwarding entry MAC -> HostIP.
+type VTEP struct {
+	HostIP netip.Addr
+	MAC    string
+}

@@ -1,0 +1,276 @@
+// Package datastore is the etcd v3 side of the project: connection settings
+// from the environment, the key layout, typed reads and writes with
+// compare-and-swap, a watch that resyncs, and the embedded etcd server.
+package datastore
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// OpTimeout bounds every single datastore call, so a dead datastore gives an
+// error quickly instead of a hang.
+const OpTimeout = 5 * time.Second
+
+// Config says where the datastore is and how to authenticate.
+type Config struct {
+	Endpoints []string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
+}
+
+// ConfigFromEnv reads ETCD_ENDPOINTS (comma-separated URLs), else
+// ETCD_AUTHORITY (host:port, the seed's variable), else 127.0.0.1:2379,
+// and the ETCD_*_FILE TLS settings. flagEndpoints, when set, wins.
+func ConfigFromEnv(flagEndpoints string) Config {
+	c := Config{
+		CAFile:   os.Getenv("ETCD_CA_CERT_FILE"),
+		CertFile: os.Getenv("ETCD_CERT_FILE"),
+		KeyFile:  os.Getenv("ETCD_KEY_FILE"),
+	}
+	scheme := "http://"
+	if c.CAFile != "" || c.CertFile != "" {
+		scheme = "https://"
+	}
+	raw := flagEndpoints
+	if raw == "" {
+		raw = os.Getenv("ETCD_ENDPOINTS")
+	}
+	if raw == "" {
+		if a := os.Getenv("ETCD_AUTHORITY"); a != "" {
+			raw = a
+		} else {
+			raw = "127.0.0.1:2379"
+		}
+	}
+	for _, e := range strings.Split(raw, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		if !strings.Contains(e, "://") {
+			e = scheme + e
+		}
+		c.Endpoints = append(c.Endpoints, e)
+	}
+	return c
+}
+
+// Client is a connection to the datastore.
+type Client struct {
+	*clientv3.Client
+	cfg Config
+}
+
+// ErrNotFound is returned by Get when the key does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a compare-and-swap lost a race.
+var ErrConflict = errors.New("changed concurrently")
+
+// Connect dials the datastore and checks that it answers within OpTimeout.
+func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	where := strings.Join(cfg.Endpoints, ",")
+	var tlsCfg *tls.Config
+	if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
+		info := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.CAFile}
+		var err error
+		if tlsCfg, err = info.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("datastore TLS settings (ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE): %w", err)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		DialTimeout:          OpTimeout,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		TLS:                  tlsCfg,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", where, err)
+	}
+	c := &Client{Client: cli, cfg: cfg}
+	octx, cancel := context.WithTimeout(ctx, OpTimeout)
+	defer cancel()
+	if _, err := cli.Get(octx, KeyBGPConfig); err != nil {
+		cli.Close()
+		return nil, unreachable(where, err)
+	}
+	return c, nil
+}
+
+func unreachable(where string, err error) error {
+	reason := err.Error()
+	if errors.Is(err, context.DeadlineExceeded) {
+		reason = "no answer within " + OpTimeout.String()
+	}
+	return fmt.Errorf("cannot reach the datastore at %s: %s; start one with `calicoctl datastore start` or point ETCD_ENDPOINTS/ETCD_AUTHORITY at your etcd", where, reason)
+}
+
+// Endpoints names the datastore for messages.
+func (c *Client) Where() string { return strings.Join(c.cfg.Endpoints, ",") }
+
+// wrap turns timeouts into the same clear error everywhere.
+func (c *Client) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "context deadline exceeded") {
+		return unreachable(c.Where(), context.DeadlineExceeded)
+	}
+	return err
+}
+
+func (c *Client) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, OpTimeout)
+}
+
+// GetRaw reads one key: its value and mod revision.
+func (c *Client) GetRaw(ctx context.Context, key string) ([]byte, int64, error) {
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	resp, err := c.Get(octx, key)
+	if err != nil {
+		return nil, 0, c.wrap(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, ErrNotFound
+	}
+	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
+}
+
+// Get decodes one key into v and returns its mod revision.
+func Get[T any](ctx context.Context, c *Client, key string) (T, int64, error) {
+	var v T
+	raw, rev, err := c.GetRaw(ctx, key)
+	if err != nil {
+		return v, 0, err
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, 0, fmt.Errorf("datastore record %s is not valid: %w", key, err)
+	}
+	return v, rev, nil
+}
+
+// KV is a decoded record and where it lives.
+type KV[T any] struct {
+	Key   string
+	Value T
+	Rev   int64
+}
+
+// List decodes every record under prefix, skipping (and reporting) records
+// that do not decode, so one bad record cannot hide the others.
+func List[T any](ctx context.Context, c *Client, prefix string) ([]KV[T], error) {
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	resp, err := c.Get(octx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, c.wrap(err)
+	}
+	out := make([]KV[T], 0, len(resp.Kvs))
+	var bad []string
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			bad = append(bad, string(kv.Key))
+			continue
+		}
+		out = append(out, KV[T]{Key: string(kv.Key), Value: v, Rev: kv.ModRevision})
+	}
+	if len(bad) > 0 {
+		fmt.Fprintf(os.Stderr, "warning: skipped %d undecodable datastore record(s): %s\n", len(bad), strings.Join(bad, ", "))
+	}
+	return out, nil
+}
+
+// Put writes v at key unconditionally.
+func (c *Client) Put(ctx context.Context, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	_, err = c.Client.Put(octx, key, string(raw))
+	return c.wrap(err)
+}
+
+// Create writes v at key only if the key does not exist; ErrConflict otherwise.
+func (c *Client) Create(ctx context.Context, key string, v any) error {
+	return c.CAS(ctx, key, 0, v)
+}
+
+// CAS writes v at key only if the key's mod revision is still rev (0: absent).
+func (c *Client) CAS(ctx context.Context, key string, rev int64, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	resp, err := c.Txn(octx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(raw))).
+		Commit()
+	if err != nil {
+		return c.wrap(err)
+	}
+	if !resp.Succeeded {
+		return ErrConflict
+	}
+	return nil
+}
+
+// Delete removes key; with rev > 0 only if unchanged since rev.
+func (c *Client) DeleteKey(ctx context.Context, key string, rev int64) error {
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	if rev == 0 {
+		_, err := c.Delete(octx, key)
+		return c.wrap(err)
+	}
+	resp, err := c.Txn(octx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return c.wrap(err)
+	}
+	if !resp.Succeeded {
+		return ErrConflict
+	}
+	return nil
+}
+
+// Update reads key, applies fn and writes back with compare-and-swap,
+// retrying when another writer got there first. fn may return an error to abort.
+func Update[T any](ctx context.Context, c *Client, key string, fn func(*T) error) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		v, rev, err := Get[T](ctx, c, key)
+		if err != nil {
+			return err
+		}
+		if err := fn(&v); err != nil {
+			return err
+		}
+		err = c.CAS(ctx, key, rev, v)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("update %s: too many concurrent changes, try again", key)
+}

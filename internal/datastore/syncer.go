@@ -1,0 +1,84 @@
+package datastore
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// SyncHandler receives the datastore's state, always from one goroutine.
+type SyncHandler interface {
+	// OnSnapshot replaces everything known under the prefix.
+	OnSnapshot(kvs map[string][]byte)
+	// OnUpdate applies one change (value is nil when deleted).
+	OnUpdate(key string, value []byte)
+}
+
+// Sync lists prefix, hands the handler a snapshot, then follows changes with a
+// watch. When the watch breaks (datastore down, history compacted past our
+// revision) it lists again and hands over a fresh snapshot, so the handler is
+// level-triggered and never misses a change. It returns when ctx ends.
+func (c *Client) Sync(ctx context.Context, prefix string, h SyncHandler, log *slog.Logger) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		rev, err := c.listInto(ctx, prefix, h)
+		if err != nil {
+			log.Warn("datastore list failed; retrying", "err", err, "in", backoff)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		err = c.follow(ctx, prefix, rev, h)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("datastore watch ended; re-listing", "err", err)
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (int64, error) {
+	octx, cancel := context.WithTimeout(ctx, OpTimeout)
+	defer cancel()
+	resp, err := c.Get(octx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, c.wrap(err)
+	}
+	kvs := make(map[string][]byte, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		kvs[string(kv.Key)] = kv.Value
+	}
+	h.OnSnapshot(kvs)
+	return resp.Header.Revision, nil
+}
+
+func (c *Client) follow(ctx context.Context, prefix string, rev int64, h SyncHandler) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := c.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	for resp := range wch {
+		// A compacted revision (rpctypes.ErrCompacted) or a lost leader both
+		// end this watch; the caller re-lists, which is always correct.
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				h.OnUpdate(string(ev.Kv.Key), nil)
+			} else {
+				h.OnUpdate(string(ev.Kv.Key), ev.Kv.Value)
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -26,7 +26,7 @@ const (
 // ErrNoRule is wrapped by the error for input that stops before the action.
 // `rule remove inbound --at=2` is legitimately such input, so callers that
 // remove by position check errors.Is(err, ErrNoRule) && at > 0.
-var ErrNoRule = errors.New("missing rule")
+var ErrNoRule = errors.New("missing action")
 
 // ParseCommand reads the words after `rule add|remove`. at is the 1-based
 // position from --at=N or --at N, or 0 when absent (append). When err wraps
@@ -142,7 +142,7 @@ func parsePortRange(item string) (api.PortRange, error) {
 		return api.PortRange{}, err
 	}
 	if first > last {
-		return api.PortRange{}, fmt.Errorf("range %s: start is greater than end", quote(item))
+		return api.PortRange{}, fmt.Errorf("range start %d is greater than end %d", first, last)
 	}
 	return api.PortRange{Min: first, Max: last}, nil
 }
@@ -150,7 +150,7 @@ func parsePortRange(item string) (api.PortRange, error) {
 func parsePort(s string) (uint16, error) {
 	n, err := parseNumber(s, 65535)
 	if err != nil {
-		return 0, fmt.Errorf("port %s: want a number 0-65535", quote(s))
+		return 0, fmt.Errorf("%s is not a port number 0-65535", quote(s))
 	}
 	return uint16(n), nil
 }

@@ -1,0 +1,25 @@
+# Build, test and demo. `make test` is what CI runs (.ci/run).
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: build deps test unit e2e demo bench clean vet
+
+build:
+	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node
+
+deps:
+	bash scripts/install-deps.sh
+
+vet:
+	test -z "$$(gofmt -l cmd internal test 2>/dev/null)" || (gofmt -l cmd internal test; echo "gofmt needed"; exit 1)
+	go vet ./...
+
+# Everything: unit tests, kernel tests on namespaces, end-to-end tests.
+test: deps build vet
+	CALICO_BIN=$(BIN) go test -count=1 -p 1 -timeout 60m ./...
+
+demo: deps build
+	$(BIN)/calicoctl demo
+
+clean:
+	rm -rf $(BIN)

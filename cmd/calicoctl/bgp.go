@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/output"
+)
+
+func bgpCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bgp", Short: "Cluster-wide BGP settings and peers"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "default-node-as [AS]",
+		Short: "Show or set the AS number of nodes that have none of their own (default 64512)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if len(args) == 1 {
+				return c.SetDefaultAS(cmd.Context(), args[0])
+			}
+			cfg, err := c.BGPConfig(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Println(cfg.DefaultASNumber)
+			return nil
+		}),
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:       "node-mesh [on|off]",
+		Short:     "Show or set the full BGP mesh between nodes",
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"on", "off"},
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if len(args) == 1 {
+				switch args[0] {
+				case "on", "off":
+					return c.SetNodeMesh(cmd.Context(), args[0] == "on")
+				}
+				return fmt.Errorf("bad node-mesh value %q: use on or off", args[0])
+			}
+			cfg, err := c.BGPConfig(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Println(map[bool]string{true: "on", false: "off"}[cfg.NodeMesh])
+			return nil
+		}),
+	})
+	cmd.AddCommand(peerCmd(func(*cobra.Command, *client.Client) (string, error) { return "", nil }))
+	return cmd
+}
+
+// peerCmd serves both `bgp peer` (global) and `node bgp peer` (this node).
+func peerCmd(nodeOf func(*cobra.Command, *client.Client) (string, error)) *cobra.Command {
+	cmd := &cobra.Command{Use: "peer", Short: "Manage BGP peers"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "add IP as AS",
+		Short: "Add a BGP peer",
+		Args:  peerArgs,
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			node, err := nodeOf(cmd, c)
+			if err != nil {
+				return err
+			}
+			return c.AddPeer(cmd.Context(), node, args[0], args[2])
+		}),
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "remove IP",
+		Short: "Remove a BGP peer",
+		Args:  exactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			node, err := nodeOf(cmd, c)
+			if err != nil {
+				return err
+			}
+			return c.RemovePeer(cmd.Context(), node, args[0])
+		}),
+	})
+	var v4, v6 bool
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "List BGP peers",
+		Args:  exactArgs(0),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			f, err := format()
+			if err != nil {
+				return err
+			}
+			node, err := nodeOf(cmd, c)
+			if err != nil {
+				return err
+			}
+			fam := 0
+			if v4 != v6 {
+				fam = map[bool]int{true: 4, false: 6}[v4]
+			}
+			peers, err := c.Peers(cmd.Context(), node, fam)
+			if err != nil {
+				return err
+			}
+			if peers == nil {
+				peers = []api.BGPPeer{}
+			}
+			return output.Print(os.Stdout, f, peers, func() *output.Table {
+				t := &output.Table{Header: []string{"peer address", "as number"}}
+				for _, p := range peers {
+					t.Add(p.IP, strconv.FormatUint(uint64(p.ASNumber), 10))
+				}
+				return t
+			})
+		}),
+	}
+	show.Flags().BoolVar(&v4, "ipv4", false, "IPv4 peers only")
+	show.Flags().BoolVar(&v6, "ipv6", false, "IPv6 peers only")
+	addOutputFlag(show)
+	cmd.AddCommand(show)
+	return cmd
+}
+
+func peerArgs(cmd *cobra.Command, args []string) error {
+	if len(args) != 3 || args[1] != "as" {
+		return fmt.Errorf("usage: %s IP as AS (e.g. 10.0.0.254 as 65000)", cmd.CommandPath())
+	}
+	return nil
+}

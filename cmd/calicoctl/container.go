@@ -1,0 +1,187 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/docker"
+	"github.com/calico-go/calico/internal/output"
+)
+
+const containerUsage = `  calicoctl container add NAME (IP|auto|auto6) [IP...] [--netns PATH] [--interface eth0]
+  calicoctl container remove NAME
+  calicoctl container NAME ip (add|remove) IP
+  calicoctl container NAME profile (append|remove|set) PROFILE [PROFILE...]
+  calicoctl container NAME profile show
+
+NAME is a Docker container name or id, or with --netns PATH any workload in
+that network namespace, named NAME on this host.`
+
+// containerCmd dispatches by hand: the container name precedes its verb.
+func containerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "container",
+		Short:              "Attach workloads to the network and manage their addresses and profiles",
+		Long:               "Attach workloads to the network.\n\nUsage:\n" + containerUsage,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var netns, iface string
+			var rest []string
+			for i := 0; i < len(args); i++ {
+				a := args[i]
+				switch {
+				case a == "-h" || a == "--help":
+					return cmd.Help()
+				case a == "--netns" || a == "--interface":
+					if i+1 >= len(args) {
+						return fmt.Errorf("%s needs a value", a)
+					}
+					if a == "--netns" {
+						netns = args[i+1]
+					} else {
+						iface = args[i+1]
+					}
+					i++
+				case strings.HasPrefix(a, "--netns="):
+					netns = strings.TrimPrefix(a, "--netns=")
+				case strings.HasPrefix(a, "--interface="):
+					iface = strings.TrimPrefix(a, "--interface=")
+				case strings.HasPrefix(a, "--etcd-endpoints="):
+					etcdEndpoints = strings.TrimPrefix(a, "--etcd-endpoints=")
+				case strings.HasPrefix(a, "-"):
+					return fmt.Errorf("unknown flag %s; usage:\n%s", a, containerUsage)
+				default:
+					rest = append(rest, a)
+				}
+			}
+			if len(rest) == 0 {
+				return cmd.Help()
+			}
+			c, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return runContainer(cmd, c, rest, netns, iface)
+		},
+	}
+}
+
+func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, iface string) error {
+	ctx := cmd.Context()
+	usage := fmt.Errorf("unrecognised container command %q; usage:\n%s", strings.Join(args, " "), containerUsage)
+	node, err := thisNode(cmd, c)
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "add":
+		if len(args) < 3 {
+			return usage
+		}
+		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: "netns"}
+		if netns == "" {
+			ctr, err := docker.NewEngine().Inspect(ctx, args[1])
+			if err != nil {
+				return err
+			}
+			req.Orchestrator, req.ContainerID, req.NetnsPath = "docker", ctr.ID, ctr.NetnsPath()
+		}
+		ep, err := c.AddWorkload(ctx, req)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("IP %s added to %s (interface %s on host %s)\n", strings.Join(append(ep.IPv4Nets, ep.IPv6Nets...), ","), args[1], ep.InterfaceName, node)
+		return nil
+	case "remove":
+		if len(args) != 2 {
+			return usage
+		}
+		if err := c.RemoveWorkload(ctx, node, args[1]); err != nil {
+			return err
+		}
+		fmt.Printf("Removed networking from %s\n", args[1])
+		return nil
+	}
+	if len(args) < 3 {
+		return usage
+	}
+	name := args[0]
+	switch args[1] + " " + args[2] {
+	case "ip add", "ip remove":
+		if len(args) != 4 {
+			return usage
+		}
+		if args[2] == "add" {
+			return c.AddWorkloadIP(ctx, node, name, args[3])
+		}
+		return c.RemoveWorkloadIP(ctx, node, name, args[3])
+	case "profile show":
+		ep, _, err := c.Endpoint(ctx, node, name)
+		if err != nil {
+			return err
+		}
+		for _, p := range ep.Profiles {
+			fmt.Println(p)
+		}
+		return nil
+	case "profile append", "profile remove", "profile set":
+		if len(args) < 4 && args[2] != "set" {
+			return usage
+		}
+		if err := c.ChangeProfiles(ctx, node, name, client.ProfileOp(args[2]), args[3:]); err != nil {
+			return err
+		}
+		fmt.Printf("Profile(s) %s: %s %s\n", args[2], name, strings.Join(args[3:], ","))
+		return nil
+	}
+	return usage
+}
+
+func endpointCmd() *cobra.Command {
+	var detailed bool
+	var host string
+	cmd := &cobra.Command{Use: "endpoint", Short: "Inspect workload endpoints"}
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "List workload endpoints on every host (or --host)",
+		Args:  exactArgs(0),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			f, err := format()
+			if err != nil {
+				return err
+			}
+			eps, err := c.Endpoints(cmd.Context(), host)
+			if err != nil {
+				return err
+			}
+			if eps == nil {
+				eps = []api.Endpoint{}
+			}
+			return output.Print(os.Stdout, f, eps, func() *output.Table {
+				t := &output.Table{Header: []string{"host", "workload", "interface", "addresses", "profiles"}}
+				if detailed {
+					t.Header = append(t.Header, "mac", "orchestrator", "netns")
+				}
+				for _, ep := range eps {
+					row := []string{ep.Node, ep.Workload, ep.InterfaceName, strings.Join(append(append([]string{}, ep.IPv4Nets...), ep.IPv6Nets...), ","), strings.Join(ep.Profiles, ",")}
+					if detailed {
+						row = append(row, ep.MAC, ep.Orchestrator, ep.NetnsPath)
+					}
+					t.Add(row...)
+				}
+				return t
+			})
+		}),
+	}
+	show.Flags().BoolVar(&detailed, "detailed", false, "show MAC, orchestrator and namespace")
+	show.Flags().StringVar(&host, "host", "", "only this host's endpoints")
+	addOutputFlag(show)
+	cmd.AddCommand(show)
+	return cmd
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/calico-go/calico/internal/daemon"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+func datastoreCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "datastore",
+		Short: "Run the embedded etcd datastore (one machine, or a small cluster)",
+	}
+	var cfg datastore.ServerConfig
+	var timeout time.Duration
+	addServerFlags := func(c *cobra.Command) {
+		c.Flags().StringVar(&cfg.ClientAddr, "listen", "127.0.0.1:2379", "client address IP:PORT")
+		c.Flags().StringVar(&cfg.PeerAddr, "peer-listen", "", "peer address IP:PORT (default: client IP, port 2380)")
+		c.Flags().StringVar(&cfg.DataDir, "data-dir", "/var/lib/calico/etcd", "data directory")
+		c.Flags().StringVar(&cfg.Name, "name", "", "member name (for a cluster)")
+		c.Flags().StringVar(&cfg.InitialCluster, "initial-cluster", "", "name=http://IP:PEERPORT,... for a multi-member cluster")
+		c.Flags().BoolVar(&cfg.Join, "join", false, "join an existing cluster (initial-cluster-state existing)")
+		c.Flags().StringVar(&cfg.CertFile, "cert-file", "", "TLS certificate for clients")
+		c.Flags().StringVar(&cfg.KeyFile, "key-file", "", "TLS key for clients")
+		c.Flags().StringVar(&cfg.TrustedCAFile, "ca-file", "", "CA that client certificates must chain to")
+		c.Flags().BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "require client certificates")
+		c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the datastore to serve")
+	}
+
+	start := &cobra.Command{
+		Use:   "start",
+		Short: "Start an embedded etcd in the background; returns once it serves",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := filepath.Abs(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return fmt.Errorf("data dir %s: %v", dir, err)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			argv := []string{self, "datastore", "run"}
+			cmd.Flags().Visit(func(f *pflag.Flag) {
+				if f.Name != "timeout" {
+					argv = append(argv, "--"+f.Name+"="+f.Value.String())
+				}
+			})
+			argv = append(argv, "--data-dir="+dir)
+			spec := daemon.Spec{Argv: argv, LogFile: filepath.Join(dir, "etcd.log"), PIDFile: filepath.Join(dir, "etcd.pid")}
+			p, err := daemon.Start(spec)
+			if err != nil {
+				return fmt.Errorf("datastore in %s: %v", dir, err)
+			}
+			scheme := "http://"
+			if cfg.CertFile != "" {
+				scheme = "https://"
+			}
+			dsCfg := datastore.Config{Endpoints: []string{scheme + cfg.ClientAddr}, CAFile: cfg.TrustedCAFile}
+			if cfg.ClientCertAuth {
+				dsCfg.CertFile, dsCfg.KeyFile = os.Getenv("ETCD_CERT_FILE"), os.Getenv("ETCD_KEY_FILE")
+			}
+			err = daemon.WaitReady(p, spec, timeout, func() error {
+				if cfg.ClientCertAuth && dsCfg.CertFile == "" {
+					return nil // cannot probe without a client certificate; the server said it started
+				}
+				c, err := datastore.Connect(context.Background(), dsCfg)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("datastore on %s did not start: %v", cfg.ClientAddr, err)
+			}
+			fmt.Printf("Datastore (etcd) is serving on %s%s, pid %d, data in %s\n", scheme, cfg.ClientAddr, p.Pid, dir)
+			return nil
+		},
+	}
+	addServerFlags(start)
+
+	run := &cobra.Command{
+		Use:    "run",
+		Short:  "Run the embedded etcd in the foreground",
+		Hidden: true,
+		Args:   exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := datastore.StartServer(cfg, timeout)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("etcd serving on %s\n", s.ClientURL)
+			err = s.Wait(cmd.Context())
+			s.Close()
+			return err
+		},
+	}
+	addServerFlags(run)
+
+	var stopDir string
+	stop := &cobra.Command{
+		Use:   "stop",
+		Short: "Stop the embedded etcd started with `datastore start`",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pidFile := filepath.Join(stopDir, "etcd.pid")
+			stopped, err := daemon.Stop(pidFile, 10*time.Second)
+			if err != nil {
+				return err
+			}
+			if !stopped {
+				return fmt.Errorf("no datastore running for data dir %s (no live pid in %s)", stopDir, pidFile)
+			}
+			fmt.Println("Datastore stopped")
+			return nil
+		},
+	}
+	stop.Flags().StringVar(&stopDir, "data-dir", "/var/lib/calico/etcd", "data directory given to `datastore start`")
+	cmd.AddCommand(start, run, stop)
+	return cmd
+}

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/daemon"
+	"github.com/calico-go/calico/internal/output"
+)
+
+// Where each node keeps its files; per node name, since one machine may run
+// several nodes in network namespaces.
+func nodeLogFile(name string) string {
+	return filepath.Join("/var/log/calico", name, "calico-node.log")
+}
+func nodePIDFile(name string) string {
+	return filepath.Join("/var/run/calico", name, "calico-node.pid")
+}
+
+// nodeName is --name, else CALICO_NODENAME, else the host name.
+func nodeName(flag string) (string, error) {
+	if flag != "" {
+		return flag, api.ValidateName("node", flag)
+	}
+	if n := os.Getenv("CALICO_NODENAME"); n != "" {
+		return n, api.ValidateName("node", n)
+	}
+	return os.Hostname()
+}
+
+func nodeCmd() *cobra.Command {
+	var ip, ip6, as, name string
+	var libnetwork bool
+	var timeout time.Duration
+	var extra []string
+	cmd := &cobra.Command{
+		Use:   "node --ip=IP [--name=NAME] [--as=AS] [--ip6=IP6]",
+		Short: "Start calico-node on this host, or manage nodes",
+		Long: `Start calico-node, the agent that routes, enforces profiles and speaks BGP
+for this host. It runs in the background (log in /var/log/calico/NAME/,
+pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ip == "" {
+				return fmt.Errorf("calicoctl node needs --ip=HOST_IP (this host's address on the network between hosts); see `calicoctl node --help`")
+			}
+			n, err := nodeName(name)
+			if err != nil {
+				return err
+			}
+			if err := ipOnThisHost(ip, "--ip"); err != nil {
+				return err
+			}
+			if ip6 != "" {
+				if err := ipOnThisHost(ip6, "--ip6"); err != nil {
+					return err
+				}
+			}
+			if as != "" {
+				if _, err := api.ParseASNumber(as); err != nil {
+					return err
+				}
+			}
+			if libnetwork {
+				extra = append(extra, "--libnetwork")
+			}
+			return startNode(cmd, n, ip, ip6, as, timeout, extra)
+		},
+	}
+	cmd.Flags().StringVar(&ip, "ip", "", "this host's IPv4 address (required)")
+	cmd.Flags().StringVar(&ip6, "ip6", "", "this host's IPv6 address (for IPv6 routes)")
+	cmd.Flags().StringVar(&as, "as", "", "this node's AS number (default: the cluster default, 64512)")
+	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
+	cmd.Flags().BoolVar(&libnetwork, "libnetwork", false, "also serve the Docker network and IPAM plugins")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the node to be ready")
+	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
+	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
+	return cmd
+}
+
+// ipOnThisHost checks the address is valid and assigned here, since BGP and
+// routes built on a wrong address fail in confusing ways later.
+func ipOnThisHost(s, flag string) error {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return fmt.Errorf("%s: bad IP address %q", flag, s)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return err
+	}
+	var here []string
+	for _, x := range addrs {
+		p, err := netip.ParsePrefix(x.String())
+		if err != nil || p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if p.Addr() == a {
+			return nil
+		}
+		here = append(here, p.Addr().String())
+	}
+	return fmt.Errorf("%s: %s is not an address of this host (this host has: %s)", flag, a, strings.Join(here, ", "))
+}
+
+func startNode(cmd *cobra.Command, name, ip, ip6, as string, timeout time.Duration, extra []string) error {
+	ctx := cmd.Context()
+	c, err := connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	bin, err := siblingBinary("calico-node")
+	if err != nil {
+		return err
+	}
+	argv := []string{bin, "--name=" + name, "--ip=" + ip}
+	if ip6 != "" {
+		argv = append(argv, "--ip6="+ip6)
+	}
+	if as != "" {
+		argv = append(argv, "--as="+as)
+	}
+	argv = append(argv, extra...)
+	spec := daemon.Spec{
+		Argv:    argv,
+		Env:     []string{"ETCD_ENDPOINTS=" + c.DS.Where(), "CALICO_NODENAME=" + name},
+		LogFile: nodeLogFile(name),
+		PIDFile: nodePIDFile(name),
+	}
+	p, err := daemon.Start(spec)
+	if err != nil {
+		return fmt.Errorf("calico-node %s: %v; stop it with `calicoctl node stop --name=%s`", name, err, name)
+	}
+	err = daemon.WaitReady(p, spec, timeout, func() error {
+		st, err := c.Status(ctx, name)
+		if err != nil {
+			return err
+		}
+		if st.PID != p.Pid || !st.Ready {
+			return errors.New("not ready yet")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("calico-node %s did not start: %v", name, err)
+	}
+	st, _ := c.Status(ctx, name)
+	fmt.Printf("Calico node %s is running with pid %d (log %s)\n", name, p.Pid, spec.LogFile)
+	for _, pr := range st.Problems {
+		fmt.Fprintln(os.Stderr, "warning: "+pr)
+	}
+	return nil
+}
+
+// siblingBinary finds a program next to calicoctl, else on PATH.
+func siblingBinary(name string) (string, error) {
+	if self, err := os.Executable(); err == nil {
+		cand := filepath.Join(filepath.Dir(self), name)
+		if _, err := os.Stat(cand); err == nil {
+			return cand, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("cannot find the %s program next to calicoctl or on PATH; build it with `make build`", name)
+}
+
+func nodeStopCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "stop",
+		Short: "Stop calico-node on this host (routes and policy stay in the kernel)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := nodeName(name)
+			if err != nil {
+				return err
+			}
+			stopped, err := daemon.Stop(nodePIDFile(n), 15*time.Second)
+			if err != nil {
+				return err
+			}
+			if !stopped {
+				return fmt.Errorf("calico-node %s is not running (no live pid in %s)", n, nodePIDFile(n))
+			}
+			fmt.Printf("Calico node %s stopped\n", n)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
+	return cmd
+}
+
+func nodeShowCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "List nodes, their addresses, AS numbers and state",
+		Args:  exactArgs(0),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			f, err := format()
+			if err != nil {
+				return err
+			}
+			nodes, err := c.Nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			bgp, err := c.BGPConfig(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if nodes == nil {
+				nodes = []client.NodeView{}
+			}
+			return output.Print(os.Stdout, f, nodes, func() *output.Table {
+				t := &output.Table{Header: []string{"name", "ipv4", "ipv6", "as", "state", "endpoints", "reported"}}
+				for _, n := range nodes {
+					as := strconv.FormatUint(uint64(n.ASNumber), 10)
+					if n.ASNumber == 0 {
+						as = fmt.Sprintf("%d (default)", bgp.DefaultASNumber)
+					}
+					state, eps, when := "unknown", "-", "-"
+					if n.Status != nil {
+						state = nodeState(*n.Status)
+						eps = strconv.Itoa(n.Status.Endpoints)
+						when = n.Status.Updated
+					}
+					t.Add(n.Name, n.IPv4, orDash(n.IPv6), as, state, eps, when)
+				}
+				return t
+			})
+		}),
+	}
+	addOutputFlag(cmd)
+	return cmd
+}
+
+// nodeState calls a node down when it has not reported for a while.
+func nodeState(st api.NodeStatus) string {
+	t, err := time.Parse(time.RFC3339, st.Updated)
+	if err != nil || time.Since(t) > 45*time.Second {
+		return "down"
+	}
+	if !st.Ready {
+		return "starting"
+	}
+	if len(st.Problems) > 0 {
+		return "ready (with problems)"
+	}
+	return "ready"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func nodeRemoveCmd() *cobra.Command {
+	var name string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "remove",
+		Short: "Remove a stopped node's records and free its address blocks",
+		Args:  exactArgs(0),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			n, err := nodeName(name)
+			if err != nil {
+				return err
+			}
+			if _, alive := daemon.Running(nodePIDFile(n)); alive {
+				return fmt.Errorf("calico-node %s is still running; stop it first with `calicoctl node stop --name=%s`", n, n)
+			}
+			if err := c.RemoveNode(cmd.Context(), n, force); err != nil {
+				return err
+			}
+			fmt.Printf("Node %s removed\n", n)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
+	cmd.Flags().BoolVar(&force, "force", false, "also remove the node's endpoints")
+	return cmd
+}
+
+func nodeBGPCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{Use: "bgp", Short: "BGP peers of this node only"}
+	cmd.PersistentFlags().StringVar(&name, "name", "", "node name (default: this host)")
+	cmd.AddCommand(peerCmd(func(cmd *cobra.Command, c *client.Client) (string, error) {
+		if name != "" {
+			return name, nil
+		}
+		return thisNode(cmd, c)
+	}))
+	return cmd
+}
+
+func statusCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node's state and its BGP sessions",
+		Args:  exactArgs(0),
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			n := name
+			var err error
+			if n == "" {
+				if n, err = thisNode(cmd, c); err != nil {
+					return err
+				}
+			}
+			f, err := format()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context(), n)
+			if err != nil {
+				return err
+			}
+			if f == "json" || f == "yaml" {
+				return output.Print(os.Stdout, f, st, nil)
+			}
+			fmt.Printf("calico-node %s is %s (pid %d, %d endpoints, reported %s)\n", n, nodeState(st), st.PID, st.Endpoints, st.Updated)
+			for _, p := range st.Problems {
+				fmt.Println("problem: " + p)
+			}
+			fmt.Println()
+			fmt.Println("BGP sessions")
+			t := &output.Table{Header: []string{"peer address", "peer type", "as", "state", "since", "routes received"}}
+			for _, p := range st.BGPPeers {
+				t.Add(p.IP, p.Type, strconv.FormatUint(uint64(p.ASNumber), 10), p.State, orDash(p.Since), strconv.Itoa(p.Received))
+			}
+			return t.Write(os.Stdout)
+		}),
+	}
+	cmd.Flags().StringVar(&name, "name", "", "node name (default: this host)")
+	addOutputFlag(cmd)
+	return cmd
+}

@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+// PoolOptions are the flags of `pool add`.
+type PoolOptions struct {
+	IPIPMode    api.EncapMode
+	VXLANMode   api.EncapMode
+	NATOutgoing bool
+	BlockSize   int // 0: the default for the family
+	Disabled    bool
+}
+
+// Pools lists pools sorted by CIDR; family 4 or 6 filters, 0 lists both.
+func (c *Client) Pools(ctx context.Context, family int) ([]api.Pool, error) {
+	kvs, err := datastore.List[api.Pool](ctx, c.DS, datastore.PrefixPools)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Pool
+	for _, kv := range kvs {
+		p, err := netip.ParsePrefix(kv.Value.CIDR)
+		if err != nil {
+			continue
+		}
+		if family == 4 && !p.Addr().Is4() || family == 6 && p.Addr().Is4() {
+			continue
+		}
+		out = append(out, kv.Value)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CIDR < out[j].CIDR })
+	return out, nil
+}
+
+// AddPools creates pools, or overrides the options of pools that exist (as the
+// seed does when it re-adds a pool without --ipip). All are validated before
+// any is written.
+func (c *Client) AddPools(ctx context.Context, cidrs []string, o PoolOptions) ([]api.Pool, error) {
+	existing, err := c.Pools(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	var pools []api.Pool
+	for _, s := range cidrs {
+		prefix, err := api.ValidatePoolCIDR(s)
+		if err != nil {
+			return nil, err
+		}
+		p := api.Pool{
+			CIDR:        prefix.String(),
+			IPIPMode:    orNever(o.IPIPMode),
+			VXLANMode:   orNever(o.VXLANMode),
+			NATOutgoing: o.NATOutgoing,
+			BlockSize:   o.BlockSize,
+			Disabled:    o.Disabled,
+		}
+		if p.BlockSize == 0 {
+			p.BlockSize = api.DefaultBlockSize(prefix)
+		}
+		for _, old := range existing {
+			// Blocks already carved keep their size: changing it would orphan them.
+			if old.CIDR == p.CIDR && o.BlockSize == 0 {
+				p.BlockSize = old.BlockSize
+			}
+		}
+		if err := api.ValidatePool(p, append(existing, pools...)); err != nil {
+			return nil, err
+		}
+		pools = append(pools, p)
+	}
+	for _, p := range pools {
+		if err := c.DS.Put(ctx, datastore.PoolKey(p.CIDR), p); err != nil {
+			return nil, err
+		}
+	}
+	return pools, nil
+}
+
+func orNever(m api.EncapMode) api.EncapMode {
+	if m == "" {
+		return api.EncapNever
+	}
+	return m
+}
+
+// RemovePool deletes a pool; one with addresses in use is refused unless forced.
+func (c *Client) RemovePool(ctx context.Context, cidr string, force bool) error {
+	prefix, err := api.ParseCIDR(cidr)
+	if err != nil {
+		return err
+	}
+	key := datastore.PoolKey(prefix.String())
+	if _, _, err := c.DS.GetRaw(ctx, key); err != nil {
+		return notFound(err, "no pool %s; list pools with `calicoctl pool show`", prefix)
+	}
+	if !force {
+		n, err := c.IPAM.InUse(ctx, prefix.String())
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("pool %s has %d address(es) in use; remove those workloads first, or use --force", prefix, n)
+		}
+	}
+	return c.DS.DeleteKey(ctx, key, 0)
+}

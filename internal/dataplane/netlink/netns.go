@@ -1,0 +1,203 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Option adjusts where and how an entry point programs the kernel.
+type Option func(*options)
+
+type options struct {
+	// netns is the path of the namespace to program; "" is the caller's own.
+	netns string
+	// proto is the route protocol a RouteSyncer owns.
+	proto netlink.RouteProtocol
+}
+
+// InNetns makes an entry point program the network namespace at path
+// (/var/run/netns/NAME or /proc/PID/ns/net) instead of the caller's own. The
+// node agent runs inside its host's namespace and needs no option; tests and
+// the lab drive several hosts from one process and pass it.
+func InNetns(path string) Option {
+	return func(o *options) { o.netns = path }
+}
+
+// WithProtocol makes a RouteSyncer own the routes of protocol p instead of
+// RouteProtocol, so another component (the BGP route installer) can reuse the
+// syncer for its own routes without either ever touching the other's.
+func WithProtocol(p netlink.RouteProtocol) Option {
+	return func(o *options) { o.proto = p }
+}
+
+func buildOptions(opts []Option) options {
+	o := options{proto: RouteProtocol}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// netlinkTimeout bounds every netlink round trip, so a wedged kernel or a
+// lost reply turns into an error instead of a hung agent.
+const netlinkTimeout = 10 * time.Second
+
+// openHandle returns a route-netlink handle in the namespace at path ("" =
+// the calling thread's namespace). Only NETLINK_ROUTE is opened: the default
+// set also opens XFRM and netfilter sockets this package never uses.
+func openHandle(path string) (*netlink.Handle, error) {
+	var (
+		h   *netlink.Handle
+		err error
+	)
+	if path == "" {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	} else {
+		ns, nerr := netns.GetFromPath(path)
+		if nerr != nil {
+			return nil, fmt.Errorf("open netns %s: %w", path, nerr)
+		}
+		defer ns.Close()
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open netlink socket in netns %s: %w", nsName(path), err)
+	}
+	if err := h.SetSocketTimeout(netlinkTimeout); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("set netlink socket timeout: %w", err)
+	}
+	return h, nil
+}
+
+// openNetns returns a handle (file descriptor) on the namespace at path, or
+// on the calling thread's own namespace for "".
+func openNetns(path string) (netns.NsHandle, error) {
+	if path == "" {
+		ns, err := netns.Get()
+		if err != nil {
+			return ns, fmt.Errorf("open current netns: %w", err)
+		}
+		return ns, nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return ns, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	return ns, nil
+}
+
+func nsName(path string) string {
+	if path == "" {
+		return "(current)"
+	}
+	return path
+}
+
+// runInNetns calls fn with the OS thread in the namespace at path. For ""
+// it calls fn directly: the caller is already where it wants to be (and if it
+// locked its own thread into some namespace, fn runs on that same thread).
+//
+// Otherwise fn runs on a fresh goroutine locked to its thread. If the thread
+// cannot be moved back, the goroutine exits still locked, and the Go runtime
+// then destroys the thread rather than reuse it in the wrong namespace.
+func runInNetns(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			// setns failed, so the thread is still where it was.
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("enter netns %s: %w", path, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			done <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", path, err))
+			return // still locked: the runtime discards this thread
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
+}
+
+// sysctl is one /proc/sys setting. Optional settings are skipped when their
+// file does not exist, which is how a kernel (or namespace) without IPv6
+// shows itself.
+type sysctl struct {
+	key      []string // path elements under /proc/sys; interface names may hold dots
+	value    string
+	optional bool
+}
+
+func sysctlPath(key []string) string {
+	return filepath.Join(append([]string{"/proc/sys"}, key...)...)
+}
+
+// writeSysctls applies settings in the namespace at path. /proc/sys/net
+// shows the namespace of the thread that opens it, which is why this goes
+// through runInNetns instead of a netlink handle.
+func writeSysctls(path string, settings []sysctl) error {
+	return runInNetns(path, func() error {
+		var errs []error
+		for _, s := range settings {
+			p := sysctlPath(s.key)
+			err := os.WriteFile(p, []byte(s.value), 0o644)
+			if err == nil || (s.optional && errors.Is(err, fs.ErrNotExist)) {
+				continue
+			}
+			errs = append(errs, fmt.Errorf("sysctl %s=%s in netns %s: %w", p, s.value, nsName(path), err))
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// maxDumpRetries bounds retries of dumps the kernel reports as interrupted
+// (the table changed while it was being read). Such a dump may be missing
+// entries, and acting on it could delete routes that exist, so it is redone.
+const maxDumpRetries = 10
+
+func retryDump[T any](what string, f func() (T, error)) (T, error) {
+	for i := 0; ; i++ {
+		v, err := f()
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i >= maxDumpRetries {
+			var zero T
+			return zero, fmt.Errorf("dump %s: %w", what, err)
+		}
+	}
+}
+
+// isNotFound reports whether err says a link does not exist.
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV)
+}

@@ -1,0 +1,504 @@
+package netdev
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// DefaultWorkloadIface is the workload side's name when the spec has none.
+	DefaultWorkloadIface = "eth0"
+	// DefaultMTU is the veth MTU when the spec has none.
+	DefaultMTU = 1500
+	// HostSideMAC is the MAC of every host-side veth. Workloads never see two
+	// host sides on one link, so one fixed MAC is safe, and it makes the host
+	// side's IPv6 link-local address (the workloads' IPv6 gateway) a constant.
+	HostSideMAC = "ee:ee:ee:ee:ee:ee"
+)
+
+var (
+	// GatewayIPv4 is the workloads' IPv4 default gateway. No interface holds
+	// it: the host side answers ARP for it by proxy ARP, so every workload
+	// uses the same gateway whatever its address.
+	GatewayIPv4 = netip.MustParseAddr("169.254.1.1")
+	// GatewayIPv6 is the workloads' IPv6 default gateway: the EUI-64
+	// link-local address of HostSideMAC, which the host side holds for real.
+	GatewayIPv6 = netip.MustParseAddr("fe80::ecee:eeff:feee:eeee")
+
+	hostSideMAC, _ = net.ParseMAC(HostSideMAC)
+)
+
+// HostIfaceName is the host-side interface name of an endpoint: "cali" and
+// the first 11 hex characters of the SHA-256 of its id, 15 characters in
+// all, the longest name Linux allows. Hashing keeps names stable across
+// restarts and lets any component derive the name from the id alone.
+func HostIfaceName(endpointID string) string {
+	sum := sha256.Sum256([]byte(endpointID))
+	return "cali" + hex.EncodeToString(sum[:])[:11]
+}
+
+// WorkloadSpec describes one workload interface.
+type WorkloadSpec struct {
+	NetnsPath     string         // the workload's namespace: /var/run/netns/x or /proc/PID/ns/net
+	HostIface     string         // host side, cali...
+	WorkloadIface string         // workload side; "" means DefaultWorkloadIface
+	Addrs         []netip.Prefix // the workload's addresses, each a single address: /32 or /128
+	MTU           int            // 0 means DefaultMTU
+}
+
+func (s WorkloadSpec) normalize() (WorkloadSpec, error) {
+	if s.WorkloadIface == "" {
+		s.WorkloadIface = DefaultWorkloadIface
+	}
+	if s.MTU == 0 {
+		s.MTU = DefaultMTU
+	}
+	var errs []error
+	if s.NetnsPath == "" {
+		errs = append(errs, errors.New("NetnsPath: required"))
+	}
+	if err := checkIfaceName(s.HostIface); err != nil {
+		errs = append(errs, fmt.Errorf("HostIface: %w", err))
+	}
+	if err := checkIfaceName(s.WorkloadIface); err != nil {
+		errs = append(errs, fmt.Errorf("WorkloadIface: %w", err))
+	}
+	if s.MTU < 68 || s.MTU > 65535 {
+		errs = append(errs, fmt.Errorf("MTU: %d is outside 68..65535", s.MTU))
+	}
+	addrs := make([]netip.Prefix, 0, len(s.Addrs))
+	for _, a := range s.Addrs {
+		n, err := hostPrefix(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("Addrs: %w", err))
+			continue
+		}
+		addrs = append(addrs, n)
+	}
+	s.Addrs = addrs
+	return s, errors.Join(errs...)
+}
+
+// hostPrefix checks that p names one address and returns it unmapped.
+func hostPrefix(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return p, fmt.Errorf("%q is not a valid prefix", p.String())
+	}
+	a := p.Addr().Unmap()
+	if p.Bits() != a.BitLen() && !(p.Addr().Is4In6() && p.Bits() == 128) {
+		return p, fmt.Errorf("%s: a workload address must be a single address (/%d)", p, a.BitLen())
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func checkIfaceName(name string) error {
+	if name == "" {
+		return errors.New("required")
+	}
+	if len(name) > unix.IFNAMSIZ-1 {
+		return fmt.Errorf("%q is longer than %d characters", name, unix.IFNAMSIZ-1)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%q is not a valid interface name", name)
+	}
+	for _, c := range name {
+		if c == '/' || c == ':' || c <= ' ' || c == 0x7f {
+			return fmt.Errorf("%q holds a character Linux forbids in interface names", name)
+		}
+	}
+	return nil
+}
+
+func families(addrs []netip.Prefix) (v4, v6 bool) {
+	for _, a := range addrs {
+		if a.Addr().Is4() {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
+}
+
+// AddWorkload wires a workload: a veth pair whose host side (spec.HostIface)
+// stays in the host's namespace (the caller's, or InNetns) and whose other
+// side is created directly inside the workload's namespace as
+// spec.WorkloadIface. It returns the workload side's MAC.
+//
+// The host side gets no address, the fixed HostSideMAC, proxy ARP with no
+// delay (so it answers for GatewayIPv4), forwarding, and no router
+// advertisements. The workload side gets spec.Addrs, a default route via
+// GatewayIPv4 on-link, and (with IPv6 addresses) a default route via
+// GatewayIPv6; duplicate address detection is off on both sides so
+// addresses are usable at once. The host route to the workload is the route
+// syncer's job, not this function's.
+//
+// The peer is created in the workload namespace in the same request that
+// creates the pair, rather than under a temporary name and then moved and
+// renamed: its name then only has to be free inside the workload, and there
+// are fewer steps that can fail half way.
+//
+// A failed AddWorkload removes the pair it made, leaving neither namespace
+// changed. An existing interface of either name is an error and is left
+// alone.
+func AddWorkload(spec WorkloadSpec, opts ...Option) (mac string, err error) {
+	o := buildOptions(opts)
+	spec, err = spec.normalize()
+	if err != nil {
+		return "", fmt.Errorf("workload %s: %w", spec.HostIface, err)
+	}
+	wantV4, wantV6 := families(spec.Addrs)
+
+	hostNs, err := openNetns(o.netns)
+	if err != nil {
+		return "", err
+	}
+	defer hostNs.Close()
+	wlNs, err := openNetns(spec.NetnsPath)
+	if err != nil {
+		return "", fmt.Errorf("workload netns: %w", err)
+	}
+	defer wlNs.Close()
+	if hostNs.Equal(wlNs) {
+		return "", fmt.Errorf("workload netns %s is the host's own namespace", spec.NetnsPath)
+	}
+
+	hostH, err := openHandle(o.netns)
+	if err != nil {
+		return "", err
+	}
+	defer hostH.Close()
+	wlH, err := openHandle(spec.NetnsPath)
+	if err != nil {
+		return "", err
+	}
+	defer wlH.Close()
+
+	// Check names first, so an existing interface (somebody else's) gives a
+	// clear error and is never mistaken for ours during cleanup.
+	if _, err := hostH.LinkByName(spec.HostIface); err == nil {
+		return "", fmt.Errorf("host interface %s already exists", spec.HostIface)
+	} else if !isNotFound(err) {
+		return "", fmt.Errorf("look up host interface %s: %w", spec.HostIface, err)
+	}
+	if _, err := wlH.LinkByName(spec.WorkloadIface); err == nil {
+		return "", fmt.Errorf("interface %s already exists in workload netns %s", spec.WorkloadIface, spec.NetnsPath)
+	} else if !isNotFound(err) {
+		return "", fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
+	}
+
+	la := netlink.NewLinkAttrs()
+	la.Name = spec.HostIface
+	la.MTU = spec.MTU
+	la.HardwareAddr = hostSideMAC
+	veth := &netlink.Veth{
+		LinkAttrs:     la,
+		PeerName:      spec.WorkloadIface,
+		PeerNamespace: netlink.NsFd(int(wlNs)),
+		PeerTxQLen:    -1, // keep the kernel's default queue length
+	}
+	if err := hostH.LinkAdd(veth); err != nil {
+		return "", fmt.Errorf("create veth %s/%s: %w", spec.HostIface, spec.WorkloadIface, err)
+	}
+	// From here on every failure removes the pair; deleting one end deletes
+	// the other, wherever it is.
+	defer func() {
+		if err != nil {
+			if derr := deleteLinkByName(hostH, spec.HostIface); derr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", derr))
+			}
+		}
+	}()
+
+	hostLink, err := hostH.LinkByName(spec.HostIface)
+	if err != nil {
+		return "", fmt.Errorf("look up new host interface %s: %w", spec.HostIface, err)
+	}
+	wlLink, err := wlH.LinkByName(spec.WorkloadIface)
+	if err != nil {
+		return "", fmt.Errorf("look up new interface %s in workload: %w", spec.WorkloadIface, err)
+	}
+
+	// Sysctls go before the links come up: addr_gen_mode and accept_dad
+	// decide how the link-local address is made when the link comes up.
+	if err := writeSysctls(o.netns, hostSideSysctls(spec.HostIface, wantV6)); err != nil {
+		return "", err
+	}
+	if err := writeSysctls(spec.NetnsPath, workloadSideSysctls(spec.WorkloadIface, wantV6)); err != nil {
+		return "", err
+	}
+
+	if err := hostH.LinkSetUp(hostLink); err != nil {
+		return "", fmt.Errorf("set %s up: %w", spec.HostIface, err)
+	}
+	if err := wlH.LinkSetUp(wlLink); err != nil {
+		return "", fmt.Errorf("set %s up in workload: %w", spec.WorkloadIface, err)
+	}
+
+	for _, a := range spec.Addrs {
+		if err := addWorkloadAddr(wlH, wlLink, a); err != nil {
+			return "", err
+		}
+	}
+	if wantV4 {
+		if err := wlH.RouteAdd(workloadDefaultRoute(wlLink.Attrs().Index, GatewayIPv4)); err != nil {
+			return "", fmt.Errorf("add default route via %s dev %s onlink in workload: %w", GatewayIPv4, spec.WorkloadIface, err)
+		}
+	}
+	if wantV6 {
+		gw := waitLinkLocal(hostH, hostLink.Attrs().Index, 2*time.Second)
+		if err := wlH.RouteAdd(workloadDefaultRoute(wlLink.Attrs().Index, gw)); err != nil {
+			return "", fmt.Errorf("add default route via %s dev %s in workload: %w", gw, spec.WorkloadIface, err)
+		}
+	}
+
+	// Read the MAC back: the kernel chose it.
+	wlLink, err = wlH.LinkByIndex(wlLink.Attrs().Index)
+	if err != nil {
+		return "", fmt.Errorf("read back %s in workload: %w", spec.WorkloadIface, err)
+	}
+	return wlLink.Attrs().HardwareAddr.String(), nil
+}
+
+func hostSideSysctls(iface string, wantV6 bool) []sysctl {
+	optV6 := !wantV6
+	s := []sysctl{
+		// Answer ARP for GatewayIPv4 (and anything else routed elsewhere)
+		// with our MAC, at once: the default proxy_delay holds replies up
+		// to 0.8 s.
+		{key: []string{"net", "ipv4", "conf", iface, "proxy_arp"}, value: "1"},
+		{key: []string{"net", "ipv4", "neigh", iface, "proxy_delay"}, value: "0"},
+		{key: []string{"net", "ipv4", "conf", iface, "forwarding"}, value: "1"},
+	}
+	if wantV6 {
+		s = append(s, sysctl{key: []string{"net", "ipv6", "conf", iface, "disable_ipv6"}, value: "0"})
+	}
+	return append(s,
+		// EUI-64 from HostSideMAC makes the link-local GatewayIPv6 whatever
+		// the namespace's default mode (stable-privacy would randomize it).
+		sysctl{key: []string{"net", "ipv6", "conf", iface, "addr_gen_mode"}, value: "0", optional: optV6},
+		// No DAD: the link-local must answer the workload's first neighbour
+		// solicitation, not a second later.
+		sysctl{key: []string{"net", "ipv6", "conf", iface, "accept_dad"}, value: "0", optional: optV6},
+		sysctl{key: []string{"net", "ipv6", "conf", iface, "accept_ra"}, value: "0", optional: optV6},
+		sysctl{key: []string{"net", "ipv6", "conf", iface, "forwarding"}, value: "1", optional: optV6},
+	)
+}
+
+func workloadSideSysctls(iface string, wantV6 bool) []sysctl {
+	// No DAD in the workload: its addresses are unique by IPAM, and a
+	// tentative address would fail the workload's first second of traffic.
+	return []sysctl{
+		{key: []string{"net", "ipv6", "conf", iface, "accept_dad"}, value: "0", optional: !wantV6},
+	}
+}
+
+func addWorkloadAddr(h *netlink.Handle, link netlink.Link, a netip.Prefix) error {
+	addr := &netlink.Addr{IPNet: prefixToIPNet(a)}
+	if a.Addr().Is6() {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	if err := h.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("add address %s to %s in workload: %w", a, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func workloadDefaultRoute(ifindex int, gw netip.Addr) *netlink.Route {
+	r := &netlink.Route{
+		LinkIndex: ifindex,
+		Dst:       prefixToIPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)),
+		Gw:        net.IP(gw.AsSlice()),
+		Scope:     netlink.SCOPE_UNIVERSE,
+	}
+	if gw.Is4() {
+		// 169.254.1.1 is on no subnet of the workload's: onlink tells the
+		// kernel to ARP for it on the device regardless.
+		r.Flags = int(netlink.FLAG_ONLINK)
+	} else {
+		r.Dst = prefixToIPNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0))
+	}
+	return r
+}
+
+// waitLinkLocal returns the link-local address of the host side, waiting
+// briefly for the kernel to make it, and falls back to GatewayIPv6 (what
+// HostSideMAC and EUI-64 give): the route only needs the address, which the
+// host side will hold.
+func waitLinkLocal(h *netlink.Handle, ifindex int, wait time.Duration) netip.Addr {
+	deadline := time.Now().Add(wait)
+	for {
+		addrs, err := retryDump("addresses", func() ([]netlink.Addr, error) {
+			return h.AddrList(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}, netlink.FAMILY_V6)
+		})
+		if err == nil {
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() {
+					return ip
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return GatewayIPv6
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func deleteLinkByName(h *netlink.Handle, name string) error {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveWorkload deletes the host side of a workload's veth pair, which
+// takes the workload side with it. A missing interface is not an error, so
+// removal can be retried; an interface of that name that is not a veth is,
+// and is left alone.
+func RemoveWorkload(hostIface string, opts ...Option) error {
+	o := buildOptions(opts)
+	h, err := openHandle(o.netns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(hostIface)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", hostIface, err)
+	}
+	if link.Type() != "veth" {
+		return fmt.Errorf("interface %s is a %s, not a workload veth; not deleting it", hostIface, link.Type())
+	}
+	if err := h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", hostIface, err)
+	}
+	return nil
+}
+
+// WorkloadAddAddr adds one address to a wired workload (spec.NetnsPath and
+// spec.WorkloadIface are used; spec.HostIface helps find the IPv6 gateway),
+// and the default route of its family if the workload has none yet. Adding
+// an address the workload already holds succeeds.
+func WorkloadAddAddr(spec WorkloadSpec, addr netip.Prefix, opts ...Option) error {
+	o := buildOptions(opts)
+	a, err := hostPrefix(addr)
+	if err != nil {
+		return err
+	}
+	if spec.WorkloadIface == "" {
+		spec.WorkloadIface = DefaultWorkloadIface
+	}
+	if spec.NetnsPath == "" {
+		return errors.New("NetnsPath: required")
+	}
+	h, err := openHandle(spec.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(spec.WorkloadIface)
+	if err != nil {
+		return fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
+	}
+	gw := GatewayIPv4
+	if a.Addr().Is6() {
+		if err := writeSysctls(spec.NetnsPath, workloadSideSysctls(spec.WorkloadIface, true)); err != nil {
+			return err
+		}
+		gw = hostLinkLocal(o.netns, spec.HostIface)
+	}
+	if err := addWorkloadAddr(h, link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	// Add the default route only if there is none: RouteAdd, not replace,
+	// so a route the workload already has is never rewritten.
+	if err := h.RouteAdd(workloadDefaultRoute(link.Attrs().Index, gw)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add default route via %s dev %s in workload: %w", gw, spec.WorkloadIface, err)
+	}
+	return nil
+}
+
+// hostLinkLocal finds the host side's link-local address, falling back to
+// GatewayIPv6 when the host side cannot be read.
+func hostLinkLocal(hostNetns, hostIface string) netip.Addr {
+	if hostIface == "" {
+		return GatewayIPv6
+	}
+	h, err := openHandle(hostNetns)
+	if err != nil {
+		return GatewayIPv6
+	}
+	defer h.Close()
+	link, err := h.LinkByName(hostIface)
+	if err != nil {
+		return GatewayIPv6
+	}
+	return waitLinkLocal(h, link.Attrs().Index, 0)
+}
+
+// WorkloadDelAddr removes one address from a wired workload. Removing an
+// address it does not hold succeeds. The default routes stay: they are
+// harmless without addresses and needed again when one comes back.
+func WorkloadDelAddr(spec WorkloadSpec, addr netip.Prefix, opts ...Option) error {
+	a, err := hostPrefix(addr)
+	if err != nil {
+		return err
+	}
+	if spec.WorkloadIface == "" {
+		spec.WorkloadIface = DefaultWorkloadIface
+	}
+	if spec.NetnsPath == "" {
+		return errors.New("NetnsPath: required")
+	}
+	h, err := openHandle(spec.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(spec.WorkloadIface)
+	if err != nil {
+		return fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
+	}
+	if err := h.AddrDel(link, &netlink.Addr{IPNet: prefixToIPNet(a)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove address %s from %s in workload: %w", a, spec.WorkloadIface, err)
+	}
+	return nil
+}
+
+// LinkExists reports whether an interface of that name exists.
+func LinkExists(name string, opts ...Option) bool {
+	o := buildOptions(opts)
+	h, err := openHandle(o.netns)
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	_, err = h.LinkByName(name)
+	return err == nil
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{
+		IP:   net.IP(p.Addr().AsSlice()),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}
+}

@@ -1,0 +1,54 @@
+// Package nft enforces a calc.Policy with nftables, in one inet table of our
+// own ("calico") in the current network namespace, through the nft binary
+// (sigs.k8s.io/knftables). It never touches any other table.
+//
+// # Layout
+//
+// Forward hook, two base chains, so a packet between two workloads on this
+// host needs both the sender's outbound and the receiver's inbound policy (an
+// accept only ends one base chain; a drop ends the packet):
+//
+//	fwd-from-wl (priority filter-1): ct established,related accept; ct invalid drop;
+//	                                 iifname vmap @from-wl; iifname "cali*" drop
+//	fwd-to-wl   (priority filter):   ct established,related accept; ct invalid drop;
+//	                                 oifname vmap @to-wl;   oifname "cali*" drop
+//
+// An established flow costs one conntrack test per base chain. A "cali*"
+// interface without an endpoint is dropped, not let through.
+//
+// Per endpoint: ep-out-IFACE checks the source is one of the workload's own
+// addresses (per family; a family without addresses sends nothing), jumps to
+// each profile's outbound chain in the endpoint's order, then drops.
+// ep-in-IFACE jumps to each profile's inbound chain, then drops. An endpoint
+// with no profile therefore sends and receives nothing.
+//
+// Per profile (shared by all its endpoints): prof-in-NAME and prof-out-NAME
+// hold its rules in order, allow = accept, deny = drop; what no rule decides
+// returns to the endpoint chain and on to the next profile. A rule without
+// any family-specific match is one nft rule for both families; a rule with a
+// tag, a CIDR or icmp/icmpv6 becomes one rule per family it can match. A tag
+// match is a lookup in the tag's membership set (tag4-TAG for IPv4, tag6-TAG
+// for IPv6), so membership changes are set element edits, never rule edits.
+//
+// Workloads to the host (input hook, iifname "cali*"): replies to the host's
+// own connections (established,related) and IPv6 neighbour and router
+// solicitations and neighbour adverts pass; everything else, echo included,
+// is dropped: workloads cannot reach host services until something
+// configures that. Traffic the host itself originates towards workloads (the
+// output hook) is not filtered.
+//
+// NAT outgoing (postrouting, srcnat): from a pool with nat-outgoing (sets
+// masq4/masq6) to anything outside every pool (pools4/pools6) is masqueraded,
+// IPv4 and IPv6 alike.
+//
+// Names of profiles, tags and interfaces become nft names as prefix +
+// sanitized, truncated name + a hash of the exact name (see objName).
+//
+// # Applying
+//
+// render (pure) turns a Policy into a ruleset; planFull and planIncremental
+// (pure) turn rulesets into a knftables transaction; Enforcer runs it. The
+// first Apply replaces the table in one atomic transaction; later ones send
+// only the difference. Input that cannot be enforced as written (a bad rule,
+// a missing profile) is enforced fail-closed and reported in Stats.Problems.
+package nft

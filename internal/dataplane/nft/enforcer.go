@@ -1,0 +1,129 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/calico-go/calico/internal/calc"
+)
+
+// nftTimeout bounds one run of the nft binary, so a wedged nft cannot stall
+// the agent's dataplane loop forever. A full rewrite of thousands of
+// endpoints takes well under a second.
+const nftTimeout = 2 * time.Minute
+
+// Enforcer programs a calc.Policy into the inet table "calico" of the
+// network namespace it runs in (that of the calling thread when nft is
+// started). It is safe for concurrent use; calls are serialized.
+type Enforcer struct {
+	mu  sync.Mutex
+	nft knftables.Interface
+	// cur is what we last wrote successfully; nil means the kernel state is
+	// unknown and the next Apply rewrites the whole table.
+	cur *ruleset
+}
+
+// New checks that this host can run us: the nft binary is installed, and the
+// kernel accepts an inet table here (nftables built in, CAP_NET_ADMIN).
+func New() (*Enforcer, error) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		return nil, fmt.Errorf("nftables: the nft binary is not installed (%w); install it with scripts/install-deps.sh", err)
+	}
+	nft, err := knftables.New(knftables.InetFamily, TableName)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: cannot create an inet table in this network namespace "+
+			"(needs a kernel with nf_tables and inet support, and CAP_NET_ADMIN): %w", err)
+	}
+	return newWith(nft), nil
+}
+
+// newWith builds an Enforcer over any knftables.Interface (a knftables.Fake
+// in kernel-free tests).
+func newWith(nft knftables.Interface) *Enforcer {
+	return &Enforcer{nft: nft}
+}
+
+// Apply makes the kernel enforce p. The first call, and the first after
+// Resync, replaces the whole table in one atomic transaction; later calls send
+// only the difference from the last successful Apply. If an incremental
+// transaction fails (the table was changed or removed behind our back), Apply
+// falls back to a full rewrite at once. An error means the kernel may not
+// enforce p; retry later. Problems in p itself are reported in Stats.Problems
+// and enforced fail-closed, not returned as errors.
+func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	next := render(p)
+	var st Stats
+	var incErr error
+	if e.cur != nil {
+		tx := e.nft.NewTransaction()
+		st = planIncremental(tx, e.cur, next)
+		if st.Ops == 0 {
+			e.cur = next
+			return finish(st, next), nil
+		}
+		if incErr = e.run(tx); incErr == nil {
+			e.cur = next
+			return finish(st, next), nil
+		}
+		e.cur = nil
+	}
+	tx := e.nft.NewTransaction()
+	st = planFull(tx, next)
+	st.FellBack = incErr != nil
+	if err := e.run(tx); err != nil {
+		if incErr != nil {
+			err = errors.Join(fmt.Errorf("incremental update: %w", incErr), err)
+		}
+		return finish(st, next), fmt.Errorf("nftables: rewriting table %s: %w", TableName, err)
+	}
+	e.cur = next
+	return finish(st, next), nil
+}
+
+func finish(st Stats, rs *ruleset) Stats {
+	st.Endpoints = len(rs.FromWl)
+	st.Profiles = rs.profiles
+	st.Sets = len(rs.Sets)
+	st.Problems = rs.Problems
+	return st
+}
+
+func (e *Enforcer) run(tx *knftables.Transaction) error {
+	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
+	defer cancel()
+	return e.nft.Run(ctx, tx)
+}
+
+// Resync forgets what we believe the kernel holds, so the next Apply rewrites
+// the whole table atomically. Called periodically, it repairs any drift
+// (rules edited or elements removed by hand) that incremental updates, which
+// trust our own record, would not see.
+func (e *Enforcer) Resync() {
+	e.mu.Lock()
+	e.cur = nil
+	e.mu.Unlock()
+}
+
+// Cleanup deletes our table, and with it all policy and NAT we installed.
+// Deleting a table that does not exist is not an error.
+func (e *Enforcer) Cleanup() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cur = nil
+	tx := e.nft.NewTransaction()
+	tx.Add(&knftables.Table{}) // makes the delete valid when the table is absent
+	tx.Delete(&knftables.Table{})
+	if err := e.run(tx); err != nil {
+		return fmt.Errorf("nftables: deleting table %s: %w", TableName, err)
+	}
+	return nil
+}

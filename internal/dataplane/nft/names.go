@@ -1,0 +1,116 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+// TableName is the inet table this package owns. Everything we program lives
+// in it, so Cleanup and a full rewrite never touch anybody else's rules.
+const TableName = "calico"
+
+// WorkloadIfacePrefix starts the host-side name of every workload veth. Traffic
+// on an interface with this prefix that has no endpoint (one being created or
+// removed) is dropped rather than let through unfiltered.
+const WorkloadIfacePrefix = "cali"
+
+// Fixed object names. Short and free of nft keywords.
+const (
+	chainFwdEgress  = "fwd-from-wl" // forward hook, priority filter-1: source workload's outbound policy
+	chainFwdIngress = "fwd-to-wl"   // forward hook, priority filter: destination workload's inbound policy
+	chainInput      = "input"       // input hook: traffic from workloads to the host itself
+	chainWlToHost   = "wl-to-host"  // what a workload may send to the host
+	chainNAT        = "nat-out"     // postrouting, srcnat: NAT outgoing
+
+	mapFromWl = "from-wl" // iifname -> jump ep-out-*
+	mapToWl   = "to-wl"   // oifname -> jump ep-in-*
+
+	setMasq4  = "masq4"  // pools with nat-outgoing, IPv4
+	setMasq6  = "masq6"  // same, IPv6
+	setPools4 = "pools4" // every pool, IPv4: destinations never masqueraded
+	setPools6 = "pools6"
+)
+
+// Prefixes of the per-object names. The endpoint prefix lets the incremental
+// planner delete endpoint chains before the profile chains they jump to.
+const (
+	prefixEpOut   = "ep-out-"
+	prefixEpIn    = "ep-in-"
+	prefixProfOut = "prof-out-"
+	prefixProfIn  = "prof-in-"
+	prefixTag4    = "tag4-"
+	prefixTag6    = "tag6-"
+	endpointChain = "ep-"
+)
+
+// maxReadable bounds the human-readable part of a generated name. With the
+// longest prefix and the hash, a name stays under 64 bytes: far below the
+// kernel's 256 (NFT_NAME_MAXLEN) and short enough to read in `nft list`.
+const maxReadable = 40
+
+// hashLen is the number of hex digits of SHA-256 kept. 40 bits make an
+// accidental collision between two names of one kind practically impossible
+// at any realistic count of profiles or tags.
+const hashLen = 10
+
+// objName maps an arbitrary name (a profile, tag or interface name, which may
+// hold ".", ":", "/", spaces or non-ASCII, and may be long) to an nft
+// identifier: prefix + sanitized, truncated name + "-" + a hash of the exact
+// original. The hash is always appended, so two names that sanitize alike
+// ("a.b" and "a:b") or share a long common start still get distinct objects,
+// and the same name always gets the same object (restarts find their chains).
+func objName(prefix, name string) string {
+	sum := sha256.Sum256([]byte(name))
+	var b strings.Builder
+	n := min(len(name), maxReadable)
+	b.Grow(len(prefix) + n + 1 + hashLen)
+	b.WriteString(prefix)
+	for i := 0; i < n; i++ {
+		c := name[i]
+		if isIdentByte(c) {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	b.WriteByte('-')
+	var h [hashLen / 2]byte
+	copy(h[:], sum[:])
+	var hx [hashLen]byte
+	hex.Encode(hx[:], h[:])
+	b.Write(hx[:])
+	return b.String()
+}
+
+// isIdentByte reports whether c may appear inside an nft identifier (after
+// its first character, which our prefixes always supply). "/" is allowed by
+// nft but left out so names never look like paths or prefixes.
+func isIdentByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '_' || c == '-' || c == '.'
+}
+
+func profileOutChain(profile string) string { return objName(prefixProfOut, profile) }
+func profileInChain(profile string) string  { return objName(prefixProfIn, profile) }
+func endpointOutChain(iface string) string  { return objName(prefixEpOut, iface) }
+func endpointInChain(iface string) string   { return objName(prefixEpIn, iface) }
+func tagSet4(tag string) string             { return objName(prefixTag4, tag) }
+func tagSet6(tag string) string             { return objName(prefixTag6, tag) }
+
+// validIfaceName checks what the kernel accepts as an interface name (at most
+// 15 bytes, no "/", ":" or whitespace) and what would break or change the
+// meaning of an nft string literal ('"', '\\', and "*", a wildcard in nft
+// interface matches).
+func validIfaceName(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`/:"\*`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}

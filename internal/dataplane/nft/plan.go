@@ -1,0 +1,326 @@
+package nft
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Stats describes one Apply: what was sent to the kernel and what the policy
+// holds. Ops is what tests assert on: 0 for an unchanged policy, and a small
+// constant for one more endpoint however many exist.
+type Stats struct {
+	// Full is true when the whole table was replaced in one transaction (the
+	// first Apply, after Resync, or after an incremental transaction failed).
+	Full bool
+	// FellBack is true when an incremental transaction failed (the kernel had
+	// drifted from what we last wrote) and a full rewrite replaced it.
+	FellBack bool
+	// Ops is the number of nft operations sent; 0 means nft was not run.
+	Ops int
+	// ChainsWritten counts regular chains created, or flushed and refilled.
+	ChainsWritten int
+	// ChainsDeleted counts regular chains removed.
+	ChainsDeleted int
+	// ElementsAdded and ElementsDeleted count set and map elements.
+	ElementsAdded   int
+	ElementsDeleted int
+	// SetsAdded and SetsDeleted count tag sets appearing or going away.
+	SetsAdded   int
+	SetsDeleted int
+
+	// Endpoints, Profiles and Sets are the sizes of the enforced policy.
+	Endpoints int
+	Profiles  int
+	Sets      int
+	// Problems are inconsistencies in the policy (a bad rule, a missing
+	// profile, a bad interface name). Each was enforced fail-closed: the
+	// traffic it concerns is dropped. They need a fix in the datastore; the
+	// Apply itself succeeded.
+	Problems []string
+}
+
+// Priorities of our base chains. Egress runs just before ingress in the
+// forward hook, so a workload-to-workload packet needs an accept from the
+// sender's outbound policy and then from the receiver's inbound policy: an
+// accept only ends one base chain, a drop ends the packet.
+const (
+	prioEgress  = knftables.BaseChainPriority("filter-1")
+	prioIngress = knftables.FilterPriority
+)
+
+// addSkeleton adds the fixed part of the table: base chains, dispatch maps,
+// the workload-to-host chain and the NAT rules. It does not depend on the
+// policy, so only full rewrites write it.
+func addSkeleton(tx *knftables.Transaction) {
+	filter, nat := knftables.FilterType, knftables.NATType
+	forward, input, post := knftables.ForwardHook, knftables.InputHook, knftables.PostroutingHook
+	prioEg, prioIn, prioSNAT := prioEgress, prioIngress, knftables.SNATPriority
+
+	tx.Add(&knftables.Map{Name: mapFromWl, Type: "ifname : verdict",
+		Comment: knftables.PtrTo("workload interface -> its outbound policy chain")})
+	tx.Add(&knftables.Map{Name: mapToWl, Type: "ifname : verdict",
+		Comment: knftables.PtrTo("workload interface -> its inbound policy chain")})
+
+	tx.Add(&knftables.Chain{Name: chainFwdEgress, Type: &filter, Hook: &forward, Priority: &prioEg,
+		Comment: knftables.PtrTo("outbound policy of the sending workload")})
+	tx.Add(&knftables.Chain{Name: chainFwdIngress, Type: &filter, Hook: &forward, Priority: &prioIn,
+		Comment: knftables.PtrTo("inbound policy of the receiving workload")})
+	tx.Add(&knftables.Chain{Name: chainInput, Type: &filter, Hook: &input, Priority: &prioIn,
+		Comment: knftables.PtrTo("workloads to the host itself")})
+	tx.Add(&knftables.Chain{Name: chainWlToHost,
+		Comment: knftables.PtrTo("what a workload may send to the host: replies and neighbour discovery")})
+	tx.Add(&knftables.Chain{Name: chainNAT, Type: &nat, Hook: &post, Priority: &prioSNAT,
+		Comment: knftables.PtrTo("NAT outgoing: masquerade from nat-outgoing pools to outside every pool")})
+
+	wild := `"` + WorkloadIfacePrefix + `*"`
+	for _, c := range []struct{ chain, dir, m string }{
+		{chainFwdEgress, "iifname", mapFromWl},
+		{chainFwdIngress, "oifname", mapToWl},
+	} {
+		// Established and related traffic leaves at the first rule: the
+		// per-packet cost of a flow is one conntrack state test.
+		tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct state established,related accept"})
+		tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct state invalid drop"})
+		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " vmap @" + c.m})
+		// A workload interface without an endpoint (being created or torn
+		// down) gets nothing rather than everything.
+		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " " + wild + " drop"})
+	}
+
+	tx.Add(&knftables.Rule{Chain: chainInput, Rule: "iifname " + wild + " goto " + chainWlToHost})
+	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "ct state established,related accept"})
+	// IPv6 workloads must resolve their gateway (the host) and may ask for
+	// routers. Conntrack leaves these untracked, so they need their own rule.
+	tx.Add(&knftables.Rule{Chain: chainWlToHost,
+		Rule: "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept"})
+	// No host services (not even echo) for workloads until configured.
+	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "drop"})
+
+	tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip saddr @" + setMasq4 + " ip daddr != @" + setPools4 + " masquerade"})
+	tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip6 saddr @" + setMasq6 + " ip6 daddr != @" + setPools6 + " masquerade"})
+}
+
+// counter tallies operations into Stats as they are queued.
+type counter struct {
+	tx *knftables.Transaction
+	st *Stats
+}
+
+func (c counter) addSet(name string, s setSpec) {
+	set := &knftables.Set{Name: name, Type: s.Type}
+	if s.Interval {
+		set.Flags = []knftables.SetFlag{knftables.IntervalFlag}
+	}
+	if s.Comment != "" {
+		set.Comment = knftables.PtrTo(s.Comment)
+	}
+	c.tx.Add(set)
+	c.st.SetsAdded++
+}
+
+func (c counter) addElems(set string, elems []string) {
+	for _, e := range elems {
+		c.tx.Add(&knftables.Element{Set: set, Key: []string{e}})
+	}
+	c.st.ElementsAdded += len(elems)
+}
+
+func (c counter) delElems(set string, elems []string) {
+	for _, e := range elems {
+		c.tx.Delete(&knftables.Element{Set: set, Key: []string{e}})
+	}
+	c.st.ElementsDeleted += len(elems)
+}
+
+func (c counter) addChain(name string, cs chainSpec) {
+	ch := &knftables.Chain{Name: name}
+	if cs.Comment != "" {
+		ch.Comment = knftables.PtrTo(cs.Comment)
+	}
+	c.tx.Add(ch)
+}
+
+func (c counter) fillChain(name string, cs chainSpec) {
+	for _, r := range cs.Rules {
+		c.tx.Add(&knftables.Rule{Chain: name, Rule: r})
+	}
+	c.st.ChainsWritten++
+}
+
+func (c counter) addDispatch(m, iface, chain string) {
+	c.tx.Add(&knftables.Element{Map: m, Key: []string{quoteIface(iface)}, Value: []string{"jump " + chain}})
+	c.st.ElementsAdded++
+}
+
+func (c counter) delDispatch(m, iface string) {
+	c.tx.Delete(&knftables.Element{Map: m, Key: []string{quoteIface(iface)}})
+	c.st.ElementsDeleted++
+}
+
+// quoteIface writes an interface name as an nft string literal; validIfaceName
+// has ruled out quotes and backslashes.
+func quoteIface(s string) string { return `"` + s + `"` }
+
+// planFull queues a transaction that replaces our whole table atomically:
+// "add table" makes the "delete table" valid even on a fresh host, and the new
+// table is complete before the batch commits, so the kernel never runs
+// without policy, not even across an agent restart.
+func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
+	st := Stats{Full: true}
+	c := counter{tx, &st}
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("calico-go workload policy and NAT; owned by calico-node, edits are overwritten")})
+
+	// Sets and chains exist before any rule or element refers to them.
+	for _, name := range sortedKeys(rs.Sets) {
+		c.addSet(name, rs.Sets[name])
+	}
+	st.SetsAdded = 0 // a full rewrite is not "sets appearing"
+	addSkeleton(tx)
+	chains := sortedKeys(rs.Chains)
+	for _, name := range chains {
+		c.addChain(name, rs.Chains[name])
+	}
+	for _, name := range sortedKeys(rs.Sets) {
+		c.addElems(name, rs.Sets[name].Elems)
+	}
+	for _, name := range chains {
+		c.fillChain(name, rs.Chains[name])
+	}
+	for _, iface := range sortedKeys(rs.FromWl) {
+		c.addDispatch(mapFromWl, iface, rs.FromWl[iface])
+	}
+	for _, iface := range sortedKeys(rs.ToWl) {
+		c.addDispatch(mapToWl, iface, rs.ToWl[iface])
+	}
+	st.Ops = tx.NumOperations()
+	return st
+}
+
+// planIncremental queues only what differs between the ruleset last written
+// (prev) and the wanted one (next). The order keeps every reference valid at
+// each step of the batch: new sets and chains first, then elements, then
+// rules that may use them, then dispatch entries; removals last, endpoint
+// chains before the profile chains they jump to, sets after the rules that
+// named them are gone.
+func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
+	var st Stats
+	c := counter{tx, &st}
+
+	setNames := sortedKeys(next.Sets)
+	for _, name := range setNames {
+		if _, ok := prev.Sets[name]; !ok {
+			c.addSet(name, next.Sets[name])
+		}
+	}
+	chainNames := sortedKeys(next.Chains)
+	for _, name := range chainNames {
+		if _, ok := prev.Chains[name]; !ok {
+			c.addChain(name, next.Chains[name])
+		}
+	}
+
+	// Membership changes are element edits; no rule is rewritten for them.
+	for _, name := range setNames {
+		add, del := diffSorted(prev.Sets[name].Elems, next.Sets[name].Elems)
+		c.delElems(name, del)
+		c.addElems(name, add)
+	}
+
+	// Dispatch entries of endpoints that went away (or changed chain) go
+	// before their chains are deleted.
+	for _, m := range []struct {
+		name       string
+		prev, next map[string]string
+	}{{mapFromWl, prev.FromWl, next.FromWl}, {mapToWl, prev.ToWl, next.ToWl}} {
+		for _, iface := range sortedKeys(m.prev) {
+			if nc, ok := m.next[iface]; !ok || nc != m.prev[iface] {
+				c.delDispatch(m.name, iface)
+			}
+		}
+	}
+
+	for _, name := range chainNames {
+		old, existed := prev.Chains[name]
+		cs := next.Chains[name]
+		if existed && slices.Equal(old.Rules, cs.Rules) {
+			continue
+		}
+		if existed {
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+		c.fillChain(name, cs)
+	}
+
+	for _, m := range []struct {
+		name       string
+		prev, next map[string]string
+	}{{mapFromWl, prev.FromWl, next.FromWl}, {mapToWl, prev.ToWl, next.ToWl}} {
+		for _, iface := range sortedKeys(m.next) {
+			if pc, ok := m.prev[iface]; !ok || pc != m.next[iface] {
+				c.addDispatch(m.name, iface, m.next[iface])
+			}
+		}
+	}
+
+	// Deleting a chain drops its rules and so their references; endpoint
+	// chains go first so the profile chains they jump to are free to go.
+	var gone []string
+	for _, name := range sortedKeys(prev.Chains) {
+		if _, ok := next.Chains[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
+	slices.SortStableFunc(gone, func(a, b string) int {
+		return boolRank(!strings.HasPrefix(a, endpointChain)) - boolRank(!strings.HasPrefix(b, endpointChain))
+	})
+	for _, name := range gone {
+		tx.Delete(&knftables.Chain{Name: name})
+		st.ChainsDeleted++
+	}
+	for _, name := range sortedKeys(prev.Sets) {
+		if _, ok := next.Sets[name]; !ok {
+			tx.Delete(&knftables.Set{Name: name})
+			st.SetsDeleted++
+		}
+	}
+	st.Ops = tx.NumOperations()
+	return st
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// diffSorted returns the elements only in next (to add) and only in prev (to
+// delete) of two sorted, unique lists.
+func diffSorted(prev, next []string) (add, del []string) {
+	i, j := 0, 0
+	for i < len(prev) && j < len(next) {
+		switch {
+		case prev[i] == next[j]:
+			i++
+			j++
+		case prev[i] < next[j]:
+			del = append(del, prev[i])
+			i++
+		default:
+			add = append(add, next[j])
+			j++
+		}
+	}
+	del = append(del, prev[i:]...)
+	add = append(add, next[j:]...)
+	return add, del
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

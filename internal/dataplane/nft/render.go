@@ -1,0 +1,427 @@
+package nft
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+)
+
+// ruleset is the rendered, kernel-independent form of a calc.Policy: exactly
+// the per-policy objects of our table (the fixed skeleton of base chains,
+// maps and NAT rules is the same for every policy and lives in skeleton()).
+// Two rulesets are diffed to plan an incremental transaction.
+type ruleset struct {
+	// Chains are the regular chains, by name: one inbound and one outbound
+	// chain per profile and per endpoint.
+	Chains map[string]chainSpec
+	// Sets are the tag membership sets and the NAT pool sets, by name.
+	Sets map[string]setSpec
+	// FromWl and ToWl are the dispatch maps: interface name -> endpoint chain.
+	FromWl map[string]string
+	ToWl   map[string]string
+	// Problems are inconsistencies in the input. Each was enforced fail-closed
+	// (the affected traffic is dropped), so they need a fix in the datastore,
+	// not a retry.
+	Problems []string
+	// profiles is how many profiles were rendered (for Stats).
+	profiles int
+}
+
+type chainSpec struct {
+	Comment string
+	Rules   []string
+}
+
+type setSpec struct {
+	Type     string // ipv4_addr or ipv6_addr
+	Interval bool   // elements are prefixes
+	Comment  string
+	Elems    []string // unique, sorted as strings: diffed by merging
+}
+
+// render turns a policy into the objects that enforce it. It is pure and
+// deterministic: the same policy always gives the same ruleset.
+func render(p calc.Policy) *ruleset {
+	rs := &ruleset{
+		Chains:   make(map[string]chainSpec, 2*len(p.Endpoints)+2*len(p.Profiles)),
+		Sets:     make(map[string]setSpec),
+		FromWl:   make(map[string]string, len(p.Endpoints)),
+		ToWl:     make(map[string]string, len(p.Endpoints)),
+		profiles: len(p.Profiles),
+	}
+
+	// Profiles, in name order so problems are reported deterministically.
+	tags := map[string]bool{}
+	names := make([]string, 0, len(p.Profiles))
+	for name := range p.Profiles {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		prof := p.Profiles[name]
+		rs.Chains[profileInChain(name)] = chainSpec{
+			Comment: comment("profile " + name + " inbound"),
+			Rules:   rs.renderRules(name, "inbound", prof.Inbound, tags),
+		}
+		rs.Chains[profileOutChain(name)] = chainSpec{
+			Comment: comment("profile " + name + " outbound"),
+			Rules:   rs.renderRules(name, "outbound", prof.Outbound, tags),
+		}
+	}
+
+	// One set per (tag, family) named by some rule. A tag with no members
+	// still gets its (empty) sets, so rules naming it load and match nothing.
+	for tag := range tags {
+		v4, v6 := splitAddrs(p.TagMembers[tag].V4, p.TagMembers[tag].V6)
+		rs.Sets[tagSet4(tag)] = setSpec{Type: "ipv4_addr", Comment: comment("tag " + tag), Elems: v4}
+		rs.Sets[tagSet6(tag)] = setSpec{Type: "ipv6_addr", Comment: comment("tag " + tag), Elems: v6}
+	}
+
+	for _, ep := range p.Endpoints {
+		rs.renderEndpoint(ep, p.Profiles)
+	}
+
+	// NAT outgoing. The "not to a pool" set also holds the masquerading pools
+	// themselves, so traffic inside a pool is never masqueraded even when the
+	// caller left a pool out of AllPools.
+	m4, m6 := splitPrefixes(p.MasqueradePools)
+	a4, a6 := splitPrefixes(append(slices.Clone(p.AllPools), p.MasqueradePools...))
+	rs.Sets[setMasq4] = setSpec{Type: "ipv4_addr", Interval: true, Elems: m4}
+	rs.Sets[setMasq6] = setSpec{Type: "ipv6_addr", Interval: true, Elems: m6}
+	rs.Sets[setPools4] = setSpec{Type: "ipv4_addr", Interval: true, Elems: a4}
+	rs.Sets[setPools6] = setSpec{Type: "ipv6_addr", Interval: true, Elems: a6}
+	return rs
+}
+
+func (rs *ruleset) problem(format string, args ...any) {
+	rs.Problems = append(rs.Problems, fmt.Sprintf(format, args...))
+}
+
+// renderEndpoint writes an endpoint's two chains and dispatch entries.
+func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]api.Profile) {
+	if !validIfaceName(ep.Interface) {
+		// Its traffic still hits the "cali*" catch-all drop if it is a
+		// workload interface at all.
+		rs.problem("endpoint %q: bad interface name; its traffic is not dispatched", ep.Interface)
+		return
+	}
+	if _, dup := rs.FromWl[ep.Interface]; dup {
+		rs.problem("endpoint %q: listed twice; the first entry is enforced", ep.Interface)
+		return
+	}
+	out, in := endpointOutChain(ep.Interface), endpointInChain(ep.Interface)
+
+	// Anti-spoofing comes first: a workload may only send from its own
+	// addresses. A workload without an address of a family sends nothing in it.
+	v4, v6 := splitAddrs(ep.Addrs, nil)
+	outRules := make([]string, 0, 3+len(ep.Profiles))
+	outRules = append(outRules, antiSpoof("ip", "ipv4", v4), antiSpoof("ip6", "ipv6", v6))
+	inRules := make([]string, 0, 1+len(ep.Profiles))
+	for _, name := range ep.Profiles {
+		if _, ok := profiles[name]; !ok {
+			// Skipping the profile could let a later profile allow what this one
+			// would deny, so stop here: everything not yet decided is dropped.
+			rs.problem("endpoint %q: profile %q is not in the policy; traffic it would decide is dropped", ep.Interface, name)
+			break
+		}
+		outRules = append(outRules, "jump "+profileOutChain(name))
+		inRules = append(inRules, "jump "+profileInChain(name))
+	}
+	// Nothing decided (or no profile at all): drop.
+	outRules = append(outRules, "drop")
+	inRules = append(inRules, "drop")
+
+	rs.Chains[out] = chainSpec{Rules: outRules}
+	rs.Chains[in] = chainSpec{Rules: inRules}
+	rs.FromWl[ep.Interface] = out
+	rs.ToWl[ep.Interface] = in
+}
+
+func antiSpoof(kw, nfproto string, addrs []string) string {
+	switch len(addrs) {
+	case 0:
+		return "meta nfproto " + nfproto + " drop"
+	case 1:
+		return kw + " saddr != " + addrs[0] + " counter"
+	default:
+		return kw + " saddr != { " + strings.Join(addrs, ", ") + " } drop"
+	}
+}
+
+// renderRules renders one direction of a profile. A rule that cannot be
+// enforced as written becomes an unconditional drop at its position: stricter
+// than any reading of the rule, and the rules before it still work.
+func (rs *ruleset) renderRules(profile, dir string, rules []api.Rule, tags map[string]bool) []string {
+	out := make([]string, 0, len(rules))
+	for i, r := range rules {
+		lines, err := renderRule(r)
+		if err != nil {
+			rs.problem("profile %q %s rule %d: %v; enforced as drop", profile, dir, i+1, err)
+			out = append(out, "drop")
+			continue
+		}
+		for _, t := range []string{r.Src.Tag, r.Dst.Tag} {
+			if t != "" {
+				tags[t] = true
+			}
+		}
+		out = append(out, lines...)
+	}
+	return out
+}
+
+// family of a rendered rule: 0 when the rule applies to both.
+type family int
+
+const (
+	famAny family = 0
+	fam4   family = 4
+	fam6   family = 6
+)
+
+// renderRule turns one profile rule into nft rules: one rule when nothing in
+// it is family-specific, else one per family it can match (a tag match needs
+// the tag's v4 set in an IPv4 rule and its v6 set in an IPv6 rule). A rule
+// that can match no family renders to nothing.
+func renderRule(r api.Rule) ([]string, error) {
+	if err := api.ValidateRule(r); err != nil {
+		return nil, err
+	}
+	verdict := "accept"
+	if r.Action == api.ActionDeny {
+		verdict = "drop"
+	}
+	can4, can6, specific := true, true, false
+	switch r.Protocol {
+	case api.ProtocolICMP:
+		can6, specific = false, true
+	case api.ProtocolICMPv6:
+		can4, specific = false, true
+	}
+	var cidrs [2]netip.Prefix // src, dst
+	for i, e := range []api.EntityMatch{r.Src, r.Dst} {
+		if e.Tag != "" {
+			specific = true
+		}
+		if e.CIDR == "" {
+			continue
+		}
+		p, err := api.ParseCIDR(e.CIDR)
+		if err != nil {
+			return nil, err
+		}
+		cidrs[i] = p
+		specific = true
+		if p.Addr().Is4() {
+			can6 = false
+		} else {
+			can4 = false
+		}
+	}
+	if !specific {
+		return []string{ruleText(r, famAny, cidrs, verdict)}, nil
+	}
+	var lines []string
+	if can4 {
+		lines = append(lines, ruleText(r, fam4, cidrs, verdict))
+	}
+	if can6 {
+		lines = append(lines, ruleText(r, fam6, cidrs, verdict))
+	}
+	return lines, nil
+}
+
+// ruleText writes one nft rule: family guard, addresses, protocol and ports,
+// ICMP type and code, verdict. Address matches imply the family in an inet
+// table, so the explicit "meta nfproto" guard is only added without them.
+func ruleText(r api.Rule, f family, cidrs [2]netip.Prefix, verdict string) string {
+	var b strings.Builder
+	b.Grow(96)
+	word := func(s string) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s)
+	}
+	kw, tagSet := "ip", tagSet4
+	if f == fam6 {
+		kw, tagSet = "ip6", tagSet6
+	}
+	hasAddr := cidrs[0].IsValid() || cidrs[1].IsValid() || r.Src.Tag != "" || r.Dst.Tag != ""
+	if f != famAny && !hasAddr {
+		if f == fam4 {
+			word("meta nfproto ipv4")
+		} else {
+			word("meta nfproto ipv6")
+		}
+	}
+	for i, e := range []api.EntityMatch{r.Src, r.Dst} {
+		dir := " saddr "
+		if i == 1 {
+			dir = " daddr "
+		}
+		if cidrs[i].IsValid() {
+			word(kw + dir + cidrs[i].String())
+		}
+		if e.Tag != "" {
+			word(kw + dir + "@" + tagSet(e.Tag))
+		}
+	}
+	switch r.Protocol {
+	case api.ProtocolTCP, api.ProtocolUDP:
+		if len(r.Src.Ports) == 0 && len(r.Dst.Ports) == 0 {
+			word("meta l4proto " + r.Protocol)
+		}
+		// A port match implies the protocol.
+		if len(r.Src.Ports) > 0 {
+			word(r.Protocol + " sport " + portSet(r.Src.Ports))
+		}
+		if len(r.Dst.Ports) > 0 {
+			word(r.Protocol + " dport " + portSet(r.Dst.Ports))
+		}
+	case api.ProtocolICMP, api.ProtocolICMPv6:
+		name, l4 := "icmp", "icmp"
+		if r.Protocol == api.ProtocolICMPv6 {
+			name, l4 = "icmpv6", "ipv6-icmp"
+		}
+		if r.ICMPType == nil {
+			word("meta l4proto " + l4)
+		} else {
+			word(name + " type " + strconv.Itoa(*r.ICMPType))
+			if r.ICMPCode != nil {
+				word(name + " code " + strconv.Itoa(*r.ICMPCode))
+			}
+		}
+	}
+	word(verdict)
+	return b.String()
+}
+
+// portSet renders ports as one value or an anonymous set, with overlapping
+// and adjacent ranges merged: nft rejects overlapping intervals in a set.
+func portSet(ports []api.PortRange) string {
+	rs := slices.Clone(ports)
+	slices.SortFunc(rs, func(a, b api.PortRange) int { return cmp.Compare(a.Min, b.Min) })
+	merged := rs[:1]
+	for _, p := range rs[1:] {
+		last := &merged[len(merged)-1]
+		if uint32(p.Min) <= uint32(last.Max)+1 {
+			last.Max = max(last.Max, p.Max)
+			continue
+		}
+		merged = append(merged, p)
+	}
+	parts := make([]string, len(merged))
+	for i, p := range merged {
+		if p.Min == p.Max {
+			parts[i] = strconv.Itoa(int(p.Min))
+		} else {
+			parts[i] = strconv.Itoa(int(p.Min)) + "-" + strconv.Itoa(int(p.Max))
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "{ " + strings.Join(parts, ", ") + " }"
+}
+
+// splitAddrs sorts addresses into families by the address itself (not by
+// the list it came in), unmapping IPv4-in-IPv6 and dropping zones, and
+// returns each family sorted and unique, as set elements.
+func splitAddrs(a, b []netip.Addr) (v4, v6 []string) {
+	var x4, x6 []netip.Addr
+	for _, list := range [][]netip.Addr{a, b} {
+		for _, ip := range list {
+			if !ip.IsValid() {
+				continue
+			}
+			ip = ip.Unmap().WithZone("")
+			if ip.Is4() {
+				x4 = append(x4, ip)
+			} else {
+				x6 = append(x6, ip)
+			}
+		}
+	}
+	return addrStrings(x4), addrStrings(x6)
+}
+
+func addrStrings(ips []netip.Addr) []string {
+	slices.SortFunc(ips, netip.Addr.Compare)
+	ips = slices.Compact(ips)
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	// Sorted as strings, the order diffSorted merges in.
+	slices.Sort(out)
+	return out
+}
+
+// splitPrefixes normalizes prefixes for an interval set: masked, split by
+// family, and with every prefix inside another one dropped, since nft refuses
+// overlapping intervals in a set without auto-merge (and auto-merge would make
+// later element deletes fail).
+func splitPrefixes(ps []netip.Prefix) (v4, v6 []string) {
+	var x4, x6 []netip.Prefix
+	for _, p := range ps {
+		if !p.IsValid() {
+			continue
+		}
+		p = p.Masked()
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if p.Addr().Is4() {
+			x4 = append(x4, p)
+		} else {
+			x6 = append(x6, p)
+		}
+	}
+	return prefixStrings(x4), prefixStrings(x6)
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	// Sorted by address then shorter prefix first, a prefix covered by an
+	// earlier kept one comes right after it (prefixes nest or are disjoint).
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Bits(), b.Bits())
+	})
+	var out []string
+	var last netip.Prefix
+	for _, p := range ps {
+		if last.IsValid() && last.Bits() <= p.Bits() && last.Contains(p.Addr()) {
+			continue
+		}
+		last = p
+		out = append(out, p.String())
+	}
+	slices.Sort(out) // the order diffSorted merges in
+	return out
+}
+
+// comment makes a string safe inside an nft comment literal, which cannot
+// escape quotes, and which knftables writes with Go's %q (so anything but
+// printable ASCII would arrive as a Go escape): printable ASCII only, within
+// the 128-byte limit.
+func comment(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 120 {
+		b = b[:120]
+	}
+	return string(b)
+}

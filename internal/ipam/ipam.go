@@ -1,0 +1,918 @@
+// Package ipam assigns workload addresses from pools, over etcd.
+//
+// A pool is cut into blocks (a /26 or /122 by default). A host claims a block
+// (the block's affinity plus an affinity key under the host) and assigns from
+// it, so hosts rarely write the same key and each host's routes aggregate to
+// its blocks. Only when every block of a pool is claimed does a host borrow a
+// free address from another host's block.
+//
+// Every write is one etcd transaction guarded by the revisions it read
+// (ModRevision, or CreateRevision == 0 for a key it creates); a block and the
+// handle recording the same address always change together. A transaction
+// that loses a race is retried from a fresh read, a bounded number of times
+// with jitter. There is no lock outside etcd, so any number of processes on
+// any number of hosts may assign at once.
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+// maxAttempts bounds the retries of one operation after lost races. With the
+// backoff below it is a few seconds of solid contention, far beyond what
+// hosts with their own blocks ever see.
+const maxAttempts = 100
+
+// IPAM is the address allocator. It is safe for concurrent use.
+type IPAM struct {
+	cli *clientv3.Client
+
+	mu sync.Mutex
+	// nodeLocks serializes AutoAssign per node within this process. Callers
+	// on one host assign from the same block, so letting them race would
+	// only turn into transaction conflicts and retries; across processes
+	// and hosts the transactions alone keep assignment correct.
+	nodeLocks map[string]chan struct{}
+
+	// conflicts counts transactions that lost a race, for metrics and for
+	// tests to show that contention really happened.
+	conflicts atomic.Uint64
+}
+
+// Conflicts returns how many write transactions of this allocator lost a
+// race to another writer and were retried.
+func (m *IPAM) Conflicts() uint64 { return m.conflicts.Load() }
+
+// New returns an allocator using cli.
+func New(cli *clientv3.Client) *IPAM {
+	return &IPAM{cli: cli, nodeLocks: map[string]chan struct{}{}}
+}
+
+// BlockInfo describes a block for `calicoctl ipam show`.
+type BlockInfo struct {
+	CIDR     string
+	Affinity string // node owning the block; "" when released
+	Used     int
+	Size     int
+}
+
+// IPInfo describes one address.
+type IPInfo struct {
+	IP       string
+	Pool     string // "" when outside every pool
+	Block    string // "" when no block holds it yet
+	Affinity string
+	Handle   string
+	Assigned bool
+}
+
+// Assign takes the specific address ip for handle on node. The address must
+// lie in a pool (disabled pools included: they only stop automatic
+// assignment) and be free. If its block does not exist yet it is created
+// with affinity to node.
+func (m *IPAM) Assign(ctx context.Context, ip netip.Addr, handle, node string) error {
+	ip, err := checkAddr(ip)
+	if err != nil {
+		return err
+	}
+	if err := checkNames(handle, node); err != nil {
+		return err
+	}
+	hkey := datastore.HandleKey(handle)
+	return m.retry(ctx, func() (bool, error) {
+		r, err := m.read(ctx, getPrefix(datastore.PrefixPools), clientv3.OpGet(hkey))
+		if err != nil {
+			return false, err
+		}
+		pool, err := poolForAddr(parsePools(r[0]), ip)
+		if err != nil {
+			return false, err
+		}
+		h, err := handleFrom(hkey, r[1])
+		if err != nil {
+			return false, err
+		}
+		bp := pool.blockFor(ip)
+		sb, clash, err := m.locateBlock(ctx, ip, bp)
+		if err != nil {
+			return false, err
+		}
+		if sb != nil {
+			ord, _ := sb.st.ordinal(ip)
+			if owner, taken := sb.st.owner(ord); taken {
+				return false, errorf(ErrAlreadyAssigned, "%s is already assigned (to %s)", ip, owner)
+			}
+			_, ok, err := m.allocate(ctx, pool, *sb, ord, handle, h, "")
+			return ok, err
+		}
+		if clash.IsValid() {
+			return false, errorf(ErrCorrupt, "cannot create block %s for %s: it would overlap block %s (see calicoctl ipam check)", bp, ip, clash)
+		}
+		st, err := newBlockState(api.Block{CIDR: bp.String(), Affinity: node})
+		if err != nil {
+			return false, err
+		}
+		ord, _ := st.ordinal(ip)
+		_, ok, err := m.claimAndAllocate(ctx, pool, st, ord, node, handle, h)
+		return ok, err
+	})
+}
+
+// AutoAssign picks a free address of the given family (4 or 6) for handle on
+// node: first from the node's own blocks, then from a newly claimed block
+// (of an enabled pool of that family, only the named pools when pools is not
+// empty), then from a block no node owns (claiming it), and last, when every
+// block is claimed, borrowed from another node's block.
+func (m *IPAM) AutoAssign(ctx context.Context, handle, node string, family int, pools []string) (netip.Addr, error) {
+	if err := checkNames(handle, node); err != nil {
+		return netip.Addr{}, err
+	}
+	if family != 4 && family != 6 {
+		return netip.Addr{}, errorf(ErrInvalid, "address family must be 4 or 6, not %d", family)
+	}
+	var restrict []netip.Prefix
+	for _, s := range pools {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return netip.Addr{}, errorf(ErrInvalid, "bad pool CIDR %q: %v", s, err)
+		}
+		restrict = append(restrict, p.Masked())
+	}
+	unlock, err := m.lockNode(ctx, node)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer unlock()
+	var got netip.Addr
+	err = m.retry(ctx, func() (bool, error) {
+		var done bool
+		var err error
+		got, done, err = m.tryAutoAssign(ctx, handle, node, family, restrict)
+		return done, err
+	})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return got, nil
+}
+
+// tryAutoAssign is one attempt of AutoAssign: done is false when a
+// transaction lost a race and the caller should retry from a fresh read.
+func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family int, restrict []netip.Prefix) (ip netip.Addr, done bool, err error) {
+	hkey := datastore.HandleKey(handle)
+	r, err := m.read(ctx,
+		getPrefix(datastore.PrefixPools),
+		getPrefix(datastore.AffinityPrefix(node)),
+		clientv3.OpGet(hkey))
+	if err != nil {
+		return ip, false, err
+	}
+	cands, err := selectPools(parsePools(r[0]), family, restrict)
+	if err != nil {
+		return ip, false, err
+	}
+	h, err := handleFrom(hkey, r[2])
+	if err != nil {
+		return ip, false, err
+	}
+
+	// 1. The node's own blocks: the common case, touching only its keys.
+	var gets []clientv3.Op
+	for _, kv := range r[1] {
+		c := parseClaimKV(kv.key, kv.value, kv.rev)
+		p, err := netip.ParsePrefix(c.cidr)
+		if err != nil {
+			continue
+		}
+		if _, ok := poolForBlock(cands, p); ok {
+			gets = append(gets, clientv3.OpGet(datastore.BlockKey(p.String())))
+		}
+	}
+	if len(gets) > 0 {
+		rb, err := m.read(ctx, gets...)
+		if err != nil {
+			return ip, false, err
+		}
+		var mine []storedBlock
+		for _, kvs := range rb {
+			for _, kv := range kvs {
+				sb := parseBlockKV(kv.key, kv.value, kv.rev)
+				// A claim whose block says otherwise is stale; the block decides.
+				if sb.err == nil && sb.st.rec.Affinity == node {
+					mine = append(mine, sb)
+				}
+			}
+		}
+		sortBlocks(mine)
+		for _, sb := range mine {
+			pool, _ := poolForBlock(cands, sb.st.prefix)
+			if ord := freeIn(pool, sb.st); ord >= 0 {
+				return m.allocate(ctx, pool, sb, ord, handle, h, "")
+			}
+		}
+	}
+
+	// The rest needs every block: rare (once per block's worth of
+	// assignments, or when the pools are nearly full).
+	rb, err := m.read(ctx, getPrefix(datastore.PrefixBlocks))
+	if err != nil {
+		return ip, false, err
+	}
+	var all []storedBlock
+	var existing []netip.Prefix
+	for _, kv := range rb[0] {
+		sb := parseBlockKV(kv.key, kv.value, kv.rev)
+		if sb.err != nil {
+			// Undecodable, but its key still says which addresses it covers:
+			// never create a block on top of it.
+			if p, err := netip.ParsePrefix(datastore.UnescapeCIDR(strings.TrimPrefix(kv.key, datastore.PrefixBlocks))); err == nil {
+				existing = append(existing, p)
+			}
+			continue
+		}
+		all = append(all, sb)
+		existing = append(existing, sb.st.prefix)
+	}
+
+	// 2. A block nobody has created yet.
+	seed := nodeSeed(node)
+	for _, pool := range cands {
+		if bp, ok := chooseFreeBlock(pool, existing, seed); ok {
+			st, err := newBlockState(api.Block{CIDR: bp.String(), Affinity: node})
+			if err != nil {
+				return ip, false, err
+			}
+			if ord := freeIn(pool, st); ord >= 0 {
+				return m.claimAndAllocate(ctx, pool, st, ord, node, handle, h)
+			}
+		}
+	}
+
+	// 3. A block that lost its node (ReleaseNodeBlocks kept it for its
+	// addresses): adopt it, so its free addresses are routed as a block again.
+	// 4. Otherwise borrow from another node's block.
+	sortBlocks(all)
+	type spare struct {
+		pool poolInfo
+		sb   storedBlock
+		ord  int
+	}
+	var borrow []spare
+	for _, sb := range all {
+		pool, ok := poolForBlock(cands, sb.st.prefix)
+		if !ok {
+			continue
+		}
+		ord := freeIn(pool, sb.st)
+		if ord < 0 {
+			continue
+		}
+		if sb.st.rec.Affinity == "" {
+			return m.allocate(ctx, pool, sb, ord, handle, h, node)
+		}
+		borrow = append(borrow, spare{pool, sb, ord})
+	}
+	if len(borrow) > 0 {
+		// A random block, so hosts borrowing at once spread over the spares
+		// instead of all racing for the first one.
+		s := borrow[rand.IntN(len(borrow))]
+		return m.allocate(ctx, s.pool, s.sb, s.ord, handle, h, "")
+	}
+	return ip, false, errorf(ErrExhausted, "no free addresses in pools %s", poolList(cands))
+}
+
+// freeIn returns the lowest free ordinal of a block for automatic
+// assignment, or -1.
+func freeIn(pool poolInfo, st *blockState) int {
+	first, last := pool.reservedIn(st.prefix)
+	return st.used.firstFree(st.size, first, last)
+}
+
+// allocate writes ordinal ord of an existing block to handle, guarded by the
+// block, handle and pool revisions read. adopt names a node taking over a
+// block without affinity.
+func (m *IPAM) allocate(ctx context.Context, pool poolInfo, sb storedBlock, ord int, handle string, h storedHandle, adopt string) (netip.Addr, bool, error) {
+	ip := sb.st.addr(ord)
+	rec := sb.st.with(ord, handle)
+	cmps := []clientv3.Cmp{revIs(sb.key, sb.rev), revIs(h.key, h.rev), revIs(pool.key, pool.rev)}
+	var ops []clientv3.Op
+	if adopt != "" {
+		rec.Affinity = adopt
+		ops = append(ops, clientv3.OpPut(datastore.AffinityKey(adopt, rec.CIDR), rec.CIDR))
+	}
+	ops = append(ops, putJSON(sb.key, rec), putJSON(h.key, h.withIP(handle, ip)))
+	ok, err := m.commit(ctx, cmps, ops)
+	return ip, ok, err
+}
+
+// claimAndAllocate creates a block affine to node holding ordinal ord for
+// handle, together with the node's claim, in one transaction that fails if
+// anyone created the block first.
+func (m *IPAM) claimAndAllocate(ctx context.Context, pool poolInfo, st *blockState, ord int, node, handle string, h storedHandle) (netip.Addr, bool, error) {
+	ip := st.addr(ord)
+	cidr := st.prefix.String()
+	bkey := datastore.BlockKey(cidr)
+	cmps := []clientv3.Cmp{revIs(bkey, 0), revIs(h.key, h.rev), revIs(pool.key, pool.rev)}
+	ops := []clientv3.Op{
+		putJSON(bkey, st.with(ord, handle)),
+		clientv3.OpPut(datastore.AffinityKey(node, cidr), cidr),
+		putJSON(h.key, h.withIP(handle, ip)),
+	}
+	ok, err := m.commit(ctx, cmps, ops)
+	return ip, ok, err
+}
+
+// Release frees ip and returns the handle that held it.
+func (m *IPAM) Release(ctx context.Context, ip netip.Addr) (string, error) {
+	ip, err := checkAddr(ip)
+	if err != nil {
+		return "", err
+	}
+	var owner string
+	err = m.retry(ctx, func() (bool, error) {
+		sb, err := m.blockOf(ctx, ip)
+		if err != nil {
+			return false, err
+		}
+		if sb == nil {
+			return false, errorf(ErrNotAssigned, "%s is not assigned", ip)
+		}
+		ord, _ := sb.st.ordinal(ip)
+		var taken bool
+		owner, taken = sb.st.owner(ord)
+		if !taken {
+			return false, errorf(ErrNotAssigned, "%s is not assigned", ip)
+		}
+		hkey := datastore.HandleKey(owner)
+		r, err := m.read(ctx, clientv3.OpGet(hkey))
+		if err != nil {
+			return false, err
+		}
+		cmps := []clientv3.Cmp{revIs(sb.key, sb.rev)}
+		ops := []clientv3.Op{putJSON(sb.key, sb.st.without(ord))}
+		// A missing or unreadable handle record must not keep the address
+		// stuck; the block is what decides whether it is free.
+		if h, err := handleFrom(hkey, r[0]); err == nil {
+			cmps = append(cmps, revIs(hkey, h.rev))
+			if h.rev != 0 {
+				ops = append(ops, handleOp(hkey, h.withoutIPs(ip)))
+			}
+		}
+		return m.commit(ctx, cmps, ops)
+	})
+	if err != nil {
+		return "", err
+	}
+	return owner, nil
+}
+
+// ReleaseHandle frees every address recorded for handle and deletes the
+// handle, in one transaction, and returns the addresses freed. An unknown
+// handle frees nothing and is not an error, so cleanup after a failed
+// `container add` can always call it.
+func (m *IPAM) ReleaseHandle(ctx context.Context, handle string) ([]netip.Addr, error) {
+	if err := checkName("handle", handle); err != nil {
+		return nil, err
+	}
+	hkey := datastore.HandleKey(handle)
+	var released []netip.Addr
+	err := m.retry(ctx, func() (bool, error) {
+		released = nil
+		r, err := m.read(ctx, clientv3.OpGet(hkey))
+		if err != nil {
+			return false, err
+		}
+		if len(r[0]) == 0 {
+			return true, nil
+		}
+		h, err := handleFrom(hkey, r[0])
+		if err != nil {
+			return false, err
+		}
+		type change struct {
+			sb   storedBlock
+			ords []int
+		}
+		var changes []*change
+		byKey := map[string]*change{}
+		for _, txt := range h.h.IPs {
+			a, err := netip.ParseAddr(txt)
+			if err != nil {
+				continue // unparseable: dropped with the handle
+			}
+			sb, err := m.blockOf(ctx, a)
+			if err != nil {
+				return false, err
+			}
+			if sb == nil {
+				continue
+			}
+			c := byKey[sb.key]
+			if c == nil {
+				c = &change{sb: *sb}
+				byKey[sb.key] = c
+				changes = append(changes, c)
+			}
+			// Only free what the block agrees belongs to this handle: the
+			// record may be stale, the block is authoritative.
+			ord, _ := c.sb.st.ordinal(a)
+			if owner, ok := c.sb.st.owner(ord); ok && owner == handle && !slices.Contains(c.ords, ord) {
+				c.ords = append(c.ords, ord)
+				released = append(released, a)
+			}
+		}
+		cmps := []clientv3.Cmp{revIs(hkey, h.rev)}
+		ops := []clientv3.Op{clientv3.OpDelete(hkey)}
+		for _, c := range changes {
+			if len(c.ords) == 0 {
+				continue
+			}
+			cmps = append(cmps, revIs(c.sb.key, c.sb.rev))
+			ops = append(ops, putJSON(c.sb.key, c.sb.st.without(c.ords...)))
+		}
+		return m.commit(ctx, cmps, ops)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(released, netip.Addr.Compare)
+	return released, nil
+}
+
+// blockOf returns the block holding ip, or nil when there is none.
+func (m *IPAM) blockOf(ctx context.Context, ip netip.Addr) (*storedBlock, error) {
+	r, err := m.read(ctx, getPrefix(datastore.PrefixPools))
+	if err != nil {
+		return nil, err
+	}
+	var expect netip.Prefix
+	if p, ok := findPool(parsePools(r[0]), ip); ok && p.err == nil {
+		expect = p.blockFor(ip)
+	}
+	sb, _, err := m.locateBlock(ctx, ip, expect)
+	return sb, err
+}
+
+// locateBlock finds the block holding ip. It tries expect (the block the
+// pool's block size implies) first; when that does not exist it scans every
+// block key, so blocks of another size (a pool recreated with a different
+// block size) or outside any pool (a pool removed under them) are still
+// found. clash is an existing block overlapping expect without holding ip:
+// creating expect would then make an address belong to two blocks.
+func (m *IPAM) locateBlock(ctx context.Context, ip netip.Addr, expect netip.Prefix) (sb *storedBlock, clash netip.Prefix, err error) {
+	get := func(key string) (*storedBlock, error) {
+		r, err := m.read(ctx, clientv3.OpGet(key))
+		if err != nil || len(r[0]) == 0 {
+			return nil, err
+		}
+		kv := r[0][0]
+		b := parseBlockKV(kv.key, kv.value, kv.rev)
+		if b.err != nil {
+			return nil, errorf(ErrCorrupt, "%v", b.err)
+		}
+		if !b.st.prefix.Contains(ip) {
+			return nil, errorf(ErrCorrupt, "block key %s holds block %s", key, b.st.prefix)
+		}
+		return &b, nil
+	}
+	if expect.IsValid() {
+		if b, err := get(datastore.BlockKey(expect.String())); b != nil || err != nil {
+			return b, netip.Prefix{}, err
+		}
+	}
+	r, err := m.read(ctx, clientv3.OpGet(datastore.PrefixBlocks, clientv3.WithPrefix(), clientv3.WithKeysOnly()))
+	if err != nil {
+		return nil, netip.Prefix{}, err
+	}
+	for _, kv := range r[0] {
+		p, err := netip.ParsePrefix(datastore.UnescapeCIDR(strings.TrimPrefix(kv.key, datastore.PrefixBlocks)))
+		if err != nil {
+			continue
+		}
+		if p.Contains(ip) {
+			b, err := get(kv.key)
+			return b, netip.Prefix{}, err
+		}
+		if expect.IsValid() && p.Overlaps(expect) {
+			clash = p
+		}
+	}
+	return nil, clash, nil
+}
+
+// Blocks lists every block with its affinity and use, in address order.
+// Undecodable blocks are left out; Check reports them.
+func (m *IPAM) Blocks(ctx context.Context) ([]BlockInfo, error) {
+	blocks, err := m.allBlocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]BlockInfo, 0, len(blocks))
+	for _, sb := range blocks {
+		out = append(out, BlockInfo{
+			CIDR:     sb.st.prefix.String(),
+			Affinity: sb.st.rec.Affinity,
+			Used:     sb.st.usedCount(),
+			Size:     sb.st.size,
+		})
+	}
+	return out, nil
+}
+
+// BlockAffinities maps every block's CIDR to the node it is affine to ("" for
+// none), for route calculation.
+func (m *IPAM) BlockAffinities(ctx context.Context) (map[string]string, error) {
+	blocks, err := m.allBlocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(blocks))
+	for _, sb := range blocks {
+		out[sb.st.prefix.String()] = sb.st.rec.Affinity
+	}
+	return out, nil
+}
+
+// BlocksOf returns the CIDRs of the blocks node has claimed, in address
+// order, for BGP announcement. It reads only the node's claims, which are
+// written in the same transactions as the blocks' affinity.
+func (m *IPAM) BlocksOf(ctx context.Context, node string) ([]string, error) {
+	if err := checkName("node name", node); err != nil {
+		return nil, err
+	}
+	r, err := m.read(ctx, getPrefix(datastore.AffinityPrefix(node)))
+	if err != nil {
+		return nil, err
+	}
+	var ps []netip.Prefix
+	for _, kv := range r[0] {
+		if p, err := netip.ParsePrefix(parseClaimKV(kv.key, kv.value, kv.rev).cidr); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	slices.SortFunc(ps, comparePrefix)
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out, nil
+}
+
+func (m *IPAM) allBlocks(ctx context.Context) ([]storedBlock, error) {
+	r, err := m.read(ctx, getPrefix(datastore.PrefixBlocks))
+	if err != nil {
+		return nil, err
+	}
+	var out []storedBlock
+	for _, kv := range r[0] {
+		if sb := parseBlockKV(kv.key, kv.value, kv.rev); sb.err == nil {
+			out = append(out, sb)
+		}
+	}
+	sortBlocks(out)
+	return out, nil
+}
+
+// Info describes ip: its pool, block, and holder. An address outside every
+// pool is an error unless some block still holds it.
+func (m *IPAM) Info(ctx context.Context, ip netip.Addr) (IPInfo, error) {
+	ip, err := checkAddr(ip)
+	if err != nil {
+		return IPInfo{}, err
+	}
+	r, err := m.read(ctx, getPrefix(datastore.PrefixPools))
+	if err != nil {
+		return IPInfo{}, err
+	}
+	pools := parsePools(r[0])
+	info := IPInfo{IP: ip.String()}
+	var expect netip.Prefix
+	if p, ok := findPool(pools, ip); ok {
+		info.Pool = p.String()
+		if p.err == nil {
+			expect = p.blockFor(ip)
+		}
+	}
+	sb, _, err := m.locateBlock(ctx, ip, expect)
+	if err != nil {
+		return IPInfo{}, err
+	}
+	if sb == nil {
+		if info.Pool == "" {
+			_, err := poolForAddr(pools, ip)
+			return IPInfo{}, err
+		}
+		return info, nil
+	}
+	info.Block = sb.st.prefix.String()
+	info.Affinity = sb.st.rec.Affinity
+	ord, _ := sb.st.ordinal(ip)
+	info.Handle, info.Assigned = sb.st.owner(ord)
+	return info, nil
+}
+
+// InUse counts the addresses assigned inside poolCIDR, so a pool still in use
+// is not removed. To remove a pool safely, disable it first (AutoAssign stops
+// using it: its writes are guarded by the pool's revision), then check InUse.
+func (m *IPAM) InUse(ctx context.Context, poolCIDR string) (int, error) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(poolCIDR))
+	if err != nil {
+		return 0, errorf(ErrInvalid, "bad pool CIDR %q: %v", poolCIDR, err)
+	}
+	blocks, err := m.allBlocks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return countInPrefix(blocks, p.Masked()), nil
+}
+
+// countInPrefix counts allocated addresses inside p.
+func countInPrefix(blocks []storedBlock, p netip.Prefix) int {
+	n := 0
+	for _, sb := range blocks {
+		if !sb.st.prefix.Overlaps(p) {
+			continue
+		}
+		if p.Bits() <= sb.st.prefix.Bits() {
+			n += len(sortedOrdinals(sb.st))
+			continue
+		}
+		for _, ord := range sortedOrdinals(sb.st) {
+			if p.Contains(sb.st.addr(ord)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Check compares blocks, handles and claims at one revision. liveHandles is
+// the set of handles that should exist (those of live endpoints); addresses
+// held by any other handle are reported as leaked. nil skips leak detection.
+func (m *IPAM) Check(ctx context.Context, liveHandles map[string]bool) (CheckReport, error) {
+	r, err := m.read(ctx,
+		getPrefix(datastore.PrefixPools),
+		getPrefix(datastore.PrefixBlocks),
+		getPrefix(datastore.PrefixHandles),
+		getPrefix(datastore.PrefixAffinities))
+	if err != nil {
+		return CheckReport{}, err
+	}
+	s := snapshot{pools: parsePools(r[0])}
+	for _, kv := range r[1] {
+		s.blocks = append(s.blocks, parseBlockKV(kv.key, kv.value, kv.rev))
+	}
+	for _, kv := range r[2] {
+		s.handles = append(s.handles, parseHandleKV(kv.key, kv.value, kv.rev))
+	}
+	for _, kv := range r[3] {
+		s.claims = append(s.claims, parseClaimKV(kv.key, kv.value, kv.rev))
+	}
+	return checkSnapshot(s, liveHandles), nil
+}
+
+// ReleaseNodeBlocks is for removing a node: its empty blocks are deleted,
+// blocks still holding addresses lose their affinity (the addresses stay
+// assigned; another node may adopt the block later), and its claims go.
+func (m *IPAM) ReleaseNodeBlocks(ctx context.Context, node string) error {
+	if err := checkName("node name", node); err != nil {
+		return err
+	}
+	return m.retry(ctx, func() (bool, error) {
+		r, err := m.read(ctx, getPrefix(datastore.PrefixBlocks), getPrefix(datastore.AffinityPrefix(node)))
+		if err != nil {
+			return false, err
+		}
+		var blocks []storedBlock
+		for _, kv := range r[0] {
+			if sb := parseBlockKV(kv.key, kv.value, kv.rev); sb.err == nil {
+				blocks = append(blocks, sb)
+			}
+		}
+		var claims []claim
+		for _, kv := range r[1] {
+			claims = append(claims, parseClaimKV(kv.key, kv.value, kv.rev))
+		}
+		for _, s := range planNodeRelease(node, blocks, claims) {
+			var cmps []clientv3.Cmp
+			var ops []clientv3.Op
+			if s.block != nil {
+				cmps = append(cmps, revIs(s.block.key, s.block.rev))
+				if s.deleteBlock {
+					ops = append(ops, clientv3.OpDelete(s.block.key))
+				} else {
+					rec := s.block.st.rec
+					rec.Affinity = ""
+					ops = append(ops, putJSON(s.block.key, rec))
+				}
+			}
+			if s.claim != nil {
+				cmps = append(cmps, revIs(s.claim.key, s.claim.rev))
+				ops = append(ops, clientv3.OpDelete(s.claim.key))
+			}
+			ok, err := m.commit(ctx, cmps, ops)
+			if err != nil || !ok {
+				// Lost a race: re-plan from a fresh read; steps already done
+				// no longer show up in it.
+				return false, err
+			}
+		}
+		return true, nil
+	})
+}
+
+// releaseStep is one transaction of ReleaseNodeBlocks: a block of the node
+// (deleted when empty, else stripped of affinity) and/or its claim.
+type releaseStep struct {
+	block       *storedBlock
+	deleteBlock bool
+	claim       *claim
+}
+
+// planNodeRelease is the pure part of ReleaseNodeBlocks. Blocks are found by
+// their affinity as well as by claims, so a half-written state left by older
+// code or a manual edit is cleaned up too.
+func planNodeRelease(node string, blocks []storedBlock, claims []claim) []releaseStep {
+	byKey := map[string]*claim{}
+	for i := range claims {
+		byKey[claims[i].key] = &claims[i]
+	}
+	var steps []releaseStep
+	for i := range blocks {
+		b := &blocks[i]
+		if b.st == nil || b.st.rec.Affinity != node {
+			continue
+		}
+		ckey := datastore.AffinityKey(node, b.st.prefix.String())
+		s := releaseStep{block: b, deleteBlock: b.st.usedCount() == 0, claim: byKey[ckey]}
+		delete(byKey, ckey)
+		steps = append(steps, s)
+	}
+	for _, c := range claims {
+		if _, ok := byKey[c.key]; ok {
+			steps = append(steps, releaseStep{claim: byKey[c.key]})
+		}
+	}
+	return steps
+}
+
+// ---- etcd plumbing ----
+
+// kv is the part of an etcd key-value this package uses.
+type kv struct {
+	key   string
+	value []byte
+	rev   int64 // ModRevision
+}
+
+// read runs gets in one transaction, so they see one revision.
+func (m *IPAM) read(ctx context.Context, gets ...clientv3.Op) ([][]kv, error) {
+	resp, err := m.cli.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("reading IPAM data from etcd: %w", err)
+	}
+	out := make([][]kv, len(resp.Responses))
+	for i, r := range resp.Responses {
+		for _, e := range r.GetResponseRange().GetKvs() {
+			out[i] = append(out[i], kv{key: string(e.Key), value: e.Value, rev: e.ModRevision})
+		}
+	}
+	return out, nil
+}
+
+// commit runs a guarded write; false means a guard failed (someone else
+// wrote first) and nothing was written.
+func (m *IPAM) commit(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (bool, error) {
+	resp, err := m.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("writing IPAM data to etcd: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
+func getPrefix(p string) clientv3.Op { return clientv3.OpGet(p, clientv3.WithPrefix()) }
+
+// revIs guards a write on key still being at the revision read; rev 0 means
+// the key was absent and must still be.
+func revIs(key string, rev int64) clientv3.Cmp {
+	if rev == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+}
+
+func putJSON(key string, v any) clientv3.Op {
+	// The api types marshal without error (no channels, funcs or NaNs).
+	b, _ := json.Marshal(v)
+	return clientv3.OpPut(key, string(b))
+}
+
+// handleOp writes a handle record, deleting it once it holds nothing.
+func handleOp(key string, h api.Handle) clientv3.Op {
+	if len(h.IPs) == 0 {
+		return clientv3.OpDelete(key)
+	}
+	return putJSON(key, h)
+}
+
+// handleFrom decodes a handle read by a single-key get.
+func handleFrom(key string, kvs []kv) (storedHandle, error) {
+	if len(kvs) == 0 {
+		return storedHandle{key: key}, nil
+	}
+	h := parseHandleKV(key, kvs[0].value, kvs[0].rev)
+	if h.err != nil {
+		return h, errorf(ErrCorrupt, "%v", h.err)
+	}
+	return h, nil
+}
+
+func parsePools(kvs []kv) []poolInfo {
+	out := make([]poolInfo, 0, len(kvs))
+	for _, e := range kvs {
+		out = append(out, parsePool(e.key, e.value, e.rev))
+	}
+	slices.SortFunc(out, func(a, b poolInfo) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+// retry runs attempt until it is done or fails, backing off with jitter
+// after each lost race so contending writers fall out of step.
+func (m *IPAM) retry(ctx context.Context, attempt func() (bool, error)) error {
+	for i := range maxAttempts {
+		done, err := attempt()
+		if err != nil || done {
+			return err
+		}
+		m.conflicts.Add(1)
+		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(i, 5)))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return errorf(ErrConflict, "gave up after %d attempts: other writers kept changing the same IPAM keys", maxAttempts)
+}
+
+// lockNode takes this process's lock for node (see IPAM.nodeLocks).
+func (m *IPAM) lockNode(ctx context.Context, node string) (func(), error) {
+	m.mu.Lock()
+	l := m.nodeLocks[node]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		m.nodeLocks[node] = l
+	}
+	m.mu.Unlock()
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func checkAddr(ip netip.Addr) (netip.Addr, error) {
+	if !ip.IsValid() {
+		return ip, errorf(ErrInvalid, "invalid IP address")
+	}
+	if ip.Zone() != "" {
+		return ip, errorf(ErrInvalid, "%s: workload addresses have no zone", ip)
+	}
+	return ip.Unmap(), nil
+}
+
+func checkNames(handle, node string) error {
+	if err := checkName("handle", handle); err != nil {
+		return err
+	}
+	return checkName("node name", node)
+}
+
+// checkName validates a handle or node name: each becomes one etcd key
+// segment, so it must be non-empty and free of '/'.
+func checkName(what, v string) error {
+	if v == "" {
+		return errorf(ErrInvalid, "%s must not be empty", what)
+	}
+	if strings.ContainsAny(v, "/ \t\n") {
+		return errorf(ErrInvalid, "%s %q must not contain '/' or whitespace", what, v)
+	}
+	return nil
+}

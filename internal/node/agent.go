@@ -1,0 +1,336 @@
+// Package node is calico-node's wiring: the datastore syncer feeds a
+// snapshot, calc turns it into desired state, and the dataplane and BGP
+// speaker apply it. The loop is level-triggered: every pass converges the
+// kernel to the whole desired state, so a missed event or a restart heals.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/nft"
+	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/routing"
+)
+
+// Config is how calico-node was started.
+type Config struct {
+	Name      string
+	IP        netip.Addr // host IPv4
+	IP6       netip.Addr // host IPv6, optional
+	ASN       uint32     // 0: the cluster default
+	Datastore datastore.Config
+	// BGPPort 0 means 179.
+	BGPPort        int32
+	HoldTime       time.Duration
+	ResyncInterval time.Duration // full reconcile of the kernel; default 30 s
+	StatusInterval time.Duration // status report; default 10 s
+	Log            *slog.Logger
+}
+
+func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
+
+// Agent is one running calico-node.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	ds       *datastore.Client
+	hostNet  netip.Prefix
+	haveIPIP bool
+
+	mu      sync.Mutex
+	snap    *calc.Snapshot
+	synced  bool
+	trigger chan struct{}
+
+	routes  *netdev.RouteSyncer
+	vxlan   *netdev.VXLANSyncer
+	policy  *nft.Enforcer
+	speaker *routing.Speaker
+	asn     uint32
+
+	problems []string
+	ready    bool
+}
+
+// Run starts the agent and blocks until ctx ends. It leaves routes and
+// policy in the kernel when it stops, so a restart does not disturb traffic.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = 30 * time.Second
+	}
+	if cfg.StatusInterval == 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1)}
+
+	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
+	if err != nil {
+		return err
+	}
+	a.hostNet = hostNet
+	if err := netdev.EnableForwarding(); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
+	}
+	a.haveIPIP = netdev.HaveLinkType("ipip")
+	if !a.haveIPIP {
+		a.log.Info("this kernel has no IPIP support; pools that ask for IPIP will be refused across hosts (use VXLAN)")
+	}
+	if a.policy, err = nft.New(); err != nil {
+		return err
+	}
+	a.routes = netdev.NewRouteSyncer()
+	defer a.routes.Close()
+	a.vxlan = netdev.NewVXLANSyncer()
+
+	ds, err := datastore.Connect(ctx, cfg.Datastore)
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	a.ds = ds
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+
+	go ds.Sync(ctx, datastore.Root, a, a.log)
+	// Program nothing until the first full snapshot has arrived.
+	if err := a.waitSynced(ctx); err != nil {
+		return err
+	}
+	a.log.Info("in sync with the datastore", "node", cfg.Name)
+	defer a.stopSpeaker()
+	return a.loop(ctx)
+}
+
+// register writes this node's record: its address with the subnet prefix,
+// which CrossSubnet decisions on other hosts need.
+func (a *Agent) register(ctx context.Context) error {
+	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN}
+	if a.cfg.IP6.IsValid() {
+		p6, _, err := netdev.HostIPPrefix(a.cfg.IP6)
+		if err != nil {
+			return err
+		}
+		n.IPv6 = p6.String()
+	}
+	if err := api.ValidateNode(n); err != nil {
+		return err
+	}
+	return a.ds.Put(ctx, datastore.NodeKey(a.cfg.Name), n)
+}
+
+// OnSnapshot implements datastore.SyncHandler.
+func (a *Agent) OnSnapshot(kvs map[string][]byte) {
+	fresh := calc.NewSnapshot()
+	for k, v := range kvs {
+		if _, err := decodeInto(fresh, k, v); err != nil {
+			a.log.Warn("skipping bad datastore record", "err", err)
+		}
+	}
+	a.mu.Lock()
+	a.snap, a.synced = fresh, true
+	a.mu.Unlock()
+	a.kick()
+}
+
+// OnUpdate implements datastore.SyncHandler.
+func (a *Agent) OnUpdate(key string, value []byte) {
+	a.mu.Lock()
+	relevant, err := decodeInto(a.snap, key, value)
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
+		return
+	}
+	if relevant {
+		a.kick()
+	}
+}
+
+func (a *Agent) kick() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) waitSynced(ctx context.Context) error {
+	for {
+		a.mu.Lock()
+		ok := a.synced
+		a.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.trigger:
+			a.kick()
+			time.Sleep(5 * time.Millisecond)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) loop(ctx context.Context) error {
+	resync := time.NewTicker(a.cfg.ResyncInterval)
+	defer resync.Stop()
+	status := time.NewTicker(a.cfg.StatusInterval)
+	defer status.Stop()
+	var bgpChanges <-chan struct{}
+	a.pass(ctx)
+	a.reportStatus(ctx)
+	for {
+		if a.speaker != nil {
+			bgpChanges = a.speaker.Changes()
+		}
+		select {
+		case <-ctx.Done():
+			a.ready = false
+			a.reportStatus(context.WithoutCancel(ctx))
+			return nil
+		case <-a.trigger:
+		case <-bgpChanges:
+		case <-resync.C:
+			// Rewrite the policy table atomically now and then, so drift
+			// made by hand is undone.
+			a.policy.Resync()
+		case <-status.C:
+			a.reportStatus(ctx)
+			continue
+		}
+		// Coalesce bursts: one pass covers every change that arrived meanwhile.
+		time.Sleep(2 * time.Millisecond)
+		select {
+		case <-a.trigger:
+		default:
+		}
+		wasReady := a.ready
+		a.pass(ctx)
+		if !wasReady && a.ready {
+			a.reportStatus(ctx)
+		}
+	}
+}
+
+// pass computes the desired state and applies it everywhere.
+func (a *Agent) pass(ctx context.Context) {
+	a.mu.Lock()
+	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP}
+	if a.speaker != nil {
+		in.Learned = a.speaker.Learned()
+	}
+	res := calc.Compute(in)
+	a.mu.Unlock()
+
+	var errs []error
+	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
+		errs = append(errs, err)
+	}
+	if a.speaker != nil {
+		if err := a.speaker.SetPeers(toRoutingPeers(res.Peers)); err != nil {
+			errs = append(errs, fmt.Errorf("bgp peers: %w", err))
+		}
+		if err := a.speaker.SetAnnounced(res.Announce); err != nil {
+			errs = append(errs, fmt.Errorf("bgp announcements: %w", err))
+		}
+	}
+	if err := a.vxlan.Apply(res.Dataplane.VXLAN); err != nil {
+		errs = append(errs, fmt.Errorf("vxlan: %w", err))
+	}
+	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
+		errs = append(errs, fmt.Errorf("routes: %w", err))
+	}
+	if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
+		errs = append(errs, fmt.Errorf("policy: %w", err))
+	}
+	problems := slices.Clone(res.Problems)
+	for _, e := range errs {
+		problems = append(problems, e.Error())
+		a.log.Warn("dataplane not fully converged; will retry", "err", e)
+	}
+	if len(errs) > 0 {
+		// Retry soon: a workload's veth may appear a moment after its record.
+		time.AfterFunc(500*time.Millisecond, a.kick)
+	}
+	a.problems = problems
+	a.ready = true
+}
+
+func toRoutingPeers(ps []calc.Peer) []routing.Peer {
+	out := make([]routing.Peer, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, routing.Peer{Address: p.IP, ASN: p.ASN, Type: p.Type})
+	}
+	return out
+}
+
+// ensureSpeaker starts BGP, or restarts it when our AS number changed.
+func (a *Agent) ensureSpeaker(ctx context.Context, asn uint32) error {
+	if a.speaker != nil && a.asn == asn {
+		return nil
+	}
+	a.stopSpeaker()
+	s, err := routing.Start(ctx, routing.Config{
+		RouterID:   a.cfg.IP,
+		ASN:        asn,
+		ListenAddr: a.cfg.IP,
+		ListenPort: a.cfg.BGPPort,
+		NextHopV4:  a.cfg.IP,
+		NextHopV6:  a.cfg.IP6,
+		HoldTime:   a.cfg.HoldTime,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("start BGP (AS %d on %s): %w", asn, a.cfg.IP, err)
+	}
+	a.speaker, a.asn = s, asn
+	return nil
+}
+
+func (a *Agent) stopSpeaker() {
+	if a.speaker != nil {
+		a.speaker.Stop()
+		a.speaker = nil
+	}
+}
+
+func (a *Agent) reportStatus(ctx context.Context) {
+	a.mu.Lock()
+	eps := 0
+	for _, ep := range a.snap.Endpoints {
+		if ep.Node == a.cfg.Name {
+			eps++
+		}
+	}
+	a.mu.Unlock()
+	st := api.NodeStatus{
+		Node:      a.cfg.Name,
+		Ready:     a.ready,
+		Updated:   time.Now().UTC().Format(time.RFC3339),
+		PID:       os.Getpid(),
+		Problems:  a.problems,
+		Endpoints: eps,
+	}
+	if a.speaker != nil {
+		st.BGPPeers = a.speaker.PeerStates()
+	}
+	if err := a.ds.Put(ctx, datastore.StatusKey(a.cfg.Name), st); err != nil && !errors.Is(err, context.Canceled) {
+		a.log.Warn("cannot report status", "err", err)
+	}
+}

@@ -1,0 +1,778 @@
+// Package routing is the node agent's BGP speaker: an embedded GoBGP v3
+// server that announces this host's workload blocks to its peers (the other
+// nodes of the full mesh, and configured routers) and reports the best paths
+// it learns from them. It never touches the kernel: another package installs
+// what Learned reports.
+//
+// What GoBGP v3.37.0 does, found by reading its source and checked by the
+// tests in this package:
+//
+//   - Graceful restart (RFC 4724) is honoured by the receiving side when the
+//     session ends without a NOTIFICATION: the TCP connection closing (the
+//     speaker's process died), or the hold timer expiring. The peer keeps the
+//     routes, marked stale and still best, for the restart time the
+//     restarting speaker advertised, and drops those not re-announced once
+//     the speaker is back and has sent End-of-RIB for each family.
+//   - A NOTIFICATION always makes the peer flush (RFC 8538's "N" bit, which
+//     would change that, is not negotiated here). GoBGP's own
+//     BgpServer.Stop/StopBgp sends Cease/Peer-Deconfigured to every peer,
+//     and so do DeletePeer and DisablePeer: none of them lets a peer keep
+//     our routes. So Speaker.Stop, when graceful restart is on, first shuts
+//     down the session sockets itself (see abortSessions) and only then
+//     stops GoBGP, whose NOTIFICATIONs then have nowhere to go.
+//   - The hold timer expiring is also a graceful-restart trigger, so a host
+//     that vanishes (cable cut, kernel panic) keeps its routes at its peers
+//     for hold time + restart time, not just hold time. That is the price of
+//     surviving agent restarts; GracefulRestartTime trades one for the other.
+//   - The listening socket is created synchronously by StartBgp, but inside
+//     GoBGP's own Serve goroutine, and outgoing connections are dialled later
+//     by per-peer goroutines: the process must already be in the right
+//     network namespace. The agent is; the tests run each speaker as a child
+//     process inside its namespace.
+//   - Serve has no way to return: each Start leaves one parked goroutine
+//     behind after Stop. The agent starts one speaker per process, so this
+//     only matters to tests.
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/config/oc"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+
+	calicoapi "github.com/calico-go/calico/internal/api"
+)
+
+// Peer types, as `calicoctl status` shows them.
+const (
+	PeerTypeNodeMesh = "node-mesh" // another node of the full mesh
+	PeerTypeGlobal   = "global"    // a BGPPeer for every node
+	PeerTypeNode     = "node"      // a BGPPeer for this node only
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultHoldTime            = 90 * time.Second
+	DefaultGracefulRestartTime = 120 * time.Second
+)
+
+const (
+	bgpPort = 179
+
+	// connectRetrySeconds is how long a peer's FSM waits between failed
+	// connection attempts (GoBGP draws it from [n, 2n) seconds). GoBGP's
+	// default, 120, means a node whose first attempt hit a peer that was not
+	// up yet stays disconnected for up to four minutes unless the peer dials
+	// back; 5 keeps mesh convergence in seconds at a negligible cost.
+	connectRetrySeconds = 5
+
+	// rebuildDelay gathers a burst of best-path events (a peer sending its
+	// whole table, a graceful restart ending) into one rebuild of Learned.
+	rebuildDelay = 20 * time.Millisecond
+
+	exportPolicyName = "calico-export-local-only"
+)
+
+var (
+	familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+)
+
+// Config is what a node's speaker needs to know about its host.
+type Config struct {
+	// RouterID is the host's IPv4 address; GoBGP requires one.
+	RouterID netip.Addr
+	// ASN is this node's AS number.
+	ASN uint32
+	// ListenAddr binds the BGP listener, and the source of outgoing sessions
+	// to peers of the same family, to the host's address, so peers see the
+	// address they have configured. Invalid: listen on all addresses.
+	ListenAddr netip.Addr
+	// ListenPort: 0 means 179; -1 means do not listen (sessions are then
+	// only dialled by this side).
+	ListenPort int32
+	// NextHopV4 is announced as next hop of IPv4 prefixes. Invalid: RouterID.
+	NextHopV4 netip.Addr
+	// NextHopV6 is announced as next hop of IPv6 prefixes (in MP_REACH_NLRI,
+	// so they travel over IPv4 sessions too). Invalid: this host announces
+	// no IPv6 prefixes.
+	NextHopV6 netip.Addr
+	// HoldTime of every session; 0 means 90 s, otherwise at least 3 s.
+	// Keepalives are sent every HoldTime/3. A shorter hold time detects a
+	// lost host sooner, but see GracefulRestartTime.
+	HoldTime time.Duration
+	// GracefulRestartTime is the restart time advertised in the graceful
+	// restart capability: how long peers keep this node's routes while its
+	// agent restarts. 0 means 120 s; negative disables graceful restart
+	// (peers drop our routes as soon as the session ends, and we drop
+	// theirs). At most 4095 s, the field's width.
+	GracefulRestartTime time.Duration
+	// Logger receives GoBGP's warnings and errors (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Peer is one BGP neighbour. Sessions to peers of the node's own AS are
+// iBGP (the full mesh), others eBGP to a directly connected router.
+type Peer struct {
+	Address netip.Addr
+	ASN     uint32
+	Type    string // PeerTypeNodeMesh, PeerTypeGlobal or PeerTypeNode
+}
+
+// Speaker is one node's BGP speaker. Its methods are safe for concurrent use.
+type Speaker struct {
+	cfg        Config
+	holdSecs   uint64
+	grSecs     uint32 // 0: graceful restart disabled
+	listenPort int    // the local port of accepted sessions; <= 0 when none
+	bgp        *server.BgpServer
+	log        *slog.Logger
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	kick    chan struct{} // best paths changed; buffer 1
+	changes chan struct{} // Learned changed; buffer 1
+
+	opMu      sync.Mutex // serialises SetPeers, SetAnnounced and Stop
+	peers     map[netip.Addr]Peer
+	announced map[netip.Prefix]*api.Path
+	stopped   bool
+
+	mu      sync.RWMutex
+	learned map[netip.Prefix]netip.Addr
+}
+
+// normalize validates c and fills in defaults, naming the field at fault.
+func (c Config) normalize() (Config, error) {
+	c.RouterID = c.RouterID.Unmap()
+	if !c.RouterID.Is4() {
+		return c, fmt.Errorf("RouterID %q: must be an IPv4 address", c.RouterID)
+	}
+	if c.ASN == 0 {
+		return c, errors.New("ASN: must not be 0")
+	}
+	if c.ListenAddr.IsValid() {
+		c.ListenAddr = c.ListenAddr.Unmap()
+		if c.ListenAddr.IsUnspecified() {
+			c.ListenAddr = netip.Addr{}
+		}
+	}
+	switch {
+	case c.ListenPort == 0:
+		c.ListenPort = bgpPort
+	case c.ListenPort == -1:
+	case c.ListenPort < 1 || c.ListenPort > 65535:
+		return c, fmt.Errorf("ListenPort %d: must be 1-65535, 0 (179) or -1 (do not listen)", c.ListenPort)
+	}
+	if !c.NextHopV4.IsValid() {
+		c.NextHopV4 = c.RouterID
+	}
+	c.NextHopV4 = c.NextHopV4.Unmap()
+	if !c.NextHopV4.Is4() || c.NextHopV4.IsUnspecified() {
+		return c, fmt.Errorf("NextHopV4 %s: must be a unicast IPv4 address", c.NextHopV4)
+	}
+	if c.NextHopV6.IsValid() && (!c.NextHopV6.Is6() || c.NextHopV6.Is4In6() || c.NextHopV6.IsUnspecified() || c.NextHopV6.IsLinkLocalUnicast()) {
+		return c, fmt.Errorf("NextHopV6 %s: must be a global IPv6 address", c.NextHopV6)
+	}
+	if c.HoldTime == 0 {
+		c.HoldTime = DefaultHoldTime
+	}
+	if c.HoldTime < 3*time.Second || c.HoldTime > 65535*time.Second {
+		return c, fmt.Errorf("HoldTime %s: must be between 3s and 65535s (RFC 4271)", c.HoldTime)
+	}
+	if c.GracefulRestartTime == 0 {
+		c.GracefulRestartTime = DefaultGracefulRestartTime
+	}
+	if c.GracefulRestartTime > 4095*time.Second {
+		return c, fmt.Errorf("GracefulRestartTime %s: must be at most 4095s (12-bit field)", c.GracefulRestartTime)
+	}
+	return c, nil
+}
+
+// ceilSeconds rounds up, so a configured 2.5 s restart time is not cut to 2.
+func ceilSeconds(d time.Duration) uint64 {
+	return uint64((d + time.Second - 1) / time.Second)
+}
+
+// Start starts the speaker: it listens (unless ListenPort is -1) and is ready
+// for SetAnnounced and SetPeers. ctx bounds the start-up only; the speaker
+// runs until Stop.
+//
+// After an agent restart, call SetAnnounced before the first SetPeers: a peer
+// keeping our routes under graceful restart drops every one we have not
+// re-announced when it receives our End-of-RIB, which GoBGP sends right after
+// the routes it holds when the session comes up.
+func Start(ctx context.Context, cfg Config) (*Speaker, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, fmt.Errorf("routing: %w", err)
+	}
+	s := &Speaker{
+		cfg:        cfg,
+		holdSecs:   ceilSeconds(cfg.HoldTime),
+		listenPort: int(cfg.ListenPort),
+		log:        cfg.Logger,
+		kick:       make(chan struct{}, 1),
+		changes:    make(chan struct{}, 1),
+		peers:      map[netip.Addr]Peer{},
+		announced:  map[netip.Prefix]*api.Path{},
+		learned:    map[netip.Prefix]netip.Addr{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if cfg.GracefulRestartTime > 0 {
+		s.grSecs = uint32(ceilSeconds(cfg.GracefulRestartTime))
+	}
+
+	s.bgp = server.NewBgpServer(server.LoggerOption(newSlogAdapter(cfg.Logger)))
+	go s.bgp.Serve()
+
+	global := &api.Global{
+		Asn:        cfg.ASN,
+		RouterId:   cfg.RouterID.String(),
+		ListenPort: cfg.ListenPort,
+		// The RIB needs only the two families we carry.
+		Families: []uint32{uint32(oc.AFI_SAFI_TYPE_IPV4_UNICAST.ToInt()), uint32(oc.AFI_SAFI_TYPE_IPV6_UNICAST.ToInt())},
+	}
+	if cfg.ListenAddr.IsValid() {
+		global.ListenAddresses = []string{cfg.ListenAddr.String()}
+	}
+	fail := func(err error) (*Speaker, error) {
+		s.bgp.Stop()
+		return nil, fmt.Errorf("routing: %w", err)
+	}
+	if err := s.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: global}); err != nil {
+		return fail(fmt.Errorf("start BGP on %s port %d: %w", cfg.ListenAddr, cfg.ListenPort, err))
+	}
+	if err := s.installExportPolicy(ctx); err != nil {
+		return fail(err)
+	}
+
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	// The watch only says "something changed"; rebuildLoop reads the table.
+	// Applying each event's paths to the map would be O(1) per change
+	// instead of O(routes), but it needs every corner right (a best path
+	// moving from a peer to our own, multipath, a stale path replaced, the
+	// initial dump racing the first events); a snapshot of the RIB is
+	// consistent by construction. The table holds one route per block of
+	// each host (a few thousand in a large cluster) and bursts are
+	// coalesced, so a rebuild stays in the millisecond range.
+	err = s.bgp.WatchEvent(wctx, &api.WatchEventRequest{
+		Table: &api.WatchEventRequest_Table{
+			Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST}},
+		},
+	}, func(*api.WatchEventResponse) { s.poke() })
+	if err != nil {
+		cancel()
+		return fail(fmt.Errorf("watch best paths: %w", err))
+	}
+	s.wg.Add(1)
+	go s.rebuildLoop(wctx)
+	s.poke()
+	return s, nil
+}
+
+// installExportPolicy makes the speaker announce only its own prefixes.
+// Without it GoBGP would pass routes learned over eBGP to the mesh and
+// routes learned from the mesh to eBGP routers (rewriting the next hop to
+// this node), so a router could send a block's traffic through the wrong
+// host; every node announces its own blocks directly instead.
+func (s *Speaker) installExportPolicy(ctx context.Context) error {
+	err := s.bgp.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
+		Name: exportPolicyName,
+		Statements: []*api.Statement{{
+			Name:       exportPolicyName + "-local",
+			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		}},
+	}})
+	if err != nil {
+		return fmt.Errorf("add export policy: %w", err)
+	}
+	err = s.bgp.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name:          "global",
+		Direction:     api.PolicyDirection_EXPORT,
+		Policies:      []*api.Policy{{Name: exportPolicyName}},
+		DefaultAction: api.RouteAction_REJECT,
+	}})
+	if err != nil {
+		return fmt.Errorf("assign export policy: %w", err)
+	}
+	return nil
+}
+
+func (s *Speaker) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Speaker) rebuildLoop(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		t.Reset(rebuildDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		// Events that came during the delay are covered by this rebuild.
+		select {
+		case <-s.kick:
+		default:
+		}
+		m, err := s.listBest(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("routing: reading best paths failed; retrying", "err", err)
+			s.poke()
+			continue
+		}
+		s.mu.Lock()
+		changed := !maps.Equal(m, s.learned)
+		if changed {
+			s.learned = m
+		}
+		s.mu.Unlock()
+		if changed {
+			select {
+			case s.changes <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// listBest reads the best path of every prefix in the global RIB and keeps
+// those learned from a peer.
+func (s *Speaker) listBest(ctx context.Context) (map[netip.Prefix]netip.Addr, error) {
+	m := map[netip.Prefix]netip.Addr{}
+	var errs []error
+	for _, fam := range []*api.Family{familyV4, familyV6} {
+		err := s.bgp.ListPath(ctx, &api.ListPathRequest{
+			TableType:        api.TableType_GLOBAL,
+			Family:           fam,
+			EnableOnlyBinary: true, // skips marshalling every path to protobuf Any
+		}, func(d *api.Destination) {
+			for _, p := range d.Paths {
+				if !p.Best {
+					continue
+				}
+				// When the best path is our own the prefix is not learned,
+				// even if a peer announces it too.
+				pfx, nh, ok, err := learnedRoute(p)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", d.Prefix, err))
+				} else if ok {
+					m[pfx] = nh
+				}
+				break
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(errs) > 0 {
+		// A path we cannot decode should never happen; say so, but report
+		// the rest rather than nothing.
+		s.log.Warn("routing: undecodable best paths skipped", "err", errors.Join(errs...))
+	}
+	return m, nil
+}
+
+// learnedRoute returns the prefix and next hop of p, and ok=false when p is
+// our own (GoBGP gives local paths no neighbour address).
+func learnedRoute(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
+	if p.IsWithdraw {
+		return netip.Prefix{}, netip.Addr{}, false, nil
+	}
+	if _, err := netip.ParseAddr(p.NeighborIp); err != nil {
+		return netip.Prefix{}, netip.Addr{}, false, nil
+	}
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, false, err
+	}
+	pfx, err := netip.ParsePrefix(nlri.String())
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, false, err
+	}
+	attrs, err := apiutil.GetNativePathAttributes(p)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, false, err
+	}
+	var nh netip.Addr
+	for _, a := range attrs {
+		switch a := a.(type) {
+		case *bgp.PathAttributeMpReachNLRI:
+			// The global next hop; a link-local one may follow it.
+			if v, ok := netip.AddrFromSlice(a.Nexthop); ok {
+				nh = v.Unmap()
+			}
+		case *bgp.PathAttributeNextHop:
+			if v, ok := netip.AddrFromSlice(a.Value); ok && !nh.IsValid() {
+				nh = v.Unmap()
+			}
+		}
+	}
+	if !nh.IsValid() {
+		return netip.Prefix{}, netip.Addr{}, false, errors.New("no next hop")
+	}
+	return pfx, nh, true, nil
+}
+
+// Learned returns the current best paths learned from peers, prefix to next
+// hop, including routes a restarting peer's session left stale. The map is
+// the caller's.
+func (s *Speaker) Learned() map[netip.Prefix]netip.Addr {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return maps.Clone(s.learned)
+}
+
+// Changes receives a value (coalesced, buffer 1) whenever Learned changed.
+// It is closed by Stop.
+func (s *Speaker) Changes() <-chan struct{} { return s.changes }
+
+func (s *Speaker) validatePeers(peers []Peer) (map[netip.Addr]Peer, error) {
+	want := make(map[netip.Addr]Peer, len(peers))
+	for i, p := range peers {
+		p.Address = p.Address.Unmap()
+		switch {
+		case !p.Address.IsValid() || p.Address.IsUnspecified() || p.Address.IsMulticast():
+			return nil, fmt.Errorf("peer %d: Address %q: must be a unicast IP address", i, p.Address)
+		case p.Address == s.cfg.RouterID || p.Address == s.cfg.ListenAddr:
+			return nil, fmt.Errorf("peer %d: Address %s: is this node's own address", i, p.Address)
+		case p.ASN == 0:
+			return nil, fmt.Errorf("peer %s: ASN: must not be 0", p.Address)
+		case p.Type != PeerTypeNodeMesh && p.Type != PeerTypeGlobal && p.Type != PeerTypeNode:
+			return nil, fmt.Errorf("peer %s: Type %q: must be %s, %s or %s", p.Address, p.Type, PeerTypeNodeMesh, PeerTypeGlobal, PeerTypeNode)
+		}
+		if _, dup := want[p.Address]; dup {
+			return nil, fmt.Errorf("peer %s: listed twice", p.Address)
+		}
+		want[p.Address] = p
+	}
+	return want, nil
+}
+
+// SetPeers makes the configured peers exactly peers: it adds new ones,
+// deletes those gone (GoBGP sends them a Cease, so they drop our routes at
+// once, and we drop theirs), and re-creates those whose AS changed. A change
+// of Type only changes what PeerStates reports. Nothing is changed when the
+// input is invalid; when GoBGP refuses one peer the others are still applied
+// and the error names it.
+func (s *Speaker) SetPeers(peers []Peer) error {
+	want, err := s.validatePeers(peers)
+	if err != nil {
+		return fmt.Errorf("routing: %w", err)
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.stopped {
+		return errors.New("routing: speaker stopped")
+	}
+	ctx := context.Background()
+	var errs []error
+	for addr, cur := range s.peers {
+		if w, ok := want[addr]; ok && w.ASN == cur.ASN {
+			continue
+		}
+		if err := s.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("delete peer %s: %w", addr, err))
+			continue
+		}
+		delete(s.peers, addr)
+	}
+	// Sorted so a failure part-way leaves a predictable state.
+	addrs := make([]netip.Addr, 0, len(want))
+	for a := range want {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	for _, addr := range addrs {
+		w := want[addr]
+		if _, ok := s.peers[addr]; ok {
+			s.peers[addr] = w // same AS; only the type may differ
+			continue
+		}
+		if err := s.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(w)}); err != nil {
+			errs = append(errs, fmt.Errorf("add peer %s: %w", addr, err))
+			continue
+		}
+		s.peers[addr] = w
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("routing: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (s *Speaker) apiPeer(p Peer) *api.Peer {
+	gr := s.grSecs > 0
+	afiSafi := func(f *api.Family) *api.AfiSafi {
+		return &api.AfiSafi{
+			Config: &api.AfiSafiConfig{Family: f, Enabled: true},
+			// Per-family flag: without it the capability carries no tuple
+			// for the family and the peer drops that family's routes
+			// instead of keeping them.
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: gr}},
+		}
+	}
+	ap := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(),
+			PeerAsn:         p.ASN,
+			Description:     p.Type,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:      connectRetrySeconds,
+			HoldTime:          s.holdSecs,
+			KeepaliveInterval: max(s.holdSecs/3, 1),
+		}},
+		// Both families on every session: IPv6 blocks travel over the IPv4
+		// session with an IPv6 next hop in MP_REACH_NLRI.
+		AfiSafis: []*api.AfiSafi{afiSafi(familyV4), afiSafi(familyV6)},
+	}
+	if gr {
+		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: s.grSecs}
+	}
+	ap.Transport = &api.Transport{PassiveMode: s.passiveTowards(p)}
+	if la := s.cfg.ListenAddr; la.IsValid() && la.Is4() == p.Address.Is4() {
+		ap.Transport.LocalAddress = la.String()
+	}
+	return ap
+}
+
+// passiveTowards says whether we wait for p to connect rather than dial it.
+// Between two of our own nodes only the lower address dials. When both
+// dial, they can lock each other out for a long time: a GoBGP FSM in Idle
+// (5 s after any failed session) closes incoming connections, the dialler
+// whose connection was closed goes Idle for 5 s in turn, and two nodes
+// whose retry phases are 1-5 s apart keep hitting each other's Idle (seen
+// after a graceful restart: 40 s without a session). With one dialler the
+// passive side, once out of Idle, waits in Active and the next dial
+// succeeds. Other peers (routers) may be passive themselves, so we always
+// dial them; a node that does not listen must dial everyone.
+func (s *Speaker) passiveTowards(p Peer) bool {
+	if p.Type != PeerTypeNodeMesh || s.listenPort <= 0 {
+		return false
+	}
+	self := s.cfg.ListenAddr
+	if !self.IsValid() || self.Is4() != p.Address.Is4() {
+		self = s.cfg.RouterID
+	}
+	return p.Address.Less(self)
+}
+
+// SetAnnounced makes the announced prefixes exactly prefixes: IPv4 ones with
+// NextHopV4 (ipv4-unicast), IPv6 ones with NextHopV6 (ipv6-unicast,
+// MP_REACH_NLRI). Nothing is changed when the input is invalid.
+func (s *Speaker) SetAnnounced(prefixes []netip.Prefix) error {
+	want := make(map[netip.Prefix]bool, len(prefixes))
+	for _, p := range prefixes {
+		switch {
+		case !p.IsValid():
+			return fmt.Errorf("routing: prefix %q: invalid", p)
+		case p.Addr().Is4In6():
+			return fmt.Errorf("routing: prefix %s: IPv4-mapped IPv6 is not announced; use the IPv4 form", p)
+		case p.Masked() != p:
+			return fmt.Errorf("routing: prefix %s: host bits set (did you mean %s?)", p, p.Masked())
+		case p.Addr().Is6() && !s.cfg.NextHopV6.IsValid():
+			return fmt.Errorf("routing: prefix %s: IPv6 needs Config.NextHopV6", p)
+		}
+		want[p] = true
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.stopped {
+		return errors.New("routing: speaker stopped")
+	}
+	ctx := context.Background()
+	var errs []error
+	for p, path := range s.announced {
+		if want[p] {
+			continue
+		}
+		if err := s.bgp.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
+			continue
+		}
+		delete(s.announced, p)
+	}
+	for p := range want {
+		if _, ok := s.announced[p]; ok {
+			continue
+		}
+		path, err := s.apiPath(p)
+		if err == nil {
+			_, err = s.bgp.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: %w", p, err))
+			continue
+		}
+		s.announced[p] = path
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("routing: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (s *Speaker) apiPath(p netip.Prefix) (*api.Path, error) {
+	origin := bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	if p.Addr().Is4() {
+		nlri := bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
+		return apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{
+			origin,
+			bgp.NewPathAttributeNextHop(s.cfg.NextHopV4.String()),
+		}, time.Now())
+	}
+	nlri := bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
+	return apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{
+		origin,
+		bgp.NewPathAttributeMpReachNLRI(s.cfg.NextHopV6.String(), []bgp.AddrPrefixInterface{nlri}),
+	}, time.Now())
+}
+
+// sessionStates names GoBGP's FSM states the way BIRD and `calicoctl
+// status` do.
+var sessionStates = map[api.PeerState_SessionState]string{
+	api.PeerState_IDLE:        "Idle",
+	api.PeerState_CONNECT:     "Connect",
+	api.PeerState_ACTIVE:      "Active",
+	api.PeerState_OPENSENT:    "OpenSent",
+	api.PeerState_OPENCONFIRM: "OpenConfirm",
+	api.PeerState_ESTABLISHED: "Established",
+}
+
+func sessionStateName(st api.PeerState_SessionState) string {
+	if n, ok := sessionStates[st]; ok {
+		return n
+	}
+	return "Unknown"
+}
+
+// PeerStates reports every configured peer, sorted by address: its session
+// state, since when (RFC 3339: when it came up if Established, else when it
+// last went down, empty if it never came up) and how many routes it sent us
+// (counting those kept stale through its restart).
+func (s *Speaker) PeerStates() []calicoapi.PeerState {
+	s.opMu.Lock()
+	types := make(map[netip.Addr]string, len(s.peers))
+	for a, p := range s.peers {
+		types[a] = p.Type
+	}
+	stopped := s.stopped
+	s.opMu.Unlock()
+	if stopped {
+		return nil
+	}
+	var out []calicoapi.PeerState
+	err := s.bgp.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
+		if p.Conf == nil || p.State == nil {
+			return
+		}
+		addr, err := netip.ParseAddr(p.Conf.NeighborAddress)
+		if err != nil {
+			return
+		}
+		ps := calicoapi.PeerState{
+			IP:       addr.String(),
+			ASNumber: p.Conf.PeerAsn,
+			Type:     types[addr],
+			State:    sessionStateName(p.State.SessionState),
+		}
+		if t := p.Timers.GetState(); t != nil {
+			since := t.Downtime
+			if p.State.SessionState == api.PeerState_ESTABLISHED {
+				since = t.Uptime
+			}
+			if since != nil && since.GetSeconds() > 0 {
+				ps.Since = since.AsTime().UTC().Format(time.RFC3339)
+			}
+		}
+		for _, af := range p.AfiSafis {
+			if st := af.GetState(); st != nil {
+				ps.Received += int(st.Received)
+			}
+		}
+		out = append(out, ps)
+	})
+	if err != nil {
+		s.log.Warn("routing: listing peers failed", "err", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := netip.ParseAddr(out[i].IP)
+		b, _ := netip.ParseAddr(out[j].IP)
+		return a.Less(b)
+	})
+	return out
+}
+
+// Stop stops the speaker. With graceful restart configured it ends the
+// sessions without a NOTIFICATION, exactly as if the process had died, so
+// peers keep our routes for GracefulRestartTime while the agent restarts;
+// otherwise peers are sent a Cease and drop our routes at once. See the
+// package comment for why this takes more than GoBGP's own Stop.
+func (s *Speaker) Stop() { s.stop(s.grSecs == 0) }
+
+// StopAndFlush stops the speaker and tells every peer (with a Cease
+// NOTIFICATION) to drop our routes now: for a node leaving the cluster,
+// whose routes must not linger for the restart time.
+func (s *Speaker) StopAndFlush() { s.stop(true) }
+
+func (s *Speaker) stop(flush bool) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	s.cancel()
+	s.wg.Wait()
+	if !flush {
+		peers := make(map[netip.Addr]bool, len(s.peers))
+		for a := range s.peers {
+			peers[a] = true
+		}
+		// A peer whose FSM reads EOF sees "read failed" and keeps our
+		// routes. Its next reconnect attempt comes seconds later (GoBGP's
+		// idle hold timer), by which time StopBgp below has closed our
+		// listener, so no session can come back up to receive a Cease.
+		n, err := abortSessions(peers, s.listenPort)
+		if err != nil {
+			s.log.Warn("routing: could not end sessions silently; peers will flush our routes", "err", err)
+		} else {
+			s.log.Debug("routing: sessions ended without notification", "sockets", n)
+		}
+	}
+	s.bgp.Stop()
+	close(s.changes)
+}

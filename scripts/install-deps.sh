@@ -18,7 +18,7 @@ required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps)
 optional=(qperf)
 
 installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = 'install ok installed' ]
 }
 
 # has_candidate tells whether the apt archive offers a package at all, so a

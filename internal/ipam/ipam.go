@@ -48,6 +48,12 @@ type IPAM struct {
 	// and hosts the transactions alone keep assignment correct.
 	nodeLocks map[string]chan struct{}
 
+	// decoded caches decoded blocks by key and ModRevision. A host's full
+	// blocks are read on every AutoAssign but rarely change, and decoding
+	// their JSON was the largest cost of an assignment. Entries are
+	// immutable (writes build new records), so sharing them is safe.
+	decoded map[string]cachedBlock
+
 	// conflicts counts transactions that lost a race, for metrics and for
 	// tests to show that contention really happened.
 	conflicts atomic.Uint64
@@ -59,7 +65,37 @@ func (m *IPAM) Conflicts() uint64 { return m.conflicts.Load() }
 
 // New returns an allocator using cli.
 func New(cli *clientv3.Client) *IPAM {
-	return &IPAM{cli: cli, nodeLocks: map[string]chan struct{}{}}
+	return &IPAM{cli: cli, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
+}
+
+type cachedBlock struct {
+	rev int64
+	st  *blockState
+}
+
+// maxCachedBlocks bounds the decode cache; past it the cache starts over,
+// which costs only re-decoding.
+const maxCachedBlocks = 1 << 14
+
+// parseBlock decodes a block read from etcd, reusing an earlier decode of
+// the same revision.
+func (m *IPAM) parseBlock(e kv) storedBlock {
+	m.mu.Lock()
+	c, ok := m.decoded[e.key]
+	m.mu.Unlock()
+	if ok && c.rev == e.rev {
+		return storedBlock{key: e.key, rev: e.rev, st: c.st}
+	}
+	sb := parseBlockKV(e.key, e.value, e.rev)
+	if sb.err == nil {
+		m.mu.Lock()
+		if len(m.decoded) >= maxCachedBlocks {
+			clear(m.decoded)
+		}
+		m.decoded[e.key] = cachedBlock{rev: e.rev, st: sb.st}
+		m.mu.Unlock()
+	}
+	return sb
 }
 
 // BlockInfo describes a block for `calicoctl ipam show`.
@@ -210,7 +246,7 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 		var mine []storedBlock
 		for _, kvs := range rb {
 			for _, kv := range kvs {
-				sb := parseBlockKV(kv.key, kv.value, kv.rev)
+				sb := m.parseBlock(kv)
 				// A claim whose block says otherwise is stale; the block decides.
 				if sb.err == nil && sb.st.rec.Affinity == node {
 					mine = append(mine, sb)
@@ -235,7 +271,7 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 	var all []storedBlock
 	var existing []netip.Prefix
 	for _, kv := range rb[0] {
-		sb := parseBlockKV(kv.key, kv.value, kv.rev)
+		sb := m.parseBlock(kv)
 		if sb.err != nil {
 			// Undecodable, but its key still says which addresses it covers:
 			// never create a block on top of it.
@@ -246,6 +282,22 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 		}
 		all = append(all, sb)
 		existing = append(existing, sb.st.prefix)
+	}
+
+	sortBlocks(all)
+
+	// 1b. The node's blocks again, as of this later read: another process
+	// assigning for this node may have claimed a block since our first read,
+	// and using it beats claiming yet another.
+	for _, sb := range all {
+		if sb.st.rec.Affinity != node {
+			continue
+		}
+		if pool, ok := poolForBlock(cands, sb.st.prefix); ok {
+			if ord := freeIn(pool, sb.st); ord >= 0 {
+				return m.allocate(ctx, pool, sb, ord, handle, h, "")
+			}
+		}
 	}
 
 	// 2. A block nobody has created yet.
@@ -265,7 +317,6 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 	// 3. A block that lost its node (ReleaseNodeBlocks kept it for its
 	// addresses): adopt it, so its free addresses are routed as a block again.
 	// 4. Otherwise borrow from another node's block.
-	sortBlocks(all)
 	type spare struct {
 		pool poolInfo
 		sb   storedBlock
@@ -480,7 +531,7 @@ func (m *IPAM) locateBlock(ctx context.Context, ip netip.Addr, expect netip.Pref
 			return nil, err
 		}
 		kv := r[0][0]
-		b := parseBlockKV(kv.key, kv.value, kv.rev)
+		b := m.parseBlock(kv)
 		if b.err != nil {
 			return nil, errorf(ErrCorrupt, "%v", b.err)
 		}
@@ -579,7 +630,7 @@ func (m *IPAM) allBlocks(ctx context.Context) ([]storedBlock, error) {
 	}
 	var out []storedBlock
 	for _, kv := range r[0] {
-		if sb := parseBlockKV(kv.key, kv.value, kv.rev); sb.err == nil {
+		if sb := m.parseBlock(kv); sb.err == nil {
 			out = append(out, sb)
 		}
 	}
@@ -699,7 +750,7 @@ func (m *IPAM) ReleaseNodeBlocks(ctx context.Context, node string) error {
 		}
 		var blocks []storedBlock
 		for _, kv := range r[0] {
-			if sb := parseBlockKV(kv.key, kv.value, kv.rev); sb.err == nil {
+			if sb := m.parseBlock(kv); sb.err == nil {
 				blocks = append(blocks, sb)
 			}
 		}

@@ -203,6 +203,21 @@ func TestSecondFabricBehindRouter(t *testing.T) {
 	if err == nil {
 		t.Errorf("router has a route to a pool address: %s", out)
 	}
+
+	// The outside, on fabric 1, reached from fabric 2 through the router.
+	o := must[*Outside](t)(l.AddOutside("inet", f1, "10.0.0.254/24", "198.51.100.0/24"))
+	if Reachable(ctx, h2.Netns, o.IP) {
+		t.Error("outside answered fabric 2 before it had a route back")
+	}
+	if err := r.AddRoute("default", o.GatewayIP.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.AddReturnRoute(f2.Subnet.String(), "10.0.0.253"); err != nil {
+		t.Fatal(err)
+	}
+	if !Reachable(ctx, h2.Netns, o.IP) {
+		t.Error("host on fabric 2 cannot reach the outside through router and gateway")
+	}
 }
 
 func TestNetnsDoRunStart(t *testing.T) {
@@ -540,6 +555,38 @@ func TestCrashThenSweep(t *testing.T) {
 	for _, p := range []string{recordPath(id), logDirOf(id)} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("after Sweep %s: %v", p, err)
+		}
+	}
+}
+
+// TestConcurrentHosts builds hosts on one fabric from several goroutines, as
+// the e2e tests and the bench do to save time.
+func TestConcurrentHosts(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	ctx := ctxT(t)
+	f := must[*Fabric](t)(l.AddFabric("fab", "10.0.0.0/24"))
+	const n = 6
+	hosts := make([]*Host, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	for i := range n {
+		go func() {
+			hosts[i], errs[i] = l.AddHost(fmt.Sprintf("h%d", i), f, fmt.Sprintf("10.0.0.%d/24", i+1), "")
+			done <- i
+		}()
+	}
+	for range n {
+		<-done
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("host %d: %v", i, err)
+		}
+	}
+	for _, h := range hosts[1:] {
+		if !Reachable(ctx, h.Netns, hosts[0].Addr()) {
+			t.Errorf("%s cannot reach %s", h.Label, hosts[0].Label)
 		}
 	}
 }

@@ -250,9 +250,21 @@ func setForwarding(ns *Netns, v string) error {
 // from a fabric through a gateway namespace.
 type Outside struct {
 	*Netns
-	IP        netip.Addr // the outside namespace's address, first of outsideNet
-	Gateway   *Netns     // the gateway namespace between the fabric and the outside
-	GatewayIP netip.Addr // the gateway's address on the fabric
+	IP         netip.Addr // the outside namespace's address, first of outsideNet
+	Gateway    *Netns     // the gateway namespace between the fabric and the outside
+	GatewayIP  netip.Addr // the gateway's address on the fabric
+	GatewayLeg netip.Addr // the gateway's address on the outside link
+}
+
+// AddReturnRoute lets replies reach one more subnet, such as a second fabric
+// behind a router: the outside gets a route to subnet through the gateway,
+// and the gateway a route to it via a router address on its fabric. (The
+// router still needs its own default route via GatewayIP.)
+func (o *Outside) AddReturnRoute(subnet, via string) error {
+	if err := o.AddRoute(subnet, o.GatewayLeg.String()); err != nil {
+		return err
+	}
+	return o.Gateway.AddRoute(subnet, via)
 }
 
 // AddOutside makes two namespaces: a gateway "<label>-gw" on fabric f with
@@ -317,7 +329,7 @@ func (l *Lab) AddOutside(label string, f *Fabric, gatewayIP, outsideNet string) 
 	if err := out.AddRoute(f.Subnet.String(), gwLeg.String()); err != nil {
 		return nil, err
 	}
-	return &Outside{Netns: out, IP: outIP, Gateway: gw, GatewayIP: gwPfx.Addr()}, nil
+	return &Outside{Netns: out, IP: outIP, Gateway: gw, GatewayIP: gwPfx.Addr(), GatewayLeg: gwLeg}, nil
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

@@ -99,14 +99,17 @@ const (
 )
 
 // NewRouteSyncer returns a syncer for the caller's namespace, or the one
-// given by InNetns. The netlink socket opens on first use, so a namespace
-// that cannot be opened shows as an error from Apply.
+// given by InNetns. Its netlink socket is opened here, so it stays in the
+// namespace the caller was in even if Apply runs on another thread; if that
+// fails, Apply retries and reports the error.
 func NewRouteSyncer(opts ...Option) *RouteSyncer {
-	return &RouteSyncer{
+	s := &RouteSyncer{
 		o:       buildOptions(opts),
 		links:   map[string]linkEntry{},
 		wantIdx: map[netip.Prefix]int{},
 	}
+	_, _ = s.handle()
+	return s
 }
 
 // Close releases the syncer's netlink socket. The routes stay.

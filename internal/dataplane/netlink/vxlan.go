@@ -73,9 +73,14 @@ type VXLANSyncer struct {
 }
 
 // NewVXLANSyncer returns a syncer for the caller's namespace, or the one
-// given by InNetns.
+// given by InNetns. Like NewRouteSyncer it opens its socket at once and
+// retries in Apply if that fails.
 func NewVXLANSyncer(opts ...Option) *VXLANSyncer {
-	return &VXLANSyncer{o: buildOptions(opts)}
+	s := &VXLANSyncer{o: buildOptions(opts)}
+	if h, err := openHandle(s.o.netns); err == nil {
+		s.h = h
+	}
+	return s
 }
 
 // Close releases the syncer's netlink socket. The device stays.

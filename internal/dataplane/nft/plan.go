@@ -27,7 +27,8 @@ type Stats struct {
 	// ElementsAdded and ElementsDeleted count set and map elements.
 	ElementsAdded   int
 	ElementsDeleted int
-	// SetsAdded and SetsDeleted count tag sets appearing or going away.
+	// SetsAdded and SetsDeleted count tag sets appearing or going away in
+	// an incremental update.
 	SetsAdded   int
 	SetsDeleted int
 
@@ -118,7 +119,6 @@ func (c counter) addSet(name string, s setSpec) {
 		set.Comment = knftables.PtrTo(s.Comment)
 	}
 	c.tx.Add(set)
-	c.st.SetsAdded++
 }
 
 func (c counter) addElems(set string, elems []string) {
@@ -179,7 +179,6 @@ func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
 	for _, name := range sortedKeys(rs.Sets) {
 		c.addSet(name, rs.Sets[name])
 	}
-	st.SetsAdded = 0 // a full rewrite is not "sets appearing"
 	addSkeleton(tx)
 	chains := sortedKeys(rs.Chains)
 	for _, name := range chains {
@@ -215,6 +214,7 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 	for _, name := range setNames {
 		if _, ok := prev.Sets[name]; !ok {
 			c.addSet(name, next.Sets[name])
+			st.SetsAdded++
 		}
 	}
 	chainNames := sortedKeys(next.Chains)

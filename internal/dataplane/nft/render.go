@@ -148,7 +148,7 @@ func antiSpoof(kw, nfproto string, addrs []string) string {
 	case 0:
 		return "meta nfproto " + nfproto + " drop"
 	case 1:
-		return kw + " saddr != " + addrs[0] + " counter"
+		return kw + " saddr != " + addrs[0] + " drop"
 	default:
 		return kw + " saddr != { " + strings.Join(addrs, ", ") + " } drop"
 	}

@@ -1,0 +1,254 @@
+// Package walkthrough builds the seed's two-host Calico walkthrough on a
+// namespace lab: a datastore on host 1, calico-node on both hosts, a pool,
+// two profiles and three workloads. The demo, the end-to-end tests and the
+// benchmarks all start from it, so they exercise the same commands a user types.
+package walkthrough
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/calico-go/calico/internal/lab"
+)
+
+// Options control how the world is built.
+type Options struct {
+	Bin      string    // directory with calicoctl and calico-node
+	Progress io.Writer // one line per step; nil for silence
+	Prefix   string    // lab name prefix (unique per kind of run)
+	// PoolArgs are the extra `pool add` flags for the workload pool.
+	PoolArgs []string
+	// Routed puts host 2 on another subnet behind a router, where
+	// unencapsulated pool traffic cannot pass.
+	Routed bool
+}
+
+// Workload is one namespace workload.
+type Workload struct {
+	Name  string
+	Host  *lab.Host
+	Netns *lab.Netns
+	IP    netip.Addr
+}
+
+// World is the built walkthrough.
+type World struct {
+	Lab       *lab.Lab
+	Hosts     []*lab.Host
+	Outside   *lab.Outside
+	Workloads map[string]*Workload
+	Etcd      string // host:port, as users give ETCD_AUTHORITY
+	StateDir  string // pid and log files of this world's daemons
+	opts      Options
+}
+
+// Pool is the walkthrough's workload pool.
+const Pool = "192.168.100.0/24"
+
+// Build makes the hosts, the datastore and the nodes (no pool, profiles or
+// workloads yet: Seed adds those). On error, everything made so far is removed.
+func Build(ctx context.Context, o Options) (w *World, err error) {
+	if o.Prefix == "" {
+		o.Prefix = "cw"
+	}
+	if err := lab.Require("ip", "ping", "nft"); err != nil {
+		return nil, err
+	}
+	l, err := lab.New(o.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	w = &World{Lab: l, Workloads: map[string]*Workload{}, opts: o}
+	defer func() {
+		if err != nil {
+			w.Close()
+			w = nil
+		}
+	}()
+	w.StateDir = filepath.Join(os.TempDir(), "calico-"+l.ID())
+	w.step("Lab %s: fabric 10.0.0.0/24, an outside network 198.51.100.0/24 behind a gateway", l.ID())
+	fab, err := l.AddFabric("fab", "10.0.0.0/24")
+	if err != nil {
+		return nil, err
+	}
+	if w.Outside, err = l.AddOutside("outside", fab, "10.0.0.254/24", "198.51.100.0/24"); err != nil {
+		return nil, err
+	}
+	h1, err := l.AddHost("host1", fab, "10.0.0.1/24", "10.0.0.254")
+	if err != nil {
+		return nil, err
+	}
+	h2fab, h2ip, h2gw := fab, "10.0.0.2/24", "10.0.0.254"
+	if o.Routed {
+		if h2fab, err = l.AddFabric("fab2", "10.0.2.0/24"); err != nil {
+			return nil, err
+		}
+		if _, err = l.AddRouter("router", map[*lab.Fabric]string{fab: "10.0.0.253/24", h2fab: "10.0.2.254/24"}); err != nil {
+			return nil, err
+		}
+		h2ip, h2gw = "10.0.2.2/24", "10.0.2.254"
+	}
+	h2, err := l.AddHost("host2", h2fab, h2ip, h2gw)
+	if err != nil {
+		return nil, err
+	}
+	if o.Routed {
+		// Host 1 reaches host 2's subnet through the router; the gateway
+		// stays its default route to the outside.
+		if err := h1.AddRoute("10.0.2.0/24", "10.0.0.253"); err != nil {
+			return nil, err
+		}
+	}
+	w.Hosts = []*lab.Host{h1, h2}
+	w.Etcd = h1.Addr().String() + ":2379"
+
+	w.step("host1: calicoctl datastore start --listen %s", w.Etcd)
+	if _, err := w.Ctl(ctx, h1, "datastore", "start", "--listen", w.Etcd, "--data-dir", filepath.Join(w.StateDir, "etcd")); err != nil {
+		return nil, err
+	}
+	for _, h := range w.Hosts {
+		w.step("%s: export ETCD_AUTHORITY=%s; calicoctl node --ip=%s", h.Label, w.Etcd, h.Addr())
+		if _, err := w.Ctl(ctx, h, "node", "--ip="+h.Addr().String(), "--name="+h.Label); err != nil {
+			return nil, err
+		}
+	}
+	return w, w.saveState()
+}
+
+// Host returns a host by label.
+func (w *World) Host(label string) *lab.Host {
+	for _, h := range w.Hosts {
+		if h.Label == label {
+			return h
+		}
+	}
+	return nil
+}
+
+func (w *World) step(format string, args ...any) {
+	if w.opts.Progress != nil {
+		fmt.Fprintf(w.opts.Progress, "==> "+format+"\n", args...)
+	}
+}
+
+// Ctl runs calicoctl on a host as a user there would.
+func (w *World) Ctl(ctx context.Context, h *lab.Host, args ...string) (string, error) {
+	argv := append([]string{"env",
+		"ETCD_AUTHORITY=" + w.Etcd,
+		"CALICO_NODENAME=" + h.Label,
+		"CALICO_STATE_DIR=" + w.StateDir,
+		filepath.Join(w.opts.Bin, "calicoctl")}, args...)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	out, err := h.Run(ctx, argv...)
+	if err != nil {
+		return out, fmt.Errorf("%s: calicoctl %s: %s", h.Label, strings.Join(args, " "), strings.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// AddWorkload makes a namespace on host h and attaches it with `container add`.
+func (w *World) AddWorkload(ctx context.Context, h *lab.Host, name, ip string) (*Workload, error) {
+	ns, err := w.Lab.AddWorkloadNetns(h, name)
+	if err != nil {
+		return nil, err
+	}
+	w.step("%s: calicoctl container add %s %s --netns %s", h.Label, name, ip, ns.Path)
+	out, err := w.Ctl(ctx, h, "container", "add", name, ip, "--netns", ns.Path)
+	if err != nil {
+		return nil, err
+	}
+	// The output names the address it got: "IP 192.168.100.1/32 added to ...".
+	f := strings.Fields(out)
+	if len(f) < 2 {
+		return nil, fmt.Errorf("unexpected container add output %q", out)
+	}
+	p, err := netip.ParsePrefix(strings.Split(f[1], ",")[0])
+	if err != nil {
+		return nil, fmt.Errorf("container add output %q: %v", out, err)
+	}
+	wl := &Workload{Name: name, Host: h, Netns: ns, IP: p.Addr()}
+	w.Workloads[name] = wl
+	return wl, nil
+}
+
+// Seed runs the walkthrough's configuration: the pool, workers 1-3 and the
+// profiles PROF_1 (workers 1 and 3) and PROF_2 (worker 2).
+func (w *World) Seed(ctx context.Context) error {
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	args := append([]string{"pool", "add", Pool}, w.opts.PoolArgs...)
+	w.step("calicoctl %s", strings.Join(args, " "))
+	if _, err := w.Ctl(ctx, h1, args...); err != nil {
+		return err
+	}
+	for _, wl := range []struct {
+		h        *lab.Host
+		name, ip string
+	}{{h1, "worker-1", "192.168.100.1"}, {h1, "worker-2", "192.168.100.2"}, {h2, "worker-3", "192.168.100.3"}} {
+		if _, err := w.AddWorkload(ctx, wl.h, wl.name, wl.ip); err != nil {
+			return err
+		}
+	}
+	for _, p := range []string{"PROF_1", "PROF_2"} {
+		w.step("calicoctl profile add %s", p)
+		if _, err := w.Ctl(ctx, h1, "profile", "add", p); err != nil {
+			return err
+		}
+	}
+	for _, a := range []struct {
+		h        *lab.Host
+		wl, prof string
+	}{{h1, "worker-1", "PROF_1"}, {h1, "worker-2", "PROF_2"}, {h2, "worker-3", "PROF_1"}} {
+		w.step("%s: calicoctl container %s profile append %s", a.h.Label, a.wl, a.prof)
+		if _, err := w.Ctl(ctx, a.h, "container", a.wl, "profile", "append", a.prof); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// state marks a world's directory, so `demo down` can find kept worlds.
+type state struct {
+	LabID    string `json:"labID"`
+	StateDir string `json:"stateDir"`
+	Bin      string `json:"bin"`
+}
+
+func (w *World) saveState() error {
+	b, _ := json.Marshal(state{LabID: w.Lab.ID(), StateDir: w.StateDir, Bin: w.opts.Bin})
+	return os.WriteFile(filepath.Join(w.StateDir, "world.json"), b, 0o644)
+}
+
+// Close stops this world's daemons (by the pids in their pid files) and
+// removes every namespace and interface. Safe to call twice.
+func (w *World) Close() error {
+	if w == nil {
+		return nil
+	}
+	stopDaemons(w.StateDir)
+	var err error
+	if w.Lab != nil {
+		err = w.Lab.Close()
+	}
+	os.RemoveAll(w.StateDir)
+	return err
+}
+
+// Down removes kept worlds made with prefix whose creating process is gone:
+// their daemons, namespaces and files.
+func Down(prefix string) error {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "calico-"+prefix+"*", "world.json"))
+	for _, f := range dirs {
+		dir := filepath.Dir(f)
+		stopDaemons(dir)
+		os.RemoveAll(dir)
+	}
+	return lab.Sweep(prefix)
+}

@@ -20,13 +20,22 @@ import (
 	"github.com/calico-go/calico/internal/output"
 )
 
-// Where each node keeps its files; per node name, since one machine may run
-// several nodes in network namespaces.
+// Where each node keeps its files: per node name, since one machine may run
+// several nodes in network namespaces. CALICO_STATE_DIR moves both trees
+// (labs use it so runs side by side never share a pid file).
 func nodeLogFile(name string) string {
-	return filepath.Join("/var/log/calico", name, "calico-node.log")
+	return filepath.Join(stateDir("/var/log/calico"), name, "calico-node.log")
 }
+
 func nodePIDFile(name string) string {
-	return filepath.Join("/var/run/calico", name, "calico-node.pid")
+	return filepath.Join(stateDir("/var/run/calico"), name, "calico-node.pid")
+}
+
+func stateDir(def string) string {
+	if d := os.Getenv("CALICO_STATE_DIR"); d != "" {
+		return filepath.Join(d, strings.Split(def, "/")[2], "calico") // run/calico or log/calico
+	}
+	return def
 }
 
 // nodeName is --name, else CALICO_NODENAME, else the host name.

@@ -255,7 +255,10 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 		}
 		sortBlocks(mine)
 		for _, sb := range mine {
-			pool, _ := poolForBlock(cands, sb.st.prefix)
+			pool, ok := poolForBlock(cands, sb.st.prefix)
+			if !ok {
+				continue // a block stored under the wrong key; Check reports it
+			}
 			if ord := freeIn(pool, sb.st); ord >= 0 {
 				return m.allocate(ctx, pool, sb, ord, handle, h, "")
 			}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -34,7 +35,7 @@ type Config struct {
 	BGPPort        int32
 	HoldTime       time.Duration
 	ResyncInterval time.Duration // full reconcile of the kernel; default 30 s
-	StatusInterval time.Duration // status report; default 10 s
+	StatusInterval time.Duration // status heartbeat; default 10 s (changes are reported within a second)
 	Log            *slog.Logger
 }
 
@@ -61,6 +62,9 @@ type Agent struct {
 
 	problems []string
 	ready    bool
+
+	lastStatus     api.NodeStatus // as last written, Updated cleared
+	lastStatusTime time.Time
 }
 
 // Run starts the agent and blocks until ctx ends. It leaves routes and
@@ -190,7 +194,10 @@ func (a *Agent) waitSynced(ctx context.Context) error {
 func (a *Agent) loop(ctx context.Context) error {
 	resync := time.NewTicker(a.cfg.ResyncInterval)
 	defer resync.Stop()
-	status := time.NewTicker(a.cfg.StatusInterval)
+	// Check once a second whether anything users see in `calicoctl status`
+	// changed (BGP sessions come and go on their own schedule); write only then,
+	// or as a heartbeat every StatusInterval.
+	status := time.NewTicker(time.Second)
 	defer status.Stop()
 	var bgpChanges <-chan struct{}
 	a.pass(ctx)
@@ -330,6 +337,12 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()
 	}
+	cmp := st
+	cmp.Updated = ""
+	if reflect.DeepEqual(cmp, a.lastStatus) && time.Since(a.lastStatusTime) < a.cfg.StatusInterval && ctx.Err() == nil {
+		return
+	}
+	a.lastStatus, a.lastStatusTime = cmp, time.Now()
 	if err := a.ds.Put(ctx, datastore.StatusKey(a.cfg.Name), st); err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Warn("cannot report status", "err", err)
 	}

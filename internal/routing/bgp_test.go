@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 	"time"
@@ -116,58 +117,87 @@ func TestMesh(t *testing.T) {
 // was stopped gracefully, its peer keeps (and still reports) its routes; a
 // restarted speaker replaces them; one that does not return has its routes
 // dropped after its restart time; StopAndFlush makes them go at once.
+//
+// A has the lower address, so A dials and B listens (see passiveTowards):
+// B's graceful Stop ends an accepted session, A's a dialled one.
 func TestGracefulRestart(t *testing.T) {
 	t.Parallel()
 	hs := newLab(t, "a", "b")
 	ha, hb := hs[0], hs[1]
 
-	cfgA := ha.config(meshAS)
+	cfgA, cfgB := ha.config(meshAS), hb.config(meshAS)
 	cfgA.GracefulRestartTime = time.Minute
 	a := spawn(t, ha, cfgA)
-	b := spawn(t, hb, hb.config(meshAS))
+	b := spawn(t, hb, cfgB) // default restart time, 120s
 	a.announce(blockA, blockA6)
+	b.announce(blockB)
 	a.peers(meshPeer(hb))
 	b.peers(meshPeer(ha))
-	waitLearned(t, b, 20*time.Second, map[netip.Prefix]netip.Addr{blockA: ha.ip4, blockA6: ha.ip6})
+	fromA := map[netip.Prefix]netip.Addr{blockA: ha.ip4, blockA6: ha.ip6}
+	fromB := map[netip.Prefix]netip.Addr{blockB: hb.ip4}
+	waitLearned(t, b, 20*time.Second, fromA)
+	waitLearned(t, a, 20*time.Second, fromB)
+
+	// keeps checks that p goes on reporting want for d.
+	keeps := func(p *proc, want map[netip.Prefix]netip.Addr, since time.Time, d time.Duration, what string) {
+		t.Helper()
+		for time.Since(since) < d {
+			if got := p.learned(); !maps.Equal(got, want) {
+				t.Fatalf("%s after %s, %s's learned routes are %v, want kept: %v",
+					time.Since(since).Round(time.Millisecond), what, p.h.name, got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	sessionDown := func(p *proc, peer *host) {
+		t.Helper()
+		waitFor(t, 10*time.Second, p.h.name+" sees the session end", func() (bool, string) {
+			st, _ := p.state(peer.ip4)
+			return st.State != "Established", st.State
+		})
+	}
 
 	// 1. A's process dies: the kernel closes its sockets, no NOTIFICATION.
 	a.kill()
 	killed := time.Now()
-	waitFor(t, 10*time.Second, "B sees A's session end", func() (bool, string) {
-		st, _ := b.state(ha.ip4)
-		return st.State != "Established", st.State
-	})
-	held := map[netip.Prefix]netip.Addr{blockA: ha.ip4, blockA6: ha.ip6}
-	for time.Since(killed) < 3*time.Second {
-		if got := b.learned(); len(got) != 2 || got[blockA] != ha.ip4 || got[blockA6] != ha.ip6 {
-			t.Fatalf("%s after A died, B's learned routes are %v, want A's kept: %v", time.Since(killed).Round(time.Millisecond), got, held)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	sessionDown(b, ha)
+	keeps(b, fromA, killed, 3*time.Second, "A died")
 	st, _ := b.state(ha.ip4)
 	t.Logf("3s after A died B still has A's routes; B's view of A: %+v", st)
 
 	// A comes back announcing a different set (as an agent would after
 	// re-reading the datastore): announcements first, then peers. B ends
 	// with exactly the new set: the stale IPv6 block goes at A's End-of-RIB.
-	cfgA.GracefulRestartTime = 4 * time.Second // for step 2
+	cfgA.GracefulRestartTime = 4 * time.Second // for step 3
 	a = spawn(t, ha, cfgA)
 	a.announce(blockA, blockA2)
 	a.peers(meshPeer(hb))
-	d := waitLearned(t, b, 20*time.Second, map[netip.Prefix]netip.Addr{blockA: ha.ip4, blockA2: ha.ip4})
+	fromA = map[netip.Prefix]netip.Addr{blockA: ha.ip4, blockA2: ha.ip4}
+	d := waitLearned(t, b, 30*time.Second, fromA)
 	t.Logf("B converged on the restarted A's routes %s after A restarted (%s after it died)",
 		d.Round(10*time.Millisecond), time.Since(killed).Round(10*time.Millisecond))
-	waitEstablished(t, b, 5*time.Second, ha)
+	waitLearned(t, a, 10*time.Second, fromB)
 
-	// 2. A stops gracefully and does not come back: B keeps the routes,
-	// proving Stop sent no NOTIFICATION, then drops them when A's
-	// advertised restart time (4s) runs out.
-	a.stop(false)
+	// 2. B stops gracefully (its session socket was accepted, not dialled):
+	// A keeps B's routes; B comes back and A has them fresh.
+	b.stop(false)
 	stopped := time.Now()
-	time.Sleep(time.Second)
-	if got := b.learned(); len(got) != 2 {
-		t.Fatalf("1s after A's graceful Stop, B's learned routes are %v, want A's two kept", got)
-	}
+	sessionDown(a, hb)
+	keeps(a, fromB, stopped, 2*time.Second, "B's graceful Stop")
+	st, _ = a.state(hb.ip4)
+	t.Logf("2s after B's graceful Stop A still has B's routes; A's view of B: %+v", st)
+	b = spawn(t, hb, cfgB)
+	b.announce(blockB)
+	b.peers(meshPeer(ha))
+	waitEstablished(t, a, 30*time.Second, hb)
+	waitLearned(t, b, 10*time.Second, fromA)
+	keeps(a, fromB, time.Now(), time.Second, "B's return")
+
+	// 3. A stops gracefully and does not come back: B keeps the routes,
+	// then drops them when A's advertised restart time (4s) runs out.
+	a.stop(false)
+	stopped = time.Now()
+	keeps(b, fromA, stopped, time.Second, "A's graceful Stop")
 	waitLearned(t, b, 20*time.Second, map[netip.Prefix]netip.Addr{})
 	d = time.Since(stopped)
 	t.Logf("B kept A's routes %s after A's graceful Stop (restart time 4s)", d.Round(10*time.Millisecond))
@@ -175,12 +205,12 @@ func TestGracefulRestart(t *testing.T) {
 		t.Errorf("B dropped A's routes %s after a graceful Stop, before A's 4s restart time", d)
 	}
 
-	// 3. StopAndFlush: B is told, and drops A's routes at once.
+	// 4. StopAndFlush: B is told, and drops A's routes at once.
 	cfgA.GracefulRestartTime = time.Minute
 	a = spawn(t, ha, cfgA)
 	a.announce(blockA)
 	a.peers(meshPeer(hb))
-	waitLearned(t, b, 20*time.Second, map[netip.Prefix]netip.Addr{blockA: ha.ip4})
+	waitLearned(t, b, 30*time.Second, map[netip.Prefix]netip.Addr{blockA: ha.ip4})
 	a.stop(true)
 	d = waitLearned(t, b, 10*time.Second, map[netip.Prefix]netip.Addr{})
 	t.Logf("B dropped A's routes %s after StopAndFlush (restart time 60s)", d.Round(10*time.Millisecond))
@@ -219,7 +249,7 @@ func TestHoldTime(t *testing.T) {
 
 			run(t, "ip", "-n", ha.ns, "link", "set", "eth0", "down")
 			d := waitLearned(t, b, tc.max, map[netip.Prefix]netip.Addr{})
-			t.Logf("hold time 3s, graceful restart %v: B dropped A's routes %s after the link was cut", tc.gr, d.Round(10*time.Millisecond))
+			t.Logf("hold time 3s, %s: B dropped A's routes %s after the link was cut", tc.name, d.Round(10*time.Millisecond))
 			if d < tc.min {
 				t.Errorf("dropped after %s, sooner than %s", d, tc.min)
 			}

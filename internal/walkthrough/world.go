@@ -54,7 +54,7 @@ const Pool = "192.168.100.0/24"
 
 // Build makes the hosts, the datastore and the nodes (no pool, profiles or
 // workloads yet: Seed adds those). On error, everything made so far is removed.
-func Build(ctx context.Context, o Options) (w *World, err error) {
+func Build(ctx context.Context, o Options) (_ *World, err error) {
 	if o.Prefix == "" {
 		o.Prefix = "cw"
 	}
@@ -65,11 +65,10 @@ func Build(ctx context.Context, o Options) (w *World, err error) {
 	if err != nil {
 		return nil, err
 	}
-	w = &World{Lab: l, Workloads: map[string]*Workload{}, opts: o}
+	w := &World{Lab: l, Workloads: map[string]*Workload{}, opts: o}
 	defer func() {
 		if err != nil {
 			w.Close()
-			w = nil
 		}
 	}()
 	w.StateDir = filepath.Join(os.TempDir(), "calico-"+l.ID())

@@ -1,6 +1,10 @@
 // Command calico-node is the per-host agent: it keeps this host's routes,
 // tunnels, policy and BGP sessions converged to the datastore.
 // Users start it with `calicoctl node --ip=HOST_IP`.
+
+// Plain TCP for BGP: MPTCP listeners reject the TTL and MD5 socket options.
+//
+//go:debug multipathtcp=0
 package main
 
 import (

@@ -65,6 +65,44 @@ type Agent struct {
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
+
+	// Until BGP has converged after a start, learned routes already in the
+	// kernel are kept even if the new speaker has not re-learned them yet.
+	started        time.Time
+	bgpConvergedAt time.Time
+}
+
+// startupHold is the longest a start keeps routes it has not re-learned.
+const startupHold = 60 * time.Second
+
+// holdingRoutes says whether stale routes must still be kept: until every
+// peer is Established and has had a moment to send its table, or the hold ends.
+func (a *Agent) holdingRoutes(peers int) bool {
+	if time.Since(a.started) > startupHold {
+		return false
+	}
+	if a.speaker == nil {
+		return true
+	}
+	established := 0
+	for _, p := range a.speaker.PeerStates() {
+		if p.State == "Established" {
+			established++
+		}
+	}
+	if established < peers {
+		a.bgpConvergedAt = time.Time{}
+		return true
+	}
+	if a.bgpConvergedAt.IsZero() {
+		a.bgpConvergedAt = time.Now()
+	}
+	// Peers send their whole table right after the session opens.
+	if time.Since(a.bgpConvergedAt) < 2*time.Second {
+		time.AfterFunc(2*time.Second, a.kick)
+		return true
+	}
+	return false
 }
 
 // Run starts the agent and blocks until ctx ends. It leaves routes and
@@ -79,7 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now()}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -250,15 +288,22 @@ func (a *Agent) pass(ctx context.Context) {
 		errs = append(errs, err)
 	}
 	if a.speaker != nil {
-		if err := a.speaker.SetPeers(toRoutingPeers(res.Peers)); err != nil {
-			errs = append(errs, fmt.Errorf("bgp peers: %w", err))
-		}
+		// Announce before peering: a peer that reconnects gets our whole
+		// table at once, and would drop stale routes we had not re-announced.
 		if err := a.speaker.SetAnnounced(res.Announce); err != nil {
 			errs = append(errs, fmt.Errorf("bgp announcements: %w", err))
+		}
+		if err := a.speaker.SetPeers(toRoutingPeers(res.Peers)); err != nil {
+			errs = append(errs, fmt.Errorf("bgp peers: %w", err))
 		}
 	}
 	if err := a.vxlan.Apply(res.Dataplane.VXLAN); err != nil {
 		errs = append(errs, fmt.Errorf("vxlan: %w", err))
+	}
+	hold := a.holdingRoutes(len(res.Peers))
+	a.routes.KeepStale(hold)
+	if hold {
+		time.AfterFunc(time.Second, a.kick)
 	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))

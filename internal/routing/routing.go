@@ -456,7 +456,8 @@ func (s *Speaker) Learned() map[netip.Prefix]netip.Addr {
 }
 
 // Changes receives a value (coalesced, buffer 1) whenever Learned changed.
-// It is closed by Stop.
+// Stop does not close it: a caller's select loop still holding the channel of
+// a stopped speaker then simply never fires, instead of spinning.
 func (s *Speaker) Changes() <-chan struct{} { return s.changes }
 
 func (s *Speaker) validatePeers(peers []Peer) (map[netip.Addr]Peer, error) {
@@ -774,5 +775,4 @@ func (s *Speaker) stop(flush bool) {
 		}
 	}
 	s.bgp.Stop()
-	close(s.changes)
 }

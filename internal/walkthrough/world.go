@@ -28,6 +28,8 @@ type Options struct {
 	// Routed puts host 2 on another subnet behind a router, where
 	// unencapsulated pool traffic cannot pass.
 	Routed bool
+	// IPv6 gives hosts fd00::N/64 addresses and starts nodes with --ip6.
+	IPv6 bool
 }
 
 // Workload is one namespace workload.
@@ -47,6 +49,7 @@ type World struct {
 	Etcd      string // host:port, as users give ETCD_AUTHORITY
 	StateDir  string // pid and log files of this world's daemons
 	opts      Options
+	fabric    *lab.Fabric
 }
 
 // Pool is the walkthrough's workload pool.
@@ -106,19 +109,44 @@ func Build(ctx context.Context, o Options) (_ *World, err error) {
 		}
 	}
 	w.Hosts = []*lab.Host{h1, h2}
+	w.fabric = fab
 	w.Etcd = h1.Addr().String() + ":2379"
 
 	w.step("host1: calicoctl datastore start --listen %s", w.Etcd)
 	if _, err := w.Ctl(ctx, h1, "datastore", "start", "--listen", w.Etcd, "--data-dir", filepath.Join(w.StateDir, "etcd")); err != nil {
 		return nil, err
 	}
-	for _, h := range w.Hosts {
-		w.step("%s: export ETCD_AUTHORITY=%s; calicoctl node --ip=%s", h.Label, w.Etcd, h.Addr())
-		if _, err := w.Ctl(ctx, h, "node", "--ip="+h.Addr().String(), "--name="+h.Label); err != nil {
+	for i, h := range w.Hosts {
+		if err := w.startNode(ctx, h, i+1); err != nil {
 			return nil, err
 		}
 	}
 	return w, w.saveState()
+}
+
+// startNode runs `calicoctl node` on host h (the n-th host, for its IPv6 address).
+func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
+	args := []string{"node", "--ip=" + h.Addr().String(), "--name=" + h.Label}
+	if w.opts.IPv6 {
+		ip6 := fmt.Sprintf("fd00::%d", n)
+		if err := h.AddAddr(h.Iface, ip6+"/64"); err != nil {
+			return err
+		}
+		args = append(args, "--ip6="+ip6)
+	}
+	w.step("%s: export ETCD_AUTHORITY=%s; calicoctl %s", h.Label, w.Etcd, strings.Join(args, " "))
+	_, err := w.Ctl(ctx, h, args...)
+	return err
+}
+
+// AddHost adds one more host on host 1's fabric (same subnet) and starts its node.
+func (w *World) AddHost(ctx context.Context, label, ip string) (*lab.Host, error) {
+	h, err := w.Lab.AddHost(label, w.fabric, ip, "10.0.0.254")
+	if err != nil {
+		return nil, err
+	}
+	w.Hosts = append(w.Hosts, h)
+	return h, w.startNode(ctx, h, len(w.Hosts))
 }
 
 // Host returns a host by label.

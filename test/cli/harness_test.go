@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -208,6 +209,10 @@ func (s *store) okIn(stdin string, args ...string) string {
 func (s *store) okJSON(v any, args ...string) {
 	s.t.Helper()
 	out := s.ok(args...)
+	// Decode into a zeroed value: json reuses slice elements and leaves
+	// fields absent from the input as they were.
+	rv := reflect.ValueOf(v).Elem()
+	rv.Set(reflect.Zero(rv.Type()))
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -244,6 +249,8 @@ func (s *store) get(key string, v any) bool {
 		return false
 	}
 	if v != nil {
+		rv := reflect.ValueOf(v).Elem()
+		rv.Set(reflect.Zero(rv.Type()))
 		if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
 			s.t.Fatalf("stored %s is not valid JSON: %v: %s", key, err, resp.Kvs[0].Value)
 		}

@@ -64,6 +64,17 @@ type RouteSyncer struct {
 	wantIdx map[netip.Prefix]int
 	have    []haveRoute
 	now     time.Time
+
+	keepStale bool
+}
+
+// KeepStale, while on, makes Apply add and replace routes but delete none.
+// A restarting agent uses it until BGP has re-learned the routes it had, so
+// a restart never withdraws a working path from the kernel.
+func (s *RouteSyncer) KeepStale(on bool) {
+	s.mu.Lock()
+	s.keepStale = on
+	s.mu.Unlock()
 }
 
 type linkEntry struct {
@@ -240,7 +251,7 @@ func (s *RouteSyncer) Apply(desired []calc.Route) error {
 	}
 	for k := range s.have {
 		hr := &s.have[k]
-		if hr.state != haveStale {
+		if hr.state != haveStale || s.keepStale {
 			continue
 		}
 		if err := h.RouteDel(s.deleteSpec(hr)); err != nil && !errors.Is(err, unix.ESRCH) {

@@ -15,8 +15,10 @@ type badCase struct {
 	env  map[string]string // on top of the store's; "" unsets
 	in   string            // stdin
 	want string            // the error line must contain this
-	// usage allows a multi-line error (a usage text after the first line).
-	usage bool
+	// multiline allows more lines after the error line (usage text, a log
+	// tail); detail, if set, must appear in them.
+	multiline bool
+	detail    string
 	// within bounds the run time (default 5s: every check here is local).
 	within time.Duration
 }
@@ -88,7 +90,7 @@ func TestBadInput(t *testing.T) {
 		{name: "tag show unknown profile", args: []string{"profile", "NOPE", "tag", "show"}, want: `unknown profile "NOPE"`},
 		{name: "tag remove absent tag", args: []string{"profile", "P1", "tag", "remove", "NOTAG"}, want: `profile "P1" has no tag "NOTAG"`},
 		{name: "tag add bad name", args: []string{"profile", "P1", "tag", "add", "a,b"}, want: `bad tag name "a,b"`},
-		{name: "profile unknown verb", args: []string{"profile", "P1", "frob", "x"}, want: `unrecognised profile command "P1 frob x"`, usage: true},
+		{name: "profile unknown verb", args: []string{"profile", "P1", "frob", "x"}, want: `unrecognised profile command "P1 frob x"`, multiline: true},
 
 		// Rules.
 		{name: "rule add unknown profile", args: []string{"profile", "NOPE", "rule", "add", "inbound", "allow"}, want: `unknown profile "NOPE"`},
@@ -173,8 +175,12 @@ func TestBadInput(t *testing.T) {
 		{name: "container add IP with prefix", args: []string{"container", "add", "w1", "192.168.5.5/32", "--netns", notNetns}, want: "want an address without a prefix length"},
 		{name: "container add bad name", args: []string{"container", "add", "w/1", "auto", "--netns", notNetns}, want: `bad container name "w/1"`},
 		{name: "container add existing", args: []string{"container", "add", "w0", "auto", "--netns", notNetns}, want: `container "w0" already has an endpoint on host e2ebad1`},
-		{name: "container add no IP", args: []string{"container", "add", "w1", "--netns", notNetns}, want: `unrecognised container command "add w1"`, usage: true},
-		{name: "container add unknown flag", args: []string{"container", "add", "w1", "auto", "--netnss=x"}, want: "unknown flag --netnss=x", usage: true},
+		{name: "container add no IP", args: []string{"container", "add", "w1", "--netns", notNetns}, want: `unrecognised container command "add w1"`, multiline: true},
+		{name: "container add unknown flag", args: []string{"container", "add", "w1", "auto", "--netnss=x"}, want: "unknown flag --netnss=x", multiline: true},
+		{name: "container add host netns", args: []string{"container", "add", "w1", "192.168.0.20", "--netns", "/proc/self/ns/net"}, want: "is the host's own namespace"},
+		{name: "container add host netns auto", args: []string{"container", "add", "w1", "auto", "--netns", "/proc/self/ns/net"}, want: "is the host's own namespace"},
+		{name: "container add netns not a namespace", args: []string{"container", "add", "w1", "192.168.0.21", "--netns", notNetns}, want: "workload netns"},
+		{name: "container add IP outside pools", args: []string{"container", "add", "w1", "10.99.0.1", "--netns", notNetns}, want: "10.99.0.1"},
 		{name: "container --netns without value", args: []string{"container", "add", "w1", "auto", "--netns"}, want: "--netns needs a value"},
 		{name: "container profile append unknown container", args: []string{"container", "w9", "profile", "append", "P1"}, want: `unknown container "w9" on host e2ebad1`},
 		{name: "container profile append unknown profile", args: []string{"container", "w0", "profile", "append", "NOPE"}, want: `unknown profile "NOPE"`},
@@ -190,7 +196,8 @@ func TestBadInput(t *testing.T) {
 		{name: "unreachable datastore", args: []string{"pool", "show"}, env: map[string]string{"ETCD_AUTHORITY": dead},
 			want: "cannot reach the datastore at http://" + dead, within: 8 * time.Second},
 		{name: "datastore stop without one", args: []string{"datastore", "stop", "--data-dir", t.TempDir()}, want: "no datastore running for data dir"},
-		{name: "datastore start bad listen", args: []string{"datastore", "start", "--listen", "nowhere", "--data-dir", t.TempDir(), "--timeout", "5s"}, want: "did not start", within: 8 * time.Second},
+		{name: "datastore start bad listen", args: []string{"datastore", "start", "--listen", "nowhere", "--data-dir", t.TempDir(), "--timeout", "5s"}, want: "datastore on nowhere did not start: it exited during start-up",
+			multiline: true, detail: `bad listen address "nowhere": want IP:PORT`, within: 8 * time.Second},
 		{name: "unknown command", args: []string{"frobnicate"}, want: `unknown command "frobnicate" for "calicoctl"`},
 	}
 
@@ -227,8 +234,11 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(first, c.want) {
 				t.Errorf("error line %q does not contain %q", first, c.want)
 			}
-			if rest != "" && !c.usage {
+			if rest != "" && !c.multiline {
 				t.Errorf("want a one-line error:\n%s", r)
+			}
+			if c.detail != "" && !strings.Contains(rest, c.detail) {
+				t.Errorf("want %q after the error line:\n%s", c.detail, r)
 			}
 			if rest == "" && !strings.HasSuffix(r.stderr, "\n") {
 				t.Errorf("error line not terminated: %q", r.stderr)

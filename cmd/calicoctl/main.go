@@ -49,6 +49,14 @@ CALICO_NODENAME, else the node whose IP is on this host, else the host name.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&etcdEndpoints, "etcd-endpoints", "", "etcd URLs, comma-separated (default: ETCD_ENDPOINTS, ETCD_AUTHORITY, 127.0.0.1:2379)")
+	// TLS flags set the same variables the environment can, so one code path reads them.
+	for _, f := range []struct{ name, env, help string }{
+		{"etcd-ca-cert-file", "ETCD_CA_CERT_FILE", "CA certificate that signed etcd's certificate"},
+		{"etcd-cert-file", "ETCD_CERT_FILE", "client certificate for etcd"},
+		{"etcd-key-file", "ETCD_KEY_FILE", "client key for etcd"},
+	} {
+		root.PersistentFlags().Var(envFlag(f.env), f.name, f.help+" (default: $"+f.env+")")
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v; see `%s --help`", err, c.CommandPath())
 	})
@@ -56,6 +64,13 @@ CALICO_NODENAME, else the node whose IP is on this host, else the host name.`,
 		endpointCmd(), statusCmd(), ipamCmd(), demoCmd(), versionCmd())
 	return root
 }
+
+// envFlag is a flag whose value is stored in an environment variable.
+type envFlag string
+
+func (e envFlag) String() string     { return os.Getenv(string(e)) }
+func (e envFlag) Set(v string) error { return os.Setenv(string(e), v) }
+func (e envFlag) Type() string       { return "file" }
 
 // connect opens the datastore for a command.
 func connect(cmd *cobra.Command) (*client.Client, error) {

@@ -1,0 +1,112 @@
+package datastore_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/datastore/etcdtest"
+)
+
+type recorder struct {
+	mu        sync.Mutex
+	state     map[string]string
+	snapshots int
+}
+
+func (r *recorder) OnSnapshot(kvs map[string][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.snapshots++
+	r.state = map[string]string{}
+	for k, v := range kvs {
+		r.state[k] = string(v)
+	}
+}
+
+func (r *recorder) OnUpdate(key string, value []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if value == nil {
+		delete(r.state, key)
+	} else {
+		r.state[key] = string(value)
+	}
+}
+
+func (r *recorder) get(key string) (string, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state[key], r.snapshots
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("%s: timed out", what)
+}
+
+// TestSyncFollowsChangesAcrossCompaction: the syncer delivers a
+// snapshot, then changes, and keeps delivering after the history is compacted
+// (a watch that falls behind a compaction re-lists; see Sync).
+func TestSyncFollowsChangesAcrossCompaction(t *testing.T) {
+	url := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ds, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); ds.Close() })
+	if err := ds.Put(ctx, datastore.Root+"a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	go ds.Sync(ctx, datastore.Root, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	eventually(t, "initial snapshot", func() bool { v, n := r.get(datastore.Root + "a"); return v == `"1"` && n == 1 })
+
+	ds.Put(ctx, datastore.Root+"b", "2")
+	ds.DeleteKey(ctx, datastore.Root+"a", 0)
+	eventually(t, "updates", func() bool {
+		b, _ := r.get(datastore.Root + "b")
+		a, _ := r.get(datastore.Root + "a")
+		return b == `"2"` && a == ""
+	})
+
+	for i := 0; i < 5; i++ {
+		ds.Put(ctx, datastore.Root+"c", i)
+	}
+	resp, err := ds.Get(ctx, datastore.Root+"c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	ds.Put(ctx, datastore.Root+"d", "after")
+	eventually(t, "change after compaction", func() bool { v, _ := r.get(datastore.Root + "d"); return v == `"after"` })
+	if v, _ := r.get(datastore.Root + "c"); v != "4" {
+		t.Errorf("c = %q, want 4", v)
+	}
+}
+
+// TestConnectFailsFastOnDeadDatastore: a datastore that does not answer is a
+// clear error within the operation timeout, not a hang.
+func TestConnectFailsFastOnDeadDatastore(t *testing.T) {
+	start := time.Now()
+	_, err := datastore.Connect(context.Background(), datastore.Config{Endpoints: []string{"http://127.0.0.1:1"}})
+	if err == nil {
+		t.Fatal("connected to a closed port")
+	}
+	if d := time.Since(start); d > datastore.OpTimeout+2*time.Second {
+		t.Errorf("took %s to fail", d)
+	}
+	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
+}

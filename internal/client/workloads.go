@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/calico-go/calico/internal/api"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
@@ -82,8 +83,8 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	if req.Orchestrator == "" {
 		req.Orchestrator = "netns"
 	}
-	if _, err := os.Stat(req.NetnsPath); err != nil {
-		return ep, fmt.Errorf("container %q: network namespace %s: %v", req.Name, req.NetnsPath, errors.Unwrap(err))
+	if err := checkNetns(req.NetnsPath); err != nil {
+		return ep, fmt.Errorf("container %q: %v", req.Name, err)
 	}
 	if _, err := c.Node(ctx, req.Node); err != nil {
 		return ep, err
@@ -334,4 +335,17 @@ func (c *Client) ChangeProfiles(ctx context.Context, node, name string, op Profi
 		}
 		return nil
 	})
+}
+
+// checkNetns makes sure path names a network namespace before anything is
+// assigned, so a typo fails with a plain message rather than deep in netlink.
+func checkNetns(path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("workload netns %s: %v", path, err)
+	}
+	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
+		return fmt.Errorf("workload netns %s is not a network namespace (want /run/netns/NAME or /proc/PID/ns/net)", path)
+	}
+	return nil
 }

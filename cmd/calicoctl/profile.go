@@ -51,6 +51,10 @@ func profileCmd() *cobra.Command {
 				case "--force":
 					force = true
 				default:
+					if v, ok := strings.CutPrefix(a, "--etcd-endpoints="); ok {
+						etcdEndpoints = v
+						continue
+					}
 					if strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "--output=") {
 						outputFormat = a[strings.Index(a, "=")+1:]
 						continue

@@ -178,8 +178,14 @@ func (c *Client) UpdateRules(ctx context.Context, profile string, doc []byte) er
 	var rj RulesJSON
 	dec := json.NewDecoder(strings.NewReader(string(doc)))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rj); err != nil {
+	if err := dec.Decode(&rj); err != nil || dec.More() {
+		if err == nil {
+			err = fmt.Errorf("unexpected data after the document")
+		}
 		return fmt.Errorf("rules document is not valid JSON of {\"inbound_rules\": [...], \"outbound_rules\": [...]}: %v", err)
+	}
+	if rj.Inbound == nil || rj.Outbound == nil {
+		return fmt.Errorf("rules document must list both inbound_rules and outbound_rules (use [] for none), so a missing list never wipes rules by accident")
 	}
 	for _, r := range append(append([]api.Rule{}, rj.Inbound...), rj.Outbound...) {
 		if err := rules.Validate(r); err != nil {

@@ -314,7 +314,13 @@ func (c *Client) ChangeProfiles(ctx context.Context, node, name string, op Profi
 	return datastore.Update(ctx, c.DS, datastore.EndpointKey(node, name), func(e *api.Endpoint) error {
 		switch op {
 		case ProfileSet:
-			e.Profiles = append([]string{}, profiles...)
+			e.Profiles = nil
+			for _, p := range profiles {
+				if slices.Contains(e.Profiles, p) {
+					return fmt.Errorf("profile %q is listed twice", p)
+				}
+				e.Profiles = append(e.Profiles, p)
+			}
 		case ProfileAppend:
 			for _, p := range profiles {
 				if slices.Contains(e.Profiles, p) {

@@ -39,6 +39,10 @@ func TestBadInput(t *testing.T) {
 	if err := os.WriteFile(notNetns, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A real namespace path (the host's own): it passes the netns check, and
+	// the cases using it fail before any address is assigned or any
+	// interface made (wiring would refuse the host's namespace anyway).
+	const hostNetns = "/proc/self/ns/net"
 	ghost := map[string]string{"CALICO_NODENAME": "ghost"}
 	rule := func(words ...string) []string {
 		return append([]string{"profile", "P1", "rule"}, words...)
@@ -169,18 +173,17 @@ func TestBadInput(t *testing.T) {
 		{name: "node stop not running", args: []string{"node", "stop", "--name", "e2e-never-started"}, want: "calico-node e2e-never-started is not running"},
 
 		// Containers.
-		{name: "container add netns missing", args: []string{"container", "add", "w1", "192.168.5.5", "--netns", "/nonexistent/netns"}, want: `container "w1": network namespace /nonexistent/netns: no such file or directory`},
-		{name: "container add node not registered", args: []string{"container", "add", "w1", "192.168.5.5", "--netns", "/proc/self/ns/net"}, env: ghost, want: `no calico node "ghost" in the datastore`},
-		{name: "container add bad IP", args: []string{"container", "add", "w1", "192.168.5.300", "--netns", notNetns}, want: `bad workload IP "192.168.5.300"`},
-		{name: "container add IP with prefix", args: []string{"container", "add", "w1", "192.168.5.5/32", "--netns", notNetns}, want: "want an address without a prefix length"},
-		{name: "container add bad name", args: []string{"container", "add", "w/1", "auto", "--netns", notNetns}, want: `bad container name "w/1"`},
-		{name: "container add existing", args: []string{"container", "add", "w0", "auto", "--netns", notNetns}, want: `container "w0" already has an endpoint on host e2ebad1`},
+		{name: "container add netns missing", args: []string{"container", "add", "w1", "192.168.5.5", "--netns", "/nonexistent/netns"}, want: `container "w1": workload netns /nonexistent/netns: no such file or directory`},
+		{name: "container add netns not a namespace", args: []string{"container", "add", "w1", "192.168.0.21", "--netns", notNetns}, want: "is not a network namespace"},
+		{name: "container add node not registered", args: []string{"container", "add", "w1", "192.168.5.5", "--netns", hostNetns}, env: ghost, want: `no calico node "ghost" in the datastore`},
+		{name: "container add bad IP", args: []string{"container", "add", "w1", "192.168.5.300", "--netns", hostNetns}, want: `bad workload IP "192.168.5.300"`},
+		{name: "container add IP with prefix", args: []string{"container", "add", "w1", "192.168.5.5/32", "--netns", hostNetns}, want: "want an address without a prefix length"},
+		{name: "container add bad name", args: []string{"container", "add", "w/1", "auto", "--netns", hostNetns}, want: `bad container name "w/1"`},
+		{name: "container add existing", args: []string{"container", "add", "w0", "auto", "--netns", hostNetns}, want: `container "w0" already has an endpoint on host e2ebad1`},
 		{name: "container add no IP", args: []string{"container", "add", "w1", "--netns", notNetns}, want: `unrecognised container command "add w1"`, multiline: true},
 		{name: "container add unknown flag", args: []string{"container", "add", "w1", "auto", "--netnss=x"}, want: "unknown flag --netnss=x", multiline: true},
-		{name: "container add host netns", args: []string{"container", "add", "w1", "192.168.0.20", "--netns", "/proc/self/ns/net"}, want: "is the host's own namespace"},
-		{name: "container add host netns auto", args: []string{"container", "add", "w1", "auto", "--netns", "/proc/self/ns/net"}, want: "is the host's own namespace"},
-		{name: "container add netns not a namespace", args: []string{"container", "add", "w1", "192.168.0.21", "--netns", notNetns}, want: "workload netns"},
-		{name: "container add IP outside pools", args: []string{"container", "add", "w1", "10.99.0.1", "--netns", notNetns}, want: "10.99.0.1"},
+		{name: "container add IP outside pools", args: []string{"container", "add", "w1", "10.99.0.1", "--netns", hostNetns}, want: "10.99.0.1 is not in any pool; pools: 192.168.0.0/16, fd80:24e2:f998:72d6::/64"},
+
 		{name: "container --netns without value", args: []string{"container", "add", "w1", "auto", "--netns"}, want: "--netns needs a value"},
 		{name: "container profile append unknown container", args: []string{"container", "w9", "profile", "append", "P1"}, want: `unknown container "w9" on host e2ebad1`},
 		{name: "container profile append unknown profile", args: []string{"container", "w0", "profile", "append", "NOPE"}, want: `unknown profile "NOPE"`},
@@ -195,6 +198,9 @@ func TestBadInput(t *testing.T) {
 		// Datastore.
 		{name: "unreachable datastore", args: []string{"pool", "show"}, env: map[string]string{"ETCD_AUTHORITY": dead},
 			want: "cannot reach the datastore at http://" + dead, within: 8 * time.Second},
+		{name: "TLS CA file missing", args: []string{"pool", "show"}, env: map[string]string{"ETCD_CA_CERT_FILE": "/nonexistent/ca.pem"},
+			want: "datastore TLS settings (ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE): open /nonexistent/ca.pem"},
+		{name: "unreachable via --etcd-endpoints", args: []string{"bgp", "peer", "add", "10.0.0.9", "as", "65000", "--etcd-endpoints", "http://" + dead}, want: "cannot reach the datastore at http://" + dead, within: 8 * time.Second},
 		{name: "datastore stop without one", args: []string{"datastore", "stop", "--data-dir", t.TempDir()}, want: "no datastore running for data dir"},
 		{name: "datastore start bad listen", args: []string{"datastore", "start", "--listen", "nowhere", "--data-dir", t.TempDir(), "--timeout", "5s"}, want: "datastore on nowhere did not start: it exited during start-up",
 			multiline: true, detail: `bad listen address "nowhere": want IP:PORT`, within: 8 * time.Second},

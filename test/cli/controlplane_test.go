@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func intp(n int) *int { return &n }
@@ -525,6 +526,87 @@ func testNodes(t *testing.T, s *store) {
 		if r.code == 0 || !strings.HasPrefix(r.stderr, wantErr) || strings.Count(r.stderr, "\n") != 1 || r.stdout != "" {
 			t.Errorf("want one-line error starting %q:\n%s", wantErr, r)
 		}
+	}
+
+	// Status as calico-node reports it: h1 fresh and ready, h2 stale.
+	now := time.Now().UTC().Format(time.RFC3339)
+	st1 := statusJSON{Node: "h1", Ready: true, Updated: now, PID: 4321, Endpoints: 2, BGPPeers: []peerStateJSON{
+		{IP: "10.0.0.2", ASNumber: 65002, Type: "node-mesh", State: "Established", Since: "2025-01-02T03:04:05Z", Received: 3},
+		{IP: "10.0.0.100", ASNumber: 65100, Type: "node", State: "Active"},
+	}}
+	s.put(statusKey("h1"), st1)
+	s.put(statusKey("h2"), statusJSON{Node: "h2", Ready: true, Updated: "2020-01-01T00:00:00Z", PID: 99, Endpoints: 0})
+	out := s.ok("status")
+	head, rest, _ := strings.Cut(out, "\n")
+	if want := fmt.Sprintf("calico-node h1 is ready (pid 4321, 2 endpoints, reported %s)", now); head != want {
+		t.Errorf("status first line %q, want %q", head, want)
+	}
+	if !strings.HasPrefix(rest, "\nBGP sessions\n") {
+		t.Fatalf("status: no BGP sessions section:\n%s", out)
+	}
+	rows = table(t, strings.TrimPrefix(rest, "\nBGP sessions\n"), "peer address", "peer type", "as", "state", "since", "routes received")
+	if want := [][]string{
+		{"10.0.0.2", "node-mesh", "65002", "Established", "2025-01-02T03:04:05Z", "3"},
+		{"10.0.0.100", "node", "65100", "Active", "-", "0"},
+	}; !reflect.DeepEqual(rows, want) {
+		t.Errorf("status sessions %q, want %q", rows, want)
+	}
+	var st statusJSON
+	s.okJSON(&st, "status", "-o", "json")
+	if !reflect.DeepEqual(st, st1) {
+		t.Errorf("status -o json %+v, want %+v", st, st1)
+	}
+	if out := s.ok("status", "--name", "h2"); !strings.HasPrefix(out, "calico-node h2 is down (pid 99, 0 endpoints, reported 2020-01-01T00:00:00Z)\n") {
+		t.Errorf("stale status: %q", out)
+	}
+	rows = table(t, s.ok("node", "show"), "name", "ipv4", "ipv6", "as", "state", "endpoints", "reported")
+	if want := [][]string{
+		{"h1", "10.0.0.1/24", "-", "64512 (default)", "ready", "2", now},
+		{"h2", "10.0.0.2/24", "fd00::2/64", "65002", "down", "0", "2020-01-01T00:00:00Z"},
+	}; !reflect.DeepEqual(rows, want) {
+		t.Errorf("node show with status %q, want %q", rows, want)
+	}
+	// node remove: refused while the node has endpoints, then --force
+	// takes the node, its peers and endpoints; a node without endpoints
+	// goes without --force. (Names unlikely to have a calico-node pid file.)
+	for _, n := range []string{"e2e-gone-1", "e2e-gone-2"} {
+		s.put(nodeKey(n), nodeJSON{Name: n, IPv4: "10.0.9.1/24"})
+	}
+	s.ok("node", "bgp", "peer", "add", "10.0.9.254", "as", "65009", "--name", "e2e-gone-1")
+	s.put(endpointKey("e2e-gone-1", "wx"), endpointJSON{Node: "e2e-gone-1", Workload: "wx", Orchestrator: "netns",
+		InterfaceName: "clie2e-absent", WorkloadIface: "eth0", IPv4Nets: []string{}, IPv6Nets: []string{}, Profiles: []string{}})
+	s.put(statusKey("e2e-gone-1"), statusJSON{Node: "e2e-gone-1", Updated: now})
+	before := s.snapshot()
+	if r := s.run("node", "remove", "--name", "e2e-gone-1"); r.code == 0 || !strings.Contains(r.stderr, `node "e2e-gone-1" still has 1 endpoint(s); remove them first, or use --force`) {
+		t.Errorf("node remove with an endpoint:\n%s", r)
+	}
+	if d := diff(before, s.snapshot()); d != "" {
+		t.Errorf("refused node remove changed the datastore:\n%s", d)
+	}
+	if out := s.ok("node", "remove", "--name", "e2e-gone-1", "--force"); out != "Node e2e-gone-1 removed\n" {
+		t.Errorf("node remove --force printed %q", out)
+	}
+	if out := s.ok("node", "remove", "--name", "e2e-gone-2"); out != "Node e2e-gone-2 removed\n" {
+		t.Errorf("node remove printed %q", out)
+	}
+	for _, n := range []string{"e2e-gone-1", "e2e-gone-2"} {
+		if got := s.keys(prefixHosts + n + "/"); len(got) != 0 {
+			t.Errorf("after node remove %s: %q", n, got)
+		}
+	}
+	if s.get(statusKey("e2e-gone-1"), nil) {
+		t.Error("node remove left the status record")
+	}
+	if d := diff(before, s.snapshot()); strings.Contains(d, "h1") || strings.Contains(d, "h2") {
+		t.Errorf("node remove touched other nodes:\n%s", d)
+	}
+
+	st1.Problems = []string{"no route to 10.0.0.2"}
+	st1.Ready = true
+	s.put(statusKey("h1"), st1)
+	out = s.ok("status")
+	if !strings.Contains(out, "calico-node h1 is ready (with problems)") || !strings.Contains(out, "\nproblem: no route to 10.0.0.2\n") {
+		t.Errorf("status with a problem:\n%s", out)
 	}
 }
 

@@ -92,3 +92,24 @@ func nodeKey(n string) string       { return prefixHosts + n + "/node" }
 func endpointKey(n, w string) string {
 	return prefixHosts + n + "/endpoint/" + w
 }
+
+type peerStateJSON struct {
+	IP       string `json:"ip"`
+	ASNumber uint32 `json:"asNumber"`
+	Type     string `json:"type"`
+	State    string `json:"state"`
+	Since    string `json:"since,omitempty"`
+	Received int    `json:"received"`
+}
+
+type statusJSON struct {
+	Node      string          `json:"node"`
+	Ready     bool            `json:"ready"`
+	Updated   string          `json:"updated"`
+	PID       int             `json:"pid"`
+	Problems  []string        `json:"problems,omitempty"`
+	BGPPeers  []peerStateJSON `json:"bgpPeers,omitempty"`
+	Endpoints int             `json:"endpoints"`
+}
+
+func statusKey(n string) string { return "/calico/v1/status/" + n }

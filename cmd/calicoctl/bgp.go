@@ -82,7 +82,7 @@ func peerCmd(nodeOf func(*cobra.Command, *client.Client) (string, error)) *cobra
 			return c.RemovePeer(cmd.Context(), node, args[0])
 		}),
 	})
-	var v4, v6 bool
+	var family func() int
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "List BGP peers",
@@ -96,11 +96,7 @@ func peerCmd(nodeOf func(*cobra.Command, *client.Client) (string, error)) *cobra
 			if err != nil {
 				return err
 			}
-			fam := 0
-			if v4 != v6 {
-				fam = map[bool]int{true: 4, false: 6}[v4]
-			}
-			peers, err := c.Peers(cmd.Context(), node, fam)
+			peers, err := c.Peers(cmd.Context(), node, family())
 			if err != nil {
 				return err
 			}
@@ -116,8 +112,7 @@ func peerCmd(nodeOf func(*cobra.Command, *client.Client) (string, error)) *cobra
 			})
 		}),
 	}
-	show.Flags().BoolVar(&v4, "ipv4", false, "IPv4 peers only")
-	show.Flags().BoolVar(&v6, "ipv6", false, "IPv6 peers only")
+	family = addFamilyFlags(show, "peers")
 	addOutputFlag(show)
 	cmd.AddCommand(show)
 	return cmd

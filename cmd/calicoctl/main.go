@@ -93,6 +93,23 @@ func addOutputFlag(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&outputFormat, "output", "o", "table", "output format: table, wide, json or yaml")
 }
 
+// addFamilyFlags adds --ipv4 and --ipv6 to a list command and returns the
+// family they select: 4, 6, or 0 for both (neither flag, or both).
+func addFamilyFlags(cmd *cobra.Command, what string) func() int {
+	var v4, v6 bool
+	cmd.Flags().BoolVar(&v4, "ipv4", false, "IPv4 "+what+" only")
+	cmd.Flags().BoolVar(&v6, "ipv6", false, "IPv6 "+what+" only")
+	return func() int {
+		switch {
+		case v4 && !v6:
+			return 4
+		case v6 && !v4:
+			return 6
+		}
+		return 0
+	}
+}
+
 func format() (output.Format, error) { return output.Parse(outputFormat) }
 
 // thisNode resolves "this host" for commands that act locally.

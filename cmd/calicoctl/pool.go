@@ -68,7 +68,7 @@ func poolCmd() *cobra.Command {
 	}
 	remove.Flags().BoolVar(&force, "force", false, "remove even if addresses are in use")
 
-	var v4, v6 bool
+	var family func() int
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "List pools",
@@ -78,13 +78,7 @@ func poolCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fam := 0
-			if v4 && !v6 {
-				fam = 4
-			} else if v6 && !v4 {
-				fam = 6
-			}
-			pools, err := c.Pools(cmd.Context(), fam)
+			pools, err := c.Pools(cmd.Context(), family())
 			if err != nil {
 				return err
 			}
@@ -100,8 +94,7 @@ func poolCmd() *cobra.Command {
 			})
 		}),
 	}
-	show.Flags().BoolVar(&v4, "ipv4", false, "IPv4 pools only")
-	show.Flags().BoolVar(&v6, "ipv6", false, "IPv6 pools only")
+	family = addFamilyFlags(show, "pools")
 	addOutputFlag(show)
 	cmd.AddCommand(add, remove, show)
 	return cmd

@@ -16,6 +16,7 @@ vet:
 
 # Everything: unit tests, kernel tests on namespaces, end-to-end tests.
 test: deps build vet
+	bash scripts/ensure-docker.sh
 	CALICO_BIN=$(BIN) go test -count=1 -p 1 -timeout 60m ./...
 
 demo: deps build

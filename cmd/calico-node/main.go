@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/dataplane/nft"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/node"
 )
@@ -32,9 +33,10 @@ func main() {
 		endpoints = flag.String("etcd-endpoints", "", "etcd URLs (default: ETCD_ENDPOINTS, ETCD_AUTHORITY, 127.0.0.1:2379)")
 		bgpPort   = flag.Int("bgp-port", 0, "BGP port (default 179)")
 		holdTime  = flag.Duration("bgp-hold-time", 0, "BGP hold time: how fast a lost host's routes are withdrawn (default 90s)")
+		grTime    = flag.Duration("bgp-restart-time", 0, "BGP graceful restart time: how long peers keep this host's routes while its agent restarts, also after the hold time expires (default 120s; negative disables)")
+		toHost    = flag.String("workload-to-host", "drop", "what workloads may send to this host's own services: drop (nothing), or policy (their outbound profile rules decide)")
 		resync    = flag.Duration("resync-interval", 30*time.Second, "full reconcile of the kernel state")
 		debug     = flag.Bool("debug", false, "debug logging")
-		_         = flag.Bool("libnetwork", false, "serve the Docker plugins (not yet implemented)")
 	)
 	flag.Parse()
 	level := slog.LevelInfo
@@ -42,14 +44,18 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(log, *name, *ip, *ip6, *as, *endpoints, *bgpPort, *holdTime, *resync); err != nil {
+	hostAccess, err := nft.ParseHostAccess(*toHost)
+	if err == nil {
+		err = run(log, *name, *ip, *ip6, *as, *endpoints, *bgpPort, *holdTime, *grTime, hostAccess, *resync)
+	}
+	if err != nil {
 		log.Error("calico-node stopped", "err", err)
 		fmt.Fprintln(os.Stderr, "error: "+err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hold, resync time.Duration) error {
+func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hold, grTime time.Duration, toHost nft.HostAccess, resync time.Duration) error {
 	if name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -57,7 +63,7 @@ func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hol
 		}
 		name = h
 	}
-	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, ResyncInterval: resync, Log: log}
+	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, GracefulRestartTime: grTime, WorkloadToHost: toHost, ResyncInterval: resync, Log: log}
 	var err error
 	if cfg.IP, err = netip.ParseAddr(ip); err != nil || !cfg.IP.Is4() {
 		return fmt.Errorf("--ip: want this host's IPv4 address, got %q", ip)
@@ -75,5 +81,9 @@ func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hol
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting calico-node", "name", name, "ip", ip, "datastore", cfg.Datastore.Endpoints)
-	return node.Run(ctx, cfg)
+	dockerStopped := startDocker(ctx, log, name, cfg.Datastore)
+	err = node.Run(ctx, cfg)
+	stop()
+	dockerStopped()
+	return err
 }

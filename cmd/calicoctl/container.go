@@ -10,6 +10,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/docker"
+	"github.com/calico-go/calico/internal/dockerwatch"
 	"github.com/calico-go/calico/internal/output"
 )
 
@@ -90,7 +91,15 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 			if err != nil {
 				return err
 			}
-			req.Orchestrator, req.ContainerID, req.NetnsPath = "docker", ctr.ID, ctr.NetnsPath()
+			if req, err = dockerwatch.Request(ctx, c, node, ctr, args[2:], nil); err != nil {
+				return err
+			}
+			// The workload keeps the name the user gave (a name or an id),
+			// which the other container commands then accept.
+			req.Name = args[1]
+			if iface != "" {
+				req.Interface = iface
+			}
 		}
 		ep, err := c.AddWorkload(ctx, req)
 		if err != nil {

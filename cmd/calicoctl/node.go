@@ -52,7 +52,9 @@ func nodeName(flag string) (string, error) {
 func nodeCmd() *cobra.Command {
 	var ip, ip6, as, name string
 	var libnetwork bool
-	var timeout time.Duration
+	var dockerHost, pluginDir string
+	var timeout, holdTime, restartTime time.Duration
+	var toHost string
 	var extra []string
 	cmd := &cobra.Command{
 		Use:   "node --ip=IP [--name=NAME] [--as=AS] [--ip6=IP6]",
@@ -85,6 +87,22 @@ pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
 			if libnetwork {
 				extra = append(extra, "--libnetwork")
 			}
+			if dockerHost != "" {
+				extra = append(extra, "--docker-host="+dockerHost)
+			}
+			if pluginDir != "" {
+				extra = append(extra, "--plugin-dir="+pluginDir)
+			}
+			// Passed through to calico-node, which checks them.
+			if holdTime != 0 {
+				extra = append(extra, "--bgp-hold-time="+holdTime.String())
+			}
+			if restartTime != 0 {
+				extra = append(extra, "--bgp-restart-time="+restartTime.String())
+			}
+			if toHost != "" {
+				extra = append(extra, "--workload-to-host="+toHost)
+			}
 			return startNode(cmd, n, ip, ip6, as, timeout, extra)
 		},
 	}
@@ -92,8 +110,13 @@ pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
 	cmd.Flags().StringVar(&ip6, "ip6", "", "this host's IPv6 address (for IPv6 routes)")
 	cmd.Flags().StringVar(&as, "as", "", "this node's AS number (default: the cluster default, 64512)")
 	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
-	cmd.Flags().BoolVar(&libnetwork, "libnetwork", false, "also serve the Docker network and IPAM plugins")
+	cmd.Flags().BoolVar(&libnetwork, "libnetwork", false, "also serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
+	cmd.Flags().StringVar(&dockerHost, "docker-host", "", "this host's Docker engine (default: DOCKER_HOST, else unix:///var/run/docker.sock); \"none\" turns the Docker integration off")
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", "", "where the Docker plugin sockets go (default /run/docker/plugins)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the node to be ready")
+	cmd.Flags().DurationVar(&holdTime, "bgp-hold-time", 0, "BGP hold time: a lost host's routes go after hold time + restart time (default 90s)")
+	cmd.Flags().DurationVar(&restartTime, "bgp-restart-time", 0, "BGP graceful restart time: peers keep this host's routes while its agent restarts (default 120s; negative disables)")
+	cmd.Flags().StringVar(&toHost, "workload-to-host", "", "what workloads may send to this host's services: drop (default) or policy (their outbound profile rules decide)")
 	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
 	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
 	return cmd

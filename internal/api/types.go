@@ -95,6 +95,10 @@ type Endpoint struct {
 	IPv4Nets      []string `json:"ipv4Nets"` // 192.168.100.1/32
 	IPv6Nets      []string `json:"ipv6Nets"`
 	Profiles      []string `json:"profiles"`
+	// IPAMHandles name the IPAM handles holding this endpoint's addresses
+	// when they are not the default handle of node and workload (the
+	// Docker IPAM driver assigns before the endpoint has a name).
+	IPAMHandles []string `json:"ipamHandles,omitempty"`
 }
 
 // BGPConfig is the cluster-wide BGP setting.

@@ -15,6 +15,9 @@ func (c *Client) CheckIPAM(ctx context.Context) (ipam.CheckReport, error) {
 	live := map[string]bool{}
 	for _, ep := range eps {
 		live[handleID(ep.Node, ep.Workload)] = true
+		for _, h := range ep.IPAMHandles {
+			live[h] = true
+		}
 	}
 	return c.IPAM.Check(ctx, live)
 }

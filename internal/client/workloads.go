@@ -33,6 +33,9 @@ type WorkloadRequest struct {
 	Orchestrator string // netns, docker, libnetwork
 	ContainerID  string
 	Profiles     []string
+	// Routes, when set, are what the workload routes through us, instead
+	// of everything (it keeps its default route on another network).
+	Routes []netip.Prefix
 }
 
 // Endpoint reads one workload's endpoint.
@@ -171,6 +174,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		WorkloadIface: req.Interface,
 		Addrs:         prefixes,
 		MTU:           mtu,
+		Routes:        req.Routes,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
@@ -184,6 +188,11 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		return fail(err)
 	}
 	return ep, nil
+}
+
+// WorkloadMTU is the MTU a workload with these addresses gets.
+func (c *Client) WorkloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
+	return c.workloadMTU(ctx, addrs)
 }
 
 // workloadMTU leaves room for the VXLAN header when any address's pool tunnels.

@@ -1,25 +1,39 @@
-// Package docker talks to the Docker engine: finding a container's network
-// namespace, and (later) the libnetwork plugins.
+// Package docker talks to the Docker engine over its API socket: finding a
+// container's network namespace, listing containers, reading networks and
+// following the engine's events. Plain HTTP over the unix socket keeps the
+// dependency small: we need six calls, not the whole engine client.
 package docker
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// DefaultSocket is where the engine listens unless DOCKER_HOST says otherwise.
+const DefaultSocket = "/var/run/docker.sock"
+
+// ErrNoSuchContainer is returned (wrapped) when the engine has no such container.
+var ErrNoSuchContainer = errors.New("no such container")
 
 // Container is what we need to know about a container.
 type Container struct {
-	ID      string
-	Name    string
-	Pid     int
-	Running bool
+	ID          string
+	Name        string
+	Pid         int
+	Running     bool
+	Env         map[string]string // from its config: KEY=VALUE
+	NetworkMode string            // none, default, bridge, host, a network name or container:ID
 }
 
 // NetnsPath is the container's network namespace as seen from the host.
@@ -28,52 +42,227 @@ func (c Container) NetnsPath() string { return fmt.Sprintf("/proc/%d/ns/net", c.
 // Engine is a client of the engine API over its unix socket.
 type Engine struct {
 	http   *http.Client
+	stream *http.Client // no overall timeout: for the events stream
 	socket string
+}
+
+// SocketFromHost turns a DOCKER_HOST-style address (unix:///path or /path)
+// into a socket path; "" means the default. Other schemes are refused: the
+// agent must run beside its engine.
+func SocketFromHost(host string) (string, error) {
+	switch {
+	case host == "":
+		return DefaultSocket, nil
+	case strings.HasPrefix(host, "unix://"):
+		return strings.TrimPrefix(host, "unix://"), nil
+	case strings.HasPrefix(host, "/"):
+		return host, nil
+	}
+	return "", fmt.Errorf("docker host %q: only unix sockets are supported (unix:///var/run/docker.sock)", host)
 }
 
 // NewEngine connects to DOCKER_HOST when it is a unix socket, else /var/run/docker.sock.
 func NewEngine() *Engine {
-	sock := "/var/run/docker.sock"
-	if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
-		sock = strings.TrimPrefix(h, "unix://")
+	sock, err := SocketFromHost(os.Getenv("DOCKER_HOST"))
+	if err != nil {
+		sock = DefaultSocket
 	}
-	return &Engine{socket: sock, http: &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}},
-	}}
+	return NewEngineAt(sock)
 }
 
-// Inspect finds a container by name or id.
-func (e *Engine) Inspect(ctx context.Context, nameOrID string) (Container, error) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://docker/containers/"+url.PathEscape(nameOrID)+"/json", nil)
+// NewEngineAt is a client of the engine listening on the unix socket at path.
+func NewEngineAt(sock string) *Engine {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}
+	return &Engine{
+		socket: sock,
+		http:   &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial}},
+		stream: &http.Client{Transport: &http.Transport{DialContext: dial}},
+	}
+}
+
+// Socket is the engine's API socket path.
+func (e *Engine) Socket() string { return e.socket }
+
+func (e *Engine) unreachable(err error) error {
+	return fmt.Errorf("cannot reach the Docker engine at %s: %v (is it running? for a network namespace workload, give --netns PATH)", e.socket, err)
+}
+
+// get decodes the JSON answer of GET path into v; a 404 is ErrNotFound-like
+// and left to the caller through the returned status.
+func (e *Engine) get(ctx context.Context, path string, v any) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://docker"+path, nil)
 	resp, err := e.http.Do(req)
 	if err != nil {
-		return Container{}, fmt.Errorf("cannot reach the Docker engine at %s: %v (is it running? for a network namespace workload, give --netns PATH)", e.socket, err)
+		return 0, e.unreachable(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return Container{}, fmt.Errorf("unknown container %q: Docker has no container by that name or id (for a network namespace workload, give --netns PATH)", nameOrID)
-	}
 	if resp.StatusCode != http.StatusOK {
-		return Container{}, fmt.Errorf("docker inspect %s: HTTP %d", nameOrID, resp.StatusCode)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return resp.StatusCode, fmt.Errorf("docker GET %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
-	var body struct {
-		ID    string `json:"Id"`
-		Name  string `json:"Name"`
-		State struct {
-			Running bool `json:"Running"`
-			Pid     int  `json:"Pid"`
-		} `json:"State"`
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return resp.StatusCode, fmt.Errorf("docker GET %s: %v", path, err)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return Container{}, fmt.Errorf("docker inspect %s: %v", nameOrID, err)
+	return resp.StatusCode, nil
+}
+
+type inspectBody struct {
+	ID    string `json:"Id"`
+	Name  string `json:"Name"`
+	State struct {
+		Running bool `json:"Running"`
+		Pid     int  `json:"Pid"`
+	} `json:"State"`
+	Config struct {
+		Env []string `json:"Env"`
+	} `json:"Config"`
+	HostConfig struct {
+		NetworkMode string `json:"NetworkMode"`
+	} `json:"HostConfig"`
+}
+
+// Lookup finds a container by name or id, running or not. An unknown
+// container is an error wrapping ErrNoSuchContainer.
+func (e *Engine) Lookup(ctx context.Context, nameOrID string) (Container, error) {
+	var body inspectBody
+	status, err := e.get(ctx, "/containers/"+url.PathEscape(nameOrID)+"/json", &body)
+	if status == http.StatusNotFound {
+		return Container{}, fmt.Errorf("unknown container %q: Docker has no container by that name or id (for a network namespace workload, give --netns PATH): %w", nameOrID, ErrNoSuchContainer)
 	}
-	c := Container{ID: body.ID, Name: strings.TrimPrefix(body.Name, "/"), Pid: body.State.Pid, Running: body.State.Running}
+	if err != nil {
+		return Container{}, err
+	}
+	c := Container{
+		ID: body.ID, Name: strings.TrimPrefix(body.Name, "/"),
+		Pid: body.State.Pid, Running: body.State.Running,
+		NetworkMode: body.HostConfig.NetworkMode,
+		Env:         map[string]string{},
+	}
+	for _, kv := range body.Config.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			c.Env[k] = v
+		}
+	}
+	return c, nil
+}
+
+// Inspect finds a running container by name or id: a stopped one is an
+// error that says how to start it.
+func (e *Engine) Inspect(ctx context.Context, nameOrID string) (Container, error) {
+	c, err := e.Lookup(ctx, nameOrID)
+	if err != nil {
+		return c, err
+	}
 	if !c.Running || c.Pid == 0 {
 		return c, fmt.Errorf("container %q is not running; start it with `docker start %s` first", nameOrID, nameOrID)
 	}
 	return c, nil
+}
+
+// RunningIDs lists the ids of the running containers.
+func (e *Engine) RunningIDs(ctx context.Context) ([]string, error) {
+	var list []struct {
+		ID string `json:"Id"`
+	}
+	if _, err := e.get(ctx, "/containers/json", &list); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(list))
+	for _, c := range list {
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
+
+// Network is what the drivers need to know about a Docker network.
+type Network struct {
+	ID         string
+	Name       string
+	Driver     string
+	IPAMDriver string
+}
+
+// NetworkInspect reads one network by id or name.
+func (e *Engine) NetworkInspect(ctx context.Context, id string) (Network, error) {
+	var body struct {
+		ID     string `json:"Id"`
+		Name   string `json:"Name"`
+		Driver string `json:"Driver"`
+		IPAM   struct {
+			Driver string `json:"Driver"`
+		} `json:"IPAM"`
+	}
+	if _, err := e.get(ctx, "/networks/"+url.PathEscape(id), &body); err != nil {
+		return Network{}, err
+	}
+	return Network{ID: body.ID, Name: body.Name, Driver: body.Driver, IPAMDriver: body.IPAM.Driver}, nil
+}
+
+// Event is one container event from the engine.
+type Event struct {
+	Action string // start, die, destroy, ...
+	ID     string // the container's id
+	Name   string
+}
+
+// Events follows the engine's container start/die/destroy events until ctx
+// ends or the stream breaks (the caller re-lists and reconnects).
+func (e *Engine) Events(ctx context.Context, fn func(Event)) error {
+	filters := `{"type":["container"],"event":["start","die","destroy"]}`
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://docker/events?filters="+url.QueryEscape(filters), nil)
+	resp, err := e.stream.Do(req)
+	if err != nil {
+		return e.unreachable(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("docker events: HTTP %d", resp.StatusCode)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m struct {
+			Action string `json:"Action"`
+			Actor  struct {
+				ID         string            `json:"ID"`
+				Attributes map[string]string `json:"Attributes"`
+			} `json:"Actor"`
+		}
+		if err := dec.Decode(&m); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("docker events: stream ended: %v", err)
+		}
+		fn(Event{Action: m.Action, ID: m.Actor.ID, Name: m.Actor.Attributes["name"]})
+	}
+}
+
+// Pid is the engine's process id, read from the peer credentials of a
+// connection to its socket. The libnetwork driver needs the engine's
+// network namespace: the engine moves the interface the driver names from
+// its own namespace into the container.
+func (e *Engine) Pid() (int, error) {
+	c, err := net.DialTimeout("unix", e.socket, 5*time.Second)
+	if err != nil {
+		return 0, e.unreachable(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("engine at %s: peer credentials: %v", e.socket, serr)
+	}
+	return int(cred.Pid), nil
 }

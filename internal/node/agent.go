@@ -37,6 +37,14 @@ type Config struct {
 	ResyncInterval time.Duration // full reconcile of the kernel; default 30 s
 	StatusInterval time.Duration // status heartbeat; default 10 s (changes are reported within a second)
 	Log            *slog.Logger
+
+	// GracefulRestartTime is how long peers keep our routes while the agent
+	// restarts (and after our hold timer expires at theirs); 0 means 120 s,
+	// negative disables graceful restart.
+	GracefulRestartTime time.Duration
+	// WorkloadToHost is what workloads may send to this host's own services
+	// (default: nothing; see nft.HostAccess).
+	WorkloadToHost nft.HostAccess
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -70,6 +78,10 @@ type Agent struct {
 	// kernel are kept even if the new speaker has not re-learned them yet.
 	started        time.Time
 	bgpConvergedAt time.Time
+	// startupOver latches once BGP has converged after the start: a peer
+	// lost later is BGP's business (graceful restart, then withdrawal
+	// after hold + restart time), not the start-up hold's.
+	startupOver bool
 }
 
 // startupHold is the longest a start keeps routes it has not re-learned.
@@ -78,7 +90,7 @@ const startupHold = 60 * time.Second
 // holdingRoutes says whether stale routes must still be kept: until every
 // peer is Established and has had a moment to send its table, or the hold ends.
 func (a *Agent) holdingRoutes(peers int) bool {
-	if time.Since(a.started) > startupHold {
+	if a.startupOver || time.Since(a.started) > startupHold {
 		return false
 	}
 	if a.speaker == nil {
@@ -102,6 +114,7 @@ func (a *Agent) holdingRoutes(peers int) bool {
 		time.AfterFunc(2*time.Second, a.kick)
 		return true
 	}
+	a.startupOver = true
 	return false
 }
 
@@ -134,6 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if a.policy, err = nft.New(); err != nil {
 		return err
 	}
+	a.policy.SetHostAccess(cfg.WorkloadToHost)
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.vxlan = netdev.NewVXLANSyncer()
@@ -177,11 +191,12 @@ func (a *Agent) register(ctx context.Context) error {
 
 // OnSnapshot implements datastore.SyncHandler.
 func (a *Agent) OnSnapshot(kvs map[string][]byte) {
-	fresh := calc.NewSnapshot()
-	for k, v := range kvs {
-		if _, err := decodeInto(fresh, k, v); err != nil {
-			a.log.Warn("skipping bad datastore record", "err", err)
-		}
+	a.mu.Lock()
+	old := a.snap
+	a.mu.Unlock()
+	fresh, errs := decodeSnapshot(old, kvs) // pools first; bad records keep their last good value
+	for _, err := range errs {
+		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 	}
 	a.mu.Lock()
 	a.snap, a.synced = fresh, true
@@ -347,6 +362,8 @@ func (a *Agent) ensureSpeaker(ctx context.Context, asn uint32) error {
 		NextHopV6:  a.cfg.IP6,
 		HoldTime:   a.cfg.HoldTime,
 		Logger:     a.log,
+
+		GracefulRestartTime: a.cfg.GracefulRestartTime,
 	})
 	if err != nil {
 		return fmt.Errorf("start BGP (AS %d on %s): %w", asn, a.cfg.IP, err)

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/calico-go/calico/internal/calc"
@@ -51,4 +53,200 @@ func TestDecodeIntoRoutesEveryKindAndKeepsLastGoodOnGarbage(t *testing.T) {
 	if _, err := decodeInto(s, "/calico/v1/config/bgp", nil); err != nil || s.BGP.DefaultASNumber != 64512 {
 		t.Errorf("deleted BGP config should fall back to defaults, got %+v", s.BGP)
 	}
+}
+
+// good is a snapshot every hostile record below is written over.
+func good(t testing.TB) *calc.Snapshot {
+	t.Helper()
+	s := calc.NewSnapshot()
+	for _, r := range [][2]string{
+		{"/calico/v1/pool/192.168.0.0-16", `{"cidr":"192.168.0.0/16","blockSize":26}`},
+		{"/calico/v1/config/bgp", `{"defaultASNumber":65000,"nodeMesh":true}`},
+		{"/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":65001}`},
+		{"/calico/v1/profile/P1", `{"name":"P1","tags":["P1"],"inbound":[{"action":"allow","src":{"tag":"P1"}}],"outbound":[{"action":"allow"}]}`},
+		{"/calico/v1/host/h1/node", `{"name":"h1","ipv4":"10.0.0.1/24"}`},
+		{"/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","ipv4Nets":["192.168.0.1/32"],"profiles":["P1"]}`},
+		{"/calico/v1/host/h1/bgp/peer/10.0.0.253", `{"ip":"10.0.0.253","asNumber":65002,"node":"h1"}`},
+		{"/calico/v1/ipam/block/192.168.0.0-26", `{"cidr":"192.168.0.0/26","affinity":"h1","allocations":{"1":"h1~w1"}}`},
+	} {
+		if _, err := decodeInto(s, r[0], []byte(r[1])); err != nil {
+			t.Fatalf("good record %s: %v", r[0], err)
+		}
+	}
+	return s
+}
+
+// snapJSON is a comparable image of a snapshot.
+func snapJSON(t testing.TB, s *calc.Snapshot) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestDecodeRefusesHostileRecords: each record decodes as JSON or not, but
+// none may change the snapshot: the last good value stays.
+func TestDecodeRefusesHostileRecords(t *testing.T) {
+	huge := `{"name":"` + strings.Repeat("P", 1<<20) + `","tags":[]}`
+	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
+	cases := []struct{ name, key, value, want string }{
+		{"garbage", "/calico/v1/profile/P1", `{not json`, "does not decode"},
+		{"empty value", "/calico/v1/profile/P1", ``, "not a JSON object"},
+		{"null", "/calico/v1/pool/192.168.0.0-16", `null`, "not a JSON object"},
+		{"array", "/calico/v1/host/h1/node", `[1,2]`, "not a JSON object"},
+		{"truncated", "/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","ipv4Nets":["192.168`, "does not decode"},
+		{"wrong type", "/calico/v1/pool/192.168.0.0-16", `{"cidr":5}`, "does not decode"},
+		{"wrong type nested", "/calico/v1/profile/P1", `{"name":"P1","inbound":[{"action":"allow","src":{"ports":"80"}}]}`, "does not decode"},
+		{"huge", "/calico/v1/profile/P1", huge, "1048576 characters, at most 253"},
+		{"deeply nested", "/calico/v1/profile/P1", deep, "does not decode"},
+		{"rule does not parse", "/calico/v1/profile/P1", `{"name":"P1","inbound":[{"action":"maybe"}]}`, `bad action "maybe"`},
+		{"rule bad port range", "/calico/v1/profile/P1", `{"name":"P1","inbound":[{"action":"allow","protocol":"tcp","dst":{"ports":[{"min":9,"max":1}]}}]}`, "greater than"},
+		{"rule bad cidr", "/calico/v1/profile/P1", `{"name":"P1","outbound":[{"action":"deny","dst":{"cidr":"10.0.0.1/8"}}]}`, "host bits set"},
+		{"profile key mismatch", "/calico/v1/profile/P1", `{"name":"P2"}`, `profile P2 is stored under "P1"`},
+		{"profile bad tag", "/calico/v1/profile/P1", `{"name":"P1","tags":["a b"]}`, `bad tag name "a b"`},
+		{"pool bad CIDR", "/calico/v1/pool/192.168.0.0-16", `{"cidr":"banana"}`, `bad CIDR "banana"`},
+		{"pool default route", "/calico/v1/pool/0.0.0.0-0", `{"cidr":"0.0.0.0/0"}`, "a default route is not a pool"},
+		{"pool key mismatch", "/calico/v1/pool/192.168.0.0-16", `{"cidr":"10.0.0.0/8"}`, "is stored under"},
+		{"pool bad encapsulation", "/calico/v1/pool/192.168.0.0-16", `{"cidr":"192.168.0.0/16","vxlanMode":"sometimes"}`, "bad VXLAN mode"},
+		{"endpoint outside every pool", "/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","ipv4Nets":["10.0.0.2/32"]}`, "outside every pool"},
+		{"endpoint on the host NIC", "/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"eth0","ipv4Nets":["192.168.0.1/32"]}`, "not a workload interface"},
+		{"endpoint for another host", "/calico/v1/host/h2/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","ipv4Nets":["192.168.0.1/32"]}`, "stored under h2/w1"},
+		{"endpoint wide prefix", "/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","ipv4Nets":["192.168.0.0/16"]}`, "not a single address"},
+		{"endpoint IPv6 in IPv4 list", "/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","ipv4Nets":["fd00::1/128"]}`, "wrong family"},
+		{"endpoint bad profile name", "/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","profiles":["../x"]}`, `bad profile name "../x"`},
+		{"node bad address", "/calico/v1/host/h1/node", `{"name":"h1","ipv4":"10.0.0.300/24"}`, "bad IPv4"},
+		{"node key mismatch", "/calico/v1/host/h1/node", `{"name":"h9","ipv4":"10.0.0.1/24"}`, "is stored under"},
+		{"peer AS 0", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":0}`, "AS 0 is reserved"},
+		{"peer loopback", "/calico/v1/bgp/peer/127.0.0.1", `{"ip":"127.0.0.1","asNumber":1}`, "loopback"},
+		{"global peer naming a node", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":1,"node":"h1"}`, "stored for all nodes"},
+		{"node peer for another node", "/calico/v1/host/h1/bgp/peer/10.0.0.253", `{"ip":"10.0.0.253","asNumber":1,"node":"h2"}`, "stored for node h1"},
+		{"peer key mismatch", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.9","asNumber":1}`, "is stored under"},
+		{"bgp config AS 0", "/calico/v1/config/bgp", `{"defaultASNumber":0,"nodeMesh":true}`, "AS number 0"},
+		{"block outside every pool", "/calico/v1/ipam/block/8.8.0.0-26", `{"cidr":"8.8.0.0/26","affinity":"h1"}`, "outside every pool"},
+		{"block too large", "/calico/v1/ipam/block/192.168.0.0-8", `{"cidr":"192.168.0.0/8","affinity":"h1"}`, "bad block CIDR"},
+		{"block huge in pool", "/calico/v1/ipam/block/192.168.0.0-15", `{"cidr":"192.168.0.0/15","affinity":"h1"}`, "larger than 65536 addresses"},
+		{"block key mismatch", "/calico/v1/ipam/block/192.168.0.0-26", `{"cidr":"192.168.0.64/26","affinity":"h1"}`, "is stored under"},
+		{"block bad affinity", "/calico/v1/ipam/block/192.168.0.0-26", `{"cidr":"192.168.0.0/26","affinity":"h 1"}`, `bad node name "h 1"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := good(t)
+			before := snapJSON(t, s)
+			relevant, err := decodeInto(s, c.key, []byte(c.value))
+			if err == nil || !relevant {
+				t.Fatalf("accepted (relevant=%v)", relevant)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q does not contain %q", err, c.want)
+			}
+			if len(err.Error()) > 600 {
+				t.Errorf("error is %d bytes long; a hostile record must not flood the log", len(err.Error()))
+			}
+			if snapJSON(t, s) != before {
+				t.Error("the snapshot changed")
+			}
+		})
+	}
+}
+
+// TestDecodeSnapshotPoolsFirstAndCarry: a full listing is order-independent
+// (an endpoint checked against pools listed after it), and a bad record in
+// a re-listing keeps the value of the snapshot before.
+func TestDecodeSnapshotPoolsFirstAndCarry(t *testing.T) {
+	kvs := map[string][]byte{
+		// "host/..." sorts before "pool/..." and map order is random anyway.
+		"/calico/v1/host/h1/endpoint/w1":       []byte(`{"node":"h1","workload":"w1","interfaceName":"cali1","ipv4Nets":["192.168.0.1/32"]}`),
+		"/calico/v1/ipam/block/192.168.0.0-26": []byte(`{"cidr":"192.168.0.0/26","affinity":"h1"}`),
+		"/calico/v1/pool/192.168.0.0-16":       []byte(`{"cidr":"192.168.0.0/16"}`),
+		"/calico/v1/status/h1":                 []byte(`garbage is fine here`),
+	}
+	s, errs := decodeSnapshot(nil, kvs)
+	if len(errs) != 0 || len(s.Endpoints) != 1 || len(s.Blocks) != 1 || len(s.Pools) != 1 {
+		t.Fatalf("errs %v, snapshot %+v", errs, s)
+	}
+	kvs["/calico/v1/host/h1/endpoint/w1"] = []byte(`{"node":"h1","workload":"w1","interfaceName":"eth0"}`)
+	kvs["/calico/v1/profile/P9"] = []byte(`{"name":"P9","inbound":[{"action":"maybe"}]}`)
+	s2, errs := decodeSnapshot(s, kvs)
+	if len(errs) != 2 {
+		t.Errorf("want 2 errors, got %v", errs)
+	}
+	if s2.Endpoints["h1/w1"].InterfaceName != "cali1" {
+		t.Errorf("re-list lost the last good endpoint: %+v", s2.Endpoints)
+	}
+	if _, ok := s2.Profiles["P9"]; ok {
+		t.Error("a bad profile with no good value before appeared")
+	}
+	// Without the pool, the endpoint and block are refused.
+	delete(kvs, "/calico/v1/pool/192.168.0.0-16")
+	kvs["/calico/v1/host/h1/endpoint/w1"] = []byte(`{"node":"h1","workload":"w1","interfaceName":"cali1","ipv4Nets":["192.168.0.1/32"]}`)
+	s3, errs := decodeSnapshot(nil, kvs)
+	if len(errs) != 3 || len(s3.Endpoints) != 0 || len(s3.Blocks) != 0 {
+		t.Errorf("without a pool: errs %v, snapshot %+v", errs, s3)
+	}
+}
+
+// FuzzDecodeRecord feeds arbitrary values (and key tails) for every record
+// kind to the agent's decoder over a good snapshot. It must never panic; a
+// refused record must leave the snapshot exactly as it was; an accepted one
+// must decode the same way twice; and the calculation over the result must
+// not panic either.
+func FuzzDecodeRecord(f *testing.F) {
+	prefixes := []string{
+		"/calico/v1/config/bgp",
+		"/calico/v1/bgp/peer/",
+		"/calico/v1/pool/",
+		"/calico/v1/profile/",
+		"/calico/v1/host/h1/node",
+		"/calico/v1/host/h1/endpoint/",
+		"/calico/v1/host/h1/bgp/peer/",
+		"/calico/v1/ipam/block/",
+		"/calico/v1/host/",
+		"/calico/v1/",
+	}
+	seeds := []struct {
+		kind       uint8
+		tail, json string
+	}{
+		{0, "", `{"defaultASNumber":65000,"nodeMesh":false}`},
+		{1, "10.0.0.9", `{"ip":"10.0.0.9","asNumber":65009}`},
+		{2, "10.1.0.0-16", `{"cidr":"10.1.0.0/16","vxlanMode":"Always"}`},
+		{3, "P2", `{"name":"P2","tags":["P2"],"inbound":[{"action":"deny","protocol":"icmp","icmpType":8}],"outbound":[]}`},
+		{4, "", `{"name":"h1","ipv4":"10.0.0.1/24","asNumber":65000}`},
+		{5, "w2", `{"node":"h1","workload":"w2","interfaceName":"cali1","ipv4Nets":["192.168.0.2/32"],"ipv6Nets":[],"profiles":["P1"]}`},
+		{6, "10.0.0.7", `{"ip":"10.0.0.7","asNumber":1,"node":"h1"}`},
+		{7, "192.168.0.64-26", `{"cidr":"192.168.0.64/26","affinity":"h1","allocations":{"0":"x"}}`},
+		{8, "h2/endpoint/w9", `{"node":"h2","workload":"w9","interfaceName":"cali9","ipv4Nets":["192.168.9.9"]}`},
+		{5, "w1", `{"node":"h1","workload":"w1","interfaceName":"eth0","ipv4Nets":["10.0.0.2/32"]}`},
+		{2, "0.0.0.0-0", `null`},
+		{3, "P1", `{"name":"P1","inbound":[{"action":"allow","src":{"ports":[{"min":1,"max":0}]}}]}`},
+		{7, "0.0.0.0-1", `{"cidr":"0.0.0.0/1","affinity":"h1"}`},
+	}
+	for _, s := range seeds {
+		f.Add(s.kind, s.tail, []byte(s.json))
+	}
+	base := good(f)
+	baseJSON := snapJSON(f, base)
+	f.Fuzz(func(t *testing.T, kind uint8, tail string, value []byte) {
+		key := prefixes[int(kind)%len(prefixes)]
+		if strings.HasSuffix(key, "/") {
+			key += tail
+		}
+		s := calc.NewSnapshot()
+		if err := json.Unmarshal([]byte(baseJSON), s); err != nil {
+			t.Fatal(err)
+		}
+		_, err := decodeInto(s, key, value)
+		after := snapJSON(t, s)
+		if err != nil {
+			if after != baseJSON {
+				t.Fatalf("refused record %s changed the snapshot: %v", key, err)
+			}
+		} else if _, err2 := decodeInto(s, key, value); err2 != nil || snapJSON(t, s) != after {
+			t.Fatalf("accepted record %s does not decode the same way twice: %v", key, err2)
+		}
+		for _, node := range []string{"h1", "h2"} {
+			calc.Compute(calc.Input{Node: node, Snap: s})
+		}
+	})
 }

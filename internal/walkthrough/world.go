@@ -30,6 +30,15 @@ type Options struct {
 	Routed bool
 	// IPv6 gives hosts fd00::N/64 addresses and starts nodes with --ip6.
 	IPv6 bool
+	// NodeArgs are extra `calicoctl node` flags for every node (for
+	// example --bgp-hold-time=9s).
+	NodeArgs []string
+	// HostNodeArgs, when set, gives one host's extra `calicoctl node` flags,
+	// called just before that node starts (so a test can start a Docker
+	// engine inside the host first). Without it, nodes run with
+	// --docker-host=none: lab hosts have no engine of their own, and the
+	// machine's engine must not be followed by every host at once.
+	HostNodeArgs func(ctx context.Context, h *lab.Host) ([]string, error)
 }
 
 // Workload is one namespace workload.
@@ -134,6 +143,16 @@ func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
 		}
 		args = append(args, "--ip6="+ip6)
 	}
+	args = append(args, w.opts.NodeArgs...)
+	if w.opts.HostNodeArgs == nil {
+		args = append(args, "--docker-host=none")
+	} else {
+		more, err := w.opts.HostNodeArgs(ctx, h)
+		if err != nil {
+			return err
+		}
+		args = append(args, more...)
+	}
 	w.step("%s: export ETCD_AUTHORITY=%s; calicoctl %s", h.Label, w.Etcd, strings.Join(args, " "))
 	_, err := w.Ctl(ctx, h, args...)
 	return err
@@ -167,11 +186,15 @@ func (w *World) step(format string, args ...any) {
 
 // Ctl runs calicoctl on a host as a user there would.
 func (w *World) Ctl(ctx context.Context, h *lab.Host, args ...string) (string, error) {
-	argv := append([]string{"env",
+	argv := []string{"env",
 		"ETCD_AUTHORITY=" + w.Etcd,
 		"CALICO_NODENAME=" + h.Label,
-		"CALICO_STATE_DIR=" + w.StateDir,
-		filepath.Join(w.opts.Bin, "calicoctl")}, args...)
+		"CALICO_STATE_DIR=" + w.StateDir}
+	if w.opts.HostNodeArgs == nil {
+		// Also for nodes a test restarts by hand: lab hosts have no engine.
+		argv = append(argv, "DOCKER_HOST=none")
+	}
+	argv = append(append(argv, filepath.Join(w.opts.Bin, "calicoctl")), args...)
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	out, err := h.Run(ctx, argv...)

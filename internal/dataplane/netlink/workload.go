@@ -52,6 +52,10 @@ type WorkloadSpec struct {
 	WorkloadIface string         // workload side; "" means DefaultWorkloadIface
 	Addrs         []netip.Prefix // the workload's addresses, each a single address: /32 or /128
 	MTU           int            // 0 means DefaultMTU
+	// Routes, when not empty, are routed via the gateway instead of a
+	// default route: the workload keeps its default route on another
+	// network (a Docker container on the engine's bridge).
+	Routes []netip.Prefix
 }
 
 func (s WorkloadSpec) normalize() (WorkloadSpec, error) {
@@ -249,14 +253,14 @@ func AddWorkload(spec WorkloadSpec, opts ...Option) (mac string, err error) {
 		}
 	}
 	if wantV4 {
-		if err := wlH.RouteAdd(workloadDefaultRoute(wlLink.Attrs().Index, GatewayIPv4)); err != nil {
-			return "", fmt.Errorf("add default route via %s dev %s onlink in workload: %w", GatewayIPv4, spec.WorkloadIface, err)
+		if err := addGatewayRoutes(wlH, wlLink, GatewayIPv4, spec.Routes); err != nil {
+			return "", err
 		}
 	}
 	if wantV6 {
 		gw := waitLinkLocal(hostH, hostLink.Attrs().Index, 2*time.Second)
-		if err := wlH.RouteAdd(workloadDefaultRoute(wlLink.Attrs().Index, gw)); err != nil {
-			return "", fmt.Errorf("add default route via %s dev %s in workload: %w", gw, spec.WorkloadIface, err)
+		if err := addGatewayRoutes(wlH, wlLink, gw, spec.Routes); err != nil {
+			return "", err
 		}
 	}
 
@@ -308,6 +312,31 @@ func addWorkloadAddr(h *netlink.Handle, link netlink.Link, a netip.Prefix) error
 	}
 	if err := h.AddrAdd(link, addr); err != nil {
 		return fmt.Errorf("add address %s to %s in workload: %w", a, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// addGatewayRoutes routes the workload's traffic of gw's family via gw:
+// all of it (a default route), or only dsts when there are some.
+func addGatewayRoutes(h *netlink.Handle, link netlink.Link, gw netip.Addr, dsts []netip.Prefix) error {
+	r := workloadDefaultRoute(link.Attrs().Index, gw)
+	var some bool
+	for _, d := range dsts {
+		if d.Addr().Is4() != gw.Is4() {
+			continue
+		}
+		some = true
+		rd := *r
+		rd.Dst = prefixToIPNet(d.Masked())
+		if err := h.RouteAdd(&rd); err != nil {
+			return fmt.Errorf("add route %s via %s dev %s in workload: %w", d, gw, link.Attrs().Name, err)
+		}
+	}
+	if some {
+		return nil
+	}
+	if err := h.RouteAdd(r); err != nil {
+		return fmt.Errorf("add default route via %s dev %s in workload: %w", gw, link.Attrs().Name, err)
 	}
 	return nil
 }

@@ -4,6 +4,16 @@
 //
 // # Layout
 //
+// Prerouting hook, before conntrack: anti-spoofing. A packet from a "cali*"
+// interface passes only when (interface, source address) is in wl-src4 or
+// wl-src6, the workloads' own addresses (or it is link-local ICMPv6:
+// neighbour discovery). Checking before conntrack matters: a forged packet
+// that matches another workload's established flow would otherwise be
+// accepted by the forward chains' first rule.
+//
+//	from-wl-src (priority raw): iifname != "cali*" accept;
+//	                            iifname . ip(6) saddr @wl-src4/6 accept; drop
+//
 // Forward hook, two base chains, so a packet between two workloads on this
 // host needs both the sender's outbound and the receiver's inbound policy (an
 // accept only ends one base chain; a drop ends the packet):
@@ -16,9 +26,9 @@
 // An established flow costs one conntrack test per base chain. A "cali*"
 // interface without an endpoint is dropped, not let through.
 //
-// Per endpoint: ep-out-IFACE checks the source is one of the workload's own
-// addresses (per family; a family without addresses sends nothing), jumps to
-// each profile's outbound chain in the endpoint's order, then drops.
+// Per endpoint: ep-out-IFACE jumps to each profile's outbound chain in the
+// endpoint's order, then drops (the source was checked in prerouting; a
+// family without addresses sends nothing).
 // ep-in-IFACE jumps to each profile's inbound chain, then drops. An endpoint
 // with no profile therefore sends and receives nothing.
 //
@@ -32,10 +42,14 @@
 //
 // Workloads to the host (input hook, iifname "cali*"): replies to the host's
 // own connections (established,related) and IPv6 neighbour and router
-// solicitations and neighbour adverts pass; everything else, echo included,
-// is dropped: workloads cannot reach host services until something
-// configures that. Traffic the host itself originates towards workloads (the
-// output hook) is not filtered.
+// solicitations and neighbour adverts pass; with the default HostAccessDrop
+// everything else, echo included, is dropped: workloads cannot reach host
+// services (the agent, BGP on 179, etcd, any listener). With
+// HostAccessPolicy (calico-node --workload-to-host=policy) the workload's
+// outbound chain decides, as for any destination, so a profile outbound rule
+// opens a host service. Traffic the host itself originates towards workloads
+// (the output hook) is not filtered. Other hosts' services are ordinary
+// destinations: a workload's outbound policy decides whether it reaches them.
 //
 // NAT outgoing (postrouting, srcnat): from a pool with nat-outgoing (sets
 // masq4/masq6) to anything outside every pool (pools4/pools6) is masqueraded,

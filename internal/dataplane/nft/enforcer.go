@@ -18,6 +18,36 @@ import (
 // endpoints takes well under a second.
 const nftTimeout = 2 * time.Minute
 
+// HostAccess is what workloads may send to the host they run on (its own
+// addresses and services: the agent, BGP, etcd, anything listening there).
+// Replies to connections the host opened, and IPv6 neighbour discovery, pass
+// in every mode.
+type HostAccess string
+
+const (
+	// HostAccessDrop, the default: nothing else. A workload cannot reach
+	// any service of its own host.
+	HostAccessDrop HostAccess = "drop"
+	// HostAccessPolicy: the workload's outbound profile rules decide, as
+	// for any other destination; what no rule allows is dropped. Users open
+	// one service with a rule such as
+	// `outbound allow udp to ports 53 cidr HOST_IP/32` placed before a
+	// `deny to cidr HOST_IP/32`; note that a profile's default outbound
+	// `allow` then opens every host service to its members.
+	HostAccessPolicy HostAccess = "policy"
+)
+
+// ParseHostAccess reads a HostAccess ("" means the default, drop).
+func ParseHostAccess(s string) (HostAccess, error) {
+	switch HostAccess(s) {
+	case "", HostAccessDrop:
+		return HostAccessDrop, nil
+	case HostAccessPolicy:
+		return HostAccessPolicy, nil
+	}
+	return "", fmt.Errorf("workload-to-host access %q: want %q or %q", s, HostAccessDrop, HostAccessPolicy)
+}
+
 // Enforcer programs a calc.Policy into the inet table "calico" of the
 // network namespace it runs in (that of the calling thread when nft is
 // started). It is safe for concurrent use; calls are serialized.
@@ -27,6 +57,8 @@ type Enforcer struct {
 	// cur is what we last wrote successfully; nil means the kernel state is
 	// unknown and the next Apply rewrites the whole table.
 	cur *ruleset
+	// host is what workloads may send to this host (SetHostAccess).
+	host HostAccess
 }
 
 // New checks that this host can run us: the nft binary is installed, and the
@@ -46,7 +78,18 @@ func New() (*Enforcer, error) {
 // newWith builds an Enforcer over any knftables.Interface (a knftables.Fake
 // in kernel-free tests).
 func newWith(nft knftables.Interface) *Enforcer {
-	return &Enforcer{nft: nft}
+	return &Enforcer{nft: nft, host: HostAccessDrop}
+}
+
+// SetHostAccess changes what workloads may send to this host. It takes
+// effect at the next Apply, which rewrites the whole table.
+func (e *Enforcer) SetHostAccess(h HostAccess) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h == "" {
+		h = HostAccessDrop
+	}
+	e.host = h
 }
 
 // Apply makes the kernel enforce p. The first call, and the first after
@@ -61,9 +104,12 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 	defer e.mu.Unlock()
 
 	next := render(p)
+	next.host = e.host
 	var st Stats
 	var incErr error
-	if e.cur != nil {
+	// The host access mode lives in the fixed skeleton, which only a full
+	// rewrite writes.
+	if e.cur != nil && e.cur.host == next.host {
 		tx := e.nft.NewTransaction()
 		st = planIncremental(tx, e.cur, next)
 		if st.Ops == 0 {

@@ -301,3 +301,58 @@ func (l *lab) tcp(from string, to netip.Addr, port uint16) func(time.Duration) e
 func (l *lab) ping(from string, src, to netip.Addr) func(time.Duration) error {
 	return func(d time.Duration) error { return ping(from, src, to, d) }
 }
+
+// udpEcho serves UDP on addr in ns: every datagram's payload is sent on the
+// returned channel (dropped when nobody reads) and echoed back.
+func udpEcho(t *testing.T, ns, addr string) <-chan string {
+	t.Helper()
+	var c net.PacketConn
+	if err := runIn(ns, func() (err error) {
+		c, err = net.ListenPacket("udp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("udp listen %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	got := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case got <- string(buf[:n]):
+			default:
+			}
+			c.WriteTo(buf[:n], from)
+		}
+	}()
+	return got
+}
+
+// udpSend sends payload from src to dst inside ns; with wait > 0 it also
+// waits that long for the echo.
+func udpSend(ns string, src, dst netip.AddrPort, payload string, wait time.Duration) error {
+	return runIn(ns, func() error {
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(payload)); err != nil || wait <= 0 {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != payload {
+			return fmt.Errorf("echo %q, want %q", buf[:n], payload)
+		}
+		return nil
+	})
+}

@@ -17,6 +17,7 @@ const WorkloadIfacePrefix = "cali"
 
 // Fixed object names. Short and free of nft keywords.
 const (
+	chainSource     = "from-wl-src" // prerouting hook, priority raw: anti-spoofing, before conntrack
 	chainFwdEgress  = "fwd-from-wl" // forward hook, priority filter-1: source workload's outbound policy
 	chainFwdIngress = "fwd-to-wl"   // forward hook, priority filter: destination workload's inbound policy
 	chainInput      = "input"       // input hook: traffic from workloads to the host itself
@@ -26,9 +27,11 @@ const (
 	mapFromWl = "from-wl" // iifname -> jump ep-out-*
 	mapToWl   = "to-wl"   // oifname -> jump ep-in-*
 
-	setMasq4  = "masq4"  // pools with nat-outgoing, IPv4
-	setMasq6  = "masq6"  // same, IPv6
-	setPools4 = "pools4" // every pool, IPv4: destinations never masqueraded
+	setWlSrc4 = "wl-src4" // workload interface . its IPv4 address: what it may send from
+	setWlSrc6 = "wl-src6" // same, IPv6
+	setMasq4  = "masq4"   // pools with nat-outgoing, IPv4
+	setMasq6  = "masq6"   // same, IPv6
+	setPools4 = "pools4"  // every pool, IPv4: destinations never masqueraded
 	setPools6 = "pools6"
 )
 

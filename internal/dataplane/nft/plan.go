@@ -53,18 +53,21 @@ const (
 )
 
 // addSkeleton adds the fixed part of the table: base chains, dispatch maps,
-// the workload-to-host chain and the NAT rules. It does not depend on the
-// policy, so only full rewrites write it.
-func addSkeleton(tx *knftables.Transaction) {
+// the anti-spoofing and workload-to-host chains and the NAT rules. It does
+// not depend on the policy (only on the host access mode), so only full
+// rewrites write it.
+func addSkeleton(tx *knftables.Transaction, host HostAccess) {
 	filter, nat := knftables.FilterType, knftables.NATType
-	forward, input, post := knftables.ForwardHook, knftables.InputHook, knftables.PostroutingHook
-	prioEg, prioIn, prioSNAT := prioEgress, prioIngress, knftables.SNATPriority
+	pre, forward, input, post := knftables.PreroutingHook, knftables.ForwardHook, knftables.InputHook, knftables.PostroutingHook
+	prioRaw, prioEg, prioIn, prioSNAT := knftables.RawPriority, prioEgress, prioIngress, knftables.SNATPriority
 
 	tx.Add(&knftables.Map{Name: mapFromWl, Type: "ifname : verdict",
 		Comment: knftables.PtrTo("workload interface -> its outbound policy chain")})
 	tx.Add(&knftables.Map{Name: mapToWl, Type: "ifname : verdict",
 		Comment: knftables.PtrTo("workload interface -> its inbound policy chain")})
 
+	tx.Add(&knftables.Chain{Name: chainSource, Type: &filter, Hook: &pre, Priority: &prioRaw,
+		Comment: knftables.PtrTo("anti-spoofing: a workload sends only from its own addresses")})
 	tx.Add(&knftables.Chain{Name: chainFwdEgress, Type: &filter, Hook: &forward, Priority: &prioEg,
 		Comment: knftables.PtrTo("outbound policy of the sending workload")})
 	tx.Add(&knftables.Chain{Name: chainFwdIngress, Type: &filter, Hook: &forward, Priority: &prioIn,
@@ -77,6 +80,19 @@ func addSkeleton(tx *knftables.Transaction) {
 		Comment: knftables.PtrTo("NAT outgoing: masquerade from nat-outgoing pools to outside every pool")})
 
 	wild := `"` + WorkloadIfacePrefix + `*"`
+
+	// Anti-spoofing runs before conntrack, so a forged source is dropped
+	// even when it matches another workload's established flow (which the
+	// forward chains accept on their first rule), and never creates a
+	// conntrack entry. One hashed lookup of (interface, source) per packet.
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname != " + wild + " accept"})
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname . ip saddr @" + setWlSrc4 + " accept"})
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname . ip6 saddr @" + setWlSrc6 + " accept"})
+	// IPv6 neighbour discovery and MLD come from the link-local address, or
+	// from :: before one is configured. Link-local traffic is never
+	// forwarded, and the input chain lets only neighbour discovery through.
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "ip6 saddr { ::, fe80::/10 } meta l4proto ipv6-icmp accept"})
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "drop"})
 	for _, c := range []struct{ chain, dir, m string }{
 		{chainFwdEgress, "iifname", mapFromWl},
 		{chainFwdIngress, "oifname", mapToWl},
@@ -97,7 +113,12 @@ func addSkeleton(tx *knftables.Transaction) {
 	// routers. Conntrack leaves these untracked, so they need their own rule.
 	tx.Add(&knftables.Rule{Chain: chainWlToHost,
 		Rule: "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept"})
-	// No host services (not even echo) for workloads until configured.
+	if host == HostAccessPolicy {
+		// The workload's outbound policy decides, as for any destination:
+		// its endpoint chain accepts what a profile allows, drops the rest.
+		tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "iifname vmap @" + mapFromWl})
+	}
+	// Otherwise no host services (not even echo) for workloads.
 	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "drop"})
 
 	tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip saddr @" + setMasq4 + " ip daddr != @" + setPools4 + " masquerade"})
@@ -121,16 +142,20 @@ func (c counter) addSet(name string, s setSpec) {
 	c.tx.Add(set)
 }
 
+// Elements of concatenated sets are kept as one string, their fields joined
+// by elemSep, the way nft writes them.
+const elemSep = " . "
+
 func (c counter) addElems(set string, elems []string) {
 	for _, e := range elems {
-		c.tx.Add(&knftables.Element{Set: set, Key: []string{e}})
+		c.tx.Add(&knftables.Element{Set: set, Key: strings.Split(e, elemSep)})
 	}
 	c.st.ElementsAdded += len(elems)
 }
 
 func (c counter) delElems(set string, elems []string) {
 	for _, e := range elems {
-		c.tx.Delete(&knftables.Element{Set: set, Key: []string{e}})
+		c.tx.Delete(&knftables.Element{Set: set, Key: strings.Split(e, elemSep)})
 	}
 	c.st.ElementsDeleted += len(elems)
 }
@@ -179,7 +204,7 @@ func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
 	for _, name := range sortedKeys(rs.Sets) {
 		c.addSet(name, rs.Sets[name])
 	}
-	addSkeleton(tx)
+	addSkeleton(tx, rs.host)
 	chains := sortedKeys(rs.Chains)
 	for _, name := range chains {
 		c.addChain(name, rs.Chains[name])

@@ -115,6 +115,14 @@ func TestPlanFullText(t *testing.T) {
 		t.Errorf("transaction must start by replacing the table:\n%s", strings.Join(lines[:3], "\n"))
 	}
 	for _, want := range []string{
+		"add chain inet calico from-wl-src { type filter hook prerouting priority -300 ;",
+		"add set inet calico wl-src4 { type ifname . ipv4_addr ;",
+		`add rule inet calico from-wl-src iifname != "cali*" accept` + "\n" +
+			"add rule inet calico from-wl-src iifname . ip saddr @wl-src4 accept\n" +
+			"add rule inet calico from-wl-src iifname . ip6 saddr @wl-src6 accept\n" +
+			"add rule inet calico from-wl-src ip6 saddr { ::, fe80::/10 } meta l4proto ipv6-icmp accept\n" +
+			"add rule inet calico from-wl-src drop\n",
+		`add element inet calico wl-src4 { "caliaaaa" . 10.65.0.1 }`,
 		"add chain inet calico fwd-from-wl { type filter hook forward priority -1 ;",
 		"add chain inet calico fwd-to-wl { type filter hook forward priority 0 ;",
 		"add chain inet calico input { type filter hook input priority 0 ;",
@@ -142,6 +150,41 @@ func TestPlanFullText(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("transaction:\n%s", text)
+	}
+}
+
+// TestHostAccess: the policy mode sends workload-to-host traffic through
+// the workload's outbound chain; changing the mode rewrites the table.
+func TestHostAccess(t *testing.T) {
+	e, f := newFakeEnforcer()
+	if _, err := e.Apply(samplePolicy()); err != nil {
+		t.Fatal(err)
+	}
+	wlToHost := func() []string { return fakeState(t, f)["chain "+chainWlToHost] }
+	if got := wlToHost(); slices.Contains(got, "iifname vmap @"+mapFromWl) || got[len(got)-1] != "drop" {
+		t.Errorf("default wl-to-host: %q", got)
+	}
+	e.SetHostAccess(HostAccessPolicy)
+	st, err := e.Apply(samplePolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := wlToHost()
+	if !st.Full || len(got) < 2 || got[len(got)-2] != "iifname vmap @"+mapFromWl || got[len(got)-1] != "drop" {
+		t.Errorf("policy mode: full=%v, wl-to-host %q", st.Full, got)
+	}
+	if st, _ := e.Apply(samplePolicy()); st.Ops != 0 {
+		t.Errorf("unchanged Apply in policy mode: %+v", st)
+	}
+	for _, c := range []struct {
+		in   string
+		want HostAccess
+		ok   bool
+	}{{"", HostAccessDrop, true}, {"drop", HostAccessDrop, true}, {"policy", HostAccessPolicy, true}, {"accept", "", false}} {
+		got, err := ParseHostAccess(c.in)
+		if got != c.want || (err == nil) != c.ok {
+			t.Errorf("ParseHostAccess(%q) = %q, %v", c.in, got, err)
+		}
 	}
 }
 
@@ -261,7 +304,8 @@ func TestAddEndpointCostIsConstant(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Full || st.ChainsWritten != 2 || st.ElementsAdded != 3 {
+		// Elements: tag member, anti-spoofing source, two dispatch entries.
+		if st.Full || st.ChainsWritten != 2 || st.ElementsAdded != 4 {
 			t.Errorf("n=%d: %+v", n, st)
 		}
 		ops = append(ops, st.Ops)

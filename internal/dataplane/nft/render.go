@@ -31,6 +31,9 @@ type ruleset struct {
 	Problems []string
 	// profiles is how many profiles were rendered (for Stats).
 	profiles int
+	// host is what workloads may send to their host; it shapes the fixed
+	// skeleton, so a change means a full rewrite. Set by the Enforcer.
+	host HostAccess
 }
 
 type chainSpec struct {
@@ -39,7 +42,7 @@ type chainSpec struct {
 }
 
 type setSpec struct {
-	Type     string // ipv4_addr or ipv6_addr
+	Type     string // ipv4_addr, ipv6_addr, or a concatenation (ifname . ipv4_addr)
 	Interval bool   // elements are prefixes
 	Comment  string
 	Elems    []string // unique, sorted as strings: diffed by merging
@@ -83,8 +86,17 @@ func render(p calc.Policy) *ruleset {
 		rs.Sets[tagSet6(tag)] = setSpec{Type: "ipv6_addr", Comment: comment("tag " + tag), Elems: v6}
 	}
 
+	// Every workload's own addresses, for anti-spoofing. Present (maybe
+	// empty) in every ruleset, since the skeleton's rules name them.
+	rs.Sets[setWlSrc4] = setSpec{Type: "ifname . ipv4_addr", Comment: "workload interface . address it may send from"}
+	rs.Sets[setWlSrc6] = setSpec{Type: "ifname . ipv6_addr", Comment: "workload interface . address it may send from"}
 	for _, ep := range p.Endpoints {
 		rs.renderEndpoint(ep, p.Profiles)
+	}
+	for _, name := range []string{setWlSrc4, setWlSrc6} {
+		s := rs.Sets[name]
+		slices.Sort(s.Elems) // the order diffSorted merges in
+		rs.Sets[name] = s
 	}
 
 	// NAT outgoing. The "not to a pool" set also holds the masquerading pools
@@ -117,11 +129,21 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 	}
 	out, in := endpointOutChain(ep.Interface), endpointInChain(ep.Interface)
 
-	// Anti-spoofing comes first: a workload may only send from its own
-	// addresses. A workload without an address of a family sends nothing in it.
+	// Anti-spoofing (the prerouting chain): a workload may only send from
+	// its own addresses. A workload without an address of a family sends
+	// nothing in it.
 	v4, v6 := splitAddrs(ep.Addrs, nil)
-	outRules := make([]string, 0, 3+len(ep.Profiles))
-	outRules = append(outRules, antiSpoof("ip", "ipv4", v4), antiSpoof("ip6", "ipv6", v6))
+	for _, x := range []struct {
+		set   string
+		addrs []string
+	}{{setWlSrc4, v4}, {setWlSrc6, v6}} {
+		s := rs.Sets[x.set]
+		for _, a := range x.addrs {
+			s.Elems = append(s.Elems, quoteIface(ep.Interface)+elemSep+a)
+		}
+		rs.Sets[x.set] = s
+	}
+	outRules := make([]string, 0, 1+len(ep.Profiles))
 	inRules := make([]string, 0, 1+len(ep.Profiles))
 	for _, name := range ep.Profiles {
 		if _, ok := profiles[name]; !ok {
@@ -141,17 +163,6 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 	rs.Chains[in] = chainSpec{Rules: inRules}
 	rs.FromWl[ep.Interface] = out
 	rs.ToWl[ep.Interface] = in
-}
-
-func antiSpoof(kw, nfproto string, addrs []string) string {
-	switch len(addrs) {
-	case 0:
-		return "meta nfproto " + nfproto + " drop"
-	case 1:
-		return kw + " saddr != " + addrs[0] + " drop"
-	default:
-		return kw + " saddr != { " + strings.Join(addrs, ", ") + " } drop"
-	}
 }
 
 // renderRules renders one direction of a profile. A rule that cannot be

@@ -193,12 +193,9 @@ func TestRenderPolicy(t *testing.T) {
 	}
 	wa, wb := tagSet4("web.front"), tagSet6("web.front")
 	want := map[string][]string{
-		endpointOutChain("caliaaaa"): {
-			"ip saddr != 10.65.0.1 drop", "ip6 saddr != fd00::1 drop",
-			"jump " + profileOutChain("web.front"), "drop"},
-		endpointInChain("caliaaaa"): {"jump " + profileInChain("web.front"), "drop"},
+		endpointOutChain("caliaaaa"): {"jump " + profileOutChain("web.front"), "drop"},
+		endpointInChain("caliaaaa"):  {"jump " + profileInChain("web.front"), "drop"},
 		endpointOutChain("calibbbb"): {
-			"ip saddr != 10.65.0.2 drop", "meta nfproto ipv6 drop",
 			"jump " + profileOutChain("db:main"), "jump " + profileOutChain("web.front"), "drop"},
 		endpointInChain("calibbbb"): {
 			"jump " + profileInChain("db:main"), "jump " + profileInChain("web.front"), "drop"},
@@ -232,6 +229,9 @@ func TestRenderPolicy(t *testing.T) {
 		setMasq6:  nil,
 		setPools4: {"10.65.0.0/16", "10.66.0.0/16"}, // 10.66.1.0/24 is inside 10.66.0.0/16
 		setPools6: {"fd00::/48"},
+		// Anti-spoofing: each workload's own addresses, by interface.
+		setWlSrc4: {`"caliaaaa" . 10.65.0.1`, `"calibbbb" . 10.65.0.2`},
+		setWlSrc6: {`"caliaaaa" . fd00::1`},
 	}
 	if len(rs.Sets) != len(wantSets) {
 		t.Errorf("sets %v, want %d", sortedKeys(rs.Sets), len(wantSets))
@@ -278,12 +278,19 @@ func TestRenderFailsClosed(t *testing.T) {
 		t.Errorf("bad rule not enforced as drop: %q", got)
 	}
 	if got := rs.Chains[endpointOutChain("cali1")].Rules; !slices.Equal(got, []string{
-		"ip saddr != 10.0.0.1 drop", "meta nfproto ipv6 drop", "jump " + profileOutChain("a"), "drop"}) {
+		"jump " + profileOutChain("a"), "drop"}) {
 		t.Errorf("missing profile must stop evaluation: %q", got)
 	}
-	if got := rs.Chains[endpointOutChain("cali2")].Rules; !slices.Equal(got, []string{
-		"meta nfproto ipv4 drop", "meta nfproto ipv6 drop", "drop"}) {
+	if got := rs.Chains[endpointOutChain("cali2")].Rules; !slices.Equal(got, []string{"drop"}) {
 		t.Errorf("endpoint without profile: %q", got)
+	}
+	// Only the first entry of a duplicate may send, from its own address; a
+	// bad interface name and an endpoint without addresses send nothing.
+	if got := rs.Sets[setWlSrc4].Elems; !slices.Equal(got, []string{`"cali1" . 10.0.0.1`}) {
+		t.Errorf("anti-spoofing set: %q", got)
+	}
+	if got := rs.Sets[setWlSrc6].Elems; len(got) != 0 {
+		t.Errorf("anti-spoofing set (IPv6): %q", got)
 	}
 	if got := rs.Chains[endpointInChain("cali2")].Rules; !slices.Equal(got, []string{"drop"}) {
 		t.Errorf("endpoint without profile: %q", got)

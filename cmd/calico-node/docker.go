@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/docker"
+	"github.com/calico-go/calico/internal/dockerwatch"
+	"github.com/calico-go/calico/internal/libnetwork"
+)
+
+var (
+	libnetworkFlag = flag.Bool("libnetwork", false, "serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
+	pluginDir      = flag.String("plugin-dir", libnetwork.DefaultPluginDir, "where the Docker plugin sockets go (the engine looks in /run/docker/plugins)")
+	dockerHost     = flag.String("docker-host", os.Getenv("DOCKER_HOST"), "the Docker engine of this host (unix:///var/run/docker.sock by default); \"none\" turns the Docker integration off")
+)
+
+// startDocker runs the Docker integration beside the agent until ctx ends:
+// the events watcher whenever this host has an engine, and the plugins
+// with --libnetwork. It waits for the agent to register the node, since
+// wiring a container needs the node. The returned wait blocks until it
+// has stopped (after ctx ends), so the plugin sockets are gone on exit.
+func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config) (wait func()) {
+	stopped := make(chan struct{})
+	wait = func() { <-stopped }
+	if *dockerHost == "none" {
+		close(stopped)
+		return wait
+	}
+	sock, err := docker.SocketFromHost(*dockerHost)
+	if err != nil {
+		log.Error("Docker integration off", "err", err)
+		close(stopped)
+		return wait
+	}
+	if _, err := os.Stat(sock); err != nil && !*libnetworkFlag {
+		log.Info("no Docker engine on this host; Docker integration off", "socket", sock)
+		close(stopped)
+		return wait
+	}
+	go func() {
+		defer close(stopped)
+		c, err := connectWhenRegistered(ctx, ds, name)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("Docker integration off", "err", err)
+			}
+			return
+		}
+		defer c.Close()
+		engine := docker.NewEngineAt(sock)
+		done := make(chan struct{})
+		if *libnetworkFlag {
+			go func() {
+				defer close(done)
+				if err := libnetwork.New(c, name, engine, log).Serve(ctx, *pluginDir); err != nil {
+					log.Error("Docker plugins stopped", "err", err)
+				}
+			}()
+		} else {
+			close(done)
+		}
+		w := &dockerwatch.Watcher{C: c, Node: name, Engine: engine, Log: log}
+		w.Run(ctx)
+		<-done
+	}()
+	return wait
+}
+
+// connectWhenRegistered returns a client once the node record exists.
+func connectWhenRegistered(ctx context.Context, ds datastore.Config, name string) (*client.Client, error) {
+	var c *client.Client
+	for {
+		var err error
+		if c == nil {
+			if dsc, cerr := datastore.Connect(ctx, ds); cerr == nil {
+				c = client.New(dsc)
+			} else {
+				err = cerr
+			}
+		}
+		if c != nil {
+			if _, err = c.Node(ctx, name); err == nil {
+				return c, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if c != nil {
+				c.Close()
+			}
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

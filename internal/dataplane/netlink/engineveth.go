@@ -1,0 +1,97 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+)
+
+// EngineVethSpec describes a veth pair for a container engine that
+// configures the container side itself, as Docker does with a libnetwork
+// driver: the driver makes the pair, names the container side, and the
+// engine moves that side into the container, renames it and gives it the
+// addresses and routes the driver returned.
+type EngineVethSpec struct {
+	HostIface   string // host side, cali...
+	PeerIface   string // the container side's temporary name, in EngineNetns
+	EngineNetns string // the engine's namespace; "" is the host's own
+	MTU         int    // 0 means DefaultMTU
+	IPv6        bool   // prepare the host side to route IPv6 too
+}
+
+// AddEngineVeth makes the pair. The host side is prepared exactly as
+// AddWorkload prepares it (fixed MAC, proxy ARP, forwarding, EUI-64
+// link-local as the IPv6 gateway) and brought up; the peer is left down
+// and unconfigured for the engine. A pair left over from an earlier,
+// retried call of the engine is replaced, so retries do not fail. It
+// returns the peer's MAC.
+func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) {
+	o := buildOptions(opts)
+	if spec.MTU == 0 {
+		spec.MTU = DefaultMTU
+	}
+	if err := checkIfaceName(spec.HostIface); err != nil {
+		return "", fmt.Errorf("HostIface: %w", err)
+	}
+	if err := checkIfaceName(spec.PeerIface); err != nil {
+		return "", fmt.Errorf("PeerIface: %w", err)
+	}
+	hostH, err := openHandle(o.netns)
+	if err != nil {
+		return "", err
+	}
+	defer hostH.Close()
+	engineH := hostH
+	if spec.EngineNetns != "" {
+		if engineH, err = openHandle(spec.EngineNetns); err != nil {
+			return "", fmt.Errorf("engine netns: %w", err)
+		}
+		defer engineH.Close()
+	}
+	if err := deleteLinkByName(hostH, spec.HostIface); err != nil {
+		return "", err
+	}
+	if err := deleteLinkByName(engineH, spec.PeerIface); err != nil {
+		return "", err
+	}
+
+	la := netlink.NewLinkAttrs()
+	la.Name = spec.HostIface
+	la.MTU = spec.MTU
+	la.HardwareAddr = hostSideMAC
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: spec.PeerIface, PeerTxQLen: -1}
+	if spec.EngineNetns != "" {
+		ns, err := openNetns(spec.EngineNetns)
+		if err != nil {
+			return "", fmt.Errorf("engine netns: %w", err)
+		}
+		defer ns.Close()
+		veth.PeerNamespace = netlink.NsFd(int(ns))
+	}
+	if err := hostH.LinkAdd(veth); err != nil {
+		return "", fmt.Errorf("create veth %s/%s: %w", spec.HostIface, spec.PeerIface, err)
+	}
+	defer func() {
+		if err != nil {
+			if derr := deleteLinkByName(hostH, spec.HostIface); derr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", derr))
+			}
+		}
+	}()
+	hostLink, err := hostH.LinkByName(spec.HostIface)
+	if err != nil {
+		return "", fmt.Errorf("look up new host interface %s: %w", spec.HostIface, err)
+	}
+	if err := writeSysctls(o.netns, hostSideSysctls(spec.HostIface, spec.IPv6)); err != nil {
+		return "", err
+	}
+	if err := hostH.LinkSetUp(hostLink); err != nil {
+		return "", fmt.Errorf("set %s up: %w", spec.HostIface, err)
+	}
+	peer, err := engineH.LinkByName(spec.PeerIface)
+	if err != nil {
+		return "", fmt.Errorf("look up new interface %s in the engine's namespace: %w", spec.PeerIface, err)
+	}
+	return peer.Attrs().HardwareAddr.String(), nil
+}

@@ -1,0 +1,269 @@
+// Package dockerwatch keeps Docker containers' endpoints in step with the
+// containers: it follows the engine's events so that a container started
+// with CALICO_IP (and CALICO_PROFILE) is wired when it starts, and any
+// container's endpoint goes, and its addresses are released, when the
+// container stops or is removed. On start and after every lost event
+// stream it re-lists, so nothing leaks while the agent was down.
+//
+// Endpoints made by the libnetwork driver are the engine's business (it
+// calls the driver on every stop) and are left alone here.
+package dockerwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/docker"
+)
+
+// The environment of a container that asks to be wired when it starts.
+const (
+	EnvIP      = "CALICO_IP"      // auto, auto6, an address, or several joined by commas
+	EnvProfile = "CALICO_PROFILE" // profile names joined by commas; created if missing
+)
+
+// Orchestrator marks endpoints of Docker containers wired by calicoctl
+// container add or by CALICO_IP.
+const Orchestrator = "docker"
+
+// Request builds the workload request for a running container: its
+// namespace, and, when the container is also on another network (the
+// engine's bridge), an interface of its own (cali0) with routes to the
+// pools only, so its default route stays where the engine put it.
+func Request(ctx context.Context, c *client.Client, node string, ctr docker.Container, ips, profiles []string) (client.WorkloadRequest, error) {
+	req := client.WorkloadRequest{
+		Node: node, Name: ctr.Name, IPs: ips, Profiles: profiles,
+		NetnsPath: ctr.NetnsPath(), Orchestrator: Orchestrator, ContainerID: ctr.ID,
+		Interface: "eth0",
+	}
+	if ctr.NetworkMode != "none" && ctr.NetworkMode != "" {
+		req.Interface = "cali0"
+		pools, err := c.Pools(ctx, 0)
+		if err != nil {
+			return req, err
+		}
+		for _, p := range pools {
+			if pr, err := netip.ParsePrefix(p.CIDR); err == nil {
+				req.Routes = append(req.Routes, pr)
+			}
+		}
+	}
+	return req, nil
+}
+
+// Watcher follows one engine for one node.
+type Watcher struct {
+	C      *client.Client
+	Node   string
+	Engine *docker.Engine
+	Log    *slog.Logger
+	// Retry is the pause before reconnecting to a lost engine.
+	Retry time.Duration
+}
+
+// Run follows the engine until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	if w.Retry == 0 {
+		w.Retry = 2 * time.Second
+	}
+	log := w.Log.With("component", "docker", "engine", w.Engine.Socket())
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		events := make(chan docker.Event, 1024)
+		done := make(chan error, 1)
+		// Subscribe before re-listing, so an event that happens during the
+		// re-list is still seen afterwards.
+		go func() { done <- w.Engine.Events(sctx, func(e docker.Event) { events <- e }) }()
+		if err := w.Resync(ctx); err != nil {
+			log.Warn("cannot re-list the engine's containers; will retry", "err", err)
+		}
+	follow:
+		for {
+			select {
+			case e := <-events:
+				w.Handle(ctx, e)
+			case err := <-done:
+				if ctx.Err() == nil {
+					log.Warn("lost the engine's event stream; reconnecting", "err", err, "retry", w.Retry)
+				}
+				break follow
+			case <-ctx.Done():
+				break follow
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(w.Retry):
+		}
+	}
+}
+
+// Handle reacts to one event.
+func (w *Watcher) Handle(ctx context.Context, e docker.Event) {
+	switch e.Action {
+	case "die", "destroy":
+		w.unwire(ctx, e.ID, "container "+e.Action)
+	case "start":
+		ctr, err := w.Engine.Lookup(ctx, e.ID)
+		if err != nil {
+			if !errors.Is(err, docker.ErrNoSuchContainer) {
+				w.Log.Warn("cannot inspect started container", "container", e.Name, "err", err)
+			}
+			return
+		}
+		w.wireIfAsked(ctx, ctr)
+	}
+}
+
+// Resync removes the endpoints of containers that are gone, stopped or
+// restarted (a new namespace), and wires running containers that ask for
+// it and have no endpoint.
+func (w *Watcher) Resync(ctx context.Context) error {
+	eps, err := w.C.Endpoints(ctx, w.Node)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, ep := range eps {
+		if ep.Orchestrator != Orchestrator || ep.ContainerID == "" {
+			continue
+		}
+		ctr, err := w.Engine.Lookup(ctx, ep.ContainerID)
+		switch {
+		case errors.Is(err, docker.ErrNoSuchContainer):
+			w.remove(ctx, ep, "container is gone")
+		case err != nil:
+			return err
+		case !ctr.Running:
+			w.remove(ctx, ep, "container is stopped")
+		case ctr.NetnsPath() != ep.NetnsPath || !netdev.LinkExists(ep.InterfaceName):
+			w.remove(ctx, ep, "container was restarted")
+		default:
+			have[ep.ContainerID] = true
+		}
+	}
+	ids, err := w.Engine.RunningIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if have[id] {
+			continue
+		}
+		ctr, err := w.Engine.Lookup(ctx, id)
+		if err != nil {
+			continue // gone since the listing
+		}
+		w.wireIfAsked(ctx, ctr)
+	}
+	return nil
+}
+
+func (w *Watcher) unwire(ctx context.Context, containerID, why string) {
+	eps, err := w.C.Endpoints(ctx, w.Node)
+	if err != nil {
+		w.Log.Warn("cannot list endpoints", "err", err)
+		return
+	}
+	for _, ep := range eps {
+		if ep.Orchestrator == Orchestrator && ep.ContainerID == containerID {
+			w.remove(ctx, ep, why)
+		}
+	}
+}
+
+func (w *Watcher) remove(ctx context.Context, ep api.Endpoint, why string) {
+	if err := w.C.RemoveWorkload(ctx, w.Node, ep.Workload); err != nil {
+		w.Log.Warn("cannot remove a stopped container's endpoint", "container", ep.Workload, "err", err)
+		return
+	}
+	w.Log.Info("removed endpoint and released its addresses", "container", ep.Workload, "why", why,
+		"addrs", strings.Join(append(ep.IPv4Nets, ep.IPv6Nets...), ","))
+}
+
+// wireIfAsked wires a running container whose environment has CALICO_IP.
+// A bad value is logged as one line naming the container, and nothing is
+// left half made: profiles this call created go again.
+func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
+	ipVal, ok := ctr.Env[EnvIP]
+	if !ok || !ctr.Running {
+		return
+	}
+	log := w.Log.With("container", ctr.Name)
+	if ep, _, err := w.C.Endpoint(ctx, w.Node, ctr.Name); err == nil {
+		if ep.ContainerID == ctr.ID && ep.NetnsPath == ctr.NetnsPath() && netdev.LinkExists(ep.InterfaceName) {
+			return // already wired: a repeated event
+		}
+		w.remove(ctx, ep, "replaced by a new container of that name")
+	}
+	ips, profiles, err := ParseEnv(ipVal, ctr.Env[EnvProfile])
+	if err != nil {
+		log.Error("not wiring container: "+err.Error(), "fix", "correct the value and restart the container")
+		return
+	}
+	var created []string
+	for _, p := range profiles {
+		if _, err := w.C.Profile(ctx, p); err == nil {
+			continue
+		}
+		if err := w.C.AddProfile(ctx, p, true); err != nil {
+			log.Error("not wiring container: " + err.Error())
+			w.dropProfiles(ctx, created)
+			return
+		}
+		created = append(created, p)
+	}
+	req, err := Request(ctx, w.C, w.Node, ctr, ips, profiles)
+	if err == nil {
+		var ep api.Endpoint
+		if ep, err = w.C.AddWorkload(ctx, req); err == nil {
+			log.Info("wired container", "addrs", strings.Join(append(ep.IPv4Nets, ep.IPv6Nets...), ","), "profiles", profiles, "iface", ep.InterfaceName)
+			return
+		}
+	}
+	log.Error(fmt.Sprintf("not wiring container: %s=%s: %v", EnvIP, ipVal, err))
+	w.dropProfiles(ctx, created)
+}
+
+func (w *Watcher) dropProfiles(ctx context.Context, names []string) {
+	for _, p := range names {
+		_ = w.C.RemoveProfile(ctx, p, false)
+	}
+}
+
+// ParseEnv reads CALICO_IP and CALICO_PROFILE. Every value is checked
+// before anything is made.
+func ParseEnv(ipVal, profileVal string) (ips, profiles []string, err error) {
+	for _, s := range strings.Split(ipVal, ",") {
+		s = strings.TrimSpace(s)
+		switch s {
+		case "auto", "auto6":
+		case "":
+			return nil, nil, fmt.Errorf("%s is empty; give auto, auto6 or an address", EnvIP)
+		default:
+			if _, err := api.ParseWorkloadIP(s); err != nil {
+				return nil, nil, fmt.Errorf("%s=%s: %v", EnvIP, ipVal, err)
+			}
+		}
+		ips = append(ips, s)
+	}
+	if profileVal != "" {
+		for _, p := range strings.Split(profileVal, ",") {
+			p = strings.TrimSpace(p)
+			if err := api.ValidateName("profile", p); err != nil {
+				return nil, nil, fmt.Errorf("%s=%s: %v", EnvProfile, profileVal, err)
+			}
+			profiles = append(profiles, p)
+		}
+	}
+	return ips, profiles, nil
+}

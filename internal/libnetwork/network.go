@@ -1,0 +1,465 @@
+package libnetwork
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/datastore"
+	ipamstore "github.com/calico-go/calico/internal/ipam"
+)
+
+var (
+	gatewayV4 = netdev.GatewayIPv4.String()
+	gatewayV6 = netdev.GatewayIPv6.String()
+)
+
+// genericOptions is where the engine puts `docker network create --opt`.
+const genericOptions = "com.docker.network.generic"
+
+// NetworkDriver is the engine's view of our network.
+type NetworkDriver struct{ d *Drivers }
+
+var _ network.Driver = NetworkDriver{}
+
+func (NetworkDriver) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	// Local scope: the engine has no cluster store to share networks
+	// through; ConnectivityScope global: containers reach across hosts.
+	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope}, nil
+}
+
+// poolOptions reads `--opt ipip=true|nat-outgoing=true|vxlan=true`.
+// explicit tells whether the user gave any, so a network on a second host
+// created without them accepts the pool the first host made.
+func poolOptions(opts map[string]any) (o client.PoolOptions, explicit bool, err error) {
+	generic, _ := opts[genericOptions].(map[string]any)
+	keys := make([]string, 0, len(generic))
+	for k := range generic {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		s := fmt.Sprint(generic[k])
+		var on bool
+		switch strings.ToLower(s) {
+		case "true", "1", "yes":
+			on = true
+		case "false", "0", "no":
+		default:
+			return o, false, fmt.Errorf("--opt %s=%s: want true or false", k, s)
+		}
+		explicit = true
+		switch k {
+		case "ipip":
+			if on {
+				o.IPIPMode = api.EncapAlways
+			}
+		case "vxlan":
+			if on {
+				o.VXLANMode = api.EncapAlways
+			}
+		case "nat-outgoing":
+			o.NATOutgoing = on
+		default:
+			return o, false, fmt.Errorf("unknown --opt %q; calico networks take ipip, vxlan and nat-outgoing", k)
+		}
+	}
+	if o.IPIPMode == api.EncapAlways && o.VXLANMode == api.EncapAlways {
+		return o, false, errors.New("--opt ipip=true and vxlan=true: choose one encapsulation")
+	}
+	return o, explicit, nil
+}
+
+// CreateNetwork makes sure each subnet is a pool with the network's options
+// and records the network for this host. A subnet that is already a pool
+// (the same network created on another host first) is taken as it is,
+// unless the options say otherwise.
+func (n NetworkDriver) CreateNetwork(r *network.CreateNetworkRequest) error {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	opts, explicit, err := poolOptions(r.Options)
+	if err != nil {
+		return err
+	}
+	key := networkKey(d.node, r.NetworkID)
+	if _, _, err := d.c.DS.GetRaw(ctx, key); err == nil {
+		return nil // the engine retried
+	}
+	rec := networkRecord{ID: r.NetworkID, OurIPAM: true}
+	for _, data := range append(append([]*network.IPAMData{}, r.IPv4Data...), r.IPv6Data...) {
+		if data.AddressSpace != AddressSpace {
+			rec.OurIPAM = false
+		}
+		if data.Pool == "0.0.0.0/0" || data.Pool == "::/0" {
+			continue // calico-ipam without --subnet: any pool of the family
+		}
+		cidr, err := api.ValidatePoolCIDR(data.Pool)
+		if err != nil {
+			return err
+		}
+		rec.Pools = append(rec.Pools, cidr.String())
+	}
+	if !rec.OurIPAM && len(rec.Pools) == 0 {
+		return errors.New("a calico network needs --subnet, or --ipam-driver=calico-ipam to take addresses from the pools")
+	}
+	pools, err := d.c.Pools(ctx, 0)
+	if err != nil {
+		return err
+	}
+	undo := func() {
+		for _, cidr := range rec.CreatedPools {
+			_ = d.c.RemovePool(context.WithoutCancel(ctx), cidr, false)
+		}
+	}
+	for _, cidr := range rec.Pools {
+		i := slices.IndexFunc(pools, func(p api.Pool) bool { return p.CIDR == cidr })
+		if i >= 0 {
+			p := pools[i]
+			if explicit && (p.IPIPMode != orNever(opts.IPIPMode) || p.VXLANMode != orNever(opts.VXLANMode) || p.NATOutgoing != opts.NATOutgoing) {
+				undo()
+				return fmt.Errorf("pool %s exists with ipip=%s vxlan=%s nat-outgoing=%t; give the same --opt values, or change the pool with `calicoctl pool add`", cidr, p.IPIPMode, p.VXLANMode, p.NATOutgoing)
+			}
+			continue
+		}
+		if _, err := d.c.AddPools(ctx, []string{cidr}, opts); err != nil {
+			undo()
+			return err
+		}
+		rec.CreatedPools = append(rec.CreatedPools, cidr)
+		if opts.IPIPMode == api.EncapAlways {
+			d.log.Warn("pool uses IPIP; if this kernel has no ipip module, traffic between hosts is dropped and `calicoctl status` says so", "pool", cidr)
+		}
+	}
+	if err := d.c.DS.Put(ctx, key, rec); err != nil {
+		undo()
+		return err
+	}
+	d.log.Info("created network", "network", short(r.NetworkID), "pools", rec.Pools, "created", rec.CreatedPools)
+	return nil
+}
+
+func orNever(m api.EncapMode) api.EncapMode {
+	if m == "" {
+		return api.EncapNever
+	}
+	return m
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// DeleteNetwork forgets this host's network. What the network created (its
+// pools, its profile) goes only with the last host's network of that name
+// and only when nothing uses it; otherwise another host's record inherits
+// the duty to remove it.
+func (n NetworkDriver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	key := networkKey(d.node, r.NetworkID)
+	rec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, key)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	d.log.Info("deleting network", "network", short(r.NetworkID), "name", rec.Name, "pools", rec.Pools, "created", rec.CreatedPools, "createdProfile", rec.CreatedProfile)
+	all, err := datastore.List[networkRecord](ctx, d.c.DS, networkPrefix())
+	if err != nil {
+		return err
+	}
+	var others []datastore.KV[networkRecord]
+	for _, kv := range all {
+		if kv.Key != key {
+			others = append(others, kv)
+		}
+	}
+	if err := d.c.DS.DeleteKey(ctx, key, 0); err != nil {
+		return err
+	}
+	heirs := map[int]bool{} // others that inherit a duty, written once at the end
+	defer func() {
+		for i := range heirs {
+			if err := d.c.DS.Put(ctx, others[i].Key, others[i].Value); err != nil {
+				d.log.Warn("cannot hand the network's pool or profile to another host's network", "heir", others[i].Key, "err", err)
+			}
+		}
+	}()
+	for _, cidr := range rec.CreatedPools {
+		if heir := slices.IndexFunc(others, func(o datastore.KV[networkRecord]) bool { return slices.Contains(o.Value.Pools, cidr) }); heir >= 0 {
+			others[heir].Value.CreatedPools = append(others[heir].Value.CreatedPools, cidr)
+			heirs[heir] = true
+			d.log.Info("another host's network still uses the pool; it stays", "pool", cidr, "heir", others[heir].Key)
+			continue
+		}
+		if err := d.c.RemovePool(ctx, cidr, false); err != nil {
+			d.log.Warn("network removed; its pool stays", "pool", cidr, "err", err)
+		} else {
+			d.log.Info("removed pool of network", "pool", cidr)
+		}
+	}
+	if rec.CreatedProfile && rec.Name != "" {
+		if heir := slices.IndexFunc(others, func(o datastore.KV[networkRecord]) bool { return o.Value.Name == rec.Name }); heir >= 0 {
+			others[heir].Value.CreatedProfile = true
+			heirs[heir] = true
+		} else if err := d.removeProfileIfUnused(ctx, rec.Name); err != nil {
+			d.log.Warn("network removed; its profile stays", "profile", rec.Name, "err", err)
+		}
+	}
+	d.log.Info("deleted network", "network", short(r.NetworkID))
+	return nil
+}
+
+func (d *Drivers) removeProfileIfUnused(ctx context.Context, name string) error {
+	eps, err := d.c.Endpoints(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, ep := range eps {
+		if slices.Contains(ep.Profiles, name) {
+			return fmt.Errorf("endpoint %s/%s still uses it", ep.Node, ep.Workload)
+		}
+	}
+	return d.c.RemoveProfile(ctx, name, false)
+}
+
+func (NetworkDriver) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return nil, errors.New("calico networks are local-scope; swarm networks are not supported")
+}
+
+func (NetworkDriver) FreeNetwork(*network.FreeNetworkRequest) error { return nil }
+
+// CreateEndpoint names the endpoint's profile after its network and, when
+// the engine's own IPAM chose the addresses, claims them in ours so nothing
+// else is given them.
+func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	ekey := endpointKey(d.node, r.EndpointID)
+	if _, _, err := d.c.DS.GetRaw(ctx, ekey); err == nil {
+		return &network.CreateEndpointResponse{}, nil // the engine retried
+	}
+	nkey := networkKey(d.node, r.NetworkID)
+	rec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, nkey)
+	if err != nil {
+		return nil, fmt.Errorf("network %s is unknown to calico on host %s (was it created while calico-node ran with --libnetwork?): %v", short(r.NetworkID), d.node, err)
+	}
+	if rec.Name == "" {
+		nw, err := d.engine.NetworkInspect(ctx, r.NetworkID)
+		if err != nil {
+			return nil, fmt.Errorf("network %s: cannot learn its name: %v", short(r.NetworkID), err)
+		}
+		if err := api.ValidateName("profile", nw.Name); err != nil {
+			return nil, fmt.Errorf("network %q: its name cannot be a profile name: %v", nw.Name, err)
+		}
+		_, _, perr := d.c.DS.GetRaw(ctx, datastore.ProfileKey(nw.Name))
+		if errors.Is(perr, datastore.ErrNotFound) {
+			if err := d.c.AddProfile(ctx, nw.Name, true); err != nil {
+				return nil, err
+			}
+			rec.CreatedProfile = true
+			d.log.Info("created profile for network", "profile", nw.Name)
+		} else if perr != nil {
+			return nil, perr
+		}
+		rec.Name = nw.Name
+		if err := d.c.DS.Put(ctx, nkey, rec); err != nil {
+			return nil, err
+		}
+	}
+	erec := endpointRecord{ID: r.EndpointID, NetworkID: r.NetworkID, Profile: rec.Name}
+	if r.Interface == nil || r.Interface.Address == "" && r.Interface.AddressIPv6 == "" {
+		return nil, errors.New("the engine gave the endpoint no address; calico endpoints need one")
+	}
+	for _, s := range []string{r.Interface.Address, r.Interface.AddressIPv6} {
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint address %q: %v", s, err)
+		}
+		a := p.Addr()
+		if !rec.OurIPAM {
+			if err := d.c.IPAM.Assign(ctx, a, Handle(d.node), d.node); err != nil {
+				d.release(ctx, erec.Claimed)
+				if errors.Is(err, ipamstore.ErrAlreadyAssigned) {
+					err = fmt.Errorf("%v: the engine's default IPAM chooses addresses on each host alone; give networks used on several hosts --ipam-driver=calico-ipam", err)
+				}
+				return nil, err
+			}
+			erec.Claimed = append(erec.Claimed, a.String())
+		}
+		erec.Addrs = append(erec.Addrs, netip.PrefixFrom(a, a.BitLen()).String())
+	}
+	if err := d.c.DS.Put(ctx, ekey, erec); err != nil {
+		d.release(ctx, erec.Claimed)
+		return nil, err
+	}
+	return &network.CreateEndpointResponse{}, nil
+}
+
+func (d *Drivers) release(ctx context.Context, addrs []string) {
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil {
+			if _, err := d.c.IPAM.Release(context.WithoutCancel(ctx), a); err != nil && !isNotAssigned(err) {
+				d.log.Warn("release address", "addr", a, "err", err)
+			}
+		}
+	}
+}
+
+// DeleteEndpoint gives back what CreateEndpoint took. Unknown endpoints
+// succeed: the engine retries, and calls may arrive twice.
+func (n NetworkDriver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if err := d.unwire(ctx, r.EndpointID); err != nil {
+		return err
+	}
+	ekey := endpointKey(d.node, r.EndpointID)
+	erec, _, err := datastore.Get[endpointRecord](ctx, d.c.DS, ekey)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	d.release(ctx, erec.Claimed)
+	return d.c.DS.DeleteKey(ctx, ekey, 0)
+}
+
+func (NetworkDriver) EndpointInfo(*network.InfoRequest) (*network.InfoResponse, error) {
+	return &network.InfoResponse{Value: map[string]string{}}, nil
+}
+
+// Join makes the veth pair, records the endpoint (from then on the agent
+// routes to it and applies its profile), and tells the engine how to set
+// up the container's side: the same gateway as every workload has.
+func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	erec, _, err := datastore.Get[endpointRecord](ctx, d.c.DS, endpointKey(d.node, r.EndpointID))
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s is unknown to calico on host %s: %v", short(r.EndpointID), d.node, err)
+	}
+	workload := Workload(r.EndpointID)
+	ep := api.Endpoint{
+		Node:          d.node,
+		Workload:      workload,
+		Orchestrator:  "libnetwork",
+		ContainerID:   r.EndpointID,
+		NetnsPath:     r.SandboxKey,
+		InterfaceName: netdev.HostIfaceName(client.EndpointID(d.node, workload)),
+		WorkloadIface: containerIfacePrefix + "0",
+		Profiles:      []string{erec.Profile},
+		IPAMHandles:   []string{Handle(d.node)},
+	}
+	var addrs []netip.Addr
+	for _, s := range erec.Addrs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s: bad recorded address %q", short(r.EndpointID), s)
+		}
+		addrs = append(addrs, p.Addr())
+		if p.Addr().Is4() {
+			ep.IPv4Nets = append(ep.IPv4Nets, s)
+		} else {
+			ep.IPv6Nets = append(ep.IPv6Nets, s)
+		}
+	}
+	mtu, err := d.c.WorkloadMTU(ctx, addrs)
+	if err != nil {
+		return nil, err
+	}
+	engineNs, err := d.engineNetns()
+	if err != nil {
+		return nil, err
+	}
+	peer := "tmp" + strings.TrimPrefix(ep.InterfaceName, "cali")
+	mac, err := netdev.AddEngineVeth(netdev.EngineVethSpec{
+		HostIface: ep.InterfaceName, PeerIface: peer, EngineNetns: engineNs,
+		MTU: mtu, IPv6: len(ep.IPv6Nets) > 0,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s: %w", short(r.EndpointID), err)
+	}
+	ep.MAC = mac
+	if err := d.c.DS.Put(ctx, datastore.EndpointKey(d.node, workload), ep); err != nil {
+		_ = netdev.RemoveWorkload(ep.InterfaceName)
+		return nil, err
+	}
+	resp := &network.JoinResponse{
+		InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: containerIfacePrefix},
+	}
+	if len(ep.IPv4Nets) > 0 {
+		resp.Gateway = gatewayV4
+		// The gateway is on no subnet of the container's: make it
+		// reachable on the link first (RouteType 1 = connected).
+		resp.StaticRoutes = []*network.StaticRoute{{Destination: gatewayV4 + "/32", RouteType: 1}}
+	}
+	if len(ep.IPv6Nets) > 0 {
+		resp.GatewayIPv6 = gatewayV6
+	}
+	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile)
+	return resp, nil
+}
+
+// Leave removes the endpoint record and the veth pair.
+func (n NetworkDriver) Leave(r *network.LeaveRequest) error {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	return d.unwire(ctx, r.EndpointID)
+}
+
+// unwire deletes the endpoint record before the interface, so the agent
+// stops routing to it first; both steps tolerate being done already.
+func (d *Drivers) unwire(ctx context.Context, endpointID string) error {
+	workload := Workload(endpointID)
+	key := datastore.EndpointKey(d.node, workload)
+	if _, _, err := d.c.DS.GetRaw(ctx, key); err == nil {
+		if err := d.c.DS.DeleteKey(ctx, key, 0); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, datastore.ErrNotFound) {
+		return err
+	}
+	return netdev.RemoveWorkload(netdev.HostIfaceName(client.EndpointID(d.node, workload)))
+}
+
+func (NetworkDriver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
+func (NetworkDriver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
+func (NetworkDriver) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
+	return nil
+}
+func (NetworkDriver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
+	return nil
+}

@@ -1,0 +1,254 @@
+package docker
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/dockertest"
+)
+
+// TestDockerWalkthrough is the seeds' Docker flows on two real engines:
+// `container add` of --net=none containers, profiles, the libnetwork driver
+// with calico-ipam and with the engine's own IPAM, --ip, the CALICO_IP
+// events flow, stop/start/rm, the reachability matrix, and network rm.
+func TestDockerWalkthrough(t *testing.T) {
+	dw := newDockerWorld(t)
+	img := dockertest.DefaultImage
+	h1, h2 := "host1", "host2"
+
+	// Seed 1: containers with no network, wired by calicoctl.
+	w1, w2, w3 := dw.name("worker-1"), dw.name("worker-2"), dw.name("worker-3")
+	dw.docker(t, h1, "run", "--net=none", "--name", w1, "-tid", img)
+	dw.docker(t, h1, "run", "--net=none", "--name", w2, "-tid", img)
+	dw.docker(t, h2, "run", "--net=none", "--name", w3, "-tid", img)
+	dw.mustCtl(t, h1, "container", "add", w1, "192.168.100.1")
+	dw.mustCtl(t, h1, "container", "add", w2, "192.168.100.2")
+	dw.mustCtl(t, h2, "container", "add", w3, "192.168.100.3")
+	dw.mustCtl(t, h1, "profile", "add", "PROF_1_3")
+	dw.mustCtl(t, h1, "profile", "add", "PROF_2")
+	dw.mustCtl(t, h1, "container", w1, "profile", "append", "PROF_1_3")
+	dw.mustCtl(t, h1, "container", w2, "profile", "append", "PROF_2")
+	dw.mustCtl(t, h2, "container", w3, "profile", "append", "PROF_1_3")
+	t.Run("container add: same profile reaches across hosts, other profiles do not", func(t *testing.T) {
+		dw.expectReach(t, h1, w1, "192.168.100.3", true)
+		dw.expectReach(t, h2, w3, "192.168.100.1", true)
+		dw.expectReach(t, h1, w1, "192.168.100.2", false)
+		dw.expectReach(t, h2, w3, "192.168.100.2", false)
+	})
+	t.Run("container add: a stopped or unknown container is a clear error", func(t *testing.T) {
+		out, err := dw.ctl(t, h1, "container", "add", dw.name("ghost"), "192.168.100.9")
+		if err == nil || !strings.Contains(out, "unknown container") {
+			t.Errorf("unknown container: want an 'unknown container' error, got %v: %s", err, out)
+		}
+		stopped := dw.name("stopped")
+		dw.docker(t, h1, "create", "--net=none", "--name", stopped, img)
+		out, err = dw.ctl(t, h1, "container", "add", stopped, "192.168.100.9")
+		if err == nil || !strings.Contains(out, "not running") {
+			t.Errorf("stopped container: want a 'not running' error, got %v: %s", err, out)
+		}
+		if out := dw.mustCtl(t, h1, "ipam", "info", "192.168.100.9"); !strings.Contains(out, "not assigned") && !strings.Contains(out, "free") {
+			t.Logf("ipam info after refused adds: %s", out)
+		}
+	})
+
+	// The libnetwork driver: the same network created on both hosts.
+	net1, net2 := dw.name("net1"), dw.name("net2")
+	for _, h := range []string{h1, h2} {
+		dw.docker(t, h, "network", "create", "--driver=calico", "--ipam-driver=calico-ipam", "--subnet=192.168.0.0/24", net1)
+		dw.docker(t, h, "network", "create", "--driver=calico", "--ipam-driver=calico-ipam", "--opt", "nat-outgoing=true", "--opt", "vxlan=true", "--subnet=192.168.1.0/24", net2)
+	}
+	c2, c3, c4 := dw.name("c2"), dw.name("c3"), dw.name("c4")
+	c5, c6 := dw.name("c5"), dw.name("c6")
+	dw.docker(t, h1, "run", "--net", net1, "--name", c2, "-tid", img)
+	dw.docker(t, h1, "run", "--net", net1, "--ip", "192.168.0.50", "--name", c3, "-tid", img)
+	dw.docker(t, h2, "run", "--net", net1, "--name", c4, "-tid", img)
+	dw.docker(t, h1, "run", "--net", net2, "--name", c5, "-tid", img)
+	dw.docker(t, h2, "run", "--net", net2, "--name", c6, "-tid", img)
+	ip2, ip3, ip4 := dw.ipOn(t, h1, c2, net1), dw.ipOn(t, h1, c3, net1), dw.ipOn(t, h2, c4, net1)
+	ip5, ip6 := dw.ipOn(t, h1, c5, net2), dw.ipOn(t, h2, c6, net2)
+	t.Logf("net1: %s=%s %s=%s %s=%s; net2: %s=%s %s=%s", c2, ip2, c3, ip3, c4, ip4, c5, ip5, c6, ip6)
+	t.Run("libnetwork: --ip is honoured and addresses come from the network's pool", func(t *testing.T) {
+		if ip3 != "192.168.0.50" {
+			t.Errorf("--ip 192.168.0.50 gave %s", ip3)
+		}
+		for _, ip := range []string{ip2, ip4} {
+			if !strings.HasPrefix(ip, "192.168.0.") {
+				t.Errorf("net1 address %s outside 192.168.0.0/24", ip)
+			}
+		}
+		for _, ip := range []string{ip5, ip6} {
+			if !strings.HasPrefix(ip, "192.168.1.") {
+				t.Errorf("net2 address %s outside 192.168.1.0/24", ip)
+			}
+		}
+		if ip2 == ip4 {
+			t.Errorf("two containers share %s", ip2)
+		}
+		pools := dw.mustCtl(t, h1, "pool", "show", "-o", "json")
+		if !strings.Contains(pools, "192.168.0.0/24") || !strings.Contains(pools, "192.168.1.0/24") {
+			t.Errorf("pools of the networks missing: %s", pools)
+		}
+	})
+	t.Run("libnetwork: reachability matrix", func(t *testing.T) {
+		dw.expectReach(t, h1, c2, ip3, true)  // same network, same host
+		dw.expectReach(t, h1, c2, ip4, true)  // same network, across hosts
+		dw.expectReach(t, h2, c4, ip3, true)  // --ip container, across hosts
+		dw.expectReach(t, h1, c5, ip6, true)  // net2 (VXLAN) across hosts
+		dw.expectReach(t, h1, c2, ip5, false) // net1 -/-> net2
+		dw.expectReach(t, h2, c6, ip4, false) // net2 -/-> net1
+		dw.expectReach(t, h1, c2, "192.168.100.1", false)
+		dw.expectReach(t, h1, w1, ip2, false)
+	})
+	t.Run("libnetwork: the engine's own IPAM works on one host; a clash across hosts is refused", func(t *testing.T) {
+		n := dw.name("net3")
+		for _, h := range []string{h1, h2} {
+			dw.docker(t, h, "network", "create", "--driver=calico", "--subnet=192.168.3.0/24", n)
+		}
+		a, b := dw.name("c7"), dw.name("c8")
+		dw.docker(t, h1, "run", "--net", n, "--name", a, "-tid", img)
+		ipa := dw.ipOn(t, h1, a, n)
+		dw.expectAssigned(t, ipa, true)
+		out, err := dw.dockerErr(h2, "run", "--net", n, "--name", b, "-tid", img)
+		if err == nil {
+			// The engines chose different addresses: no clash to refuse.
+			t.Logf("second host's container got %s", dw.ipOn(t, h2, b, n))
+		} else if !strings.Contains(out, "already assigned") || !strings.Contains(out, "calico-ipam") {
+			t.Errorf("clashing address: want an 'already assigned ... calico-ipam' error, got: %s", out)
+		}
+		dw.dockerErr(h2, "rm", "-f", b)
+		dw.docker(t, h1, "rm", "-f", a)
+		dw.expectAssigned(t, ipa, false)
+		for _, h := range []string{h1, h2} {
+			dw.docker(t, h, "network", "rm", n)
+		}
+	})
+	t.Run("libnetwork: ipip network makes an IPIP pool", func(t *testing.T) {
+		n := dw.name("netipip")
+		dw.docker(t, h1, "network", "create", "--driver=calico", "--opt", "nat-outgoing=true", "--opt", "ipip=true", "--subnet=192.168.2.0/24", n)
+		var pools []map[string]any
+		if err := json.Unmarshal([]byte(dw.mustCtl(t, h1, "pool", "show", "-o", "json")), &pools); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, p := range pools {
+			if p["cidr"] == "192.168.2.0/24" {
+				found = true
+				if p["ipipMode"] != "Always" || p["natOutgoing"] != true {
+					t.Errorf("pool of the ipip network: %v", p)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no pool 192.168.2.0/24 after docker network create: %v", pools)
+		}
+		dw.docker(t, h1, "network", "rm", n)
+		if strings.Contains(dw.mustCtl(t, h1, "pool", "show"), "192.168.2.0/24") {
+			t.Errorf("pool 192.168.2.0/24 stays after docker network rm")
+		}
+	})
+
+	// Seed 2: containers that ask for an address in their environment.
+	q1, q2, bad := dw.name("qperf-server"), dw.name("qperf-client"), dw.name("bad")
+	dw.docker(t, h1, "run", "--net=none", "--name", q1, "-e", "CALICO_IP=auto", "-e", "CALICO_PROFILE=test", "-tid", img)
+	dw.docker(t, h2, "run", "--net=none", "--name", q2, "-e", "CALICO_IP=auto", "-e", "CALICO_PROFILE=test", "-tid", img)
+	dw.docker(t, h1, "run", "--net=none", "--name", bad, "-e", "CALICO_IP=10.9.9.9", "-e", "CALICO_PROFILE=test", "-tid", img)
+	var qip1 string
+	t.Run("CALICO_IP: containers are wired when they start", func(t *testing.T) {
+		qip1 = dw.endpointIP(t, h1, q1)
+		qip2 := dw.endpointIP(t, h2, q2)
+		dw.expectReach(t, h2, q2, qip1, true)
+		dw.expectReach(t, h1, q1, qip2, true)
+		dw.expectReach(t, h1, q1, "192.168.100.1", false)
+		if !strings.Contains(dw.mustCtl(t, h1, "profile", "show"), "test") {
+			t.Errorf("profile test was not created")
+		}
+	})
+	t.Run("CALICO_IP: a bad value is logged and nothing is half made", func(t *testing.T) {
+		waitFor(t, 10*time.Second, "the agent's error about "+bad, func() error {
+			if l := dw.agentLog(h1); !strings.Contains(l, bad) || !strings.Contains(l, "not wiring container") {
+				return errString("no error line naming the container yet")
+			}
+			return nil
+		})
+		if out := dw.mustCtl(t, h1, "endpoint", "show"); strings.Contains(out, bad) {
+			t.Errorf("endpoint of the bad container exists:\n%s", out)
+		}
+	})
+	t.Run("stop, start and rm release and re-take addresses", func(t *testing.T) {
+		dw.docker(t, h1, "stop", "-t", "1", w1)
+		waitFor(t, 10*time.Second, "endpoint of stopped "+w1+" gone", func() error { return dw.noEndpoint(h1, w1) })
+		dw.expectAssigned(t, "192.168.100.1", false)
+		dw.docker(t, h1, "start", w1)
+		dw.mustCtl(t, h1, "container", "add", w1, "192.168.100.1")
+		dw.mustCtl(t, h1, "container", w1, "profile", "append", "PROF_1_3")
+		dw.expectReach(t, h2, w3, "192.168.100.1", true)
+
+		dw.docker(t, h1, "restart", "-t", "1", q1)
+		waitFor(t, 15*time.Second, "restarted "+q1+" wired again", func() error {
+			_, err := dw.endpointIPErr(h1, q1)
+			return err
+		})
+		nip := dw.endpointIP(t, h1, q1)
+		dw.expectReach(t, h2, q2, nip, true)
+
+		qip2 := dw.endpointIP(t, h2, q2)
+		dw.docker(t, h2, "rm", "-f", q2)
+		waitFor(t, 10*time.Second, "endpoint of removed "+q2+" gone", func() error { return dw.noEndpoint(h2, q2) })
+		dw.expectAssigned(t, qip2, false)
+
+		// A libnetwork container stops: the engine calls the driver.
+		dw.docker(t, h1, "stop", "-t", "1", c2)
+		dw.expectAssigned(t, ip2, false)
+		dw.docker(t, h1, "start", c2)
+		nip2 := dw.ipOn(t, h1, c2, net1)
+		dw.expectReach(t, h2, c4, nip2, true)
+	})
+	t.Run("agent down while a container goes: resync on start releases it", func(t *testing.T) {
+		dw.mustCtl(t, h1, "node", "stop")
+		dw.docker(t, h1, "rm", "-f", q1)
+		dw.mustCtl(t, h1, "node", "--ip="+dw.Host(h1).Addr().String(), "--name="+h1, "--libnetwork")
+		waitFor(t, 20*time.Second, "endpoint of "+q1+" gone after resync", func() error { return dw.noEndpoint(h1, q1) })
+	})
+	t.Run("throughput between containers on two hosts, beside host to host", func(t *testing.T) {
+		nip2 := dw.ipOn(t, h1, c2, net1)
+		c2ns := fmt.Sprintf("/proc/%d/ns/net", dw.pid(t, h1, c2))
+		c4ns := fmt.Sprintf("/proc/%d/ns/net", dw.pid(t, h2, c4))
+		host := iperf3(t, dw.Host(h1).Path, dw.Host(h2).Path, dw.Host(h1).Addr().String(), 3)
+		ctr := iperf3(t, c2ns, c4ns, nip2, 3)
+		t.Logf("FIGURE: iperf3 1 stream 3 s: host-to-host %.2f Gbit/s, container-to-container across hosts (libnetwork, policy on) %.2f Gbit/s, ratio %.2f", host, ctr, ctr/host)
+	})
+	t.Run("docker network rm on every host removes the pool and profile", func(t *testing.T) {
+		for _, c := range []struct{ h, n string }{{h1, c2}, {h1, c3}, {h2, c4}} {
+			dw.docker(t, c.h, "rm", "-f", c.n)
+		}
+		dw.docker(t, h1, "network", "rm", net1)
+		if !strings.Contains(dw.mustCtl(t, h1, "pool", "show"), "192.168.0.0/24") {
+			t.Errorf("pool 192.168.0.0/24 went with host1's network while host2 still has it")
+		}
+		dw.docker(t, h2, "network", "rm", net1)
+		if strings.Contains(dw.mustCtl(t, h1, "pool", "show"), "192.168.0.0/24") {
+			t.Errorf("pool 192.168.0.0/24 stays after the last docker network rm")
+		}
+		if strings.Contains(dw.mustCtl(t, h1, "profile", "show"), net1) {
+			t.Errorf("profile %s stays after the last docker network rm", net1)
+		}
+		out := dw.mustCtl(t, h1, "ipam", "check")
+		t.Logf("ipam check: %s", out)
+	})
+	t.Run("plugin sockets are not world-writable", func(t *testing.T) {
+		for _, dir := range []string{"/run/docker/plugins", dw.second.PluginDir} {
+			for _, s := range []string{"calico.sock", "calico-ipam.sock"} {
+				fi, err := statMode(dir + "/" + s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi&0o002 != 0 {
+					t.Errorf("%s/%s is world-writable: %v", dir, s, fi)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,292 @@
+package faults
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/lab"
+)
+
+// iperfPort is where the stream's server listens, in a workload namespace
+// of our own where nothing else listens.
+const iperfPort = 5201
+
+// streamResult is one long iperf3 TCP stream, as its client saw it.
+type streamResult struct {
+	Err         error     // iperf3 failed: the connection broke or never opened
+	Intervals   []float64 // bytes sent in each 1 s interval
+	Bytes       float64   // bytes the server received in all
+	Retransmits int
+}
+
+// minInterval is the smallest 1 s interval, in bytes.
+func (r streamResult) minInterval() float64 {
+	if len(r.Intervals) == 0 {
+		return 0
+	}
+	m := r.Intervals[0]
+	for _, b := range r.Intervals {
+		m = min(m, b)
+	}
+	return m
+}
+
+// zeroIntervals counts the seconds in which nothing moved.
+func (r streamResult) zeroIntervals() int {
+	n := 0
+	for _, b := range r.Intervals {
+		if b == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// startStream runs one iperf3 TCP connection from client to server (at ip)
+// for seconds, paced at 200 Mbit/s so the agents being tested keep their
+// share of the machine's two cores. The result arrives on the channel.
+func startStream(t *testing.T, ctx context.Context, server, client *lab.Netns, ip netip.Addr, seconds int) <-chan streamResult {
+	t.Helper()
+	srv, err := server.Start("iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, err := listening(server, iperfPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) || srv.Exited() {
+			t.Fatalf("iperf3 server in %s not listening: %s", server.Name, srv.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res := make(chan streamResult, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+30)*time.Second)
+		defer cancel()
+		out, err := client.Run(rctx, "iperf3", "-J", "-c", ip.String(), "-p", strconv.Itoa(iperfPort),
+			"-t", strconv.Itoa(seconds), "-i", "1", "-b", "200M", "--connect-timeout", "3000")
+		r := parseStream(out)
+		if err != nil && r.Err == nil {
+			r.Err = err
+		}
+		res <- r
+	}()
+	return res
+}
+
+func parseStream(out string) streamResult {
+	if i := strings.IndexByte(out, '{'); i > 0 {
+		out = out[i:]
+	}
+	var j struct {
+		Intervals []struct {
+			Sum struct {
+				Bytes float64 `json:"bytes"`
+			} `json:"sum"`
+		} `json:"intervals"`
+		End struct {
+			SumSent struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				Bytes float64 `json:"bytes"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		return streamResult{Err: fmt.Errorf("iperf3 output is not JSON: %v: %.300s", err, out)}
+	}
+	r := streamResult{Bytes: j.End.SumReceived.Bytes, Retransmits: j.End.SumSent.Retransmits}
+	for _, iv := range j.Intervals {
+		r.Intervals = append(r.Intervals, iv.Sum.Bytes)
+	}
+	if j.Error != "" {
+		r.Err = errors.New("iperf3: " + j.Error)
+	}
+	return r
+}
+
+// listening reads the namespace's TCP table: is something listening on port?
+// (A probe connection would count as a client to iperf3.)
+func listening(ns *lab.Netns, port int) (bool, error) {
+	want := fmt.Sprintf(":%04X", port)
+	found := false
+	err := ns.Do(func() error {
+		// thread-self: /proc/self/net shows the main thread's namespace.
+		for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+			fh, err := os.Open(f)
+			if err != nil {
+				continue
+			}
+			sc := bufio.NewScanner(fh)
+			for sc.Scan() {
+				fields := strings.Fields(sc.Text())
+				if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
+					found = true
+				}
+			}
+			fh.Close()
+		}
+		return nil
+	})
+	return found, err
+}
+
+// pingRun pings for about d (5 per second) in the background. Unlike
+// lab.Ping it allows the run half as long again as planned, since pacing
+// slips when the machine's two cores are busy.
+func pingRun(ctx context.Context, from *lab.Netns, to netip.Addr, d time.Duration) <-chan pingOutcome {
+	ch := make(chan pingOutcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, d*3/2+10*time.Second)
+		defer cancel()
+		count := int(d / (200 * time.Millisecond))
+		out, err := from.Run(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", to.String())
+		var r pingOutcome
+		var ok bool
+		if r.Sent, r.Received, ok = pingStats(out); !ok {
+			r.err = fmt.Errorf("no ping statistics: %v", err)
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+
+// pingStats reads ping's summary line.
+func pingStats(out string) (sent, received int, ok bool) {
+	m := pingStatsRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, false
+	}
+	sent, _ = strconv.Atoi(m[1])
+	received, _ = strconv.Atoi(m[2])
+	return sent, received, true
+}
+
+type pingOutcome struct {
+	Sent, Received int
+	err            error
+}
+
+// udpCounter counts datagrams arriving at addr in ns, by payload.
+type udpCounter struct {
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func newUDPCounter(t *testing.T, ns *lab.Netns, addr string) *udpCounter {
+	t.Helper()
+	var c net.PacketConn
+	if err := ns.Do(func() (err error) {
+		c, err = net.ListenPacket("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("udp listen %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	u := &udpCounter{got: map[string]int{}}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			u.mu.Lock()
+			u.got[string(buf[:n])]++
+			u.mu.Unlock()
+			c.WriteTo(buf[:n], from) // an echo makes the flow established
+		}
+	}()
+	return u
+}
+
+func (u *udpCounter) count(payload string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.got[payload]
+}
+
+// sendUDP sends n datagrams with payload from src to dst, from inside ns.
+func sendUDP(ns *lab.Netns, src, dst netip.AddrPort, payload string, n int) error {
+	return ns.Do(func() error {
+		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range n {
+			if _, err := c.Write([]byte(payload)); err != nil {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
+	})
+}
+
+// dialTCP connects from ns to dst, from src when valid, and closes.
+func dialTCP(ctx context.Context, ns *lab.Netns, src netip.Addr, dst netip.AddrPort, timeout time.Duration) error {
+	return ns.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		c, err := d.DialContext(ctx, "tcp", dst.String())
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// blocked says a TCP connection attempt was silently dropped: it timed out,
+// rather than being refused or unroutable (which would prove nothing about
+// our policy).
+func blocked(ctx context.Context, ns *lab.Netns, src netip.Addr, dst netip.AddrPort) error {
+	err := dialTCP(ctx, ns, src, dst, 1500*time.Millisecond)
+	var ne net.Error
+	switch {
+	case err == nil:
+		return fmt.Errorf("connected to %s", dst)
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil
+	default:
+		return fmt.Errorf("stopped by %v, not by a silent drop", err)
+	}
+}
+
+// opens says a TCP connection gets through, allowing up to 10 s for policy
+// and routes to converge.
+func opens(ctx context.Context, ns *lab.Netns, src netip.Addr, dst netip.AddrPort) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := dialTCP(ctx, ns, src, dst, 2*time.Second)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

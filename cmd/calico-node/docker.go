@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/dataplane/dockerfwd"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/docker"
 	"github.com/calico-go/calico/internal/dockerwatch"
@@ -65,6 +66,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 		} else {
 			close(done)
 		}
+		go keepForwarding(ctx, log)
 		w := &dockerwatch.Watcher{C: c, Node: name, Engine: engine, Log: log}
 		w.Run(ctx)
 		<-done
@@ -96,6 +98,26 @@ func connectWhenRegistered(ctx context.Context, ds datastore.Config, name string
 			}
 			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// keepForwarding makes sure the engine's iptables FORWARD policy does not
+// drop workload traffic, now and after the engine restarts (it recreates
+// its chains then).
+func keepForwarding(ctx context.Context, log *slog.Logger) {
+	for {
+		changed, err := dockerfwd.Ensure(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("cannot open the engine's iptables FORWARD chain to workload traffic; it may be dropped", "err", err)
+		}
+		if len(changed) > 0 {
+			log.Info("accepting workload traffic in the engine's iptables FORWARD path (policy is ours, in table inet calico)", "chains", changed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
 		}
 	}
 }

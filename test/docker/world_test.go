@@ -40,7 +40,9 @@ func newDockerWorld(t *testing.T) *dockerWorld {
 				dw.engines["host1"] = machine
 				return []string{"--libnetwork"}, nil
 			}
-			e, err := dockertest.Start(ctx, dockertest.EngineOptions{NetnsPath: h.Path, Name: "h2-" + dw.run})
+			// As a real host's engine: it manages iptables and turns on
+			// forwarding, setting the FORWARD policy to DROP.
+			e, err := dockertest.Start(ctx, dockertest.EngineOptions{NetnsPath: h.Path, Name: "h2-" + dw.run, IPForward: true, Args: []string{"--iptables=true"}})
 			if err != nil {
 				return nil, err
 			}

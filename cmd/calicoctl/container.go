@@ -33,6 +33,10 @@ func containerCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var netns, iface string
 			var rest []string
+			args, err := takeGlobalFlags(args)
+			if err != nil {
+				return err
+			}
 			for i := 0; i < len(args); i++ {
 				a := args[i]
 				switch {
@@ -52,8 +56,6 @@ func containerCmd() *cobra.Command {
 					netns = strings.TrimPrefix(a, "--netns=")
 				case strings.HasPrefix(a, "--interface="):
 					iface = strings.TrimPrefix(a, "--interface=")
-				case strings.HasPrefix(a, "--etcd-endpoints="):
-					etcdEndpoints = strings.TrimPrefix(a, "--etcd-endpoints=")
 				case strings.HasPrefix(a, "-"):
 					return fmt.Errorf("unknown flag %s; usage:\n%s", a, containerUsage)
 				default:

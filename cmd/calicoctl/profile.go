@@ -42,6 +42,10 @@ func profileCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var rest []string
 			detailed, force = false, false
+			args, err := takeGlobalFlags(args)
+			if err != nil {
+				return err
+			}
 			for _, a := range args {
 				switch a {
 				case "-h", "--help":
@@ -51,23 +55,7 @@ func profileCmd() *cobra.Command {
 				case "--force":
 					force = true
 				default:
-					if v, ok := strings.CutPrefix(a, "--etcd-endpoints="); ok {
-						etcdEndpoints = v
-						continue
-					}
-					if strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "--output=") {
-						outputFormat = a[strings.Index(a, "=")+1:]
-						continue
-					}
 					rest = append(rest, a)
-				}
-			}
-			// -o VALUE as two words.
-			for i := 0; i < len(rest)-1; i++ {
-				if rest[i] == "-o" || rest[i] == "--output" {
-					outputFormat = rest[i+1]
-					rest = append(rest[:i], rest[i+2:]...)
-					break
 				}
 			}
 			if len(rest) == 0 {

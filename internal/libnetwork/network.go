@@ -259,6 +259,21 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 	if _, _, err := d.c.DS.GetRaw(ctx, ekey); err == nil {
 		return &network.CreateEndpointResponse{}, nil // the engine retried
 	}
+	// Check everything the engine sent before changing anything.
+	if r.Interface == nil || r.Interface.Address == "" && r.Interface.AddressIPv6 == "" {
+		return nil, errors.New("the engine gave the endpoint no address; calico endpoints need one")
+	}
+	var addrs []netip.Addr
+	for _, s := range []string{r.Interface.Address, r.Interface.AddressIPv6} {
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint address %q: %v", s, err)
+		}
+		addrs = append(addrs, p.Addr())
+	}
 	nkey := networkKey(d.node, r.NetworkID)
 	rec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, nkey)
 	if err != nil {
@@ -288,18 +303,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 		}
 	}
 	erec := endpointRecord{ID: r.EndpointID, NetworkID: r.NetworkID, Profile: rec.Name}
-	if r.Interface == nil || r.Interface.Address == "" && r.Interface.AddressIPv6 == "" {
-		return nil, errors.New("the engine gave the endpoint no address; calico endpoints need one")
-	}
-	for _, s := range []string{r.Interface.Address, r.Interface.AddressIPv6} {
-		if s == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("endpoint address %q: %v", s, err)
-		}
-		a := p.Addr()
+	for _, a := range addrs {
 		if !rec.OurIPAM {
 			if err := d.c.IPAM.Assign(ctx, a, Handle(d.node), d.node); err != nil {
 				d.release(ctx, erec.Claimed)

@@ -113,7 +113,7 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		if len(args) != 2 {
 			return usage
 		}
-		if err := c.RemoveWorkload(ctx, node, args[1]); err != nil {
+		if err := c.RemoveWorkload(ctx, node, workloadName(cmd, c, node, args[1])); err != nil {
 			return err
 		}
 		fmt.Printf("Removed networking from %s\n", args[1])
@@ -122,7 +122,7 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 	if len(args) < 3 {
 		return usage
 	}
-	name := args[0]
+	name := workloadName(cmd, c, node, args[0])
 	switch args[1] + " " + args[2] {
 	case "ip add", "ip remove":
 		if len(args) != 4 {
@@ -195,4 +195,28 @@ func endpointCmd() *cobra.Command {
 	addOutputFlag(show)
 	cmd.AddCommand(show)
 	return cmd
+}
+
+// workloadName finds the endpoint a user means: the name as given, else,
+// for a Docker container known by another name or id, the endpoint of
+// that container on this host.
+func workloadName(cmd *cobra.Command, c *client.Client, node, given string) string {
+	ctx := cmd.Context()
+	if _, _, err := c.Endpoint(ctx, node, given); err == nil {
+		return given
+	}
+	ctr, err := docker.NewEngine().Lookup(ctx, given)
+	if err != nil {
+		return given
+	}
+	eps, err := c.Endpoints(ctx, node)
+	if err != nil {
+		return given
+	}
+	for _, ep := range eps {
+		if ep.ContainerID == ctr.ID {
+			return ep.Workload
+		}
+	}
+	return given
 }

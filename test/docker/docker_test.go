@@ -182,7 +182,9 @@ func TestDockerWalkthrough(t *testing.T) {
 		dw.expectAssigned(t, "192.168.100.1", false)
 		dw.docker(t, h1, "start", w1)
 		dw.mustCtl(t, h1, "container", "add", w1, "192.168.100.1")
-		dw.mustCtl(t, h1, "container", w1, "profile", "append", "PROF_1_3")
+		// Added by name, then named by its id, as Docker users do.
+		id := dw.docker(t, h1, "inspect", "-f", "{{.Id}}", w1)
+		dw.mustCtl(t, h1, "container", id[:12], "profile", "append", "PROF_1_3")
 		dw.expectReach(t, h2, w3, "192.168.100.1", true)
 
 		dw.docker(t, h1, "restart", "-t", "1", q1)

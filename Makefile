@@ -18,6 +18,7 @@ vet:
 test: deps build vet
 	bash scripts/ensure-docker.sh
 	CALICO_BIN=$(BIN) go test -count=1 -p 1 -timeout 60m ./...
+	bash scripts/fuzz.sh
 
 demo: deps build
 	$(BIN)/calicoctl demo

@@ -60,8 +60,14 @@ func poolCmd() *cobra.Command {
 	var force bool
 	remove := &cobra.Command{
 		Use:   "remove CIDR",
-		Short: "Remove a pool (refused while its addresses are in use, unless --force)",
-		Args:  exactArgs(1),
+		Short: "Remove a pool and its empty blocks (refused while its addresses are in use, unless --force)",
+		Long: `Remove a pool together with its empty blocks and their host claims. While
+addresses of the pool are assigned the removal is refused, naming how many;
+with --force the pool goes anyway and the blocks still holding addresses stay
+until those addresses are released (ipam check lists them meanwhile). The count
+and the removal are one guarded transaction, so an assignment running at the
+same moment either lands before the count (and refuses the removal) or fails.`,
+		Args: exactArgs(1),
 		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			return c.RemovePool(cmd.Context(), args[0], force)
 		}),

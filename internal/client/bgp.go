@@ -94,6 +94,11 @@ func peerKey(node, ip string) string {
 func (c *Client) Peers(ctx context.Context, node string, family int) ([]api.BGPPeer, error) {
 	prefix := datastore.PrefixGlobalPeers
 	if node != "" {
+		// An unknown node is an error, not an empty list: a typo in --name
+		// must not look like "this node has no peers".
+		if _, err := c.Node(ctx, node); err != nil {
+			return nil, err
+		}
 		prefix = datastore.PrefixHosts + node + "/bgp/peer/"
 	}
 	kvs, err := datastore.List[api.BGPPeer](ctx, c.DS, prefix)
@@ -108,6 +113,11 @@ func (c *Client) Peers(ctx context.Context, node string, family int) ([]api.BGPP
 		}
 		out = append(out, kv.Value)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	// By address, not as text: 10.0.0.9 comes before 10.0.0.10.
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := netip.ParseAddr(out[i].IP)
+		b, _ := netip.ParseAddr(out[j].IP)
+		return a.Less(b)
+	})
 	return out, nil
 }

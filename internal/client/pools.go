@@ -2,12 +2,14 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/ipam"
 )
 
 // PoolOptions are the flags of `pool add`.
@@ -36,7 +38,16 @@ func (c *Client) Pools(ctx context.Context, family int) ([]api.Pool, error) {
 		}
 		out = append(out, kv.Value)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CIDR < out[j].CIDR })
+	// By address, not as text: 9.0.0.0/8 comes before 10.0.0.0/8, and
+	// IPv4 before IPv6.
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := netip.ParsePrefix(out[i].CIDR)
+		b, _ := netip.ParsePrefix(out[j].CIDR)
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c < 0
+		}
+		return a.Bits() < b.Bits()
+	})
 	return out, nil
 }
 
@@ -91,7 +102,9 @@ func orNever(m api.EncapMode) api.EncapMode {
 	return m
 }
 
-// RemovePool deletes a pool; one with addresses in use is refused unless forced.
+// RemovePool deletes a pool with its empty blocks and their claims. A pool
+// with addresses in use is refused unless forced; forced, the blocks still
+// holding addresses are kept until those addresses are released.
 func (c *Client) RemovePool(ctx context.Context, cidr string, force bool) error {
 	prefix, err := api.ParseCIDR(cidr)
 	if err != nil {
@@ -101,14 +114,9 @@ func (c *Client) RemovePool(ctx context.Context, cidr string, force bool) error 
 	if _, _, err := c.DS.GetRaw(ctx, key); err != nil {
 		return notFound(err, "no pool %s; list pools with `calicoctl pool show`", prefix)
 	}
-	if !force {
-		n, err := c.IPAM.InUse(ctx, prefix.String())
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("pool %s has %d address(es) in use; remove those workloads first, or use --force", prefix, n)
-		}
+	_, err = c.IPAM.RemovePool(ctx, key, force)
+	if errors.Is(err, ipam.ErrNoPools) {
+		return fmt.Errorf("no pool %s; list pools with `calicoctl pool show`", prefix)
 	}
-	return c.DS.DeleteKey(ctx, key, 0)
+	return err
 }

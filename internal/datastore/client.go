@@ -9,7 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +31,11 @@ type Config struct {
 	CAFile    string
 	CertFile  string
 	KeyFile   string
+	// Source names where Endpoints came from (a flag or a variable), so a
+	// bad address is reported against what the user actually typed.
+	Source string
+	// given holds the endpoints as typed, before a scheme was added.
+	given []string
 }
 
 // ConfigFromEnv reads ETCD_ENDPOINTS (comma-separated URLs), else
@@ -43,28 +51,110 @@ func ConfigFromEnv(flagEndpoints string) Config {
 	if c.CAFile != "" || c.CertFile != "" {
 		scheme = "https://"
 	}
-	raw := flagEndpoints
+	raw, src := flagEndpoints, "--etcd-endpoints"
 	if raw == "" {
-		raw = os.Getenv("ETCD_ENDPOINTS")
+		raw, src = os.Getenv("ETCD_ENDPOINTS"), "ETCD_ENDPOINTS"
 	}
 	if raw == "" {
 		if a := os.Getenv("ETCD_AUTHORITY"); a != "" {
-			raw = a
+			raw, src = a, "ETCD_AUTHORITY"
 		} else {
-			raw = "127.0.0.1:2379"
+			raw, src = "127.0.0.1:2379", "the default"
 		}
 	}
+	c.Source = src
 	for _, e := range strings.Split(raw, ",") {
 		e = strings.TrimSpace(e)
 		if e == "" {
 			continue
 		}
+		c.given = append(c.given, e)
 		if !strings.Contains(e, "://") {
 			e = scheme + e
 		}
 		c.Endpoints = append(c.Endpoints, e)
 	}
 	return c
+}
+
+// Validate checks the endpoints' syntax, so a typo fails at once instead of
+// after a dial timeout.
+func (c Config) Validate() error {
+	from := ""
+	if c.Source != "" {
+		from = " in " + c.Source
+	}
+	if len(c.Endpoints) == 0 {
+		return fmt.Errorf("no datastore address%s: give HOST:PORT (ETCD_AUTHORITY) or URLs such as http://127.0.0.1:2379 (ETCD_ENDPOINTS)", from)
+	}
+	for i, e := range c.Endpoints {
+		shown := e
+		if i < len(c.given) {
+			shown = c.given[i]
+		}
+		if reason := endpointProblem(e); reason != "" {
+			return fmt.Errorf("bad datastore address %q%s: %s", shown, from, reason)
+		}
+	}
+	return nil
+}
+
+// endpointProblem says what is wrong with one endpoint URL, or "".
+func endpointProblem(e string) string {
+	const want = "want http://HOST:PORT or https://HOST:PORT (or HOST:PORT), e.g. 127.0.0.1:2379"
+	u, err := url.Parse(e)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Sprintf("%v; %s", err, want)
+	}
+	switch u.Scheme {
+	case "http", "https":
+	case "unix", "unixs":
+		if u.Host == "" && u.Path == "" && u.Opaque == "" {
+			return "a unix socket address needs a path, e.g. unix:///run/etcd.sock"
+		}
+		return ""
+	default:
+		return fmt.Sprintf("unknown scheme %q; %s", u.Scheme, want)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" {
+		return "only a host and a port may follow the scheme; " + want
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return fmt.Sprintf("missing port; %s", want)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("port %q is not a number 1-65535", port)
+	}
+	if !validHost(host) {
+		return fmt.Sprintf("%q is neither an IP address nor a host name", host)
+	}
+	return ""
+}
+
+// validHost accepts an IP address or a DNS name (RFC 1123 labels).
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Client is a connection to the datastore.
@@ -81,6 +171,9 @@ var ErrConflict = errors.New("changed concurrently")
 
 // Connect dials the datastore and checks that it answers within OpTimeout.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	where := strings.Join(cfg.Endpoints, ",")
 	var tlsCfg *tls.Config
 	if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
@@ -88,6 +181,12 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		var err error
 		if tlsCfg, err = info.ClientConfig(); err != nil {
 			return nil, fmt.Errorf("datastore TLS settings (ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE): %w", err)
+		}
+		// The etcd client retries a refused handshake until its dial
+		// timeout and then only says "deadline exceeded"; one handshake of
+		// our own names the real problem at once.
+		if err := checkTLS(ctx, cfg, tlsCfg); err != nil {
+			return nil, err
 		}
 	}
 	cli, err := clientv3.New(clientv3.Config{

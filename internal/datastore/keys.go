@@ -28,6 +28,7 @@ const (
 	PrefixProfiles    = Root + "profile/"
 	PrefixHosts       = Root + "host/"
 	PrefixStatus      = Root + "status/"
+	PrefixIPAM        = Root + "ipam/"
 	PrefixBlocks      = Root + "ipam/block/"
 	PrefixAffinities  = Root + "ipam/affinity/"
 	PrefixHandles     = Root + "ipam/handle/"

@@ -49,7 +49,7 @@ func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (in
 	}
 	kvs := make(map[string][]byte, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		kvs[string(kv.Key)] = kv.Value
+		kvs[string(kv.Key)] = present(kv.Value)
 	}
 	h.OnSnapshot(kvs)
 	return resp.Header.Revision, nil
@@ -69,11 +69,22 @@ func (c *Client) follow(ctx context.Context, prefix string, rev int64, h SyncHan
 			if ev.Type == clientv3.EventTypeDelete {
 				h.OnUpdate(string(ev.Kv.Key), nil)
 			} else {
-				h.OnUpdate(string(ev.Kv.Key), ev.Kv.Value)
+				h.OnUpdate(string(ev.Kv.Key), present(ev.Kv.Value))
 			}
 		}
 	}
 	return ctx.Err()
+}
+
+// present keeps an empty stored value distinct from a deletion: protobuf
+// decodes an empty value as nil, and nil means "deleted" to a SyncHandler,
+// so a key overwritten with "" would otherwise make the agent drop the
+// last good record instead of refusing the empty one.
+func present(v []byte) []byte {
+	if v == nil {
+		return []byte{}
+	}
+	return v
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -110,3 +110,60 @@ func TestConnectFailsFastOnDeadDatastore(t *testing.T) {
 	}
 	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
+
+// presence records whether each key is present, which a string map cannot
+// tell apart from an empty value.
+type presence struct {
+	recorder
+	present map[string]bool
+}
+
+func (p *presence) OnSnapshot(kvs map[string][]byte) {
+	p.recorder.OnSnapshot(kvs)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.present = map[string]bool{}
+	for k, v := range kvs {
+		p.present[k] = v != nil
+	}
+}
+
+func (p *presence) OnUpdate(key string, value []byte) {
+	p.recorder.OnUpdate(key, value)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.present[key] = value != nil
+}
+
+func (p *presence) has(key string) (bool, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, known := p.present[key]
+	return v, known
+}
+
+// TestSyncEmptyValueIsNotADeletion: a key overwritten with an empty value
+// reaches the handler as an empty, non-nil value, in a listing and in a
+// watch event, so the handler refuses it instead of taking it for a
+// deletion (which would drop the last good record).
+func TestSyncEmptyValueIsNotADeletion(t *testing.T) {
+	url := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ds, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); ds.Close() })
+	if _, err := ds.Client.Put(ctx, datastore.Root+"listed", ""); err != nil {
+		t.Fatal(err)
+	}
+	p := &presence{}
+	go ds.Sync(ctx, datastore.Root, p, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	eventually(t, "snapshot with the empty value present", func() bool { v, known := p.has(datastore.Root + "listed"); return known && v })
+	if _, err := ds.Client.Put(ctx, datastore.Root+"watched", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "watched empty value present", func() bool { v, known := p.has(datastore.Root + "watched"); return known && v })
+	ds.DeleteKey(ctx, datastore.Root+"watched", 0)
+	eventually(t, "deletion", func() bool { v, known := p.has(datastore.Root + "watched"); return known && !v })
+}

@@ -23,6 +23,8 @@ var (
 	ErrExhausted = errors.New("no free addresses")
 	// ErrConflict: the datastore kept changing under us and we gave up retrying.
 	ErrConflict = errors.New("too many concurrent updates")
+	// ErrInUse: removing a pool whose addresses are still assigned.
+	ErrInUse = errors.New("pool in use")
 	// ErrCorrupt: the datastore holds something this package cannot use
 	// (overlapping blocks, undecodable records); `calicoctl ipam check` explains.
 	ErrCorrupt = errors.New("inconsistent IPAM data")

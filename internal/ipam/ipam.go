@@ -4,7 +4,9 @@
 // (the block's affinity plus an affinity key under the host) and assigns from
 // it, so hosts rarely write the same key and each host's routes aggregate to
 // its blocks. Only when every block of a pool is claimed does a host borrow a
-// free address from another host's block.
+// free address from another host's block. A block whose last address is
+// released is deleted together with its host's claim, so nothing stays
+// claimed for addresses nobody holds.
 //
 // Every write is one etcd transaction guarded by the revisions it read
 // (ModRevision, or CreateRevision == 0 for a key it creates); a block and the
@@ -417,7 +419,7 @@ func (m *IPAM) Release(ctx context.Context, ip netip.Addr) (string, error) {
 			return false, err
 		}
 		cmps := []clientv3.Cmp{revIs(sb.key, sb.rev)}
-		ops := []clientv3.Op{putJSON(sb.key, sb.st.without(ord))}
+		ops := blockOps(*sb, sb.st.without(ord))
 		// A missing or unreadable handle record must not keep the address
 		// stuck; the block is what decides whether it is free.
 		if h, err := handleFrom(hkey, r[0]); err == nil {
@@ -432,6 +434,24 @@ func (m *IPAM) Release(ctx context.Context, ip netip.Addr) (string, error) {
 		return "", err
 	}
 	return owner, nil
+}
+
+// blockOps writes a block's new record after a release. A block left empty
+// is deleted together with its node's claim, in the same transaction: an
+// empty block would otherwise stay claimed for ever (a failed `container
+// add` or the last workload of a block leaving would leak it), keep a
+// blackhole route and a BGP announcement for addresses nobody uses, and keep
+// the pool from being removed cleanly. A host that needs addresses again
+// claims a block anew, which costs one transaction.
+func blockOps(sb storedBlock, rec api.Block) []clientv3.Op {
+	if len(rec.Allocations) > 0 {
+		return []clientv3.Op{putJSON(sb.key, rec)}
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(sb.key)}
+	if rec.Affinity != "" {
+		ops = append(ops, clientv3.OpDelete(datastore.AffinityKey(rec.Affinity, sb.st.prefix.String())))
+	}
+	return ops
 }
 
 // ReleaseHandle frees every address recorded for handle and deletes the
@@ -496,7 +516,7 @@ func (m *IPAM) ReleaseHandle(ctx context.Context, handle string) ([]netip.Addr, 
 				continue
 			}
 			cmps = append(cmps, revIs(c.sb.key, c.sb.rev))
-			ops = append(ops, putJSON(c.sb.key, c.sb.st.without(c.ords...)))
+			ops = append(ops, blockOps(c.sb, c.sb.st.without(c.ords...))...)
 		}
 		return m.commit(ctx, cmps, ops)
 	})
@@ -694,6 +714,121 @@ func (m *IPAM) InUse(ctx context.Context, poolCIDR string) (int, error) {
 	return countInPrefix(blocks, p.Masked()), nil
 }
 
+// maxPoolRemoveOps keeps a pool removal's transactions well under etcd's
+// default limit of 128 operations per transaction.
+const maxPoolRemoveOps = 100
+
+// RemovePool deletes the pool stored at poolKey together with its empty
+// blocks and their claims. It refuses, with ErrInUse and the count, while
+// addresses inside the pool are assigned, unless force is set; forced, blocks
+// still holding addresses are kept (their addresses stay assigned, and
+// `ipam check` lists them as outside every pool until they are released).
+//
+// The count and the delete cannot be separated by an assignment: the delete
+// is one transaction guarded by the pool's revision and by no block key
+// having changed since the count was read, and every assignment writes a
+// block key and is itself guarded by the pool's revision. This is stronger
+// than disabling the pool before counting, and has no side effect when the
+// removal is refused: disabling (and re-enabling) the last pool of a family
+// would make concurrent automatic assignments fail meanwhile.
+func (m *IPAM) RemovePool(ctx context.Context, poolKey string, force bool) (inUse int, err error) {
+	err = m.retry(ctx, func() (bool, error) {
+		r, rev, err := m.readAt(ctx,
+			clientv3.OpGet(poolKey),
+			getPrefix(datastore.PrefixBlocks),
+			getPrefix(datastore.PrefixAffinities))
+		if err != nil {
+			return false, err
+		}
+		if len(r[0]) == 0 {
+			return false, errorf(ErrNoPools, "no pool at %s; list pools with `calicoctl pool show`", poolKey)
+		}
+		pool := parsePool(r[0][0].key, r[0][0].value, r[0][0].rev)
+		if !pool.prefix.IsValid() {
+			// An undecodable pool holds no blocks we could recognise.
+			return m.commit(ctx, []clientv3.Cmp{revIs(poolKey, pool.rev)}, []clientv3.Op{clientv3.OpDelete(poolKey)})
+		}
+		var blocks []storedBlock
+		for _, e := range r[1] {
+			if sb := m.parseBlock(e); sb.err == nil {
+				blocks = append(blocks, sb)
+			}
+		}
+		inUse = countInPrefix(blocks, pool.prefix)
+		if inUse > 0 && !force {
+			return false, errorf(ErrInUse, "pool %s has %d address(es) in use; remove those workloads first, or use --force", pool.prefix, inUse)
+		}
+		var claims []claim
+		for _, e := range r[2] {
+			claims = append(claims, parseClaimKV(e.key, e.value, e.rev))
+		}
+		groups := poolRemovalOps(pool, blocks, claims)
+		var ops []clientv3.Op
+		var cmps []clientv3.Cmp
+		for len(groups) > 0 && len(ops)+len(groups[0].ops) <= maxPoolRemoveOps {
+			ops = append(ops, groups[0].ops...)
+			if groups[0].block != nil {
+				cmps = append(cmps, revIs(groups[0].block.key, groups[0].block.rev))
+			}
+			groups = groups[1:]
+		}
+		if len(groups) > 0 {
+			// Too many for one transaction: delete this batch of empty
+			// blocks (harmless on its own: each is guarded by its revision)
+			// and start over from a fresh read.
+			if _, err := m.commit(ctx, cmps, ops); err != nil {
+				return false, err
+			}
+			return false, nil
+		}
+		cmps = []clientv3.Cmp{
+			revIs(poolKey, pool.rev),
+			clientv3.Compare(clientv3.ModRevision(datastore.PrefixBlocks), "<", rev+1).WithPrefix(),
+		}
+		return m.commit(ctx, cmps, append([]clientv3.Op{clientv3.OpDelete(poolKey)}, ops...))
+	})
+	return inUse, err
+}
+
+// removal is the deletion of one empty block with its claim, or of one
+// claim left without its block.
+type removal struct {
+	block *storedBlock
+	ops   []clientv3.Op
+}
+
+// poolRemovalOps plans the deletion of the pool's empty blocks with their
+// claims, and of any other claim on a block of the pool that is absent or
+// being deleted.
+func poolRemovalOps(pool poolInfo, blocks []storedBlock, claims []claim) []removal {
+	var out []removal
+	deleted := map[string]bool{}                                       // claim keys deleted with their block
+	existing, gone := map[netip.Prefix]bool{}, map[netip.Prefix]bool{} // blocks, and those being deleted
+	for i := range blocks {
+		sb := &blocks[i]
+		existing[sb.st.prefix] = true
+		if !pool.containsBlock(sb.st.prefix) || sb.st.usedCount() > 0 {
+			continue
+		}
+		gone[sb.st.prefix] = true
+		r := removal{block: sb, ops: []clientv3.Op{clientv3.OpDelete(sb.key)}}
+		if sb.st.rec.Affinity != "" {
+			k := datastore.AffinityKey(sb.st.rec.Affinity, sb.st.prefix.String())
+			deleted[k] = true
+			r.ops = append(r.ops, clientv3.OpDelete(k))
+		}
+		out = append(out, r)
+	}
+	for _, c := range claims {
+		p, err := netip.ParsePrefix(c.cidr)
+		if err != nil || deleted[c.key] || existing[p] && !gone[p] || !pool.containsBlock(p) {
+			continue
+		}
+		out = append(out, removal{ops: []clientv3.Op{clientv3.OpDelete(c.key)}})
+	}
+	return out
+}
+
 // countInPrefix counts allocated addresses inside p.
 func countInPrefix(blocks []storedBlock, p netip.Prefix) int {
 	n := 0
@@ -835,9 +970,15 @@ type kv struct {
 
 // read runs gets in one transaction, so they see one revision.
 func (m *IPAM) read(ctx context.Context, gets ...clientv3.Op) ([][]kv, error) {
+	out, _, err := m.readAt(ctx, gets...)
+	return out, err
+}
+
+// readAt is read that also returns the revision the gets saw.
+func (m *IPAM) readAt(ctx context.Context, gets ...clientv3.Op) ([][]kv, int64, error) {
 	resp, err := m.cli.Txn(ctx).Then(gets...).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("reading IPAM data from etcd: %w", err)
+		return nil, 0, fmt.Errorf("reading IPAM data from etcd: %w", err)
 	}
 	out := make([][]kv, len(resp.Responses))
 	for i, r := range resp.Responses {
@@ -845,7 +986,7 @@ func (m *IPAM) read(ctx context.Context, gets ...clientv3.Op) ([][]kv, error) {
 			out[i] = append(out[i], kv{key: string(e.Key), value: e.Value, rev: e.ModRevision})
 		}
 	}
-	return out, nil
+	return out, resp.Header.Revision, nil
 }
 
 // commit runs a guarded write; false means a guard failed (someone else

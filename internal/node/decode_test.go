@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -244,6 +245,26 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		} else if _, err2 := decodeInto(s, key, value); err2 != nil || snapJSON(t, s) != after {
 			t.Fatalf("accepted record %s does not decode the same way twice: %v", key, err2)
+		}
+		// Whatever was accepted, nothing can point the dataplane outside
+		// the pools or at an interface that is not a workload's.
+		pools := poolPrefixes(s)
+		for id, ep := range s.Endpoints {
+			if ep.InterfaceName != "" && !isWorkloadIface(ep.InterfaceName) {
+				t.Fatalf("endpoint %s has interface %q", id, ep.InterfaceName)
+			}
+			for _, n := range append(append([]string{}, ep.IPv4Nets...), ep.IPv6Nets...) {
+				a, err := hostAddr(n)
+				if err != nil || !inAnyPool(pools, netip.PrefixFrom(a, a.BitLen())) {
+					t.Fatalf("endpoint %s holds %q outside every pool (%v)", id, n, err)
+				}
+			}
+		}
+		for id, b := range s.Blocks {
+			p, err := netip.ParsePrefix(b.CIDR)
+			if err != nil || !inAnyPool(pools, p) {
+				t.Fatalf("block %s (%q) is outside every pool", id, b.CIDR)
+			}
 		}
 		for _, node := range []string{"h1", "h2"} {
 			calc.Compute(calc.Input{Node: node, Snap: s})

@@ -1,0 +1,145 @@
+package dstest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/lab"
+)
+
+// birdConfig makes BIRD 2 an eBGP router (AS 65010) that peers with the
+// calico node at nodeIP (AS 64512), installs what it learns over BGP in its
+// namespace's kernel table, and originates one static route of its own.
+// `protocol direct` gives BIRD the connected subnet, which it needs to
+// resolve next hops (iBGP); the kernel protocol exports only BGP routes, so
+// the blackhole behind the static route stays inside BIRD.
+func birdConfig(routerID, nodeIP netip.Addr, originate string) string {
+	return fmt.Sprintf(`log stderr all;
+router id %[1]s;
+protocol device { scan time 2; }
+protocol direct { ipv4; interface "eth0"; }
+protocol kernel {
+	ipv4 { import none; export where source = RTS_BGP; };
+}
+protocol static {
+	ipv4;
+	route %[3]s blackhole;
+}
+protocol bgp calico {
+	local %[1]s as 65010;
+	neighbor %[2]s as 64512;
+	ipv4 { import all; export where source = RTS_STATIC; };
+}
+`, routerID, nodeIP, originate)
+}
+
+// TestBIRDInterop: BIRD 2, a foreign BGP implementation, peers with a calico
+// node added as a node-specific peer (`calicoctl node bgp peer add`). BIRD
+// learns the node's workload block and installs it in its own kernel table;
+// the node learns the route BIRD originates and installs it. A ping from
+// BIRD's namespace to the workload then travels the routes BGP spread.
+// Removing the peer withdraws both ways.
+func TestBIRDInterop(t *testing.T) {
+	w := newWorld(t, 1)
+	h1 := w.hosts[0]
+	birdHost, err := w.lab.AddHost("bird", w.fab, "10.0.0.10/24", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.startEtcd(h1)
+	w.startNode(h1)
+	w.ok(h1, "pool", "add", "192.168.80.0/24")
+	w.ok(h1, "profile", "add", "P")
+	w.ok(h1, "profile", "P", "rule", "add", "inbound", "allow", "icmp", "from", "cidr", "10.0.0.0/24")
+	_, ip := w.addWorkload(h1, "w1", "auto")
+	w.ok(h1, "container", "w1", "profile", "append", "P")
+	var blocks []struct{ CIDR string }
+	if err := json.Unmarshal([]byte(w.ok(h1, "ipam", "show", "-o", "json")), &blocks); err != nil || len(blocks) != 1 {
+		t.Fatalf("ipam show: %v %+v", err, blocks)
+	}
+	block := blocks[0].CIDR
+	const originated = "203.0.113.0/24"
+
+	dir := t.TempDir()
+	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
+	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), h1.Addr(), originated)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bird, err := birdHost.Start("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- BIRD log\n%s", clip(bird.Log()))
+		}
+		bird.Stop() // by its process group; before the lab closes
+	})
+	birdc := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, _ := birdHost.Run(ctx, append([]string{"birdc", "-s", sock}, args...)...)
+		return out
+	}
+	ipRoute := func(h *lab.Host, dst string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, _ := h.Run(ctx, "ip", "route", "show", dst)
+		return strings.TrimSpace(out)
+	}
+
+	start := time.Now()
+	w.ok(h1, "node", "bgp", "peer", "add", birdHost.Addr().String(), "as", "65010")
+	established := waitFor(t, 60*time.Second, "BIRD's session with the calico node", func() (bool, string) {
+		out := birdc("show", "protocols", "calico")
+		return strings.Contains(out, "Established"), out
+	})
+	learned := waitFor(t, 30*time.Second, "BIRD to learn the workload block "+block, func() (bool, string) {
+		out := birdc("show", "route", "for", ip.String())
+		// "192.168.80.128/26 unicast [calico ...] * (100) [AS64512i] via 10.0.0.1": from our session.
+		return strings.Contains(out, block) && strings.Contains(out, "via "+h1.Addr().String()) && strings.Contains(out, "[calico "), out
+	})
+	waitFor(t, 30*time.Second, "BIRD to install the block in its kernel table", func() (bool, string) {
+		out := ipRoute(birdHost, block)
+		return strings.Contains(out, "via "+h1.Addr().String()) && strings.Contains(out, "proto bird"), out
+	})
+	waitFor(t, 30*time.Second, "the calico node to install BIRD's route "+originated, func() (bool, string) {
+		out := ipRoute(h1, originated)
+		return strings.Contains(out, "via "+birdHost.Addr().String()) && strings.Contains(out, "proto 80"), out
+	})
+	installed := time.Since(start)
+	// The agent reports sessions once a second or so.
+	waitFor(t, 20*time.Second, "calicoctl status to show the BIRD session established", func() (bool, string) {
+		status := w.ok(h1, "status")
+		for _, l := range strings.Split(status, "\n") {
+			if f := strings.Fields(l); len(f) >= 4 && f[0] == birdHost.Addr().String() && f[1] == "node" && f[2] == "65010" && f[3] == "Established" {
+				return true, status
+			}
+		}
+		return false, status
+	})
+	// The data path the routes describe: BIRD's namespace reaches the
+	// workload through the block route it learned.
+	birdToWorkload := ping(birdHost.Netns, ip)
+	if !birdToWorkload {
+		t.Errorf("BIRD's namespace cannot ping the workload %s over the learned route", ip)
+	}
+	t.Logf("FIGURE: BIRD interop: session Established %s after `node bgp peer add`; BIRD had the block %s %s after it; the node installed BIRD's %s %s after it; ping BIRD->workload ok=%v",
+		established.Round(time.Millisecond), block, (established + learned).Round(time.Millisecond), originated, installed.Round(time.Millisecond), birdToWorkload)
+
+	// Withdrawal: removing the peer ends the session; each side drops what
+	// it learned from the other.
+	w.ok(h1, "node", "bgp", "peer", "remove", birdHost.Addr().String())
+	withdrawn := waitFor(t, 60*time.Second, "both sides to drop each other's routes", func() (bool, string) {
+		a, b := ipRoute(h1, originated), ipRoute(birdHost, block)
+		return a == "" && b == "", "calico node: " + a + "\nBIRD: " + b
+	})
+	t.Logf("FIGURE: BIRD interop: routes withdrawn on both sides %s after `node bgp peer remove`", withdrawn.Round(time.Millisecond))
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/calico-go/calico/internal/dockertest"
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -34,7 +35,7 @@ func newDockerWorld(t *testing.T) *dockerWorld {
 	dw := &dockerWorld{engines: map[string]*dockertest.Client{}, run: fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)}
 	requireNoOtherPlugin(t)
 	o := walkthrough.Options{
-		Bin: binDir, Prefix: prefix, Progress: testWriter{t},
+		Bin: e2etest.BinDir, Prefix: prefix, Progress: e2etest.Writer{T: t},
 		HostNodeArgs: func(ctx context.Context, h *lab.Host) ([]string, error) {
 			if h.Label == "host1" {
 				dw.engines["host1"] = machine
@@ -66,7 +67,7 @@ func newDockerWorld(t *testing.T) *dockerWorld {
 	dw.World = w
 	t.Cleanup(func() {
 		if t.Failed() {
-			dumpLogs(t, w)
+			e2etest.DumpLogs(t, w, 60)
 		}
 		// Containers and networks first, while the drivers still answer;
 		// then the agents; then the second engine.
@@ -144,7 +145,7 @@ func (dw *dockerWorld) ctl(t *testing.T, host string, args ...string) (string, e
 		"CALICO_NODENAME=" + host,
 		"CALICO_STATE_DIR=" + dw.StateDir,
 		"DOCKER_HOST=" + dw.engines[host].Host,
-		filepath.Join(binDir, "calicoctl")}, args...)
+		filepath.Join(e2etest.BinDir, "calicoctl")}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := h.Run(ctx, argv...)
@@ -262,27 +263,8 @@ func waitFor(t *testing.T, d time.Duration, what string, fn func() error) {
 	}
 }
 
-func dumpLogs(t *testing.T, w *walkthrough.World) {
-	logs, _ := filepath.Glob(filepath.Join(w.StateDir, "log", "calico", "*", "calico-node.log"))
-	for _, l := range logs {
-		b, _ := os.ReadFile(l)
-		lines := strings.Split(string(b), "\n")
-		if len(lines) > 60 {
-			lines = lines[len(lines)-60:]
-		}
-		t.Logf("--- %s\n%s", l, strings.Join(lines, "\n"))
-	}
-}
-
 // agentLog is host's calico-node log so far.
 func (dw *dockerWorld) agentLog(host string) string {
 	b, _ := os.ReadFile(filepath.Join(dw.StateDir, "log", "calico", host, "calico-node.log"))
 	return string(b)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -12,14 +12,10 @@ package faults
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -35,33 +31,7 @@ const (
 	restartTime = 10 * time.Second
 )
 
-var binDir string
-
-func TestMain(m *testing.M) {
-	binDir = os.Getenv("CALICO_BIN")
-	cleanup := func() {}
-	if binDir == "" {
-		dir, err := os.MkdirTemp("", "calico-faults-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		cleanup = func() { os.RemoveAll(dir) }
-		cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			cleanup()
-			fmt.Fprintln(os.Stderr, "build:", err)
-			os.Exit(1)
-		}
-		binDir = dir
-	}
-	// Leftovers of an earlier run that was killed outright.
-	walkthrough.Down(labPrefix)
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { e2etest.Main(m, labPrefix, nil) }
 
 // nodeArgs are the `calicoctl node` flags every node of the world runs with.
 func nodeArgs() []string {
@@ -75,7 +45,7 @@ func newWorld(t *testing.T) *walkthrough.World {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w, err := walkthrough.Build(ctx, walkthrough.Options{
-		Bin: binDir, Prefix: labPrefix, Progress: testWriter{t},
+		Bin: e2etest.BinDir, Prefix: labPrefix, Progress: e2etest.Writer{T: t},
 		PoolArgs: []string{"--nat-outgoing"},
 		NodeArgs: nodeArgs(),
 	})
@@ -84,7 +54,7 @@ func newWorld(t *testing.T) *walkthrough.World {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			dumpLogs(t, w)
+			e2etest.DumpLogs(t, w, 60)
 		}
 		w.Close()
 	})
@@ -92,26 +62,6 @@ func newWorld(t *testing.T) *walkthrough.World {
 		t.Fatal(err)
 	}
 	return w
-}
-
-// dumpLogs shows the end of the agents' logs when a test fails.
-func dumpLogs(t *testing.T, w *walkthrough.World) {
-	logs, _ := filepath.Glob(filepath.Join(w.StateDir, "log", "calico", "*", "calico-node.log"))
-	for _, l := range logs {
-		b, _ := os.ReadFile(l)
-		lines := strings.Split(string(b), "\n")
-		if len(lines) > 40 {
-			lines = lines[len(lines)-40:]
-		}
-		t.Logf("--- %s\n%s", l, strings.Join(lines, "\n"))
-	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -1,0 +1,76 @@
+// Package e2etest is what the end-to-end test packages (test/...) share:
+// the binaries under test, a TestMain, and the agents' logs on failure.
+package e2etest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// BinDir holds calicoctl and calico-node: $CALICO_BIN (make test sets it
+// to bin/), else a build made for this run.
+var BinDir string
+
+// Main runs a test package: it finds or builds the binaries, removes what
+// an earlier run of the package that was killed outright left behind
+// (labs with prefix), runs setup, then the tests, and exits.
+func Main(m *testing.M, prefix string, setup func() error) {
+	BinDir = os.Getenv("CALICO_BIN")
+	cleanup := func() {}
+	if BinDir == "" {
+		dir, err := os.MkdirTemp("", "calico-test-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		// Test packages live in test/NAME, two levels below the module.
+		cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			cleanup()
+			fmt.Fprintln(os.Stderr, "build:", err)
+			os.Exit(1)
+		}
+		BinDir = dir
+	}
+	walkthrough.Down(prefix)
+	if setup != nil {
+		if err := setup(); err != nil {
+			cleanup()
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// DumpLogs shows the last lines of every agent's log of w: when a test
+// fails, that is where the cause is.
+func DumpLogs(t testing.TB, w *walkthrough.World, lines int) {
+	logs, _ := filepath.Glob(filepath.Join(w.StateDir, "log", "calico", "*", "calico-node.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		ls := strings.Split(string(b), "\n")
+		if len(ls) > lines {
+			ls = ls[len(ls)-lines:]
+		}
+		t.Logf("--- %s\n%s", l, strings.Join(ls, "\n"))
+	}
+}
+
+// Writer sends progress lines to the test log.
+type Writer struct{ T testing.TB }
+
+func (w Writer) Write(p []byte) (int, error) {
+	w.T.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -23,5 +23,10 @@ test: deps build vet
 demo: deps build
 	$(BIN)/calicoctl demo
 
+# Throughput, latency, setup, policy and control-plane figures side by side
+# (about 12 minutes); writes bench/results.json, results.md and PNG plots.
+bench: deps build
+	$(BIN)/calicoctl bench
+
 clean:
 	rm -rf $(BIN)

@@ -14,7 +14,7 @@ import (
 	"github.com/calico-go/calico/internal/output"
 )
 
-const containerUsage = `  calicoctl container add NAME (IP|auto|auto6) [IP...] [--netns PATH] [--interface eth0]
+const containerUsage = `  calicoctl container add NAME (IP|auto|auto6) [IP...] [--netns PATH] [--interface eth0] [--profile P[,P...]]
   calicoctl container remove NAME
   calicoctl container NAME ip (add|remove) IP
   calicoctl container NAME profile (append|remove|set) PROFILE [PROFILE...]
@@ -37,25 +37,24 @@ func containerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var profiles string
+			values := map[string]*string{"--netns": &netns, "--interface": &iface, "--profile": &profiles}
 			for i := 0; i < len(args); i++ {
 				a := args[i]
+				name, value, hasValue := strings.Cut(a, "=")
+				target, isValueFlag := values[name]
 				switch {
 				case a == "-h" || a == "--help":
 					return cmd.Help()
-				case a == "--netns" || a == "--interface":
-					if i+1 >= len(args) {
-						return fmt.Errorf("%s needs a value", a)
+				case isValueFlag:
+					if !hasValue {
+						if i+1 >= len(args) {
+							return fmt.Errorf("%s needs a value", a)
+						}
+						i++
+						value = args[i]
 					}
-					if a == "--netns" {
-						netns = args[i+1]
-					} else {
-						iface = args[i+1]
-					}
-					i++
-				case strings.HasPrefix(a, "--netns="):
-					netns = strings.TrimPrefix(a, "--netns=")
-				case strings.HasPrefix(a, "--interface="):
-					iface = strings.TrimPrefix(a, "--interface=")
+					*target = value
 				case strings.HasPrefix(a, "-"):
 					return fmt.Errorf("unknown flag %s; usage:\n%s", a, containerUsage)
 				default:
@@ -70,12 +69,16 @@ func containerCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			return runContainer(cmd, c, rest, netns, iface)
+			var profileList []string
+			if profiles != "" {
+				profileList = strings.Split(profiles, ",")
+			}
+			return runContainer(cmd, c, rest, netns, iface, profileList)
 		},
 	}
 }
 
-func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, iface string) error {
+func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, iface string, profiles []string) error {
 	ctx := cmd.Context()
 	usage := fmt.Errorf("unrecognised container command %q; usage:\n%s", strings.Join(args, " "), containerUsage)
 	node, err := thisNode(cmd, c)
@@ -87,13 +90,13 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		if len(args) < 3 {
 			return usage
 		}
-		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: "netns"}
+		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: "netns", Profiles: profiles}
 		if netns == "" {
 			ctr, err := docker.NewEngine().Inspect(ctx, args[1])
 			if err != nil {
 				return err
 			}
-			if req, err = dockerwatch.Request(ctx, c, node, ctr, args[2:], nil); err != nil {
+			if req, err = dockerwatch.Request(ctx, c, node, ctr, args[2:], profiles); err != nil {
 				return err
 			}
 			// The workload keeps the name the user gave (a name or an id),

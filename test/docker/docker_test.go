@@ -25,13 +25,12 @@ func TestDockerWalkthrough(t *testing.T) {
 	dw.docker(t, h1, "run", "--net=none", "--name", w1, "-tid", img)
 	dw.docker(t, h1, "run", "--net=none", "--name", w2, "-tid", img)
 	dw.docker(t, h2, "run", "--net=none", "--name", w3, "-tid", img)
-	dw.mustCtl(t, h1, "container", "add", w1, "192.168.100.1")
-	dw.mustCtl(t, h1, "container", "add", w2, "192.168.100.2")
-	dw.mustCtl(t, h2, "container", "add", w3, "192.168.100.3")
 	dw.mustCtl(t, h1, "profile", "add", "PROF_1_3")
 	dw.mustCtl(t, h1, "profile", "add", "PROF_2")
+	dw.mustCtl(t, h1, "container", "add", w1, "192.168.100.1")
+	dw.mustCtl(t, h1, "container", "add", w2, "192.168.100.2", "--profile", "PROF_2") // one command
+	dw.mustCtl(t, h2, "container", "add", w3, "192.168.100.3")
 	dw.mustCtl(t, h1, "container", w1, "profile", "append", "PROF_1_3")
-	dw.mustCtl(t, h1, "container", w2, "profile", "append", "PROF_2")
 	dw.mustCtl(t, h2, "container", w3, "profile", "append", "PROF_1_3")
 	t.Run("container add: same profile reaches across hosts, other profiles do not", func(t *testing.T) {
 		dw.expectReach(t, h1, w1, "192.168.100.3", true)

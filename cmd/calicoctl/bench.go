@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/calico-go/calico/internal/bench"
+)
+
+func benchCmd() *cobra.Command {
+	var out string
+	var quick bool
+	var only []string
+	cmd := &cobra.Command{
+		Use:   "bench [--out DIR] [--quick] [--only SECTION,...]",
+		Short: "Measure throughput, latency, endpoint setup, policy scale and BGP convergence on namespace hosts",
+		Long: `Builds namespace labs on this machine (as ` + "`calicoctl demo`" + ` does) and measures,
+side by side in one run:
+
+  throughput    iperf3 host-to-host, workload-to-workload across hosts and on
+                one host, and a bare veth; 1 and 4 streams, 3 runs each; then
+                the cross-host pair with the nftables ruleset on and off
+  vxlan         iperf3 across a router: host-to-host and a VXLAN pool
+  latency       qperf tcp_lat/tcp_bw across hosts (netperf TCP_RR if qperf is
+                missing) with 0, 100 and 1000 rules and endpoints, against a
+                control pair whose policy never changes
+  setup         container add (and the in-process call) to reachable from
+                another host, 200 workloads one by one and in bursts of 20
+  policy        1000 endpoints in 100 profiles on one host: cold start, cost
+                of one more endpoint, agent memory
+  controlplane  BGP full mesh of 5, 10, 20 hosts: new route on every host,
+                idle agent CPU
+
+Writes DIR/results.json, DIR/results.md (metric, value, target, met?) and
+PNG plots. The full run takes about 12 minutes, --quick about 3. Progress
+goes to stderr. Needs root, iperf3 and qperf (or netperf). Missed targets are
+reported, not errors: the exit status is non-zero only when a section could
+not run.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			res, err := bench.Run(cmd.Context(), bench.Options{
+				Bin:      filepath.Dir(self),
+				Out:      out,
+				Quick:    quick,
+				Only:     only,
+				Progress: os.Stderr,
+			})
+			if res != nil {
+				met, missed := 0, 0
+				for _, m := range res.Metrics {
+					if m.Met != nil && *m.Met {
+						met++
+					} else if m.Met != nil {
+						missed++
+					}
+				}
+				fmt.Printf("%d targets met, %d missed; results in %s\n", met, missed,
+					strings.Join([]string{filepath.Join(out, "results.md"), filepath.Join(out, "results.json")}, " and "))
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "bench", "directory for results.json, results.md and the plots")
+	cmd.Flags().BoolVar(&quick, "quick", false, "fewer and shorter runs with smaller counts: a smoke test of a few minutes")
+	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these sections (comma-separated): "+strings.Join(bench.Sections, ", "))
+	return cmd
+}

@@ -1,0 +1,217 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"image/png"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binDir returns CALICO_BIN, or builds both programs into a temporary
+// directory (as the end-to-end tests do) when it is not set.
+func binDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("CALICO_BIN"); d != "" {
+		return d
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building calicoctl and calico-node: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// TestQuickThroughputPair runs the real command path on the smallest
+// section there is: one iperf3 pair (host to host and workload to workload
+// across hosts, one short run), then checks that results.json,
+// results.md and the throughput plot are written and parse, and that bytes
+// actually moved on both paths.
+func TestQuickThroughputPair(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test builds network namespaces and needs root (CI runs as root)")
+	}
+	bin := binDir(t)
+	out := t.TempDir()
+	plan := QuickPlan()
+	plan.Seconds, plan.Streams, plan.Paths = 1, []int{1}, []string{pathHost, pathCross}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Bin: bin, Out: out, Quick: true, Only: []string{SecThroughput}, Plan: &plan, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Results
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("results.json does not parse: %v", err)
+	}
+	if len(got.Throughput) != 2 {
+		t.Fatalf("results.json has %d throughput results, want 2 (host-to-host and cross-host): %+v", len(got.Throughput), got.Throughput)
+	}
+	for _, tr := range got.Throughput {
+		if len(tr.Gbps) != 1 || tr.Median <= 0 {
+			t.Errorf("%s: no data moved: %+v", tr.Path, tr)
+		}
+	}
+	if c := find(got.Throughput, pathCross, 1); c == nil || c.Ratio <= 0 {
+		t.Errorf("cross-host path has no ratio to host-to-host: %+v", c)
+	}
+	if len(got.Metrics) != len(res.Metrics) || len(got.Metrics) == 0 {
+		t.Errorf("metrics in results.json: %d, in memory: %d", len(got.Metrics), len(res.Metrics))
+	}
+
+	md, err := os.ReadFile(filepath.Join(out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| metric | value | target | met? |", pathCross + " / " + pathHost, "![throughput](throughput.png)"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	checkPNG(t, filepath.Join(out, plotThroughput))
+}
+
+// TestWritersAllSections feeds the writers results for every section and
+// checks each plot decodes as a PNG and each section appears in the report.
+func TestWritersAllSections(t *testing.T) {
+	dir := t.TempDir()
+	res := sampleResults()
+	if err := write(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{plotThroughput, plotSetup, plotLatency, plotControlPlane} {
+		checkPNG(t, filepath.Join(dir, f))
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Control plane", "**no**", "| yes |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+	var back Results
+	b, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("results.json does not parse: %v", err)
+	}
+	if len(back.Plots) != 4 {
+		t.Errorf("plots recorded: %v", back.Plots)
+	}
+}
+
+func sampleResults() *Results {
+	r := newResults(Options{Quick: true}, QuickPlan(), Sections)
+	r.Throughput = []ThroughputResult{
+		{Path: pathHost, Streams: 1, Gbps: []float64{5, 6, 7}, Median: 6, Min: 5, Max: 7},
+		{Path: pathCross, Baseline: pathHost, Streams: 1, Gbps: []float64{5.5, 6, 6.2}, Median: 6, Min: 5.5, Max: 6.2, Ratio: 1},
+		{Path: pathHost, Streams: 4, Gbps: []float64{7}, Median: 7, Min: 7, Max: 7},
+		{Path: pathCross, Baseline: pathHost, Streams: 4, Gbps: []float64{6}, Median: 6, Min: 6, Max: 6, Ratio: 0.857},
+	}
+	r.metric(SecThroughput, "cross / host", 1, "ratio", ">=", 0.95, "")
+	r.metric(SecThroughput, "cross / host, 4", 0.857, "ratio", ">=", 0.95, "")
+	r.Latency = []LatencyLevel{{Level: 0, Tool: "qperf", RTTUs: []float64{40}, RTTMed: 40, BWMed: 5}, {Level: 100, Tool: "qperf", RTTUs: []float64{42}, RTTMed: 42, BWMed: 5, Overhead: 0.05}}
+	r.Setup = []SetupMode{{Mode: "in-process, one by one", Samples: []float64{10, 20, 30, 400}, P50: 25, P99: 390}, {Mode: "calicoctl, one by one", Samples: []float64{100, 200}}}
+	r.Policy = &PolicyScale{Endpoints: 1000, Profiles: 100, AddOne: []AddOne{{Existing: 10, MedianMs: 40}, {Existing: 1000, MedianMs: 50}}}
+	r.ControlPlane = []MeshResult{{Hosts: 5, P50Ms: 80, MaxMs: 90}, {Hosts: 10, P50Ms: 100, MaxMs: 120}}
+	return r
+}
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Errorf("plot not written: %v", err)
+		return
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Errorf("%s is not a PNG: %v", path, err)
+		return
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+		t.Errorf("%s is only %dx%d", path, b.Dx(), b.Dy())
+	}
+}
+
+func TestParseQperf(t *testing.T) {
+	out := "tcp_lat:\n    latency  =  27.4 us\ntcp_bw:\n    bw  =  1.17 GB/sec\n"
+	rtt, bw, err := parseQperf(out, true)
+	if err != nil || math.Abs(rtt-54.8) > 1e-9 || math.Abs(bw-9.36) > 1e-9 {
+		t.Errorf("parseQperf = %v, %v, %v; want 54.8 us round trip, 9.36 Gbit/s", rtt, bw, err)
+	}
+	if _, _, err := parseQperf("qperf: failed to connect", false); err == nil {
+		t.Error("garbage accepted")
+	}
+	if rtt, _, err := parseQperf("tcp_lat:\n    latency  =  1.5 ms\n", false); err != nil || rtt != 3000 {
+		t.Errorf("latency only: %v, %v", rtt, err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	xs := []float64{5, 1, 3, 2, 4}
+	if m := median(xs); m != 3 {
+		t.Errorf("median = %v", m)
+	}
+	if p := percentile(xs, 99); math.Abs(p-4.96) > 1e-9 {
+		t.Errorf("p99 = %v", p)
+	}
+	if p := percentile(nil, 50); p != 0 {
+		t.Errorf("empty p50 = %v, want 0 (JSON has no NaN)", p)
+	}
+}
+
+func TestBaseChains(t *testing.T) {
+	out := `table inet calico {
+	chain fwd-from-wl {
+		type filter hook forward priority filter - 1; policy accept;
+		ct state established,related accept
+		iifname vmap @from-wl
+	}
+	chain ep-in-x {
+		drop
+	}
+	chain from-wl-src {
+		type filter hook prerouting priority raw; policy accept;
+		iifname != "cali*" accept
+	}
+}`
+	cs := baseChains(out)
+	if len(cs) != 2 || cs[0].hook != "forward" || cs[1].hook != "prerouting" || len(cs[0].rules) != 2 || cs[1].rules[0] != `iifname != "cali*" accept` {
+		t.Errorf("baseChains = %+v", cs)
+	}
+}
+
+func TestEchoRequest(t *testing.T) {
+	b := echoRequest(0x1234, 7)
+	if checksum(b) != 0 {
+		t.Error("echo request checksum does not verify")
+	}
+	reply := append([]byte{0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}, b...)
+	reply[20] = 0 // echo reply
+	if !isEchoReply(reply, 0x1234) || isEchoReply(reply, 0x4321) {
+		t.Error("isEchoReply does not match on the id")
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

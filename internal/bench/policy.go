@@ -1,0 +1,257 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/calico-go/calico/internal/lab"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// PolicyScale is one host carrying many endpoints in many profiles.
+type PolicyScale struct {
+	Endpoints int `json:"endpoints"` // on host 1 at the end, the timed ones included
+	Profiles  int `json:"profiles"`
+	// AddOne is the cost of one more endpoint at each count of existing ones.
+	AddOne []AddOne `json:"addOne"`
+	// ColdStart: the agent stopped, its nftables table and routes deleted,
+	// then `calicoctl node` again: seconds until the command returned (the
+	// agent reported ready) and until every endpoint had its route and its
+	// nftables dispatch entry.
+	ColdStartReadySeconds float64 `json:"coldStartReadySeconds"`
+	ColdStartSeconds      float64 `json:"coldStartSeconds"`
+	RSSMB                 float64 `json:"rssMB"` // agent VmRSS with all endpoints, before the restart
+	RSSAfterRestartMB     float64 `json:"rssAfterRestartMB"`
+}
+
+// AddOne is the cost of adding one endpoint next to Existing others.
+type AddOne struct {
+	Existing  int       `json:"existing"`
+	LatencyMs []float64 `json:"latencyMs"` // in-process call start -> reachable from host 2
+	CPUMs     []float64 `json:"agentCpuMs"`
+	MedianMs  float64   `json:"medianMs"`
+	CPUMedMs  float64   `json:"agentCpuMedianMs"`
+}
+
+const policyPool = "10.66.0.0/16"
+
+// runPolicy fills host 1 with ScaleEndpoints endpoints in ScaleProfiles
+// profiles, timing one more endpoint at each AddAt count, then restarts
+// its agent cold.
+func runPolicy(ctx context.Context, r *runner) error {
+	w, err := r.buildWorld(ctx, walkthrough.Options{})
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	if _, err := w.Ctl(ctx, h1, "pool", "add", policyPool, "--nat-outgoing"); err != nil {
+		return err
+	}
+	if _, err := w.Ctl(ctx, h1, "profile", "add", benchProfile); err != nil {
+		return err
+	}
+	nprof := max(r.plan.ScaleProfiles, 1)
+	if err := w.ensureProfiles(ctx, "POL", nprof); err != nil {
+		return err
+	}
+	probeWl, err := w.addWorkload(ctx, h2, "probe", "auto", benchProfile)
+	if err != nil {
+		return err
+	}
+	p, err := newProber(probeWl.Netns)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+
+	ps := &PolicyScale{Profiles: nprof}
+	r.res.Policy = ps // filled in as it goes, so a failure keeps what was measured
+	existing := 0
+	at := slices.Clone(r.plan.AddAt)
+	slices.Sort(at)
+	at = append(at, r.plan.ScaleEndpoints) // fill up to the full count at the end
+	for i, n := range at {
+		if n > existing {
+			r.prog.logf("policy: filling %s to %d endpoints in %d profiles", h1.Label, n, nprof)
+			t0 := time.Now()
+			err := w.addMany(ctx, h1, "pe", existing, n, func(i int) string { return profileName("POL", i%nprof) }, "policy endpoints")
+			if err != nil {
+				return err
+			}
+			r.prog.logf("policy: %d endpoints added in %.1f s", n-existing, time.Since(t0).Seconds())
+			existing = n
+		}
+		if _, err := w.settle(ctx, h1, 60*time.Second); err != nil {
+			return err
+		}
+		if i == len(at)-1 {
+			break // the fill to the full count is not an AddAt point
+		}
+		a := AddOne{Existing: existing}
+		for k := range r.plan.AddSamples {
+			lat, cpu, err := w.timeOneMore(ctx, h1, fmt.Sprintf("one-%d-%d", n, k), p)
+			if err != nil {
+				return err
+			}
+			a.LatencyMs = append(a.LatencyMs, round(ms(lat), 2))
+			a.CPUMs = append(a.CPUMs, round(ms(cpu), 1))
+			existing++
+		}
+		a.MedianMs = round(median(a.LatencyMs), 2)
+		a.CPUMedMs = round(median(a.CPUMs), 1)
+		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable, agent CPU %.0f ms", a.Existing, a.MedianMs, a.CPUMedMs)
+		ps.AddOne = append(ps.AddOne, a)
+		ps.Endpoints = existing
+	}
+	ps.Endpoints = existing
+	pid, err := w.agentPID(h1)
+	if err != nil {
+		return err
+	}
+	if ps.RSSMB, err = rssMB(pid); err != nil {
+		return err
+	}
+	if err := w.coldStart(ctx, r, h1, existing, ps); err != nil {
+		return err
+	}
+
+	r.res.metric(SecPolicy, fmt.Sprintf("cold start: program %d endpoints in %d profiles", ps.Endpoints, nprof), round(ps.ColdStartSeconds, 3), "s", "<=", 1,
+		fmt.Sprintf("agent ready after %.2f s", ps.ColdStartReadySeconds))
+	for _, a := range ps.AddOne {
+		r.res.metric(SecPolicy, fmt.Sprintf("add one endpoint next to %d", a.Existing), a.MedianMs, "ms", "", 0,
+			fmt.Sprintf("to reachable from host 2; agent CPU %.0f ms", a.CPUMedMs))
+	}
+	if len(ps.AddOne) >= 2 {
+		lo, hi := ps.AddOne[0], ps.AddOne[len(ps.AddOne)-1]
+		if lo.MedianMs > 0 {
+			r.res.metric(SecPolicy, fmt.Sprintf("add one endpoint: next to %d / next to %d", hi.Existing, lo.Existing), round(hi.MedianMs/lo.MedianMs, 2), "ratio", "<=", 1.5, "time to reachable")
+		}
+		if lo.CPUMedMs > 0 {
+			r.res.metric(SecPolicy, fmt.Sprintf("agent CPU per added endpoint: next to %d / next to %d", hi.Existing, lo.Existing), round(hi.CPUMedMs/lo.CPUMedMs, 2), "ratio", "", 0,
+				fmt.Sprintf("%.0f ms against %.0f ms", hi.CPUMedMs, lo.CPUMedMs))
+		}
+	}
+	r.res.metric(SecPolicy, fmt.Sprintf("agent RSS at %d endpoints", ps.Endpoints), round(ps.RSSMB, 1), "MB", "<=", 60,
+		fmt.Sprintf("%.1f MB after the cold start", ps.RSSAfterRestartMB))
+	return nil
+}
+
+// timeOneMore adds one workload in profile BENCH through the in-process
+// call and measures until the probe on host 2 gets echo replies, and the
+// agent CPU time it cost (until the agent is idle again).
+func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *prober) (time.Duration, time.Duration, error) {
+	pid, err := w.agentPID(h)
+	if err != nil {
+		return 0, 0, err
+	}
+	ns, err := w.Lab.AddWorkloadNetns(h, name)
+	if err != nil {
+		return 0, 0, err
+	}
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	wl, err := w.attach(ctx, h, ns, name, "auto", benchProfile)
+	if err != nil {
+		return 0, 0, err
+	}
+	// The address is known once the call returns; pinging starts then, and
+	// a workload already programmed answers the first echo.
+	at, err := p.wait(ctx, p.watch(wl.IP), setupTimeout)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s (%s) on %s: %w", name, wl.IP, h.Label, err)
+	}
+	if _, err := w.settle(ctx, h, 20*time.Second); err != nil {
+		return 0, 0, err
+	}
+	cpu1, err := cpuTime(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	return at.Sub(t0), cpu1 - cpu0, nil
+}
+
+// coldStart stops h's agent, deletes what it programmed (our nftables table
+// and our routes), starts it again with `calicoctl node`, and times until
+// every local endpoint has its /32 route and its dispatch entry again.
+func (w *world) coldStart(ctx context.Context, r *runner, h *lab.Host, endpoints int, ps *PolicyScale) error {
+	r.prog.logf("policy: cold start of %s's agent with %d endpoints", h.Label, endpoints)
+	if _, err := w.Ctl(ctx, h, "node", "stop"); err != nil {
+		return err
+	}
+	if _, err := h.Run(ctx, "nft", "delete", "table", "inet", "calico"); err != nil {
+		return err
+	}
+	if _, err := h.Run(ctx, "ip", "route", "flush", "proto", fmt.Sprint(routeProto)); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if _, err := w.Ctl(ctx, h, "node", "--ip="+h.Addr().String(), "--name="+h.Label); err != nil {
+		return err
+	}
+	ps.ColdStartReadySeconds = round(time.Since(t0).Seconds(), 3)
+	deadline := t0.Add(2 * time.Minute)
+	for {
+		routes, err := localRoutes(h)
+		if err != nil {
+			return err
+		}
+		entries := 0
+		if routes >= endpoints {
+			// nft runs as a process; only ask once the routes are there.
+			if entries, err = nftCount(ctx, h, "to-wl"); err != nil {
+				entries = 0 // the table may not exist yet
+			}
+		}
+		if routes >= endpoints && entries >= endpoints {
+			ps.ColdStartSeconds = round(time.Since(t0).Seconds(), 3)
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cold start: after 2 minutes %s has %d of %d workload routes and %d dispatch entries", h.Label, routes, endpoints, entries)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.settle(ctx, h, 30*time.Second)
+	pid, err := w.agentPID(h)
+	if err != nil {
+		return err
+	}
+	ps.RSSAfterRestartMB, _ = rssMB(pid)
+	return nil
+}
+
+// localRoutes counts our /32 routes on h: one per local workload address.
+func localRoutes(h *lab.Host) (int, error) {
+	nl := h.Netlink()
+	if nl == nil {
+		return 0, lab.ErrClosed
+	}
+	rs, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProto}, netlink.RT_FILTER_PROTOCOL)
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		return 0, nil // the table changed while read: count again next time
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, rt := range rs {
+		if rt.Dst != nil {
+			if ones, _ := rt.Dst.Mask.Size(); ones == 32 {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,523 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	calicoclient "github.com/calico-go/calico/internal/client"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/lab"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// Throughput path names; a ratio is always taken against a path measured in
+// the same world, in the same run.
+const (
+	pathHost     = "host-to-host"
+	pathRawVeth  = "raw veth"
+	pathCross    = "workload, cross-host, no encap"
+	pathSameHost = "workload, same host"
+	pathTable    = "workload, cross-host, saved ruleset, agents stopped"
+	pathNoTable  = "workload, cross-host, no ruleset, agents stopped"
+	pathHostRtr  = "host-to-host via router"
+	pathVXLAN    = "workload, VXLAN via router"
+	benchProfile = "BENCH"
+)
+
+// tpath is one iperf3 path: client sends to server's ip.
+type tpath struct {
+	name, baseline string
+	server, client *lab.Netns
+	ip             netip.Addr
+	op             string // target on the ratio: ">=" or ""
+	target         float64
+}
+
+// runThroughput measures, on one L2 fabric with policy and NAT active: host
+// to host (the baseline), workload to workload across hosts and on one host,
+// and two namespaces joined by a bare veth (what one veth hop costs).
+func runThroughput(ctx context.Context, r *runner) error {
+	w, err := r.buildWorld(ctx, walkthrough.Options{})
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	wls, err := w.profiledWorkloads(ctx, []wlSpec{{h1, "tp-a1", "192.168.100.1"}, {h1, "tp-a2", "192.168.100.2"}, {h2, "tp-b1", "192.168.100.65"}})
+	if err != nil {
+		return err
+	}
+	rawA, rawB, err := rawVeth(w.Lab)
+	if err != nil {
+		return err
+	}
+	paths := []tpath{
+		{name: pathHost, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
+		{name: pathRawVeth, server: rawA, client: rawB, ip: netip.MustParseAddr("10.99.0.1")},
+		{name: pathCross, baseline: pathHost, server: wls[0].Netns, client: wls[2].Netns, ip: wls[0].IP, op: ">=", target: 0.95},
+		{name: pathSameHost, baseline: pathHost, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 1.0},
+	}
+	if len(r.plan.Paths) > 0 {
+		paths = slices.DeleteFunc(paths, func(p tpath) bool { return !slices.Contains(r.plan.Paths, p.name) })
+	}
+	res, err := r.iperfPaths(ctx, paths)
+	if err != nil {
+		return err
+	}
+	r.addThroughput(SecThroughput, paths, res)
+	// Read the ruleset and links now: policyCost deletes the tables.
+	r.datapathFindings(ctx, w, "flat fabric", wls[0])
+	r.packetSizeFinding(ctx, "flat fabric", wls[2], wls[0])
+	if len(r.plan.Paths) == 0 || slices.Contains(r.plan.Paths, pathNoTable) {
+		if err := r.policyCost(ctx, w, wls[2], wls[0]); err != nil {
+			return err
+		}
+	}
+	// Same host against the raw veth, for the record: two veth hops and a
+	// forward against one hop.
+	for _, st := range r.plan.Streams {
+		s, v := find(res, pathSameHost, st), find(res, pathRawVeth, st)
+		if s != nil && v != nil && v.Median > 0 {
+			r.res.metric(SecThroughput, fmt.Sprintf("same host / raw veth, %s", streamsName(st)), pairedRatio(s.Gbps, v.Gbps), "ratio", "", 0, "informational: one veth hop is the floor")
+		}
+	}
+	return nil
+}
+
+// runVXLAN measures, with host 2 behind a router and a VXLAN pool: host to
+// host through the router (the baseline) and workload to workload.
+func runVXLAN(ctx context.Context, r *runner) error {
+	w, err := r.buildWorld(ctx, walkthrough.Options{Routed: true})
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	wls, err := w.profiledWorkloads(ctx, []wlSpec{{h1, "vx-a1", "192.168.100.1"}, {h2, "vx-b1", "192.168.100.65"}}, "--vxlan")
+	if err != nil {
+		return err
+	}
+	paths := []tpath{
+		{name: pathHostRtr, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
+		{name: pathVXLAN, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 0.90},
+	}
+	res, err := r.iperfPaths(ctx, paths)
+	if err != nil {
+		return err
+	}
+	r.addThroughput(SecVXLAN, paths, res)
+	r.datapathFindings(ctx, w, "VXLAN world", wls[0])
+	r.packetSizeFinding(ctx, "VXLAN world", wls[1], wls[0])
+	return nil
+}
+
+// policyCost is an A/B test of the ruleset's per-packet cost on the
+// cross-host pair. Both agents are stopped (routes stay: a stopped agent
+// leaves the kernel as it was) and each host's table is saved; then every
+// round measures the pair with the table restored and with no table at all
+// (which also leaves conntrack and NAT unloaded). It runs last: the world
+// is torn down after it.
+func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkthrough.Workload) error {
+	// Two nft scripts per host, each one atomic transaction: "on" replaces
+	// the table with the saved copy, "off" removes it. Adding the empty
+	// table first makes the delete valid whether or not it exists.
+	const reset = "table inet calico {}\ndelete table inet calico\n"
+	scripts := map[*lab.Host]map[bool]string{}
+	for _, h := range w.Hosts {
+		if _, err := w.Ctl(ctx, h, "node", "stop"); err != nil {
+			return err
+		}
+		out, err := h.Run(ctx, "nft", "list", "table", "inet", "calico")
+		if err != nil {
+			return err
+		}
+		scripts[h] = map[bool]string{}
+		for on, body := range map[bool]string{true: reset + out, false: reset} {
+			f := filepath.Join(w.StateDir, fmt.Sprintf("%s-calico-%v.nft", h.Label, on))
+			if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+				return err
+			}
+			scripts[h][on] = f
+		}
+	}
+	setTables := func(on bool) error {
+		for _, h := range w.Hosts {
+			if _, err := h.Run(ctx, "nft", "-f", scripts[h][on]); err != nil {
+				return fmt.Errorf("switching %s's table (on=%v): %w", h.Label, on, err)
+			}
+		}
+		return nil
+	}
+	with := tpath{name: pathTable, server: server.Netns, client: client.Netns, ip: server.IP}
+	without := tpath{name: pathNoTable, baseline: pathTable, server: server.Netns, client: client.Netns, ip: server.IP}
+	var res []ThroughputResult
+	for _, st := range r.plan.Streams {
+		res = append(res, ThroughputResult{Path: pathTable, Streams: st}, ThroughputResult{Path: pathNoTable, Baseline: pathTable, Streams: st})
+	}
+	total, done := r.plan.Runs*len(res), 0
+	for run := 1; run <= r.plan.Runs; run++ {
+		for i := range res {
+			t := &res[i]
+			p := with
+			if t.Path == pathNoTable {
+				p = without
+			}
+			if err := setTables(t.Path == pathTable); err != nil {
+				return err
+			}
+			got, err := lab.Iperf3(ctx, p.server, p.client, p.ip, r.plan.Seconds, t.Streams)
+			if err != nil {
+				return fmt.Errorf("iperf3 %s, %s, run %d: %w", p.name, streamsName(t.Streams), run, err)
+			}
+			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
+			t.Retransmits = append(t.Retransmits, got.Retransmits)
+			done++
+			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s", done, total, p.name, streamsName(t.Streams), got.Gbps)
+		}
+	}
+	for i := range res {
+		t := &res[i]
+		t.Median = round(median(t.Gbps), 3)
+		t.Min, t.Max = minMax(t.Gbps)
+	}
+	for i := range res {
+		t := &res[i]
+		if t.Path != pathTable {
+			continue
+		}
+		if b := find(res, pathNoTable, t.Streams); b != nil {
+			b.Ratio = pairedRatio(b.Gbps, t.Gbps)
+			ratio := pairedRatio(t.Gbps, b.Gbps)
+			r.res.metric(SecThroughput, fmt.Sprintf("cross-host with the ruleset / without it, %s", streamsName(t.Streams)), ratio, "ratio", "", 0,
+				fmt.Sprintf("informational, agents stopped: %.2f against %.2f Gbit/s", t.Median, b.Median))
+		}
+	}
+	r.res.Throughput = append(r.res.Throughput, res...)
+	return nil
+}
+
+type wlSpec struct {
+	h        *lab.Host
+	name, ip string
+}
+
+// profiledWorkloads adds the pool (with nat-outgoing, so the NAT table is
+// active as users run it), the profile BENCH, and the workloads in it, all
+// through calicoctl.
+func (w *world) profiledWorkloads(ctx context.Context, specs []wlSpec, poolFlags ...string) ([]*walkthrough.Workload, error) {
+	h1 := w.Hosts[0]
+	args := append([]string{"pool", "add", walkthrough.Pool, "--nat-outgoing"}, poolFlags...)
+	if _, err := w.Ctl(ctx, h1, args...); err != nil {
+		return nil, err
+	}
+	if _, err := w.Ctl(ctx, h1, "profile", "add", benchProfile); err != nil {
+		return nil, err
+	}
+	var out []*walkthrough.Workload
+	for _, s := range specs {
+		wl, err := w.AddWorkload(ctx, s.h, s.name, s.ip)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Ctl(ctx, s.h, "container", s.name, "profile", "append", benchProfile); err != nil {
+			return nil, err
+		}
+		out = append(out, wl)
+	}
+	// Every pair must pass before anything is measured.
+	for _, a := range out {
+		for _, b := range out {
+			if a != b {
+				if ok, detail := walkthrough.Probe(ctx, a.Netns, b.IP, true); !ok {
+					return nil, fmt.Errorf("%s cannot reach %s (%s) before the measurement: %s", a.Name, b.Name, b.IP, detail)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// rawVeth makes two namespaces joined by a bare veth pair, 10.99.0.1/30 and
+// 10.99.0.2/30: the cheapest path a packet between namespaces can take.
+func rawVeth(l *lab.Lab) (*lab.Netns, *lab.Netns, error) {
+	a, err := l.AddNetns("rawa")
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := l.AddNetns("rawb")
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Created inside a with its peer placed straight into b: never in the
+	// root namespace.
+	if _, err := a.Run(ctx, "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", b.Name); err != nil {
+		return nil, nil, err
+	}
+	for _, s := range []struct {
+		ns        *lab.Netns
+		dev, addr string
+	}{{a, "veth0", "10.99.0.1/30"}, {b, "veth1", "10.99.0.2/30"}} {
+		if err := s.ns.AddAddr(s.dev, s.addr); err != nil {
+			return nil, nil, err
+		}
+		if _, err := s.ns.Run(ctx, "ip", "link", "set", s.dev, "up"); err != nil {
+			return nil, nil, err
+		}
+	}
+	return a, b, nil
+}
+
+// iperfPaths runs every path Runs times at every stream count. Runs are
+// interleaved (run 1 of every path, then run 2, ...) so that a slow spell
+// of the machine spreads over all paths instead of sinking one.
+func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputResult, error) {
+	var res []ThroughputResult
+	for _, st := range r.plan.Streams {
+		for _, p := range paths {
+			res = append(res, ThroughputResult{Path: p.name, Baseline: p.baseline, Streams: st})
+		}
+	}
+	total, done := r.plan.Runs*len(res), 0
+	for run := 1; run <= r.plan.Runs; run++ {
+		for i := range res {
+			t := &res[i]
+			p := paths[slices.IndexFunc(paths, func(p tpath) bool { return p.name == t.Path })]
+			got, err := lab.Iperf3(ctx, p.server, p.client, p.ip, r.plan.Seconds, t.Streams)
+			if err != nil {
+				return nil, fmt.Errorf("iperf3 %s, %s, run %d: %w", p.name, streamsName(t.Streams), run, err)
+			}
+			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
+			t.Retransmits = append(t.Retransmits, got.Retransmits)
+			done++
+			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s", done, total, p.name, streamsName(t.Streams), got.Gbps)
+		}
+	}
+	for i := range res {
+		t := &res[i]
+		t.Median = round(median(t.Gbps), 3)
+		t.Min, t.Max = minMax(t.Gbps)
+	}
+	for i := range res {
+		t := &res[i]
+		if b := find(res, t.Baseline, t.Streams); b != nil {
+			t.Ratio = pairedRatio(t.Gbps, b.Gbps)
+		}
+	}
+	return res, nil
+}
+
+// pairedRatio is the median over rounds of a path's run divided by its
+// baseline's run in the same round (measured seconds apart). On a shared
+// machine whose load drifts over minutes this is steadier than a ratio of
+// medians, which can pair a fast spell of one path with a slow one of the other.
+func pairedRatio(path, baseline []float64) float64 {
+	var rs []float64
+	for k := range min(len(path), len(baseline)) {
+		if baseline[k] > 0 {
+			rs = append(rs, path[k]/baseline[k])
+		}
+	}
+	return round(median(rs), 3)
+}
+
+// addThroughput records the results and their summary rows.
+func (r *runner) addThroughput(sec string, paths []tpath, res []ThroughputResult) {
+	r.res.Throughput = append(r.res.Throughput, res...)
+	for _, t := range res {
+		p := paths[slices.IndexFunc(paths, func(p tpath) bool { return p.name == t.Path })]
+		if p.baseline == "" {
+			r.res.metric(sec, fmt.Sprintf("%s, %s", t.Path, streamsName(t.Streams)), t.Median, "Gbit/s", "", 0,
+				fmt.Sprintf("baseline; min %.2f, max %.2f", t.Min, t.Max))
+			continue
+		}
+		if t.Ratio == 0 {
+			continue // baseline not measured (filtered out)
+		}
+		r.res.metric(sec, fmt.Sprintf("%s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.Ratio, "ratio", p.op, p.target,
+			fmt.Sprintf("%.2f Gbit/s (min %.2f, max %.2f)", t.Median, t.Min, t.Max))
+	}
+}
+
+func find(res []ThroughputResult, path string, streams int) *ThroughputResult {
+	for i := range res {
+		if res[i].Path == path && res[i].Streams == streams {
+			return &res[i]
+		}
+	}
+	return nil
+}
+
+func streamsName(n int) string {
+	if n == 1 {
+		return "1 stream"
+	}
+	return fmt.Sprintf("%d streams", n)
+}
+
+// datapathFindings records what decides per-packet cost on the workload's
+// host: MTUs, GSO/GRO limits of the veths, and where established traffic
+// leaves the forward chains.
+func (r *runner) datapathFindings(ctx context.Context, w *world, where string, wl *walkthrough.Workload) {
+	h := wl.Host
+	var parts []string
+	if l, err := linkAttrs(h.Netns, h.Iface); err == nil {
+		parts = append(parts, fmt.Sprintf("%s %s MTU %d", h.Label, h.Iface, l.MTU))
+	}
+	if l, err := linkAttrs(wl.Netns, "eth0"); err == nil {
+		parts = append(parts, fmt.Sprintf("workload eth0 MTU %d, GSO max %d, GRO max %d, TSO max %d", l.MTU, l.GSOMaxSize, l.GROMaxSize, l.TSOMaxSize))
+	}
+	if out, err := h.Run(ctx, "ip", "-o", "link", "show", "type", "veth"); err == nil {
+		parts = append(parts, fmt.Sprintf("%d veths on %s", strings.Count(out, "\n"), h.Label))
+	}
+	if len(parts) > 0 {
+		r.res.finding("%s: %s.", where, strings.Join(parts, "; "))
+	}
+	for _, chain := range []string{"fwd-from-wl", "fwd-to-wl"} {
+		out, err := h.Run(ctx, "nft", "list", "chain", "inet", "calico", chain)
+		if err != nil {
+			continue
+		}
+		if rules := chainRules(out); len(rules) > 0 {
+			r.res.finding("%s: %s chain %s has %d rules; the first is %q.", where, h.Label, chain, len(rules), rules[0])
+		}
+	}
+	// Base chains at other hooks see every packet, established or not.
+	if out, err := h.Run(ctx, "nft", "list", "table", "inet", "calico"); err == nil {
+		for _, c := range baseChains(out) {
+			if c.hook != "forward" && c.hook != "input" && c.hook != "postrouting" {
+				r.res.finding("%s: %s base chain %s (hook %s) is evaluated for every packet before conntrack; %d rules, first %q.", where, h.Label, c.name, c.hook, len(c.rules), first(c.rules))
+			}
+		}
+	}
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+func linkAttrs(ns *lab.Netns, dev string) (*netlink.LinkAttrs, error) {
+	h := ns.Netlink()
+	if h == nil {
+		return nil, lab.ErrClosed
+	}
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return nil, err
+	}
+	return l.Attrs(), nil
+}
+
+// chainRules extracts the rule lines of `nft list chain` output.
+func chainRules(out string) []string {
+	var rules []string
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line == "}" || strings.HasPrefix(line, "table ") || strings.HasPrefix(line, "chain ") ||
+			strings.HasPrefix(line, "type ") || strings.HasPrefix(line, "comment ") || strings.HasPrefix(line, "policy ") {
+			continue
+		}
+		rules = append(rules, line)
+	}
+	return rules
+}
+
+type nftChain struct {
+	name, hook string
+	rules      []string
+}
+
+// baseChains finds the base chains (those with a hook) in `nft list table`.
+func baseChains(out string) []nftChain {
+	var chains []nftChain
+	var cur *nftChain
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "chain "):
+			chains = append(chains, nftChain{name: strings.TrimSuffix(strings.TrimPrefix(line, "chain "), " {")})
+			cur = &chains[len(chains)-1]
+		case cur == nil:
+		case line == "}":
+			cur = nil
+		case strings.HasPrefix(line, "type "):
+			if f := strings.Fields(line); len(f) >= 4 && f[2] == "hook" {
+				cur.hook = f[3]
+			}
+		case strings.HasPrefix(line, "comment ") || strings.HasPrefix(line, "policy ") || line == "":
+		default:
+			cur.rules = append(cur.rules, line)
+		}
+	}
+	return slices.DeleteFunc(chains, func(c nftChain) bool { return c.hook == "" })
+}
+
+// devCounter is one device whose traffic a packet-size probe reads.
+type devCounter struct {
+	label string // for the finding, e.g. "host1 eth0 rx"
+	ns    *lab.Netns
+	dev   string
+	rx    bool
+}
+
+// packetSizeFinding runs a short iperf3 from client to server and reports
+// the average packet size each device on the way saw. Tens of kilobytes mean
+// GSO/GRO superpackets travel intact (per-packet costs are paid once per
+// ~64 KB); the MTU means something segmented them, multiplying every
+// per-packet cost, the ruleset's included.
+func (r *runner) packetSizeFinding(ctx context.Context, where string, client, server *walkthrough.Workload) {
+	var devs []devCounter
+	for _, s := range []struct {
+		wl *walkthrough.Workload
+		rx bool // direction of the data seen from the host
+	}{{client, true}, {server, false}} {
+		h := s.wl.Host
+		veth := netdev.HostIfaceName(calicoclient.EndpointID(h.Label, s.wl.Name))
+		dir := map[bool]string{true: "rx", false: "tx"}
+		devs = append(devs, devCounter{fmt.Sprintf("%s %s (%s's veth) %s", h.Label, veth, s.wl.Name, dir[s.rx]), h.Netns, veth, s.rx})
+		if _, err := linkAttrs(h.Netns, "vxlan.calico"); err == nil {
+			devs = append(devs, devCounter{fmt.Sprintf("%s vxlan.calico %s", h.Label, dir[!s.rx]), h.Netns, "vxlan.calico", !s.rx})
+		}
+		devs = append(devs, devCounter{fmt.Sprintf("%s %s %s", h.Label, h.Iface, dir[!s.rx]), h.Netns, h.Iface, !s.rx})
+	}
+	read := func() []struct{ b, p uint64 } {
+		out := make([]struct{ b, p uint64 }, len(devs))
+		for i, d := range devs {
+			if l, err := linkAttrs(d.ns, d.dev); err == nil && l.Statistics != nil {
+				if d.rx {
+					out[i].b, out[i].p = l.Statistics.RxBytes, l.Statistics.RxPackets
+				} else {
+					out[i].b, out[i].p = l.Statistics.TxBytes, l.Statistics.TxPackets
+				}
+			}
+		}
+		return out
+	}
+	before := read()
+	if _, err := lab.Iperf3(ctx, server.Netns, client.Netns, server.IP, 2, 1); err != nil {
+		return
+	}
+	after := read()
+	var parts []string
+	for i, d := range devs {
+		db, dp := after[i].b-before[i].b, after[i].p-before[i].p
+		if dp > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f KB", d.label, float64(db)/float64(dp)/1024))
+		}
+	}
+	if len(parts) > 0 {
+		r.res.finding("%s: average packet size during a 2 s iperf3 %s -> %s: %s.", where, client.Name, server.Name, strings.Join(parts, ", "))
+	}
+}

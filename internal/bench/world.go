@@ -1,0 +1,227 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/lab"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// world is a walkthrough world plus what the sections need besides
+// calicoctl: an in-process client, for the CNI-like path (a plugin calls
+// client.AddWorkload in its own process rather than running calicoctl).
+type world struct {
+	*walkthrough.World
+	r   *runner
+	cli *client.Client
+}
+
+// buildWorld builds a walkthrough world with the bench's prefix and binaries
+// and connects the in-process client. On error nothing is left behind.
+func (r *runner) buildWorld(ctx context.Context, o walkthrough.Options) (*world, error) {
+	o.Bin, o.Prefix, o.Progress = r.opts.Bin, Prefix, r.prog.steps()
+	w, err := walkthrough.Build(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := connectIn(ctx, w.Hosts[0].Netns, w.Etcd)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return &world{World: w, r: r, cli: cli}, nil
+}
+
+// close disconnects the client (before the datastore stops, or closing
+// waits for it) and removes the world.
+func (w *world) close() {
+	if w == nil {
+		return
+	}
+	w.cli.Close()
+	if err := w.World.Close(); err != nil {
+		w.r.prog.logf("tearing down lab %s: %v", w.Lab.ID(), err)
+	}
+}
+
+// connectIn connects to the world's etcd with every socket created inside
+// ns: the bench runs in the root namespace, which must never send to lab
+// addresses itself, and has no route to them anyway.
+func connectIn(ctx context.Context, ns *lab.Netns, endpoint string) (*client.Client, error) {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := ns.Do(func() error {
+			var err error
+			// The socket is made on this thread, so in ns; it stays there.
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return c, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{"http://" + endpoint},
+		DialTimeout: datastore.OpTimeout,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: datastore client for %s: %w", endpoint, err)
+	}
+	octx, cancel := context.WithTimeout(ctx, datastore.OpTimeout)
+	defer cancel()
+	if _, err := cli.Get(octx, datastore.KeyBGPConfig); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("bench: datastore %s does not answer from %s: %w", endpoint, ns.Name, err)
+	}
+	return client.New(&datastore.Client{Client: cli}), nil
+}
+
+// addWorkload makes a namespace on h and attaches it through the in-process
+// client, as a CNI plugin would. ip is an address or "auto".
+func (w *world) addWorkload(ctx context.Context, h *lab.Host, name, ip string, profiles ...string) (*walkthrough.Workload, error) {
+	ns, err := w.Lab.AddWorkloadNetns(h, name)
+	if err != nil {
+		return nil, err
+	}
+	return w.attach(ctx, h, ns, name, ip, profiles...)
+}
+
+// attach is the in-process `container add` of an existing namespace. It runs
+// on a thread inside h's namespace, where the host end of the veth goes.
+func (w *world) attach(ctx context.Context, h *lab.Host, ns *lab.Netns, name, ip string, profiles ...string) (*walkthrough.Workload, error) {
+	var ipNet string
+	err := h.Do(func() error {
+		ep, err := w.cli.AddWorkload(ctx, client.WorkloadRequest{
+			Node: h.Label, Name: name, IPs: []string{ip}, NetnsPath: ns.Path, Profiles: profiles,
+		})
+		if err == nil && len(ep.IPv4Nets) > 0 {
+			ipNet = ep.IPv4Nets[0]
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: adding workload %s: %w", h.Label, name, err)
+	}
+	p, err := netip.ParsePrefix(ipNet)
+	if err != nil {
+		return nil, fmt.Errorf("%s: workload %s got no IPv4 address (%q)", h.Label, name, ipNet)
+	}
+	return &walkthrough.Workload{Name: name, Host: h, Netns: ns, IP: p.Addr()}, nil
+}
+
+// agentPID reads the pid file `calicoctl node` wrote for h's agent.
+func (w *world) agentPID(h *lab.Host) (int, error) {
+	f := filepath.Join(w.StateDir, "run", "calico", h.Label, "calico-node.pid")
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return 0, fmt.Errorf("calico-node of %s: %w", h.Label, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("calico-node of %s: bad pid file %s", h.Label, f)
+	}
+	return pid, nil
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// cpuTime is the user plus system CPU time a process has used.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state): utime is field 14, stime 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return time.Duration(ut+st) * clockTick, nil
+}
+
+// rssMB is a process's resident set (VmRSS) in MiB.
+func rssMB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			kb, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// settle waits until h's agent has used no CPU for a quiet spell (it has
+// applied everything and is idle), or max passes. It returns how long it
+// waited and the agent's CPU time at the end.
+func (w *world) settle(ctx context.Context, h *lab.Host, max time.Duration) (time.Duration, error) {
+	pid, err := w.agentPID(h)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	const quiet = 400 * time.Millisecond
+	prev, err := cpuTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	for time.Since(start) < max {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(quiet):
+		}
+		cur, err := cpuTime(pid)
+		if err != nil {
+			return 0, err
+		}
+		// One tick of slack: the status heartbeat costs a little.
+		if cur-prev <= clockTick {
+			return time.Since(start), nil
+		}
+		prev = cur
+	}
+	return time.Since(start), nil
+}
+
+// nftCount counts elements of one of our nftables maps on h.
+func nftCount(ctx context.Context, h *lab.Host, mapName string) (int, error) {
+	out, err := h.Run(ctx, "nft", "list", "map", "inet", "calico", mapName)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(out, `"cali`), nil
+}

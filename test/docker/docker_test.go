@@ -123,6 +123,33 @@ func TestDockerWalkthrough(t *testing.T) {
 			dw.docker(t, h, "network", "rm", n)
 		}
 	})
+	t.Run("libnetwork: IPv6 network across hosts", func(t *testing.T) {
+		n := dw.name("net6")
+		for _, h := range []string{h1, h2} {
+			dw.docker(t, h, "network", "create", "--driver=calico", "--ipam-driver=calico-ipam", "--ipv6", "--subnet=192.168.4.0/24", "--subnet=fd00:4::/64", n)
+		}
+		a, b := dw.name("v6a"), dw.name("v6b")
+		dw.docker(t, h1, "run", "--net", n, "--name", a, "-tid", img)
+		dw.docker(t, h2, "run", "--net", n, "--name", b, "-tid", img)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ci, err := dw.engines[h2].Inspect(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip6 := ci.Networks[n].GlobalIPv6Address
+		if !strings.HasPrefix(ip6, "fd00:4:") {
+			t.Fatalf("container %s has no address in fd00:4::/64: %+v", b, ci.Networks[n])
+		}
+		dw.expectReach(t, h1, a, ip6, true)
+		dw.expectReach(t, h1, a, dw.ipOn(t, h2, b, n), true)
+		for _, c := range []struct{ h, n string }{{h1, a}, {h2, b}} {
+			dw.docker(t, c.h, "rm", "-f", c.n)
+		}
+		for _, h := range []string{h1, h2} {
+			dw.docker(t, h, "network", "rm", n)
+		}
+	})
 	t.Run("libnetwork: ipip network makes an IPIP pool", func(t *testing.T) {
 		n := dw.name("netipip")
 		dw.docker(t, h1, "network", "create", "--driver=calico", "--opt", "nat-outgoing=true", "--opt", "ipip=true", "--subnet=192.168.2.0/24", n)
@@ -209,7 +236,7 @@ func TestDockerWalkthrough(t *testing.T) {
 	t.Run("agent down while a container goes: resync on start releases it", func(t *testing.T) {
 		dw.mustCtl(t, h1, "node", "stop")
 		dw.docker(t, h1, "rm", "-f", q1)
-		dw.mustCtl(t, h1, "node", "--ip="+dw.Host(h1).Addr().String(), "--name="+h1, "--libnetwork")
+		dw.mustCtl(t, h1, "node", "--ip="+dw.Host(h1).Addr().String(), "--ip6=fd00::1", "--name="+h1, "--libnetwork")
 		waitFor(t, 20*time.Second, "endpoint of "+q1+" gone after resync", func() error { return dw.noEndpoint(h1, q1) })
 	})
 	t.Run("throughput between containers on two hosts, beside host to host", func(t *testing.T) {
@@ -250,13 +277,17 @@ func TestDockerWalkthrough(t *testing.T) {
 		if err != nil || !strings.Contains(out, "-i cali+") || !strings.Contains(out, "-o cali+") {
 			t.Errorf("DOCKER-USER lacks the workload rules (%v): %s", err, out)
 		}
-		// Without them the engine's policy drops the traffic; the agent
-		// puts them back (it checks every 10 s).
+		// Without them the engine's policy drops the traffic (shown with
+		// host2's agent stopped, so it cannot put them back); the agent
+		// restores them when it starts (and checks every 10 s).
+		dw.mustCtl(t, h2, "node", "stop")
 		if _, err := dw.Host(h2).Run(ctx, "iptables", "-F", "DOCKER-USER"); err != nil {
 			t.Fatal(err)
 		}
 		dw.Host(h2).Run(ctx, "iptables", "-A", "DOCKER-USER", "-j", "RETURN")
 		dw.expectReach(t, h1, w1, "192.168.100.3", false)
+		dw.mustCtl(t, h2, "node", "--ip="+dw.Host(h2).Addr().String(), "--ip6=fd00::2", "--name="+h2,
+			"--libnetwork", "--docker-host="+dw.second.Host, "--plugin-dir="+dw.second.PluginDir)
 		deadline := time.Now().Add(20 * time.Second)
 		for !dw.ping(t, h1, w1, "192.168.100.3") {
 			if time.Now().After(deadline) {

@@ -36,6 +36,7 @@ func newDockerWorld(t *testing.T) *dockerWorld {
 	requireNoOtherPlugin(t)
 	o := walkthrough.Options{
 		Bin: e2etest.BinDir, Prefix: prefix, Progress: e2etest.Writer{T: t},
+		IPv6: true, // hosts fd00::N, nodes with --ip6, for IPv6 networks
 		HostNodeArgs: func(ctx context.Context, h *lab.Host) ([]string, error) {
 			if h.Label == "host1" {
 				dw.engines["host1"] = machine

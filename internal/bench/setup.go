@@ -226,7 +226,7 @@ func (r *runner) summarizeSetup(m *SetupMode) {
 	}
 	r.res.metric(SecSetup, "setup p50, "+m.Mode, m.P50, "ms", "<=", 50, note)
 	r.res.metric(SecSetup, "setup p99, "+m.Mode, m.P99, "ms", "<=", 200, note)
-	what := map[string]string{"calicoctl": "the two calicoctl commands (container add, profile append) take", "in-process": "the in-process AddWorkload call takes"}[m.Via]
+	what := map[string]string{"calicoctl": "calicoctl container add --profile takes", "in-process": "the in-process AddWorkload call takes"}[m.Via]
 	conflicts := ""
 	if m.Via == "in-process" {
 		conflicts = fmt.Sprintf(" IPAM transactions retried after losing a race: %d.", m.IPAMConflicts)

@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -259,7 +257,7 @@ func startLatencyServer(ctx context.Context, tool string, ns *lab.Netns) (*lab.P
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ok, err := tcpListening(ns, port)
+		ok, err := ns.Listening(port)
 		if err != nil {
 			p.Stop()
 			return nil, err
@@ -273,31 +271,6 @@ func startLatencyServer(ctx context.Context, tool string, ns *lab.Netns) (*lab.P
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// tcpListening reads the namespace's TCP tables for a listener on port.
-func tcpListening(ns *lab.Netns, port int) (bool, error) {
-	want := fmt.Sprintf(":%04X", port)
-	found := false
-	err := ns.Do(func() error {
-		// thread-self: /proc/self/net is the main thread's namespace.
-		for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-			fh, err := os.Open(f)
-			if err != nil {
-				continue
-			}
-			sc := bufio.NewScanner(fh)
-			for sc.Scan() {
-				fields := strings.Fields(sc.Text())
-				if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
-					found = true
-				}
-			}
-			fh.Close()
-		}
-		return nil
-	})
-	return found, err
 }
 
 // runLatencyClient runs one measurement from ns to ip and returns the round

@@ -292,22 +292,32 @@ func creatorAlive(rec string) bool {
 	return err == nil && got == start
 }
 
-// procStartTime is field 22 of /proc/<pid>/stat: start time in clock ticks
-// since boot, unique per pid incarnation.
-func procStartTime(pid int) (uint64, error) {
+// ProcStat returns the fields of /proc/<pid>/stat from field 3 (state) on:
+// field N of proc(5) is element N-3. The command name (field 2) is skipped
+// whole, since it may hold spaces and parentheses.
+func ProcStat(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state), so field 22 is f[19].
 	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// procStartTime is field 22 of /proc/<pid>/stat: start time in clock ticks
+// since boot, unique per pid incarnation.
+func procStartTime(pid int) (uint64, error) {
+	f, err := ProcStat(pid)
+	if err != nil {
+		return 0, err
 	}
 	return strconv.ParseUint(f[19], 10, 64)
 }

@@ -241,6 +241,10 @@ func waitListening(ctx context.Context, ns *Netns, port int, p *Proc) error {
 	}
 }
 
+// Listening reads the namespace's TCP tables: does something listen on
+// port? (A probe connection would count as a client to servers like iperf3.)
+func (ns *Netns) Listening(port int) (bool, error) { return listening(ns, port) }
+
 func listening(ns *Netns, port int) (bool, error) {
 	want := fmt.Sprintf(":%04X ", port)
 	found := false

@@ -214,11 +214,11 @@ func testNoProfile(t *testing.T, w *walkthrough.World) {
 		delete(w.Workloads, "worker-4")
 	}()
 	for _, ns := range []*lab.Netns{w1.Netns, w3.Netns, w4.Netns} {
-		if ok, _ := listening(ns, 8080); !ok {
+		if ok, _ := ns.Listening(8080); !ok {
 			listenTCP(t, ns, "0.0.0.0:8080")
 		}
 	}
-	if ok, _ := listening(w.Outside.Netns, 8080); !ok {
+	if ok, _ := w.Outside.Netns.Listening(8080); !ok {
 		listenTCP(t, w.Outside.Netns, "0.0.0.0:8080")
 	}
 	// Host1 has learned worker-4's route: a failure below is policy, not routing.
@@ -269,7 +269,7 @@ func testOutboundDeny(t *testing.T, w *walkthrough.World) {
 	out := w.Outside
 	for _, ns := range []*lab.Netns{out.Netns, w3.Netns} {
 		for _, port := range []int{80, 8080} {
-			if ok, _ := listening(ns, port); !ok {
+			if ok, _ := ns.Listening(port); !ok {
 				listenTCP(t, ns, fmt.Sprintf("0.0.0.0:%d", port))
 			}
 		}

@@ -1,14 +1,12 @@
 package faults
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -66,7 +64,7 @@ func startStream(t *testing.T, ctx context.Context, server, client *lab.Netns, i
 	t.Cleanup(func() { srv.Stop() })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ok, err := listening(server, iperfPort)
+		ok, err := server.Listening(iperfPort)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,32 +122,6 @@ func parseStream(out string) streamResult {
 		r.Err = errors.New("iperf3: " + j.Error)
 	}
 	return r
-}
-
-// listening reads the namespace's TCP table: is something listening on port?
-// (A probe connection would count as a client to iperf3.)
-func listening(ns *lab.Netns, port int) (bool, error) {
-	want := fmt.Sprintf(":%04X", port)
-	found := false
-	err := ns.Do(func() error {
-		// thread-self: /proc/self/net shows the main thread's namespace.
-		for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-			fh, err := os.Open(f)
-			if err != nil {
-				continue
-			}
-			sc := bufio.NewScanner(fh)
-			for sc.Scan() {
-				fields := strings.Fields(sc.Text())
-				if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
-					found = true
-				}
-			}
-			fh.Close()
-		}
-		return nil
-	})
-	return found, err
 }
 
 // pingRun pings for about d (5 per second) in the background. Unlike

@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Required packages, and ones we use when the archive has them (qperf is used
 # by the seed walkthrough's benchmark but is not in every Debian release).
-required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps busybox-static)
+required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps busybox-static iptables)
 optional=(qperf)
 
 installed() {

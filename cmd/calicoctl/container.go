@@ -92,7 +92,11 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		}
 		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: "netns", Profiles: profiles}
 		if netns == "" {
-			ctr, err := docker.NewEngine().Inspect(ctx, args[1])
+			engine, err := docker.NewEngine()
+			if err != nil {
+				return err
+			}
+			ctr, err := engine.Inspect(ctx, args[1])
 			if err != nil {
 				return err
 			}
@@ -208,7 +212,11 @@ func workloadName(cmd *cobra.Command, c *client.Client, node, given string) stri
 	if _, _, err := c.Endpoint(ctx, node, given); err == nil {
 		return given
 	}
-	ctr, err := docker.NewEngine().Lookup(ctx, given)
+	engine, err := docker.NewEngine()
+	if err != nil {
+		return given
+	}
+	ctr, err := engine.Lookup(ctx, given)
 	if err != nil {
 		return given
 	}

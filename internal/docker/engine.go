@@ -61,13 +61,14 @@ func SocketFromHost(host string) (string, error) {
 	return "", fmt.Errorf("docker host %q: only unix sockets are supported (unix:///var/run/docker.sock)", host)
 }
 
-// NewEngine connects to DOCKER_HOST when it is a unix socket, else /var/run/docker.sock.
-func NewEngine() *Engine {
+// NewEngine is a client of the engine at DOCKER_HOST (a unix socket), else
+// at /var/run/docker.sock.
+func NewEngine() (*Engine, error) {
 	sock, err := SocketFromHost(os.Getenv("DOCKER_HOST"))
 	if err != nil {
-		sock = DefaultSocket
+		return nil, fmt.Errorf("DOCKER_HOST: %w", err)
 	}
-	return NewEngineAt(sock)
+	return NewEngineAt(sock), nil
 }
 
 // NewEngineAt is a client of the engine listening on the unix socket at path.
@@ -210,9 +211,16 @@ type Event struct {
 
 // Events follows the engine's container start/die/destroy events until ctx
 // ends or the stream breaks (the caller re-lists and reconnects).
-func (e *Engine) Events(ctx context.Context, fn func(Event)) error {
+//
+// Events since that time are replayed first, so a caller that takes the
+// time, then lists, then follows, misses nothing in between.
+func (e *Engine) Events(ctx context.Context, since time.Time, fn func(Event)) error {
 	filters := `{"type":["container"],"event":["start","die","destroy"]}`
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://docker/events?filters="+url.QueryEscape(filters), nil)
+	q := "filters=" + url.QueryEscape(filters)
+	if !since.IsZero() {
+		q += fmt.Sprintf("&since=%d.%09d", since.Unix(), since.Nanosecond())
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://docker/events?"+q, nil)
 	resp, err := e.stream.Do(req)
 	if err != nil {
 		return e.unreachable(err)

@@ -79,9 +79,17 @@ func (w *Watcher) Run(ctx context.Context) {
 		sctx, cancel := context.WithCancel(ctx)
 		events := make(chan docker.Event, 1024)
 		done := make(chan error, 1)
-		// Subscribe before re-listing, so an event that happens during the
-		// re-list is still seen afterwards.
-		go func() { done <- w.Engine.Events(sctx, func(e docker.Event) { events <- e }) }()
+		// Follow from before the re-list, so an event that happens during
+		// it is still seen afterwards (handling one twice is harmless).
+		since := time.Now().Add(-time.Second)
+		go func() {
+			done <- w.Engine.Events(sctx, since, func(e docker.Event) {
+				select {
+				case events <- e:
+				case <-sctx.Done():
+				}
+			})
+		}()
 		if err := w.Resync(ctx); err != nil {
 			log.Warn("cannot re-list the engine's containers; will retry", "err", err)
 		}
@@ -203,6 +211,11 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 		if ep.ContainerID == ctr.ID && ep.NetnsPath == ctr.NetnsPath() && netdev.LinkExists(ep.InterfaceName) {
 			return // already wired: a repeated event
 		}
+		if !w.stale(ctx, ep, ctr) {
+			log.Error(fmt.Sprintf("not wiring container: an endpoint named %s already belongs to another workload on this host", ctr.Name),
+				"fix", "rename the container, or remove that endpoint with `calicoctl container remove`")
+			return
+		}
 		w.remove(ctx, ep, "replaced by a new container of that name")
 	}
 	ips, profiles, err := ParseEnv(ipVal, ctr.Env[EnvProfile])
@@ -232,6 +245,21 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 	}
 	log.Error(fmt.Sprintf("not wiring container: %s=%s: %v", EnvIP, ipVal, err))
 	w.dropProfiles(ctx, created)
+}
+
+// stale tells whether ep (named like ctr) may be replaced for ctr: it is a
+// Docker endpoint of this container from before a restart, or of a
+// container that is gone or stopped. Endpoints of other orchestrators, and
+// of other running containers, are not ours to take.
+func (w *Watcher) stale(ctx context.Context, ep api.Endpoint, ctr docker.Container) bool {
+	if ep.Orchestrator != Orchestrator {
+		return false
+	}
+	if ep.ContainerID == ctr.ID {
+		return true
+	}
+	old, err := w.Engine.Lookup(ctx, ep.ContainerID)
+	return errors.Is(err, docker.ErrNoSuchContainer) || err == nil && !old.Running
 }
 
 func (w *Watcher) dropProfiles(ctx context.Context, names []string) {

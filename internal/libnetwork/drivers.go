@@ -129,6 +129,11 @@ func (d *Drivers) engineNetns() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if pid == 0 {
+		// The socket's creator is in another pid namespace: we cannot
+		// tell, so assume the engine shares ours (the usual host).
+		return "", nil
+	}
 	path := fmt.Sprintf("/proc/%d/ns/net", pid)
 	var theirs, ours unix.Stat_t
 	if err := unix.Stat(path, &theirs); err != nil {

@@ -197,8 +197,10 @@ func (n NetworkDriver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 	heirs := map[int]bool{} // others that inherit a duty, written once at the end
 	defer func() {
 		for i := range heirs {
-			if err := d.c.DS.Put(ctx, others[i].Key, others[i].Value); err != nil {
-				d.log.Warn("cannot hand the network's pool or profile to another host's network", "heir", others[i].Key, "err", err)
+			// Only if the heir is unchanged since we read it: a host that
+			// removed its network meanwhile must not get it back.
+			if err := d.c.DS.CAS(ctx, others[i].Key, others[i].Rev, others[i].Value); err != nil {
+				d.log.Warn("cannot hand the network's pool or profile to another host's network; it may stay after the last docker network rm", "heir", others[i].Key, "err", err)
 			}
 		}
 	}()

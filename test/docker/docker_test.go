@@ -202,6 +202,23 @@ func TestDockerWalkthrough(t *testing.T) {
 			t.Errorf("endpoint of the bad container exists:\n%s", out)
 		}
 	})
+	t.Run("CALICO_IP: a container never takes over another workload's endpoint", func(t *testing.T) {
+		n := dw.name("clash")
+		if _, err := dw.AddWorkload(context.Background(), dw.Host(h1), n, "192.168.100.20"); err != nil {
+			t.Fatal(err)
+		}
+		dw.docker(t, h1, "run", "--net=none", "--name", n, "-e", "CALICO_IP=auto", "-tid", img)
+		waitFor(t, 10*time.Second, "the agent's refusal to wire "+n, func() error {
+			if l := dw.agentLog(h1); !strings.Contains(l, n) || !strings.Contains(l, "already belongs to another workload") {
+				return errString("no refusal logged yet")
+			}
+			return nil
+		})
+		if ip, err := dw.endpointIPErr(h1, n); err != nil || ip != "192.168.100.20" {
+			t.Errorf("the namespace workload's endpoint changed: %s %v", ip, err)
+		}
+		dw.expectAssigned(t, "192.168.100.20", true)
+	})
 	t.Run("stop, start and rm release and re-take addresses", func(t *testing.T) {
 		dw.docker(t, h1, "stop", "-t", "1", w1)
 		waitFor(t, 10*time.Second, "endpoint of stopped "+w1+" gone", func() error { return dw.noEndpoint(h1, w1) })

@@ -49,11 +49,13 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 		}
 		defer engineH.Close()
 	}
-	if err := deleteLinkByName(hostH, spec.HostIface); err != nil {
-		return "", err
-	}
-	if err := deleteLinkByName(engineH, spec.PeerIface); err != nil {
-		return "", err
+	for _, x := range []struct {
+		h    *netlink.Handle
+		name string
+	}{{hostH, spec.HostIface}, {engineH, spec.PeerIface}} {
+		if err := deleteVethByName(x.h, x.name); err != nil {
+			return "", err
+		}
 	}
 
 	la := netlink.NewLinkAttrs()
@@ -94,4 +96,23 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 		return "", fmt.Errorf("look up new interface %s in the engine's namespace: %w", spec.PeerIface, err)
 	}
 	return peer.Attrs().HardwareAddr.String(), nil
+}
+
+// deleteVethByName removes a veth left by an earlier try; a link of that
+// name that is not a veth is somebody else's, and an error.
+func deleteVethByName(h *netlink.Handle, name string) error {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if link.Type() != "veth" {
+		return fmt.Errorf("interface %s exists and is a %s, not our veth; not touching it", name, link.Type())
+	}
+	if err := h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
 }

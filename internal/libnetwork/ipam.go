@@ -66,6 +66,8 @@ func (IPAMDriver) ReleasePool(*ipam.ReleasePoolRequest) error { return nil }
 // workloads really use as their gateway, which no pool contains, so it
 // costs no address.
 func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
+	i.d.mu.Lock()
+	defer i.d.mu.Unlock()
 	ctx, cancel := i.d.ctx()
 	defer cancel()
 	v6 := r.PoolID == anyPoolV6
@@ -120,8 +122,17 @@ func (i IPAMDriver) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 	if a.String() == gatewayV4 || a.String() == gatewayV6 {
 		return nil
 	}
+	i.d.mu.Lock()
+	defer i.d.mu.Unlock()
 	ctx, cancel := i.d.ctx()
 	defer cancel()
+	// Only ours: a late retry must not free an address that has since
+	// gone to a workload of `container add` or CALICO_IP.
+	if info, err := i.d.c.IPAM.Info(ctx, a); err != nil {
+		return fmt.Errorf("calico-ipam: %v", err)
+	} else if !info.Assigned || info.Handle != Handle(i.d.node) {
+		return nil
+	}
 	if _, err := i.d.c.IPAM.Release(ctx, a); err != nil && !isNotAssigned(err) {
 		return fmt.Errorf("calico-ipam: %v", err)
 	}

@@ -57,9 +57,17 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 		engine := docker.NewEngineAt(sock)
 		done := make(chan struct{})
 		if *libnetworkFlag {
+			drivers := libnetwork.New(c, name, engine, log)
+			// Before serving: what the engine removed while we were down
+			// never reached us, and must not stay routed or assigned.
+			if removed, err := drivers.Reconcile(ctx); err != nil {
+				log.Warn("libnetwork endpoints not reconciled", "err", err)
+			} else if len(removed) > 0 {
+				log.Info("removed what the engine no longer has", "removed", removed)
+			}
 			go func() {
 				defer close(done)
-				if err := libnetwork.New(c, name, engine, log).Serve(ctx, *pluginDir); err != nil {
+				if err := drivers.Serve(ctx, *pluginDir); err != nil {
 					log.Error("Docker plugins stopped", "err", err)
 				}
 			}()

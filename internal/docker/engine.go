@@ -202,6 +202,35 @@ func (e *Engine) NetworkInspect(ctx context.Context, id string) (Network, error)
 	return Network{ID: body.ID, Name: body.Name, Driver: body.Driver, IPAMDriver: body.IPAM.Driver}, nil
 }
 
+// DriverEndpoints lists the engine's networks of one driver and the
+// endpoints (by endpoint id) of the containers attached to them now.
+func (e *Engine) DriverEndpoints(ctx context.Context, driver string) (networks, endpoints map[string]bool, err error) {
+	var list []struct {
+		ID string `json:"Id"`
+	}
+	filters := fmt.Sprintf(`{"driver":[%q]}`, driver)
+	if _, err := e.get(ctx, "/networks?filters="+url.QueryEscape(filters), &list); err != nil {
+		return nil, nil, err
+	}
+	networks, endpoints = map[string]bool{}, map[string]bool{}
+	for _, n := range list {
+		var body struct {
+			ID         string `json:"Id"`
+			Containers map[string]struct {
+				EndpointID string `json:"EndpointID"`
+			} `json:"Containers"`
+		}
+		if _, err := e.get(ctx, "/networks/"+url.PathEscape(n.ID), &body); err != nil {
+			return nil, nil, err
+		}
+		networks[body.ID] = true
+		for _, c := range body.Containers {
+			endpoints[c.EndpointID] = true
+		}
+	}
+	return networks, endpoints, nil
+}
+
 // Event is one container event from the engine.
 type Event struct {
 	Action string // start, die, destroy, ...

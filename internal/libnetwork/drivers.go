@@ -41,6 +41,7 @@ type Drivers struct {
 // engine's process (for its network namespace).
 type Engine interface {
 	NetworkInspect(ctx context.Context, id string) (docker.Network, error)
+	DriverEndpoints(ctx context.Context, driver string) (networks, endpoints map[string]bool, err error)
 	Pid() (int, error)
 }
 

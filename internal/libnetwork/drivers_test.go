@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -26,6 +27,17 @@ func (f fakeEngine) NetworkInspect(_ context.Context, id string) (docker.Network
 	return docker.Network{ID: id, Name: f[id]}, nil
 }
 func (fakeEngine) Pid() (int, error) { return os.Getpid(), nil }
+
+// DriverEndpoints: the fake engine has no live endpoints unless listed.
+func (f fakeEngine) DriverEndpoints(context.Context, string) (map[string]bool, map[string]bool, error) {
+	live := map[string]bool{}
+	for k, v := range f {
+		if v == "live" {
+			live[k] = true
+		}
+	}
+	return map[string]bool{}, live, nil
+}
 
 type pair struct {
 	c      *client.Client
@@ -194,5 +206,48 @@ func TestNetworkBadOptions(t *testing.T) {
 	}
 	if _, err := (NetworkDriver{p.h1}).CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "nope", EndpointID: "x", Interface: &network.EndpointInterface{Address: "192.168.8.5/32"}}); err == nil || !strings.Contains(err.Error(), "unknown to calico") {
 		t.Errorf("endpoint on an unknown network: got %v", err)
+	}
+}
+
+// After the agent was down: endpoints the engine removed meanwhile, and
+// addresses no endpoint took, are given back; live ones are kept.
+func TestReconcileAfterDowntime(t *testing.T) {
+	p := setup(t)
+	ctx := context.Background()
+	p.h1.engine = fakeEngine{"n1-host1": "net1", "ep-live": "live"}
+	nd, id := NetworkDriver{p.h1}, IPAMDriver{p.h1}
+	if err := nd.CreateNetwork(createReq("n1-host1", "192.168.7.0/24", AddressSpace, nil)); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for range 3 {
+		a, err := id.RequestAddress(&ipam.RequestAddressRequest{PoolID: "192.168.7.0/24"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, a.Address)
+	}
+	for i, ep := range []string{"ep-live", "ep-gone"} {
+		if _, err := nd.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "n1-host1", EndpointID: ep, Interface: &network.EndpointInterface{Address: addrs[i]}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := p.h1.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("removed: %v", removed)
+	for i, want := range []bool{true, false, false} {
+		a := netip.MustParsePrefix(addrs[i]).Addr()
+		info, err := p.c.IPAM.Info(ctx, a)
+		if err != nil || info.Assigned != want {
+			t.Errorf("%s (endpoint %d): assigned=%v, want %v (%v)", a, i, info.Assigned, want, err)
+		}
+	}
+	if _, _, err := p.c.DS.GetRaw(ctx, endpointKey("host1", "ep-gone")); err == nil {
+		t.Errorf("the gone endpoint's record stays")
+	}
+	if _, _, err := p.c.DS.GetRaw(ctx, endpointKey("host1", "ep-live")); err != nil {
+		t.Errorf("the live endpoint's record went: %v", err)
 	}
 }

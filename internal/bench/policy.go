@@ -10,7 +10,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/lab"
-	"github.com/calico-go/calico/internal/walkthrough"
 )
 
 // PolicyScale is one host carrying many endpoints in many profiles.
@@ -44,18 +43,12 @@ const policyPool = "10.66.0.0/16"
 // profiles, timing one more endpoint at each AddAt count, then restarts
 // its agent cold.
 func runPolicy(ctx context.Context, r *runner) error {
-	w, err := r.buildWorld(ctx, walkthrough.Options{})
+	w, err := r.buildProfileWorld(ctx, policyPool)
 	if err != nil {
 		return err
 	}
 	defer w.close()
 	h1, h2 := w.Hosts[0], w.Hosts[1]
-	if _, err := w.Ctl(ctx, h1, "pool", "add", policyPool, "--nat-outgoing"); err != nil {
-		return err
-	}
-	if _, err := w.Ctl(ctx, h1, "profile", "add", benchProfile); err != nil {
-		return err
-	}
 	nprof := max(r.plan.ScaleProfiles, 1)
 	if err := w.ensureProfiles(ctx, "POL", nprof); err != nil {
 		return err

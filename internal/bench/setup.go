@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/calico-go/calico/internal/lab"
-	"github.com/calico-go/calico/internal/walkthrough"
 )
 
 // SetupMode is one way of adding workloads, and how long each took from the
@@ -46,18 +45,12 @@ const (
 // calicoctl and through the in-process call, while a probe workload on host
 // 2 pings each new address every few milliseconds.
 func runSetup(ctx context.Context, r *runner) error {
-	w, err := r.buildWorld(ctx, walkthrough.Options{})
+	w, err := r.buildProfileWorld(ctx, setupPool)
 	if err != nil {
 		return err
 	}
 	defer w.close()
 	h1, h2 := w.Hosts[0], w.Hosts[1]
-	if _, err := w.Ctl(ctx, h1, "pool", "add", setupPool, "--nat-outgoing"); err != nil {
-		return err
-	}
-	if _, err := w.Ctl(ctx, h1, "profile", "add", benchProfile); err != nil {
-		return err
-	}
 	probeWl, err := w.addWorkload(ctx, h2, "probe", "10.64.255.1", benchProfile)
 	if err != nil {
 		return err

@@ -46,6 +46,25 @@ func (r *runner) buildWorld(ctx context.Context, o walkthrough.Options) (*world,
 	return &world{World: w, r: r, cli: cli}, nil
 }
 
+// buildProfileWorld is buildWorld plus a nat-outgoing pool and the bench
+// profile, which the setup and policy sections both start from.
+func (r *runner) buildProfileWorld(ctx context.Context, pool string) (*world, error) {
+	w, err := r.buildWorld(ctx, walkthrough.Options{})
+	if err != nil {
+		return nil, err
+	}
+	h1 := w.Hosts[0]
+	if _, err := w.Ctl(ctx, h1, "pool", "add", pool, "--nat-outgoing"); err != nil {
+		w.close()
+		return nil, err
+	}
+	if _, err := w.Ctl(ctx, h1, "profile", "add", benchProfile); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
 // close disconnects the client (before the datastore stops, or closing
 // waits for it) and removes the world.
 func (w *world) close() {

@@ -51,8 +51,15 @@ func New(c *client.Client, node string, engine Engine, log *slog.Logger) *Driver
 	return &Drivers{c: c, node: node, engine: engine, log: log.With("component", "libnetwork")}
 }
 
-func (d *Drivers) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), callTimeout)
+// call starts one engine call: it takes the drivers' lock and gives the
+// call its deadline; done undoes both.
+func (d *Drivers) call() (ctx context.Context, done func()) {
+	d.mu.Lock()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	return ctx, func() {
+		cancel()
+		d.mu.Unlock()
+	}
 }
 
 // Serve listens on DIR/calico.sock and DIR/calico-ipam.sock until ctx ends,

@@ -66,10 +66,8 @@ func (IPAMDriver) ReleasePool(*ipam.ReleasePoolRequest) error { return nil }
 // workloads really use as their gateway, which no pool contains, so it
 // costs no address.
 func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
-	i.d.mu.Lock()
-	defer i.d.mu.Unlock()
-	ctx, cancel := i.d.ctx()
-	defer cancel()
+	ctx, done := i.d.call()
+	defer done()
 	v6 := r.PoolID == anyPoolV6
 	var pools []string
 	if r.PoolID != anyPoolV4 && r.PoolID != anyPoolV6 {
@@ -122,10 +120,8 @@ func (i IPAMDriver) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 	if a.String() == gatewayV4 || a.String() == gatewayV6 {
 		return nil
 	}
-	i.d.mu.Lock()
-	defer i.d.mu.Unlock()
-	ctx, cancel := i.d.ctx()
-	defer cancel()
+	ctx, done := i.d.call()
+	defer done()
 	// Only ours: a late retry must not free an address that has since
 	// gone to a workload of `container add` or CALICO_IP.
 	if info, err := i.d.c.IPAM.Info(ctx, a); err != nil {

@@ -84,10 +84,8 @@ func poolOptions(opts map[string]any) (o client.PoolOptions, explicit bool, err 
 // unless the options say otherwise.
 func (n NetworkDriver) CreateNetwork(r *network.CreateNetworkRequest) error {
 	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, done := d.call()
+	defer done()
 	opts, explicit, err := poolOptions(r.Options)
 	if err != nil {
 		return err
@@ -169,10 +167,8 @@ func short(id string) string {
 // the duty to remove it.
 func (n NetworkDriver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, done := d.call()
+	defer done()
 	key := networkKey(d.node, r.NetworkID)
 	rec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, key)
 	if errors.Is(err, datastore.ErrNotFound) {
@@ -253,10 +249,8 @@ func (NetworkDriver) FreeNetwork(*network.FreeNetworkRequest) error { return nil
 // else is given them.
 func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, done := d.call()
+	defer done()
 	ekey := endpointKey(d.node, r.EndpointID)
 	if _, _, err := d.c.DS.GetRaw(ctx, ekey); err == nil {
 		return &network.CreateEndpointResponse{}, nil // the engine retried
@@ -339,10 +333,8 @@ func (d *Drivers) release(ctx context.Context, addrs []string) {
 // succeed: the engine retries, and calls may arrive twice.
 func (n NetworkDriver) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
 	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, done := d.call()
+	defer done()
 	if err := d.unwire(ctx, r.EndpointID); err != nil {
 		return err
 	}
@@ -366,10 +358,8 @@ func (NetworkDriver) EndpointInfo(*network.InfoRequest) (*network.InfoResponse, 
 // up the container's side: the same gateway as every workload has.
 func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
 	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, done := d.call()
+	defer done()
 	erec, _, err := datastore.Get[endpointRecord](ctx, d.c.DS, endpointKey(d.node, r.EndpointID))
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s is unknown to calico on host %s: %v", short(r.EndpointID), d.node, err)
@@ -439,10 +429,8 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 // Leave removes the endpoint record and the veth pair.
 func (n NetworkDriver) Leave(r *network.LeaveRequest) error {
 	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, done := d.call()
+	defer done()
 	return d.unwire(ctx, r.EndpointID)
 }
 

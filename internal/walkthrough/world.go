@@ -35,8 +35,8 @@ type Options struct {
 	NodeArgs []string
 	// HostNodeArgs, when set, gives one host's extra `calicoctl node` flags,
 	// called just before that node starts (so a test can start a Docker
-	// engine inside the host first). Without it, nodes run with
-	// --docker-host=none: lab hosts have no engine of their own, and the
+	// engine inside the host first). Without it, Ctl runs everything with
+	// DOCKER_HOST=none: lab hosts have no engine of their own, and the
 	// machine's engine must not be followed by every host at once.
 	HostNodeArgs func(ctx context.Context, h *lab.Host) ([]string, error)
 }
@@ -144,9 +144,7 @@ func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
 		args = append(args, "--ip6="+ip6)
 	}
 	args = append(args, w.opts.NodeArgs...)
-	if w.opts.HostNodeArgs == nil {
-		args = append(args, "--docker-host=none")
-	} else {
+	if w.opts.HostNodeArgs != nil {
 		more, err := w.opts.HostNodeArgs(ctx, h)
 		if err != nil {
 			return err
@@ -191,7 +189,9 @@ func (w *World) Ctl(ctx context.Context, h *lab.Host, args ...string) (string, e
 		"CALICO_NODENAME=" + h.Label,
 		"CALICO_STATE_DIR=" + w.StateDir}
 	if w.opts.HostNodeArgs == nil {
-		// Also for nodes a test restarts by hand: lab hosts have no engine.
+		// calico-node (started by `calicoctl node`, which passes its
+		// environment on) then leaves Docker alone, also when a test
+		// restarts a node by hand.
 		argv = append(argv, "DOCKER_HOST=none")
 	}
 	argv = append(append(argv, filepath.Join(w.opts.Bin, "calicoctl")), args...)

@@ -98,8 +98,9 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 	return peer.Attrs().HardwareAddr.String(), nil
 }
 
-// deleteVethByName removes a veth left by an earlier try; a link of that
-// name that is not a veth is somebody else's, and an error.
+// deleteVethByName removes a veth of ours. A missing one is not an error,
+// so removal can be retried; a link of that name that is not a veth is
+// somebody else's, an error, and left alone.
 func deleteVethByName(h *netlink.Handle, name string) error {
 	link, err := h.LinkByName(name)
 	if err != nil {

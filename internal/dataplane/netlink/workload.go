@@ -407,20 +407,28 @@ func RemoveWorkload(hostIface string, opts ...Option) error {
 		return err
 	}
 	defer h.Close()
-	link, err := h.LinkByName(hostIface)
+	return deleteVethByName(h, hostIface)
+}
+
+// openWorkloadIface opens a netlink handle in the workload's namespace and
+// finds its interface (spec.WorkloadIface, defaulted in place).
+func openWorkloadIface(spec *WorkloadSpec) (*netlink.Handle, netlink.Link, error) {
+	if spec.WorkloadIface == "" {
+		spec.WorkloadIface = DefaultWorkloadIface
+	}
+	if spec.NetnsPath == "" {
+		return nil, nil, errors.New("NetnsPath: required")
+	}
+	h, err := openHandle(spec.NetnsPath)
 	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("look up %s: %w", hostIface, err)
+		return nil, nil, err
 	}
-	if link.Type() != "veth" {
-		return fmt.Errorf("interface %s is a %s, not a workload veth; not deleting it", hostIface, link.Type())
+	link, err := h.LinkByName(spec.WorkloadIface)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
 	}
-	if err := h.LinkDel(link); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete %s: %w", hostIface, err)
-	}
-	return nil
+	return h, link, nil
 }
 
 // WorkloadAddAddr adds one address to a wired workload (spec.NetnsPath and
@@ -433,21 +441,11 @@ func WorkloadAddAddr(spec WorkloadSpec, addr netip.Prefix, opts ...Option) error
 	if err != nil {
 		return err
 	}
-	if spec.WorkloadIface == "" {
-		spec.WorkloadIface = DefaultWorkloadIface
-	}
-	if spec.NetnsPath == "" {
-		return errors.New("NetnsPath: required")
-	}
-	h, err := openHandle(spec.NetnsPath)
+	h, link, err := openWorkloadIface(&spec)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	link, err := h.LinkByName(spec.WorkloadIface)
-	if err != nil {
-		return fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
-	}
 	gw := GatewayIPv4
 	if a.Addr().Is6() {
 		if err := writeSysctls(spec.NetnsPath, workloadSideSysctls(spec.WorkloadIface, true)); err != nil {
@@ -492,21 +490,11 @@ func WorkloadDelAddr(spec WorkloadSpec, addr netip.Prefix, opts ...Option) error
 	if err != nil {
 		return err
 	}
-	if spec.WorkloadIface == "" {
-		spec.WorkloadIface = DefaultWorkloadIface
-	}
-	if spec.NetnsPath == "" {
-		return errors.New("NetnsPath: required")
-	}
-	h, err := openHandle(spec.NetnsPath)
+	h, link, err := openWorkloadIface(&spec)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	link, err := h.LinkByName(spec.WorkloadIface)
-	if err != nil {
-		return fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
-	}
 	if err := h.AddrDel(link, &netlink.Addr{IPNet: prefixToIPNet(a)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return fmt.Errorf("remove address %s from %s in workload: %w", a, spec.WorkloadIface, err)
 	}

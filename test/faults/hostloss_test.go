@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
 
@@ -20,7 +21,7 @@ import (
 // time that follows runs out, the bound the configuration promises. Then
 // host 2 comes back (link up, agent started) and everything converges.
 func testHostLoss(t *testing.T, w *walkthrough.World) {
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := e2etest.Ctx(t, 3*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
 	via := "via " + h2.Addr().String()
@@ -33,7 +34,7 @@ func testHostLoss(t *testing.T, w *walkthrough.World) {
 		}
 		return n
 	}
-	waitFor(t, 15*time.Second, "host1 has routes via host2", func() (bool, string) {
+	e2etest.WaitFor(t, 15*time.Second, "host1 has routes via host2", func() (bool, string) {
 		return routesVia() > 0, ourRoutes(ctx, h1)
 	})
 	before := routesVia()
@@ -69,7 +70,7 @@ func testHostLoss(t *testing.T, w *walkthrough.World) {
 
 	bound := holdTime + restartTime
 	slack := 5 * time.Second // keepalive spacing (hold/3) and route installation
-	waitFor(t, bound+slack+10*time.Second, "host1 withdraws host2's routes", func() (bool, string) {
+	e2etest.WaitFor(t, bound+slack+10*time.Second, "host1 withdraws host2's routes", func() (bool, string) {
 		return routesVia() == 0, ourRoutes(ctx, h1)
 	})
 	withdrawn := time.Since(cut)
@@ -78,7 +79,7 @@ func testHostLoss(t *testing.T, w *walkthrough.World) {
 	if withdrawn > bound+slack {
 		t.Errorf("host2's routes were withdrawn after %.1f s, beyond hold + restart time %s (+%s slack)", withdrawn.Seconds(), bound, slack)
 	}
-	if reached := pingReplies(ctx, w1.Netns, w1.IP, w3.IP, 2); reached != 0 {
+	if reached := e2etest.PingReplies(ctx, w1.Netns, w1.IP, w3.IP, 2); reached != 0 {
 		t.Errorf("worker-1 still reached worker-3 on the lost host: %d replies", reached)
 	}
 
@@ -92,12 +93,12 @@ func testHostLoss(t *testing.T, w *walkthrough.World) {
 		t.Fatal(err)
 	}
 	started := time.Since(back)
-	waitFor(t, 60*time.Second, "host1 learns host2's routes again", func() (bool, string) {
+	e2etest.WaitFor(t, 60*time.Second, "host1 learns host2's routes again", func() (bool, string) {
 		return routesVia() >= before, ourRoutes(ctx, h1)
 	})
 	routesBack := time.Since(back)
-	waitFor(t, 30*time.Second, "worker-1 and worker-3 reach each other again", func() (bool, string) {
-		replies := pingReplies(ctx, w1.Netns, w1.IP, w3.IP, 1) + pingReplies(ctx, w3.Netns, w3.IP, w1.IP, 1)
+	e2etest.WaitFor(t, 30*time.Second, "worker-1 and worker-3 reach each other again", func() (bool, string) {
+		replies := e2etest.PingReplies(ctx, w1.Netns, w1.IP, w3.IP, 1) + e2etest.PingReplies(ctx, w3.Netns, w3.IP, w1.IP, 1)
 		return replies == 2, fmt.Sprintf("%d/2 replies", replies)
 	})
 	t.Logf("FIGURE: host loss: host2 back (link up, agent ready after %.1f s): host1 had its %d routes back %.1f s and pings passed both ways %.1f s after the link came up",

@@ -64,12 +64,6 @@ func newWorld(t *testing.T) *walkthrough.World {
 	return w
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // ctl runs calicoctl on h and fails the test on error.
 func ctl(t *testing.T, ctx context.Context, w *walkthrough.World, h *lab.Host, args ...string) string {
 	t.Helper()
@@ -94,23 +88,6 @@ func ourRoutes(ctx context.Context, h *lab.Host) string {
 		return "error: " + err.Error()
 	}
 	return out
-}
-
-// waitFor polls cond every 200 ms until it holds or d passes, and returns how
-// long it took. It fails the test with the last state seen.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var last string
-	for time.Since(start) < d {
-		var ok bool
-		if ok, last = cond(); ok {
-			return time.Since(start)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: not true after %s; last seen:\n%s", what, d, last)
-	return 0
 }
 
 // TestFaults builds one world and runs every fault and security test on it,

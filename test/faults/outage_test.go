@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -27,7 +28,7 @@ import (
 // re-list (its watch cannot resume) to learn about that workload.
 func testDatastoreOutage(t *testing.T, w *walkthrough.World) {
 	const seconds, outage = 60, 30 * time.Second
-	ctx := ctxFor(t, 4*time.Minute)
+	ctx := e2etest.Ctx(t, 4*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
 	dataDir := filepath.Join(w.StateDir, "etcd")
@@ -137,10 +138,10 @@ func testDatastoreOutage(t *testing.T, w *walkthrough.World) {
 		t.Fatalf("compacting etcd: %v", err)
 	}
 	unblock()
-	converged := waitFor(t, 45*time.Second, "host2 routes worker-5 via host1 after re-listing", routedViaHost1)
+	converged := e2etest.WaitFor(t, 45*time.Second, "host2 routes worker-5 via host1 after re-listing", routedViaHost1)
 	var replies int
-	waitFor(t, 15*time.Second, "worker-3 and worker-5 ping each other", func() (bool, string) {
-		replies = pingReplies(ctx, w3.Netns, netip.Addr{}, ip5, 1) + pingReplies(ctx, ns5, netip.Addr{}, w3.IP, 1)
+	e2etest.WaitFor(t, 15*time.Second, "worker-3 and worker-5 ping each other", func() (bool, string) {
+		replies = e2etest.PingReplies(ctx, w3.Netns, netip.Addr{}, ip5, 1) + e2etest.PingReplies(ctx, ns5, netip.Addr{}, w3.IP, 1)
 		return replies == 2, fmt.Sprintf("%d/2 replies", replies)
 	})
 	log2, _ := os.ReadFile(filepath.Join(w.StateDir, "log", "calico", h2.Label, "calico-node.log"))

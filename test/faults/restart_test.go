@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -16,10 +17,10 @@ import (
 // flushing: the stream never breaks and never stalls for a whole second.
 func testAgentRestart(t *testing.T, w *walkthrough.World) {
 	const seconds, cycles = 45, 3
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := e2etest.Ctx(t, 3*time.Minute)
 	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
-	waitFor(t, 15*time.Second, "worker-1 reaches worker-3", func() (bool, string) {
-		return pingReplies(ctx, w1.Netns, w1.IP, w3.IP, 1) == 1, "no reply"
+	e2etest.WaitFor(t, 15*time.Second, "worker-1 reaches worker-3", func() (bool, string) {
+		return e2etest.PingReplies(ctx, w1.Netns, w1.IP, w3.IP, 1) == 1, "no reply"
 	})
 
 	stream := startStream(t, ctx, w1.Netns, w3.Netns, w1.IP, seconds)

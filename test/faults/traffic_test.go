@@ -5,15 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 )
 
@@ -136,7 +134,7 @@ func pingRun(ctx context.Context, from *lab.Netns, to netip.Addr, d time.Duratio
 		out, err := from.Run(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", to.String())
 		var r pingOutcome
 		var ok bool
-		if r.Sent, r.Received, ok = pingStats(out); !ok {
+		if r.Sent, r.Received, ok = e2etest.PingStats(out); !ok {
 			r.err = fmt.Errorf("no ping statistics: %v", err)
 		}
 		ch <- r
@@ -144,121 +142,7 @@ func pingRun(ctx context.Context, from *lab.Netns, to netip.Addr, d time.Duratio
 	return ch
 }
 
-var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
-
-// pingStats reads ping's summary line.
-func pingStats(out string) (sent, received int, ok bool) {
-	m := pingStatsRE.FindStringSubmatch(out)
-	if m == nil {
-		return 0, 0, false
-	}
-	sent, _ = strconv.Atoi(m[1])
-	received, _ = strconv.Atoi(m[2])
-	return sent, received, true
-}
-
 type pingOutcome struct {
 	Sent, Received int
 	err            error
-}
-
-// udpCounter counts datagrams arriving at addr in ns, by payload.
-type udpCounter struct {
-	mu  sync.Mutex
-	got map[string]int
-}
-
-func newUDPCounter(t *testing.T, ns *lab.Netns, addr string) *udpCounter {
-	t.Helper()
-	var c net.PacketConn
-	if err := ns.Do(func() (err error) {
-		c, err = net.ListenPacket("udp4", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("udp listen %s in %s: %v", addr, ns.Name, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	u := &udpCounter{got: map[string]int{}}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			u.mu.Lock()
-			u.got[string(buf[:n])]++
-			u.mu.Unlock()
-			c.WriteTo(buf[:n], from) // an echo makes the flow established
-		}
-	}()
-	return u
-}
-
-func (u *udpCounter) count(payload string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.got[payload]
-}
-
-// sendUDP sends n datagrams with payload from src to dst, from inside ns.
-func sendUDP(ns *lab.Netns, src, dst netip.AddrPort, payload string, n int) error {
-	return ns.Do(func() error {
-		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for range n {
-			if _, err := c.Write([]byte(payload)); err != nil {
-				return err
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return nil
-	})
-}
-
-// dialTCP connects from ns to dst, from src when valid, and closes.
-func dialTCP(ctx context.Context, ns *lab.Netns, src netip.Addr, dst netip.AddrPort, timeout time.Duration) error {
-	return ns.Do(func() error {
-		d := net.Dialer{Timeout: timeout}
-		if src.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-		}
-		c, err := d.DialContext(ctx, "tcp", dst.String())
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-}
-
-// blocked says a TCP connection attempt was silently dropped: it timed out,
-// rather than being refused or unroutable (which would prove nothing about
-// our policy).
-func blocked(ctx context.Context, ns *lab.Netns, src netip.Addr, dst netip.AddrPort) error {
-	err := dialTCP(ctx, ns, src, dst, 1500*time.Millisecond)
-	var ne net.Error
-	switch {
-	case err == nil:
-		return fmt.Errorf("connected to %s", dst)
-	case errors.As(err, &ne) && ne.Timeout():
-		return nil
-	default:
-		return fmt.Errorf("stopped by %v, not by a silent drop", err)
-	}
-}
-
-// opens says a TCP connection gets through, allowing up to 10 s for policy
-// and routes to converge.
-func opens(ctx context.Context, ns *lab.Netns, src netip.Addr, dst netip.AddrPort) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := dialTCP(ctx, ns, src, dst, 2*time.Second)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }

@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: build deps test unit e2e demo bench clean vet
 
 build:
-	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node
+	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench
 
 deps:
 	bash scripts/install-deps.sh
@@ -26,7 +26,7 @@ demo: deps build
 # Throughput, latency, setup, policy and control-plane figures side by side
 # (about 12 minutes); writes bench/results.json, results.md and PNG plots.
 bench: deps build
-	$(BIN)/calicoctl bench
+	$(BIN)/calico-bench
 
 clean:
 	rm -rf $(BIN)

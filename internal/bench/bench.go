@@ -2,7 +2,7 @@
 // writes what it found: throughput against its baselines, TCP latency with
 // growing policy, endpoint setup latency, policy scale on one host and
 // control-plane convergence in a BGP full mesh. It reports; it never
-// asserts. `calicoctl bench` is its command.
+// asserts. `calico-bench` (cmd/calico-bench) is its command.
 //
 // Each section builds its own walkthrough world (internal/walkthrough, lab
 // prefix "cbn") and removes it before the next starts, so one section's

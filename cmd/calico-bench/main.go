@@ -1,24 +1,42 @@
+// Command calico-bench measures the network on namespace labs of this
+// machine: throughput, latency, endpoint setup, policy scale and BGP
+// convergence, side by side in one run. It is its own program so that
+// calicoctl does not carry the lab, the benchmarks and the plotting library.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/calico-go/calico/internal/bench"
 )
 
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := benchCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error: "+strings.TrimSpace(err.Error()))
+		os.Exit(1)
+	}
+}
+
 func benchCmd() *cobra.Command {
 	var out string
 	var quick bool
 	var only []string
 	cmd := &cobra.Command{
-		Use:   "bench [--out DIR] [--quick] [--only SECTION,...]",
+		Use:   "calico-bench [--out DIR] [--quick] [--only SECTION,...]",
 		Short: "Measure throughput, latency, endpoint setup, policy scale and BGP convergence on namespace hosts",
-		Long: `Builds namespace labs on this machine (as ` + "`calicoctl demo`" + ` does) and measures,
+		Long: `Builds namespace labs on this machine (as ` + "`calicoctl demo`" + ` does, with
+the calicoctl and calico-node beside this binary) and measures,
 side by side in one run:
 
   throughput    iperf3 host-to-host, workload-to-workload across hosts and on
@@ -40,7 +58,9 @@ PNG plots. The full run takes about 12 minutes, --quick about 3. Progress
 goes to stderr. Needs root, iperf3 and qperf (or netperf). Missed targets are
 reported, not errors: the exit status is non-zero only when a section could
 not run.`,
-		Args: exactArgs(0),
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			self, err := os.Executable()
 			if err != nil {

@@ -22,6 +22,7 @@ targets=(
   ./internal/ipam:FuzzDecodeBlock
   ./internal/ipam:FuzzParsePool
   ./internal/datastore:FuzzEndpoints
+  ./internal/selector:FuzzParse
 )
 
 want() {

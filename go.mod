@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
+	github.com/goccy/go-yaml v1.19.2
 	github.com/osrg/gobgp/v3 v3.37.0
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.10

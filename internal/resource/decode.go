@@ -1,0 +1,267 @@
+package resource
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// Error is a problem in one document of an input, at a line and column
+// (1-based; 0 when the problem has no single place, like a duplicate).
+type Error struct {
+	Doc    int    // 1-based document number in the input
+	Line   int    // 1-based
+	Column int    // 1-based
+	Field  string // the field's path, "spec.ingress[0].action"; "" for syntax
+	Msg    string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d, column %d", e.Line, e.Column)
+	} else {
+		fmt.Fprintf(&b, "document %d", e.Doc)
+	}
+	if e.Field != "" {
+		b.WriteString(": " + e.Field)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// MaxDocuments bounds one input; MaxBytes bounds its size.
+const (
+	MaxDocuments = 1000
+	MaxBytes     = 4 << 20
+)
+
+// Decode reads every document of a YAML or JSON input ("---" separates YAML
+// documents; empty documents are skipped) and validates it. It returns all
+// resources or, if any document is bad, none and the errors of every bad
+// document (errors.Join of *Error, in input order).
+func Decode(data []byte) ([]Resource, error) {
+	if len(data) > MaxBytes {
+		return nil, fmt.Errorf("input is %d bytes; at most %d are read", len(data), MaxBytes)
+	}
+	var out []Resource
+	var errs []error
+	seen := map[string]int{}
+	n := 0
+	for _, chunk := range splitDocuments(data) {
+		file, err := parser.ParseBytes(chunk.text, 0)
+		if err != nil {
+			e := yamlError(n+1, err).(*Error)
+			e.Line += chunk.line - 1
+			return nil, e
+		}
+		if len(file.Docs) == 0 {
+			continue
+		}
+		doc := file.Docs[0]
+		if doc == nil || doc.Body == nil {
+			continue
+		}
+		if _, isNull := doc.Body.(*ast.NullNode); isNull {
+			continue
+		}
+		n++
+		if n > MaxDocuments {
+			return nil, fmt.Errorf("more than %d documents; split the input", MaxDocuments)
+		}
+		r, err := decodeDoc(n, doc.Body)
+		if err != nil {
+			errs = append(errs, shiftLines(err, chunk.line-1))
+			continue
+		}
+		key := r.GetKind() + "/" + r.GetName()
+		if first, dup := seen[key]; dup {
+			p := posOf(doc.Body, "$.metadata.name")
+			errs = append(errs, &Error{Doc: n, Line: p.Line + chunk.line - 1, Column: p.Column,
+				Field: "metadata.name", Msg: fmt.Sprintf("%s %q is also defined in document %d", r.GetKind(), r.GetName(), first)})
+			continue
+		}
+		seen[key] = n
+		out = append(out, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no resources in the input")
+	}
+	return out, nil
+}
+
+func decodeDoc(n int, body ast.Node) (Resource, error) {
+	if _, ok := body.(*ast.MappingNode); !ok {
+		if _, ok := body.(*ast.MappingValueNode); !ok {
+			p := body.GetToken().Position
+			return nil, &Error{Doc: n, Line: p.Line, Column: p.Column, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec"}
+		}
+	}
+	var tm TypeMeta
+	if err := yaml.NodeToValue(body, &tm); err != nil {
+		return nil, yamlError(n, err)
+	}
+	at := func(path, field, format string, args ...any) error {
+		p := posOf(body, path)
+		return &Error{Doc: n, Line: p.Line, Column: p.Column, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if tm.APIVersion != APIVersion {
+		if tm.APIVersion == "" {
+			return nil, at("$", "apiVersion", "missing; want %s", APIVersion)
+		}
+		return nil, at("$.apiVersion", "apiVersion", "%q is not supported; want %s", tm.APIVersion, APIVersion)
+	}
+	var r Resource
+	switch tm.Kind {
+	case KindGlobalNetworkPolicy:
+		r = &GlobalNetworkPolicy{}
+	case KindGlobalNetworkSet:
+		r = &GlobalNetworkSet{}
+	case "":
+		return nil, at("$", "kind", "missing; want %s or %s", KindGlobalNetworkPolicy, KindGlobalNetworkSet)
+	default:
+		return nil, at("$.kind", "kind", "%q is not supported; want %s or %s", tm.Kind, KindGlobalNetworkPolicy, KindGlobalNetworkSet)
+	}
+	if err := yaml.NodeToValue(body, r, yaml.DisallowUnknownField(), yaml.UseJSONUnmarshaler()); err != nil {
+		return nil, yamlError(n, err)
+	}
+	var fe []fieldError
+	switch v := r.(type) {
+	case *GlobalNetworkPolicy:
+		fe = validatePolicy(v)
+	case *GlobalNetworkSet:
+		fe = validateSet(v)
+	}
+	if len(fe) > 0 {
+		var errs []error
+		for _, e := range fe {
+			errs = append(errs, at(e.yamlPath(), e.path, "%s", e.msg))
+		}
+		return nil, errors.Join(errs...)
+	}
+	return r, nil
+}
+
+// document is one YAML document of an input and the line it starts on.
+type document struct {
+	text []byte
+	line int
+}
+
+// splitDocuments cuts an input at its "---" lines (a "---" at the start of
+// a line, alone or before a comment or content), keeping each document's
+// first line number so errors point into the whole input. The YAML
+// library's own multi-document reading drops the document after an empty
+// one, so documents are cut here and parsed one by one; a top-level scalar
+// or sequence (which could hold such a line) is an error anyway.
+func splitDocuments(data []byte) []document {
+	lines := strings.SplitAfter(string(data), "\n")
+	var docs []document
+	var cur strings.Builder
+	start := 1
+	for i, l := range lines {
+		t := strings.TrimRight(l, "\r\n")
+		if t == "---" || strings.HasPrefix(t, "--- ") || strings.HasPrefix(t, "---\t") {
+			docs = append(docs, document{[]byte(cur.String()), start})
+			cur.Reset()
+			// Content after the marker on the same line belongs to the
+			// next document; pad so its columns stay right.
+			cur.WriteString("   " + l[3:])
+			start = i + 1
+			continue
+		}
+		cur.WriteString(l)
+	}
+	return append(docs, document{[]byte(cur.String()), start})
+}
+
+// shiftLines moves the positions of errors by delta lines.
+func shiftLines(err error, delta int) error {
+	var out []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		if pe, ok := e.(*Error); ok && pe.Line > 0 {
+			c := *pe
+			c.Line += delta
+			out = append(out, &c)
+			return
+		}
+		out = append(out, e)
+	}
+	walk(err)
+	if len(out) == 1 {
+		return out[0]
+	}
+	return errors.Join(out...)
+}
+
+// yamlError turns the YAML library's error into ours, keeping its position
+// and dropping the source excerpt it would print over several lines.
+func yamlError(doc int, err error) error {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		e := &Error{Doc: doc, Msg: strings.TrimSpace(ye.GetMessage())}
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			e.Line, e.Column = tk.Position.Line, tk.Position.Column
+		}
+		return e
+	}
+	return &Error{Doc: doc, Msg: firstLine(err.Error())}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+type pos struct{ Line, Column int }
+
+// posOf finds the node at a YAML path ($.spec.ingress[0].action) and
+// returns its position, falling back to the nearest parent that exists.
+func posOf(body ast.Node, path string) pos {
+	for {
+		if p, err := yaml.PathString(path); err == nil {
+			if node, err := p.FilterNode(body); err == nil && node != nil {
+				if p, ok := nodePos(node); ok {
+					return p
+				}
+			}
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i <= 1 {
+			p, _ := nodePos(body)
+			return p
+		}
+		path = path[:i]
+	}
+}
+
+// nodePos is where a node starts: a mapping at its first key (the library
+// places a mapping at its first ':'), anything else at its token.
+func nodePos(n ast.Node) (pos, bool) {
+	switch m := n.(type) {
+	case *ast.MappingNode:
+		if len(m.Values) > 0 {
+			return nodePos(m.Values[0])
+		}
+	case *ast.MappingValueNode:
+		return nodePos(m.Key)
+	}
+	if tk := n.GetToken(); tk != nil && tk.Position != nil {
+		return pos{tk.Position.Line, tk.Position.Column}, true
+	}
+	return pos{}, false
+}

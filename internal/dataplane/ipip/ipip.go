@@ -70,6 +70,8 @@ type Manager struct {
 	objsIP    netip.Addr   // local_ip they were loaded with
 	objsDecap bool
 	keepStale bool
+	loads     bool // the programs passed the verifier here once
+	clean     bool // disabled, and nothing of ours was left the last time we looked
 	failedAt  time.Time
 	failure   string
 	status    string
@@ -110,7 +112,7 @@ func (m *Manager) Support() calc.IPIPSupport {
 	if !m.failedAt.IsZero() && time.Since(m.failedAt) < failBackoff {
 		return calc.IPIPSupport{Problem: m.failure}
 	}
-	if m.objs != nil {
+	if m.objs != nil || m.loads {
 		return calc.IPIPSupport{BPF: true}
 	}
 	// Load once with a placeholder address to ask the verifier; Apply
@@ -121,7 +123,7 @@ func (m *Manager) Support() calc.IPIPSupport {
 		return calc.IPIPSupport{Problem: m.failure}
 	}
 	objs.Close()
-	m.failedAt = time.Time{}
+	m.loads = true
 	return calc.IPIPSupport{BPF: true}
 }
 
@@ -160,8 +162,14 @@ func (m *Manager) Apply(d calc.IPIP) error {
 func (m *Manager) apply(d calc.IPIP) error {
 	if !d.Enabled {
 		m.status = ""
-		return m.teardown(d.LocalIP)
+		if m.clean {
+			return nil
+		}
+		err := m.teardown(d.LocalIP)
+		m.clean = err == nil
+		return err
 	}
+	m.clean = false
 	if !d.LocalIP.Is4() {
 		return errors.New("IPIP needs this host's IPv4 address")
 	}

@@ -491,3 +491,28 @@ func oneLine(err error) string {
 	}
 	return s
 }
+
+// Attached lists the IPIP programs attached to dev in the calling thread's
+// namespace, as "name/ingress" or "name/egress": for tests and troubleshooting.
+func Attached(dev string) ([]string, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, at := range []struct {
+		typ  ebpf.AttachType
+		name string
+	}{{ebpf.AttachTCXIngress, "ingress"}, {ebpf.AttachTCXEgress, "egress"}} {
+		for _, prog := range []string{progDecap, progEncap} {
+			ids, err := attachedByName(l.Attrs().Index, at.typ, prog)
+			if err != nil {
+				return nil, err
+			}
+			for range ids {
+				out = append(out, prog+"/"+at.name)
+			}
+		}
+	}
+	return out, nil
+}

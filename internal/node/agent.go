@@ -66,6 +66,7 @@ type Agent struct {
 	routes  *netdev.RouteSyncer
 	vxlan   *netdev.VXLANSyncer
 	ipip    *ipip.Manager
+	ipipOff string // why the eBPF IPIP path is off by the operator's choice
 	policy  *nft.Enforcer
 	speaker *routing.Speaker
 	asn     uint32
@@ -145,9 +146,12 @@ func Run(ctx context.Context, cfg Config) error {
 	a.haveIPIP = netdev.HaveLinkType("ipip")
 	a.ipip = ipip.New()
 	defer a.ipip.Close()
+	if os.Getenv("CALICO_IPIP_EBPF") == "off" {
+		a.ipipOff = "the eBPF path is turned off (CALICO_IPIP_EBPF=off)"
+	}
 	if a.haveIPIP {
 		a.log.Info("IPIP pools use the kernel's tunl0")
-	} else if s := a.ipip.Support(); s.BPF {
+	} else if s := a.ipipSupport(); s.BPF {
 		a.log.Info("this kernel has no ipip module; IPIP pools use the eBPF path (ipip.calico)")
 	} else {
 		a.log.Warn("IPIP pools cannot be carried here", "reason", s.Problem)
@@ -299,7 +303,7 @@ func (a *Agent) loop(ctx context.Context) error {
 // pass computes the desired state and applies it everywhere.
 func (a *Agent) pass(ctx context.Context) {
 	compute := func() calc.Result {
-		ipipSupport := a.ipip.Support()
+		ipipSupport := a.ipipSupport()
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport}
@@ -358,6 +362,15 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	a.problems = problems
 	a.ready = true
+}
+
+// ipipSupport is what the eBPF IPIP path can do here, unless the operator
+// turned it off.
+func (a *Agent) ipipSupport() calc.IPIPSupport {
+	if a.ipipOff != "" {
+		return calc.IPIPSupport{Problem: a.ipipOff}
+	}
+	return a.ipip.Support()
 }
 
 func toRoutingPeers(ps []calc.Peer) []routing.Peer {

@@ -312,3 +312,40 @@ func attachedIPIP(t *testing.T, h *lab.Host) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestIPIPUnavailableIsUnreachable: a host where IPIP cannot work (here:
+// the eBPF path turned off, as a program that fails to load leaves it)
+// keeps the pool's remote blocks unreachable, says so in one status line,
+// and never lets a workload packet out unencapsulated.
+func TestIPIPUnavailableIsUnreachable(t *testing.T) {
+	ctx := ctxFor(t, 4*time.Minute)
+	w := ipipWorld(t, ctx, "--ipip")
+	h1 := w.Hosts[0]
+	w3 := w.Workloads["worker-3"]
+	if _, err := w.Ctl(ctx, h1, "node", "stop"); err != nil {
+		t.Fatal(err)
+	}
+	// Restart host1's agent as Ctl would, with the eBPF path off.
+	if out, err := h1.Run(ctx, "env", "ETCD_AUTHORITY="+w.Etcd, "CALICO_NODENAME="+h1.Label, "CALICO_STATE_DIR="+w.StateDir,
+		"DOCKER_HOST=none", "CALICO_IPIP_EBPF=off", e2etest.BinDir+"/calicoctl", "node", "--ip="+h1.Addr().String(), "--name="+h1.Label); err != nil {
+		t.Fatalf("restart host1 with the eBPF path off: %v: %s", err, out)
+	}
+	waitFor(t, 90*time.Second, "host1 routes worker-3 as unreachable, reports one problem and removes the eBPF path", func() (bool, string) {
+		r := ourRoutes(t, ctx, h1, "-4")
+		st := status(t, ctx, w, h1)
+		links, _ := h1.Run(ctx, "ip", "-o", "link", "show")
+		return strings.Contains(r, "unreachable "+w3.IP.String()) && strings.Count(st, "problem: ") == 1 &&
+			strings.Contains(st, "CALICO_IPIP_EBPF=off") && !strings.Contains(st, "IPIP: ") && !strings.Contains(links, "ipip.calico"), r + st
+	})
+	if got := attachedIPIP(t, h1); len(got) != 0 {
+		t.Errorf("host1 keeps IPIP programs attached with the path off: %v", got)
+	}
+	leaks := startCapture(t, w.Router, "net 192.168.100.0/24")
+	if reaches(ctx, w, "worker-1", w3.IP, false) {
+		t.Error("worker-1 reached worker-3 with IPIP unavailable on host1")
+	}
+	if l := leaks.Lines(); len(l) > 0 {
+		t.Errorf("workload packets left host1 unencapsulated: %s", l[0])
+	}
+	t.Logf("host1 status:\n%s", status(t, ctx, w, h1))
+}

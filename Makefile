@@ -2,7 +2,7 @@
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: build deps test unit e2e demo bench clean vet
+.PHONY: build deps test unit e2e demo bench clean vet generate
 
 build:
 	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench
@@ -16,6 +16,7 @@ vet:
 
 # Everything: unit tests, kernel tests on namespaces, end-to-end tests.
 test: deps build vet
+	bash scripts/check-bpf.sh
 	bash scripts/ensure-docker.sh
 	CALICO_BIN=$(BIN) go test -count=1 -p 1 -timeout 60m ./...
 	bash scripts/fuzz.sh
@@ -27,6 +28,10 @@ demo: deps build
 # (about 12 minutes); writes bench/results.json, results.md and PNG plots.
 bench: deps build
 	$(BIN)/calico-bench
+
+# Regenerate the committed BPF objects from their C (needs clang, libbpf-dev).
+generate:
+	go generate ./internal/dataplane/ipip
 
 clean:
 	rm -rf $(BIN)

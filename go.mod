@@ -3,6 +3,7 @@ module github.com/calico-go/calico
 go 1.26.8
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
 	github.com/goccy/go-yaml v1.19.2
 	github.com/osrg/gobgp/v3 v3.37.0

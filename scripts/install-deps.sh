@@ -15,7 +15,9 @@ export DEBIAN_FRONTEND=noninteractive
 # Required packages, and ones we use when the archive has them (qperf is used
 # by the seed walkthrough's benchmark but is not in every Debian release).
 required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps busybox-static iptables)
-optional=(qperf)
+# clang, llvm, libbpf-dev and linux-libc-dev only regenerate the committed BPF
+# objects (make generate, scripts/check-bpf.sh); building never needs them.
+optional=(qperf clang llvm libbpf-dev linux-libc-dev)
 
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = 'install ok installed' ]

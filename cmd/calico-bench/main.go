@@ -43,6 +43,8 @@ side by side in one run:
                 one host, and a bare veth; 1 and 4 streams, 3 runs each; then
                 the cross-host pair with the nftables ruleset on and off
   vxlan         iperf3 across a router: host-to-host and a VXLAN pool
+  ipip          the same with the seed's --ipip pool (tunl0, or the eBPF
+                path on kernels without the ipip module)
   latency       qperf tcp_lat/tcp_bw across hosts (netperf TCP_RR if qperf is
                 missing) with 0, 100 and 1000 rules and endpoints, against a
                 control pair whose policy never changes

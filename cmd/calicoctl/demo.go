@@ -23,8 +23,10 @@ func demoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Run the seed's two-host walkthrough on this machine, with network namespaces as hosts",
 		Long: `Builds two hosts on one L2 fabric plus an outside network, all as network
-namespaces; starts a datastore on host1 and calico-node on both; adds a pool
-with nat-outgoing, workers 1 and 2 on host1 and worker 3 on host2, profiles
+namespaces; starts a datastore on host1 and calico-node on both; adds the
+seed's pool (--ipip --nat-outgoing: IPIP through the kernel's tunl0, or the
+eBPF path where the kernel has no ipip module), workers 1 and 2 on host1 and
+worker 3 on host2, profiles
 PROF_1 and PROF_2; then checks what the walkthrough promises and measures
 throughput with iperf3. Exits 0 only when every check meets its expectation.`,
 		Args: exactArgs(0),
@@ -65,7 +67,7 @@ func runDemo(ctx context.Context, keep, noThroughput bool, seconds int) (err err
 		Bin:      filepath.Dir(self),
 		Progress: os.Stdout,
 		Prefix:   demoPrefix,
-		PoolArgs: []string{"--nat-outgoing"},
+		PoolArgs: []string{"--ipip", "--nat-outgoing"}, // the seed's pool, as written
 	})
 	if err != nil {
 		return err
@@ -78,19 +80,26 @@ func runDemo(ctx context.Context, keep, noThroughput bool, seconds int) (err err
 		fmt.Println("==> tearing the lab down")
 		w.Close()
 	}()
-	// The seed first adds the pool with --ipip; show what that means here.
-	fmt.Println("==> calicoctl pool add 192.168.100.0/24 --ipip --nat-outgoing   (as the seed does first)")
-	out, err := w.Ctl(ctx, w.Hosts[0], "pool", "add", walkthrough.Pool, "--ipip", "--nat-outgoing")
-	fmt.Print(indent(out))
-	if err != nil {
-		return err
-	}
-	fmt.Println("==> the seed then re-adds the pool without --ipip (both hosts share one L2 network):")
 	if err := w.Seed(ctx); err != nil {
 		return err
 	}
-	out, _ = w.Ctl(ctx, w.Hosts[0], "endpoint", "show")
+	out, _ := w.Ctl(ctx, w.Hosts[0], "endpoint", "show")
 	fmt.Print(indent(out))
+	// How host1 carries the IPIP pool (kernel tunl0, or eBPF where the
+	// kernel has no ipip module), once its agent has reported it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		out, _ = w.Ctl(ctx, w.Hosts[0], "status")
+		var lines []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "IPIP: ") || strings.HasPrefix(line, "problem: ") {
+				lines = append(lines, "    host1 "+line)
+			}
+		}
+		if len(lines) > 0 || time.Now().After(deadline) {
+			fmt.Print(strings.Join(lines, "\n") + "\n")
+			break
+		}
+	}
 	checks, err := w.SeedChecks(ctx)
 	if err != nil {
 		return err

@@ -369,6 +369,9 @@ func statusCmd() *cobra.Command {
 				return output.Print(os.Stdout, f, st, nil)
 			}
 			fmt.Printf("calico-node %s is %s (pid %d, %d endpoints, reported %s)\n", n, nodeState(st), st.PID, st.Endpoints, st.Updated)
+			if st.IPIP != "" {
+				fmt.Println("IPIP: " + st.IPIP)
+			}
 			for _, p := range st.Problems {
 				fmt.Println("problem: " + p)
 			}

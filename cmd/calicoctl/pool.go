@@ -9,7 +9,6 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/output"
 )
 
@@ -39,9 +38,6 @@ func poolCmd() *cobra.Command {
 			pools, err := c.AddPools(cmd.Context(), args, o)
 			if err != nil {
 				return err
-			}
-			if o.IPIPMode != api.EncapNever && !netdev.HaveLinkType("ipip") {
-				fmt.Fprintln(os.Stderr, "warning: this kernel has no IPIP support; nodes on it refuse to forward this pool across hosts (ping shows 'unreachable'). Use --vxlan, or no encapsulation on one L2 network.")
 			}
 			for _, p := range pools {
 				fmt.Printf("Pool %s: ipip %s, vxlan %s, nat-outgoing %v\n", p.CIDR, p.IPIPMode, p.VXLANMode, p.NATOutgoing)

@@ -141,6 +141,8 @@ type NodeStatus struct {
 	Problems  []string    `json:"problems,omitempty"`
 	BGPPeers  []PeerState `json:"bgpPeers,omitempty"`
 	Endpoints int         `json:"endpoints"`
+	// IPIP says how this node carries IPIP pools, when it does.
+	IPIP string `json:"ipip,omitempty"`
 }
 
 // PeerState is one BGP session as the node sees it.

@@ -33,6 +33,7 @@ const Prefix = "cbn"
 const (
 	SecThroughput   = "throughput"   // iperf3 on one L2 fabric: host, workloads, raw veth
 	SecVXLAN        = "vxlan"        // iperf3 across a router, VXLAN pool
+	SecIPIP         = "ipip"         // iperf3 across a router, the seed's --ipip pool
 	SecLatency      = "latency"      // qperf (or netperf) with 0/100/1000 rules and endpoints
 	SecSetup        = "setup"        // container add -> reachable from another host
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
@@ -40,7 +41,7 @@ const (
 )
 
 // Sections lists every section in running order.
-var Sections = []string{SecThroughput, SecVXLAN, SecLatency, SecSetup, SecPolicy, SecControlPlane}
+var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecLatency, SecSetup, SecPolicy, SecControlPlane}
 
 // Plan holds every size and duration the sections use. DefaultPlan is the
 // full bench; QuickPlan a smoke run of a few minutes.
@@ -177,6 +178,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 var sections = map[string]func(context.Context, *runner) error{
 	SecThroughput:   runThroughput,
 	SecVXLAN:        runVXLAN,
+	SecIPIP:         runIPIP,
 	SecLatency:      runLatency,
 	SecSetup:        runSetup,
 	SecPolicy:       runPolicy,

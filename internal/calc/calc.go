@@ -23,6 +23,7 @@ type Input struct {
 	Learned map[netip.Prefix]netip.Addr // best BGP paths: prefix -> next hop
 	// HaveIPIP says whether this kernel can make IPIP tunnels.
 	HaveIPIP bool
+	IPIP     IPIPSupport // the eBPF path, for kernels without (ipip.go)
 }
 
 // Peer is a BGP session this host should have.
@@ -70,18 +71,11 @@ func Compute(in Input) Result {
 	}
 
 	// Encapsulation problems are reported per pool, whether or not a route needs it yet.
-	for _, p := range pools {
-		if p.pool.IPIPMode != "" && p.pool.IPIPMode != api.EncapNever {
-			if in.HaveIPIP {
-				r.Problems = append(r.Problems, fmt.Sprintf("pool %s asks for IPIP, which this build does not implement: cross-host traffic for it is refused; re-add the pool with --vxlan", p.pool.CIDR))
-			} else {
-				r.Problems = append(r.Problems, fmt.Sprintf("pool %s asks for IPIP, but this kernel has no IPIP support: cross-host traffic for it is refused; re-add the pool with --vxlan (or without encapsulation on one L2 network)", p.pool.CIDR))
-			}
-		}
-	}
+	r.Problems = append(r.Problems, ipipProblems(in, pools)...)
 
 	// Routes learned from BGP, each shaped by the pool it falls in.
 	vxlanPeers := map[netip.Addr]bool{}
+	var ipipLearned []IPIPRoute
 	for _, dst := range sortedPrefixes(in.Learned) {
 		nh := in.Learned[dst]
 		if slices.Contains(ownBlocks, dst) || nh == myPrefix.Addr() {
@@ -89,9 +83,12 @@ func Compute(in Input) Result {
 		}
 		route := Route{Dst: dst, Kind: RouteVia, Gateway: nh}
 		if p := poolFor(pools, dst); p != nil && dst.Addr().Is4() {
+			if ipipPool(p) {
+				ipipLearned = append(ipipLearned, IPIPRoute{Dst: dst, Node: nh})
+			}
 			switch {
 			case encapNeeded(p.pool.IPIPMode, myPrefix, nh):
-				route = Route{Dst: dst, Kind: RouteUnreachable}
+				route = ipipRoute(in, dst, nh)
 			case encapNeeded(p.pool.VXLANMode, myPrefix, nh):
 				route = Route{Dst: dst, Kind: RouteVia, Gateway: nh, Dev: VXLANDevice, OnLink: true}
 				vxlanPeers[nh] = true
@@ -100,6 +97,7 @@ func Compute(in Input) Result {
 		r.Dataplane.Routes = append(r.Dataplane.Routes, route)
 	}
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
+	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
 
 	r.Dataplane.Policy = policy(s, local, pools)
 	r.Announce = announcements(ownBlocks, local)

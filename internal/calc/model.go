@@ -40,6 +40,7 @@ type AddrSet struct {
 type Dataplane struct {
 	Routes []Route
 	VXLAN  VXLAN
+	IPIP   IPIP
 	Policy Policy
 }
 
@@ -55,9 +56,10 @@ const (
 	// RouteBlackhole covers a block this host owns, so its unassigned addresses
 	// never leak to the default route.
 	RouteBlackhole
-	// RouteUnreachable covers a remote block we cannot forward to (for example
-	// an IPIP pool on a kernel without IPIP): senders get an ICMP error instead
-	// of a silent drop.
+	// RouteUnreachable covers a remote block we cannot forward to (an IPIP
+	// pool on a host where neither the kernel's tunl0 nor the eBPF programs
+	// work): senders get an ICMP error instead of a silent drop or a packet
+	// leaking out unencapsulated.
 	RouteUnreachable
 )
 
@@ -86,4 +88,38 @@ type VXLAN struct {
 type VTEP struct {
 	HostIP netip.Addr
 	MAC    string
+}
+
+// IPIPMode is how a host carries IPIP pools.
+type IPIPMode string
+
+const (
+	// IPIPKernel: the kernel's ipip module, device tunl0.
+	IPIPKernel IPIPMode = "kernel"
+	// IPIPBPF: tc programs on the uplink and on ipip.calico (package
+	// dataplane/ipip), for kernels without the ipip module.
+	IPIPBPF IPIPMode = "ebpf"
+)
+
+// IPIP is the IPIP dataplane of one host, when some pool needs it. Routes
+// to remote blocks go "via NODE dev Device onlink" (in Dataplane.Routes);
+// this is what the tunnel itself needs to know.
+type IPIP struct {
+	Enabled bool
+	Mode    IPIPMode
+	Device  string     // tunl0 or ipip.calico
+	LocalIP netip.Addr // the host's address: outer source, and finds the uplink (set even when disabled, for cleanup)
+	MTU     int
+	// Routes are every learned IPv4 route inside an IPIP pool (encapsulated
+	// or not), block -> the node that owns it: where the eBPF path sends
+	// a block's packets, and which inner sources each node may send.
+	Routes []IPIPRoute
+	// Nodes are the other nodes' addresses: the only accepted IPIP senders.
+	Nodes []netip.Addr
+}
+
+// IPIPRoute is one remote block and its node.
+type IPIPRoute struct {
+	Dst  netip.Prefix
+	Node netip.Addr
 }

@@ -195,7 +195,7 @@ func (c *Client) WorkloadMTU(ctx context.Context, addrs []netip.Addr) (int, erro
 	return c.workloadMTU(ctx, addrs)
 }
 
-// workloadMTU leaves room for the VXLAN header when any address's pool tunnels.
+// workloadMTU leaves room for the VXLAN or IPIP header when any address's pool tunnels.
 func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
 	pools, err := c.Pools(ctx, 0)
 	if err != nil {
@@ -209,6 +209,9 @@ func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, erro
 		for _, a := range addrs {
 			if cidr.Contains(a) && p.VXLANMode != "" && p.VXLANMode != api.EncapNever {
 				return 1450, nil
+			}
+			if cidr.Contains(a) && p.IPIPMode != "" && p.IPIPMode != api.EncapNever {
+				return 1480, nil // calc.IPIPMTU
 			}
 		}
 	}

@@ -135,9 +135,6 @@ func (n NetworkDriver) CreateNetwork(r *network.CreateNetworkRequest) error {
 			return err
 		}
 		rec.CreatedPools = append(rec.CreatedPools, cidr)
-		if opts.IPIPMode == api.EncapAlways {
-			d.log.Warn("pool uses IPIP; if this kernel has no ipip module, traffic between hosts is dropped and `calicoctl status` says so", "pool", cidr)
-		}
 	}
 	if err := d.c.DS.Put(ctx, key, rec); err != nil {
 		undo()

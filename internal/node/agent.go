@@ -18,6 +18,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/ipip"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 	"github.com/calico-go/calico/internal/datastore"
@@ -64,6 +65,8 @@ type Agent struct {
 
 	routes  *netdev.RouteSyncer
 	vxlan   *netdev.VXLANSyncer
+	ipip    *ipip.Manager
+	ipipOff string // why the eBPF IPIP path is off by the operator's choice
 	policy  *nft.Enforcer
 	speaker *routing.Speaker
 	asn     uint32
@@ -141,8 +144,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}
 	a.haveIPIP = netdev.HaveLinkType("ipip")
-	if !a.haveIPIP {
-		a.log.Info("this kernel has no IPIP support; pools that ask for IPIP will be refused across hosts (use VXLAN)")
+	a.ipip = ipip.New()
+	defer a.ipip.Close()
+	if os.Getenv("CALICO_IPIP_EBPF") == "off" {
+		a.ipipOff = "the eBPF path is turned off (CALICO_IPIP_EBPF=off)"
+	}
+	if a.haveIPIP {
+		a.log.Info("IPIP pools use the kernel's tunl0")
+	} else if s := a.ipipSupport(); s.BPF {
+		a.log.Info("this kernel has no ipip module; IPIP pools use the eBPF path (ipip.calico)")
+	} else {
+		a.log.Warn("IPIP pools cannot be carried here", "reason", s.Problem)
 	}
 	if a.policy, err = nft.New(); err != nil {
 		return err
@@ -290,13 +302,17 @@ func (a *Agent) loop(ctx context.Context) error {
 
 // pass computes the desired state and applies it everywhere.
 func (a *Agent) pass(ctx context.Context) {
-	a.mu.Lock()
-	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP}
-	if a.speaker != nil {
-		in.Learned = a.speaker.Learned()
+	compute := func() calc.Result {
+		ipipSupport := a.ipipSupport()
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport}
+		if a.speaker != nil {
+			in.Learned = a.speaker.Learned()
+		}
+		return calc.Compute(in)
 	}
-	res := calc.Compute(in)
-	a.mu.Unlock()
+	res := compute()
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -320,6 +336,15 @@ func (a *Agent) pass(ctx context.Context) {
 	if hold {
 		time.AfterFunc(time.Second, a.kick)
 	}
+	// The tunnel before the routes through it. If it fails, calculate
+	// again: Support now says so, and IPIP blocks become unreachable (with
+	// one problem line) instead of half-routed.
+	a.ipip.KeepStale(hold)
+	if err := a.ipip.Apply(res.Dataplane.IPIP); err != nil {
+		a.log.Warn("IPIP dataplane failed; its blocks are unreachable until it works", "err", err)
+		res = compute()
+		time.AfterFunc(time.Second, a.kick)
+	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
 	}
@@ -337,6 +362,15 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	a.problems = problems
 	a.ready = true
+}
+
+// ipipSupport is what the eBPF IPIP path can do here, unless the operator
+// turned it off.
+func (a *Agent) ipipSupport() calc.IPIPSupport {
+	if a.ipipOff != "" {
+		return calc.IPIPSupport{Problem: a.ipipOff}
+	}
+	return a.ipip.Support()
 }
 
 func toRoutingPeers(ps []calc.Peer) []routing.Peer {
@@ -399,6 +433,7 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()
 	}
+	st.IPIP = a.ipip.Status()
 	cmp := st
 	cmp.Updated = ""
 	if reflect.DeepEqual(cmp, a.lastStatus) && time.Since(a.lastStatusTime) < a.cfg.StatusInterval && ctx.Err() == nil {

@@ -54,6 +54,7 @@ type World struct {
 	Lab       *lab.Lab
 	Hosts     []*lab.Host
 	Outside   *lab.Outside
+	Router    *lab.Netns // between the two subnets, when Routed
 	Workloads map[string]*Workload
 	Etcd      string // host:port, as users give ETCD_AUTHORITY
 	StateDir  string // pid and log files of this world's daemons
@@ -101,7 +102,7 @@ func Build(ctx context.Context, o Options) (_ *World, err error) {
 		if h2fab, err = l.AddFabric("fab2", "10.0.2.0/24"); err != nil {
 			return nil, err
 		}
-		if _, err = l.AddRouter("router", map[*lab.Fabric]string{fab: "10.0.0.253/24", h2fab: "10.0.2.254/24"}); err != nil {
+		if w.Router, err = l.AddRouter("router", map[*lab.Fabric]string{fab: "10.0.0.253/24", h2fab: "10.0.2.254/24"}); err != nil {
 			return nil, err
 		}
 		h2ip, h2gw = "10.0.2.2/24", "10.0.2.254"

@@ -1,0 +1,50 @@
+package bench
+
+import (
+	"context"
+	"strings"
+
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// IPIP paths: a world of their own (beside VXLAN's), so each ratio is
+// against the host-to-host run of the same round in the same world.
+const (
+	pathHostRtrIPIP = "host-to-host via router (IPIP world)"
+	pathIPIP        = "workload, IPIP via router"
+)
+
+// runIPIP measures, with host 2 behind a router and the seed's --ipip pool:
+// host to host through the router (the baseline) and workload to workload,
+// which on a kernel without the ipip module crosses the eBPF path.
+func runIPIP(ctx context.Context, r *runner) error {
+	w, err := r.buildWorld(ctx, walkthrough.Options{Routed: true})
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	wls, err := w.profiledWorkloads(ctx, []wlSpec{{h1, "ip-a1", "192.168.100.1"}, {h2, "ip-b1", "192.168.100.65"}}, "--ipip")
+	if err != nil {
+		return err
+	}
+	paths := []tpath{
+		{name: pathHostRtrIPIP, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
+		{name: pathIPIP, baseline: pathHostRtrIPIP, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 0.90},
+	}
+	res, err := r.iperfPaths(ctx, paths)
+	if err != nil {
+		return err
+	}
+	r.addThroughput(SecIPIP, paths, res)
+	if st, err := w.Ctl(ctx, h1, "status"); err == nil {
+		for _, line := range strings.Split(st, "\n") {
+			if how, ok := strings.CutPrefix(line, "IPIP: "); ok {
+				r.res.finding("IPIP world: host1 carries IPIP by %s.", how)
+			}
+		}
+	}
+	r.datapathFindings(ctx, w, "IPIP world", wls[0])
+	r.packetSizeFinding(ctx, "IPIP world", wls[1], wls[0])
+	return nil
+}

@@ -61,6 +61,8 @@ type Agent struct {
 	snap    *calc.Snapshot
 	synced  bool
 	trigger chan struct{}
+	// dsChanged: a record that matters arrived since the last pass.
+	dsChanged bool
 
 	routes  *netdev.RouteSyncer
 	vxlan   *netdev.VXLANSyncer
@@ -70,6 +72,14 @@ type Agent struct {
 
 	problems []string
 	ready    bool
+	// rejected counts, per peer address, the learned routes the import
+	// policy refused in the last pass (reported with the peer's session).
+	rejected map[netip.Addr]int
+
+	// A failed pass is retried by one timer, sooner after a datastore
+	// change, later while the failure persists.
+	retry   *time.Timer
+	backoff retryBackoff
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -130,7 +140,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now()}
+	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now(),
+		backoff: retryBackoff{min: retryMin, max: retryMax}}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -199,7 +210,7 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 	}
 	a.mu.Lock()
-	a.snap, a.synced = fresh, true
+	a.snap, a.synced, a.dsChanged = fresh, true, true
 	a.mu.Unlock()
 	a.kick()
 }
@@ -208,6 +219,7 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
 	relevant, err := decodeInto(a.snap, key, value)
+	a.dsChanged = a.dsChanged || relevant
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
@@ -293,10 +305,13 @@ func (a *Agent) pass(ctx context.Context) {
 	a.mu.Lock()
 	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP}
 	if a.speaker != nil {
-		in.Learned = a.speaker.Learned()
+		in.Learned = toCalcPaths(a.speaker.Learned())
 	}
 	res := calc.Compute(in)
+	dsChanged := a.dsChanged
+	a.dsChanged = false
 	a.mu.Unlock()
+	a.rejected = res.RejectedByNeighbor()
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -329,14 +344,51 @@ func (a *Agent) pass(ctx context.Context) {
 	problems := slices.Clone(res.Problems)
 	for _, e := range errs {
 		problems = append(problems, e.Error())
-		a.log.Warn("dataplane not fully converged; will retry", "err", e)
 	}
+	a.scheduleRetry(len(errs) > 0, dsChanged)
 	if len(errs) > 0 {
-		// Retry soon: a workload's veth may appear a moment after its record.
-		time.AfterFunc(500*time.Millisecond, a.kick)
+		a.log.Warn("dataplane not fully converged; will retry", "err", errors.Join(errs...), "retry_in", a.backoff.next)
 	}
 	a.problems = problems
 	a.ready = true
+}
+
+// scheduleRetry arms the one retry timer after a failed pass, or disarms it
+// after a clean one. The first retry comes soon (a workload's veth may
+// appear a moment after its record), later ones ever less often while the
+// failure persists (a route the kernel refuses, a BGP port in use), so a
+// lasting fault costs a pass every half minute, not a hot loop; a datastore
+// change may be the fix, so it starts the series again.
+func (a *Agent) scheduleRetry(failed, dsChanged bool) {
+	if !failed {
+		a.backoff.reset()
+		if a.retry != nil {
+			a.retry.Stop()
+		}
+		return
+	}
+	if dsChanged {
+		a.backoff.reset()
+	}
+	d := a.backoff.failed()
+	if a.retry == nil {
+		a.retry = time.AfterFunc(d, a.kick)
+	} else {
+		a.retry.Reset(d)
+	}
+}
+
+// toCalcPaths hands the speaker's paths to calc, which knows nothing of it.
+func toCalcPaths(m map[netip.Prefix][]routing.Path) map[netip.Prefix][]calc.LearnedPath {
+	out := make(map[netip.Prefix][]calc.LearnedPath, len(m))
+	for pfx, paths := range m {
+		cp := make([]calc.LearnedPath, len(paths))
+		for i, p := range paths {
+			cp[i] = calc.LearnedPath{Neighbor: p.Neighbor, NextHop: p.NextHop}
+		}
+		out[pfx] = cp
+	}
+	return out
 }
 
 func toRoutingPeers(ps []calc.Peer) []routing.Peer {
@@ -398,6 +450,11 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	}
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()
+		for i, p := range st.BGPPeers {
+			if ip, err := netip.ParseAddr(p.IP); err == nil {
+				st.BGPPeers[i].Rejected = a.rejected[ip]
+			}
+		}
 	}
 	cmp := st
 	cmp.Updated = ""

@@ -80,6 +80,8 @@ type Agent struct {
 	// change, later while the failure persists.
 	retry   *time.Timer
 	backoff retryBackoff
+	// holdCheck re-runs the pass while start-up keeps stale routes.
+	holdCheck *time.Timer
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -119,9 +121,9 @@ func (a *Agent) holdingRoutes(peers int) bool {
 	if a.bgpConvergedAt.IsZero() {
 		a.bgpConvergedAt = time.Now()
 	}
-	// Peers send their whole table right after the session opens.
+	// Peers send their whole table right after the session opens. (While
+	// holding, pass re-checks every second.)
 	if time.Since(a.bgpConvergedAt) < 2*time.Second {
-		time.AfterFunc(2*time.Second, a.kick)
 		return true
 	}
 	a.startupOver = true
@@ -333,7 +335,9 @@ func (a *Agent) pass(ctx context.Context) {
 	hold := a.holdingRoutes(len(res.Peers))
 	a.routes.KeepStale(hold)
 	if hold {
-		time.AfterFunc(time.Second, a.kick)
+		// Re-check soon. One timer, re-armed: a timer per pass would
+		// multiply passes with every other trigger until the hold ends.
+		a.holdCheck = rearm(a.holdCheck, time.Second, a.kick)
 	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
@@ -370,12 +374,17 @@ func (a *Agent) scheduleRetry(failed, dsChanged bool) {
 	if dsChanged {
 		a.backoff.reset()
 	}
-	d := a.backoff.failed()
-	if a.retry == nil {
-		a.retry = time.AfterFunc(d, a.kick)
-	} else {
-		a.retry.Reset(d)
+	a.retry = rearm(a.retry, a.backoff.failed(), a.kick)
+}
+
+// rearm makes t (nil: none yet) fire f once, d from now, replacing what it
+// was set to.
+func rearm(t *time.Timer, d time.Duration, f func()) *time.Timer {
+	if t == nil {
+		return time.AfterFunc(d, f)
 	}
+	t.Reset(d)
+	return t
 }
 
 // toCalcPaths hands the speaker's paths to calc, which knows nothing of it.

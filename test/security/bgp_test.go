@@ -299,3 +299,57 @@ func TestBGPRouteInjection(t *testing.T) {
 	t.Logf("FIGURE: BGP route injection by a global peer (default, host2's /32, out-of-pool, host2's block %s and its half %s, worker-3's /32): hostile routes installed %d %v; rejected host1=%s host2=%s (want %s); unclaimed pool prefix %s installed; default-route retries in host1's log %d; traffic: %s",
 		h2Block, h2Half, len(installed), installed, rejected["host1"], rejected["host2"], wantRejected, legitimate, retries, strings.Join(flows, ", "))
 }
+
+// TestPersistentRouteErrorBacksOff: an administrator's static route on
+// host1 collides with a workload's route, so every pass of the agent fails
+// to install it (the agent never touches a route of another protocol).
+// Retrying must not become a hot loop: the agent backs off, doubling the
+// delay up to 30 s, and still installs the route soon after the collision
+// is gone. Honest traffic flows meanwhile.
+func TestPersistentRouteErrorBacksOff(t *testing.T) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1 := w.Hosts[0]
+	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
+	const blocked = "192.168.100.200"
+	if out, err := h1.Run(ctx, "ip", "route", "add", blocked+"/32", "dev", "lo", "proto", "static"); err != nil {
+		t.Fatalf("ip route add: %v %s", err, out)
+	}
+	if _, err := w.AddWorkload(ctx, h1, "worker-x", blocked); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 30*time.Second, "host1 to report the colliding route", func() (bool, string) {
+		st, _ := w.Ctl(ctx, h1, "status")
+		return strings.Contains(st, "problem: ") && strings.Contains(st, blocked), st
+	})
+	logPath := filepath.Join(w.StateDir, "log", "calico", "host1", "calico-node.log")
+	retries := func() int {
+		b, _ := os.ReadFile(logPath)
+		return strings.Count(string(b), "will retry")
+	}
+	const window = 20 * time.Second
+	before := retries()
+	time.Sleep(window)
+	n := retries() - before
+	// Backing off from 0.5 s (0.5, 1, 2, 4, 8, 16 s) gives about five
+	// attempts in 20 s, fewer on a slow machine; a fixed 500 ms retry
+	// gives 40 or more.
+	if n >= 20 {
+		t.Errorf("host1's agent retried %d times in %s: a hot loop (log %s)", n, window, logPath)
+	}
+	got := e2etest.PingReplies(ctx, w1.Netns, netip.Addr{}, w3.IP, 5)
+	if got < 4 {
+		t.Errorf("worker-1 -> worker-3: %d of 5 pings answered while host1 retried", got)
+	}
+	// The collision goes: the next retry (at most 30 s away) installs
+	// the workload's route.
+	if out, err := h1.Run(ctx, "ip", "route", "del", blocked+"/32", "dev", "lo", "proto", "static"); err != nil {
+		t.Fatalf("ip route del: %v %s", err, out)
+	}
+	healed := e2etest.WaitFor(t, 45*time.Second, "host1 to install worker-x's route once the collision is gone", func() (bool, string) {
+		out, _ := h1.Run(ctx, "ip", "route", "show", "exact", blocked+"/32")
+		return strings.Contains(out, "dev cali") && strings.Contains(out, "proto 80"), out
+	})
+	t.Logf("FIGURE: persistent route error on host1: %d retries in %s (retrying every 500 ms would be 40); worker-1 -> worker-3 %d/5 meanwhile; route installed %s after the collision was removed",
+		n, window, got, healed.Round(100*time.Millisecond))
+}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/calico-go/calico/internal/api"
 )
 
 // The import policy: which routes learned over BGP may enter the kernel.
@@ -66,23 +68,29 @@ type importer struct {
 	blockAt   map[netip.Prefix]string
 	blocks    []netip.Prefix // claimed blocks, sorted by address
 	blockBits []int          // the block lengths in use (26, 122, ...)
-	holders   map[netip.Addr][]string
+	endpoints map[string]api.Endpoint
+	holders   map[netip.Addr][]string // built on first use: see holdersOf
+	overlap   []netip.Prefix          // overlappingBlocks' result, reused
 }
 
 func newImporter(s *Snapshot, me string, pools []parsedPool, announced []netip.Prefix) *importer {
 	im := &importer{
-		me:      me,
-		mine:    map[netip.Prefix]bool{},
-		pools:   pools,
-		nodeAt:  map[netip.Addr]string{},
-		blockAt: map[netip.Prefix]string{},
-		holders: map[netip.Addr][]string{},
+		me:        me,
+		mine:      make(map[netip.Prefix]bool, len(announced)),
+		pools:     pools,
+		nodeAt:    make(map[netip.Addr]string, 2*len(s.Nodes)),
+		blockAt:   make(map[netip.Prefix]string, len(s.Blocks)),
+		endpoints: s.Endpoints,
+		blocks:    make([]netip.Prefix, 0, len(s.Blocks)),
 	}
 	for _, p := range announced {
 		im.mine[p] = true
 	}
 	for name, n := range s.Nodes {
-		for _, a := range []string{n.IPv4, n.IPv6} {
+		for _, a := range [2]string{n.IPv4, n.IPv6} {
+			if a == "" {
+				continue
+			}
 			if p, err := netip.ParsePrefix(a); err == nil {
 				im.nodeAt[p.Addr().Unmap()] = name
 			} else if ip, err := netip.ParseAddr(a); err == nil {
@@ -107,17 +115,27 @@ func newImporter(s *Snapshot, me string, pools []parsedPool, announced []netip.P
 		}
 	}
 	sortPrefixes(im.blocks)
-	for _, ep := range s.Endpoints {
-		for _, a := range endpointPrefixes(ep) {
-			if !slices.Contains(im.holders[a.Addr()], ep.Node) {
-				im.holders[a.Addr()] = append(im.holders[a.Addr()], ep.Node)
+	return im
+}
+
+// holdersOf names the nodes whose endpoints hold a, sorted. The index is
+// built when a first single address is learned: most learned prefixes are
+// blocks, and a pass should not pay for every endpoint of the cluster.
+func (im *importer) holdersOf(a netip.Addr) []string {
+	if im.holders == nil {
+		im.holders = make(map[netip.Addr][]string, len(im.endpoints))
+		for _, ep := range im.endpoints {
+			for _, p := range endpointPrefixes(ep) {
+				if !slices.Contains(im.holders[p.Addr()], ep.Node) {
+					im.holders[p.Addr()] = append(im.holders[p.Addr()], ep.Node)
+				}
 			}
 		}
+		for _, hs := range im.holders {
+			sort.Strings(hs)
+		}
 	}
-	for _, hs := range im.holders {
-		sort.Strings(hs)
-	}
-	return im
+	return im.holders[a]
 }
 
 // choose returns the first of paths (best first) the policy accepts, and
@@ -166,7 +184,7 @@ func (im *importer) refuse(dst netip.Prefix, p LearnedPath) string {
 		return fmt.Sprintf("node %s announced next hop %s, which is not its own", nb, nh)
 	}
 	if dst.IsSingleIP() {
-		if hs := im.holders[dst.Addr()]; len(hs) > 0 {
+		if hs := im.holdersOf(dst.Addr()); len(hs) > 0 {
 			switch {
 			case slices.Contains(hs, im.me):
 				return "address of a workload on this node"
@@ -215,10 +233,12 @@ func (im *importer) nodeInside(dst netip.Prefix) (netip.Addr, bool) {
 
 // overlappingBlocks returns the claimed blocks that contain dst or that dst
 // contains. Blocks are aligned prefixes, so these are the blocks that
-// contain dst's first address, plus those starting inside dst.
+// contain dst's first address, plus those starting inside dst. The result
+// is valid until the next call.
 func (im *importer) overlappingBlocks(dst netip.Prefix) []netip.Prefix {
 	dst = dst.Masked()
-	var out []netip.Prefix
+	out := im.overlap[:0]
+	defer func() { im.overlap = out }()
 	for _, bits := range im.blockBits {
 		if bits > dst.Bits() {
 			continue

@@ -66,7 +66,7 @@ type importer struct {
 	nodeAt    map[netip.Addr]string // every node's IPv4 and IPv6 address
 	nodeAddrs []netip.Addr          // the same, sorted
 	blockAt   map[netip.Prefix]string
-	blocks    []netip.Prefix // claimed blocks, sorted by address
+	blocks    []netip.Prefix // claimed blocks, sorted by address; see covered
 	blockBits []int          // the block lengths in use (26, 122, ...)
 	endpoints map[string]api.Endpoint
 	holders   map[netip.Addr][]string // built on first use: see holdersOf
@@ -81,7 +81,6 @@ func newImporter(s *Snapshot, me string, pools []parsedPool, announced []netip.P
 		nodeAt:    make(map[netip.Addr]string, 2*len(s.Nodes)),
 		blockAt:   make(map[netip.Prefix]string, len(s.Blocks)),
 		endpoints: s.Endpoints,
-		blocks:    make([]netip.Prefix, 0, len(s.Blocks)),
 	}
 	for _, p := range announced {
 		im.mine[p] = true
@@ -109,12 +108,10 @@ func newImporter(s *Snapshot, me string, pools []parsedPool, announced []netip.P
 		}
 		c = c.Masked()
 		im.blockAt[c] = b.Affinity
-		im.blocks = append(im.blocks, c)
 		if !slices.Contains(im.blockBits, c.Bits()) {
 			im.blockBits = append(im.blockBits, c.Bits())
 		}
 	}
-	sortPrefixes(im.blocks)
 	return im
 }
 
@@ -249,13 +246,30 @@ func (im *importer) overlappingBlocks(dst netip.Prefix) []netip.Prefix {
 			}
 		}
 	}
-	i, _ := slices.BinarySearchFunc(im.blocks, dst, func(b, d netip.Prefix) int { return b.Addr().Compare(d.Addr()) })
-	for ; i < len(im.blocks) && dst.Contains(im.blocks[i].Addr()); i++ {
-		if b := im.blocks[i]; b.Bits() > dst.Bits() {
-			out = append(out, b)
+	if slices.ContainsFunc(im.blockBits, func(bits int) bool { return bits > dst.Bits() }) {
+		blocks := im.sortedBlocks()
+		i, _ := slices.BinarySearchFunc(blocks, dst, func(b, d netip.Prefix) int { return b.Addr().Compare(d.Addr()) })
+		for ; i < len(blocks) && dst.Contains(blocks[i].Addr()); i++ {
+			if b := blocks[i]; b.Bits() > dst.Bits() {
+				out = append(out, b)
+			}
 		}
 	}
 	return out
+}
+
+// sortedBlocks lists the claimed blocks by address. It is made when a first
+// learned prefix shorter than a block is checked: nodes announce blocks and
+// single addresses, so most passes never need it.
+func (im *importer) sortedBlocks() []netip.Prefix {
+	if im.blocks == nil {
+		im.blocks = make([]netip.Prefix, 0, len(im.blockAt))
+		for b := range im.blockAt {
+			im.blocks = append(im.blocks, b)
+		}
+		sortPrefixes(im.blocks)
+	}
+	return im.blocks
 }
 
 // rejectedProblem is the one status line about refused routes: how many,

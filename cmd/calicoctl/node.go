@@ -377,9 +377,9 @@ func statusCmd() *cobra.Command {
 			}
 			fmt.Println()
 			fmt.Println("BGP sessions")
-			t := &output.Table{Header: []string{"peer address", "peer type", "as", "state", "since", "routes received"}}
+			t := &output.Table{Header: []string{"peer address", "peer type", "as", "state", "since", "routes received", "rejected"}}
 			for _, p := range st.BGPPeers {
-				t.Add(p.IP, p.Type, strconv.FormatUint(uint64(p.ASNumber), 10), p.State, orDash(p.Since), strconv.Itoa(p.Received))
+				t.Add(p.IP, p.Type, strconv.FormatUint(uint64(p.ASNumber), 10), p.State, orDash(p.Since), strconv.Itoa(p.Received), strconv.Itoa(p.Rejected))
 			}
 			return t.Write(os.Stdout)
 		}),

@@ -153,4 +153,8 @@ type PeerState struct {
 	State    string `json:"state"`
 	Since    string `json:"since,omitempty"`
 	Received int    `json:"received"`
+	// Rejected is how many of the routes received the node's import
+	// policy refuses (outside every pool, over a node address, another
+	// node's block or workload address).
+	Rejected int `json:"rejected"`
 }

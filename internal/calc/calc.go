@@ -18,9 +18,11 @@ const (
 
 // Input is what one host's calculation depends on.
 type Input struct {
-	Node    string
-	Snap    *Snapshot
-	Learned map[netip.Prefix]netip.Addr // best BGP paths: prefix -> next hop
+	Node string
+	Snap *Snapshot
+	// Learned is every path BGP peers sent, per prefix, best first; the
+	// import policy (imports.go) decides which may be installed.
+	Learned map[netip.Prefix][]LearnedPath
 	// HaveIPIP says whether this kernel can make IPIP tunnels.
 	HaveIPIP bool
 	IPIP     IPIPSupport // the eBPF path, for kernels without (ipip.go)
@@ -41,6 +43,9 @@ type Result struct {
 	Peers     []Peer
 	// Problems are conditions a user must fix; the node reports them in status.
 	Problems []string
+	// Rejected are the learned paths the import policy refused, sorted by
+	// prefix (and, within a prefix, in the order BGP ranked them).
+	Rejected []RejectedPath
 }
 
 // Compute derives the host's desired state. It is pure and deterministic:
@@ -73,14 +78,18 @@ func Compute(in Input) Result {
 	// Encapsulation problems are reported per pool, whether or not a route needs it yet.
 	r.Problems = append(r.Problems, ipipProblems(in, pools)...)
 
-	// Routes learned from BGP, each shaped by the pool it falls in.
+	// Routes learned from BGP that pass the import policy, each shaped by
+	// the pool it falls in.
 	vxlanPeers := map[netip.Addr]bool{}
 	var ipipLearned []IPIPRoute
+	r.Announce = announcements(ownBlocks, local)
+	imp := newImporter(s, in.Node, pools, r.Announce)
 	for _, dst := range sortedPrefixes(in.Learned) {
-		nh := in.Learned[dst]
-		if slices.Contains(ownBlocks, dst) || nh == myPrefix.Addr() {
+		path, ok := imp.choose(dst, in.Learned[dst], &r.Rejected)
+		if !ok {
 			continue
 		}
+		nh := path.NextHop
 		route := Route{Dst: dst, Kind: RouteVia, Gateway: nh}
 		if p := poolFor(pools, dst); p != nil && dst.Addr().Is4() {
 			if ipipPool(p) {
@@ -96,11 +105,13 @@ func Compute(in Input) Result {
 		}
 		r.Dataplane.Routes = append(r.Dataplane.Routes, route)
 	}
+	if p := rejectedProblem(r.Rejected); p != "" {
+		r.Problems = append(r.Problems, p)
+	}
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
 	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
 
 	r.Dataplane.Policy = policy(s, local, pools)
-	r.Announce = announcements(ownBlocks, local)
 	r.Peers = peers(s, in.Node, myPrefix.Addr())
 	return r
 }
@@ -361,7 +372,7 @@ func sortPrefixes(ps []netip.Prefix) {
 	})
 }
 
-func sortedPrefixes(m map[netip.Prefix]netip.Addr) []netip.Prefix {
+func sortedPrefixes[V any](m map[netip.Prefix]V) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(m))
 	for p := range m {
 		out = append(out, p)

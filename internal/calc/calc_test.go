@@ -24,10 +24,16 @@ func snapshot(pool api.Pool) *Snapshot {
 	return s
 }
 
-var learned = map[netip.Prefix]netip.Addr{
-	netip.MustParsePrefix("192.168.100.64/26"):  netip.MustParseAddr("10.0.1.2"),
-	netip.MustParsePrefix("192.168.100.192/26"): netip.MustParseAddr("10.0.2.3"),
-	netip.MustParsePrefix("192.168.100.0/26"):   netip.MustParseAddr("10.0.1.1"), // our own, echoed
+// path is a route a node announced itself: session and next hop are its address.
+func path(nh string) []LearnedPath {
+	a := netip.MustParseAddr(nh)
+	return []LearnedPath{{Neighbor: a, NextHop: a}}
+}
+
+var learned = map[netip.Prefix][]LearnedPath{
+	netip.MustParsePrefix("192.168.100.64/26"):  path("10.0.1.2"),
+	netip.MustParsePrefix("192.168.100.192/26"): path("10.0.2.3"),
+	netip.MustParsePrefix("192.168.100.0/26"):   path("10.0.1.1"), // our own, reflected back: ignored
 }
 
 func routeFor(t *testing.T, r Result, dst string) Route {

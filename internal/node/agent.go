@@ -62,6 +62,8 @@ type Agent struct {
 	snap    *calc.Snapshot
 	synced  bool
 	trigger chan struct{}
+	// dsChanged: a record that matters arrived since the last pass.
+	dsChanged bool
 
 	routes  *netdev.RouteSyncer
 	vxlan   *netdev.VXLANSyncer
@@ -73,6 +75,16 @@ type Agent struct {
 
 	problems []string
 	ready    bool
+	// rejected counts, per peer address, the learned routes the import
+	// policy refused in the last pass (reported with the peer's session).
+	rejected map[netip.Addr]int
+
+	// A failed pass is retried by one timer, sooner after a datastore
+	// change, later while the failure persists.
+	retry   *time.Timer
+	backoff retryBackoff
+	// holdCheck re-runs the pass while start-up keeps stale routes.
+	holdCheck *time.Timer
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -112,9 +124,9 @@ func (a *Agent) holdingRoutes(peers int) bool {
 	if a.bgpConvergedAt.IsZero() {
 		a.bgpConvergedAt = time.Now()
 	}
-	// Peers send their whole table right after the session opens.
+	// Peers send their whole table right after the session opens. (While
+	// holding, pass re-checks every second.)
 	if time.Since(a.bgpConvergedAt) < 2*time.Second {
-		time.AfterFunc(2*time.Second, a.kick)
 		return true
 	}
 	a.startupOver = true
@@ -133,7 +145,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now()}
+	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now(),
+		backoff: retryBackoff{min: retryMin, max: retryMax}}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -211,7 +224,7 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 	}
 	a.mu.Lock()
-	a.snap, a.synced = fresh, true
+	a.snap, a.synced, a.dsChanged = fresh, true, true
 	a.mu.Unlock()
 	a.kick()
 }
@@ -220,6 +233,7 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
 	relevant, err := decodeInto(a.snap, key, value)
+	a.dsChanged = a.dsChanged || relevant
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
@@ -302,17 +316,24 @@ func (a *Agent) loop(ctx context.Context) error {
 
 // pass computes the desired state and applies it everywhere.
 func (a *Agent) pass(ctx context.Context) {
+	// dsChanged: a datastore change since the last pass, which may be the
+	// fix for a failure, so the retry series starts over.
+	dsChanged := false
 	compute := func() calc.Result {
 		ipipSupport := a.ipipSupport()
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport}
 		if a.speaker != nil {
-			in.Learned = a.speaker.Learned()
+			in.Learned = toCalcPaths(a.speaker.Learned())
+		}
+		if a.dsChanged {
+			dsChanged, a.dsChanged = true, false
 		}
 		return calc.Compute(in)
 	}
 	res := compute()
+	a.rejected = res.RejectedByNeighbor()
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -334,16 +355,22 @@ func (a *Agent) pass(ctx context.Context) {
 	hold := a.holdingRoutes(len(res.Peers))
 	a.routes.KeepStale(hold)
 	if hold {
-		time.AfterFunc(time.Second, a.kick)
+		// Re-check soon. One timer, re-armed: a timer per pass would
+		// multiply passes with every other trigger until the hold ends.
+		a.holdCheck = rearm(a.holdCheck, time.Second, a.kick)
 	}
 	// The tunnel before the routes through it. If it fails, calculate
 	// again: Support now says so, and IPIP blocks become unreachable (with
 	// one problem line) instead of half-routed.
 	a.ipip.KeepStale(hold)
+	ipipFailed := false
 	if err := a.ipip.Apply(res.Dataplane.IPIP); err != nil {
+		// Support now says so (one problem line), so the recalculation
+		// leaves the IPIP blocks unreachable; retried with the backoff.
 		a.log.Warn("IPIP dataplane failed; its blocks are unreachable until it works", "err", err)
 		res = compute()
-		time.AfterFunc(time.Second, a.kick)
+		a.rejected = res.RejectedByNeighbor()
+		ipipFailed = true
 	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
@@ -354,11 +381,10 @@ func (a *Agent) pass(ctx context.Context) {
 	problems := slices.Clone(res.Problems)
 	for _, e := range errs {
 		problems = append(problems, e.Error())
-		a.log.Warn("dataplane not fully converged; will retry", "err", e)
 	}
+	a.scheduleRetry(len(errs) > 0 || ipipFailed, dsChanged)
 	if len(errs) > 0 {
-		// Retry soon: a workload's veth may appear a moment after its record.
-		time.AfterFunc(500*time.Millisecond, a.kick)
+		a.log.Warn("dataplane not fully converged; will retry", "err", errors.Join(errs...), "retry_in", a.backoff.next)
 	}
 	a.problems = problems
 	a.ready = true
@@ -371,6 +397,49 @@ func (a *Agent) ipipSupport() calc.IPIPSupport {
 		return calc.IPIPSupport{Problem: a.ipipOff}
 	}
 	return a.ipip.Support()
+}
+
+// scheduleRetry arms the one retry timer after a failed pass, or disarms it
+// after a clean one. The first retry comes soon (a workload's veth may
+// appear a moment after its record), later ones ever less often while the
+// failure persists (a route the kernel refuses, a BGP port in use), so a
+// lasting fault costs a pass every half minute, not a hot loop; a datastore
+// change may be the fix, so it starts the series again.
+func (a *Agent) scheduleRetry(failed, dsChanged bool) {
+	if !failed {
+		a.backoff.reset()
+		if a.retry != nil {
+			a.retry.Stop()
+		}
+		return
+	}
+	if dsChanged {
+		a.backoff.reset()
+	}
+	a.retry = rearm(a.retry, a.backoff.failed(), a.kick)
+}
+
+// rearm makes t (nil: none yet) fire f once, d from now, replacing what it
+// was set to.
+func rearm(t *time.Timer, d time.Duration, f func()) *time.Timer {
+	if t == nil {
+		return time.AfterFunc(d, f)
+	}
+	t.Reset(d)
+	return t
+}
+
+// toCalcPaths hands the speaker's paths to calc, which knows nothing of it.
+func toCalcPaths(m map[netip.Prefix][]routing.Path) map[netip.Prefix][]calc.LearnedPath {
+	out := make(map[netip.Prefix][]calc.LearnedPath, len(m))
+	for pfx, paths := range m {
+		cp := make([]calc.LearnedPath, len(paths))
+		for i, p := range paths {
+			cp[i] = calc.LearnedPath{Neighbor: p.Neighbor, NextHop: p.NextHop}
+		}
+		out[pfx] = cp
+	}
+	return out
 }
 
 func toRoutingPeers(ps []calc.Peer) []routing.Peer {
@@ -432,6 +501,11 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	}
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()
+		for i, p := range st.BGPPeers {
+			if ip, err := netip.ParseAddr(p.IP); err == nil {
+				st.BGPPeers[i].Rejected = a.rejected[ip]
+			}
+		}
 	}
 	st.IPIP = a.ipip.Status()
 	cmp := st

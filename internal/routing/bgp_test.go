@@ -256,3 +256,93 @@ func TestHoldTime(t *testing.T) {
 		})
 	}
 }
+
+// TestLearnedReportsEveryPath: a router (eBGP) and a node (iBGP) both
+// announce the node's block and a more specific of it. Learned lists both
+// paths of each prefix, best first, so the agent's import policy can skip
+// the router's winning path and install the node's; a path that arrives or
+// leaves without changing the best one still changes Learned.
+func TestLearnedReportsEveryPath(t *testing.T) {
+	t.Parallel()
+	hs := newLab(t, "a", "b", "c")
+	ha, hb, hc := hs[0], hs[1], hs[2]
+	const torAS = 65001
+	a := spawn(t, ha, ha.config(meshAS))
+	b := spawn(t, hb, hb.config(meshAS))
+	c := spawn(t, hc, hc.config(torAS))
+	tor := Peer{Address: hc.ip4, ASN: torAS, Type: PeerTypeGlobal}
+	a.peers(meshPeer(hb), tor)
+	b.peers(meshPeer(ha))
+	c.peers(Peer{Address: ha.ip4, ASN: meshAS, Type: PeerTypeNode})
+	waitEstablished(t, a, 20*time.Second, hb, hc)
+
+	fromB := Path{Neighbor: hb.ip4, NextHop: hb.ip4}
+	fromC := Path{Neighbor: hc.ip4, NextHop: hc.ip4}
+	// The router first: its path is the only one, hence best.
+	c.announce(blockB)
+	waitPaths(t, a, 10*time.Second, map[netip.Prefix][]Path{blockB: {fromC}})
+	// Then the node: its path has the shorter AS path (iBGP, none) and
+	// wins; the router's stays listed behind it.
+	b.announce(blockB)
+	waitPaths(t, a, 10*time.Second, map[netip.Prefix][]Path{blockB: {fromB, fromC}})
+	// A more specific from the router only.
+	half := netip.MustParsePrefix("192.168.100.64/27")
+	c.announce(blockB, half)
+	waitPaths(t, a, 10*time.Second, map[netip.Prefix][]Path{blockB: {fromB, fromC}, half: {fromC}})
+	// The router withdraws the block: the best path is unchanged (the
+	// node's), Learned changes all the same.
+	before := a.must(helperReq{Op: "learned"}).Changes
+	c.announce(half)
+	waitPaths(t, a, 10*time.Second, map[netip.Prefix][]Path{blockB: {fromB}, half: {fromC}})
+	if after := a.must(helperReq{Op: "learned"}).Changes; after <= before {
+		t.Errorf("Changes() did not fire when a non-best path left (%d -> %d)", before, after)
+	}
+	// Removing the router as a peer drops its paths (GoBGP sends no
+	// message for that: the speaker pokes itself).
+	a.peers(meshPeer(hb))
+	waitPaths(t, a, 10*time.Second, map[netip.Prefix][]Path{blockB: {fromB}})
+}
+
+// TestRestartLeavesNoGoroutine: the agent restarts its speaker in-process
+// when its AS number changes. Each restart, with sessions up before and
+// after, leaves the process with as many goroutines as before it.
+func TestRestartLeavesNoGoroutine(t *testing.T) {
+	t.Parallel()
+	hs := newLab(t, "a", "b")
+	ha, hb := hs[0], hs[1]
+	a := spawn(t, ha, ha.config(meshAS))
+	b := spawn(t, hb, hb.config(meshAS))
+	up := func() {
+		t.Helper()
+		a.announce(blockA)
+		a.peers(meshPeer(hb))
+		b.announce(blockB)
+		b.peers(meshPeer(ha))
+		waitEstablished(t, a, 30*time.Second, hb)
+		waitLearned(t, a, 10*time.Second, map[netip.Prefix]netip.Addr{blockB: hb.ip4})
+	}
+	// goroutines polls until a has at most want goroutines (transient
+	// ones, such as a connection being dialled, come and go).
+	goroutines := func(want int, d time.Duration) (int, string) {
+		deadline := time.Now().Add(d)
+		for {
+			r := a.must(helperReq{Op: "goroutines"})
+			if r.Goroutines <= want || time.Now().After(deadline) {
+				return r.Goroutines, r.Stacks
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	up()
+	base, _ := goroutines(0, 2*time.Second)
+	const restarts = 3
+	for range restarts {
+		a.must(helperReq{Op: "restart"})
+		up()
+	}
+	n, stacks := goroutines(base, 20*time.Second)
+	t.Logf("goroutines with a session up: %d before, %d after %d in-process restarts", base, n, restarts)
+	if n > base {
+		t.Fatalf("%d goroutines after %d restarts, %d before:\n%s", n, restarts, base, stacks)
+	}
+}

@@ -21,6 +21,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,7 +60,7 @@ type helperConfig struct {
 }
 
 type helperReq struct {
-	Op       string // start, peers, announce, learned, states, stop
+	Op       string // start, peers, announce, learned, states, stop, restart, goroutines
 	Config   helperConfig
 	Peers    []Peer
 	Prefixes []netip.Prefix
@@ -66,10 +68,12 @@ type helperReq struct {
 }
 
 type helperResp struct {
-	Err     string
-	Learned map[netip.Prefix]netip.Addr
-	Changes int64 // signals received from Changes() so far
-	States  []calicoapi.PeerState
+	Err        string
+	Learned    map[netip.Prefix][]Path
+	Changes    int64 // signals received from Changes() so far
+	States     []calicoapi.PeerState
+	Goroutines int    // goroutines: how many the process has
+	Stacks     string // goroutines: their stacks
 }
 
 // helperMain serves requests from the parent test, one JSON object per line
@@ -80,7 +84,37 @@ func helperMain() {
 	dec := json.NewDecoder(os.Stdin)
 	enc := json.NewEncoder(os.Stdout)
 	var sp *Speaker
+	var cfg helperConfig
 	var changes atomic.Int64
+	counting := make(chan struct{}) // closed to end the counter of Changes()
+	start := func(c helperConfig) (err error) {
+		cfg = c
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		sp, err = Start(ctx, Config{
+			RouterID: c.RouterID, ASN: c.ASN, ListenAddr: c.ListenAddr,
+			NextHopV6: c.NextHopV6, HoldTime: c.HoldTime,
+			GracefulRestartTime: c.GracefulRestartTime, Logger: logger,
+		})
+		if err == nil && os.Getenv(gobgpDebugEnv) != "" {
+			// GoBGP's own FSM chatter, for debugging a failing test.
+			_ = sp.bgp.SetLogLevel(context.Background(), &api.SetLogLevelRequest{Level: api.SetLogLevelRequest_DEBUG})
+		}
+		if err == nil {
+			counting = make(chan struct{})
+			go func(ch <-chan struct{}, done <-chan struct{}) {
+				for {
+					select {
+					case <-ch:
+						changes.Add(1)
+					case <-done:
+						return
+					}
+				}
+			}(sp.Changes(), counting)
+		}
+		return err
+	}
 	for {
 		var req helperReq
 		if err := dec.Decode(&req); err != nil {
@@ -90,25 +124,11 @@ func helperMain() {
 		var err error
 		switch {
 		case req.Op == "start":
-			c := req.Config
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			sp, err = Start(ctx, Config{
-				RouterID: c.RouterID, ASN: c.ASN, ListenAddr: c.ListenAddr,
-				NextHopV6: c.NextHopV6, HoldTime: c.HoldTime,
-				GracefulRestartTime: c.GracefulRestartTime, Logger: logger,
-			})
-			cancel()
-			if err == nil && os.Getenv(gobgpDebugEnv) != "" {
-				// GoBGP's own FSM chatter, for debugging a failing test.
-				_ = sp.bgp.SetLogLevel(context.Background(), &api.SetLogLevelRequest{Level: api.SetLogLevelRequest_DEBUG})
-			}
-			if err == nil {
-				go func(ch <-chan struct{}) {
-					for range ch {
-						changes.Add(1)
-					}
-				}(sp.Changes())
-			}
+			err = start(req.Config)
+		case req.Op == "goroutines":
+			resp.Goroutines = runtime.NumGoroutine()
+			buf := make([]byte, 1<<20)
+			resp.Stacks = string(buf[:runtime.Stack(buf, true)])
 		case sp == nil:
 			err = fmt.Errorf("%s before start", req.Op)
 		case req.Op == "peers":
@@ -126,6 +146,12 @@ func helperMain() {
 			} else {
 				sp.Stop()
 			}
+		case req.Op == "restart":
+			// What the agent does when its AS number changes: the same
+			// process stops its speaker and starts a new one.
+			sp.Stop()
+			close(counting)
+			err = start(cfg)
 		default:
 			err = fmt.Errorf("unknown op %q", req.Op)
 		}
@@ -339,9 +365,26 @@ func (p *proc) announce(ps ...netip.Prefix) {
 	p.must(helperReq{Op: "announce", Prefixes: ps})
 }
 
+// learned is p's best path per prefix: prefix -> next hop.
 func (p *proc) learned() map[netip.Prefix]netip.Addr {
 	p.t.Helper()
+	return bestOf(p.paths())
+}
+
+// paths is every path p learned, per prefix, best first.
+func (p *proc) paths() map[netip.Prefix][]Path {
+	p.t.Helper()
 	return p.must(helperReq{Op: "learned"}).Learned
+}
+
+func bestOf(m map[netip.Prefix][]Path) map[netip.Prefix]netip.Addr {
+	out := map[netip.Prefix]netip.Addr{}
+	for pfx, paths := range m {
+		if len(paths) > 0 {
+			out[pfx] = paths[0].NextHop
+		}
+	}
+	return out
 }
 
 func (p *proc) states() []calicoapi.PeerState {
@@ -389,7 +432,16 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
-// waitLearned waits until p's Learned is exactly want.
+// waitPaths waits until p's Learned is exactly want, paths in order.
+func waitPaths(t *testing.T, p *proc, timeout time.Duration, want map[netip.Prefix][]Path) time.Duration {
+	t.Helper()
+	return waitFor(t, timeout, p.h.name+" learns "+fmt.Sprint(want), func() (bool, string) {
+		got := p.paths()
+		return maps.EqualFunc(got, want, slices.Equal), fmt.Sprint(got)
+	})
+}
+
+// waitLearned waits until p's best paths are exactly want.
 func waitLearned(t *testing.T, p *proc, timeout time.Duration, want map[netip.Prefix]netip.Addr) time.Duration {
 	t.Helper()
 	return waitFor(t, timeout, p.h.name+" learns "+fmt.Sprint(want), func() (bool, string) {

@@ -1,8 +1,8 @@
 // Package routing is the node agent's BGP speaker: an embedded GoBGP v3
 // server that announces this host's workload blocks to its peers (the other
-// nodes of the full mesh, and configured routers) and reports the best paths
-// it learns from them. It never touches the kernel: another package installs
-// what Learned reports.
+// nodes of the full mesh, and configured routers) and reports every path it
+// learns from them, best first. It never touches the kernel and judges no
+// route: the agent's import policy (calc) decides what Learned may install.
 //
 // What GoBGP v3.37.0 does, found by reading its source and checked by the
 // tests in this package:
@@ -29,9 +29,16 @@
 //     by per-peer goroutines: the process must already be in the right
 //     network namespace. The agent is; the tests run each speaker as a child
 //     process inside its namespace.
-//   - Serve has no way to return: each Start leaves one parked goroutine
-//     behind after Stop. The agent starts one speaker per process, so this
-//     only matters to tests.
+//   - Serve has no way to return, and StopBgp leaves it parked: each
+//     Start/Stop cycle (an AS change, a failed start retried) would leave a
+//     goroutine and the whole server behind. GoBGP calls a timing hook on
+//     Serve's goroutine after every event it handles, so Stop ends Serve
+//     from there with runtime.Goexit (see serveHook), once its own last
+//     request is provably the next one Serve handles.
+//   - The same hook says when a BGP message or session change has been
+//     handled, which is when the RIB may have changed. A watch on best
+//     paths would not do: Learned reports every path, and a new path that
+//     does not win best-path selection changes it too.
 package routing
 
 import (
@@ -41,8 +48,11 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"runtime"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -77,7 +87,7 @@ const (
 	// back; 5 keeps mesh convergence in seconds at a negligible cost.
 	connectRetrySeconds = 5
 
-	// rebuildDelay gathers a burst of best-path events (a peer sending its
+	// rebuildDelay gathers a burst of BGP messages (a peer sending its
 	// whole table, a graceful restart ending) into one rebuild of Learned.
 	// It adds to every new workload's time to reachable on other hosts
 	// (bench: 20 ms was about half of it), so it stays short.
@@ -132,6 +142,13 @@ type Peer struct {
 	Type    string // PeerTypeNodeMesh, PeerTypeGlobal or PeerTypeNode
 }
 
+// Path is one route a peer sent us for a prefix.
+type Path struct {
+	// Neighbor is the address of the session it came over.
+	Neighbor netip.Addr
+	NextHop  netip.Addr
+}
+
 // Speaker is one node's BGP speaker. Its methods are safe for concurrent use.
 type Speaker struct {
 	cfg        Config
@@ -139,20 +156,57 @@ type Speaker struct {
 	grSecs     uint32 // 0: graceful restart disabled
 	listenPort int    // the local port of accepted sessions; <= 0 when none
 	bgp        *server.BgpServer
+	hook       *serveHook
 	log        *slog.Logger
+
+	// calls counts the GoBGP requests made (each is one request handled
+	// on Serve's goroutine); see endServe.
+	calls atomic.Int64
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	kick    chan struct{} // best paths changed; buffer 1
+	kick    chan struct{} // the RIB may have changed; buffer 1
 	changes chan struct{} // Learned changed; buffer 1
 
-	opMu      sync.Mutex // serialises SetPeers, SetAnnounced and Stop
+	opMu      sync.Mutex // serialises SetPeers, SetAnnounced, PeerStates and Stop
 	peers     map[netip.Addr]Peer
 	announced map[netip.Prefix]*api.Path
 	stopped   bool
 
 	mu      sync.RWMutex
-	learned map[netip.Prefix]netip.Addr
+	learned map[netip.Prefix][]Path
+}
+
+// serveHook is GoBGP's timing hook, which GoBGP calls on its Serve
+// goroutine right after each event it has handled: a management request
+// (FSMMgmtOp, after the caller got its answer), or a message or state
+// change from a peer's session (FSMMessage). Keepalives never get there.
+type serveHook struct {
+	// onMessage is called after each session event: the RIB may have changed.
+	onMessage func()
+	// requests counts the management requests handled so far.
+	requests atomic.Int64
+	// quit makes the next management request handled the last: Serve's
+	// goroutine ends right after it (see Speaker.endServe).
+	quit atomic.Bool
+	// ended is closed by Serve's goroutine as it ends.
+	ended chan struct{}
+}
+
+func (h *serveHook) Observe(op server.FSMOperation, _, _ time.Duration) {
+	switch op {
+	case server.FSMMgmtOp:
+		h.requests.Add(1)
+		if h.quit.Load() {
+			close(h.ended)
+			// Serve defers nothing, holds no lock here, and nobody
+			// waits for it: ending its goroutine is all that stopping
+			// it takes.
+			runtime.Goexit()
+		}
+	case server.FSMMessage:
+		h.onMessage()
+	}
 }
 
 // normalize validates c and fills in defaults, naming the field at fault.
@@ -229,7 +283,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		changes:    make(chan struct{}, 1),
 		peers:      map[netip.Addr]Peer{},
 		announced:  map[netip.Prefix]*api.Path{},
-		learned:    map[netip.Prefix]netip.Addr{},
+		learned:    map[netip.Prefix][]Path{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -238,7 +292,8 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		s.grSecs = uint32(ceilSeconds(cfg.GracefulRestartTime))
 	}
 
-	s.bgp = server.NewBgpServer(server.LoggerOption(newSlogAdapter(cfg.Logger)))
+	s.hook = &serveHook{onMessage: s.poke, ended: make(chan struct{})}
+	s.bgp = server.NewBgpServer(server.LoggerOption(newSlogAdapter(cfg.Logger)), server.TimingHookOption(s.hook))
 	go s.bgp.Serve()
 
 	global := &api.Global{
@@ -252,39 +307,37 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		global.ListenAddresses = []string{cfg.ListenAddr.String()}
 	}
 	fail := func(err error) (*Speaker, error) {
-		s.bgp.Stop()
+		s.stopServer()
 		return nil, fmt.Errorf("routing: %w", err)
 	}
-	if err := s.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: global}); err != nil {
+	if err := s.call(func() error { return s.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: global}) }); err != nil {
 		return fail(fmt.Errorf("start BGP on %s port %d: %w", cfg.ListenAddr, cfg.ListenPort, err))
 	}
 	if err := s.installExportPolicy(ctx); err != nil {
 		return fail(err)
 	}
 
+	// The hook only says "something changed"; rebuildLoop reads the table.
+	// Applying each message's paths to the map would be O(1) per change
+	// instead of O(routes), but it needs every corner right (a best path
+	// moving from a peer to our own, a stale path replaced, the initial
+	// dump racing the first events); a snapshot of the RIB is consistent
+	// by construction. The table holds a route or two per block of each
+	// host (a few thousand in a large cluster) and bursts are coalesced,
+	// so a rebuild stays in the millisecond range.
 	wctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	// The watch only says "something changed"; rebuildLoop reads the table.
-	// Applying each event's paths to the map would be O(1) per change
-	// instead of O(routes), but it needs every corner right (a best path
-	// moving from a peer to our own, multipath, a stale path replaced, the
-	// initial dump racing the first events); a snapshot of the RIB is
-	// consistent by construction. The table holds one route per block of
-	// each host (a few thousand in a large cluster) and bursts are
-	// coalesced, so a rebuild stays in the millisecond range.
-	err = s.bgp.WatchEvent(wctx, &api.WatchEventRequest{
-		Table: &api.WatchEventRequest_Table{
-			Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST}},
-		},
-	}, func(*api.WatchEventResponse) { s.poke() })
-	if err != nil {
-		cancel()
-		return fail(fmt.Errorf("watch best paths: %w", err))
-	}
 	s.wg.Add(1)
 	go s.rebuildLoop(wctx)
 	s.poke()
 	return s, nil
+}
+
+// call makes one GoBGP request, and counts it. Every request this package
+// makes goes through call: endServe relies on the count.
+func (s *Speaker) call(req func() error) error {
+	defer s.calls.Add(1)
+	return req()
 }
 
 // installExportPolicy makes the speaker announce only its own prefixes.
@@ -293,23 +346,27 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 // this node), so a router could send a block's traffic through the wrong
 // host; every node announces its own blocks directly instead.
 func (s *Speaker) installExportPolicy(ctx context.Context) error {
-	err := s.bgp.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
-		Name: exportPolicyName,
-		Statements: []*api.Statement{{
-			Name:       exportPolicyName + "-local",
-			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
-			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
-		}},
-	}})
+	err := s.call(func() error {
+		return s.bgp.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
+			Name: exportPolicyName,
+			Statements: []*api.Statement{{
+				Name:       exportPolicyName + "-local",
+				Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+				Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+			}},
+		}})
+	})
 	if err != nil {
 		return fmt.Errorf("add export policy: %w", err)
 	}
-	err = s.bgp.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Name:          "global",
-		Direction:     api.PolicyDirection_EXPORT,
-		Policies:      []*api.Policy{{Name: exportPolicyName}},
-		DefaultAction: api.RouteAction_REJECT,
-	}})
+	err = s.call(func() error {
+		return s.bgp.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name:          "global",
+			Direction:     api.PolicyDirection_EXPORT,
+			Policies:      []*api.Policy{{Name: exportPolicyName}},
+			DefaultAction: api.RouteAction_REJECT,
+		}})
+	})
 	if err != nil {
 		return fmt.Errorf("assign export policy: %w", err)
 	}
@@ -345,17 +402,17 @@ func (s *Speaker) rebuildLoop(ctx context.Context) {
 		case <-s.kick:
 		default:
 		}
-		m, err := s.listBest(ctx)
+		m, err := s.listPaths(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("routing: reading best paths failed; retrying", "err", err)
+			s.log.Warn("routing: reading the RIB failed; retrying", "err", err)
 			s.poke()
 			continue
 		}
 		s.mu.Lock()
-		changed := !maps.Equal(m, s.learned)
+		changed := !maps.EqualFunc(m, s.learned, slices.Equal)
 		if changed {
 			s.learned = m
 		}
@@ -369,31 +426,28 @@ func (s *Speaker) rebuildLoop(ctx context.Context) {
 	}
 }
 
-// listBest reads the best path of every prefix in the global RIB and keeps
-// those learned from a peer.
-func (s *Speaker) listBest(ctx context.Context) (map[netip.Prefix]netip.Addr, error) {
-	m := map[netip.Prefix]netip.Addr{}
+// listPaths reads every path of every prefix in the global RIB that a peer
+// sent, in GoBGP's order (best first), leaving out our own.
+func (s *Speaker) listPaths(ctx context.Context) (map[netip.Prefix][]Path, error) {
+	m := map[netip.Prefix][]Path{}
 	var errs []error
 	for _, fam := range []*api.Family{familyV4, familyV6} {
-		err := s.bgp.ListPath(ctx, &api.ListPathRequest{
-			TableType:        api.TableType_GLOBAL,
-			Family:           fam,
-			EnableOnlyBinary: true, // skips marshalling every path to protobuf Any
-		}, func(d *api.Destination) {
-			for _, p := range d.Paths {
-				if !p.Best {
-					continue
+		err := s.call(func() error {
+			return s.bgp.ListPath(ctx, &api.ListPathRequest{
+				TableType:        api.TableType_GLOBAL,
+				Family:           fam,
+				EnableOnlyBinary: true, // skips marshalling every path to protobuf Any
+			}, func(d *api.Destination) {
+				for _, p := range d.Paths {
+					pfx, nh, ok, err := learnedRoute(p)
+					if err != nil {
+						errs = append(errs, fmt.Errorf("%s: %w", d.Prefix, err))
+					} else if ok {
+						nb, _ := netip.ParseAddr(p.NeighborIp)
+						m[pfx] = append(m[pfx], Path{Neighbor: nb.Unmap(), NextHop: nh})
+					}
 				}
-				// When the best path is our own the prefix is not learned,
-				// even if a peer announces it too.
-				pfx, nh, ok, err := learnedRoute(p)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", d.Prefix, err))
-				} else if ok {
-					m[pfx] = nh
-				}
-				break
-			}
+			})
 		})
 		if err != nil {
 			return nil, err
@@ -402,7 +456,7 @@ func (s *Speaker) listBest(ctx context.Context) (map[netip.Prefix]netip.Addr, er
 	if len(errs) > 0 {
 		// A path we cannot decode should never happen; say so, but report
 		// the rest rather than nothing.
-		s.log.Warn("routing: undecodable best paths skipped", "err", errors.Join(errs...))
+		s.log.Warn("routing: undecodable paths skipped", "err", errors.Join(errs...))
 	}
 	return m, nil
 }
@@ -448,13 +502,18 @@ func learnedRoute(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
 	return pfx, nh, true, nil
 }
 
-// Learned returns the current best paths learned from peers, prefix to next
-// hop, including routes a restarting peer's session left stale. The map is
-// the caller's.
-func (s *Speaker) Learned() map[netip.Prefix]netip.Addr {
+// Learned returns every path learned from peers, per prefix, best first
+// (BGP's best-path selection), including routes a restarting peer's session
+// left stale. Nothing is judged here: a hostile peer's path may come first.
+// The map is the caller's.
+func (s *Speaker) Learned() map[netip.Prefix][]Path {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return maps.Clone(s.learned)
+	out := make(map[netip.Prefix][]Path, len(s.learned))
+	for p, paths := range s.learned {
+		out[p] = slices.Clone(paths)
+	}
+	return out
 }
 
 // Changes receives a value (coalesced, buffer 1) whenever Learned changed.
@@ -506,11 +565,13 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 		if w, ok := want[addr]; ok && w.ASN == cur.ASN {
 			continue
 		}
-		if err := s.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		if err := s.call(func() error { return s.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete peer %s: %w", addr, err))
 			continue
 		}
 		delete(s.peers, addr)
+		// The peer's paths left the RIB with it, without a message.
+		s.poke()
 	}
 	// Sorted so a failure part-way leaves a predictable state.
 	addrs := make([]netip.Addr, 0, len(want))
@@ -524,7 +585,7 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 			s.peers[addr] = w // same AS; only the type may differ
 			continue
 		}
-		if err := s.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(w)}); err != nil {
+		if err := s.call(func() error { return s.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(w)}) }); err != nil {
 			errs = append(errs, fmt.Errorf("add peer %s: %w", addr, err))
 			continue
 		}
@@ -622,7 +683,9 @@ func (s *Speaker) SetAnnounced(prefixes []netip.Prefix) error {
 		if want[p] {
 			continue
 		}
-		if err := s.bgp.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+		if err := s.call(func() error {
+			return s.bgp.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
+		}); err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
 			continue
 		}
@@ -634,7 +697,10 @@ func (s *Speaker) SetAnnounced(prefixes []netip.Prefix) error {
 		}
 		path, err := s.apiPath(p)
 		if err == nil {
-			_, err = s.bgp.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+			err = s.call(func() error {
+				_, err := s.bgp.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+				return err
+			})
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("announce %s: %w", p, err))
@@ -687,46 +753,48 @@ func sessionStateName(st api.PeerState_SessionState) string {
 // last went down, empty if it never came up) and how many routes it sent us
 // (counting those kept stale through its restart).
 func (s *Speaker) PeerStates() []calicoapi.PeerState {
+	// Held throughout: Stop must not end GoBGP under a request.
 	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.stopped {
+		return nil
+	}
 	types := make(map[netip.Addr]string, len(s.peers))
 	for a, p := range s.peers {
 		types[a] = p.Type
 	}
-	stopped := s.stopped
-	s.opMu.Unlock()
-	if stopped {
-		return nil
-	}
 	var out []calicoapi.PeerState
-	err := s.bgp.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
-		if p.Conf == nil || p.State == nil {
-			return
-		}
-		addr, err := netip.ParseAddr(p.Conf.NeighborAddress)
-		if err != nil {
-			return
-		}
-		ps := calicoapi.PeerState{
-			IP:       addr.String(),
-			ASNumber: p.Conf.PeerAsn,
-			Type:     types[addr],
-			State:    sessionStateName(p.State.SessionState),
-		}
-		if t := p.Timers.GetState(); t != nil {
-			since := t.Downtime
-			if p.State.SessionState == api.PeerState_ESTABLISHED {
-				since = t.Uptime
+	err := s.call(func() error {
+		return s.bgp.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.Conf == nil || p.State == nil {
+				return
 			}
-			if since != nil && since.GetSeconds() > 0 {
-				ps.Since = since.AsTime().UTC().Format(time.RFC3339)
+			addr, err := netip.ParseAddr(p.Conf.NeighborAddress)
+			if err != nil {
+				return
 			}
-		}
-		for _, af := range p.AfiSafis {
-			if st := af.GetState(); st != nil {
-				ps.Received += int(st.Received)
+			ps := calicoapi.PeerState{
+				IP:       addr.String(),
+				ASNumber: p.Conf.PeerAsn,
+				Type:     types[addr],
+				State:    sessionStateName(p.State.SessionState),
 			}
-		}
-		out = append(out, ps)
+			if t := p.Timers.GetState(); t != nil {
+				since := t.Downtime
+				if p.State.SessionState == api.PeerState_ESTABLISHED {
+					since = t.Uptime
+				}
+				if since != nil && since.GetSeconds() > 0 {
+					ps.Since = since.AsTime().UTC().Format(time.RFC3339)
+				}
+			}
+			for _, af := range p.AfiSafis {
+				if st := af.GetState(); st != nil {
+					ps.Received += int(st.Received)
+				}
+			}
+			out = append(out, ps)
+		})
 	})
 	if err != nil {
 		s.log.Warn("routing: listing peers failed", "err", err)
@@ -776,5 +844,50 @@ func (s *Speaker) stop(flush bool) {
 			s.log.Debug("routing: sessions ended without notification", "sockets", n)
 		}
 	}
-	s.bgp.Stop()
+	s.stopServer()
+}
+
+// stopServer stops GoBGP (its sessions, listeners and FSM goroutines) and
+// then ends its Serve goroutine. No other request may be made meanwhile.
+func (s *Speaker) stopServer() {
+	// StopBgp returns once every peer's FSM has been torn down by Serve.
+	_ = s.call(func() error { return s.bgp.StopBgp(context.Background(), &api.StopBgpRequest{}) })
+	s.endServe()
+}
+
+// endServe ends GoBGP's Serve goroutine, which has no way to return.
+//
+// The hook ends it right after it handles a management request with quit
+// set. That must be a request of ours that nobody waits on any more, not
+// the one before it: GoBGP answers a request and only then calls the hook,
+// so the hook of our previous request (StopBgp) may still be pending when
+// we get its answer. Every request we make is counted (call), and the hook
+// counts those it has seen handled; once the two agree, Serve is idle (no
+// other request can come: the rebuild loop is stopped and opMu is held),
+// and the next request it handles is the one made below.
+func (s *Speaker) endServe() {
+	deadline := time.Now().Add(5 * time.Second)
+	for s.hook.requests.Load() < s.calls.Load() {
+		if time.Now().After(deadline) {
+			s.log.Warn("routing: GoBGP did not settle; leaving its idle goroutine behind",
+				"requests", s.calls.Load(), "handled", s.hook.requests.Load())
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	s.hook.quit.Store(true)
+	answered := make(chan struct{})
+	go func() {
+		// Any request will do; this one changes nothing.
+		_, _ = s.bgp.GetBgp(context.Background(), &api.GetBgpRequest{})
+		close(answered)
+	}()
+	for _, ch := range []chan struct{}{answered, s.hook.ended} {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			s.log.Warn("routing: GoBGP's Serve goroutine did not end")
+			return
+		}
+	}
 }

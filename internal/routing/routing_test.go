@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -158,8 +159,10 @@ func ourPaths(t *testing.T, sp *Speaker) map[netip.Prefix]bool {
 	t.Helper()
 	got := map[netip.Prefix]bool{}
 	for _, fam := range []*api.Family{familyV4, familyV6} {
-		err := sp.bgp.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam}, func(d *api.Destination) {
-			got[netip.MustParsePrefix(d.Prefix)] = true
+		err := sp.call(func() error {
+			return sp.bgp.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam}, func(d *api.Destination) {
+				got[netip.MustParsePrefix(d.Prefix)] = true
+			})
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -231,4 +234,113 @@ func TestSlogAdapterIsQuiet(t *testing.T) {
 	if !strings.Contains(buf.String(), "level=DEBUG") {
 		t.Errorf("SetLevel(Debug) ignored: %q", buf.String())
 	}
+}
+
+// waitGoroutines waits until this process has at most want goroutines; it
+// returns how many it last saw and their stacks. Goroutines of a stopped
+// speaker may take a moment to end (a dialler's connection attempt, the
+// rebuild loop's timer), so it polls instead of sampling once.
+func waitGoroutines(want int, timeout time.Duration) (int, string) {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			return n, string(buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// loopbackPeer is a peer GoBGP dials (and fails to reach) on 127.0.0.1, so
+// its FSM goroutines exist without sending anything beyond this host.
+var loopbackPeer = Peer{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65001, Type: PeerTypeGlobal}
+
+// Each Start/Stop cycle used to leave GoBGP's Serve goroutine (and with it
+// the whole server) behind, and so did every failed Start: an agent whose
+// BGP port was taken leaked one per retry. Neither leaves anything now.
+func TestStartStopLeavesNoGoroutine(t *testing.T) {
+	// Settle what earlier tests left (their speakers are stopped).
+	base, _ := waitGoroutines(0, time.Second)
+	const cycles = 5
+	for i := range cycles {
+		sp, err := Start(context.Background(), quietConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.SetAnnounced([]netip.Prefix{blockA, blockA6}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.SetPeers([]Peer{loopbackPeer}); err != nil {
+			t.Fatal(err)
+		}
+		_ = sp.PeerStates()
+		if i%2 == 0 {
+			sp.Stop()
+		} else {
+			sp.StopAndFlush()
+		}
+		if sp.PeerStates() != nil || sp.SetPeers(nil) == nil {
+			t.Fatal("speaker still answers after Stop")
+		}
+	}
+	// A start that fails half-way: the listener cannot bind an address
+	// this host does not have (nothing is sent).
+	for range cycles {
+		c := quietConfig()
+		c.ListenAddr, c.ListenPort = netip.MustParseAddr("192.0.2.1"), 17917
+		if sp, err := Start(context.Background(), c); err == nil {
+			sp.Stop()
+			t.Fatal("Start on an address this host does not have succeeded")
+		}
+	}
+	if n, stacks := waitGoroutines(base, 10*time.Second); n > base {
+		t.Fatalf("%d goroutines after %d Start/Stop cycles and %d failed starts, %d before:\n%s", n, cycles, cycles, base, stacks)
+	}
+}
+
+// endServe relies on every GoBGP request the speaker makes being counted
+// by call, and handled by GoBGP as exactly one management request. A GoBGP
+// upgrade that changed the second would fail here, not in production.
+func TestEveryRequestCounted(t *testing.T) {
+	sp, err := Start(context.Background(), quietConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Stop()
+	settled := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for sp.hook.requests.Load() != sp.calls.Load() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if h, c := sp.hook.requests.Load(), sp.calls.Load(); h != c {
+			t.Fatalf("after %s GoBGP handled %d requests, the speaker made %d", what, h, c)
+		}
+	}
+	settled("Start")
+	for _, step := range []struct {
+		what string
+		do   func() error
+	}{
+		{"SetAnnounced (add)", func() error { return sp.SetAnnounced([]netip.Prefix{blockA, blockA6}) }},
+		{"SetAnnounced (withdraw)", func() error { return sp.SetAnnounced([]netip.Prefix{blockA2}) }},
+		{"SetPeers (add)", func() error { return sp.SetPeers([]Peer{loopbackPeer}) }},
+		{"PeerStates", func() error { sp.PeerStates(); return nil }},
+		{"SetPeers (AS change)", func() error { p := loopbackPeer; p.ASN++; return sp.SetPeers([]Peer{p}) }},
+		{"SetPeers (delete)", func() error { return sp.SetPeers(nil) }},
+		{"a rebuild of Learned", func() error { _, err := sp.listPaths(context.Background()); return err }},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.what, err)
+		}
+		settled(step.what)
+	}
+	// A refused request is still one request.
+	if err := sp.call(func() error {
+		return sp.bgp.DeletePeer(context.Background(), &api.DeletePeerRequest{Address: "10.99.0.77"})
+	}); err == nil {
+		t.Fatal("deleting a peer that does not exist succeeded")
+	}
+	settled("a refused DeletePeer")
 }

@@ -531,7 +531,7 @@ func testNodes(t *testing.T, s *store) {
 	// Status as calico-node reports it: h1 fresh and ready, h2 stale.
 	now := time.Now().UTC().Format(time.RFC3339)
 	st1 := statusJSON{Node: "h1", Ready: true, Updated: now, PID: 4321, Endpoints: 2, BGPPeers: []peerStateJSON{
-		{IP: "10.0.0.2", ASNumber: 65002, Type: "node-mesh", State: "Established", Since: "2025-01-02T03:04:05Z", Received: 3},
+		{IP: "10.0.0.2", ASNumber: 65002, Type: "node-mesh", State: "Established", Since: "2025-01-02T03:04:05Z", Received: 3, Rejected: 1},
 		{IP: "10.0.0.100", ASNumber: 65100, Type: "node", State: "Active"},
 	}}
 	s.put(statusKey("h1"), st1)
@@ -544,10 +544,10 @@ func testNodes(t *testing.T, s *store) {
 	if !strings.HasPrefix(rest, "\nBGP sessions\n") {
 		t.Fatalf("status: no BGP sessions section:\n%s", out)
 	}
-	rows = table(t, strings.TrimPrefix(rest, "\nBGP sessions\n"), "peer address", "peer type", "as", "state", "since", "routes received")
+	rows = table(t, strings.TrimPrefix(rest, "\nBGP sessions\n"), "peer address", "peer type", "as", "state", "since", "routes received", "rejected")
 	if want := [][]string{
-		{"10.0.0.2", "node-mesh", "65002", "Established", "2025-01-02T03:04:05Z", "3"},
-		{"10.0.0.100", "node", "65100", "Active", "-", "0"},
+		{"10.0.0.2", "node-mesh", "65002", "Established", "2025-01-02T03:04:05Z", "3", "1"},
+		{"10.0.0.100", "node", "65100", "Active", "-", "0", "0"},
 	}; !reflect.DeepEqual(rows, want) {
 		t.Errorf("status sessions %q, want %q", rows, want)
 	}

@@ -100,6 +100,7 @@ type peerStateJSON struct {
 	State    string `json:"state"`
 	Since    string `json:"since,omitempty"`
 	Received int    `json:"received"`
+	Rejected int    `json:"rejected"`
 }
 
 type statusJSON struct {

@@ -16,11 +16,15 @@ import (
 
 // birdConfig makes BIRD 2 an eBGP router (AS 65010) that peers with the
 // calico node at nodeIP (AS 64512), installs what it learns over BGP in its
-// namespace's kernel table, and originates one static route of its own.
+// namespace's kernel table, and originates static routes of its own.
 // `protocol direct` gives BIRD the connected subnet, which it needs to
 // resolve next hops (iBGP); the kernel protocol exports only BGP routes, so
-// the blackhole behind the static route stays inside BIRD.
-func birdConfig(routerID, nodeIP netip.Addr, originate string) string {
+// the blackholes behind the static routes stay inside BIRD.
+func birdConfig(routerID, nodeIP netip.Addr, originate ...string) string {
+	var routes strings.Builder
+	for _, r := range originate {
+		fmt.Fprintf(&routes, "\troute %s blackhole;\n", r)
+	}
 	return fmt.Sprintf(`log stderr all;
 router id %[1]s;
 protocol device { scan time 2; }
@@ -30,22 +34,22 @@ protocol kernel {
 }
 protocol static {
 	ipv4;
-	route %[3]s blackhole;
-}
+%[3]s}
 protocol bgp calico {
 	local %[1]s as 65010;
 	neighbor %[2]s as 64512;
 	ipv4 { import all; export where source = RTS_STATIC; };
 }
-`, routerID, nodeIP, originate)
+`, routerID, nodeIP, routes.String())
 }
 
 // TestBIRDInterop: BIRD 2, a foreign BGP implementation, peers with a calico
 // node added as a node-specific peer (`calicoctl node bgp peer add`). BIRD
 // learns the node's workload block and installs it in its own kernel table;
-// the node learns the route BIRD originates and installs it. A ping from
-// BIRD's namespace to the workload then travels the routes BGP spread.
-// Removing the peer withdraws both ways.
+// the node learns the two routes BIRD originates and installs the one inside
+// its pool, while the import policy refuses the one outside every pool and
+// `calicoctl status` counts it. A ping from BIRD's namespace to the workload
+// then travels the routes BGP spread. Removing the peer withdraws both ways.
 func TestBIRDInterop(t *testing.T) {
 	w := newWorld(t, 1)
 	h1 := w.hosts[0]
@@ -65,11 +69,20 @@ func TestBIRDInterop(t *testing.T) {
 		t.Fatalf("ipam show: %v %+v", err, blocks)
 	}
 	block := blocks[0].CIDR
-	const originated = "203.0.113.0/24"
+	// One route outside every pool (refused), one in the pool's range no
+	// host claimed (installed).
+	const outside = "203.0.113.0/24"
+	originated := "192.168.80.0/26"
+	for _, p := range []string{"192.168.80.0/26", "192.168.80.64/26", "192.168.80.128/26", "192.168.80.192/26"} {
+		if p != block {
+			originated = p
+			break
+		}
+	}
 
 	dir := t.TempDir()
 	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
-	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), h1.Addr(), originated)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), h1.Addr(), originated, outside)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bird, err := birdHost.Start("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
@@ -115,24 +128,29 @@ func TestBIRDInterop(t *testing.T) {
 		return strings.Contains(out, "via "+birdHost.Addr().String()) && strings.Contains(out, "proto 80"), out
 	})
 	installed := time.Since(start)
-	// The agent reports sessions once a second or so.
-	waitFor(t, 20*time.Second, "calicoctl status to show the BIRD session established", func() (bool, string) {
+	// The agent reports sessions once a second or so: columns peer, type,
+	// AS, state, since, routes received, rejected.
+	waitFor(t, 20*time.Second, "calicoctl status to show the BIRD session established, 2 routes received, 1 rejected", func() (bool, string) {
 		status := w.ok(h1, "status")
 		for _, l := range strings.Split(status, "\n") {
-			if f := strings.Fields(l); len(f) >= 4 && f[0] == birdHost.Addr().String() && f[1] == "node" && f[2] == "65010" && f[3] == "Established" {
-				return true, status
+			if f := strings.Fields(l); len(f) == 7 && f[0] == birdHost.Addr().String() && f[1] == "node" && f[2] == "65010" && f[3] == "Established" &&
+				f[5] == "2" && f[6] == "1" {
+				return strings.Contains(status, outside+" via "+birdHost.Addr().String()+" from "+birdHost.Addr().String()+" (outside every pool)"), status
 			}
 		}
 		return false, status
 	})
+	if out := ipRoute(h1, outside); out != "" {
+		t.Errorf("the calico node installed BIRD's out-of-pool route: %q", out)
+	}
 	// The data path the routes describe: BIRD's namespace reaches the
 	// workload through the block route it learned.
 	birdToWorkload := ping(birdHost.Netns, ip)
 	if !birdToWorkload {
 		t.Errorf("BIRD's namespace cannot ping the workload %s over the learned route", ip)
 	}
-	t.Logf("FIGURE: BIRD interop: session Established %s after `node bgp peer add`; BIRD had the block %s %s after it; the node installed BIRD's %s %s after it; ping BIRD->workload ok=%v",
-		established.Round(time.Millisecond), block, (established + learned).Round(time.Millisecond), originated, installed.Round(time.Millisecond), birdToWorkload)
+	t.Logf("FIGURE: BIRD interop: session Established %s after `node bgp peer add`; BIRD had the block %s %s after it; the node installed BIRD's %s %s after it and refused its out-of-pool %s; ping BIRD->workload ok=%v",
+		established.Round(time.Millisecond), block, (established + learned).Round(time.Millisecond), originated, installed.Round(time.Millisecond), outside, birdToWorkload)
 
 	// Withdrawal: removing the peer ends the session; each side drops what
 	// it learned from the other.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -116,7 +117,10 @@ func datastoreCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pidFile := filepath.Join(stopDir, "etcd.pid")
 			stopped, err := daemon.Stop(pidFile, 10*time.Second)
-			if err != nil {
+			var reused *daemon.ReusedError
+			if errors.As(err, &reused) {
+				return fmt.Errorf("no datastore running for data dir %s: %v", stopDir, err)
+			} else if err != nil {
 				return err
 			}
 			if !stopped {

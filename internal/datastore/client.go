@@ -213,6 +213,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	})
 	if err != nil {
 		cli.Close()
+		if ep := tlsServerAtHTTP(ctx, cfg.Endpoints); ep != "" {
+			return nil, fmt.Errorf("datastore %s speaks TLS, not plain HTTP: use https://%s and set ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE (`calicoctl datastore start --tls` prints them)", ep, strings.TrimPrefix(ep, "http://"))
+		}
 		if errors.Is(err, ErrUnreachable) {
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // A pid alone does not name a process for long: once the daemon exits, the
@@ -81,7 +82,10 @@ func notOurs(pidFile string, pid int) string {
 	what := describe(pid, exe)
 	raw, err := os.ReadFile(identityFile(pidFile))
 	if err != nil {
-		if slices.Contains(ourPrograms, filepath.Base(exe)) {
+		// No record (an older calicoctl wrote the pid file): believe it only
+		// for one of our programs that was already running when the pid
+		// file was written; a reused pid belongs to a later process.
+		if slices.Contains(ourPrograms, filepath.Base(exe)) && startedBy(pid, pidFile) {
 			return ""
 		}
 		return what
@@ -146,4 +150,33 @@ type ReusedError struct {
 
 func (e *ReusedError) Error() string {
 	return fmt.Sprintf("pid %d from %s now belongs to another process, %s, which was left alone; the daemon it named is gone (stale pid file removed)", e.PID, e.PIDFile, e.Other)
+}
+
+// startedBy says whether process pid started no later than pidFile was last
+// written (within the second that /proc/stat's boot time resolves).
+func startedBy(pid int, pidFile string) bool {
+	fi, err := os.Stat(pidFile)
+	if err != nil {
+		return false
+	}
+	ticks, err := startTime(pid)
+	if err != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return false
+	}
+	var boot int64
+	for _, line := range strings.Split(string(stat), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if boot == 0 {
+		return false
+	}
+	// USER_HZ is 100 on every Linux architecture Go supports.
+	started := time.Unix(boot, 0).Add(time.Duration(ticks) * 10 * time.Millisecond)
+	return !started.After(fi.ModTime().Add(time.Second))
 }

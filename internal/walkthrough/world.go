@@ -169,7 +169,7 @@ func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
 		}
 		args = append(args, more...)
 	}
-	w.step("%s: export ETCD_AUTHORITY=%s; calicoctl %s", h.Label, w.Etcd, strings.Join(args, " "))
+	w.step("%s: export %s; calicoctl %s", h.Label, strings.Join(w.etcdEnv(), " "), strings.Join(args, " "))
 	_, err := w.Ctl(ctx, h, args...)
 	return err
 }

@@ -28,6 +28,8 @@ import (
 //   - a stale or forged endpoint record that lists another workload's
 //     address: `container worker-1 ip remove` of it must not free it (before:
 //     the address was released and could be handed out again);
+//   - `ipam release` of an address a live workload holds must refuse
+//     (before: freed, to be handed out twice); a leaked one is still freed;
 //   - an endpoint record whose netns is the host's own namespace:
 //     `container NAME ip add|remove` must refuse (before: `ip add` put the
 //     address on the host's own uplink, with IPAM holding it);
@@ -88,6 +90,23 @@ func TestDatastoreHygiene(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(out, "stays assigned") {
 			t.Errorf("want an error saying the address stays with its holder, got %v: %s", err, out)
+		}
+	})
+
+	t.Run("ipam release of a live workload's address", func(t *testing.T) {
+		out, err := w.Ctl(ctx, h1, "ipam", "release", "192.168.100.1")
+		in := info("192.168.100.1")
+		t.Logf("FIGURE: ipam release of worker-1's address: failed=%v, still assigned=%v: %s", err != nil, in.Assigned, lastLine(out))
+		if err == nil || !in.Assigned || in.Handle != "host1~worker-1" {
+			t.Errorf("a live workload's address was released (%v): %+v: %s", err, in, out)
+		}
+		// Honest: a leaked address (its holder has no endpoint) is freed.
+		if err := ipam.New(cli, nil).Assign(ctx, netip.MustParseAddr("192.168.100.90"), "host1~gone", "host1"); err != nil {
+			t.Fatal(err)
+		}
+		ctl(t, ctx, w, h1, "ipam", "release", "192.168.100.90")
+		if in := info("192.168.100.90"); in.Assigned {
+			t.Errorf("the leaked address was not released: %+v", in)
 		}
 	})
 

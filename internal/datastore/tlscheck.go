@@ -136,7 +136,7 @@ func describeTLSError(cfg Config, ep string, err error) error {
 // TLS handshake: a client that forgot https:// otherwise only learns that
 // the datastore "did not answer" (etcd's TLS port drops the plain request).
 func tlsServerAtHTTP(ctx context.Context, endpoints []string) string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
 	defer cancel()
 	for _, ep := range endpoints {
 		u, err := url.Parse(ep)

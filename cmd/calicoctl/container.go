@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/docker"
 	"github.com/calico-go/calico/internal/dockerwatch"
 	"github.com/calico-go/calico/internal/output"
@@ -111,7 +113,11 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 			}
 		}
 		ep, err := c.AddWorkload(ctx, req)
-		if err != nil {
+		if errors.Is(err, datastore.ErrUnreachable) {
+			// Its undo could not reach the datastore either: an address it
+			// claimed may stay claimed until someone frees it.
+			return fmt.Errorf("%v; an address claimed before it stopped answering may stay claimed: `calicoctl ipam check` lists it once the datastore answers", err)
+		} else if err != nil {
 			return err
 		}
 		fmt.Printf("IP %s added to %s (interface %s on host %s)\n", strings.Join(append(ep.IPv4Nets, ep.IPv6Nets...), ","), args[1], ep.InterfaceName, node)

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,6 +35,7 @@ func datastoreCmd() *cobra.Command {
 		c.Flags().StringVar(&cfg.KeyFile, "key-file", "", "TLS key for clients")
 		c.Flags().StringVar(&cfg.TrustedCAFile, "ca-file", "", "CA that client certificates must chain to")
 		c.Flags().BoolVar(&cfg.ClientCertAuth, "client-cert-auth", false, "require client certificates")
+		c.Flags().BoolVar(&cfg.TLS, "tls", false, "TLS for clients and peers with certificates made (once) in DATA_DIR/tls, client certificates required; prints the environment clients need")
 		c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the datastore to serve")
 	}
 
@@ -46,6 +50,15 @@ func datastoreCmd() *cobra.Command {
 			}
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return fmt.Errorf("data dir %s: %v", dir, err)
+			}
+			var files datastore.TLSFiles
+			if cfg.TLS {
+				if cfg.CertFile != "" || cfg.KeyFile != "" || cfg.TrustedCAFile != "" {
+					return fmt.Errorf("give either --tls (certificates made in %s) or --cert-file, --key-file and --ca-file, not both", filepath.Join(dir, "tls"))
+				}
+				if files, err = datastore.EnsureTLS(dir, cfg.TLSHosts()); err != nil {
+					return fmt.Errorf("datastore TLS files in %s: %v", filepath.Join(dir, "tls"), err)
+				}
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -64,15 +77,19 @@ func datastoreCmd() *cobra.Command {
 				return fmt.Errorf("datastore in %s: %v", dir, err)
 			}
 			scheme := "http://"
-			if cfg.CertFile != "" {
+			if cfg.CertFile != "" || cfg.TLS {
 				scheme = "https://"
 			}
-			dsCfg := datastore.Config{Endpoints: []string{scheme + cfg.ClientAddr}, CAFile: cfg.TrustedCAFile}
+			endpoint := scheme + clientHostPort(cfg.ClientAddr)
+			dsCfg := datastore.Config{Endpoints: []string{endpoint}, CAFile: cfg.TrustedCAFile}
 			if cfg.ClientCertAuth {
 				dsCfg.CertFile, dsCfg.KeyFile = os.Getenv("ETCD_CERT_FILE"), os.Getenv("ETCD_KEY_FILE")
 			}
+			if cfg.TLS {
+				dsCfg = datastore.Config{Endpoints: []string{endpoint}, CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey}
+			}
 			err = daemon.WaitReady(p, spec, timeout, func() error {
-				if cfg.ClientCertAuth && dsCfg.CertFile == "" {
+				if cfg.ClientCertAuth && !cfg.TLS && dsCfg.CertFile == "" {
 					return nil // cannot probe without a client certificate; the server said it started
 				}
 				c, err := datastore.Connect(context.Background(), dsCfg)
@@ -85,6 +102,13 @@ func datastoreCmd() *cobra.Command {
 				return fmt.Errorf("datastore on %s did not start: %v", cfg.ClientAddr, err)
 			}
 			fmt.Printf("Datastore (etcd) is serving on %s%s, pid %d, data in %s\n", scheme, cfg.ClientAddr, p.Pid, dir)
+			if cfg.TLS {
+				// What every client (calicoctl, calico-node) needs, ready
+				// for eval "$(calicoctl datastore start ... --tls | grep ^export)".
+				fmt.Printf("Clients need a certificate; with the CA and client certificate made in %s:\n", files.Dir)
+				fmt.Printf("export ETCD_ENDPOINTS=%s ETCD_CA_CERT_FILE=%s ETCD_CERT_FILE=%s ETCD_KEY_FILE=%s\n",
+					shellQuote(endpoint), shellQuote(files.CA), shellQuote(files.ClientCert), shellQuote(files.ClientKey))
+			}
 			return nil
 		},
 	}
@@ -116,7 +140,10 @@ func datastoreCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pidFile := filepath.Join(stopDir, "etcd.pid")
 			stopped, err := daemon.Stop(pidFile, 10*time.Second)
-			if err != nil {
+			var reused *daemon.ReusedError
+			if errors.As(err, &reused) {
+				return fmt.Errorf("no datastore running for data dir %s: %v", stopDir, err)
+			} else if err != nil {
 				return err
 			}
 			if !stopped {
@@ -129,4 +156,36 @@ func datastoreCmd() *cobra.Command {
 	stop.Flags().StringVar(&stopDir, "data-dir", "/var/lib/calico/etcd", "data directory given to `datastore start`")
 	cmd.AddCommand(start, run, stop)
 	return cmd
+}
+
+// clientHostPort is where a client on this host reaches a member listening
+// on addr: a wildcard address means the loopback one.
+func clientHostPort(addr string) string {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		h = "127.0.0.1"
+		if ip.To4() == nil {
+			h = "::1"
+		}
+	}
+	return net.JoinHostPort(h, p)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain
+// path characters.
+func shellQuote(s string) string {
+	plain := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:+,=@[]", r)) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -62,16 +62,17 @@ func ipamCmd() *cobra.Command {
 		}),
 	}
 	addOutputFlag(info)
+	var force bool
 	release := &cobra.Command{
 		Use:   "release IP",
-		Short: "Free an address (for repairing leaks; workloads normally release their own)",
+		Short: "Free a leaked address (one whose holder has no endpoint; workloads normally release their own)",
 		Args:  exactArgs(1),
 		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ip, err := parseIP(args[0])
 			if err != nil {
 				return err
 			}
-			handle, err := c.IPAM.Release(cmd.Context(), ip)
+			handle, err := c.ReleaseLeaked(cmd.Context(), ip, force)
 			if err != nil {
 				return err
 			}
@@ -79,6 +80,7 @@ func ipamCmd() *cobra.Command {
 			return nil
 		}),
 	}
+	release.Flags().BoolVar(&force, "force", false, "also free an address whose holder's endpoint exists (it may then be handed out twice)")
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Find leaked or double-held addresses",

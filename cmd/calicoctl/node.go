@@ -223,7 +223,10 @@ func nodeStopCmd() *cobra.Command {
 				return err
 			}
 			stopped, err := daemon.Stop(nodePIDFile(n), 15*time.Second)
-			if err != nil {
+			var reused *daemon.ReusedError
+			if errors.As(err, &reused) {
+				return fmt.Errorf("calico-node %s is not running: %v", n, err)
+			} else if err != nil {
 				return err
 			}
 			if !stopped {
@@ -326,7 +329,7 @@ func nodeRemoveCmd() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
-	cmd.Flags().BoolVar(&force, "force", false, "also remove the node's endpoints")
+	cmd.Flags().BoolVar(&force, "force", false, "also remove the node's endpoints, and the addresses and records of its Docker networks")
 	return cmd
 }
 

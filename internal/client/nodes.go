@@ -2,13 +2,14 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Node reads a registered node.
@@ -64,7 +65,10 @@ func (c *Client) Status(ctx context.Context, node string) (api.NodeStatus, error
 }
 
 // RemoveNode deletes a node's records and frees its empty blocks. A node
-// with endpoints is refused unless forced (then they are removed too).
+// with endpoints, or with addresses or endpoints of its Docker drivers, is
+// refused unless forced; forced, those go too: the endpoints' addresses, the
+// drivers' handle (every address calico-ipam gave on that node) and the
+// drivers' records, so nothing of the node keeps addresses or blocks held.
 func (c *Client) RemoveNode(ctx context.Context, name string, force bool) error {
 	if _, err := c.Node(ctx, name); err != nil {
 		return err
@@ -76,19 +80,44 @@ func (c *Client) RemoveNode(ctx context.Context, name string, force bool) error 
 	if len(eps) > 0 && !force {
 		return fmt.Errorf("node %q still has %d endpoint(s); remove them first, or use --force", name, len(eps))
 	}
+	lnHandle := datastore.LibnetworkHandle(name)
+	lnAddrs, err := c.handleAddrs(ctx, lnHandle)
+	if err != nil {
+		return err
+	}
+	prefixes := datastore.LibnetworkNodePrefixes(name)
+	lnEndpoints, err := datastore.List[json.RawMessage](ctx, c.DS, prefixes[1])
+	if err != nil {
+		return err
+	}
+	if (len(lnAddrs) > 0 || len(lnEndpoints) > 0) && !force {
+		return fmt.Errorf("node %q still holds %d address(es) and %d endpoint(s) of Docker networks (libnetwork); remove those containers on that host first, or use --force", name, len(lnAddrs), len(lnEndpoints))
+	}
 	for _, ep := range eps {
 		if _, err := c.IPAM.ReleaseHandle(ctx, handleID(ep.Node, ep.Workload)); err != nil {
 			return err
 		}
 	}
+	if _, err := c.IPAM.ReleaseHandle(ctx, lnHandle); err != nil {
+		return err
+	}
 	if err := c.IPAM.ReleaseNodeBlocks(ctx, name); err != nil {
 		return err
 	}
-	octx, cancel := context.WithTimeout(ctx, datastore.OpTimeout)
-	defer cancel()
-	if _, err := c.DS.Delete(octx, datastore.PrefixHosts+name+"/", clientv3.WithPrefix()); err != nil {
-		return err
+	for _, p := range append(prefixes, datastore.PrefixHosts+name+"/") {
+		if err := c.DS.DeletePrefix(ctx, p); err != nil {
+			return err
+		}
 	}
-	_, err = c.DS.Delete(octx, datastore.StatusKey(name))
-	return err
+	return c.DS.DeleteKey(ctx, datastore.StatusKey(name), 0)
+}
+
+// handleAddrs lists the addresses an IPAM handle record names (none when
+// it does not exist).
+func (c *Client) handleAddrs(ctx context.Context, handle string) ([]string, error) {
+	h, _, err := datastore.Get[api.Handle](ctx, c.DS, datastore.HandleKey(handle))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, nil
+	}
+	return h.IPs, err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/ipam"
 )
 
 // handleID names a workload's addresses in IPAM. '~' cannot occur in names,
@@ -248,13 +249,17 @@ func (c *Client) AddWorkloadIP(ctx context.Context, node, name, ip string) error
 	if err != nil {
 		return err
 	}
-	if err := c.IPAM.Assign(ctx, a, handleID(node, name), node); err != nil {
+	if err := refuseHostNetns(ep.NetnsPath); err != nil {
+		return fmt.Errorf("container %q: %v", name, err)
+	}
+	handle := handleID(node, name)
+	if err := c.IPAM.Assign(ctx, a, handle, node); err != nil {
 		return err
 	}
 	p := netip.PrefixFrom(a, a.BitLen())
 	spec := netdev.WorkloadSpec{NetnsPath: ep.NetnsPath, HostIface: ep.InterfaceName, WorkloadIface: ep.WorkloadIface}
 	if err := netdev.WorkloadAddAddr(spec, p); err != nil {
-		c.IPAM.Release(context.WithoutCancel(ctx), a)
+		c.IPAM.ReleaseFrom(context.WithoutCancel(ctx), a, handle)
 		return fmt.Errorf("container %q: adding %s: %w", name, a, err)
 	}
 	err = datastore.Update(ctx, c.DS, datastore.EndpointKey(node, name), func(e *api.Endpoint) error {
@@ -267,7 +272,7 @@ func (c *Client) AddWorkloadIP(ctx context.Context, node, name, ip string) error
 	})
 	if err != nil {
 		netdev.WorkloadDelAddr(spec, p)
-		c.IPAM.Release(context.WithoutCancel(ctx), a)
+		c.IPAM.ReleaseFrom(context.WithoutCancel(ctx), a, handle)
 	}
 	return err
 }
@@ -286,6 +291,9 @@ func (c *Client) RemoveWorkloadIP(ctx context.Context, node, name, ip string) er
 	if !slices.Contains(ep.IPv4Nets, p.String()) && !slices.Contains(ep.IPv6Nets, p.String()) {
 		return fmt.Errorf("container %q does not have address %s", name, a)
 	}
+	if err := refuseHostNetns(ep.NetnsPath); err != nil {
+		return fmt.Errorf("container %q: %v", name, err)
+	}
 	err = datastore.Update(ctx, c.DS, datastore.EndpointKey(node, name), func(e *api.Endpoint) error {
 		e.IPv4Nets = slices.DeleteFunc(e.IPv4Nets, func(s string) bool { return s == p.String() })
 		e.IPv6Nets = slices.DeleteFunc(e.IPv6Nets, func(s string) bool { return s == p.String() })
@@ -298,7 +306,14 @@ func (c *Client) RemoveWorkloadIP(ctx context.Context, node, name, ip string) er
 	if err := netdev.WorkloadDelAddr(spec, p); err != nil {
 		return fmt.Errorf("container %q: removing %s from its interface: %w", name, a, err)
 	}
-	_, err = c.IPAM.Release(ctx, a)
+	// Only if this workload holds it: a record listing an address IPAM
+	// gave to another workload must not free that workload's address.
+	err = c.IPAM.ReleaseFrom(ctx, a, handleID(node, name))
+	if errors.Is(err, ipam.ErrNotAssigned) {
+		return nil
+	} else if errors.Is(err, ipam.ErrNotHolder) {
+		return fmt.Errorf("container %q: %s removed from it, but IPAM holds that address for another workload (%v), so it stays assigned; see `calicoctl ipam check`", name, a, err)
+	}
 	return err
 }
 

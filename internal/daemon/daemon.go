@@ -51,6 +51,12 @@ func Start(s Spec) (*os.Process, error) {
 		cmd.Process.Kill()
 		return nil, err
 	}
+	// exec has completed when Start returns, so /proc shows the program.
+	if err := writeIdentity(s.PIDFile, cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		os.Remove(s.PIDFile)
+		return nil, err
+	}
 	// Reap the child when it exits, so a failed start is seen as dead, not a zombie.
 	go cmd.Wait()
 	return cmd.Process, nil
@@ -89,17 +95,11 @@ func LogTail(path string, n int) string {
 	return "log " + path + ":\n  " + strings.Join(lines, "\n  ")
 }
 
-// Running reads a pid file and says whether that process is alive.
+// Running reads a pid file and says whether the process it names is alive
+// and still the one Start started (see Lookup).
 func Running(pidFile string) (int, bool) {
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(string(bytes.TrimSpace(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	return pid, alive(pid)
+	st := Lookup(pidFile)
+	return st.PID, st.Alive
 }
 
 func alive(pid int) bool {
@@ -118,25 +118,41 @@ func alive(pid int) bool {
 }
 
 // Stop sends SIGTERM to the process in pidFile and waits for it to exit,
-// then SIGKILL after timeout. A missing or dead process is not an error.
+// then SIGKILL after timeout. A missing or dead process is not an error and
+// returns false. A pid that now belongs to another process (the daemon died
+// and the number was reused) is never signalled: Stop removes the stale pid
+// file and returns a *ReusedError naming that process.
 func Stop(pidFile string, timeout time.Duration) (bool, error) {
-	pid, ok := Running(pidFile)
-	if !ok {
-		os.Remove(pidFile)
+	st := Lookup(pidFile)
+	if st.Reused != "" {
+		forget(pidFile)
+		return false, &ReusedError{PIDFile: pidFile, PID: st.PID, Other: st.Reused}
+	}
+	if !st.Alive {
+		forget(pidFile)
 		return false, nil
 	}
+	pid := st.PID
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return false, err
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if !alive(pid) {
-			os.Remove(pidFile)
+			forget(pidFile)
 			return true, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Still the same process: it has not exited, so its pid cannot have
+	// been reused.
 	syscall.Kill(pid, syscall.SIGKILL)
-	os.Remove(pidFile)
+	forget(pidFile)
 	return true, nil
+}
+
+// forget removes a pid file and its identity record.
+func forget(pidFile string) {
+	os.Remove(pidFile)
+	os.Remove(identityFile(pidFile))
 }

@@ -157,10 +157,13 @@ func validHost(h string) bool {
 	return true
 }
 
-// Client is a connection to the datastore.
+// Client is a connection to the datastore. Its methods bound every call
+// (see Calls); the embedded etcd client is for watches, which are meant to
+// outlive any deadline.
 type Client struct {
 	*clientv3.Client
-	cfg Config
+	cfg   Config
+	calls *Calls
 }
 
 // ErrNotFound is returned by Get when the key does not exist.
@@ -198,51 +201,49 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		Logger:               zap.NewNop(),
 	})
 	if err != nil {
+		if isDeadline(err) {
+			return nil, &UnreachableError{Where: where, After: OpTimeout}
+		}
 		return nil, fmt.Errorf("datastore %s: %w", where, err)
 	}
-	c := &Client{Client: cli, cfg: cfg}
-	octx, cancel := context.WithTimeout(ctx, OpTimeout)
-	defer cancel()
-	if _, err := cli.Get(octx, KeyBGPConfig); err != nil {
+	c := &Client{Client: cli, cfg: cfg, calls: NewCalls(where)}
+	err = c.calls.Do(ctx, func(ctx context.Context) error {
+		_, err := cli.Get(ctx, KeyBGPConfig)
+		return err
+	})
+	if err != nil {
 		cli.Close()
-		return nil, unreachable(where, err)
+		if ep := tlsServerAtHTTP(ctx, cfg.Endpoints); ep != "" {
+			return nil, fmt.Errorf("datastore %s speaks TLS, not plain HTTP: use https://%s and set ETCD_CA_CERT_FILE, ETCD_CERT_FILE and ETCD_KEY_FILE (`calicoctl datastore start --tls` prints them)", ep, strings.TrimPrefix(ep, "http://"))
+		}
+		if errors.Is(err, ErrUnreachable) {
+			return nil, err
+		}
+		return nil, errors.New(unreachableText(where, err.Error()))
 	}
 	return c, nil
 }
 
-func unreachable(where string, err error) error {
-	reason := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) {
-		reason = "no answer within " + OpTimeout.String()
-	}
-	return fmt.Errorf("cannot reach the datastore at %s: %s; start one with `calicoctl datastore start` or point ETCD_ENDPOINTS/ETCD_AUTHORITY at your etcd", where, reason)
-}
-
-// Endpoints names the datastore for messages.
+// Where names the datastore for messages.
 func (c *Client) Where() string { return strings.Join(c.cfg.Endpoints, ",") }
 
-// wrap turns timeouts into the same clear error everywhere.
-func (c *Client) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "context deadline exceeded") {
-		return unreachable(c.Where(), context.DeadlineExceeded)
-	}
-	return err
-}
+// Config is how this client was connected (endpoints and TLS files), for
+// programs it starts that must reach the same datastore.
+func (c *Client) Config() Config { return c.cfg }
 
-func (c *Client) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, OpTimeout)
-}
+// Calls is this client's deadline keeper, for other users of the same
+// connection (IPAM) to share.
+func (c *Client) Calls() *Calls { return c.calls }
 
 // GetRaw reads one key: its value and mod revision.
 func (c *Client) GetRaw(ctx context.Context, key string) ([]byte, int64, error) {
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
-	resp, err := c.Get(octx, key)
+	var resp *clientv3.GetResponse
+	err := c.calls.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.Get(ctx, key)
+		return err
+	})
 	if err != nil {
-		return nil, 0, c.wrap(err)
+		return nil, 0, err
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, 0, ErrNotFound
@@ -273,11 +274,13 @@ type KV[T any] struct {
 // List decodes every record under prefix, skipping (and reporting) records
 // that do not decode, so one bad record cannot hide the others.
 func List[T any](ctx context.Context, c *Client, prefix string) ([]KV[T], error) {
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
-	resp, err := c.Get(octx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	var resp *clientv3.GetResponse
+	err := c.calls.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		return err
+	})
 	if err != nil {
-		return nil, c.wrap(err)
+		return nil, err
 	}
 	out := make([]KV[T], 0, len(resp.Kvs))
 	var bad []string
@@ -301,10 +304,10 @@ func (c *Client) Put(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
-	_, err = c.Client.Put(octx, key, string(raw))
-	return c.wrap(err)
+	return c.calls.Do(ctx, func(ctx context.Context) error {
+		_, err := c.Client.Put(ctx, key, string(raw))
+		return err
+	})
 }
 
 // Create writes v at key only if the key does not exist; ErrConflict otherwise.
@@ -318,14 +321,18 @@ func (c *Client) CAS(ctx context.Context, key string, rev int64, v any) error {
 	if err != nil {
 		return err
 	}
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
-	resp, err := c.Txn(octx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(raw))).
-		Commit()
+	return c.txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpPut(key, string(raw)))
+}
+
+// txn runs one guarded operation; ErrConflict when the guard failed.
+func (c *Client) txn(ctx context.Context, cmp clientv3.Cmp, op clientv3.Op) error {
+	var resp *clientv3.TxnResponse
+	err := c.calls.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.Txn(ctx).If(cmp).Then(op).Commit()
+		return err
+	})
 	if err != nil {
-		return c.wrap(err)
+		return err
 	}
 	if !resp.Succeeded {
 		return ErrConflict
@@ -333,25 +340,27 @@ func (c *Client) CAS(ctx context.Context, key string, rev int64, v any) error {
 	return nil
 }
 
-// Delete removes key; with rev > 0 only if unchanged since rev.
+// DeleteKey removes key; with rev > 0 only if unchanged since rev.
 func (c *Client) DeleteKey(ctx context.Context, key string, rev int64) error {
-	octx, cancel := c.opCtx(ctx)
-	defer cancel()
 	if rev == 0 {
-		_, err := c.Delete(octx, key)
-		return c.wrap(err)
+		return c.calls.Do(ctx, func(ctx context.Context) error {
+			_, err := c.Delete(ctx, key)
+			return err
+		})
 	}
-	resp, err := c.Txn(octx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
-	if err != nil {
-		return c.wrap(err)
+	return c.txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpDelete(key))
+}
+
+// DeletePrefix removes every key under prefix (which must end in '/', so
+// "host1/" never takes "host10/" with it).
+func (c *Client) DeletePrefix(ctx context.Context, prefix string) error {
+	if !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("datastore: delete of prefix %q refused: a prefix must end in '/'", prefix)
 	}
-	if !resp.Succeeded {
-		return ErrConflict
-	}
-	return nil
+	return c.calls.Do(ctx, func(ctx context.Context) error {
+		_, err := c.Delete(ctx, prefix, clientv3.WithPrefix())
+		return err
+	})
 }
 
 // Update reads key, applies fn and writes back with compare-and-swap,

@@ -16,6 +16,7 @@ import "strings"
 //	/calico/v1/ipam/block/<cidr>                  api.Block
 //	/calico/v1/ipam/affinity/<node>/<cidr>        the block's CIDR (a claim by this node)
 //	/calico/v1/ipam/handle/<id>                   api.Handle
+//	/calico/v1/libnetwork/{network,endpoint}/<node>/<id>  the Docker drivers' records
 //
 // A <cidr> is written with '/' replaced by '-' (192.168.100.0-26), so each
 // resource is one path segment.
@@ -64,3 +65,17 @@ func AffinityPrefix(node string) string { return PrefixAffinities + node + "/" }
 func AffinityKey(node, cidr string) string {
 	return AffinityPrefix(node) + EscapeCIDR(cidr)
 }
+
+// PrefixLibnetwork holds the Docker drivers' own records (package libnetwork
+// owns their format); they are per node, so removing a node removes them.
+const PrefixLibnetwork = Root + "libnetwork/"
+
+// LibnetworkNodePrefixes are the prefixes of one node's Docker driver records.
+func LibnetworkNodePrefixes(node string) []string {
+	return []string{PrefixLibnetwork + "network/" + node + "/", PrefixLibnetwork + "endpoint/" + node + "/"}
+}
+
+// LibnetworkHandle is the IPAM handle of every address the Docker drivers
+// take on node. The doubled '~' keeps it apart from every workload's handle
+// (node~workload): workload names cannot start with '~'.
+func LibnetworkHandle(node string) string { return node + "~~libnetwork" }

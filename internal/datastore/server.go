@@ -2,10 +2,13 @@ package datastore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -24,7 +27,13 @@ type ServerConfig struct {
 	InitialCluster string
 	// Join marks a member added to a running cluster (initial-cluster-state existing).
 	Join bool
-	// TLS for clients; all empty means plain HTTP.
+	// TLS uses the files EnsureTLS made under DataDir/tls, with client
+	// certificates required (it sets the four fields below).
+	TLS bool
+	// TLS for clients and peers alike; all empty means plain HTTP. Peers
+	// use the same certificate both as servers and as clients of each
+	// other, so it must allow both uses, and TrustedCAFile (when set) must
+	// have signed every member's certificate.
 	CertFile, KeyFile, TrustedCAFile string
 	ClientCertAuth                   bool
 	LogLevel                         string // default "error": etcd is chatty
@@ -39,24 +48,35 @@ type Server struct {
 // StartServer starts an etcd member and returns once it serves clients, or
 // fails within timeout.
 func StartServer(cfg ServerConfig, timeout time.Duration) (*Server, error) {
-	host, port, err := net.SplitHostPort(cfg.ClientAddr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(cfg.ClientAddr); err != nil {
 		return nil, fmt.Errorf("bad listen address %q: want IP:PORT", cfg.ClientAddr)
 	}
 	if cfg.PeerAddr == "" {
-		p, _ := strconv.Atoi(port)
-		peerPort := 2380
-		if p != 2379 {
-			peerPort = p + 1
+		cfg.PeerAddr = DefaultPeerAddr(cfg.ClientAddr)
+	}
+	if cfg.TLS {
+		if cfg.CertFile != "" || cfg.KeyFile != "" || cfg.TrustedCAFile != "" {
+			return nil, errors.New("give either --tls (certificates made in the data directory) or --cert-file, --key-file and --ca-file, not both")
 		}
-		cfg.PeerAddr = net.JoinHostPort(host, strconv.Itoa(peerPort))
+		f := TLSFilesIn(cfg.DataDir)
+		cfg.CertFile, cfg.KeyFile, cfg.TrustedCAFile, cfg.ClientCertAuth = f.ServerCert, f.ServerKey, f.CA, true
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("--cert-file and --key-file go together")
 	}
 	scheme := "http"
 	if cfg.CertFile != "" {
 		scheme = "https"
 	}
+	if err := checkInitialCluster(cfg.InitialCluster, scheme, cfg.TrustedCAFile); err != nil {
+		return nil, err
+	}
+	// Peers speak TLS whenever clients do: a datastore whose clients need
+	// certificates but whose peer port takes plain HTTP can be read and
+	// written through the peer port (raft messages, /members) by anyone
+	// who reaches it.
 	clientURL := url.URL{Scheme: scheme, Host: cfg.ClientAddr}
-	peerURL := url.URL{Scheme: "http", Host: cfg.PeerAddr}
+	peerURL := url.URL{Scheme: scheme, Host: cfg.PeerAddr}
 
 	ec := embed.NewConfig()
 	if cfg.Name != "" {
@@ -87,6 +107,15 @@ func StartServer(cfg ServerConfig, timeout time.Duration) (*Server, error) {
 		ec.ClientTLSInfo.KeyFile = cfg.KeyFile
 		ec.ClientTLSInfo.TrustedCAFile = cfg.TrustedCAFile
 		ec.ClientTLSInfo.ClientCertAuth = cfg.ClientCertAuth
+		ec.PeerTLSInfo.CertFile = cfg.CertFile
+		ec.PeerTLSInfo.KeyFile = cfg.KeyFile
+		ec.PeerTLSInfo.TrustedCAFile = cfg.TrustedCAFile
+		// Members always prove themselves to each other when there is a
+		// CA to check them against.
+		ec.PeerTLSInfo.ClientCertAuth = cfg.TrustedCAFile != ""
+		if cfg.TLS {
+			ec.PeerTLSInfo.AllowedCNs = []string{MemberCN}
+		}
 	}
 
 	e, err := embed.StartEtcd(ec)
@@ -120,4 +149,68 @@ func (s *Server) Wait(ctx context.Context) error {
 	case err := <-s.etcd.Err():
 		return err
 	}
+}
+
+// checkInitialCluster makes sure every member's peer URL speaks what this
+// member's peers speak, and that a TLS cluster can check its members.
+func checkInitialCluster(ic, scheme, ca string) error {
+	if ic == "" {
+		return nil
+	}
+	for _, m := range strings.Split(ic, ",") {
+		name, u, ok := strings.Cut(strings.TrimSpace(m), "=")
+		if !ok {
+			return fmt.Errorf("--initial-cluster entry %q: want NAME=%s://IP:PEERPORT", m, scheme)
+		}
+		if !strings.HasPrefix(u, scheme+"://") {
+			if scheme == "https" {
+				return fmt.Errorf("--initial-cluster: member %s has peer URL %s, but with TLS members speak TLS to each other: write https://", name, u)
+			}
+			return fmt.Errorf("--initial-cluster: member %s has peer URL %s; without TLS write http://", name, u)
+		}
+	}
+	if scheme == "https" && ca == "" {
+		return errors.New("a TLS cluster needs --ca-file (the CA that signed every member's certificate), so members can check each other")
+	}
+	return nil
+}
+
+// DefaultPeerAddr is the peer address of a member listening for clients on
+// clientAddr: the same host, port 2380 (or the client port + 1 when the
+// client port is not 2379).
+func DefaultPeerAddr(clientAddr string) string {
+	host, port, err := net.SplitHostPort(clientAddr)
+	if err != nil {
+		return ""
+	}
+	p, _ := strconv.Atoi(port)
+	peerPort := 2380
+	if p != 2379 {
+		peerPort = p + 1
+	}
+	return net.JoinHostPort(host, strconv.Itoa(peerPort))
+}
+
+// TLSHosts are the names a member's certificate must carry: its client and
+// peer addresses and the loopback names, so clients on the member's own
+// host can use 127.0.0.1 or localhost.
+func (cfg ServerConfig) TLSHosts() []string {
+	hosts := []string{"127.0.0.1", "::1", "localhost"}
+	peer := cfg.PeerAddr
+	if peer == "" {
+		peer = DefaultPeerAddr(cfg.ClientAddr)
+	}
+	for _, a := range []string{cfg.ClientAddr, peer} {
+		h, _, err := net.SplitHostPort(a)
+		if err != nil || h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			continue
+		}
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }

@@ -41,11 +41,16 @@ func (c *Client) Sync(ctx context.Context, prefix string, h SyncHandler, log *sl
 }
 
 func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (int64, error) {
+	// Always the full OpTimeout, never QuickTimeout: a large snapshot may
+	// take longer than a single record, and the syncer retries anyway.
 	octx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
 	resp, err := c.Get(octx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, c.wrap(err)
+		if isDeadline(err) {
+			return 0, &UnreachableError{Where: c.Where(), After: OpTimeout}
+		}
+		return 0, err
 	}
 	kvs := make(map[string][]byte, len(resp.Kvs))
 	for _, kv := range resp.Kvs {

@@ -131,3 +131,30 @@ func describeTLSError(cfg Config, ep string, err error) error {
 	}
 	return fmt.Errorf("datastore %s: TLS handshake failed: %v", ep, err)
 }
+
+// tlsServerAtHTTP returns the first http:// endpoint whose server answers a
+// TLS handshake: a client that forgot https:// otherwise only learns that
+// the datastore "did not answer" (etcd's TLS port drops the plain request).
+func tlsServerAtHTTP(ctx context.Context, endpoints []string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
+	defer cancel()
+	for _, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme != "http" {
+			continue
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", u.Host)
+		if err != nil {
+			continue
+		}
+		// Only whether the server speaks TLS: nothing is sent after the
+		// handshake, so skipping verification exposes nothing.
+		err = tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: u.Hostname()}).HandshakeContext(ctx)
+		conn.Close()
+		if err == nil || isRemoteAlert(err, "") {
+			return ep
+		}
+	}
+	return ""
+}

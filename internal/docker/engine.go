@@ -32,8 +32,9 @@ type Container struct {
 	Name        string
 	Pid         int
 	Running     bool
-	Env         map[string]string // from its config: KEY=VALUE
+	Env         map[string]string // from its config: KEY=VALUE, the image's merged with docker run's
 	NetworkMode string            // none, default, bridge, host, a network name or container:ID
+	Image       string            // the image's id (sha256:...)
 }
 
 // NetnsPath is the container's network namespace as seen from the host.
@@ -113,6 +114,7 @@ func (e *Engine) get(ctx context.Context, path string, v any) (int, error) {
 type inspectBody struct {
 	ID    string `json:"Id"`
 	Name  string `json:"Name"`
+	Image string `json:"Image"`
 	State struct {
 		Running bool `json:"Running"`
 		Pid     int  `json:"Pid"`
@@ -141,6 +143,7 @@ func (e *Engine) Lookup(ctx context.Context, nameOrID string) (Container, error)
 		Pid: body.State.Pid, Running: body.State.Running,
 		NetworkMode: body.HostConfig.NetworkMode,
 		Env:         map[string]string{},
+		Image:       body.Image,
 	}
 	for _, kv := range body.Config.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {
@@ -148,6 +151,24 @@ func (e *Engine) Lookup(ctx context.Context, nameOrID string) (Container, error)
 		}
 	}
 	return c, nil
+}
+
+// ImageEnv is the environment an image gives its containers (its ENV
+// lines), as KEY=VALUE. A container's own Env is this merged with what
+// `docker run -e` set, and the engine keeps no record of which was which.
+func (e *Engine) ImageEnv(ctx context.Context, image string) ([]string, error) {
+	var body struct {
+		Config struct {
+			Env []string `json:"Env"`
+		} `json:"Config"`
+	}
+	if image == "" {
+		return nil, errors.New("the container names no image")
+	}
+	if _, err := e.get(ctx, "/images/"+url.PathEscape(image)+"/json", &body); err != nil {
+		return nil, err
+	}
+	return body.Config.Env, nil
 }
 
 // Inspect finds a running container by name or id: a stopped one is an

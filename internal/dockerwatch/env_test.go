@@ -36,3 +36,46 @@ func TestParseEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestRunEnv: only what docker run set counts. An image's ENV CALICO_IP and
+// CALICO_PROFILE are subtracted; a -e that overrides the image with another
+// value wins; a -e the image lacks is kept.
+func TestRunEnv(t *testing.T) {
+	image := []string{"PATH=/bin", "CALICO_IP=auto", "CALICO_PROFILE=db", "OTHER=1", "BROKEN"}
+	for _, c := range []struct {
+		name   string
+		merged map[string]string
+		want   map[string]string
+	}{
+		{"nothing given: the image chooses nothing",
+			map[string]string{"PATH": "/bin", "CALICO_IP": "auto", "CALICO_PROFILE": "db", "OTHER": "1"},
+			map[string]string{}},
+		{"-e CALICO_IP=auto repeats the image: indistinguishable, dropped",
+			map[string]string{"PATH": "/bin", "CALICO_IP": "auto", "CALICO_PROFILE": "db"},
+			map[string]string{}},
+		{"-e with other values wins over the image",
+			map[string]string{"PATH": "/bin", "CALICO_IP": "192.168.100.9", "CALICO_PROFILE": "web"},
+			map[string]string{"CALICO_IP": "192.168.100.9", "CALICO_PROFILE": "web"}},
+		{"-e of a variable the image lacks is kept",
+			map[string]string{"PATH": "/bin", "CALICO_IP": "auto6", "CALICO_PROFILE": "db", "MINE": "x"},
+			map[string]string{"CALICO_IP": "auto6", "MINE": "x"}},
+	} {
+		got := RunEnv(c.merged, image)
+		if len(got) != len(c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+			continue
+		}
+		for k, v := range c.want {
+			if got[k] != v {
+				t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+			}
+		}
+	}
+	// Repeated keys in the image: the last one is the image's value.
+	if got := RunEnv(map[string]string{"CALICO_PROFILE": "b"}, []string{"CALICO_PROFILE=a", "CALICO_PROFILE=b"}); len(got) != 0 {
+		t.Errorf("repeated image keys: got %v", got)
+	}
+	if got := fromImage(map[string]string{"CALICO_IP": "auto", "CALICO_PROFILE": "db"}, map[string]string{"CALICO_IP": "auto"}); !slices.Equal(got, []string{"CALICO_PROFILE"}) {
+		t.Errorf("fromImage: %v", got)
+	}
+}

@@ -198,15 +198,32 @@ func (w *Watcher) remove(ctx context.Context, ep api.Endpoint, why string) {
 		"addrs", strings.Join(append(ep.IPv4Nets, ep.IPv6Nets...), ","))
 }
 
-// wireIfAsked wires a running container whose environment has CALICO_IP.
+// wireIfAsked wires a running container whose `docker run` set CALICO_IP.
 // A bad value is logged as one line naming the container, and nothing is
 // left half made: profiles this call created go again.
 func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
-	ipVal, ok := ctr.Env[EnvIP]
-	if !ok || !ctr.Running {
-		return
+	if _, ok := ctr.Env[EnvIP]; !ok || !ctr.Running {
+		return // the common case, without asking the engine about the image
 	}
 	log := w.Log.With("container", ctr.Name)
+	// Only what the person running the container asked for counts: an
+	// image's own ENV CALICO_PROFILE=db would otherwise put every container
+	// of that image, whoever runs it, into db, and ENV CALICO_IP would have
+	// it wired without anyone asking.
+	imageEnv, err := w.Engine.ImageEnv(ctx, ctr.Image)
+	if err != nil {
+		log.Error("not wiring container: cannot read its image's environment, so cannot tell what docker run set: "+err.Error(), "image", ctr.Image)
+		return
+	}
+	env := RunEnv(ctr.Env, imageEnv)
+	if ignored := fromImage(ctr.Env, env); len(ignored) > 0 {
+		log.Info("ignoring Calico settings that come from the container's image; give them with docker run -e (a value equal to the image's own cannot be told from it: write it differently, e.g. -e 'CALICO_IP= auto')",
+			"ignored", strings.Join(ignored, ","), "image", ctr.Image)
+	}
+	ipVal, ok := env[EnvIP]
+	if !ok {
+		return
+	}
 	if ep, _, err := w.C.Endpoint(ctx, w.Node, ctr.Name); err == nil {
 		if ep.ContainerID == ctr.ID && ep.NetnsPath == ctr.NetnsPath() && netdev.LinkExists(ep.InterfaceName) {
 			return // already wired: a repeated event
@@ -218,7 +235,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 		}
 		w.remove(ctx, ep, "replaced by a new container of that name")
 	}
-	ips, profiles, err := ParseEnv(ipVal, ctr.Env[EnvProfile])
+	ips, profiles, err := ParseEnv(ipVal, env[EnvProfile])
 	if err != nil {
 		log.Error("not wiring container: "+err.Error(), "fix", "correct the value and restart the container")
 		return
@@ -266,6 +283,41 @@ func (w *Watcher) dropProfiles(ctx context.Context, names []string) {
 	for _, p := range names {
 		_ = w.C.RemoveProfile(ctx, p, false)
 	}
+}
+
+// RunEnv is the part of a container's environment that `docker run` (or
+// the API's create call) set: the container's merged environment without
+// the entries it has exactly as the image has them. A -e that overrides an
+// image's value with another one is kept; a -e that repeats the image's
+// value exactly cannot be told from the image's and is dropped with it.
+func RunEnv(merged map[string]string, image []string) map[string]string {
+	img := map[string]string{}
+	for _, kv := range image {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			img[k] = v // the last of repeated keys wins, as in the engine
+		}
+	}
+	out := make(map[string]string, len(merged))
+	for k, v := range merged {
+		if iv, ok := img[k]; ok && iv == v {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// fromImage lists the Calico variables of merged that RunEnv left out.
+func fromImage(merged, run map[string]string) []string {
+	var out []string
+	for _, k := range []string{EnvIP, EnvProfile} {
+		if _, inMerged := merged[k]; inMerged {
+			if _, inRun := run[k]; !inRun {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }
 
 // ParseEnv reads CALICO_IP and CALICO_PROFILE. Every value is checked

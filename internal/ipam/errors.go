@@ -19,6 +19,8 @@ var (
 	ErrAlreadyAssigned = errors.New("address already assigned")
 	// ErrNotAssigned: releasing an address nobody holds.
 	ErrNotAssigned = errors.New("address not assigned")
+	// ErrNotHolder: releasing, for one handle, an address another holds.
+	ErrNotHolder = errors.New("address held by another handle")
 	// ErrExhausted: every address of the candidate pools is taken.
 	ErrExhausted = errors.New("no free addresses")
 	// ErrConflict: the datastore kept changing under us and we gave up retrying.

@@ -19,6 +19,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -42,6 +43,10 @@ const maxAttempts = 100
 // IPAM is the address allocator. It is safe for concurrent use.
 type IPAM struct {
 	cli *clientv3.Client
+	// calls bounds every etcd call (see datastore.Calls): a caller's
+	// context may have no deadline at all (calicoctl's has none, and undo
+	// steps run without cancellation), and a frozen etcd must not hang them.
+	calls *datastore.Calls
 
 	mu sync.Mutex
 	// nodeLocks serializes AutoAssign per node within this process. Callers
@@ -65,9 +70,14 @@ type IPAM struct {
 // race to another writer and were retried.
 func (m *IPAM) Conflicts() uint64 { return m.conflicts.Load() }
 
-// New returns an allocator using cli.
-func New(cli *clientv3.Client) *IPAM {
-	return &IPAM{cli: cli, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
+// New returns an allocator using cli, with its calls bounded by calls (that
+// of the datastore client on the same connection, so both learn together
+// that etcd stopped answering); nil gives the allocator a keeper of its own.
+func New(cli *clientv3.Client, calls *datastore.Calls) *IPAM {
+	if calls == nil {
+		calls = datastore.NewCalls(strings.Join(cli.Endpoints(), ","))
+	}
+	return &IPAM{cli: cli, calls: calls, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
 }
 
 type cachedBlock struct {
@@ -400,8 +410,29 @@ func (m *IPAM) claimAndAllocate(ctx context.Context, pool poolInfo, st *blockSta
 	return ip, ok, err
 }
 
-// Release frees ip and returns the handle that held it.
+// Release frees ip whoever holds it, and returns the handle that held it.
+// It is the administrator's repair (`calicoctl ipam release`): code that
+// gives back its own address uses ReleaseFrom, which cannot free another
+// holder's.
 func (m *IPAM) Release(ctx context.Context, ip netip.Addr) (string, error) {
+	return m.release(ctx, ip, "")
+}
+
+// ReleaseFrom frees ip only while handle holds it. An address held by
+// another handle is left assigned and the error (ErrNotHolder) names the
+// holder: a stale endpoint record, a late retry, or a forged request must
+// not free an address that has since gone to another workload, which would
+// then be handed out twice. An address nobody holds is ErrNotAssigned.
+func (m *IPAM) ReleaseFrom(ctx context.Context, ip netip.Addr, handle string) error {
+	if err := checkName("handle", handle); err != nil {
+		return err
+	}
+	_, err := m.release(ctx, ip, handle)
+	return err
+}
+
+// release frees ip, only from handle when it is not "".
+func (m *IPAM) release(ctx context.Context, ip netip.Addr, handle string) (string, error) {
 	ip, err := checkAddr(ip)
 	if err != nil {
 		return "", err
@@ -421,11 +452,16 @@ func (m *IPAM) Release(ctx context.Context, ip netip.Addr) (string, error) {
 		if !taken {
 			return false, errorf(ErrNotAssigned, "%s is not assigned", ip)
 		}
+		if handle != "" && owner != handle {
+			return false, errorf(ErrNotHolder, "%s is held by %s, not by %s; left assigned", ip, owner, handle)
+		}
 		hkey := datastore.HandleKey(owner)
 		r, err := m.read(ctx, clientv3.OpGet(hkey))
 		if err != nil {
 			return false, err
 		}
+		// The block's revision guards the owner we checked: if the address
+		// changed hands since the read, the write fails and we look again.
 		cmps := []clientv3.Cmp{revIs(sb.key, sb.rev)}
 		ops := blockOps(*sb, sb.st.without(ord))
 		// A missing or unreadable handle record must not keep the address
@@ -984,8 +1020,14 @@ func (m *IPAM) read(ctx context.Context, gets ...clientv3.Op) ([][]kv, error) {
 
 // readAt is read that also returns the revision the gets saw.
 func (m *IPAM) readAt(ctx context.Context, gets ...clientv3.Op) ([][]kv, int64, error) {
-	resp, err := m.cli.Txn(ctx).Then(gets...).Commit()
-	if err != nil {
+	var resp *clientv3.TxnResponse
+	err := m.calls.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = m.cli.Txn(ctx).Then(gets...).Commit()
+		return err
+	})
+	if errors.Is(err, datastore.ErrUnreachable) {
+		return nil, 0, err // already says what to do
+	} else if err != nil {
 		return nil, 0, fmt.Errorf("reading IPAM data from etcd: %w", err)
 	}
 	out := make([][]kv, len(resp.Responses))
@@ -1000,8 +1042,17 @@ func (m *IPAM) readAt(ctx context.Context, gets ...clientv3.Op) ([][]kv, int64, 
 // commit runs a guarded write; false means a guard failed (someone else
 // wrote first) and nothing was written.
 func (m *IPAM) commit(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (bool, error) {
-	resp, err := m.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
+	var resp *clientv3.TxnResponse
+	err := m.calls.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = m.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		return err
+	})
+	if errors.Is(err, datastore.ErrUnreachable) {
+		// A write that timed out may or may not have been applied; either
+		// way the state is consistent (one transaction), and `calicoctl
+		// ipam check` shows a claim nobody holds.
+		return false, err
+	} else if err != nil {
 		return false, fmt.Errorf("writing IPAM data to etcd: %w", err)
 	}
 	return resp.Succeeded, nil
@@ -1053,15 +1104,24 @@ func parsePools(kvs []kv) []poolInfo {
 	return out
 }
 
+// retryBudget bounds one operation's retries in time as maxAttempts does in
+// number: each etcd call has its own deadline, and this keeps a datastore
+// that answers, but slowly, from multiplying it by a hundred.
+const retryBudget = 20 * time.Second
+
 // retry runs attempt until it is done or fails, backing off with jitter
 // after each lost race so contending writers fall out of step.
 func (m *IPAM) retry(ctx context.Context, attempt func() (bool, error)) error {
+	start := time.Now()
 	for i := range maxAttempts {
 		done, err := attempt()
 		if err != nil || done {
 			return err
 		}
 		m.conflicts.Add(1)
+		if time.Since(start) > retryBudget {
+			return errorf(ErrConflict, "gave up after %s: other writers kept changing the same IPAM keys", retryBudget)
+		}
 		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(i, 5)))
 		t := time.NewTimer(d)
 		select {

@@ -122,14 +122,12 @@ func (i IPAMDriver) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 	}
 	ctx, done := i.d.call()
 	defer done()
-	// Only ours: a late retry must not free an address that has since
-	// gone to a workload of `container add` or CALICO_IP.
-	if info, err := i.d.c.IPAM.Info(ctx, a); err != nil {
-		return fmt.Errorf("calico-ipam: %v", err)
-	} else if !info.Assigned || info.Handle != Handle(i.d.node) {
+	// Only ours, checked in the same transaction as the release: a late
+	// retry must not free an address that has since gone to a workload of
+	// `container add` or CALICO_IP.
+	if err := i.d.c.IPAM.ReleaseFrom(ctx, a, Handle(i.d.node)); isNotOurs(err) {
 		return nil
-	}
-	if _, err := i.d.c.IPAM.Release(ctx, a); err != nil && !isNotAssigned(err) {
+	} else if err != nil {
 		return fmt.Errorf("calico-ipam: %v", err)
 	}
 	i.d.log.Info("released address", "addr", a)
@@ -137,3 +135,9 @@ func (i IPAMDriver) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 }
 
 func isNotAssigned(err error) bool { return errors.Is(err, ipamstore.ErrNotAssigned) }
+
+// isNotOurs: a release for the driver's handle found the address free, or
+// held by someone else (and so left alone).
+func isNotOurs(err error) bool {
+	return errors.Is(err, ipamstore.ErrNotAssigned) || errors.Is(err, ipamstore.ErrNotHolder)
+}

@@ -319,7 +319,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 func (d *Drivers) release(ctx context.Context, addrs []string) {
 	for _, s := range addrs {
 		if a, err := netip.ParseAddr(s); err == nil {
-			if _, err := d.c.IPAM.Release(context.WithoutCancel(ctx), a); err != nil && !isNotAssigned(err) {
+			if err := d.c.IPAM.ReleaseFrom(context.WithoutCancel(ctx), a, Handle(d.node)); err != nil && !isNotAssigned(err) {
 				d.log.Warn("release address", "addr", a, "err", err)
 			}
 		}

@@ -69,7 +69,7 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 		if err != nil || slices.Contains(keep, netip.PrefixFrom(a, a.BitLen()).String()) {
 			continue
 		}
-		if _, err := d.c.IPAM.Release(ctx, a); err != nil && !isNotAssigned(err) {
+		if err := d.c.IPAM.ReleaseFrom(ctx, a, Handle(d.node)); err != nil && !isNotOurs(err) {
 			return removed, err
 		}
 		removed = append(removed, "address "+a.String())

@@ -55,7 +55,7 @@ type endpointRecord struct {
 	Claimed   []string `json:"claimed"` // addresses this driver assigned in IPAM (default-IPAM networks)
 }
 
-const prefix = datastore.Root + "libnetwork/"
+const prefix = datastore.PrefixLibnetwork
 
 func networkPrefix() string              { return prefix + "network/" }
 func networkKey(node, id string) string  { return prefix + "network/" + node + "/" + id }
@@ -67,7 +67,7 @@ func endpointKey(node, id string) string { return prefix + "endpoint/" + node + 
 // `calicoctl ipam check` counts their addresses as used. The doubled '~'
 // keeps it apart from every workload's handle (node~workload): workload
 // names cannot start with '~'.
-func Handle(node string) string { return node + "~~libnetwork" }
+func Handle(node string) string { return datastore.LibnetworkHandle(node) }
 
 // Workload is the workload name of a libnetwork endpoint: the engine's
 // endpoint id, shortened as the engine's own CLI shortens ids.

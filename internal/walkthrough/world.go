@@ -39,6 +39,9 @@ type Options struct {
 	// DOCKER_HOST=none: lab hosts have no engine of their own, and the
 	// machine's engine must not be followed by every host at once.
 	HostNodeArgs func(ctx context.Context, h *lab.Host) ([]string, error)
+	// DatastoreTLS starts the datastore with --tls; calicoctl (and so the
+	// nodes it starts) then uses the environment `datastore start` printed.
+	DatastoreTLS bool
 }
 
 // Workload is one namespace workload.
@@ -57,9 +60,12 @@ type World struct {
 	Router    *lab.Netns // between the two subnets, when Routed
 	Workloads map[string]*Workload
 	Etcd      string // host:port, as users give ETCD_AUTHORITY
-	StateDir  string // pid and log files of this world's daemons
-	opts      Options
-	fabric    *lab.Fabric
+	// EtcdEnv is what Ctl sets to reach the datastore: ETCD_AUTHORITY, or
+	// with DatastoreTLS the variables `datastore start --tls` printed.
+	EtcdEnv  []string
+	StateDir string // pid and log files of this world's daemons
+	opts     Options
+	fabric   *lab.Fabric
 }
 
 // Pool is the walkthrough's workload pool.
@@ -122,9 +128,21 @@ func Build(ctx context.Context, o Options) (_ *World, err error) {
 	w.fabric = fab
 	w.Etcd = h1.Addr().String() + ":2379"
 
-	w.step("host1: calicoctl datastore start --listen %s", w.Etcd)
-	if _, err := w.Ctl(ctx, h1, "datastore", "start", "--listen", w.Etcd, "--data-dir", filepath.Join(w.StateDir, "etcd")); err != nil {
+	w.EtcdEnv = []string{"ETCD_AUTHORITY=" + w.Etcd}
+	dsArgs := []string{"datastore", "start", "--listen", w.Etcd, "--data-dir", filepath.Join(w.StateDir, "etcd")}
+	if o.DatastoreTLS {
+		dsArgs = append(dsArgs, "--tls")
+	}
+	w.step("host1: calicoctl %s", strings.Join(dsArgs, " "))
+	out, err := w.Ctl(ctx, h1, dsArgs...)
+	if err != nil {
 		return nil, err
+	}
+	if o.DatastoreTLS {
+		if w.EtcdEnv, err = exportedEnv(out); err != nil {
+			return nil, err
+		}
+		w.step("host1: %s", "export "+strings.Join(w.EtcdEnv, " "))
 	}
 	for i, h := range w.Hosts {
 		if err := w.startNode(ctx, h, i+1); err != nil {
@@ -152,7 +170,7 @@ func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
 		}
 		args = append(args, more...)
 	}
-	w.step("%s: export ETCD_AUTHORITY=%s; calicoctl %s", h.Label, w.Etcd, strings.Join(args, " "))
+	w.step("%s: export %s; calicoctl %s", h.Label, strings.Join(w.etcdEnv(), " "), strings.Join(args, " "))
 	_, err := w.Ctl(ctx, h, args...)
 	return err
 }
@@ -185,10 +203,8 @@ func (w *World) step(format string, args ...any) {
 
 // Ctl runs calicoctl on a host as a user there would.
 func (w *World) Ctl(ctx context.Context, h *lab.Host, args ...string) (string, error) {
-	argv := []string{"env",
-		"ETCD_AUTHORITY=" + w.Etcd,
-		"CALICO_NODENAME=" + h.Label,
-		"CALICO_STATE_DIR=" + w.StateDir}
+	argv := append([]string{"env"}, w.etcdEnv()...)
+	argv = append(argv, "CALICO_NODENAME="+h.Label, "CALICO_STATE_DIR="+w.StateDir)
 	if w.opts.HostNodeArgs == nil {
 		// calico-node (started by `calicoctl node`, which passes its
 		// environment on) then leaves Docker alone, also when a test
@@ -203,6 +219,24 @@ func (w *World) Ctl(ctx context.Context, h *lab.Host, args ...string) (string, e
 		return out, fmt.Errorf("%s: calicoctl %s: %s", h.Label, strings.Join(args, " "), strings.TrimSpace(out))
 	}
 	return out, nil
+}
+
+func (w *World) etcdEnv() []string {
+	if len(w.EtcdEnv) == 0 {
+		return []string{"ETCD_AUTHORITY=" + w.Etcd}
+	}
+	return w.EtcdEnv
+}
+
+// exportedEnv reads the "export K=V ..." line `datastore start --tls`
+// prints (its values need no quoting in the lab's paths).
+func exportedEnv(out string) ([]string, error) {
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "export "); ok {
+			return strings.Fields(rest), nil
+		}
+	}
+	return nil, fmt.Errorf("datastore start --tls printed no export line: %q", out)
 }
 
 // AddWorkload makes a namespace on host h and attaches it with `container add`.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/ipam"
 )
 
@@ -14,7 +15,7 @@ func (c *Client) CheckIPAM(ctx context.Context) (ipam.CheckReport, error) {
 	}
 	live := map[string]bool{}
 	for _, ep := range eps {
-		live[handleID(ep.Node, ep.Workload)] = true
+		live[api.WorkloadHandle(ep.Node, ep.Workload)] = true
 		for _, h := range ep.IPAMHandles {
 			live[h] = true
 		}

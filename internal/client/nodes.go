@@ -77,7 +77,7 @@ func (c *Client) RemoveNode(ctx context.Context, name string, force bool) error 
 		return fmt.Errorf("node %q still has %d endpoint(s); remove them first, or use --force", name, len(eps))
 	}
 	for _, ep := range eps {
-		if _, err := c.IPAM.ReleaseHandle(ctx, handleID(ep.Node, ep.Workload)); err != nil {
+		if _, err := c.IPAM.ReleaseHandle(ctx, api.WorkloadHandle(ep.Node, ep.Workload)); err != nil {
 			return err
 		}
 	}

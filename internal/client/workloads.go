@@ -16,13 +16,6 @@ import (
 	"github.com/calico-go/calico/internal/datastore"
 )
 
-// handleID names a workload's addresses in IPAM. '~' cannot occur in names,
-// so node and workload never run together ambiguously.
-func handleID(node, workload string) string { return node + "~" + workload }
-
-// EndpointID is the stable id the host interface name is derived from.
-func EndpointID(node, workload string) string { return node + "/" + workload }
-
 // WorkloadRequest is `container add` in data.
 type WorkloadRequest struct {
 	Node         string
@@ -114,7 +107,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		fixed = append(fixed, a)
 	}
 
-	handle := handleID(req.Node, req.Name)
+	handle := api.WorkloadHandle(req.Node, req.Name)
 	var undo []func()
 	fail := func(err error) (api.Endpoint, error) {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -144,6 +137,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		addrs = append(addrs, a)
 	}
 
+	faultPoint("after-address")
 	mtu, err := c.workloadMTU(ctx, addrs)
 	if err != nil {
 		return fail(err)
@@ -154,7 +148,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		Orchestrator:  req.Orchestrator,
 		ContainerID:   req.ContainerID,
 		NetnsPath:     req.NetnsPath,
-		InterfaceName: netdev.HostIfaceName(EndpointID(req.Node, req.Name)),
+		InterfaceName: api.WorkloadIfaceName(req.Node, req.Name),
 		WorkloadIface: req.Interface,
 		Profiles:      append([]string{}, req.Profiles...),
 	}
@@ -181,12 +175,14 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	}
 	undo = append(undo, func() { netdev.RemoveWorkload(ep.InterfaceName) })
 	ep.MAC = mac
+	faultPoint("after-veth")
 	if err := c.DS.Create(ctx, datastore.EndpointKey(req.Node, req.Name), ep); err != nil {
 		if errors.Is(err, datastore.ErrConflict) {
 			err = fmt.Errorf("container %q was added concurrently on host %s", req.Name, req.Node)
 		}
 		return fail(err)
 	}
+	faultPoint("after-record")
 	return ep, nil
 }
 
@@ -228,10 +224,12 @@ func (c *Client) RemoveWorkload(ctx context.Context, node, name string) error {
 		}
 		return err
 	}
+	faultPoint("after-record")
 	if err := netdev.RemoveWorkload(ep.InterfaceName); err != nil {
 		return fmt.Errorf("container %q: endpoint removed but its interface %s remains: %w", name, ep.InterfaceName, err)
 	}
-	_, err = c.IPAM.ReleaseHandle(ctx, handleID(node, name))
+	faultPoint("after-veth")
+	_, err = c.IPAM.ReleaseHandle(ctx, api.WorkloadHandle(node, name))
 	return err
 }
 
@@ -245,7 +243,7 @@ func (c *Client) AddWorkloadIP(ctx context.Context, node, name, ip string) error
 	if err != nil {
 		return err
 	}
-	if err := c.IPAM.Assign(ctx, a, handleID(node, name), node); err != nil {
+	if err := c.IPAM.Assign(ctx, a, api.WorkloadHandle(node, name), node); err != nil {
 		return err
 	}
 	p := netip.PrefixFrom(a, a.BitLen())

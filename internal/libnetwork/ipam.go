@@ -92,7 +92,7 @@ func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.Request
 		if len(pools) == 1 && !netip.MustParsePrefix(pools[0]).Contains(a) {
 			return nil, fmt.Errorf("calico-ipam: address %s is outside the network's subnet %s", a, pools[0])
 		}
-		if err := i.d.c.IPAM.Assign(ctx, a, Handle(i.d.node), i.d.node); err != nil {
+		if err := i.d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(i.d.node), i.d.node); err != nil {
 			return nil, fmt.Errorf("calico-ipam: %v", err)
 		}
 		i.d.log.Info("assigned address", "addr", a, "pool", r.PoolID)
@@ -102,7 +102,7 @@ func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.Request
 	if v6 {
 		family = 6
 	}
-	a, err := i.d.c.IPAM.AutoAssign(ctx, Handle(i.d.node), i.d.node, family, pools)
+	a, err := i.d.c.IPAM.AutoAssign(ctx, api.LibnetworkHandle(i.d.node), i.d.node, family, pools)
 	if err != nil {
 		return nil, fmt.Errorf("calico-ipam: %v", err)
 	}
@@ -126,7 +126,7 @@ func (i IPAMDriver) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 	// gone to a workload of `container add` or CALICO_IP.
 	if info, err := i.d.c.IPAM.Info(ctx, a); err != nil {
 		return fmt.Errorf("calico-ipam: %v", err)
-	} else if !info.Assigned || info.Handle != Handle(i.d.node) {
+	} else if !info.Assigned || info.Handle != api.LibnetworkHandle(i.d.node) {
 		return nil
 	}
 	if _, err := i.d.c.IPAM.Release(ctx, a); err != nil && !isNotAssigned(err) {

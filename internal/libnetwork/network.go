@@ -301,7 +301,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 	erec := endpointRecord{ID: r.EndpointID, NetworkID: r.NetworkID, Profile: rec.Name}
 	for _, a := range addrs {
 		if !rec.OurIPAM {
-			if err := d.c.IPAM.Assign(ctx, a, Handle(d.node), d.node); err != nil {
+			if err := d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(d.node), d.node); err != nil {
 				d.release(ctx, erec.Claimed)
 				if errors.Is(err, ipamstore.ErrAlreadyAssigned) {
 					err = fmt.Errorf("%v: the engine's default IPAM chooses addresses on each host alone; give networks used on several hosts --ipam-driver=calico-ipam", err)
@@ -368,13 +368,13 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	ep := api.Endpoint{
 		Node:          d.node,
 		Workload:      workload,
-		Orchestrator:  "libnetwork",
+		Orchestrator:  api.OrchestratorLibnetwork,
 		ContainerID:   r.EndpointID,
 		NetnsPath:     r.SandboxKey,
-		InterfaceName: netdev.HostIfaceName(client.EndpointID(d.node, workload)),
+		InterfaceName: api.WorkloadIfaceName(d.node, workload),
 		WorkloadIface: containerIfacePrefix + "0",
 		Profiles:      []string{erec.Profile},
-		IPAMHandles:   []string{Handle(d.node)},
+		IPAMHandles:   []string{api.LibnetworkHandle(d.node)},
 	}
 	var addrs []netip.Addr
 	for _, s := range erec.Addrs {
@@ -446,7 +446,7 @@ func (d *Drivers) unwire(ctx context.Context, endpointID string) error {
 	} else if !errors.Is(err, datastore.ErrNotFound) {
 		return err
 	}
-	return netdev.RemoveWorkload(netdev.HostIfaceName(client.EndpointID(d.node, workload)))
+	return netdev.RemoveWorkload(api.WorkloadIfaceName(d.node, workload))
 }
 
 func (NetworkDriver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }

@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 )
 
 // The names an endpoint's kernel and IPAM objects must have are derived
@@ -22,14 +23,24 @@ func EndpointID(node, workload string) string { return node + "/" + workload }
 // 15 characters in all, the longest name Linux allows. Hashing keeps names
 // stable across restarts and lets any component derive the name alone.
 func WorkloadIfaceName(node, workload string) string {
-	return IfaceNameForID(EndpointID(node, workload))
+	// The agent derives this for every endpoint on every pass: build the
+	// id on the stack rather than concatenating.
+	var buf [2*MaxNameLen + 1]byte
+	id := append(append(append(buf[:0], node...), '/'), workload...)
+	return ifaceName(sha256.Sum256(id))
 }
 
 // IfaceNameForID is the interface name derivation itself, for an endpoint
 // id; WorkloadIfaceName is what callers normally want.
 func IfaceNameForID(endpointID string) string {
-	sum := sha256.Sum256([]byte(endpointID))
-	return "cali" + hex.EncodeToString(sum[:])[:11]
+	return ifaceName(sha256.Sum256([]byte(endpointID)))
+}
+
+func ifaceName(sum [sha256.Size]byte) string {
+	var name [4 + 12]byte
+	copy(name[:], "cali")
+	hex.Encode(name[4:], sum[:6])
+	return string(name[:15])
 }
 
 // WorkloadHandle is the IPAM handle holding a workload's addresses. '~'
@@ -55,4 +66,17 @@ func EndpointHandles(ep Endpoint) []string {
 		hs = append(hs, LibnetworkHandle(ep.Node))
 	}
 	return hs
+}
+
+// OwnsHandle says whether handle is one of EndpointHandles(ep), without
+// building them (the agent asks for every address on every pass).
+func OwnsHandle(ep Endpoint, handle string) bool {
+	rest, ok := strings.CutPrefix(handle, ep.Node)
+	if !ok {
+		return false
+	}
+	if len(rest) == 1+len(ep.Workload) && rest[0] == '~' && rest[1:] == ep.Workload {
+		return true
+	}
+	return ep.Orchestrator == OrchestratorLibnetwork && rest == "~~libnetwork"
 }

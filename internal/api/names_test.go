@@ -33,3 +33,22 @@ func TestHandles(t *testing.T) {
 		t.Errorf("EndpointHandles(libnetwork endpoint) = %v", hs)
 	}
 }
+
+func TestOwnsHandle(t *testing.T) {
+	eps := []Endpoint{{Node: "h", Workload: "w"}, {Node: "h", Workload: "w", Orchestrator: OrchestratorLibnetwork}, {Node: "h~", Workload: "w"}}
+	handles := []string{"h~w", "h~~libnetwork", "h~w2", "h2~w", "h~", "h~~w", "hh~w", "h~~libnetworkx", ""}
+	for _, ep := range eps {
+		for _, h := range handles {
+			want := false
+			for _, o := range EndpointHandles(ep) {
+				want = want || o == h
+			}
+			if got := OwnsHandle(ep, h); got != want {
+				t.Errorf("OwnsHandle(%+v, %q) = %t, want %t", ep, h, got, want)
+			}
+		}
+	}
+	if IfaceNameForID(EndpointID("n", "w")) != WorkloadIfaceName("n", "w") {
+		t.Error("IfaceNameForID and WorkloadIfaceName disagree")
+	}
+}

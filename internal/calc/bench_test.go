@@ -37,6 +37,7 @@ func BenchmarkComputeLearnedRoutes(b *testing.B) {
 		s.Endpoints[fmt.Sprintf("h0/w%d", i)] = api.Endpoint{Node: "h0", Workload: fmt.Sprintf("w%d", i),
 			InterfaceName: fmt.Sprintf("cali%011d", i), IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}}
 	}
+	honest(s)
 	in := Input{Node: "h0", Snap: s, Learned: learned}
 	if got := len(Compute(in).Dataplane.Routes); got < hosts*blocksPerHost {
 		b.Fatalf("only %d routes computed", got)

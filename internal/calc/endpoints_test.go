@@ -66,7 +66,7 @@ func TestCheckEndpoints(t *testing.T) {
 		eps  []api.Endpoint
 		// allocations: address -> handle
 		alloc  map[string]string
-		bigV4  bool // the v4 block is a /16 (ordinals above 255)
+		bigV4  bool              // the v4 block is a /16 (ordinals above 255)
 		ignore map[string]string // key -> a word of the reason
 	}{
 		{name: "honest", eps: []api.Endpoint{ep("h1", "w1", "10.1.0.1", "fd00::1")},

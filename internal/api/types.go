@@ -141,6 +141,9 @@ type NodeStatus struct {
 	Problems  []string    `json:"problems,omitempty"`
 	BGPPeers  []PeerState `json:"bgpPeers,omitempty"`
 	Endpoints int         `json:"endpoints"`
+	// Swept is what the node lately removed as leftovers of interrupted
+	// workload changes (veths and IPAM handles no endpoint owned), newest last.
+	Swept []string `json:"swept,omitempty"`
 }
 
 // PeerState is one BGP session as the node sees it.

@@ -2,6 +2,7 @@ package libnetwork
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -435,18 +436,35 @@ func (n NetworkDriver) Leave(r *network.LeaveRequest) error {
 }
 
 // unwire deletes the endpoint record before the interface, so the agent
-// stops routing to it first; both steps tolerate being done already.
+// stops routing to it first; both steps tolerate being done already. The
+// interface deleted is the one derived from the endpoint's name, never
+// one a record names; and a record under that name that is not this
+// endpoint's (another orchestrator's workload, or a record claiming
+// another container id) is left alone with its interface.
 func (d *Drivers) unwire(ctx context.Context, endpointID string) error {
 	workload := Workload(endpointID)
 	key := datastore.EndpointKey(d.node, workload)
-	if _, _, err := d.c.DS.GetRaw(ctx, key); err == nil {
+	iface := api.WorkloadIfaceName(d.node, workload)
+	raw, _, err := d.c.DS.GetRaw(ctx, key)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		var ep api.Endpoint
+		if json.Unmarshal(raw, &ep) == nil && (ep.Orchestrator != api.OrchestratorLibnetwork || ep.ContainerID != endpointID) {
+			d.log.Warn("the endpoint record of this name is not this libnetwork endpoint's; leaving it and its interface alone",
+				"endpoint", short(endpointID), "record", key, "orchestrator", ep.Orchestrator, "container", short(ep.ContainerID))
+			return nil
+		}
+		if ep.InterfaceName != iface {
+			d.log.Warn("the endpoint record names an interface that is not its own; deleting only its own", "endpoint", short(endpointID), "named", ep.InterfaceName, "own", iface)
+		}
 		if err := d.c.DS.DeleteKey(ctx, key, 0); err != nil {
 			return err
 		}
-	} else if !errors.Is(err, datastore.ErrNotFound) {
-		return err
 	}
-	return netdev.RemoveWorkload(api.WorkloadIfaceName(d.node, workload))
+	return netdev.RemoveWorkload(iface)
 }
 
 func (NetworkDriver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }

@@ -45,6 +45,9 @@ type Config struct {
 	// WorkloadToHost is what workloads may send to this host's own services
 	// (default: nothing; see nft.HostAccess).
 	WorkloadToHost nft.HostAccess
+	// SweepGrace is how long a veth or IPAM handle of this host stays
+	// unowned before the sweeper removes it (0: DefaultSweepGrace).
+	SweepGrace time.Duration
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -70,6 +73,7 @@ type Agent struct {
 
 	problems []string
 	ready    bool
+	sweeper  *sweeper // leftovers of interrupted workload changes (sweep.go)
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -168,6 +172,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.log.Info("in sync with the datastore", "node", cfg.Name)
+	a.sweeper = newSweeper(a, cfg.SweepGrace)
+	go a.sweeper.run(ctx)
 	defer a.stopSpeaker()
 	return a.loop(ctx)
 }
@@ -297,6 +303,7 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	res := calc.Compute(in)
 	a.mu.Unlock()
+	a.sweeper.noteIgnored(res.Ignored)
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -395,6 +402,7 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		PID:       os.Getpid(),
 		Problems:  a.problems,
 		Endpoints: eps,
+		Swept:     a.sweeper.reported(),
 	}
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()

@@ -122,7 +122,7 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		}
 		notes, err := c.RemoveWorkload(ctx, node, workloadName(cmd, c, node, args[1]))
 		for _, n := range notes {
-			fmt.Println("Note: " + n)
+			fmt.Fprintln(os.Stderr, "warning: "+n)
 		}
 		if err != nil {
 			return err

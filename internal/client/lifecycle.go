@@ -124,36 +124,36 @@ func (c *Client) confirmHeld(ctx context.Context, ep api.Endpoint, handle string
 
 // removeLeftovers removes, for a workload without a record, the derived
 // veth and everything its handle holds; found (if not nil) gets what was
-// there. Callers hold lockWorkload.
+// there. Both are tried whatever the other's fate. Callers hold
+// lockWorkload.
 func (c *Client) removeLeftovers(ctx context.Context, node, name string, found *[]string) error {
+	note := func(what string) {
+		if found != nil {
+			*found = append(*found, what)
+		}
+	}
+	var errs []error
 	iface := api.WorkloadIfaceName(node, name)
 	if netdev.LinkExists(iface) {
 		if err := netdev.RemoveWorkload(iface); err != nil {
-			return fmt.Errorf("container %q: leftover interface: %w", name, err)
-		}
-		if found != nil {
-			*found = append(*found, "interface "+iface)
+			errs = append(errs, fmt.Errorf("container %q: leftover interface: %w", name, err))
+		} else {
+			note("interface " + iface)
 		}
 	}
 	handle := api.WorkloadHandle(node, name)
-	_, _, herr := c.DS.GetRaw(ctx, datastore.HandleKey(handle))
-	if errors.Is(herr, datastore.ErrNotFound) {
-		return nil
-	} else if herr != nil {
-		return herr
-	}
-	freed, err := c.IPAM.ReleaseHandle(ctx, handle)
-	if err != nil {
-		return err
-	}
-	if found != nil {
-		what := "IPAM handle " + handle
-		if len(freed) > 0 {
-			what += fmt.Sprintf(" (addresses %v)", freed)
+	if _, _, err := c.DS.GetRaw(ctx, datastore.HandleKey(handle)); err == nil {
+		if freed, err := c.IPAM.ReleaseHandle(ctx, handle); err != nil {
+			errs = append(errs, err)
+		} else if len(freed) > 0 {
+			note(fmt.Sprintf("IPAM handle %s (addresses %v)", handle, freed))
+		} else {
+			note("IPAM handle " + handle)
 		}
-		*found = append(*found, what)
+	} else if !errors.Is(err, datastore.ErrNotFound) {
+		errs = append(errs, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // sameWorkload says whether ep is what req (with its fixed addresses)

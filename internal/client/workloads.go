@@ -216,7 +216,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	}
 	// A veth of the derived name without a record is an interrupted run's.
 	if err := netdev.RemoveWorkload(iface); err != nil {
-		return fail(fmt.Errorf("container %q: %w", req.Name, err))
+		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
 	}
 	if ep.MAC, err = c.wire(ep, req.Routes, mtu); err != nil {
 		return fail(err)

@@ -116,7 +116,7 @@ func (c *Client) confirmHeld(ctx context.Context, ep api.Endpoint, handle string
 				return fmt.Errorf("container %q: re-taking %s: %w", ep.Workload, a, err)
 			}
 		default:
-			return fmt.Errorf("container %q: address %s went to %s while it was being added; try again", ep.Workload, a, info.Handle)
+			return fmt.Errorf("container %q: its address %s is held by %s; remove the container and add it again", ep.Workload, a, info.Handle)
 		}
 	}
 	return nil

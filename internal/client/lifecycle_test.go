@@ -30,7 +30,10 @@ func TestSameWorkload(t *testing.T) {
 		"fixed address":     func(e *api.Endpoint) { e.IPv4Nets = []string{"10.0.0.9/32", "10.0.0.6/32"} },
 		"an extra address":  func(e *api.Endpoint) { e.IPv4Nets = append(e.IPv4Nets, "10.0.0.10/32") },
 		"no IPv6 for auto6": func(e *api.Endpoint) { e.IPv6Nets = nil },
-		"IPv6 for auto":     func(e *api.Endpoint) { e.IPv4Nets = []string{"10.0.0.5/32"}; e.IPv6Nets = []string{"fd00::7/128", "fd00::8/128"} },
+		"IPv6 for auto": func(e *api.Endpoint) {
+			e.IPv4Nets = []string{"10.0.0.5/32"}
+			e.IPv6Nets = []string{"fd00::7/128", "fd00::8/128"}
+		},
 	}
 	for what, f := range change {
 		e := rec

@@ -126,7 +126,11 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		if len(args) != 2 {
 			return usage
 		}
-		if err := c.RemoveWorkload(ctx, node, workloadName(cmd, c, node, args[1])); err != nil {
+		notes, err := c.RemoveWorkload(ctx, node, workloadName(cmd, c, node, args[1]))
+		for _, n := range notes {
+			fmt.Fprintln(os.Stderr, "warning: "+n)
+		}
+		if err != nil {
 			return err
 		}
 		fmt.Printf("Removed networking from %s\n", args[1])

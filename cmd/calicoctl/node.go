@@ -53,7 +53,7 @@ func nodeCmd() *cobra.Command {
 	var ip, ip6, as, name string
 	var libnetwork bool
 	var dockerHost, pluginDir string
-	var timeout, holdTime, restartTime time.Duration
+	var timeout, holdTime, restartTime, sweepGrace time.Duration
 	var toHost string
 	var extra []string
 	cmd := &cobra.Command{
@@ -103,6 +103,9 @@ pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
 			if toHost != "" {
 				extra = append(extra, "--workload-to-host="+toHost)
 			}
+			if sweepGrace != 0 {
+				extra = append(extra, "--sweep-grace="+sweepGrace.String())
+			}
 			return startNode(cmd, n, ip, ip6, as, timeout, extra)
 		},
 	}
@@ -117,6 +120,7 @@ pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
 	cmd.Flags().DurationVar(&holdTime, "bgp-hold-time", 0, "BGP hold time: a lost host's routes go after hold time + restart time (default 90s)")
 	cmd.Flags().DurationVar(&restartTime, "bgp-restart-time", 0, "BGP graceful restart time: peers keep this host's routes while its agent restarts (default 120s; negative disables)")
 	cmd.Flags().StringVar(&toHost, "workload-to-host", "", "what workloads may send to this host's services: drop (default) or policy (their outbound profile rules decide)")
+	cmd.Flags().DurationVar(&sweepGrace, "sweep-grace", 0, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before calico-node removes it (default 60s)")
 	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
 	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
 	return cmd
@@ -377,6 +381,9 @@ func statusCmd() *cobra.Command {
 			}
 			for _, p := range st.Problems {
 				fmt.Println("problem: " + p)
+			}
+			for _, s := range st.Swept {
+				fmt.Println("swept: " + s)
 			}
 			fmt.Println()
 			fmt.Println("BGP sessions")

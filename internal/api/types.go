@@ -143,6 +143,9 @@ type NodeStatus struct {
 	Endpoints int         `json:"endpoints"`
 	// IPIP says how this node carries IPIP pools, when it does.
 	IPIP string `json:"ipip,omitempty"`
+	// Swept is what the node lately removed as leftovers of interrupted
+	// workload changes (veths and IPAM handles no endpoint owned), newest last.
+	Swept []string `json:"swept,omitempty"`
 }
 
 // PeerState is one BGP session as the node sees it.

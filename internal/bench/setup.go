@@ -239,7 +239,7 @@ func (w *world) removeAll(ctx context.Context, h *lab.Host, names []string) erro
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := h.Do(func() error { return w.cli.RemoveWorkload(ctx, h.Label, name) })
+			err := h.Do(func() error { _, err := w.cli.RemoveWorkload(ctx, h.Label, name); return err })
 			if err != nil {
 				mu.Lock()
 				if first == nil {

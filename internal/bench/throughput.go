@@ -12,8 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	calicoclient "github.com/calico-go/calico/internal/client"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -484,7 +483,7 @@ func (r *runner) packetSizeFinding(ctx context.Context, where string, client, se
 		rx bool // direction of the data seen from the host
 	}{{client, true}, {server, false}} {
 		h := s.wl.Host
-		veth := netdev.HostIfaceName(calicoclient.EndpointID(h.Label, s.wl.Name))
+		veth := api.WorkloadIfaceName(h.Label, s.wl.Name)
 		dir := map[bool]string{true: "rx", false: "tx"}
 		devs = append(devs, devCounter{fmt.Sprintf("%s %s (%s's veth) %s", h.Label, veth, s.wl.Name, dir[s.rx]), h.Netns, veth, s.rx})
 		if _, err := linkAttrs(h.Netns, "vxlan.calico"); err == nil {

@@ -40,6 +40,7 @@ func BenchmarkComputeLearnedRoutes(b *testing.B) {
 		s.Endpoints[fmt.Sprintf("h0/w%d", i)] = api.Endpoint{Node: "h0", Workload: fmt.Sprintf("w%d", i),
 			InterfaceName: fmt.Sprintf("cali%011d", i), IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}}
 	}
+	honest(s)
 	in := Input{Node: "h0", Snap: s, Learned: learned}
 	if r := Compute(in); len(r.Dataplane.Routes) < hosts*blocksPerHost || len(r.Rejected) != 0 {
 		b.Fatalf("only %d routes computed, %d refused", len(r.Dataplane.Routes), len(r.Rejected))

@@ -46,17 +46,22 @@ type Result struct {
 	// Rejected are the learned paths the import policy refused, sorted by
 	// prefix (and, within a prefix, in the order BGP ranked them).
 	Rejected []RejectedPath
+	// Ignored are the endpoint records, of every host, the calculation does
+	// not believe (see CheckEndpoints); this host's are also in Problems.
+	Ignored []IgnoredEndpoint
 }
 
 // Compute derives the host's desired state. It is pure and deterministic:
 // the same input always gives the same, sorted output.
 func Compute(in Input) Result {
-	s := in.Snap
+	var r Result
+	// Everything below sees only the endpoint records that agree with their
+	// derived interface and with IPAM.
+	s := believedEndpoints(in.Snap, in.Node, &r)
 	me := s.Nodes[in.Node]
 	myPrefix, _ := netip.ParsePrefix(me.IPv4)
 	pools := parsePools(s)
 
-	var r Result
 	r.ASN = me.ASNumber
 	if r.ASN == 0 {
 		r.ASN = s.BGP.DefaultASNumber

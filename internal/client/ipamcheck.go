@@ -5,16 +5,41 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/ipam"
 )
 
-// CheckIPAM compares IPAM's allocations with the endpoints that exist.
+// CheckIPAM compares IPAM's allocations with the endpoints that exist, and
+// lists the endpoint records the agents ignore because they name an
+// interface or claim an address that is not theirs (calc.CheckEndpoints,
+// the same check the agents run).
 func (c *Client) CheckIPAM(ctx context.Context) (ipam.CheckReport, error) {
-	live, err := c.liveHandles(ctx)
+	eps, err := c.Endpoints(ctx, "")
 	if err != nil {
 		return ipam.CheckReport{}, err
 	}
-	return c.IPAM.Check(ctx, live)
+	blocks, err := datastore.List[api.Block](ctx, c.DS, datastore.PrefixBlocks)
+	if err != nil {
+		return ipam.CheckReport{}, err
+	}
+	snap := calc.NewSnapshot()
+	for _, ep := range eps {
+		snap.Endpoints[api.EndpointID(ep.Node, ep.Workload)] = ep
+	}
+	for _, kv := range blocks {
+		snap.Blocks[kv.Value.CIDR] = kv.Value
+	}
+	rep, err := c.IPAM.Check(ctx, liveHandlesOf(eps))
+	if err != nil {
+		return rep, err
+	}
+	_, ignored := calc.CheckEndpoints(snap)
+	for _, ig := range ignored {
+		rep.Problems = append(rep.Problems, ig.String())
+	}
+	return rep, nil
 }
 
 // liveHandles are the IPAM handles of the endpoints that exist.
@@ -23,14 +48,22 @@ func (c *Client) liveHandles(ctx context.Context) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	return liveHandlesOf(eps), nil
+}
+
+func liveHandlesOf(eps []api.Endpoint) map[string]bool {
 	live := map[string]bool{}
 	for _, ep := range eps {
-		live[handleID(ep.Node, ep.Workload)] = true
+		live[api.WorkloadHandle(ep.Node, ep.Workload)] = true
+		// A record keeps only its own handles alive: listing another's
+		// would hide that handle's leak.
 		for _, h := range ep.IPAMHandles {
-			live[h] = true
+			if api.OwnsHandle(ep, h) {
+				live[h] = true
+			}
 		}
 	}
-	return live, nil
+	return live
 }
 
 // ReleaseLeaked is `calicoctl ipam release`: it frees an address whose

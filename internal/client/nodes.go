@@ -80,7 +80,7 @@ func (c *Client) RemoveNode(ctx context.Context, name string, force bool) error 
 	if len(eps) > 0 && !force {
 		return fmt.Errorf("node %q still has %d endpoint(s); remove them first, or use --force", name, len(eps))
 	}
-	lnHandle := datastore.LibnetworkHandle(name)
+	lnHandle := api.LibnetworkHandle(name)
 	lnAddrs, err := c.handleAddrs(ctx, lnHandle)
 	if err != nil {
 		return err
@@ -94,7 +94,7 @@ func (c *Client) RemoveNode(ctx context.Context, name string, force bool) error 
 		return fmt.Errorf("node %q still holds %d address(es) and %d endpoint(s) of Docker networks (libnetwork); remove those containers on that host first, or use --force", name, len(lnAddrs), len(lnEndpoints))
 	}
 	for _, ep := range eps {
-		if _, err := c.IPAM.ReleaseHandle(ctx, handleID(ep.Node, ep.Workload)); err != nil {
+		if _, err := c.IPAM.ReleaseHandle(ctx, api.WorkloadHandle(ep.Node, ep.Workload)); err != nil {
 			return err
 		}
 	}

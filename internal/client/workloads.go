@@ -17,13 +17,6 @@ import (
 	"github.com/calico-go/calico/internal/ipam"
 )
 
-// handleID names a workload's addresses in IPAM. '~' cannot occur in names,
-// so node and workload never run together ambiguously.
-func handleID(node, workload string) string { return node + "~" + workload }
-
-// EndpointID is the stable id the host interface name is derived from.
-func EndpointID(node, workload string) string { return node + "/" + workload }
-
 // WorkloadRequest is `container add` in data.
 type WorkloadRequest struct {
 	Node         string
@@ -71,8 +64,19 @@ func (c *Client) Endpoints(ctx context.Context, node string) ([]api.Endpoint, er
 }
 
 // AddWorkload gives a workload an interface and addresses on this host.
-// Order: validate, take addresses, wire the veth, record the endpoint; each
-// step's failure undoes the ones before it.
+// Order: validate, take addresses, wire the veth, record the endpoint.
+//
+// It may be killed at any point and rerun with the same request: the
+// workload's name alone derives its veth (api.WorkloadIfaceName) and its
+// IPAM handle (api.WorkloadHandle), so a rerun recognises what an
+// interrupted run left. Without a record, the handle's addresses are taken
+// over (a requested address the handle already holds is no conflict, an
+// "auto" reuses one the handle holds, any other is released) and a veth
+// of the derived name is replaced. With a record equal to the request it
+// succeeds, re-wiring the veth if it is missing; a different record is an
+// error. A failure before the record exists removes the derived veth and
+// everything the handle holds, leaving nothing behind. Runs for one
+// workload on one host take turns (lockWorkload).
 func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endpoint, error) {
 	var ep api.Endpoint
 	if err := api.ValidateName("container", req.Name); err != nil {
@@ -98,11 +102,6 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 			return ep, err
 		}
 	}
-	if _, _, err := c.DS.GetRaw(ctx, datastore.EndpointKey(req.Node, req.Name)); err == nil {
-		return ep, fmt.Errorf("container %q already has an endpoint on host %s; remove it first with `calicoctl container remove %s`", req.Name, req.Node, req.Name)
-	} else if !errors.Is(err, datastore.ErrNotFound) {
-		return ep, err
-	}
 	var fixed []netip.Addr
 	for _, s := range req.IPs {
 		if s == "auto" || s == "auto6" {
@@ -112,38 +111,86 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		if err != nil {
 			return ep, err
 		}
+		if slices.Contains(fixed, a) {
+			return ep, fmt.Errorf("container %q: address %s is given twice", req.Name, a)
+		}
 		fixed = append(fixed, a)
 	}
+	unlock, err := lockWorkload(ctx, req.Node, req.Name)
+	if err != nil {
+		return ep, err
+	}
+	defer unlock()
 
-	handle := handleID(req.Node, req.Name)
-	var undo []func()
+	key := datastore.EndpointKey(req.Node, req.Name)
+	if old, rev, err := datastore.Get[api.Endpoint](ctx, c.DS, key); err == nil {
+		if !sameWorkload(old, req, fixed) {
+			return ep, fmt.Errorf("container %q already has an endpoint on host %s; remove it first with `calicoctl container remove %s`", req.Name, req.Node, req.Name)
+		}
+		return c.rewire(ctx, old, rev, req.Routes)
+	} else if !errors.Is(err, datastore.ErrNotFound) {
+		return ep, err
+	}
+
+	// No record: the handle and the derived veth hold at most what an
+	// interrupted run left, and are ours to reuse or remove.
+	handle := api.WorkloadHandle(req.Node, req.Name)
+	iface := api.WorkloadIfaceName(req.Node, req.Name)
 	fail := func(err error) (api.Endpoint, error) {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
+		if lerr := c.removeLeftovers(context.WithoutCancel(ctx), req.Node, req.Name, nil); lerr != nil {
+			err = errors.Join(err, fmt.Errorf("undo: %w", lerr))
 		}
 		return api.Endpoint{}, err
+	}
+	held, err := c.heldBy(ctx, handle)
+	if err != nil {
+		return ep, err
+	}
+	adopted := 0
+	take := func(a netip.Addr) bool {
+		if i := slices.Index(held, a); i >= 0 {
+			held = slices.Delete(held, i, i+1)
+			adopted++
+			return true
+		}
+		return false
 	}
 	var addrs []netip.Addr
 	for _, s := range req.IPs {
 		var a netip.Addr
 		var err error
 		switch s {
-		case "auto":
-			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, 4, nil)
-		case "auto6":
-			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, 6, nil)
+		case "auto", "auto6":
+			// Reuse an address of that family the handle holds and no
+			// fixed address of the request names.
+			if i := slices.IndexFunc(held, func(h netip.Addr) bool { return h.Is4() == (s == "auto") && !slices.Contains(fixed, h) }); i >= 0 {
+				a = held[i]
+				take(a)
+				break
+			}
+			family := 4
+			if s == "auto6" {
+				family = 6
+			}
+			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, family, nil)
 		default:
 			a = fixed[0]
 			fixed = fixed[1:]
-			err = c.IPAM.Assign(ctx, a, handle, req.Node)
+			if !take(a) {
+				err = c.assign(ctx, a, handle, req.Node)
+			}
 		}
 		if err != nil {
 			return fail(err)
 		}
-		addr := a
-		undo = append(undo, func() { c.IPAM.Release(context.WithoutCancel(ctx), addr) })
 		addrs = append(addrs, a)
 	}
+	for _, a := range held { // taken by an interrupted run, not asked for now
+		if _, err := c.IPAM.Release(ctx, a); err != nil && !errors.Is(err, ipam.ErrNotAssigned) {
+			return fail(err)
+		}
+	}
+	faultPoint("after-address")
 
 	mtu, err := c.workloadMTU(ctx, addrs)
 	if err != nil {
@@ -155,38 +202,101 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		Orchestrator:  req.Orchestrator,
 		ContainerID:   req.ContainerID,
 		NetnsPath:     req.NetnsPath,
-		InterfaceName: netdev.HostIfaceName(EndpointID(req.Node, req.Name)),
+		InterfaceName: iface,
 		WorkloadIface: req.Interface,
 		Profiles:      append([]string{}, req.Profiles...),
 	}
-	var prefixes []netip.Prefix
 	for _, a := range addrs {
-		p := netip.PrefixFrom(a, a.BitLen())
-		prefixes = append(prefixes, p)
+		p := netip.PrefixFrom(a, a.BitLen()).String()
 		if a.Is4() {
-			ep.IPv4Nets = append(ep.IPv4Nets, p.String())
+			ep.IPv4Nets = append(ep.IPv4Nets, p)
 		} else {
-			ep.IPv6Nets = append(ep.IPv6Nets, p.String())
+			ep.IPv6Nets = append(ep.IPv6Nets, p)
 		}
 	}
-	mac, err := netdev.AddWorkload(netdev.WorkloadSpec{
-		NetnsPath:     req.NetnsPath,
-		HostIface:     ep.InterfaceName,
-		WorkloadIface: req.Interface,
-		Addrs:         prefixes,
-		MTU:           mtu,
-		Routes:        req.Routes,
-	})
-	if err != nil {
+	// A veth of the derived name without a record is an interrupted run's.
+	if err := netdev.RemoveWorkload(iface); err != nil {
 		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
 	}
-	undo = append(undo, func() { netdev.RemoveWorkload(ep.InterfaceName) })
-	ep.MAC = mac
-	if err := c.DS.Create(ctx, datastore.EndpointKey(req.Node, req.Name), ep); err != nil {
+	if ep.MAC, err = c.wire(ep, req.Routes, mtu); err != nil {
+		return fail(err)
+	}
+	faultPoint("after-veth")
+	if err := c.DS.Create(ctx, key, ep); err != nil {
 		if errors.Is(err, datastore.ErrConflict) {
-			err = fmt.Errorf("container %q was added concurrently on host %s", req.Name, req.Node)
+			// Someone wrote the record meanwhile, without our lock: it owns
+			// this veth and handle now, so nothing is undone.
+			return api.Endpoint{}, fmt.Errorf("container %q was added concurrently on host %s", req.Name, req.Node)
 		}
 		return fail(err)
+	}
+	faultPoint("after-record")
+	if adopted > 0 {
+		// The agent's sweeper may have released the leftover handle just
+		// before the record appeared: make sure it still holds every address.
+		if err := c.confirmHeld(ctx, ep, handle, addrs); err != nil {
+			_ = c.DS.DeleteKey(context.WithoutCancel(ctx), key, 0)
+			return fail(err)
+		}
+	}
+	return ep, nil
+}
+
+// wire makes the workload's veth pair for ep and returns its MAC.
+func (c *Client) wire(ep api.Endpoint, routes []netip.Prefix, mtu int) (string, error) {
+	var prefixes []netip.Prefix
+	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return "", fmt.Errorf("container %q: bad address %q", ep.Workload, n)
+		}
+		prefixes = append(prefixes, p)
+	}
+	mac, err := netdev.AddWorkload(netdev.WorkloadSpec{
+		NetnsPath:     ep.NetnsPath,
+		HostIface:     ep.InterfaceName,
+		WorkloadIface: ep.WorkloadIface,
+		Addrs:         prefixes,
+		MTU:           mtu,
+		Routes:        routes,
+	})
+	if err != nil {
+		return "", fmt.Errorf("container %q: wiring its interface: %w", ep.Workload, err)
+	}
+	return mac, nil
+}
+
+// rewire finishes a rerun whose record exists: it re-makes the veth if it
+// is missing (an interrupted remove, or a lost interface) and records the
+// new MAC.
+func (c *Client) rewire(ctx context.Context, ep api.Endpoint, rev int64, routes []netip.Prefix) (api.Endpoint, error) {
+	var addrs []netip.Addr
+	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+		if p, err := netip.ParsePrefix(n); err == nil {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	// A run that lost the answer to its record's write undid the rest.
+	if err := c.confirmHeld(ctx, ep, api.WorkloadHandle(ep.Node, ep.Workload), addrs); err != nil {
+		return ep, err
+	}
+	if netdev.LinkExists(ep.InterfaceName) {
+		return ep, nil
+	}
+	mtu, err := c.workloadMTU(ctx, addrs)
+	if err != nil {
+		return ep, err
+	}
+	mac, err := c.wire(ep, routes, mtu)
+	if err != nil {
+		return ep, err
+	}
+	ep.MAC = mac
+	if err := c.DS.CAS(ctx, datastore.EndpointKey(ep.Node, ep.Workload), rev, ep); err != nil {
+		if errors.Is(err, datastore.ErrConflict) {
+			err = fmt.Errorf("container %q changed while re-wiring it; try again", ep.Workload)
+		}
+		return ep, err
 	}
 	return ep, nil
 }
@@ -220,23 +330,52 @@ func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, erro
 }
 
 // RemoveWorkload deletes the endpoint record first (so the agent stops
-// routing to it), then the interface, then releases the addresses.
-func (c *Client) RemoveWorkload(ctx context.Context, node, name string) error {
-	ep, rev, err := c.Endpoint(ctx, node, name)
+// routing to it), then the interface, then releases the addresses, and
+// returns notes on anything unusual it met.
+//
+// Only the interface derived from node and workload is deleted: a record
+// naming another interface (another workload's veth) is a lie, and that
+// interface is left alone, with a note. It may be killed at any point and
+// rerun: without a record, what an interrupted add or remove left (the
+// derived veth, the handle's addresses) is removed and the call succeeds;
+// with nothing at all it is an "unknown container" error.
+func (c *Client) RemoveWorkload(ctx context.Context, node, name string) (notes []string, err error) {
+	unlock, err := lockWorkload(ctx, node, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := c.DS.DeleteKey(ctx, datastore.EndpointKey(node, name), rev); err != nil {
-		if errors.Is(err, datastore.ErrConflict) {
-			return fmt.Errorf("container %q changed while removing it; try again", name)
+	defer unlock()
+	key := datastore.EndpointKey(node, name)
+	ep, rev, err := datastore.Get[api.Endpoint](ctx, c.DS, key)
+	if errors.Is(err, datastore.ErrNotFound) {
+		var found []string
+		if err := c.removeLeftovers(ctx, node, name, &found); err != nil {
+			return nil, err
 		}
-		return err
+		if len(found) == 0 {
+			return nil, fmt.Errorf("unknown container %q on host %s; list them with `calicoctl endpoint show`", name, node)
+		}
+		return []string{fmt.Sprintf("container %q had no endpoint; removed what an interrupted add or remove left: %s", name, strings.Join(found, ", "))}, nil
+	} else if err != nil {
+		return nil, err
 	}
-	if err := netdev.RemoveWorkload(ep.InterfaceName); err != nil {
-		return fmt.Errorf("container %q: endpoint removed but its interface %s remains: %w", name, ep.InterfaceName, err)
+	if err := c.DS.DeleteKey(ctx, key, rev); err != nil {
+		if errors.Is(err, datastore.ErrConflict) {
+			return nil, fmt.Errorf("container %q changed while removing it; try again", name)
+		}
+		return nil, err
 	}
-	_, err = c.IPAM.ReleaseHandle(ctx, handleID(node, name))
-	return err
+	faultPoint("after-record")
+	iface := api.WorkloadIfaceName(node, name)
+	if ep.InterfaceName != iface {
+		notes = append(notes, fmt.Sprintf("the endpoint of %q named interface %q, which is not its own (%s): left that interface alone", name, ep.InterfaceName, iface))
+	}
+	if err := netdev.RemoveWorkload(iface); err != nil {
+		return notes, fmt.Errorf("container %q: endpoint removed but its interface %s remains: %w", name, iface, err)
+	}
+	faultPoint("after-veth")
+	_, err = c.IPAM.ReleaseHandle(ctx, api.WorkloadHandle(node, name))
+	return notes, err
 }
 
 // AddWorkloadIP gives a running workload one more address.
@@ -252,7 +391,7 @@ func (c *Client) AddWorkloadIP(ctx context.Context, node, name, ip string) error
 	if err := refuseHostNetns(ep.NetnsPath); err != nil {
 		return fmt.Errorf("container %q: %v", name, err)
 	}
-	handle := handleID(node, name)
+	handle := api.WorkloadHandle(node, name)
 	if err := c.IPAM.Assign(ctx, a, handle, node); err != nil {
 		return err
 	}
@@ -308,7 +447,7 @@ func (c *Client) RemoveWorkloadIP(ctx context.Context, node, name, ip string) er
 	}
 	// Only if this workload holds it: a record listing an address IPAM
 	// gave to another workload must not free that workload's address.
-	err = c.IPAM.ReleaseFrom(ctx, a, handleID(node, name))
+	err = c.IPAM.ReleaseFrom(ctx, a, api.WorkloadHandle(node, name))
 	if errors.Is(err, ipam.ErrNotAssigned) {
 		return nil
 	} else if errors.Is(err, ipam.ErrNotHolder) {

@@ -74,8 +74,3 @@ const PrefixLibnetwork = Root + "libnetwork/"
 func LibnetworkNodePrefixes(node string) []string {
 	return []string{PrefixLibnetwork + "network/" + node + "/", PrefixLibnetwork + "endpoint/" + node + "/"}
 }
-
-// LibnetworkHandle is the IPAM handle of every address the Docker drivers
-// take on node. The doubled '~' keeps it apart from every workload's handle
-// (node~workload): workload names cannot start with '~'.
-func LibnetworkHandle(node string) string { return node + "~~libnetwork" }

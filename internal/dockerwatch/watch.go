@@ -153,7 +153,7 @@ func (w *Watcher) Resync(ctx context.Context) error {
 			return err
 		case !ctr.Running:
 			w.remove(ctx, ep, "container is stopped")
-		case ctr.NetnsPath() != ep.NetnsPath || !netdev.LinkExists(ep.InterfaceName):
+		case ctr.NetnsPath() != ep.NetnsPath || !netdev.LinkExists(api.WorkloadIfaceName(ep.Node, ep.Workload)):
 			w.remove(ctx, ep, "container was restarted")
 		default:
 			have[ep.ContainerID] = true
@@ -190,7 +190,13 @@ func (w *Watcher) unwire(ctx context.Context, containerID, why string) {
 }
 
 func (w *Watcher) remove(ctx context.Context, ep api.Endpoint, why string) {
-	if err := w.C.RemoveWorkload(ctx, w.Node, ep.Workload); err != nil {
+	// RemoveWorkload deletes only the interface derived from the
+	// workload's name, whatever the record names, and says so.
+	notes, err := w.C.RemoveWorkload(ctx, w.Node, ep.Workload)
+	for _, n := range notes {
+		w.Log.Warn(n, "container", ep.Workload)
+	}
+	if err != nil {
 		w.Log.Warn("cannot remove a stopped container's endpoint", "container", ep.Workload, "err", err)
 		return
 	}
@@ -225,7 +231,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 		return
 	}
 	if ep, _, err := w.C.Endpoint(ctx, w.Node, ctr.Name); err == nil {
-		if ep.ContainerID == ctr.ID && ep.NetnsPath == ctr.NetnsPath() && netdev.LinkExists(ep.InterfaceName) {
+		if ep.ContainerID == ctr.ID && ep.NetnsPath == ctr.NetnsPath() && netdev.LinkExists(api.WorkloadIfaceName(ep.Node, ep.Workload)) {
 			return // already wired: a repeated event
 		}
 		if !w.stale(ctx, ep, ctr) {

@@ -503,6 +503,12 @@ func blockOps(sb storedBlock, rec api.Block) []clientv3.Op {
 // handle frees nothing and is not an error, so cleanup after a failed
 // `container add` can always call it.
 func (m *IPAM) ReleaseHandle(ctx context.Context, handle string) ([]netip.Addr, error) {
+	return m.releaseHandle(ctx, handle, nil)
+}
+
+// releaseHandle is ReleaseHandle, with the conditions of guard (orphan.go)
+// when it is not nil.
+func (m *IPAM) releaseHandle(ctx context.Context, handle string, guard *orphanGuard) ([]netip.Addr, error) {
 	if err := checkName("handle", handle); err != nil {
 		return nil, err
 	}
@@ -510,7 +516,7 @@ func (m *IPAM) ReleaseHandle(ctx context.Context, handle string) ([]netip.Addr, 
 	var released []netip.Addr
 	err := m.retry(ctx, func() (bool, error) {
 		released = nil
-		r, err := m.read(ctx, clientv3.OpGet(hkey))
+		r, err := m.read(ctx, append([]clientv3.Op{clientv3.OpGet(hkey)}, guard.reads()...)...)
 		if err != nil {
 			return false, err
 		}
@@ -519,6 +525,9 @@ func (m *IPAM) ReleaseHandle(ctx context.Context, handle string) ([]netip.Addr, 
 		}
 		h, err := handleFrom(hkey, r[0])
 		if err != nil {
+			return false, err
+		}
+		if err := guard.check(h, r[1:]); err != nil {
 			return false, err
 		}
 		type change struct {
@@ -553,7 +562,7 @@ func (m *IPAM) ReleaseHandle(ctx context.Context, handle string) ([]netip.Addr, 
 				released = append(released, a)
 			}
 		}
-		cmps := []clientv3.Cmp{revIs(hkey, h.rev)}
+		cmps := append([]clientv3.Cmp{revIs(hkey, h.rev)}, guard.cmps()...)
 		ops := []clientv3.Op{clientv3.OpDelete(hkey)}
 		for _, c := range changes {
 			if len(c.ords) == 0 {

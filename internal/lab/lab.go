@@ -270,6 +270,16 @@ func sweepID(id string) error {
 func recordPath(id string) string { return filepath.Join(RecordDir, id+".pid") }
 func logDirOf(id string) string   { return filepath.Join(os.TempDir(), "calico-lab-"+id) }
 
+// InUse reports whether lab id exists and the process that made it still
+// runs, so a sweep by another process must leave it alone.
+func InUse(id string) bool {
+	rec := recordPath(id)
+	if _, err := os.Stat(rec); err != nil {
+		return false
+	}
+	return creatorAlive(rec)
+}
+
 // creatorAlive reports whether the process named in a record still runs.
 // The start time guards against the pid having been reused since.
 func creatorAlive(rec string) bool {

@@ -92,7 +92,7 @@ func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.Request
 		if len(pools) == 1 && !netip.MustParsePrefix(pools[0]).Contains(a) {
 			return nil, fmt.Errorf("calico-ipam: address %s is outside the network's subnet %s", a, pools[0])
 		}
-		if err := i.d.c.IPAM.Assign(ctx, a, Handle(i.d.node), i.d.node); err != nil {
+		if err := i.d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(i.d.node), i.d.node); err != nil {
 			return nil, fmt.Errorf("calico-ipam: %v", err)
 		}
 		i.d.log.Info("assigned address", "addr", a, "pool", r.PoolID)
@@ -102,7 +102,7 @@ func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.Request
 	if v6 {
 		family = 6
 	}
-	a, err := i.d.c.IPAM.AutoAssign(ctx, Handle(i.d.node), i.d.node, family, pools)
+	a, err := i.d.c.IPAM.AutoAssign(ctx, api.LibnetworkHandle(i.d.node), i.d.node, family, pools)
 	if err != nil {
 		return nil, fmt.Errorf("calico-ipam: %v", err)
 	}
@@ -125,7 +125,7 @@ func (i IPAMDriver) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 	// Only ours, checked in the same transaction as the release: a late
 	// retry must not free an address that has since gone to a workload of
 	// `container add` or CALICO_IP.
-	if err := i.d.c.IPAM.ReleaseFrom(ctx, a, Handle(i.d.node)); isNotOurs(err) {
+	if err := i.d.c.IPAM.ReleaseFrom(ctx, a, api.LibnetworkHandle(i.d.node)); isNotOurs(err) {
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("calico-ipam: %v", err)

@@ -2,6 +2,7 @@ package libnetwork
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -298,7 +299,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 	erec := endpointRecord{ID: r.EndpointID, NetworkID: r.NetworkID, Profile: rec.Name}
 	for _, a := range addrs {
 		if !rec.OurIPAM {
-			if err := d.c.IPAM.Assign(ctx, a, Handle(d.node), d.node); err != nil {
+			if err := d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(d.node), d.node); err != nil {
 				d.release(ctx, erec.Claimed)
 				if errors.Is(err, ipamstore.ErrAlreadyAssigned) {
 					err = fmt.Errorf("%v: the engine's default IPAM chooses addresses on each host alone; give networks used on several hosts --ipam-driver=calico-ipam", err)
@@ -319,7 +320,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 func (d *Drivers) release(ctx context.Context, addrs []string) {
 	for _, s := range addrs {
 		if a, err := netip.ParseAddr(s); err == nil {
-			if err := d.c.IPAM.ReleaseFrom(context.WithoutCancel(ctx), a, Handle(d.node)); err != nil && !isNotAssigned(err) {
+			if err := d.c.IPAM.ReleaseFrom(context.WithoutCancel(ctx), a, api.LibnetworkHandle(d.node)); err != nil && !isNotAssigned(err) {
 				d.log.Warn("release address", "addr", a, "err", err)
 			}
 		}
@@ -365,13 +366,13 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	ep := api.Endpoint{
 		Node:          d.node,
 		Workload:      workload,
-		Orchestrator:  "libnetwork",
+		Orchestrator:  api.OrchestratorLibnetwork,
 		ContainerID:   r.EndpointID,
 		NetnsPath:     r.SandboxKey,
-		InterfaceName: netdev.HostIfaceName(client.EndpointID(d.node, workload)),
+		InterfaceName: api.WorkloadIfaceName(d.node, workload),
 		WorkloadIface: containerIfacePrefix + "0",
 		Profiles:      []string{erec.Profile},
-		IPAMHandles:   []string{Handle(d.node)},
+		IPAMHandles:   []string{api.LibnetworkHandle(d.node)},
 	}
 	var addrs []netip.Addr
 	for _, s := range erec.Addrs {
@@ -432,18 +433,35 @@ func (n NetworkDriver) Leave(r *network.LeaveRequest) error {
 }
 
 // unwire deletes the endpoint record before the interface, so the agent
-// stops routing to it first; both steps tolerate being done already.
+// stops routing to it first; both steps tolerate being done already. The
+// interface deleted is the one derived from the endpoint's name, never
+// one a record names; and a record under that name that is not this
+// endpoint's (another orchestrator's workload, or a record claiming
+// another container id) is left alone with its interface.
 func (d *Drivers) unwire(ctx context.Context, endpointID string) error {
 	workload := Workload(endpointID)
 	key := datastore.EndpointKey(d.node, workload)
-	if _, _, err := d.c.DS.GetRaw(ctx, key); err == nil {
+	iface := api.WorkloadIfaceName(d.node, workload)
+	raw, _, err := d.c.DS.GetRaw(ctx, key)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		var ep api.Endpoint
+		if json.Unmarshal(raw, &ep) == nil && (ep.Orchestrator != api.OrchestratorLibnetwork || ep.ContainerID != endpointID) {
+			d.log.Warn("the endpoint record of this name is not this libnetwork endpoint's; leaving it and its interface alone",
+				"endpoint", short(endpointID), "record", key, "orchestrator", ep.Orchestrator, "container", short(ep.ContainerID))
+			return nil
+		}
+		if ep.InterfaceName != iface {
+			d.log.Warn("the endpoint record names an interface that is not its own; deleting only its own", "endpoint", short(endpointID), "named", ep.InterfaceName, "own", iface)
+		}
 		if err := d.c.DS.DeleteKey(ctx, key, 0); err != nil {
 			return err
 		}
-	} else if !errors.Is(err, datastore.ErrNotFound) {
-		return err
 	}
-	return netdev.RemoveWorkload(netdev.HostIfaceName(client.EndpointID(d.node, workload)))
+	return netdev.RemoveWorkload(iface)
 }
 
 func (NetworkDriver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }

@@ -50,7 +50,7 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 		return removed, err
 	}
 	for _, ep := range eps {
-		if ep.Orchestrator == "libnetwork" && !live[ep.ContainerID] {
+		if ep.Orchestrator == api.OrchestratorLibnetwork && !live[ep.ContainerID] {
 			if err := d.unwire(ctx, ep.ContainerID); err != nil {
 				return removed, err
 			}
@@ -58,7 +58,7 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 		}
 	}
 	// Addresses under the driver's handle that no live endpoint holds.
-	h, _, err := datastore.Get[api.Handle](ctx, d.c.DS, datastore.HandleKey(Handle(d.node)))
+	h, _, err := datastore.Get[api.Handle](ctx, d.c.DS, datastore.HandleKey(api.LibnetworkHandle(d.node)))
 	if errors.Is(err, datastore.ErrNotFound) {
 		return removed, nil
 	} else if err != nil {
@@ -69,7 +69,7 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 		if err != nil || slices.Contains(keep, netip.PrefixFrom(a, a.BitLen()).String()) {
 			continue
 		}
-		if err := d.c.IPAM.ReleaseFrom(ctx, a, Handle(d.node)); err != nil && !isNotOurs(err) {
+		if err := d.c.IPAM.ReleaseFrom(ctx, a, api.LibnetworkHandle(d.node)); err != nil && !isNotOurs(err) {
 			return removed, err
 		}
 		removed = append(removed, "address "+a.String())

@@ -61,14 +61,6 @@ func networkPrefix() string              { return prefix + "network/" }
 func networkKey(node, id string) string  { return prefix + "network/" + node + "/" + id }
 func endpointKey(node, id string) string { return prefix + "endpoint/" + node + "/" + id }
 
-// Handle is the IPAM handle of every address the drivers take on node.
-// The engine asks for an address before it names the endpoint, so the
-// handle cannot name the endpoint; endpoints list it in IPAMHandles so
-// `calicoctl ipam check` counts their addresses as used. The doubled '~'
-// keeps it apart from every workload's handle (node~workload): workload
-// names cannot start with '~'.
-func Handle(node string) string { return datastore.LibnetworkHandle(node) }
-
 // Workload is the workload name of a libnetwork endpoint: the engine's
 // endpoint id, shortened as the engine's own CLI shortens ids.
 func Workload(endpointID string) string {

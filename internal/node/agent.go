@@ -46,6 +46,9 @@ type Config struct {
 	// WorkloadToHost is what workloads may send to this host's own services
 	// (default: nothing; see nft.HostAccess).
 	WorkloadToHost nft.HostAccess
+	// SweepGrace is how long a veth or IPAM handle of this host stays
+	// unowned before the sweeper removes it (0: DefaultSweepGrace).
+	SweepGrace time.Duration
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -85,6 +88,7 @@ type Agent struct {
 	backoff retryBackoff
 	// holdCheck re-runs the pass while start-up keeps stale routes.
 	holdCheck *time.Timer
+	sweeper   *sweeper // leftovers of interrupted workload changes (sweep.go)
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -193,6 +197,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.log.Info("in sync with the datastore", "node", cfg.Name)
+	a.sweeper = newSweeper(a, cfg.SweepGrace)
+	go a.sweeper.run(ctx)
 	defer a.stopSpeaker()
 	return a.loop(ctx)
 }
@@ -334,6 +340,7 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	res := compute()
 	a.rejected = res.RejectedByNeighbor()
+	a.sweeper.noteIgnored(res.Ignored)
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -498,6 +505,7 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		PID:       os.Getpid(),
 		Problems:  a.problems,
 		Endpoints: eps,
+		Swept:     a.sweeper.reported(),
 	}
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()

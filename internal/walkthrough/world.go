@@ -332,6 +332,10 @@ func Down(prefix string) error {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "calico-"+prefix+"*", "world.json"))
 	for _, f := range dirs {
 		dir := filepath.Dir(f)
+		var st state
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &st) == nil && lab.InUse(st.LabID) {
+			continue // a world another running process is using
+		}
 		stopDaemons(dir)
 		os.RemoveAll(dir)
 	}

@@ -10,8 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/calico-go/calico/internal/client"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
 )
 
@@ -47,7 +46,7 @@ func TestControlPlaneFixes(t *testing.T) {
 	t.Run("failed container add releases its new block", func(t *testing.T) {
 		// The veth name is taken, so wiring fails after the address (and
 		// with it this host's first block) was taken.
-		iface := netdev.HostIfaceName(client.EndpointID(h1.Label, "wfail"))
+		iface := api.WorkloadIfaceName(h1.Label, "wfail")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := h1.Run(ctx, "ip", "link", "add", iface, "type", "bridge"); err != nil {

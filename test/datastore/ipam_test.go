@@ -111,7 +111,7 @@ func TestIPAMContention(t *testing.T) {
 				if err == nil {
 					// What `container add` records once the veth is wired.
 					err = c.DS.Create(ctx, datastore.EndpointKey(node, name), api.Endpoint{
-						Node: node, Workload: name, Orchestrator: "netns", InterfaceName: "cali" + name,
+						Node: node, Workload: name, Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName(node, name),
 						WorkloadIface: "eth0", IPv4Nets: []string{ip.String() + "/32"},
 					})
 				}

@@ -199,7 +199,7 @@ func TestDatastoreHygiene(t *testing.T) {
 		// host2's node is stopped. Give it what its Docker drivers would
 		// have left: addresses under their handle and their records.
 		m := ipam.New(cli, nil)
-		handle := datastore.LibnetworkHandle("host2")
+		handle := api.LibnetworkHandle("host2")
 		lnAddrs := []string{"192.168.100.70", "192.168.100.71"}
 		for _, a := range lnAddrs {
 			if err := m.Assign(ctx, netip.MustParseAddr(a), handle, "host2"); err != nil {

@@ -80,7 +80,7 @@ func TestDatastoreTLS(t *testing.T) {
 		{"TLS client without a certificate", []string{"ETCD_ENDPOINTS=https://" + w.Etcd, "ETCD_CA_CERT_FILE=" + env["ETCD_CA_CERT_FILE"]}, "requires a client certificate"},
 	} {
 		start := time.Now()
-		out, err := ctlEnv(ctx, h2, a.env, "pool", "add", "10.99.0.0/16")
+		out, err := ctlOnlyEnv(ctx, h2, a.env, "pool", "add", "10.99.0.0/16")
 		t.Logf("FIGURE: TLS datastore, %s: `pool add` exit %v after %s: %s", a.name, err != nil, time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
 		if err == nil || !strings.Contains(out, a.want) {
 			t.Errorf("%s: want a refusal saying %q, got %v: %s", a.name, a.want, err, out)
@@ -163,9 +163,9 @@ func TestDatastoreTLS(t *testing.T) {
 	t.Logf("FIGURE: TLS datastore: honest pings worker-1 -> worker-3 %d/3 before the attacks, %d/3 after a datastore restart", before, after)
 }
 
-// ctlEnv runs calicoctl on h with only env (and PATH) for the datastore
+// ctlOnlyEnv runs calicoctl on h with only env (and PATH) for the datastore
 // settings, as a host without our variables would.
-func ctlEnv(ctx context.Context, h *lab.Host, env []string, args ...string) (string, error) {
+func ctlOnlyEnv(ctx context.Context, h *lab.Host, env []string, args ...string) (string, error) {
 	argv := append([]string{"env", "-i", "PATH=" + os.Getenv("PATH"), "CALICO_NODENAME=" + h.Label}, env...)
 	argv = append(append(argv, filepath.Join(e2etest.BinDir, "calicoctl")), args...)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/ipip/ipiptest"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
@@ -97,7 +98,7 @@ func labWorld(t *testing.T) (h1, h2 *tHost, router, evil *lab.Netns) {
 		if h.wl, err = l.AddWorkloadNetns(lh, "wl"); err != nil {
 			t.Fatal(err)
 		}
-		h.iface = netdev.HostIfaceName(label + "-wl")
+		h.iface = api.IfaceNameForID(label + "-wl")
 		if _, err := netdev.AddWorkload(netdev.WorkloadSpec{NetnsPath: h.wl.Path, HostIface: h.iface, Addrs: []netip.Prefix{netip.PrefixFrom(h.wlIP, 32)}, MTU: calc.IPIPMTU}, netdev.InNetns(lh.Path)); err != nil {
 			t.Fatal(err)
 		}

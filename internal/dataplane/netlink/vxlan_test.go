@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 )
 
@@ -67,7 +68,7 @@ func TestVXLANWorkloadsReachAcrossHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, h.wl = newNetns(t, []string{"wa", "wb"}[i])
-		h.iface = HostIfaceName(t.Name() + h.wlAddr.String())
+		h.iface = api.IfaceNameForID(t.Name() + h.wlAddr.String())
 		if _, err := AddWorkload(WorkloadSpec{NetnsPath: h.wl, HostIface: h.iface, Addrs: []netip.Prefix{h.wlAddr}, MTU: 1450}, InNetns(h.path)); err != nil {
 			t.Fatal(err)
 		}

@@ -1,8 +1,6 @@
 package netdev
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -35,15 +33,6 @@ var (
 
 	hostSideMAC, _ = net.ParseMAC(HostSideMAC)
 )
-
-// HostIfaceName is the host-side interface name of an endpoint: "cali" and
-// the first 11 hex characters of the SHA-256 of its id, 15 characters in
-// all, the longest name Linux allows. Hashing keeps names stable across
-// restarts and lets any component derive the name from the id alone.
-func HostIfaceName(endpointID string) string {
-	sum := sha256.Sum256([]byte(endpointID))
-	return "cali" + hex.EncodeToString(sum[:])[:11]
-}
 
 // WorkloadSpec describes one workload interface.
 type WorkloadSpec struct {

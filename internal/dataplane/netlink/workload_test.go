@@ -1,8 +1,6 @@
 package netdev
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net"
 	"net/netip"
 	"strings"
@@ -10,19 +8,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 )
-
-func TestHostIfaceName(t *testing.T) {
-	sum := sha256.Sum256([]byte("endpoint-1"))
-	want := "cali" + hex.EncodeToString(sum[:])[:11]
-	if got := HostIfaceName("endpoint-1"); got != want || len(got) != 15 {
-		t.Fatalf("HostIfaceName = %q, want %q (15 chars)", got, want)
-	}
-	if HostIfaceName("a") == HostIfaceName("b") {
-		t.Fatal("different endpoints, same name")
-	}
-}
 
 // hostWithUplink makes a host namespace whose default route leaves through
 // an uplink veth to a second namespace. Proxy ARP for 169.254.1.1 answers
@@ -52,9 +40,9 @@ func TestWorkloadsReachEachOther(t *testing.T) {
 		}
 	}
 
-	spec1 := WorkloadSpec{NetnsPath: w1, HostIface: HostIfaceName(t.Name() + "1"),
+	spec1 := WorkloadSpec{NetnsPath: w1, HostIface: api.IfaceNameForID(t.Name() + "1"),
 		Addrs: []netip.Prefix{pfx("192.168.100.1/32"), pfx("fd00::1/128")}}
-	spec2 := WorkloadSpec{NetnsPath: w2, HostIface: HostIfaceName(t.Name() + "2"),
+	spec2 := WorkloadSpec{NetnsPath: w2, HostIface: api.IfaceNameForID(t.Name() + "2"),
 		Addrs: []netip.Prefix{pfx("192.168.100.2/32"), pfx("fd00::2/128")}, MTU: 1400}
 	mac1, err := AddWorkload(spec1, in)
 	if err != nil {
@@ -200,7 +188,7 @@ func TestAddWorkloadFailureLeavesNothing(t *testing.T) {
 	host, hostPath := hostWithUplink(t)
 	_, w := newNetns(t, "w")
 	in := InNetns(hostPath)
-	name := HostIfaceName(t.Name())
+	name := api.IfaceNameForID(t.Name())
 	spec := WorkloadSpec{NetnsPath: w, HostIface: name, Addrs: []netip.Prefix{pfx("192.168.100.1/32"), pfx("fd00::1/128")}}
 
 	assertClean := func(when string) {

@@ -1,0 +1,193 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/calico-go/calico/internal/api"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+// What one workload's endpoint is made of: a record, a veth and an IPAM
+// handle, all three named by node and workload alone. These helpers let
+// AddWorkload and RemoveWorkload recognise and finish what an interrupted
+// run of either left behind.
+
+// lockWorkload makes runs of container add and remove for one workload on
+// one host take turns, across processes: a rerun must not take the veth or
+// the addresses of a run still in progress for its leftovers. The lock is
+// an flock, so a killed run releases it. Workloads share 256 lock files by
+// their interface name's hash, which keeps the directory bounded; two
+// workloads sharing a file only wait a moment for each other.
+func lockWorkload(ctx context.Context, node, name string) (unlock func(), err error) {
+	dir := "/run/calico/locks"
+	if d := os.Getenv("CALICO_STATE_DIR"); d != "" {
+		dir = filepath.Join(d, "run", "calico", "locks")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("workload lock directory: %w", err)
+	}
+	path := filepath.Join(dir, "workload-"+api.WorkloadIfaceName(node, name)[4:6])
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("workload lock: %w", err)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing drops the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("workload lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("container %q: another add or remove of it on host %s is still running: %w", name, node, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// heldBy lists the addresses IPAM allocates to handle: those its record
+// names that the blocks agree on (the block is authoritative).
+func (c *Client) heldBy(ctx context.Context, handle string) ([]netip.Addr, error) {
+	h, _, err := datastore.Get[api.Handle](ctx, c.DS, datastore.HandleKey(handle))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, s := range h.IPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil || slices.Contains(out, a) {
+			continue
+		}
+		info, err := c.IPAM.Info(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if info.Assigned && info.Handle == handle {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// assign takes a for handle; an address the handle already holds is no
+// conflict (an interrupted run of the same workload took it).
+func (c *Client) assign(ctx context.Context, a netip.Addr, handle, node string) error {
+	err := c.IPAM.Assign(ctx, a, handle, node)
+	if err == nil {
+		return nil
+	}
+	if info, ierr := c.IPAM.Info(ctx, a); ierr == nil && info.Assigned && info.Handle == handle {
+		return nil
+	}
+	return err
+}
+
+// confirmHeld makes sure handle holds every address of ep once the record
+// exists: the agent's sweeper may have released a leftover handle between
+// our reading it and the record appearing (it never releases one with a
+// record). A released address is taken again; one taken by someone else
+// is an error.
+func (c *Client) confirmHeld(ctx context.Context, ep api.Endpoint, handle string, addrs []netip.Addr) error {
+	for _, a := range addrs {
+		info, err := c.IPAM.Info(ctx, a)
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Assigned && info.Handle == handle:
+		case !info.Assigned:
+			if err := c.IPAM.Assign(ctx, a, handle, ep.Node); err != nil {
+				return fmt.Errorf("container %q: re-taking %s: %w", ep.Workload, a, err)
+			}
+		default:
+			return fmt.Errorf("container %q: its address %s is held by %s; remove the container and add it again", ep.Workload, a, info.Handle)
+		}
+	}
+	return nil
+}
+
+// removeLeftovers removes, for a workload without a record, the derived
+// veth and everything its handle holds; found (if not nil) gets what was
+// there. Both are tried whatever the other's fate. Callers hold
+// lockWorkload.
+func (c *Client) removeLeftovers(ctx context.Context, node, name string, found *[]string) error {
+	note := func(what string) {
+		if found != nil {
+			*found = append(*found, what)
+		}
+	}
+	var errs []error
+	iface := api.WorkloadIfaceName(node, name)
+	if netdev.LinkExists(iface) {
+		if err := netdev.RemoveWorkload(iface); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: leftover interface: %w", name, err))
+		} else {
+			note("interface " + iface)
+		}
+	}
+	handle := api.WorkloadHandle(node, name)
+	if _, _, err := c.DS.GetRaw(ctx, datastore.HandleKey(handle)); err == nil {
+		if freed, err := c.IPAM.ReleaseHandle(ctx, handle); err != nil {
+			errs = append(errs, err)
+		} else if len(freed) > 0 {
+			note(fmt.Sprintf("IPAM handle %s (addresses %v)", handle, freed))
+		} else {
+			note("IPAM handle " + handle)
+		}
+	} else if !errors.Is(err, datastore.ErrNotFound) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// sameWorkload says whether ep is what req (with its fixed addresses)
+// would make, so a rerun of the request is done once ep is wired.
+func sameWorkload(ep api.Endpoint, req WorkloadRequest, fixed []netip.Addr) bool {
+	if ep.InterfaceName != api.WorkloadIfaceName(req.Node, req.Name) || ep.Orchestrator != req.Orchestrator ||
+		ep.ContainerID != req.ContainerID || ep.NetnsPath != req.NetnsPath || ep.WorkloadIface != req.Interface ||
+		!slices.Equal(ep.Profiles, req.Profiles) && len(ep.Profiles)+len(req.Profiles) > 0 {
+		return false
+	}
+	var have []netip.Addr
+	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return false
+		}
+		have = append(have, p.Addr())
+	}
+	for _, a := range fixed {
+		i := slices.Index(have, a)
+		if i < 0 {
+			return false
+		}
+		have = slices.Delete(have, i, i+1)
+	}
+	for _, s := range req.IPs { // what is left must be the autos, family by family
+		if s != "auto" && s != "auto6" {
+			continue
+		}
+		i := slices.IndexFunc(have, func(a netip.Addr) bool { return a.Is4() == (s == "auto") })
+		if i < 0 {
+			return false
+		}
+		have = slices.Delete(have, i, i+1)
+	}
+	return len(have) == 0
+}

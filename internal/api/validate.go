@@ -390,6 +390,57 @@ func ValidateNode(n Node) error {
 	return checkNodeAddr(n.Name, "IPv6", n.IPv6, false)
 }
 
+// NodeAddrs returns a node record's addresses, IPv4 first, without their
+// subnet prefix. A field that does not parse is left out (records read back
+// from the datastore were validated on write; an address without a prefix
+// length is taken as it is).
+func NodeAddrs(n Node) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range []string{n.IPv4, n.IPv6} {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Addr().Unmap())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// PoolOverNode says which node address a pool contains, if any: the first
+// node by name, then IPv4 before IPv6. Such a pool would let IPAM give a
+// host's address to a workload, whose host then takes the host's traffic
+// (locally and over BGP).
+func PoolOverNode(pool netip.Prefix, nodes []Node) (node string, addr netip.Addr, found bool) {
+	for _, n := range nodes {
+		for _, a := range NodeAddrs(n) {
+			if pool.Contains(a) && (!found || n.Name < node) {
+				node, addr, found = n.Name, a, true
+			}
+		}
+	}
+	return node, addr, found
+}
+
+// CheckPoolNodes refuses a pool that contains a registered node's address.
+func CheckPoolNodes(pool netip.Prefix, nodes []Node) error {
+	if node, a, found := PoolOverNode(pool, nodes); found {
+		return fmt.Errorf("pool %s contains node %s's address %s: a workload given that address would take over the host's traffic; choose a range no host uses", pool, node, a)
+	}
+	return nil
+}
+
+// CheckNodeInPools refuses a node address inside a pool, for the same
+// reason as CheckPoolNodes.
+func CheckNodeInPools(node string, addr netip.Addr, pools []Pool) error {
+	for _, p := range pools {
+		c, err := netip.ParsePrefix(p.CIDR)
+		if err == nil && c.Masked().Contains(addr.Unmap()) {
+			return fmt.Errorf("node %s: address %s is inside pool %s, whose addresses go to workloads; give the node an address outside every pool, or remove the pool with `calicoctl pool remove %s`", node, addr, c.Masked(), c.Masked())
+		}
+	}
+	return nil
+}
+
 func checkNodeAddr(node, field, s string, want4 bool) error {
 	if s == "" {
 		return nil

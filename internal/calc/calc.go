@@ -23,6 +23,11 @@ type Input struct {
 	Learned map[netip.Prefix]netip.Addr // best BGP paths: prefix -> next hop
 	// HaveIPIP says whether this kernel can make IPIP tunnels.
 	HaveIPIP bool
+	// ControlHosts and ControlTCPPorts are the control plane the agent
+	// knows beyond every node's BGP and VXLAN ports: the datastore's hosts,
+	// its client and peer ports, the agent's own listeners.
+	ControlHosts    []netip.Addr
+	ControlTCPPorts []uint16
 }
 
 // Peer is a BGP session this host should have.
@@ -45,12 +50,13 @@ type Result struct {
 // Compute derives the host's desired state. It is pure and deterministic:
 // the same input always gives the same, sorted output.
 func Compute(in Input) Result {
-	s := in.Snap
+	s, screened := screenPools(in.Snap)
 	me := s.Nodes[in.Node]
 	myPrefix, _ := netip.ParsePrefix(me.IPv4)
 	pools := parsePools(s)
 
 	var r Result
+	r.Problems = screened
 	r.ASN = me.ASNumber
 	if r.ASN == 0 {
 		r.ASN = s.BGP.DefaultASNumber
@@ -102,6 +108,8 @@ func Compute(in Input) Result {
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
 
 	r.Dataplane.Policy = policy(s, local, pools)
+	r.Dataplane.Policy.ControlPlane = controlPlane(s, in)
+	r.Dataplane.Policy.VXLAN = vxlanGuard(s, in.Node, r.Dataplane.VXLAN.Enabled)
 	r.Announce = announcements(ownBlocks, local)
 	r.Peers = peers(s, in.Node, myPrefix.Addr())
 	return r

@@ -45,11 +45,7 @@ func StartServer(cfg ServerConfig, timeout time.Duration) (*Server, error) {
 	}
 	if cfg.PeerAddr == "" {
 		p, _ := strconv.Atoi(port)
-		peerPort := 2380
-		if p != 2379 {
-			peerPort = p + 1
-		}
-		cfg.PeerAddr = net.JoinHostPort(host, strconv.Itoa(peerPort))
+		cfg.PeerAddr = net.JoinHostPort(host, strconv.Itoa(PeerPort(p)))
 	}
 	scheme := "http"
 	if cfg.CertFile != "" {

@@ -45,6 +45,9 @@ type Config struct {
 	// WorkloadToHost is what workloads may send to this host's own services
 	// (default: nothing; see nft.HostAccess).
 	WorkloadToHost nft.HostAccess
+	// WorkloadToControlPlane is what this host's workloads may send to
+	// any node's control plane (default: nothing; see nft.ControlPlaneAccess).
+	WorkloadToControlPlane nft.ControlPlaneAccess
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -56,6 +59,10 @@ type Agent struct {
 	ds       *datastore.Client
 	hostNet  netip.Prefix
 	haveIPIP bool
+	// controlHosts and controlPorts: the control plane as this agent knows
+	// it beyond every node's BGP and VXLAN ports (controlPlane).
+	controlHosts []netip.Addr
+	controlPorts []uint16
 
 	mu      sync.Mutex
 	snap    *calc.Snapshot
@@ -148,6 +155,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.policy.SetHostAccess(cfg.WorkloadToHost)
+	a.policy.SetControlPlaneAccess(cfg.WorkloadToControlPlane)
+	a.controlHosts, a.controlPorts = controlPlane(cfg)
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.vxlan = netdev.NewVXLANSyncer()
@@ -291,7 +300,8 @@ func (a *Agent) loop(ctx context.Context) error {
 // pass computes the desired state and applies it everywhere.
 func (a *Agent) pass(ctx context.Context) {
 	a.mu.Lock()
-	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP}
+	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP,
+		ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts}
 	if a.speaker != nil {
 		in.Learned = a.speaker.Learned()
 	}

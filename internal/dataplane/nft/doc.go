@@ -59,8 +59,8 @@
 // datastore's client and peer ports, the agent's listeners) of a
 // control-plane host (cp-hosts4/6: every node address, the datastore's
 // hosts) is dropped in fwd-from-wl before profile dispatch, whatever the
-// profiles say, and in wl-to-host before the profiles when HostAccessPolicy
-// hands that chain to them. The workload's own host must do it: nat-outgoing
+// profiles say, and in wl-to-host (on any of this host's addresses) before
+// the profiles when HostAccessPolicy hands that chain to them. The workload's own host must do it: nat-outgoing
 // gives workload traffic to node addresses the host's address, and the
 // destination cannot tell it from the host's own. ControlPlanePolicy
 // (calico-node --workload-control-plane=policy) leaves the rules out.

@@ -107,8 +107,10 @@ func TestKernelControlPlaneGuard(t *testing.T) {
 		// The outside has no route back to the pool: masquerade.
 		MasqueradePools: prefixes("10.65.0.0/24"),
 		AllPools:        prefixes("10.65.0.0/24"),
+		// The host's own address is left out of the hosts on purpose: on
+		// the way to the host itself the ports alone decide.
 		ControlPlane: calc.ControlPlane{
-			Hosts: calc.AddrSet{V4: []netip.Addr{l.hostIP, l.outsideIP}},
+			Hosts: calc.AddrSet{V4: []netip.Addr{l.outsideIP}},
 			Ports: []calc.L4Port{{Proto: "tcp", Port: 179}, {Proto: "tcp", Port: 2379}, {Proto: "udp", Port: 4789}},
 		},
 	}

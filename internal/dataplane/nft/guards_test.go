@@ -101,7 +101,7 @@ func TestControlPlaneAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	toHost := chain(chainWlToHost)
-	if i := slices.Index(toHost, guard4); i < 0 || i > slices.Index(toHost, "iifname vmap @"+mapFromWl) {
+	if i := slices.Index(toHost, "meta l4proto . th dport @"+setCPPorts+" drop"); i < 0 || i > slices.Index(toHost, "iifname vmap @"+mapFromWl) {
 		t.Errorf("host access policy: wl-to-host = %q, want the guard before the profiles", toHost)
 	}
 

@@ -139,9 +139,11 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 		Rule: "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept"})
 	if a.host == HostAccessPolicy {
 		// The control plane stays closed unless opened too (with the
-		// default host access the drop below covers it).
-		for _, g := range guard {
-			tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: g})
+		// default host access the drop below covers it). Everything here
+		// is for this host, on whichever of its addresses: the ports alone
+		// decide.
+		if guard != nil {
+			tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "meta l4proto . th dport @" + setCPPorts + " drop"})
 		}
 		// The workload's outbound policy decides, as for any destination:
 		// its endpoint chain accepts what a profile allows, drops the rest.

@@ -390,20 +390,24 @@ func ValidateNode(n Node) error {
 	return checkNodeAddr(n.Name, "IPv6", n.IPv6, false)
 }
 
-// NodeAddrs returns a node record's addresses, IPv4 first, without their
-// subnet prefix. A field that does not parse is left out (records read back
-// from the datastore were validated on write; an address without a prefix
-// length is taken as it is).
-func NodeAddrs(n Node) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range []string{n.IPv4, n.IPv6} {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Addr().Unmap())
-		} else if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a.Unmap())
-		}
+// NodeAddrs returns a node record's addresses without their subnet prefix;
+// a field that is empty or does not parse gives the zero Addr (records read
+// back from the datastore were validated on write; an address without a
+// prefix length is taken as it is).
+func NodeAddrs(n Node) (v4, v6 netip.Addr) {
+	return nodeAddr(n.IPv4), nodeAddr(n.IPv6)
+}
+
+func nodeAddr(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{} // no error value to make: this runs per node per agent pass
 	}
-	return out
+	if strings.Contains(s, "/") {
+		p, _ := netip.ParsePrefix(s)
+		return p.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(s)
+	return a.Unmap()
 }
 
 // PoolOverNode says which node address a pool contains, if any: the first
@@ -412,8 +416,9 @@ func NodeAddrs(n Node) []netip.Addr {
 // (locally and over BGP).
 func PoolOverNode(pool netip.Prefix, nodes []Node) (node string, addr netip.Addr, found bool) {
 	for _, n := range nodes {
-		for _, a := range NodeAddrs(n) {
-			if pool.Contains(a) && (!found || n.Name < node) {
+		v4, v6 := NodeAddrs(n)
+		for _, a := range [2]netip.Addr{v4, v6} {
+			if a.IsValid() && pool.Contains(a) && (!found || n.Name < node) {
 				node, addr, found = n.Name, a, true
 			}
 		}

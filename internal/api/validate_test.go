@@ -361,7 +361,10 @@ func TestPoolsAndNodeAddresses(t *testing.T) {
 			t.Errorf("CheckNodeInPools(%s) = %v, want %q", c.addr, err, c.want)
 		}
 	}
-	if got := NodeAddrs(nodes[0]); len(got) != 2 || got[0] != netip.MustParseAddr("10.0.0.2") || got[1] != netip.MustParseAddr("fd00::2") {
-		t.Errorf("NodeAddrs = %v", got)
+	if v4, v6 := NodeAddrs(nodes[0]); v4 != netip.MustParseAddr("10.0.0.2") || v6 != netip.MustParseAddr("fd00::2") {
+		t.Errorf("NodeAddrs = %v %v", v4, v6)
+	}
+	if v4, v6 := NodeAddrs(nodes[3]); v4.IsValid() || v6.IsValid() {
+		t.Errorf("NodeAddrs(junk) = %v %v", v4, v6)
 	}
 }

@@ -36,9 +36,10 @@ const (
 // controlPlane is every node's address and the datastore's hosts, with the
 // ports workloads must not reach there.
 func controlPlane(s *Snapshot, in Input) ControlPlane {
-	var hosts []netip.Addr
+	hosts := make([]netip.Addr, 0, 2*len(s.Nodes)+len(in.ControlHosts))
 	for _, n := range s.Nodes {
-		hosts = append(hosts, api.NodeAddrs(n)...)
+		v4, v6 := api.NodeAddrs(n)
+		hosts = append(hosts, v4, v6)
 	}
 	hosts = append(hosts, in.ControlHosts...)
 	var cp ControlPlane
@@ -92,36 +93,39 @@ func vxlanGuard(s *Snapshot, me string, enabled bool) VXLANGuard {
 			eps[ep.Node] = append(eps[ep.Node], ep)
 		}
 	}
-	byAddr := map[netip.Addr][]netip.Prefix{}
+	g := VXLANGuard{Enabled: true, Senders: make([]VXLANSender, 0, len(s.Nodes))}
 	for name, n := range s.Nodes {
-		if name == me {
-			continue
-		}
-		var addr netip.Addr
-		for _, a := range api.NodeAddrs(n) {
-			if a.Is4() {
-				addr = a
-				break
-			}
-		}
-		if !addr.IsValid() {
+		addr, _ := api.NodeAddrs(n)
+		if name == me || !addr.Is4() {
 			continue // no IPv4 address: no tunnel to or from it
 		}
-		inner := byAddr[addr]
-		// What the node announces is what it may send from.
-		for _, p := range announcements(blocks[name], eps[name]) {
-			if p.Addr().Is4() {
-				inner = append(inner, p)
+		inner := []netip.Prefix{netip.PrefixFrom(addr, 32)}
+		if len(blocks[name]) > 0 || len(eps[name]) > 0 {
+			// What the node announces is what it may send from.
+			for _, p := range announcements(blocks[name], eps[name]) {
+				if p.Addr().Is4() {
+					inner = append(inner, p)
+				}
 			}
+			sortPrefixes(inner)
+			inner = slices.Compact(inner)
 		}
-		byAddr[addr] = append(inner, netip.PrefixFrom(addr, 32))
-	}
-	g := VXLANGuard{Enabled: true}
-	for addr, inner := range byAddr {
-		sortPrefixes(inner)
-		g.Senders = append(g.Senders, VXLANSender{Addr: addr, Inner: slices.Compact(inner)})
+		g.Senders = append(g.Senders, VXLANSender{Addr: addr, Inner: inner})
 	}
 	sort.Slice(g.Senders, func(i, j int) bool { return g.Senders[i].Addr.Less(g.Senders[j].Addr) })
+	// Two records with one address (a node re-registered under a new
+	// name) send as one host.
+	merged := g.Senders[:0]
+	for _, sd := range g.Senders {
+		if k := len(merged) - 1; k >= 0 && merged[k].Addr == sd.Addr {
+			merged[k].Inner = append(merged[k].Inner, sd.Inner...)
+			sortPrefixes(merged[k].Inner)
+			merged[k].Inner = slices.Compact(merged[k].Inner)
+			continue
+		}
+		merged = append(merged, sd)
+	}
+	g.Senders = merged
 	return g
 }
 

@@ -80,6 +80,14 @@ func TestVXLANSendersFromTheDatastore(t *testing.T) {
 	if g2 := Compute(Input{Node: "h1", Snap: s, Learned: learned}).Dataplane.Policy.VXLAN; len(g2.Senders) != 2 || !slices.Equal(g2.Senders[0].Inner, g.Senders[0].Inner) {
 		t.Errorf("learned routes changed the senders: %+v", g2.Senders)
 	}
+	// A second record with h2's address (re-registered under a new name)
+	// sends as the same host: one sender with both records' sources.
+	s.Nodes["h2b"] = api.Node{Name: "h2b", IPv4: "10.0.1.2/24"}
+	s.Blocks["192.168.100.128/26"] = api.Block{CIDR: "192.168.100.128/26", Affinity: "h2b"}
+	g = Compute(Input{Node: "h1", Snap: s}).Dataplane.Policy.VXLAN
+	if len(g.Senders) != 2 || !slices.Equal(g.Senders[0].Inner, prefixList("10.0.1.2/32", "192.168.100.64/26", "192.168.100.128/26")) {
+		t.Errorf("same address twice: senders = %+v", g.Senders)
+	}
 	// Without a VXLAN pool there is nothing to guard.
 	if g := Compute(Input{Node: "h1", Snap: snapshot(api.Pool{CIDR: "192.168.100.0/24"})}).Dataplane.Policy.VXLAN; g.Enabled || len(g.Senders) != 0 {
 		t.Errorf("no VXLAN pool: guard = %+v", g)

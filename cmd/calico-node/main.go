@@ -35,6 +35,7 @@ func main() {
 		holdTime  = flag.Duration("bgp-hold-time", 0, "BGP hold time: how fast a lost host's routes are withdrawn (default 90s)")
 		grTime    = flag.Duration("bgp-restart-time", 0, "BGP graceful restart time: how long peers keep this host's routes while its agent restarts, also after the hold time expires (default 120s; negative disables)")
 		toHost    = flag.String("workload-to-host", "drop", "what workloads may send to this host's own services: drop (nothing), or policy (their outbound profile rules decide)")
+		toCP      = flag.String("workload-control-plane", "drop", "what this host's workloads may send to any node's control plane (etcd client and peer ports, BGP, VXLAN): drop (nothing), or policy (their outbound profile rules decide)")
 		resync    = flag.Duration("resync-interval", 30*time.Second, "full reconcile of the kernel state")
 		sweep     = flag.Duration("sweep-grace", node.DefaultSweepGrace, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before it is removed")
 		debug     = flag.Bool("debug", false, "debug logging")
@@ -49,8 +50,12 @@ func main() {
 	if err == nil && *sweep <= 0 {
 		err = fmt.Errorf("--sweep-grace: want a positive duration, got %s", *sweep)
 	}
+	var cpAccess nft.ControlPlaneAccess
 	if err == nil {
-		err = run(log, *name, *ip, *ip6, *as, *endpoints, *bgpPort, *holdTime, *grTime, hostAccess, *resync, *sweep)
+		cpAccess, err = nft.ParseControlPlaneAccess(*toCP)
+	}
+	if err == nil {
+		err = run(log, *name, *ip, *ip6, *as, *endpoints, *bgpPort, *holdTime, *grTime, hostAccess, cpAccess, *resync, *sweep)
 	}
 	if err != nil {
 		log.Error("calico-node stopped", "err", err)
@@ -59,7 +64,7 @@ func main() {
 	}
 }
 
-func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hold, grTime time.Duration, toHost nft.HostAccess, resync, sweep time.Duration) error {
+func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hold, grTime time.Duration, toHost nft.HostAccess, toCP nft.ControlPlaneAccess, resync, sweep time.Duration) error {
 	if name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -67,7 +72,7 @@ func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hol
 		}
 		name = h
 	}
-	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, GracefulRestartTime: grTime, WorkloadToHost: toHost, ResyncInterval: resync, SweepGrace: sweep, Log: log}
+	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, GracefulRestartTime: grTime, WorkloadToHost: toHost, WorkloadToControlPlane: toCP, ResyncInterval: resync, SweepGrace: sweep, Log: log}
 	var err error
 	if cfg.IP, err = netip.ParseAddr(ip); err != nil || !cfg.IP.Is4() {
 		return fmt.Errorf("--ip: want this host's IPv4 address, got %q", ip)

@@ -54,7 +54,7 @@ func nodeCmd() *cobra.Command {
 	var libnetwork bool
 	var dockerHost, pluginDir string
 	var timeout, holdTime, restartTime, sweepGrace time.Duration
-	var toHost string
+	var toHost, toControlPlane string
 	var extra []string
 	cmd := &cobra.Command{
 		Use:   "node --ip=IP [--name=NAME] [--as=AS] [--ip6=IP6]",
@@ -106,6 +106,9 @@ pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
 			if sweepGrace != 0 {
 				extra = append(extra, "--sweep-grace="+sweepGrace.String())
 			}
+			if toControlPlane != "" {
+				extra = append(extra, "--workload-control-plane="+toControlPlane)
+			}
 			return startNode(cmd, n, ip, ip6, as, timeout, extra)
 		},
 	}
@@ -121,6 +124,7 @@ pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
 	cmd.Flags().DurationVar(&restartTime, "bgp-restart-time", 0, "BGP graceful restart time: peers keep this host's routes while its agent restarts (default 120s; negative disables)")
 	cmd.Flags().StringVar(&toHost, "workload-to-host", "", "what workloads may send to this host's services: drop (default) or policy (their outbound profile rules decide)")
 	cmd.Flags().DurationVar(&sweepGrace, "sweep-grace", 0, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before calico-node removes it (default 60s)")
+	cmd.Flags().StringVar(&toControlPlane, "workload-control-plane", "", "what this host's workloads may send to any node's control plane (etcd, BGP, VXLAN): drop (default) or policy (their outbound profile rules decide)")
 	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
 	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
 	return cmd
@@ -158,6 +162,16 @@ func startNode(cmd *cobra.Command, name, ip, ip6, as string, timeout time.Durati
 		return err
 	}
 	defer c.Close()
+	// A host address inside a pool could be handed to a workload.
+	var addrs []netip.Addr
+	for _, s := range []string{ip, ip6} {
+		if a, err := netip.ParseAddr(s); err == nil {
+			addrs = append(addrs, a)
+		}
+	}
+	if err := c.CheckNodeAddrs(ctx, name, addrs...); err != nil {
+		return err
+	}
 	bin, err := siblingBinary("calico-node")
 	if err != nil {
 		return err

@@ -390,6 +390,62 @@ func ValidateNode(n Node) error {
 	return checkNodeAddr(n.Name, "IPv6", n.IPv6, false)
 }
 
+// NodeAddrs returns a node record's addresses without their subnet prefix;
+// a field that is empty or does not parse gives the zero Addr (records read
+// back from the datastore were validated on write; an address without a
+// prefix length is taken as it is).
+func NodeAddrs(n Node) (v4, v6 netip.Addr) {
+	return nodeAddr(n.IPv4), nodeAddr(n.IPv6)
+}
+
+func nodeAddr(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{} // no error value to make: this runs per node per agent pass
+	}
+	if strings.Contains(s, "/") {
+		p, _ := netip.ParsePrefix(s)
+		return p.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(s)
+	return a.Unmap()
+}
+
+// PoolOverNode says which node address a pool contains, if any: the first
+// node by name, then IPv4 before IPv6. Such a pool would let IPAM give a
+// host's address to a workload, whose host then takes the host's traffic
+// (locally and over BGP).
+func PoolOverNode(pool netip.Prefix, nodes []Node) (node string, addr netip.Addr, found bool) {
+	for _, n := range nodes {
+		v4, v6 := NodeAddrs(n)
+		for _, a := range [2]netip.Addr{v4, v6} {
+			if a.IsValid() && pool.Contains(a) && (!found || n.Name < node) {
+				node, addr, found = n.Name, a, true
+			}
+		}
+	}
+	return node, addr, found
+}
+
+// CheckPoolNodes refuses a pool that contains a registered node's address.
+func CheckPoolNodes(pool netip.Prefix, nodes []Node) error {
+	if node, a, found := PoolOverNode(pool, nodes); found {
+		return fmt.Errorf("pool %s contains node %s's address %s: a workload given that address would take over the host's traffic; choose a range no host uses", pool, node, a)
+	}
+	return nil
+}
+
+// CheckNodeInPools refuses a node address inside a pool, for the same
+// reason as CheckPoolNodes.
+func CheckNodeInPools(node string, addr netip.Addr, pools []Pool) error {
+	for _, p := range pools {
+		c, err := netip.ParsePrefix(p.CIDR)
+		if err == nil && c.Masked().Contains(addr.Unmap()) {
+			return fmt.Errorf("node %s: address %s is inside pool %s, whose addresses go to workloads; give the node an address outside every pool, or remove the pool with `calicoctl pool remove %s`", node, addr, c.Masked(), c.Masked())
+		}
+	}
+	return nil
+}
+
 func checkNodeAddr(node, field, s string, want4 bool) error {
 	if s == "" {
 		return nil

@@ -323,3 +323,48 @@ func FuzzParseCIDR(f *testing.F) {
 		}
 	})
 }
+
+func TestPoolsAndNodeAddresses(t *testing.T) {
+	nodes := []Node{
+		{Name: "host2", IPv4: "10.0.0.2/24", IPv6: "fd00::2/64"},
+		{Name: "host1", IPv4: "10.0.0.1/24"},
+		{Name: "bare", IPv4: "10.9.0.1"}, // no prefix length: taken as it is
+		{Name: "junk", IPv4: "garbage"},
+	}
+	for _, c := range []struct {
+		pool string
+		want string // "" for accepted
+	}{
+		{"10.0.0.0/24", "pool 10.0.0.0/24 contains node host1's address 10.0.0.1"},
+		{"10.0.0.2/32", "node host2's address 10.0.0.2"},
+		{"10.0.0.0/8", "node bare's address 10.9.0.1"},
+		{"fd00::/64", "node host2's address fd00::2"},
+		{"10.0.1.0/24", ""},
+		{"192.168.0.0/16", ""},
+	} {
+		err := CheckPoolNodes(netip.MustParsePrefix(c.pool), nodes)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckPoolNodes(%s) = %v, want %q", c.pool, err, c.want)
+		}
+	}
+	pools := []Pool{{CIDR: "192.168.100.0/24"}, {CIDR: "fd80::/64"}, {CIDR: "junk"}}
+	for _, c := range []struct {
+		addr string
+		want string
+	}{
+		{"192.168.100.7", "node n: address 192.168.100.7 is inside pool 192.168.100.0/24"},
+		{"fd80::9", "inside pool fd80::/64"},
+		{"10.0.0.1", ""},
+	} {
+		err := CheckNodeInPools("n", netip.MustParseAddr(c.addr), pools)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckNodeInPools(%s) = %v, want %q", c.addr, err, c.want)
+		}
+	}
+	if v4, v6 := NodeAddrs(nodes[0]); v4 != netip.MustParseAddr("10.0.0.2") || v6 != netip.MustParseAddr("fd00::2") {
+		t.Errorf("NodeAddrs = %v %v", v4, v6)
+	}
+	if v4, v6 := NodeAddrs(nodes[3]); v4.IsValid() || v6.IsValid() {
+		t.Errorf("NodeAddrs(junk) = %v %v", v4, v6)
+	}
+}

@@ -26,6 +26,11 @@ type Input struct {
 	// HaveIPIP says whether this kernel can make IPIP tunnels.
 	HaveIPIP bool
 	IPIP     IPIPSupport // the eBPF path, for kernels without (ipip.go)
+	// ControlHosts and ControlTCPPorts are the control plane the agent
+	// knows beyond every node's BGP and VXLAN ports: the datastore's hosts,
+	// its client and peer ports, the agent's own listeners.
+	ControlHosts    []netip.Addr
+	ControlTCPPorts []uint16
 }
 
 // Peer is a BGP session this host should have.
@@ -55,9 +60,12 @@ type Result struct {
 // the same input always gives the same, sorted output.
 func Compute(in Input) Result {
 	var r Result
-	// Everything below sees only the endpoint records that agree with their
-	// derived interface and with IPAM.
-	s := believedEndpoints(in.Snap, in.Node, &r)
+	// Pools that cover a node's address are dropped first; everything
+	// below sees only the endpoint records that agree with their derived
+	// interface and with IPAM.
+	s, screened := screenPools(in.Snap)
+	r.Problems = screened
+	s = believedEndpoints(s, in.Node, &r)
 	me := s.Nodes[in.Node]
 	myPrefix, _ := netip.ParsePrefix(me.IPv4)
 	pools := parsePools(s)
@@ -117,6 +125,8 @@ func Compute(in Input) Result {
 	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
 
 	r.Dataplane.Policy = policy(s, local, pools)
+	r.Dataplane.Policy.ControlPlane = controlPlane(s, in)
+	r.Dataplane.Policy.VXLAN = vxlanGuard(s, in.Node, r.Dataplane.VXLAN.Enabled)
 	r.Peers = peers(s, in.Node, myPrefix.Addr())
 	return r
 }

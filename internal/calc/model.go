@@ -21,6 +21,45 @@ type Policy struct {
 	// NAT: traffic from MasqueradePools to anything outside AllPools is masqueraded.
 	MasqueradePools []netip.Prefix
 	AllPools        []netip.Prefix
+	// ControlPlane is what no workload may reach, whatever its profiles
+	// say, unless the operator opens it.
+	ControlPlane ControlPlane
+	// VXLAN is what this host accepts on its VXLAN port.
+	VXLAN VXLANGuard
+}
+
+// ControlPlane is the cluster's control plane as a workload would aim at
+// it: every port of Ports on every address of Hosts.
+type ControlPlane struct {
+	// Hosts are every node's addresses and the datastore's hosts.
+	Hosts AddrSet
+	// Ports are BGP, VXLAN, the datastore's client and peer ports and the
+	// agent's own listeners; sorted, unique.
+	Ports []L4Port
+}
+
+// L4Port is a transport protocol ("tcp" or "udp") and a port.
+type L4Port struct {
+	Proto string
+	Port  uint16
+}
+
+// VXLANGuard is what this host accepts through its VXLAN port when some
+// pool uses VXLAN: datagrams from other nodes only, and from each only inner
+// IPv4 packets whose source that node may send.
+type VXLANGuard struct {
+	Enabled bool // its port is VXLANPort
+	// Senders, sorted by address.
+	Senders []VXLANSender
+}
+
+// VXLANSender is another node as a VXLAN sender: its address (the outer
+// source) and the inner sources it may use: its blocks, the addresses of
+// its workloads outside them (what it announces), and its own address
+// (the host's own traffic to a remote workload).
+type VXLANSender struct {
+	Addr  netip.Addr
+	Inner []netip.Prefix // IPv4, sorted, none inside another
 }
 
 // EndpointPolicy is one local workload interface and the profiles applied to it, in order.

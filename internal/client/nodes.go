@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -22,6 +23,39 @@ func (c *Client) Node(ctx context.Context, name string) (api.Node, error) {
 		return n, notFound(err, "no calico node %q in the datastore; start it on that host with `calicoctl node --ip=HOST_IP`", name)
 	}
 	return n, nil
+}
+
+// nodeRecords lists the registered nodes' records.
+func (c *Client) nodeRecords(ctx context.Context) ([]api.Node, error) {
+	kvs, err := datastore.List[api.Node](ctx, c.DS, datastore.PrefixHosts)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Node
+	for _, kv := range kvs {
+		if strings.HasSuffix(kv.Key, "/node") {
+			out = append(out, kv.Value)
+		}
+	}
+	return out, nil
+}
+
+// CheckNodeAddrs refuses node addresses that lie inside a pool: IPAM would
+// give them to workloads, which would then take the host's traffic.
+func (c *Client) CheckNodeAddrs(ctx context.Context, node string, addrs ...netip.Addr) error {
+	pools, err := c.Pools(ctx, 0)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if !a.IsValid() {
+			continue
+		}
+		if err := api.CheckNodeInPools(node, a, pools); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // NodeView is a node with its last reported status.

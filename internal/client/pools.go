@@ -59,6 +59,10 @@ func (c *Client) AddPools(ctx context.Context, cidrs []string, o PoolOptions) ([
 	if err != nil {
 		return nil, err
 	}
+	nodes, err := c.nodeRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var pools []api.Pool
 	for _, s := range cidrs {
 		prefix, err := api.ValidatePoolCIDR(s)
@@ -83,6 +87,11 @@ func (c *Client) AddPools(ctx context.Context, cidrs []string, o PoolOptions) ([
 			}
 		}
 		if err := api.ValidatePool(p, append(existing, pools...)); err != nil {
+			return nil, err
+		}
+		// Checked on every write, also for a pool that exists: its options
+		// may be rewritten, never its claim over a host's address.
+		if err := api.CheckPoolNodes(prefix, nodes); err != nil {
 			return nil, err
 		}
 		pools = append(pools, p)

@@ -186,7 +186,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		addrs = append(addrs, a)
 	}
 	for _, a := range held { // taken by an interrupted run, not asked for now
-		if _, err := c.IPAM.Release(ctx, a); err != nil && !errors.Is(err, ipam.ErrNotAssigned) {
+		if err := c.IPAM.ReleaseFrom(ctx, a, handle); err != nil && !errors.Is(err, ipam.ErrNotAssigned) && !errors.Is(err, ipam.ErrNotHolder) {
 			return fail(err)
 		}
 	}

@@ -184,11 +184,7 @@ func DefaultPeerAddr(clientAddr string) string {
 		return ""
 	}
 	p, _ := strconv.Atoi(port)
-	peerPort := 2380
-	if p != 2379 {
-		peerPort = p + 1
-	}
-	return net.JoinHostPort(host, strconv.Itoa(peerPort))
+	return net.JoinHostPort(host, strconv.Itoa(PeerPort(p)))
 }
 
 // TLSHosts are the names a member's certificate must carry: its client and

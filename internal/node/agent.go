@@ -49,6 +49,9 @@ type Config struct {
 	// SweepGrace is how long a veth or IPAM handle of this host stays
 	// unowned before the sweeper removes it (0: DefaultSweepGrace).
 	SweepGrace time.Duration
+	// WorkloadToControlPlane is what this host's workloads may send to
+	// any node's control plane (default: nothing; see nft.ControlPlaneAccess).
+	WorkloadToControlPlane nft.ControlPlaneAccess
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -60,6 +63,10 @@ type Agent struct {
 	ds       *datastore.Client
 	hostNet  netip.Prefix
 	haveIPIP bool
+	// controlHosts and controlPorts: the control plane as this agent knows
+	// it beyond every node's BGP and VXLAN ports (controlPlane).
+	controlHosts []netip.Addr
+	controlPorts []uint16
 
 	mu      sync.Mutex
 	snap    *calc.Snapshot
@@ -177,6 +184,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.policy.SetHostAccess(cfg.WorkloadToHost)
+	a.policy.SetControlPlaneAccess(cfg.WorkloadToControlPlane)
+	a.controlHosts, a.controlPorts = controlPlane(cfg)
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.vxlan = netdev.NewVXLANSyncer()
@@ -329,7 +338,8 @@ func (a *Agent) pass(ctx context.Context) {
 		ipipSupport := a.ipipSupport()
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport}
+		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport,
+			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts}
 		if a.speaker != nil {
 			in.Learned = toCalcPaths(a.speaker.Learned())
 		}

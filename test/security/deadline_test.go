@@ -3,7 +3,6 @@ package security
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/calico-go/calico/internal/daemon"
 	"github.com/calico-go/calico/internal/datastore"
@@ -210,35 +207,6 @@ func addFrozenMidway(t *testing.T, ctx context.Context, w *walkthrough.World, wa
 		t.Fatalf("container add %s still runs 60 s after etcd was frozen", name)
 	}
 	return buf.String(), time.Since(start), p.Wait() != nil
-}
-
-// etcdFrom is an etcd client whose connections are made from inside ns
-// (the datastore is reachable only on the lab's fabric).
-func etcdFrom(t *testing.T, ns *lab.Host, hostPort string) *clientv3.Client {
-	t.Helper()
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		if i := strings.LastIndex(addr, "://"); i >= 0 {
-			addr = addr[i+3:]
-		}
-		var c net.Conn
-		err := ns.Do(func() error {
-			var d net.Dialer
-			var err error
-			c, err = d.DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"http://" + hostPort},
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 func lastLine(s string) string {

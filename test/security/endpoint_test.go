@@ -3,17 +3,12 @@ package security
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
@@ -179,25 +174,7 @@ func TestLyingEndpoints(t *testing.T) {
 // h's namespace: what an attacker with write access to etcd holds.
 func hostileClient(t *testing.T, h *lab.Host, etcd string) *client.Client {
 	t.Helper()
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := h.Do(func() (err error) {
-			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"http://" + etcd},
-		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return client.New(&datastore.Client{Client: cli})
+	return client.New(&datastore.Client{Client: etcdFrom(t, h, etcd)})
 }
 
 func putEndpoint(t *testing.T, ctx context.Context, c *client.Client, ep api.Endpoint) {

@@ -22,8 +22,8 @@ const (
 	// header inside a 1500-byte underlay.
 	DefaultVXLANMTU = 1450
 	// VXLANPort is the IANA VXLAN port; every host uses it, so a peer's
-	// FDB entry needs no port.
-	VXLANPort = 4789
+	// FDB entry needs no port (and the policy guards it: calc.VXLANPort).
+	VXLANPort = calc.VXLANPort
 )
 
 // VTEPMAC is the tunnel device MAC of the host with address hostIP: 66:cb

@@ -19,7 +19,8 @@
 // accept only ends one base chain; a drop ends the packet):
 //
 //	fwd-from-wl (priority filter-1): ct established,related accept; ct invalid drop;
-//	                                 iifname vmap @from-wl; iifname "cali*" drop
+//	                                 [control-plane guard]; iifname vmap @from-wl;
+//	                                 iifname "cali*" drop
 //	fwd-to-wl   (priority filter):   ct established,related accept; ct invalid drop;
 //	                                 oifname vmap @to-wl;   oifname "cali*" drop
 //
@@ -47,9 +48,32 @@
 // services (the agent, BGP on 179, etcd, any listener). With
 // HostAccessPolicy (calico-node --workload-to-host=policy) the workload's
 // outbound chain decides, as for any destination, so a profile outbound rule
-// opens a host service. Traffic the host itself originates towards workloads
-// (the output hook) is not filtered. Other hosts' services are ordinary
-// destinations: a workload's outbound policy decides whether it reaches them.
+// opens a host service (the control-plane guard below still comes first).
+// Traffic the host itself originates towards workloads (the output hook) is
+// not filtered. Other hosts' services are ordinary destinations, apart from
+// the control plane: a workload's outbound policy decides whether it reaches
+// them.
+//
+// The control plane (calc.ControlPlane): new traffic from a workload to a
+// control-plane port (set cp-ports, l4proto . port: BGP, VXLAN, the
+// datastore's client and peer ports, the agent's listeners) of a
+// control-plane host (cp-hosts4/6: every node address, the datastore's
+// hosts) is dropped in fwd-from-wl before profile dispatch, whatever the
+// profiles say, and in wl-to-host (on any of this host's addresses) before
+// the profiles when HostAccessPolicy hands that chain to them. The workload's own host must do it: nat-outgoing
+// gives workload traffic to node addresses the host's address, and the
+// destination cannot tell it from the host's own. ControlPlanePolicy
+// (calico-node --workload-control-plane=policy) leaves the rules out.
+//
+// VXLAN (calc.VXLANGuard): the input chain sends IPv4 UDP to the VXLAN port
+// to vxlan-in, before the tunnel device decapsulates it. With a VXLAN pool,
+// vxlan-in accepts a datagram only when its outer source and the inner IPv4
+// source (read at fixed offsets from the UDP header) are in vxlan-src:
+// every other node's address with the inner sources it owns. Everything
+// else is dropped: datagrams from addresses that are no node, inner packets
+// that are not IPv4, inner sources that belong to another node. The inner
+// Ethernet source is the sender's to write, so it proves nothing. Without a
+// VXLAN pool vxlan-in is empty.
 //
 // NAT outgoing (postrouting, srcnat): from a pool with nat-outgoing (sets
 // masq4/masq6) to anything outside every pool (pools4/pools6) is masqueraded,

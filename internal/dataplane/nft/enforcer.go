@@ -48,6 +48,39 @@ func ParseHostAccess(s string) (HostAccess, error) {
 	return "", fmt.Errorf("workload-to-host access %q: want %q or %q", s, HostAccessDrop, HostAccessPolicy)
 }
 
+// ControlPlaneAccess is what this host's workloads may send to the
+// cluster's control plane (calc.ControlPlane: the datastore's client and
+// peer ports, BGP, VXLAN and the agent's listeners on every node address).
+type ControlPlaneAccess string
+
+const (
+	// ControlPlaneDrop, the default: new connections and datagrams to those
+	// ports are dropped whatever the workload's profiles say. The sending
+	// host enforces it, since nat-outgoing hides the workload from the
+	// destination.
+	ControlPlaneDrop ControlPlaneAccess = "drop"
+	// ControlPlanePolicy: the workload's outbound profile rules decide, as
+	// for any destination (its own host's services stay behind HostAccess).
+	ControlPlanePolicy ControlPlaneAccess = "policy"
+)
+
+// ParseControlPlaneAccess reads a ControlPlaneAccess ("" means the default, drop).
+func ParseControlPlaneAccess(s string) (ControlPlaneAccess, error) {
+	switch ControlPlaneAccess(s) {
+	case "", ControlPlaneDrop:
+		return ControlPlaneDrop, nil
+	case ControlPlanePolicy:
+		return ControlPlanePolicy, nil
+	}
+	return "", fmt.Errorf("workload-to-control-plane access %q: want %q or %q", s, ControlPlaneDrop, ControlPlanePolicy)
+}
+
+// access is what the fixed skeleton depends on: a change means a full rewrite.
+type access struct {
+	host         HostAccess
+	controlPlane ControlPlaneAccess
+}
+
 // Enforcer programs a calc.Policy into the inet table "calico" of the
 // network namespace it runs in (that of the calling thread when nft is
 // started). It is safe for concurrent use; calls are serialized.
@@ -57,8 +90,9 @@ type Enforcer struct {
 	// cur is what we last wrote successfully; nil means the kernel state is
 	// unknown and the next Apply rewrites the whole table.
 	cur *ruleset
-	// host is what workloads may send to this host (SetHostAccess).
-	host HostAccess
+	// access is what workloads may send to this host (SetHostAccess) and
+	// to the control plane (SetControlPlaneAccess).
+	access access
 }
 
 // New checks that this host can run us: the nft binary is installed, and the
@@ -78,7 +112,7 @@ func New() (*Enforcer, error) {
 // newWith builds an Enforcer over any knftables.Interface (a knftables.Fake
 // in kernel-free tests).
 func newWith(nft knftables.Interface) *Enforcer {
-	return &Enforcer{nft: nft, host: HostAccessDrop}
+	return &Enforcer{nft: nft, access: access{HostAccessDrop, ControlPlaneDrop}}
 }
 
 // SetHostAccess changes what workloads may send to this host. It takes
@@ -89,7 +123,18 @@ func (e *Enforcer) SetHostAccess(h HostAccess) {
 	if h == "" {
 		h = HostAccessDrop
 	}
-	e.host = h
+	e.access.host = h
+}
+
+// SetControlPlaneAccess changes what workloads may send to the control
+// plane. It takes effect at the next Apply, which rewrites the whole table.
+func (e *Enforcer) SetControlPlaneAccess(c ControlPlaneAccess) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c == "" {
+		c = ControlPlaneDrop
+	}
+	e.access.controlPlane = c
 }
 
 // Apply makes the kernel enforce p. The first call, and the first after
@@ -104,12 +149,12 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 	defer e.mu.Unlock()
 
 	next := render(p)
-	next.host = e.host
+	next.access = e.access
 	var st Stats
 	var incErr error
-	// The host access mode lives in the fixed skeleton, which only a full
+	// The access modes live in the fixed skeleton, which only a full
 	// rewrite writes.
-	if e.cur != nil && e.cur.host == next.host {
+	if e.cur != nil && e.cur.access == next.access {
 		tx := e.nft.NewTransaction()
 		st = planIncremental(tx, e.cur, next)
 		if st.Ops == 0 {

@@ -23,6 +23,7 @@ const (
 	chainInput      = "input"       // input hook: traffic from workloads to the host itself
 	chainWlToHost   = "wl-to-host"  // what a workload may send to the host
 	chainNAT        = "nat-out"     // postrouting, srcnat: NAT outgoing
+	chainVXLANIn    = "vxlan-in"    // VXLAN datagrams to the host: from nodes, with inner sources they own
 
 	mapFromWl = "from-wl" // iifname -> jump ep-out-*
 	mapToWl   = "to-wl"   // oifname -> jump ep-in-*
@@ -33,6 +34,11 @@ const (
 	setMasq6  = "masq6"   // same, IPv6
 	setPools4 = "pools4"  // every pool, IPv4: destinations never masqueraded
 	setPools6 = "pools6"
+
+	setCPHosts4 = "cp-hosts4" // control-plane hosts: every node address, the datastore's hosts
+	setCPHosts6 = "cp-hosts6"
+	setCPPorts  = "cp-ports"  // control-plane ports on them: l4proto . port
+	setVXLANSrc = "vxlan-src" // node address . inner IPv4 source range it may send through VXLAN
 )
 
 // Prefixes of the per-object names. The endpoint prefix lets the incremental

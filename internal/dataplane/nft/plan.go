@@ -3,9 +3,12 @@ package nft
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/calico-go/calico/internal/calc"
 )
 
 // Stats describes one Apply: what was sent to the kernel and what the policy
@@ -53,10 +56,10 @@ const (
 )
 
 // addSkeleton adds the fixed part of the table: base chains, dispatch maps,
-// the anti-spoofing and workload-to-host chains and the NAT rules. It does
-// not depend on the policy (only on the host access mode), so only full
-// rewrites write it.
-func addSkeleton(tx *knftables.Transaction, host HostAccess) {
+// the anti-spoofing, control-plane and workload-to-host rules and the NAT
+// rules. It does not depend on the policy (only on the access modes), so
+// only full rewrites write it.
+func addSkeleton(tx *knftables.Transaction, a access) {
 	filter, nat := knftables.FilterType, knftables.NATType
 	pre, forward, input, post := knftables.PreroutingHook, knftables.ForwardHook, knftables.InputHook, knftables.PostroutingHook
 	prioRaw, prioEg, prioIn, prioSNAT := knftables.RawPriority, prioEgress, prioIngress, knftables.SNATPriority
@@ -80,6 +83,18 @@ func addSkeleton(tx *knftables.Transaction, host HostAccess) {
 		Comment: knftables.PtrTo("NAT outgoing: masquerade from nat-outgoing pools to outside every pool")})
 
 	wild := `"` + WorkloadIfacePrefix + `*"`
+	// The control plane, on every node address, whatever the profiles say:
+	// dropped at the workload's own host, before profile dispatch. The
+	// destination could not do it: nat-outgoing gives workload traffic to
+	// node addresses (outside every pool) the sending host's address.
+	// Established flows pass first, so this costs new flows only.
+	guard := []string{
+		"ip daddr @" + setCPHosts4 + " meta l4proto . th dport @" + setCPPorts + " drop",
+		"ip6 daddr @" + setCPHosts6 + " meta l4proto . th dport @" + setCPPorts + " drop",
+	}
+	if a.controlPlane == ControlPlanePolicy {
+		guard = nil
+	}
 
 	// Anti-spoofing runs before conntrack, so a forged source is dropped
 	// even when it matches another workload's established flow (which the
@@ -101,19 +116,35 @@ func addSkeleton(tx *knftables.Transaction, host HostAccess) {
 		// per-packet cost of a flow is one conntrack state test.
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct state established,related accept"})
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct state invalid drop"})
+		if c.chain == chainFwdEgress {
+			for _, g := range guard {
+				tx.Add(&knftables.Rule{Chain: c.chain, Rule: "iifname " + wild + " " + g})
+			}
+		}
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " vmap @" + c.m})
 		// A workload interface without an endpoint (being created or torn
 		// down) gets nothing rather than everything.
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " " + wild + " drop"})
 	}
 
+	// VXLAN datagrams to this host are checked before the tunnel device
+	// decapsulates them (vxlan-in, filled from the policy; IPv4 only, as
+	// our tunnel is).
+	tx.Add(&knftables.Rule{Chain: chainInput, Rule: "meta nfproto ipv4 udp dport " + strconv.Itoa(calc.VXLANPort) + " jump " + chainVXLANIn})
 	tx.Add(&knftables.Rule{Chain: chainInput, Rule: "iifname " + wild + " goto " + chainWlToHost})
 	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "ct state established,related accept"})
 	// IPv6 workloads must resolve their gateway (the host) and may ask for
 	// routers. Conntrack leaves these untracked, so they need their own rule.
 	tx.Add(&knftables.Rule{Chain: chainWlToHost,
 		Rule: "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept"})
-	if host == HostAccessPolicy {
+	if a.host == HostAccessPolicy {
+		// The control plane stays closed unless opened too (with the
+		// default host access the drop below covers it). Everything here
+		// is for this host, on whichever of its addresses: the ports alone
+		// decide.
+		if guard != nil {
+			tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "meta l4proto . th dport @" + setCPPorts + " drop"})
+		}
 		// The workload's outbound policy decides, as for any destination:
 		// its endpoint chain accepts what a profile allows, drops the rest.
 		tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "iifname vmap @" + mapFromWl})
@@ -132,7 +163,7 @@ type counter struct {
 }
 
 func (c counter) addSet(name string, s setSpec) {
-	set := &knftables.Set{Name: name, Type: s.Type}
+	set := &knftables.Set{Name: name, Type: s.Type, TypeOf: s.TypeOf}
 	if s.Interval {
 		set.Flags = []knftables.SetFlag{knftables.IntervalFlag}
 	}
@@ -200,15 +231,16 @@ func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("calico-go workload policy and NAT; owned by calico-node, edits are overwritten")})
 
-	// Sets and chains exist before any rule or element refers to them.
+	// Sets and chains exist before any rule or element refers to them
+	// (the skeleton's input chain jumps to vxlan-in).
 	for _, name := range sortedKeys(rs.Sets) {
 		c.addSet(name, rs.Sets[name])
 	}
-	addSkeleton(tx, rs.host)
 	chains := sortedKeys(rs.Chains)
 	for _, name := range chains {
 		c.addChain(name, rs.Chains[name])
 	}
+	addSkeleton(tx, rs.access)
 	for _, name := range sortedKeys(rs.Sets) {
 		c.addElems(name, rs.Sets[name].Elems)
 	}

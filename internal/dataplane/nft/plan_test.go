@@ -131,10 +131,15 @@ func TestPlanFullText(t *testing.T) {
 		"add set inet calico pools4 { type ipv4_addr ; flags interval ;",
 		"add rule inet calico fwd-from-wl ct state established,related accept\n" +
 			"add rule inet calico fwd-from-wl ct state invalid drop\n" +
+			`add rule inet calico fwd-from-wl iifname "cali*" ip daddr @cp-hosts4 meta l4proto . th dport @cp-ports drop` + "\n" +
+			`add rule inet calico fwd-from-wl iifname "cali*" ip6 daddr @cp-hosts6 meta l4proto . th dport @cp-ports drop` + "\n" +
 			"add rule inet calico fwd-from-wl iifname vmap @from-wl\n" +
 			`add rule inet calico fwd-from-wl iifname "cali*" drop`,
 		"add rule inet calico fwd-to-wl oifname vmap @to-wl\n",
-		`add rule inet calico input iifname "cali*" goto wl-to-host`,
+		"add rule inet calico input meta nfproto ipv4 udp dport 4789 jump vxlan-in\n" +
+			`add rule inet calico input iifname "cali*" goto wl-to-host`,
+		"add set inet calico vxlan-src { typeof ip saddr . @th,336,32 ; flags interval ;",
+		"add set inet calico cp-ports { type inet_proto . inet_service ;",
 		"add rule inet calico wl-to-host icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n" +
 			"add rule inet calico wl-to-host drop\n",
 		"add rule inet calico nat-out ip saddr @masq4 ip daddr != @pools4 masquerade\n",

@@ -31,9 +31,10 @@ type ruleset struct {
 	Problems []string
 	// profiles is how many profiles were rendered (for Stats).
 	profiles int
-	// host is what workloads may send to their host; it shapes the fixed
-	// skeleton, so a change means a full rewrite. Set by the Enforcer.
-	host HostAccess
+	// access is what workloads may send to their host and to the control
+	// plane; it shapes the fixed skeleton, so a change means a full
+	// rewrite. Set by the Enforcer.
+	access access
 }
 
 type chainSpec struct {
@@ -43,6 +44,7 @@ type chainSpec struct {
 
 type setSpec struct {
 	Type     string // ipv4_addr, ipv6_addr, or a concatenation (ifname . ipv4_addr)
+	TypeOf   string // instead of Type: the key as nft expressions (raw payload has no type name)
 	Interval bool   // elements are prefixes
 	Comment  string
 	Elems    []string // unique, sorted as strings: diffed by merging
@@ -108,7 +110,92 @@ func render(p calc.Policy) *ruleset {
 	rs.Sets[setMasq6] = setSpec{Type: "ipv6_addr", Interval: true, Elems: m6}
 	rs.Sets[setPools4] = setSpec{Type: "ipv4_addr", Interval: true, Elems: a4}
 	rs.Sets[setPools6] = setSpec{Type: "ipv6_addr", Interval: true, Elems: a6}
+
+	rs.renderControlPlane(p.ControlPlane)
+	rs.renderVXLAN(p.VXLAN)
 	return rs
+}
+
+// renderControlPlane fills the sets the skeleton's control-plane guard
+// looks up: which addresses, and which ports on them. Adding a node is one
+// element; no rule changes.
+func (rs *ruleset) renderControlPlane(cp calc.ControlPlane) {
+	h4, h6 := splitAddrs(cp.Hosts.V4, cp.Hosts.V6)
+	rs.Sets[setCPHosts4] = setSpec{Type: "ipv4_addr", Comment: "control-plane hosts: every node, the datastore", Elems: h4}
+	rs.Sets[setCPHosts6] = setSpec{Type: "ipv6_addr", Comment: "control-plane hosts: every node, the datastore", Elems: h6}
+	var ports []string
+	for _, p := range cp.Ports {
+		if p.Proto != "tcp" && p.Proto != "udp" || p.Port == 0 {
+			rs.problem("control-plane port %s/%d: want tcp or udp and a port 1-65535; not guarded", p.Proto, p.Port)
+			continue
+		}
+		ports = append(ports, p.Proto+elemSep+strconv.Itoa(int(p.Port)))
+	}
+	slices.Sort(ports)
+	rs.Sets[setCPPorts] = setSpec{Type: "inet_proto . inet_service", Comment: "control-plane ports on those hosts", Elems: slices.Compact(ports)}
+}
+
+// Where the VXLAN input rules look inside a datagram to this host, in bits
+// from its UDP header: 8 bytes of UDP and 8 of VXLAN, then the inner
+// Ethernet header (its type at byte 12) and the inner IPv4 header (its
+// source at byte 12). The datagram is checked before the vxlan device
+// decapsulates it, while its outer source is still there to bind the inner
+// one to. nft has no type name for a raw payload field, so the set is
+// declared with typeof and its inner sources are written as hex ranges.
+const (
+	vxlanInnerEtherType = (8 + 8 + 12) * 8
+	vxlanInnerIPv4Src   = (8 + 8 + 14 + 12) * 8
+)
+
+// renderVXLAN fills vxlan-src, the (node, inner source) pairs this host
+// accepts through its VXLAN port, and the vxlan-in chain that the
+// skeleton's input chain jumps to for that port. Without a VXLAN pool the
+// chain is empty: the port is left alone (other software may use it) and no
+// tunnel device of ours exists to decapsulate.
+func (rs *ruleset) renderVXLAN(g calc.VXLANGuard) {
+	byNode := map[netip.Addr][]netip.Prefix{}
+	for _, s := range g.Senders {
+		a := s.Addr.Unmap()
+		if !a.Is4() {
+			rs.problem("VXLAN sender %s: not an IPv4 address; nothing accepted from it", s.Addr)
+			continue
+		}
+		byNode[a] = append(byNode[a], s.Inner...)
+	}
+	var elems []string
+	for a, inner := range byNode {
+		v4, _ := splitPrefixList(inner)
+		for _, p := range v4 {
+			elems = append(elems, a.String()+elemSep+hexRange(p))
+		}
+	}
+	slices.Sort(elems)
+	rs.Sets[setVXLANSrc] = setSpec{
+		TypeOf:   fmt.Sprintf("ip saddr . @th,%d,32", vxlanInnerIPv4Src),
+		Interval: true,
+		Comment:  "node address . inner IPv4 sources (hex range) it may send through VXLAN",
+		Elems:    elems,
+	}
+	var rules []string
+	if g.Enabled {
+		rules = []string{
+			fmt.Sprintf("@th,%d,16 0x0800 ip saddr . @th,%d,32 @%s accept", vxlanInnerEtherType, vxlanInnerIPv4Src, setVXLANSrc),
+			"drop",
+		}
+	}
+	rs.Chains[chainVXLANIn] = chainSpec{Comment: "VXLAN to this host: only from nodes, only inner sources they own", Rules: rules}
+}
+
+// hexRange writes an IPv4 prefix as the integer range nft takes for a raw
+// payload field: one value for a single address.
+func hexRange(p netip.Prefix) string {
+	b := p.Masked().Addr().As4()
+	lo := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	hi := lo | uint32(uint64(1)<<(32-p.Bits())-1)
+	if lo == hi {
+		return fmt.Sprintf("0x%08x", lo)
+	}
+	return fmt.Sprintf("0x%08x-0x%08x", lo, hi)
 }
 
 func (rs *ruleset) problem(format string, args ...any) {
@@ -380,7 +467,13 @@ func addrStrings(ips []netip.Addr) []string {
 // overlapping intervals in a set without auto-merge (and auto-merge would make
 // later element deletes fail).
 func splitPrefixes(ps []netip.Prefix) (v4, v6 []string) {
-	var x4, x6 []netip.Prefix
+	x4, x6 := splitPrefixList(ps)
+	return prefixStrings(x4), prefixStrings(x6)
+}
+
+// splitPrefixList is splitPrefixes before the prefixes become strings:
+// masked, by family, none inside another.
+func splitPrefixList(ps []netip.Prefix) (x4, x6 []netip.Prefix) {
 	for _, p := range ps {
 		if !p.IsValid() {
 			continue
@@ -395,10 +488,11 @@ func splitPrefixes(ps []netip.Prefix) (v4, v6 []string) {
 			x6 = append(x6, p)
 		}
 	}
-	return prefixStrings(x4), prefixStrings(x6)
+	return outermost(x4), outermost(x6)
 }
 
-func prefixStrings(ps []netip.Prefix) []string {
+// outermost sorts prefixes and drops every one inside another.
+func outermost(ps []netip.Prefix) []netip.Prefix {
 	// Sorted by address then shorter prefix first, a prefix covered by an
 	// earlier kept one comes right after it (prefixes nest or are disjoint).
 	slices.SortFunc(ps, func(a, b netip.Prefix) int {
@@ -407,14 +501,22 @@ func prefixStrings(ps []netip.Prefix) []string {
 		}
 		return cmp.Compare(a.Bits(), b.Bits())
 	})
-	var out []string
+	var out []netip.Prefix
 	var last netip.Prefix
 	for _, p := range ps {
 		if last.IsValid() && last.Bits() <= p.Bits() && last.Contains(p.Addr()) {
 			continue
 		}
 		last = p
-		out = append(out, p.String())
+		out = append(out, p)
+	}
+	return out
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
 	}
 	slices.Sort(out) // the order diffSorted merges in
 	return out

@@ -208,6 +208,8 @@ func TestRenderPolicy(t *testing.T) {
 			"ip saddr @" + wa + " tcp dport 5432 accept", "ip6 saddr @" + wb + " tcp dport 5432 accept",
 			"ip saddr 192.168.0.0/16 accept"},
 		profileOutChain("db:main"): {"ip daddr 10.0.0.0/8 drop", "accept"},
+		// No VXLAN pool: the skeleton's jump for the VXLAN port finds nothing.
+		chainVXLANIn: nil,
 	}
 	if len(rs.Chains) != len(want) {
 		t.Errorf("%d chains, want %d: %v", len(rs.Chains), len(want), sortedKeys(rs.Chains))
@@ -232,6 +234,12 @@ func TestRenderPolicy(t *testing.T) {
 		// Anti-spoofing: each workload's own addresses, by interface.
 		setWlSrc4: {`"caliaaaa" . 10.65.0.1`, `"calibbbb" . 10.65.0.2`},
 		setWlSrc6: {`"caliaaaa" . fd00::1`},
+		// No control plane or VXLAN senders given: empty, but present,
+		// since the skeleton's rules name them.
+		setCPHosts4: nil,
+		setCPHosts6: nil,
+		setCPPorts:  nil,
+		setVXLANSrc: nil,
 	}
 	if len(rs.Sets) != len(wantSets) {
 		t.Errorf("sets %v, want %d", sortedKeys(rs.Sets), len(wantSets))

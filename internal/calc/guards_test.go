@@ -59,6 +59,10 @@ func TestVXLANSendersFromTheDatastore(t *testing.T) {
 	s.Endpoints["h3/w4"] = api.Endpoint{Node: "h3", Workload: "w4", InterfaceName: "caliddd", IPv4Nets: []string{"192.168.100.10/32"}, Profiles: []string{"P1"}}
 	s.Endpoints["h3/w5"] = api.Endpoint{Node: "h3", Workload: "w5", IPv4Nets: []string{"192.168.100.11/32"}}
 	s.Endpoints["h2/w6"] = api.Endpoint{Node: "h2", Workload: "w6", InterfaceName: "calieee", IPv6Nets: []string{"fd00:9::1/128"}}
+	honest(s) // derived interfaces, addresses held in IPAM: records the agents believe
+	w5 := s.Endpoints["h3/w5"]
+	w5.InterfaceName = "" // not wired yet
+	s.Endpoints["h3/w5"] = w5
 	// No BGP routes learned yet (an agent's first pass after a restart):
 	// the senders are complete all the same.
 	g := Compute(Input{Node: "h1", Snap: s}).Dataplane.Policy.VXLAN

@@ -3,12 +3,14 @@
 package e2etest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -73,4 +75,32 @@ type Writer struct{ T testing.TB }
 func (w Writer) Write(p []byte) (int, error) {
 	w.T.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// World builds a walkthrough world for a test with prefix (o.Bin and
+// o.Progress filled in), and with seed also the seed's configuration (pool,
+// workers 1-3, PROF_1 = workers 1 and 3, PROF_2 = worker 2). It is removed
+// when the test ends, after the agents' logs are shown if the test failed.
+func World(t testing.TB, prefix string, o walkthrough.Options, seed bool) *walkthrough.World {
+	t.Helper()
+	o.Bin, o.Prefix = BinDir, prefix
+	o.Progress = Writer{T: t}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w, err := walkthrough.Build(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			DumpLogs(t, w, 60)
+		}
+		w.Close()
+	})
+	if seed {
+		if err := w.Seed(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
 }

@@ -30,6 +30,13 @@ func Ctx(t testing.TB, d time.Duration) context.Context {
 // long it took. It fails the test with the last state seen.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
+	return WaitEvery(t, d, 200*time.Millisecond, what, cond)
+}
+
+// WaitEvery is WaitFor polling every interval: short for a test that
+// measures how long something takes.
+func WaitEvery(t testing.TB, d, interval time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
 	start := time.Now()
 	var last string
 	for time.Since(start) < d {
@@ -37,7 +44,7 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() (bool, stri
 		if ok, last = cond(); ok {
 			return time.Since(start)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(interval)
 	}
 	t.Fatalf("%s: not true after %s; last seen:\n%s", what, d, last)
 	return 0

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 )
 
@@ -345,17 +346,7 @@ func kernelState(t testing.TB, h *lab.Host) string {
 // how long it took.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var last string
-	for time.Since(start) < d {
-		var ok bool
-		if ok, last = cond(); ok {
-			return time.Since(start)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not true after %s; last seen:\n%s", what, d, last)
-	return 0
+	return e2etest.WaitEvery(t, d, 50*time.Millisecond, what, cond)
 }
 
 // dumpLogs shows the tails of the daemons' logs: where a failure's cause is.

@@ -42,26 +42,7 @@ func nodeArgs() []string {
 // 1-3, PROF_1 = workers 1 and 3, PROF_2 = worker 2), removed when t ends.
 func newWorld(t *testing.T) *walkthrough.World {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	w, err := walkthrough.Build(ctx, walkthrough.Options{
-		Bin: e2etest.BinDir, Prefix: labPrefix, Progress: e2etest.Writer{T: t},
-		PoolArgs: []string{"--nat-outgoing"},
-		NodeArgs: nodeArgs(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			e2etest.DumpLogs(t, w, 60)
-		}
-		w.Close()
-	})
-	if err := w.Seed(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return w
+	return e2etest.World(t, labPrefix, walkthrough.Options{PoolArgs: []string{"--nat-outgoing"}, NodeArgs: nodeArgs()}, true)
 }
 
 // ctl runs calicoctl on h and fails the test on error.

@@ -36,26 +36,7 @@ func TestMain(m *testing.M) { e2etest.Main(m, labPrefix, nil) }
 // PROF_1 = workers 1 and 3, PROF_2 = worker 2).
 func world(t *testing.T, o walkthrough.Options, seed bool) *walkthrough.World {
 	t.Helper()
-	o.Bin, o.Prefix = e2etest.BinDir, labPrefix
-	o.Progress = e2etest.Writer{T: t}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	w, err := walkthrough.Build(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			e2etest.DumpLogs(t, w, 60)
-		}
-		w.Close()
-	})
-	if seed {
-		if err := w.Seed(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return w
+	return e2etest.World(t, labPrefix, o, seed)
 }
 
 // ctl runs calicoctl on h and fails the test on error.

@@ -43,6 +43,11 @@ func (k *Calls) Do(ctx context.Context, fn func(context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if k == nil {
+		// A Client built around a raw etcd client (tests) has no keeper:
+		// every call still gets OpTimeout, nothing is remembered.
+		k = &Calls{}
+	}
 	limit := OpTimeout
 	if k.silent.Load() {
 		limit = QuickTimeout

@@ -138,7 +138,11 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	iface := api.WorkloadIfaceName(req.Node, req.Name)
 	fail := func(err error) (api.Endpoint, error) {
 		if lerr := c.removeLeftovers(context.WithoutCancel(ctx), req.Node, req.Name, nil); lerr != nil {
-			err = errors.Join(err, fmt.Errorf("undo: %w", lerr))
+			// One line: the cause first. An undo that met the same silent
+			// datastore adds nothing the caller's hint does not say.
+			if !(errors.Is(err, datastore.ErrUnreachable) && errors.Is(lerr, datastore.ErrUnreachable)) {
+				err = fmt.Errorf("%w; undo: %v", err, lerr)
+			}
 		}
 		return api.Endpoint{}, err
 	}

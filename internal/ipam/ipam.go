@@ -18,7 +18,6 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -28,8 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
@@ -42,11 +39,11 @@ const maxAttempts = 100
 
 // IPAM is the address allocator. It is safe for concurrent use.
 type IPAM struct {
-	cli *clientv3.Client
-	// calls bounds every etcd call (see datastore.Calls): a caller's
-	// context may have no deadline at all (calicoctl's has none, and undo
-	// steps run without cancellation), and a frozen etcd must not hang them.
-	calls *datastore.Calls
+	// store runs the transactions. It bounds every call (see
+	// datastore.Calls): a caller's context may have no deadline at all
+	// (calicoctl's has none, and undo steps run without cancellation), and
+	// a frozen etcd must not hang them.
+	store Store
 
 	mu sync.Mutex
 	// nodeLocks serializes AutoAssign per node within this process. Callers
@@ -70,14 +67,19 @@ type IPAM struct {
 // race to another writer and were retried.
 func (m *IPAM) Conflicts() uint64 { return m.conflicts.Load() }
 
-// New returns an allocator using cli, with its calls bounded by calls (that
-// of the datastore client on the same connection, so both learn together
-// that etcd stopped answering); nil gives the allocator a keeper of its own.
-func New(cli *clientv3.Client, calls *datastore.Calls) *IPAM {
-	if calls == nil {
-		calls = datastore.NewCalls(strings.Join(cli.Endpoints(), ","))
-	}
-	return &IPAM{cli: cli, calls: calls, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
+// Store is what the allocator needs of the datastore: reads that see one
+// revision, and writes applied together only while the revisions they were
+// planned from still hold. *datastore.Client is one, and bounds each call
+// with its deadlines (shared with every other user of the connection, so
+// all learn together that etcd stopped answering).
+type Store interface {
+	Read(ctx context.Context, reads ...datastore.Read) ([][]datastore.Record, int64, error)
+	Commit(ctx context.Context, guards []datastore.Guard, writes []datastore.Write) (bool, error)
+}
+
+// New returns an allocator whose transactions store runs.
+func New(store Store) *IPAM {
+	return &IPAM{store: store, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
 }
 
 type cachedBlock struct {
@@ -150,7 +152,7 @@ func (m *IPAM) Assign(ctx context.Context, ip netip.Addr, handle, node string) e
 	defer unlock()
 	hkey := datastore.HandleKey(handle)
 	return m.retry(ctx, func() (bool, error) {
-		r, err := m.read(ctx, getPrefix(datastore.PrefixPools), clientv3.OpGet(hkey))
+		r, err := m.read(ctx, datastore.ReadPrefix(datastore.PrefixPools), datastore.ReadKey(hkey))
 		if err != nil {
 			return false, err
 		}
@@ -231,9 +233,9 @@ func (m *IPAM) AutoAssign(ctx context.Context, handle, node string, family int, 
 func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family int, restrict []netip.Prefix) (ip netip.Addr, done bool, err error) {
 	hkey := datastore.HandleKey(handle)
 	r, err := m.read(ctx,
-		getPrefix(datastore.PrefixPools),
-		getPrefix(datastore.AffinityPrefix(node)),
-		clientv3.OpGet(hkey))
+		datastore.ReadPrefix(datastore.PrefixPools),
+		datastore.ReadPrefix(datastore.AffinityPrefix(node)),
+		datastore.ReadKey(hkey))
 	if err != nil {
 		return ip, false, err
 	}
@@ -247,7 +249,7 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 	}
 
 	// 1. The node's own blocks: the common case, touching only its keys.
-	var gets []clientv3.Op
+	var gets []datastore.Read
 	for _, kv := range r[1] {
 		c := parseClaimKV(kv.key, kv.value, kv.rev)
 		p, err := netip.ParsePrefix(c.cidr)
@@ -255,7 +257,7 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 			continue
 		}
 		if _, ok := poolForBlock(cands, p); ok {
-			gets = append(gets, clientv3.OpGet(datastore.BlockKey(p.String())))
+			gets = append(gets, datastore.ReadKey(datastore.BlockKey(p.String())))
 		}
 	}
 	if len(gets) > 0 {
@@ -287,7 +289,7 @@ func (m *IPAM) tryAutoAssign(ctx context.Context, handle, node string, family in
 
 	// The rest needs every block: rare (once per block's worth of
 	// assignments, or when the pools are nearly full).
-	rb, err := m.read(ctx, getPrefix(datastore.PrefixBlocks))
+	rb, err := m.read(ctx, datastore.ReadPrefix(datastore.PrefixBlocks))
 	if err != nil {
 		return ip, false, err
 	}
@@ -382,13 +384,13 @@ func freeIn(pool poolInfo, st *blockState) int {
 func (m *IPAM) allocate(ctx context.Context, pool poolInfo, sb storedBlock, ord int, handle string, h storedHandle, adopt string) (netip.Addr, bool, error) {
 	ip := sb.st.addr(ord)
 	rec := sb.st.with(ord, handle)
-	cmps := []clientv3.Cmp{revIs(sb.key, sb.rev), revIs(h.key, h.rev), revIs(pool.key, pool.rev)}
-	var ops []clientv3.Op
+	cmps := []datastore.Guard{datastore.Unchanged(sb.key, sb.rev), datastore.Unchanged(h.key, h.rev), datastore.Unchanged(pool.key, pool.rev)}
+	var ops []datastore.Write
 	if adopt != "" {
 		rec.Affinity = adopt
-		ops = append(ops, clientv3.OpPut(datastore.AffinityKey(adopt, rec.CIDR), rec.CIDR))
+		ops = append(ops, datastore.WriteValue(datastore.AffinityKey(adopt, rec.CIDR), rec.CIDR))
 	}
-	ops = append(ops, putJSON(sb.key, rec), putJSON(h.key, h.withIP(handle, ip)))
+	ops = append(ops, datastore.WriteJSON(sb.key, rec), datastore.WriteJSON(h.key, h.withIP(handle, ip)))
 	ok, err := m.commit(ctx, cmps, ops)
 	return ip, ok, err
 }
@@ -400,11 +402,11 @@ func (m *IPAM) claimAndAllocate(ctx context.Context, pool poolInfo, st *blockSta
 	ip := st.addr(ord)
 	cidr := st.prefix.String()
 	bkey := datastore.BlockKey(cidr)
-	cmps := []clientv3.Cmp{revIs(bkey, 0), revIs(h.key, h.rev), revIs(pool.key, pool.rev)}
-	ops := []clientv3.Op{
-		putJSON(bkey, st.with(ord, handle)),
-		clientv3.OpPut(datastore.AffinityKey(node, cidr), cidr),
-		putJSON(h.key, h.withIP(handle, ip)),
+	cmps := []datastore.Guard{datastore.Unchanged(bkey, 0), datastore.Unchanged(h.key, h.rev), datastore.Unchanged(pool.key, pool.rev)}
+	ops := []datastore.Write{
+		datastore.WriteJSON(bkey, st.with(ord, handle)),
+		datastore.WriteValue(datastore.AffinityKey(node, cidr), cidr),
+		datastore.WriteJSON(h.key, h.withIP(handle, ip)),
 	}
 	ok, err := m.commit(ctx, cmps, ops)
 	return ip, ok, err
@@ -456,18 +458,18 @@ func (m *IPAM) release(ctx context.Context, ip netip.Addr, handle string) (strin
 			return false, errorf(ErrNotHolder, "%s is held by %s, not by %s; left assigned", ip, owner, handle)
 		}
 		hkey := datastore.HandleKey(owner)
-		r, err := m.read(ctx, clientv3.OpGet(hkey))
+		r, err := m.read(ctx, datastore.ReadKey(hkey))
 		if err != nil {
 			return false, err
 		}
 		// The block's revision guards the owner we checked: if the address
 		// changed hands since the read, the write fails and we look again.
-		cmps := []clientv3.Cmp{revIs(sb.key, sb.rev)}
+		cmps := []datastore.Guard{datastore.Unchanged(sb.key, sb.rev)}
 		ops := blockOps(*sb, sb.st.without(ord))
 		// A missing or unreadable handle record must not keep the address
 		// stuck; the block is what decides whether it is free.
 		if h, err := handleFrom(hkey, r[0]); err == nil {
-			cmps = append(cmps, revIs(hkey, h.rev))
+			cmps = append(cmps, datastore.Unchanged(hkey, h.rev))
 			if h.rev != 0 {
 				ops = append(ops, handleOp(hkey, h.withoutIPs(ip)))
 			}
@@ -487,13 +489,13 @@ func (m *IPAM) release(ctx context.Context, ip netip.Addr, handle string) (strin
 // blackhole route and a BGP announcement for addresses nobody uses, and keep
 // the pool from being removed cleanly. A host that needs addresses again
 // claims a block anew, which costs one transaction.
-func blockOps(sb storedBlock, rec api.Block) []clientv3.Op {
+func blockOps(sb storedBlock, rec api.Block) []datastore.Write {
 	if len(rec.Allocations) > 0 {
-		return []clientv3.Op{putJSON(sb.key, rec)}
+		return []datastore.Write{datastore.WriteJSON(sb.key, rec)}
 	}
-	ops := []clientv3.Op{clientv3.OpDelete(sb.key)}
+	ops := []datastore.Write{datastore.WriteDelete(sb.key)}
 	if rec.Affinity != "" {
-		ops = append(ops, clientv3.OpDelete(datastore.AffinityKey(rec.Affinity, sb.st.prefix.String())))
+		ops = append(ops, datastore.WriteDelete(datastore.AffinityKey(rec.Affinity, sb.st.prefix.String())))
 	}
 	return ops
 }
@@ -516,7 +518,7 @@ func (m *IPAM) releaseHandle(ctx context.Context, handle string, guard *orphanGu
 	var released []netip.Addr
 	err := m.retry(ctx, func() (bool, error) {
 		released = nil
-		r, err := m.read(ctx, append([]clientv3.Op{clientv3.OpGet(hkey)}, guard.reads()...)...)
+		r, err := m.read(ctx, append([]datastore.Read{datastore.ReadKey(hkey)}, guard.reads()...)...)
 		if err != nil {
 			return false, err
 		}
@@ -562,13 +564,13 @@ func (m *IPAM) releaseHandle(ctx context.Context, handle string, guard *orphanGu
 				released = append(released, a)
 			}
 		}
-		cmps := append([]clientv3.Cmp{revIs(hkey, h.rev)}, guard.cmps()...)
-		ops := []clientv3.Op{clientv3.OpDelete(hkey)}
+		cmps := append([]datastore.Guard{datastore.Unchanged(hkey, h.rev)}, guard.cmps()...)
+		ops := []datastore.Write{datastore.WriteDelete(hkey)}
 		for _, c := range changes {
 			if len(c.ords) == 0 {
 				continue
 			}
-			cmps = append(cmps, revIs(c.sb.key, c.sb.rev))
+			cmps = append(cmps, datastore.Unchanged(c.sb.key, c.sb.rev))
 			ops = append(ops, blockOps(c.sb, c.sb.st.without(c.ords...))...)
 		}
 		return m.commit(ctx, cmps, ops)
@@ -582,7 +584,7 @@ func (m *IPAM) releaseHandle(ctx context.Context, handle string, guard *orphanGu
 
 // blockOf returns the block holding ip, or nil when there is none.
 func (m *IPAM) blockOf(ctx context.Context, ip netip.Addr) (*storedBlock, error) {
-	r, err := m.read(ctx, getPrefix(datastore.PrefixPools))
+	r, err := m.read(ctx, datastore.ReadPrefix(datastore.PrefixPools))
 	if err != nil {
 		return nil, err
 	}
@@ -602,7 +604,7 @@ func (m *IPAM) blockOf(ctx context.Context, ip netip.Addr) (*storedBlock, error)
 // creating expect would then make an address belong to two blocks.
 func (m *IPAM) locateBlock(ctx context.Context, ip netip.Addr, expect netip.Prefix) (sb *storedBlock, clash netip.Prefix, err error) {
 	get := func(key string) (*storedBlock, error) {
-		r, err := m.read(ctx, clientv3.OpGet(key))
+		r, err := m.read(ctx, datastore.ReadKey(key))
 		if err != nil || len(r[0]) == 0 {
 			return nil, err
 		}
@@ -621,7 +623,7 @@ func (m *IPAM) locateBlock(ctx context.Context, ip netip.Addr, expect netip.Pref
 			return b, netip.Prefix{}, err
 		}
 	}
-	r, err := m.read(ctx, clientv3.OpGet(datastore.PrefixBlocks, clientv3.WithPrefix(), clientv3.WithKeysOnly()))
+	r, err := m.read(ctx, datastore.ReadKeysUnder(datastore.PrefixBlocks))
 	if err != nil {
 		return nil, netip.Prefix{}, err
 	}
@@ -681,7 +683,7 @@ func (m *IPAM) BlocksOf(ctx context.Context, node string) ([]string, error) {
 	if err := checkName("node name", node); err != nil {
 		return nil, err
 	}
-	r, err := m.read(ctx, getPrefix(datastore.AffinityPrefix(node)))
+	r, err := m.read(ctx, datastore.ReadPrefix(datastore.AffinityPrefix(node)))
 	if err != nil {
 		return nil, err
 	}
@@ -700,7 +702,7 @@ func (m *IPAM) BlocksOf(ctx context.Context, node string) ([]string, error) {
 }
 
 func (m *IPAM) allBlocks(ctx context.Context) ([]storedBlock, error) {
-	r, err := m.read(ctx, getPrefix(datastore.PrefixBlocks))
+	r, err := m.read(ctx, datastore.ReadPrefix(datastore.PrefixBlocks))
 	if err != nil {
 		return nil, err
 	}
@@ -721,7 +723,7 @@ func (m *IPAM) Info(ctx context.Context, ip netip.Addr) (IPInfo, error) {
 	if err != nil {
 		return IPInfo{}, err
 	}
-	r, err := m.read(ctx, getPrefix(datastore.PrefixPools))
+	r, err := m.read(ctx, datastore.ReadPrefix(datastore.PrefixPools))
 	if err != nil {
 		return IPInfo{}, err
 	}
@@ -787,9 +789,9 @@ const maxPoolRemoveOps = 100
 func (m *IPAM) RemovePool(ctx context.Context, poolKey string, force bool) (inUse int, err error) {
 	err = m.retry(ctx, func() (bool, error) {
 		r, rev, err := m.readAt(ctx,
-			clientv3.OpGet(poolKey),
-			getPrefix(datastore.PrefixBlocks),
-			getPrefix(datastore.PrefixAffinities))
+			datastore.ReadKey(poolKey),
+			datastore.ReadPrefix(datastore.PrefixBlocks),
+			datastore.ReadPrefix(datastore.PrefixAffinities))
 		if err != nil {
 			return false, err
 		}
@@ -799,7 +801,7 @@ func (m *IPAM) RemovePool(ctx context.Context, poolKey string, force bool) (inUs
 		pool := parsePool(r[0][0].key, r[0][0].value, r[0][0].rev)
 		if !pool.prefix.IsValid() {
 			// An undecodable pool holds no blocks we could recognise.
-			return m.commit(ctx, []clientv3.Cmp{revIs(poolKey, pool.rev)}, []clientv3.Op{clientv3.OpDelete(poolKey)})
+			return m.commit(ctx, []datastore.Guard{datastore.Unchanged(poolKey, pool.rev)}, []datastore.Write{datastore.WriteDelete(poolKey)})
 		}
 		var blocks []storedBlock
 		for _, e := range r[1] {
@@ -816,12 +818,12 @@ func (m *IPAM) RemovePool(ctx context.Context, poolKey string, force bool) (inUs
 			claims = append(claims, parseClaimKV(e.key, e.value, e.rev))
 		}
 		groups := poolRemovalOps(pool, blocks, claims)
-		var ops []clientv3.Op
-		var cmps []clientv3.Cmp
+		var ops []datastore.Write
+		var cmps []datastore.Guard
 		for len(groups) > 0 && len(ops)+len(groups[0].ops) <= maxPoolRemoveOps {
 			ops = append(ops, groups[0].ops...)
 			if groups[0].block != nil {
-				cmps = append(cmps, revIs(groups[0].block.key, groups[0].block.rev))
+				cmps = append(cmps, datastore.Unchanged(groups[0].block.key, groups[0].block.rev))
 			}
 			groups = groups[1:]
 		}
@@ -834,11 +836,11 @@ func (m *IPAM) RemovePool(ctx context.Context, poolKey string, force bool) (inUs
 			}
 			return false, nil
 		}
-		cmps = []clientv3.Cmp{
-			revIs(poolKey, pool.rev),
-			clientv3.Compare(clientv3.ModRevision(datastore.PrefixBlocks), "<", rev+1).WithPrefix(),
+		cmps = []datastore.Guard{
+			datastore.Unchanged(poolKey, pool.rev),
+			datastore.NoneChangedAfter(datastore.PrefixBlocks, rev),
 		}
-		return m.commit(ctx, cmps, append([]clientv3.Op{clientv3.OpDelete(poolKey)}, ops...))
+		return m.commit(ctx, cmps, append([]datastore.Write{datastore.WriteDelete(poolKey)}, ops...))
 	})
 	return inUse, err
 }
@@ -847,7 +849,7 @@ func (m *IPAM) RemovePool(ctx context.Context, poolKey string, force bool) (inUs
 // claim left without its block.
 type removal struct {
 	block *storedBlock
-	ops   []clientv3.Op
+	ops   []datastore.Write
 }
 
 // poolRemovalOps plans the deletion of the pool's empty blocks with their
@@ -864,11 +866,11 @@ func poolRemovalOps(pool poolInfo, blocks []storedBlock, claims []claim) []remov
 			continue
 		}
 		gone[sb.st.prefix] = true
-		r := removal{block: sb, ops: []clientv3.Op{clientv3.OpDelete(sb.key)}}
+		r := removal{block: sb, ops: []datastore.Write{datastore.WriteDelete(sb.key)}}
 		if sb.st.rec.Affinity != "" {
 			k := datastore.AffinityKey(sb.st.rec.Affinity, sb.st.prefix.String())
 			deleted[k] = true
-			r.ops = append(r.ops, clientv3.OpDelete(k))
+			r.ops = append(r.ops, datastore.WriteDelete(k))
 		}
 		out = append(out, r)
 	}
@@ -877,7 +879,7 @@ func poolRemovalOps(pool poolInfo, blocks []storedBlock, claims []claim) []remov
 		if err != nil || deleted[c.key] || existing[p] && !gone[p] || !pool.containsBlock(p) {
 			continue
 		}
-		out = append(out, removal{ops: []clientv3.Op{clientv3.OpDelete(c.key)}})
+		out = append(out, removal{ops: []datastore.Write{datastore.WriteDelete(c.key)}})
 	}
 	return out
 }
@@ -907,10 +909,10 @@ func countInPrefix(blocks []storedBlock, p netip.Prefix) int {
 // held by any other handle are reported as leaked. nil skips leak detection.
 func (m *IPAM) Check(ctx context.Context, liveHandles map[string]bool) (CheckReport, error) {
 	r, err := m.read(ctx,
-		getPrefix(datastore.PrefixPools),
-		getPrefix(datastore.PrefixBlocks),
-		getPrefix(datastore.PrefixHandles),
-		getPrefix(datastore.PrefixAffinities))
+		datastore.ReadPrefix(datastore.PrefixPools),
+		datastore.ReadPrefix(datastore.PrefixBlocks),
+		datastore.ReadPrefix(datastore.PrefixHandles),
+		datastore.ReadPrefix(datastore.PrefixAffinities))
 	if err != nil {
 		return CheckReport{}, err
 	}
@@ -935,7 +937,7 @@ func (m *IPAM) ReleaseNodeBlocks(ctx context.Context, node string) error {
 		return err
 	}
 	return m.retry(ctx, func() (bool, error) {
-		r, err := m.read(ctx, getPrefix(datastore.PrefixBlocks), getPrefix(datastore.AffinityPrefix(node)))
+		r, err := m.read(ctx, datastore.ReadPrefix(datastore.PrefixBlocks), datastore.ReadPrefix(datastore.AffinityPrefix(node)))
 		if err != nil {
 			return false, err
 		}
@@ -950,21 +952,21 @@ func (m *IPAM) ReleaseNodeBlocks(ctx context.Context, node string) error {
 			claims = append(claims, parseClaimKV(kv.key, kv.value, kv.rev))
 		}
 		for _, s := range planNodeRelease(node, blocks, claims) {
-			var cmps []clientv3.Cmp
-			var ops []clientv3.Op
+			var cmps []datastore.Guard
+			var ops []datastore.Write
 			if s.block != nil {
-				cmps = append(cmps, revIs(s.block.key, s.block.rev))
+				cmps = append(cmps, datastore.Unchanged(s.block.key, s.block.rev))
 				if s.deleteBlock {
-					ops = append(ops, clientv3.OpDelete(s.block.key))
+					ops = append(ops, datastore.WriteDelete(s.block.key))
 				} else {
 					rec := s.block.st.rec
 					rec.Affinity = ""
-					ops = append(ops, putJSON(s.block.key, rec))
+					ops = append(ops, datastore.WriteJSON(s.block.key, rec))
 				}
 			}
 			if s.claim != nil {
-				cmps = append(cmps, revIs(s.claim.key, s.claim.rev))
-				ops = append(ops, clientv3.OpDelete(s.claim.key))
+				cmps = append(cmps, datastore.Unchanged(s.claim.key, s.claim.rev))
+				ops = append(ops, datastore.WriteDelete(s.claim.key))
 			}
 			ok, err := m.commit(ctx, cmps, ops)
 			if err != nil || !ok {
@@ -1022,40 +1024,33 @@ type kv struct {
 }
 
 // read runs gets in one transaction, so they see one revision.
-func (m *IPAM) read(ctx context.Context, gets ...clientv3.Op) ([][]kv, error) {
+func (m *IPAM) read(ctx context.Context, gets ...datastore.Read) ([][]kv, error) {
 	out, _, err := m.readAt(ctx, gets...)
 	return out, err
 }
 
 // readAt is read that also returns the revision the gets saw.
-func (m *IPAM) readAt(ctx context.Context, gets ...clientv3.Op) ([][]kv, int64, error) {
-	var resp *clientv3.TxnResponse
-	err := m.calls.Do(ctx, func(ctx context.Context) (err error) {
-		resp, err = m.cli.Txn(ctx).Then(gets...).Commit()
-		return err
-	})
+func (m *IPAM) readAt(ctx context.Context, gets ...datastore.Read) ([][]kv, int64, error) {
+	recs, rev, err := m.store.Read(ctx, gets...)
 	if errors.Is(err, datastore.ErrUnreachable) {
 		return nil, 0, err // already says what to do
 	} else if err != nil {
 		return nil, 0, fmt.Errorf("reading IPAM data from etcd: %w", err)
 	}
-	out := make([][]kv, len(resp.Responses))
-	for i, r := range resp.Responses {
-		for _, e := range r.GetResponseRange().GetKvs() {
-			out[i] = append(out[i], kv{key: string(e.Key), value: e.Value, rev: e.ModRevision})
+	out := make([][]kv, len(recs))
+	for i, r := range recs {
+		out[i] = make([]kv, len(r))
+		for j, e := range r {
+			out[i][j] = kv{key: e.Key, value: e.Value, rev: e.Rev}
 		}
 	}
-	return out, resp.Header.Revision, nil
+	return out, rev, nil
 }
 
 // commit runs a guarded write; false means a guard failed (someone else
 // wrote first) and nothing was written.
-func (m *IPAM) commit(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (bool, error) {
-	var resp *clientv3.TxnResponse
-	err := m.calls.Do(ctx, func(ctx context.Context) (err error) {
-		resp, err = m.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		return err
-	})
+func (m *IPAM) commit(ctx context.Context, cmps []datastore.Guard, ops []datastore.Write) (bool, error) {
+	ok, err := m.store.Commit(ctx, cmps, ops)
 	if errors.Is(err, datastore.ErrUnreachable) {
 		// A write that timed out may or may not have been applied; either
 		// way the state is consistent (one transaction), and `calicoctl
@@ -1064,32 +1059,15 @@ func (m *IPAM) commit(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.O
 	} else if err != nil {
 		return false, fmt.Errorf("writing IPAM data to etcd: %w", err)
 	}
-	return resp.Succeeded, nil
-}
-
-func getPrefix(p string) clientv3.Op { return clientv3.OpGet(p, clientv3.WithPrefix()) }
-
-// revIs guards a write on key still being at the revision read; rev 0 means
-// the key was absent and must still be.
-func revIs(key string, rev int64) clientv3.Cmp {
-	if rev == 0 {
-		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-	}
-	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-}
-
-func putJSON(key string, v any) clientv3.Op {
-	// The api types marshal without error (no channels, funcs or NaNs).
-	b, _ := json.Marshal(v)
-	return clientv3.OpPut(key, string(b))
+	return ok, nil
 }
 
 // handleOp writes a handle record, deleting it once it holds nothing.
-func handleOp(key string, h api.Handle) clientv3.Op {
+func handleOp(key string, h api.Handle) datastore.Write {
 	if len(h.IPs) == 0 {
-		return clientv3.OpDelete(key)
+		return datastore.WriteDelete(key)
 	}
-	return putJSON(key, h)
+	return datastore.WriteJSON(key, h)
 }
 
 // handleFrom decodes a handle read by a single-key get.

@@ -210,7 +210,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("datastore %s: %w", where, err)
 	}
-	c := &Client{etcd: cli, cfg: cfg, calls: NewCalls(where), log: slog.Default()}
+	c := &Client{etcd: cli, cfg: cfg, calls: newCalls(where), log: slog.Default()}
 	err = c.calls.Do(ctx, func(ctx context.Context) error {
 		_, err := cli.Get(ctx, KeyBGPConfig)
 		return err
@@ -233,7 +233,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 func Adopt(cli *clientv3.Client) *Client {
 	eps := cli.Endpoints()
 	where := strings.Join(eps, ",")
-	return &Client{etcd: cli, cfg: Config{Endpoints: eps}, calls: NewCalls(where), log: slog.Default()}
+	return &Client{etcd: cli, cfg: Config{Endpoints: eps}, calls: newCalls(where), log: slog.Default()}
 }
 
 // SetLogger sends the client's warnings (records skipped because they do
@@ -249,10 +249,6 @@ func (c *Client) Where() string { return strings.Join(c.cfg.Endpoints, ",") }
 // Config is how this client was connected (endpoints and TLS files), for
 // programs it starts that must reach the same datastore.
 func (c *Client) Config() Config { return c.cfg }
-
-// Calls is this client's deadline keeper, for other users of the same
-// connection (IPAM) to share.
-func (c *Client) Calls() *Calls { return c.calls }
 
 // GetRaw reads one key: its value and mod revision.
 func (c *Client) GetRaw(ctx context.Context, key string) ([]byte, int64, error) {

@@ -1,6 +1,9 @@
 // Package datastore is the etcd v3 side of the project: connection settings
-// from the environment, the key layout, typed reads and writes with
-// compare-and-swap, a watch that resyncs, and the embedded etcd server.
+// from the environment, the key layout (keys.go), typed reads and writes
+// with compare-and-swap, multi-key transactions in its own vocabulary
+// (txn.go: Read, Guard, Write), a deadline on every call (deadline.go), a
+// watch that resyncs (syncer.go), and the embedded etcd server. No other
+// package holds an etcd client: this one is where etcd stops.
 package datastore
 
 import (

@@ -106,7 +106,7 @@ func connectIn(ctx context.Context, ns *lab.Netns, endpoint string) (*client.Cli
 		cli.Close()
 		return nil, fmt.Errorf("bench: datastore %s does not answer from %s: %w", endpoint, ns.Name, err)
 	}
-	return client.New(&datastore.Client{Client: cli}), nil
+	return client.New(datastore.Adopt(cli)), nil
 }
 
 // addWorkload makes a namespace on h and attaches it through the in-process

@@ -99,7 +99,7 @@ func (c *Client) Peers(ctx context.Context, node string, family int) ([]api.BGPP
 		if _, err := c.Node(ctx, node); err != nil {
 			return nil, err
 		}
-		prefix = datastore.PrefixHosts + node + "/bgp/peer/"
+		prefix = datastore.NodePeerPrefix(node)
 	}
 	kvs, err := datastore.List[api.BGPPeer](ctx, c.DS, prefix)
 	if err != nil {

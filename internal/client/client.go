@@ -24,7 +24,7 @@ type Client struct {
 
 // New wraps a connected datastore client.
 func New(ds *datastore.Client) *Client {
-	return &Client{DS: ds, IPAM: ipam.New(ds.Client, ds.Calls())}
+	return &Client{DS: ds, IPAM: ipam.New(ds)}
 }
 
 // Connect reads the datastore settings (flag, then environment) and connects.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"strings"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
@@ -33,7 +32,7 @@ func (c *Client) nodeRecords(ctx context.Context) ([]api.Node, error) {
 	}
 	var out []api.Node
 	for _, kv := range kvs {
-		if strings.HasSuffix(kv.Key, "/node") {
+		if datastore.IsNodeKey(kv.Key) {
 			out = append(out, kv.Value)
 		}
 	}
@@ -80,7 +79,7 @@ func (c *Client) Nodes(ctx context.Context) ([]NodeView, error) {
 	}
 	var out []NodeView
 	for _, kv := range kvs {
-		if !strings.HasSuffix(kv.Key, "/node") {
+		if !datastore.IsNodeKey(kv.Key) {
 			continue
 		}
 		out = append(out, NodeView{Node: kv.Value, Status: byNode[kv.Value.Name]})
@@ -138,7 +137,7 @@ func (c *Client) RemoveNode(ctx context.Context, name string, force bool) error 
 	if err := c.IPAM.ReleaseNodeBlocks(ctx, name); err != nil {
 		return err
 	}
-	for _, p := range append(prefixes, datastore.PrefixHosts+name+"/") {
+	for _, p := range append(prefixes, datastore.HostPrefix(name)) {
 		if err := c.DS.DeletePrefix(ctx, p); err != nil {
 			return err
 		}

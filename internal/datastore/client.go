@@ -1,6 +1,11 @@
 // Package datastore is the etcd v3 side of the project: connection settings
-// from the environment, the key layout, typed reads and writes with
-// compare-and-swap, a watch that resyncs, and the embedded etcd server.
+// from the environment, the key layout (keys.go), typed reads and writes
+// with compare-and-swap, multi-key transactions in its own vocabulary
+// (txn.go: Read, Guard, Write), a deadline on every call (deadline.go), a
+// watch that resyncs (syncer.go), and the embedded etcd server. This is
+// where etcd stops: other packages get a Client (the bench, which must dial
+// from inside a namespace, hands its own etcd client to Adopt), and only
+// tests touch etcd directly.
 package datastore
 
 import (
@@ -9,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -157,13 +163,16 @@ func validHost(h string) bool {
 	return true
 }
 
-// Client is a connection to the datastore. Its methods bound every call
-// (see Calls); the embedded etcd client is for watches, which are meant to
-// outlive any deadline.
+// Client is a connection to the datastore. Every call it makes is bounded
+// (see Calls), except the syncer's watch, which is meant to outlive any
+// deadline. The etcd client stays inside: callers read and write records
+// through typed operations (Get, List, Create, CAS, Update, DeleteKey, and
+// Read and Commit for multi-key transactions), never etcd's own.
 type Client struct {
-	*clientv3.Client
+	etcd  *clientv3.Client
 	cfg   Config
 	calls *Calls
+	log   *slog.Logger
 }
 
 // ErrNotFound is returned by Get when the key does not exist.
@@ -206,7 +215,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("datastore %s: %w", where, err)
 	}
-	c := &Client{Client: cli, cfg: cfg, calls: NewCalls(where)}
+	c := &Client{etcd: cli, cfg: cfg, calls: newCalls(where), log: slog.Default()}
 	err = c.calls.Do(ctx, func(ctx context.Context) error {
 		_, err := cli.Get(ctx, KeyBGPConfig)
 		return err
@@ -224,6 +233,21 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Adopt makes a Client of an etcd client connected some other way (the
+// bench dials from inside a network namespace; tests dial a lab's etcd).
+func Adopt(cli *clientv3.Client) *Client {
+	eps := cli.Endpoints()
+	where := strings.Join(eps, ",")
+	return &Client{etcd: cli, cfg: Config{Endpoints: eps}, calls: newCalls(where), log: slog.Default()}
+}
+
+// SetLogger sends the client's warnings (records skipped because they do
+// not decode) to log instead of slog's default logger.
+func (c *Client) SetLogger(log *slog.Logger) { c.log = log }
+
+// Close ends the connection.
+func (c *Client) Close() error { return c.etcd.Close() }
+
 // Where names the datastore for messages.
 func (c *Client) Where() string { return strings.Join(c.cfg.Endpoints, ",") }
 
@@ -231,15 +255,11 @@ func (c *Client) Where() string { return strings.Join(c.cfg.Endpoints, ",") }
 // programs it starts that must reach the same datastore.
 func (c *Client) Config() Config { return c.cfg }
 
-// Calls is this client's deadline keeper, for other users of the same
-// connection (IPAM) to share.
-func (c *Client) Calls() *Calls { return c.calls }
-
 // GetRaw reads one key: its value and mod revision.
 func (c *Client) GetRaw(ctx context.Context, key string) ([]byte, int64, error) {
 	var resp *clientv3.GetResponse
 	err := c.calls.Do(ctx, func(ctx context.Context) (err error) {
-		resp, err = c.Get(ctx, key)
+		resp, err = c.etcd.Get(ctx, key)
 		return err
 	})
 	if err != nil {
@@ -276,7 +296,7 @@ type KV[T any] struct {
 func List[T any](ctx context.Context, c *Client, prefix string) ([]KV[T], error) {
 	var resp *clientv3.GetResponse
 	err := c.calls.Do(ctx, func(ctx context.Context) (err error) {
-		resp, err = c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		resp, err = c.etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 		return err
 	})
 	if err != nil {
@@ -293,7 +313,8 @@ func List[T any](ctx context.Context, c *Client, prefix string) ([]KV[T], error)
 		out = append(out, KV[T]{Key: string(kv.Key), Value: v, Rev: kv.ModRevision})
 	}
 	if len(bad) > 0 {
-		fmt.Fprintf(os.Stderr, "warning: skipped %d undecodable datastore record(s): %s\n", len(bad), strings.Join(bad, ", "))
+		// A library does not print: the program decides where this goes.
+		c.log.Warn("skipped undecodable datastore records", "count", len(bad), "keys", strings.Join(bad, ", "))
 	}
 	return out, nil
 }
@@ -305,7 +326,7 @@ func (c *Client) Put(ctx context.Context, key string, v any) error {
 		return err
 	}
 	return c.calls.Do(ctx, func(ctx context.Context) error {
-		_, err := c.Client.Put(ctx, key, string(raw))
+		_, err := c.etcd.Put(ctx, key, string(raw))
 		return err
 	})
 }
@@ -321,20 +342,16 @@ func (c *Client) CAS(ctx context.Context, key string, rev int64, v any) error {
 	if err != nil {
 		return err
 	}
-	return c.txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpPut(key, string(raw)))
+	return c.guarded(ctx, Unchanged(key, rev), Write{key: key, value: string(raw)})
 }
 
-// txn runs one guarded operation; ErrConflict when the guard failed.
-func (c *Client) txn(ctx context.Context, cmp clientv3.Cmp, op clientv3.Op) error {
-	var resp *clientv3.TxnResponse
-	err := c.calls.Do(ctx, func(ctx context.Context) (err error) {
-		resp, err = c.Txn(ctx).If(cmp).Then(op).Commit()
-		return err
-	})
+// guarded runs one guarded write; ErrConflict when the guard failed.
+func (c *Client) guarded(ctx context.Context, g Guard, w Write) error {
+	ok, err := c.Commit(ctx, []Guard{g}, []Write{w})
 	if err != nil {
 		return err
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return ErrConflict
 	}
 	return nil
@@ -344,11 +361,11 @@ func (c *Client) txn(ctx context.Context, cmp clientv3.Cmp, op clientv3.Op) erro
 func (c *Client) DeleteKey(ctx context.Context, key string, rev int64) error {
 	if rev == 0 {
 		return c.calls.Do(ctx, func(ctx context.Context) error {
-			_, err := c.Delete(ctx, key)
+			_, err := c.etcd.Delete(ctx, key)
 			return err
 		})
 	}
-	return c.txn(ctx, clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpDelete(key))
+	return c.guarded(ctx, Unchanged(key, rev), WriteDelete(key))
 }
 
 // DeletePrefix removes every key under prefix (which must end in '/', so
@@ -358,7 +375,7 @@ func (c *Client) DeletePrefix(ctx context.Context, prefix string) error {
 		return fmt.Errorf("datastore: delete of prefix %q refused: a prefix must end in '/'", prefix)
 	}
 	return c.calls.Do(ctx, func(ctx context.Context) error {
-		_, err := c.Delete(ctx, prefix, clientv3.WithPrefix())
+		_, err := c.etcd.Delete(ctx, prefix, clientv3.WithPrefix())
 		return err
 	})
 }

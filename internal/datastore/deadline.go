@@ -22,9 +22,10 @@ var ErrUnreachable = errors.New("datastore unreachable")
 
 // Calls gives every call to one datastore its deadline: OpTimeout, or the
 // caller's own deadline when that comes sooner, or QuickTimeout while the
-// datastore is known not to answer. The datastore client and the IPAM
-// allocator of one process share one Calls, so what one of them learnt
-// about the datastore the other does not wait to learn again.
+// datastore is known not to answer. Every call of a Client goes through its
+// one Calls, IPAM's transactions included (IPAM's Store is the Client), so
+// what one caller learnt about the datastore the others do not wait to
+// learn again.
 type Calls struct {
 	where string
 	// silent is set when a call ran out of time, and cleared by the next
@@ -32,9 +33,9 @@ type Calls struct {
 	silent atomic.Bool
 }
 
-// NewCalls makes the deadline keeper for the datastore at where (its
+// newCalls makes the deadline keeper for the datastore at where (its
 // endpoints, for messages).
-func NewCalls(where string) *Calls { return &Calls{where: where} }
+func newCalls(where string) *Calls { return &Calls{where: where} }
 
 // Do runs fn with a bounded context. A call that runs out of time returns an
 // UnreachableError (one line, saying what to check); a call the caller

@@ -16,7 +16,8 @@ import "strings"
 //	/calico/v1/ipam/block/<cidr>                  api.Block
 //	/calico/v1/ipam/affinity/<node>/<cidr>        the block's CIDR (a claim by this node)
 //	/calico/v1/ipam/handle/<id>                   api.Handle
-//	/calico/v1/libnetwork/{network,endpoint}/<node>/<id>  the Docker drivers' records
+//	/calico/v1/libnetwork/network/<node>/<id>     the Docker network driver's network
+//	/calico/v1/libnetwork/endpoint/<node>/<id>    the Docker network driver's endpoint
 //
 // A <cidr> is written with '/' replaced by '-' (192.168.100.0-26), so each
 // resource is one path segment.
@@ -47,17 +48,27 @@ func UnescapeCIDR(seg string) string {
 	return seg[:i] + "/" + seg[i+1:]
 }
 
-func PoolKey(cidr string) string     { return PrefixPools + EscapeCIDR(cidr) }
-func ProfileKey(name string) string  { return PrefixProfiles + name }
-func NodeKey(node string) string     { return PrefixHosts + node + "/node" }
-func StatusKey(node string) string   { return PrefixStatus + node }
-func GlobalPeerKey(ip string) string { return PrefixGlobalPeers + ip }
-func BlockKey(cidr string) string    { return PrefixBlocks + EscapeCIDR(cidr) }
-func HandleKey(id string) string     { return PrefixHandles + id }
-func NodePeerKey(node, ip string) string {
-	return PrefixHosts + node + "/bgp/peer/" + ip
+func PoolKey(cidr string) string         { return PrefixPools + EscapeCIDR(cidr) }
+func ProfileKey(name string) string      { return PrefixProfiles + name }
+func NodeKey(node string) string         { return HostPrefix(node) + "node" }
+func StatusKey(node string) string       { return PrefixStatus + node }
+func GlobalPeerKey(ip string) string     { return PrefixGlobalPeers + ip }
+func BlockKey(cidr string) string        { return PrefixBlocks + EscapeCIDR(cidr) }
+func HandleKey(id string) string         { return PrefixHandles + id }
+func NodePeerKey(node, ip string) string { return NodePeerPrefix(node) + ip }
+
+// HostPrefix holds everything of one node: its record, peers and endpoints.
+func HostPrefix(node string) string     { return PrefixHosts + node + "/" }
+func NodePeerPrefix(node string) string { return HostPrefix(node) + "bgp/peer/" }
+
+// IsNodeKey says whether key is a node's record (and not another record
+// under PrefixHosts).
+func IsNodeKey(key string) bool {
+	rest, ok := strings.CutPrefix(key, PrefixHosts)
+	node, tail, found := strings.Cut(rest, "/")
+	return ok && found && node != "" && tail == "node"
 }
-func EndpointPrefix(node string) string { return PrefixHosts + node + "/endpoint/" }
+func EndpointPrefix(node string) string { return HostPrefix(node) + "endpoint/" }
 func EndpointKey(node, workload string) string {
 	return EndpointPrefix(node) + workload
 }
@@ -68,9 +79,21 @@ func AffinityKey(node, cidr string) string {
 
 // PrefixLibnetwork holds the Docker drivers' own records (package libnetwork
 // owns their format); they are per node, so removing a node removes them.
-const PrefixLibnetwork = Root + "libnetwork/"
+const (
+	PrefixLibnetwork          = Root + "libnetwork/"
+	PrefixLibnetworkNetworks  = PrefixLibnetwork + "network/"
+	PrefixLibnetworkEndpoints = PrefixLibnetwork + "endpoint/"
+)
 
-// LibnetworkNodePrefixes are the prefixes of one node's Docker driver records.
+func LibnetworkNetworkPrefix(node string) string  { return PrefixLibnetworkNetworks + node + "/" }
+func LibnetworkEndpointPrefix(node string) string { return PrefixLibnetworkEndpoints + node + "/" }
+func LibnetworkNetworkKey(node, id string) string { return LibnetworkNetworkPrefix(node) + id }
+func LibnetworkEndpointKey(node, id string) string {
+	return LibnetworkEndpointPrefix(node) + id
+}
+
+// LibnetworkNodePrefixes are the prefixes of one node's Docker driver
+// records: its networks, then its endpoints.
 func LibnetworkNodePrefixes(node string) []string {
-	return []string{PrefixLibnetwork + "network/" + node + "/", PrefixLibnetwork + "endpoint/" + node + "/"}
+	return []string{LibnetworkNetworkPrefix(node), LibnetworkEndpointPrefix(node)}
 }

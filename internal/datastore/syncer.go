@@ -45,7 +45,7 @@ func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (in
 	// take longer than a single record, and the syncer retries anyway.
 	octx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
-	resp, err := c.Get(octx, prefix, clientv3.WithPrefix())
+	resp, err := c.etcd.Get(octx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		if isDeadline(err) {
 			return 0, &UnreachableError{Where: c.Where(), After: OpTimeout}
@@ -63,7 +63,7 @@ func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (in
 func (c *Client) follow(ctx context.Context, prefix string, rev int64, h SyncHandler) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := c.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	wch := c.etcd.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	for resp := range wch {
 		// A compacted revision (rpctypes.ErrCompacted) or a lost leader both
 		// end this watch; the caller re-lists, which is always correct.

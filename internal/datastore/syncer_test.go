@@ -83,11 +83,12 @@ func TestSyncFollowsChangesAcrossCompaction(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		ds.Put(ctx, datastore.Root+"c", i)
 	}
-	resp, err := ds.Get(ctx, datastore.Root+"c")
+	raw := etcdtest.Dial(t, url)
+	resp, err := raw.Get(ctx, datastore.Root+"c")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ds.Compact(ctx, resp.Header.Revision); err != nil {
+	if _, err := raw.Compact(ctx, resp.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
 	ds.Put(ctx, datastore.Root+"d", "after")
@@ -154,13 +155,14 @@ func TestSyncEmptyValueIsNotADeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); ds.Close() })
-	if _, err := ds.Client.Put(ctx, datastore.Root+"listed", ""); err != nil {
+	raw := etcdtest.Dial(t, url)
+	if _, err := raw.Put(ctx, datastore.Root+"listed", ""); err != nil {
 		t.Fatal(err)
 	}
 	p := &presence{}
 	go ds.Sync(ctx, datastore.Root, p, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	eventually(t, "snapshot with the empty value present", func() bool { v, known := p.has(datastore.Root + "listed"); return known && v })
-	if _, err := ds.Client.Put(ctx, datastore.Root+"watched", ""); err != nil {
+	if _, err := raw.Put(ctx, datastore.Root+"watched", ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "watched empty value present", func() bool { v, known := p.has(datastore.Root + "watched"); return known && v })

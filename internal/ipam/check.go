@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -199,4 +200,29 @@ func sortedOrdinals(st *blockState) []int {
 	}
 	slices.SortFunc(ords, cmp.Compare[int])
 	return ords
+}
+
+// Check compares blocks, handles and claims at one revision. liveHandles is
+// the set of handles that should exist (those of live endpoints); addresses
+// held by any other handle are reported as leaked. nil skips leak detection.
+func (m *IPAM) Check(ctx context.Context, liveHandles map[string]bool) (CheckReport, error) {
+	r, err := m.read(ctx,
+		datastore.ReadPrefix(datastore.PrefixPools),
+		datastore.ReadPrefix(datastore.PrefixBlocks),
+		datastore.ReadPrefix(datastore.PrefixHandles),
+		datastore.ReadPrefix(datastore.PrefixAffinities))
+	if err != nil {
+		return CheckReport{}, err
+	}
+	s := snapshot{pools: parsePools(r[0])}
+	for _, kv := range r[1] {
+		s.blocks = append(s.blocks, parseBlockKV(kv.key, kv.value, kv.rev))
+	}
+	for _, kv := range r[2] {
+		s.handles = append(s.handles, parseHandleKV(kv.key, kv.value, kv.rev))
+	}
+	for _, kv := range r[3] {
+		s.claims = append(s.claims, parseClaimKV(kv.key, kv.value, kv.rev))
+	}
+	return checkSnapshot(s, liveHandles), nil
 }

@@ -42,7 +42,7 @@ func TestConcurrentAutoAssign(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			// Each worker has its own IPAM, as separate clients would.
-			m := New(cli, nil)
+			m := New(datastore.Adopt(cli))
 			defer func() { conflicts.Add(m.Conflicts()) }()
 			node := fmt.Sprintf("node%d", w%nodes)
 			for i := range each {
@@ -140,7 +140,7 @@ func TestHelperProcess(t *testing.T) {
 		os.Exit(2)
 	}
 	defer cli.Close()
-	m := New(cli, nil)
+	m := New(datastore.Adopt(cli))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n, _ := strconv.Atoi(os.Getenv(envCount))
@@ -171,7 +171,7 @@ func TestMultiProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	m := New(cli, nil)
+	m := New(datastore.Adopt(cli))
 	ctx := context.Background()
 	addPool(t, cli, api.Pool{CIDR: "10.60.0.0/24"})
 
@@ -248,7 +248,7 @@ func TestMultiProcess(t *testing.T) {
 func BenchmarkAutoAssign(b *testing.B) {
 	cli := etcdtest.Client(b)
 	addPool(b, cli, api.Pool{CIDR: "10.0.0.0/8"})
-	m := New(cli, nil)
+	m := New(datastore.Adopt(cli))
 	ctx := context.Background()
 	i := 0
 	b.ReportAllocs()

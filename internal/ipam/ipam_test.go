@@ -23,7 +23,7 @@ func setup(t testing.TB) (*clientv3.Client, *IPAM, context.Context) {
 	cli := etcdtest.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	return cli, New(cli, nil), ctx
+	return cli, New(datastore.Adopt(cli)), ctx
 }
 
 func addPool(t testing.TB, cli *clientv3.Client, p api.Pool) {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/calico-go/calico/internal/datastore"
 )
 
 // ErrNotOrphan: the handle got an owner, or changed, since it was judged
@@ -31,11 +31,11 @@ type orphanGuard struct {
 	rev      int64
 }
 
-func (g *orphanGuard) reads() []clientv3.Op {
+func (g *orphanGuard) reads() []datastore.Read {
 	if g == nil {
 		return nil
 	}
-	return []clientv3.Op{clientv3.OpGet(g.ownerKey, clientv3.WithKeysOnly())}
+	return []datastore.Read{datastore.ReadKey(g.ownerKey)}
 }
 
 func (g *orphanGuard) check(h storedHandle, read [][]kv) error {
@@ -50,9 +50,9 @@ func (g *orphanGuard) check(h storedHandle, read [][]kv) error {
 	return nil
 }
 
-func (g *orphanGuard) cmps() []clientv3.Cmp {
+func (g *orphanGuard) cmps() []datastore.Guard {
 	if g == nil {
 		return nil
 	}
-	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(g.ownerKey), "=", 0)}
+	return []datastore.Guard{datastore.Unchanged(g.ownerKey, 0)}
 }

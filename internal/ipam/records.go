@@ -115,3 +115,24 @@ func sortBlocks(bs []storedBlock) {
 		return strings.Compare(a.key, b.key)
 	})
 }
+
+// handleFrom decodes a handle read by a single-key get.
+func handleFrom(key string, kvs []kv) (storedHandle, error) {
+	if len(kvs) == 0 {
+		return storedHandle{key: key}, nil
+	}
+	h := parseHandleKV(key, kvs[0].value, kvs[0].rev)
+	if h.err != nil {
+		return h, errorf(ErrCorrupt, "%v", h.err)
+	}
+	return h, nil
+}
+
+func parsePools(kvs []kv) []poolInfo {
+	out := make([]poolInfo, 0, len(kvs))
+	for _, e := range kvs {
+		out = append(out, parsePool(e.key, e.value, e.rev))
+	}
+	slices.SortFunc(out, func(a, b poolInfo) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}

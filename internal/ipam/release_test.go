@@ -84,7 +84,7 @@ func TestCallsHaveDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	m := New(cli, nil)
+	m := New(datastore.Adopt(cli))
 	ctx := context.Background() // as calicoctl's: no deadline
 
 	start := time.Now()

@@ -156,7 +156,7 @@ func TestRemovePool(t *testing.T) {
 // that no longer exists).
 func TestRemovePoolRacesAssign(t *testing.T) {
 	cli, m, ctx := setup(t)
-	m2 := New(cli, nil)
+	m2 := New(datastore.Adopt(cli))
 	const rounds = 40
 	both, removed, assigned := 0, 0, 0
 	for i := range rounds {

@@ -12,21 +12,19 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-go/calico/internal/datastore"
 )
 
 // snapshot is every key and value under the project's root.
 func snapshot(t *testing.T, p pair) map[string]string {
 	t.Helper()
-	resp, err := p.c.DS.Client.Get(context.Background(), datastore.Root, clientv3.WithPrefix())
+	r, _, err := p.c.DS.Read(context.Background(), datastore.ReadPrefix(datastore.Root))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := map[string]string{}
-	for _, kv := range resp.Kvs {
-		m[string(kv.Key)] = string(kv.Value)
+	for _, kv := range r[0] {
+		m[kv.Key] = string(kv.Value)
 	}
 	return m
 }

@@ -24,7 +24,7 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot list the engine's calico endpoints, so none are reconciled: %w", err)
 	}
-	recs, err := datastore.List[endpointRecord](ctx, d.c.DS, prefix+"endpoint/"+d.node+"/")
+	recs, err := datastore.List[endpointRecord](ctx, d.c.DS, datastore.LibnetworkEndpointPrefix(d.node))
 	if err != nil {
 		return nil, err
 	}

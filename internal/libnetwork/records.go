@@ -55,11 +55,10 @@ type endpointRecord struct {
 	Claimed   []string `json:"claimed"` // addresses this driver assigned in IPAM (default-IPAM networks)
 }
 
-const prefix = datastore.PrefixLibnetwork
-
-func networkPrefix() string              { return prefix + "network/" }
-func networkKey(node, id string) string  { return prefix + "network/" + node + "/" + id }
-func endpointKey(node, id string) string { return prefix + "endpoint/" + node + "/" + id }
+// The records' keys are part of the datastore's layout (datastore/keys.go).
+func networkPrefix() string              { return datastore.PrefixLibnetworkNetworks }
+func networkKey(node, id string) string  { return datastore.LibnetworkNetworkKey(node, id) }
+func endpointKey(node, id string) string { return datastore.LibnetworkEndpointKey(node, id) }
 
 // Workload is the workload name of a libnetwork endpoint: the engine's
 // endpoint id, shortened as the engine's own CLI shortens ids.

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
@@ -72,7 +70,7 @@ func newSweeper(a *Agent, grace time.Duration) *sweeper {
 	if grace <= 0 {
 		grace = DefaultSweepGrace
 	}
-	return &sweeper{a: a, ipam: ipam.New(a.ds.Client, a.ds.Calls()), grace: grace, veths: map[string]vethMark{}, handles: map[string]handleMark{}, logged: map[string]string{}}
+	return &sweeper{a: a, ipam: ipam.New(a.ds), grace: grace, veths: map[string]vethMark{}, handles: map[string]handleMark{}, logged: map[string]string{}}
 }
 
 // run sweeps until ctx ends, a few times per grace period.
@@ -115,15 +113,13 @@ func (s *sweeper) sweep(ctx context.Context, now time.Time) error {
 		if stored != nil {
 			return stored, nil
 		}
-		octx, cancel := context.WithTimeout(ctx, datastore.OpTimeout)
-		defer cancel()
-		resp, err := s.a.ds.Get(octx, datastore.EndpointPrefix(node), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		keys, err := s.a.ds.Keys(ctx, datastore.EndpointPrefix(node))
 		if err != nil {
 			return nil, err
 		}
 		stored = map[string]bool{}
-		for _, kv := range resp.Kvs {
-			stored[api.WorkloadIfaceName(node, strings.TrimPrefix(string(kv.Key), datastore.EndpointPrefix(node)))] = true
+		for _, k := range keys {
+			stored[api.WorkloadIfaceName(node, strings.TrimPrefix(k, datastore.EndpointPrefix(node)))] = true
 		}
 		return stored, nil
 	}
@@ -173,23 +169,21 @@ func (s *sweeper) sweep(ctx context.Context, now time.Time) error {
 // workload has no endpoint record.
 func (s *sweeper) sweepHandles(ctx context.Context, node string, owned map[string]bool, now time.Time) error {
 	prefix := datastore.HandleKey(api.WorkloadHandle(node, ""))
-	octx, cancel := context.WithTimeout(ctx, datastore.OpTimeout)
-	resp, err := s.a.ds.Get(octx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	cancel()
+	r, _, err := s.a.ds.Read(ctx, datastore.ReadKeysUnder(prefix))
 	if err != nil {
 		return err
 	}
 	present := map[string]bool{}
-	for _, kv := range resp.Kvs {
-		id := strings.TrimPrefix(string(kv.Key), datastore.PrefixHandles)
+	for _, kv := range r[0] {
+		id := strings.TrimPrefix(kv.Key, datastore.PrefixHandles)
 		workload := strings.TrimPrefix(id, api.WorkloadHandle(node, ""))
 		if workload == "" || strings.HasPrefix(workload, "~") || owned[workload] {
 			continue // the libnetwork driver's handle (node~~libnetwork), or owned
 		}
 		present[id] = true
 		m, ok := s.handles[id]
-		if !ok || m.rev != kv.ModRevision {
-			s.handles[id] = handleMark{rev: kv.ModRevision, since: now}
+		if !ok || m.rev != kv.Rev {
+			s.handles[id] = handleMark{rev: kv.Rev, since: now}
 			continue
 		}
 		if now.Sub(m.since) < s.grace {

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/datastore"
@@ -209,12 +207,12 @@ func TestIPAMContention(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	resp, err := conns[0].DS.Get(ctx, datastore.PrefixIPAM, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	left, err := conns[0].DS.Keys(ctx, datastore.PrefixIPAM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kv := range resp.Kvs {
-		t.Errorf("left behind after releasing everything: %s", kv.Key)
+	for _, k := range left {
+		t.Errorf("left behind after releasing everything: %s", k)
 	}
 	check = calicoctl(t, nil, env, "", "ipam", "check")
 	if check.code != 0 || !strings.Contains(check.stdout, "IPAM is consistent") {
@@ -224,7 +222,7 @@ func TestIPAMContention(t *testing.T) {
 		t.Errorf("ipam show after releasing: %s", show)
 	}
 	t.Logf("FIGURE: IPAM release: %d addresses released by %d clients in %s; %d IPAM keys (blocks, claims, handles) left",
-		len(got), clients, released.Round(time.Millisecond), len(resp.Kvs))
+		len(got), clients, released.Round(time.Millisecond), len(left))
 }
 
 // freePort returns a port on 127.0.0.1 that nothing listens on right now.

@@ -101,7 +101,7 @@ func TestDatastoreHygiene(t *testing.T) {
 			t.Errorf("a live workload's address was released (%v): %+v: %s", err, in, out)
 		}
 		// Honest: a leaked address (its holder has no endpoint) is freed.
-		if err := ipam.New(cli, nil).Assign(ctx, netip.MustParseAddr("192.168.100.90"), "host1~gone", "host1"); err != nil {
+		if err := ipam.New(datastore.Adopt(cli)).Assign(ctx, netip.MustParseAddr("192.168.100.90"), "host1~gone", "host1"); err != nil {
 			t.Fatal(err)
 		}
 		ctl(t, ctx, w, h1, "ipam", "release", "192.168.100.90")
@@ -198,7 +198,7 @@ func TestDatastoreHygiene(t *testing.T) {
 	t.Run("node remove --force frees the Docker drivers' addresses and records", func(t *testing.T) {
 		// host2's node is stopped. Give it what its Docker drivers would
 		// have left: addresses under their handle and their records.
-		m := ipam.New(cli, nil)
+		m := ipam.New(datastore.Adopt(cli))
 		handle := api.LibnetworkHandle("host2")
 		lnAddrs := []string{"192.168.100.70", "192.168.100.71"}
 		for _, a := range lnAddrs {

@@ -44,7 +44,14 @@ func Start(t testing.TB) string {
 // Client starts etcd and returns a client to it, closed before the server.
 func Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	url := Start(t)
+	return Dial(t, Start(t))
+}
+
+// Dial returns a raw etcd client to url, for tests that must do what the
+// datastore client never does (write an empty value, compact the history,
+// inspect keys), closed in t.Cleanup.
+func Dial(t testing.TB, url string) *clientv3.Client {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

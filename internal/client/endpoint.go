@@ -83,7 +83,7 @@ func (c *Client) hostSide(ctx context.Context, ep api.Endpoint) (netdev.HostSide
 	if err != nil {
 		return netdev.HostSide{}, err
 	}
-	mtu, err := c.WorkloadMTU(ctx, addrs)
+	mtu, err := c.workloadMTU(ctx, addrs)
 	if err != nil {
 		return netdev.HostSide{}, err
 	}
@@ -219,7 +219,8 @@ func sameEndpoint(a, b api.Endpoint) bool {
 		eq(a.Profiles, b.Profiles) && eq(a.IPAMHandles, b.IPAMHandles)
 }
 
-// workloadMTU asks calc, as the agent does, with the pools as stored.
+// workloadMTU is the MTU a workload with these addresses gets: calc's
+// answer over the stored pools, the one the agent keeps.
 func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
 	pools, err := c.Pools(ctx, 0)
 	if err != nil {

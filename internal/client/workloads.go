@@ -287,12 +287,6 @@ func (c *Client) rewire(ctx context.Context, ep api.Endpoint, rev int64, routes 
 	return ep, nil
 }
 
-// WorkloadMTU is the MTU a workload with these addresses gets
-// (calc.WorkloadMTU over the stored pools).
-func (c *Client) WorkloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
-	return c.workloadMTU(ctx, addrs)
-}
-
 // RemoveWorkload deletes the endpoint record first (so the agent stops
 // routing to it), then the interface, then releases the addresses, and
 // returns notes on anything unusual it met.

@@ -78,6 +78,7 @@ func Compute(in Input) Result {
 	ownBlocks := ownBlocks(s, in.Node)
 	local := localEndpoints(s, in.Node)
 
+	r.Dataplane.Workloads = workloadIfaces(local, pools)
 	// Routes to local workloads, and blackholes for our own blocks.
 	for _, ep := range local {
 		for _, a := range endpointPrefixes(ep) {

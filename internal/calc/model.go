@@ -77,10 +77,12 @@ type AddrSet struct {
 
 // Dataplane is the whole desired state of one host's kernel, as far as we own it.
 type Dataplane struct {
-	Routes []Route
-	VXLAN  VXLAN
-	IPIP   IPIP
-	Policy Policy
+	// Workloads are the host sides of the local workloads' veths.
+	Workloads []WorkloadIface
+	Routes    []Route
+	VXLAN     VXLAN
+	IPIP      IPIP
+	Policy    Policy
 }
 
 // RouteKind says how a route forwards.

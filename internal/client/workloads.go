@@ -196,33 +196,15 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	}
 	faultPoint("after-address")
 
-	mtu, err := c.workloadMTU(ctx, addrs)
-	if err != nil {
-		return fail(err)
-	}
-	ep = api.Endpoint{
-		Node:          req.Node,
-		Workload:      req.Name,
-		Orchestrator:  req.Orchestrator,
-		ContainerID:   req.ContainerID,
-		NetnsPath:     req.NetnsPath,
-		InterfaceName: iface,
-		WorkloadIface: req.Interface,
-		Profiles:      append([]string{}, req.Profiles...),
-	}
-	for _, a := range addrs {
-		p := netip.PrefixFrom(a, a.BitLen()).String()
-		if a.Is4() {
-			ep.IPv4Nets = append(ep.IPv4Nets, p)
-		} else {
-			ep.IPv6Nets = append(ep.IPv6Nets, p)
-		}
-	}
+	ep = NewEndpoint(EndpointSpec{
+		Node: req.Node, Name: req.Name, Orchestrator: req.Orchestrator, ContainerID: req.ContainerID,
+		NetnsPath: req.NetnsPath, Interface: req.Interface, Addrs: addrs, Profiles: req.Profiles,
+	})
 	// A veth of the derived name without a record is an interrupted run's.
 	if err := netdev.RemoveWorkload(iface); err != nil {
 		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
 	}
-	if ep.MAC, err = c.wire(ep, req.Routes, mtu); err != nil {
+	if ep.MAC, err = c.wire(ctx, ep, req.Routes); err != nil {
 		return fail(err)
 	}
 	faultPoint("after-veth")
@@ -246,8 +228,16 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	return ep, nil
 }
 
-// wire makes the workload's veth pair for ep and returns its MAC.
-func (c *Client) wire(ep api.Endpoint, routes []netip.Prefix, mtu int) (string, error) {
+// wire makes the workload's veth pair for ep inside its namespace: the
+// host side as every workload's (netdev.HostSide, with the MTU of its
+// pools), the workload side with its addresses and routes via the gateway
+// (all of them, or only routes when given). It returns the workload side's
+// MAC.
+func (c *Client) wire(ctx context.Context, ep api.Endpoint, routes []netip.Prefix) (string, error) {
+	hs, err := c.hostSide(ctx, ep)
+	if err != nil {
+		return "", err
+	}
 	var prefixes []netip.Prefix
 	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
 		p, err := netip.ParsePrefix(n)
@@ -258,10 +248,10 @@ func (c *Client) wire(ep api.Endpoint, routes []netip.Prefix, mtu int) (string, 
 	}
 	mac, err := netdev.AddWorkload(netdev.WorkloadSpec{
 		NetnsPath:     ep.NetnsPath,
-		HostIface:     ep.InterfaceName,
+		HostIface:     hs.Name,
 		WorkloadIface: ep.WorkloadIface,
 		Addrs:         prefixes,
-		MTU:           mtu,
+		MTU:           hs.MTU,
 		Routes:        routes,
 	})
 	if err != nil {
@@ -287,11 +277,7 @@ func (c *Client) rewire(ctx context.Context, ep api.Endpoint, rev int64, routes 
 	if netdev.LinkExists(ep.InterfaceName) {
 		return ep, nil
 	}
-	mtu, err := c.workloadMTU(ctx, addrs)
-	if err != nil {
-		return ep, err
-	}
-	mac, err := c.wire(ep, routes, mtu)
+	mac, err := c.wire(ctx, ep, routes)
 	if err != nil {
 		return ep, err
 	}
@@ -303,34 +289,6 @@ func (c *Client) rewire(ctx context.Context, ep api.Endpoint, rev int64, routes 
 		return ep, err
 	}
 	return ep, nil
-}
-
-// WorkloadMTU is the MTU a workload with these addresses gets.
-func (c *Client) WorkloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
-	return c.workloadMTU(ctx, addrs)
-}
-
-// workloadMTU leaves room for the VXLAN or IPIP header when any address's pool tunnels.
-func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
-	pools, err := c.Pools(ctx, 0)
-	if err != nil {
-		return 0, err
-	}
-	for _, p := range pools {
-		cidr, err := netip.ParsePrefix(p.CIDR)
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if cidr.Contains(a) && p.VXLANMode != "" && p.VXLANMode != api.EncapNever {
-				return 1450, nil
-			}
-			if cidr.Contains(a) && p.IPIPMode != "" && p.IPIPMode != api.EncapNever {
-				return 1480, nil // calc.IPIPMTU
-			}
-		}
-	}
-	return 1500, nil
 }
 
 // RemoveWorkload deletes the endpoint record first (so the agent stops

@@ -137,8 +137,11 @@ func (n NetworkDriver) CreateNetwork(r *network.CreateNetworkRequest) error {
 		}
 		rec.CreatedPools = append(rec.CreatedPools, cidr)
 	}
-	if err := d.c.DS.Put(ctx, key, rec); err != nil {
+	if err := d.c.DS.Create(ctx, key, rec); err != nil {
 		undo()
+		if errors.Is(err, datastore.ErrConflict) {
+			return fmt.Errorf("network %s was recorded on host %s while being created (a concurrent call); try again", short(r.NetworkID), d.node)
+		}
 		return err
 	}
 	d.log.Info("created network", "network", short(r.NetworkID), "pools", rec.Pools, "created", rec.CreatedPools)
@@ -269,7 +272,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 		addrs = append(addrs, p.Addr())
 	}
 	nkey := networkKey(d.node, r.NetworkID)
-	rec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, nkey)
+	rec, nrev, err := datastore.Get[networkRecord](ctx, d.c.DS, nkey)
 	if err != nil {
 		return nil, fmt.Errorf("network %s is unknown to calico on host %s (was it created while calico-node ran with --libnetwork?): %v", short(r.NetworkID), d.node, err)
 	}
@@ -292,7 +295,13 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 			return nil, perr
 		}
 		rec.Name = nw.Name
-		if err := d.c.DS.Put(ctx, nkey, rec); err != nil {
+		if err := d.c.DS.CAS(ctx, nkey, nrev, rec); err != nil {
+			if rec.CreatedProfile { // not recorded as ours: the retry makes it again
+				_ = d.c.RemoveProfile(context.WithoutCancel(ctx), nw.Name, false)
+			}
+			if errors.Is(err, datastore.ErrConflict) {
+				err = fmt.Errorf("network %s changed while its first endpoint was made (a concurrent call); try again", short(r.NetworkID))
+			}
 			return nil, err
 		}
 	}
@@ -310,8 +319,11 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 		}
 		erec.Addrs = append(erec.Addrs, netip.PrefixFrom(a, a.BitLen()).String())
 	}
-	if err := d.c.DS.Put(ctx, ekey, erec); err != nil {
+	if err := d.c.DS.Create(ctx, ekey, erec); err != nil {
 		d.release(ctx, erec.Claimed)
+		if errors.Is(err, datastore.ErrConflict) {
+			err = fmt.Errorf("endpoint %s was recorded while being created (a concurrent call); try again", short(r.EndpointID))
+		}
 		return nil, err
 	}
 	return &network.CreateEndpointResponse{}, nil
@@ -362,51 +374,31 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s is unknown to calico on host %s: %v", short(r.EndpointID), d.node, err)
 	}
-	workload := Workload(r.EndpointID)
-	ep := api.Endpoint{
-		Node:          d.node,
-		Workload:      workload,
-		Orchestrator:  api.OrchestratorLibnetwork,
-		ContainerID:   r.EndpointID,
-		NetnsPath:     r.SandboxKey,
-		InterfaceName: api.WorkloadIfaceName(d.node, workload),
-		WorkloadIface: containerIfacePrefix + "0",
-		Profiles:      []string{erec.Profile},
-		IPAMHandles:   []string{api.LibnetworkHandle(d.node)},
+	spec := client.EndpointSpec{
+		Node:         d.node,
+		Name:         Workload(r.EndpointID),
+		Orchestrator: api.OrchestratorLibnetwork,
+		ContainerID:  r.EndpointID,
+		NetnsPath:    r.SandboxKey,
+		Interface:    containerIfacePrefix + "0",
+		Profiles:     []string{erec.Profile},
+		IPAMHandles:  []string{api.LibnetworkHandle(d.node)},
 	}
-	var addrs []netip.Addr
 	for _, s := range erec.Addrs {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("endpoint %s: bad recorded address %q", short(r.EndpointID), s)
 		}
-		addrs = append(addrs, p.Addr())
-		if p.Addr().Is4() {
-			ep.IPv4Nets = append(ep.IPv4Nets, s)
-		} else {
-			ep.IPv6Nets = append(ep.IPv6Nets, s)
-		}
-	}
-	mtu, err := d.c.WorkloadMTU(ctx, addrs)
-	if err != nil {
-		return nil, err
+		spec.Addrs = append(spec.Addrs, p.Addr())
 	}
 	engineNs, err := d.engineNetns()
 	if err != nil {
 		return nil, err
 	}
-	peer := "tmp" + strings.TrimPrefix(ep.InterfaceName, "cali")
-	mac, err := netdev.AddEngineVeth(netdev.EngineVethSpec{
-		HostIface: ep.InterfaceName, PeerIface: peer, EngineNetns: engineNs,
-		MTU: mtu, IPv6: len(ep.IPv6Nets) > 0,
-	})
+	peer := "tmp" + strings.TrimPrefix(api.WorkloadIfaceName(spec.Node, spec.Name), "cali")
+	ep, err := d.c.AddEngineEndpoint(ctx, spec, peer, engineNs)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(r.EndpointID), err)
-	}
-	ep.MAC = mac
-	if err := d.c.DS.Put(ctx, datastore.EndpointKey(d.node, workload), ep); err != nil {
-		_ = netdev.RemoveWorkload(ep.InterfaceName)
-		return nil, err
 	}
 	resp := &network.JoinResponse{
 		InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: containerIfacePrefix},

@@ -75,13 +75,16 @@ type Agent struct {
 	// dsChanged: a record that matters arrived since the last pass.
 	dsChanged bool
 
-	routes  *netdev.RouteSyncer
-	vxlan   *netdev.VXLANSyncer
-	ipip    *ipip.Manager
-	ipipOff string // why the eBPF IPIP path is off by the operator's choice
-	policy  *nft.Enforcer
-	speaker *routing.Speaker
-	asn     uint32
+	routes *netdev.RouteSyncer
+	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
+	// lastMissing: the endpoints without an interface last pass, logged on change.
+	lastMissing []string
+	vxlan       *netdev.VXLANSyncer
+	ipip        *ipip.Manager
+	ipipOff     string // why the eBPF IPIP path is off by the operator's choice
+	policy      *nft.Enforcer
+	speaker     *routing.Speaker
+	asn         uint32
 
 	problems []string
 	ready    bool
@@ -188,6 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.controlHosts, a.controlPorts = controlPlane(cfg)
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
+	a.ifaces = netdev.NewWorkloadIfaceSyncer()
 	a.vxlan = netdev.NewVXLANSyncer()
 
 	ds, err := datastore.Connect(ctx, cfg.Datastore)
@@ -389,13 +393,19 @@ func (a *Agent) pass(ctx context.Context) {
 		a.rejected = res.RejectedByNeighbor()
 		ipipFailed = true
 	}
+	// The interfaces before the routes through them (a link set down by
+	// hand loses its routes; it comes up here and the routes come back).
+	ifaceProblems, err := a.applyWorkloadIfaces(res.Dataplane.Workloads)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("workload interfaces: %w", err))
+	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
 	}
 	if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
 	}
-	problems := slices.Clone(res.Problems)
+	problems := append(slices.Clone(res.Problems), ifaceProblems...)
 	for _, e := range errs {
 		problems = append(problems, e.Error())
 	}

@@ -1,6 +1,7 @@
 // Package netdev is the netlink half of the dataplane: it wires workloads
-// (veth pairs, addresses, default routes), keeps the routes this host owns in
-// the kernel's main table, runs the VXLAN tunnel device with its neighbour and
+// (veth pairs, addresses, default routes), keeps their host sides as
+// HostSide describes them (WorkloadIfaceSyncer), keeps the routes this host
+// owns in the kernel's main table, runs the VXLAN tunnel device with its neighbour and
 // forwarding entries, and answers questions about the kernel (which link types
 // it has, which interface holds an address).
 //

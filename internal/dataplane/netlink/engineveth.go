@@ -20,9 +20,9 @@ type EngineVethSpec struct {
 	IPv6        bool   // prepare the host side to route IPv6 too
 }
 
-// AddEngineVeth makes the pair. The host side is prepared exactly as
-// AddWorkload prepares it (fixed MAC, proxy ARP, forwarding, EUI-64
-// link-local as the IPv6 gateway) and brought up; the peer is left down
+// AddEngineVeth makes the pair. The host side is the same HostSide
+// AddWorkload makes (fixed MAC, proxy ARP, forwarding, EUI-64 link-local
+// as the IPv6 gateway), brought up; the peer is left down
 // and unconfigured for the engine. A pair left over from an earlier,
 // retried call of the engine is replaced, so retries do not fail. It
 // returns the peer's MAC.
@@ -58,11 +58,8 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 		}
 	}
 
-	la := netlink.NewLinkAttrs()
-	la.Name = spec.HostIface
-	la.MTU = spec.MTU
-	la.HardwareAddr = hostSideMAC
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: spec.PeerIface, PeerTxQLen: -1}
+	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: spec.IPv6}
+	veth := newHostVeth(hs, spec.PeerIface)
 	if spec.EngineNetns != "" {
 		ns, err := openNetns(spec.EngineNetns)
 		if err != nil {
@@ -85,11 +82,8 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 	if err != nil {
 		return "", fmt.Errorf("look up new host interface %s: %w", spec.HostIface, err)
 	}
-	if err := writeSysctls(o.netns, hostSideSysctls(spec.HostIface, spec.IPv6)); err != nil {
+	if err := prepareHostSide(hostH, o.netns, hostLink, hs); err != nil {
 		return "", err
-	}
-	if err := hostH.LinkSetUp(hostLink); err != nil {
-		return "", fmt.Errorf("set %s up: %w", spec.HostIface, err)
 	}
 	peer, err := engineH.LinkByName(spec.PeerIface)
 	if err != nil {

@@ -126,9 +126,9 @@ func families(addrs []netip.Prefix) (v4, v6 bool) {
 // side is created directly inside the workload's namespace as
 // spec.WorkloadIface. It returns the workload side's MAC.
 //
-// The host side gets no address, the fixed HostSideMAC, proxy ARP with no
-// delay (so it answers for GatewayIPv4), forwarding, and no router
-// advertisements. The workload side gets spec.Addrs, a default route via
+// The host side gets no address and is what HostSide describes: the fixed
+// HostSideMAC, proxy ARP with no delay (so it answers for GatewayIPv4),
+// forwarding, and no router advertisements. The workload side gets spec.Addrs, a default route via
 // GatewayIPv4 on-link, and (with IPv6 addresses) a default route via
 // GatewayIPv6; duplicate address detection is off on both sides so
 // addresses are usable at once. The host route to the workload is the route
@@ -188,16 +188,9 @@ func AddWorkload(spec WorkloadSpec, opts ...Option) (mac string, err error) {
 		return "", fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
 	}
 
-	la := netlink.NewLinkAttrs()
-	la.Name = spec.HostIface
-	la.MTU = spec.MTU
-	la.HardwareAddr = hostSideMAC
-	veth := &netlink.Veth{
-		LinkAttrs:     la,
-		PeerName:      spec.WorkloadIface,
-		PeerNamespace: netlink.NsFd(int(wlNs)),
-		PeerTxQLen:    -1, // keep the kernel's default queue length
-	}
+	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: wantV6}
+	veth := newHostVeth(hs, spec.WorkloadIface)
+	veth.PeerNamespace = netlink.NsFd(int(wlNs))
 	if err := hostH.LinkAdd(veth); err != nil {
 		return "", fmt.Errorf("create veth %s/%s: %w", spec.HostIface, spec.WorkloadIface, err)
 	}
@@ -220,17 +213,13 @@ func AddWorkload(spec WorkloadSpec, opts ...Option) (mac string, err error) {
 		return "", fmt.Errorf("look up new interface %s in workload: %w", spec.WorkloadIface, err)
 	}
 
-	// Sysctls go before the links come up: addr_gen_mode and accept_dad
-	// decide how the link-local address is made when the link comes up.
-	if err := writeSysctls(o.netns, hostSideSysctls(spec.HostIface, wantV6)); err != nil {
+	if err := prepareHostSide(hostH, o.netns, hostLink, hs); err != nil {
 		return "", err
 	}
+	// Sysctls go before the link comes up: accept_dad decides whether the
+	// workload's addresses are usable at once.
 	if err := writeSysctls(spec.NetnsPath, workloadSideSysctls(spec.WorkloadIface, wantV6)); err != nil {
 		return "", err
-	}
-
-	if err := hostH.LinkSetUp(hostLink); err != nil {
-		return "", fmt.Errorf("set %s up: %w", spec.HostIface, err)
 	}
 	if err := wlH.LinkSetUp(wlLink); err != nil {
 		return "", fmt.Errorf("set %s up in workload: %w", spec.WorkloadIface, err)

@@ -1,0 +1,64 @@
+package calc
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/calico-go/calico/internal/api"
+)
+
+// WorkloadIface is the host side of one local workload's veth as the agent
+// keeps it (netdev.WorkloadIfaceSyncer): the entry point that made the
+// workload created it, the agent puts back its MTU and settings each pass.
+type WorkloadIface struct {
+	Interface string // cali + 11 hex
+	Workload  string
+	MTU       int
+	IPv6      bool // the workload has IPv6 addresses
+}
+
+// WorkloadMTU is the MTU of a workload with these addresses: room for the
+// VXLAN (VXLANMTU) or IPIP (IPIPMTU) header when the pool of one of its
+// addresses tunnels, the smallest if several do, else 1500. Every entry
+// point that makes a veth and the agent that keeps it ask this one function.
+func WorkloadMTU(pools []api.Pool, addrs []netip.Addr) int {
+	var pp []parsedPool
+	for _, p := range pools {
+		if c, err := netip.ParsePrefix(p.CIDR); err == nil {
+			pp = append(pp, parsedPool{c.Masked(), p})
+		}
+	}
+	return workloadMTU(pp, addrs)
+}
+
+func workloadMTU(pools []parsedPool, addrs []netip.Addr) int {
+	mtu := 1500
+	for _, a := range addrs {
+		p := poolFor(pools, netip.PrefixFrom(a, a.BitLen()))
+		switch {
+		case p == nil:
+		case p.pool.VXLANMode != "" && p.pool.VXLANMode != api.EncapNever:
+			mtu = min(mtu, VXLANMTU)
+		case p.pool.IPIPMode != "" && p.pool.IPIPMode != api.EncapNever:
+			mtu = min(mtu, IPIPMTU)
+		}
+	}
+	return mtu
+}
+
+// workloadIfaces is what the agent keeps of the local (believed) endpoints'
+// interfaces, sorted by interface.
+func workloadIfaces(local []api.Endpoint, pools []parsedPool) []WorkloadIface {
+	out := make([]WorkloadIface, 0, len(local))
+	for _, ep := range local {
+		var addrs []netip.Addr
+		v6 := false
+		for _, p := range endpointPrefixes(ep) {
+			addrs = append(addrs, p.Addr())
+			v6 = v6 || p.Addr().Is6()
+		}
+		out = append(out, WorkloadIface{Interface: ep.InterfaceName, Workload: ep.Workload, MTU: workloadMTU(pools, addrs), IPv6: v6})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Interface < out[j].Interface })
+	return out
+}

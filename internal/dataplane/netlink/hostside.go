@@ -1,0 +1,178 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// HostSide is what the host side of a workload's veth should be. It is the
+// one description of a workload interface on the host: AddWorkload and
+// AddEngineVeth make it so when they create the pair, and
+// WorkloadIfaceSyncer keeps it so on every pass of the agent.
+type HostSide struct {
+	Name string // cali + 11 hex (api.WorkloadIfaceName)
+	MTU  int    // 0 means DefaultMTU
+	IPv6 bool   // the workload has IPv6 addresses: the host side routes IPv6 too
+}
+
+func (h HostSide) mtu() int {
+	if h.MTU == 0 {
+		return DefaultMTU
+	}
+	return h.MTU
+}
+
+// sysctls are the host side's settings (hostSideSysctls says why each).
+func (h HostSide) sysctls() []sysctl { return hostSideSysctls(h.Name, h.IPv6) }
+
+// prepareHostSide gives a freshly made host side its settings and brings it
+// up; netnsPath is the namespace link lives in ("" the caller's own).
+// Settings go before the link comes up: addr_gen_mode and accept_dad decide
+// how the link-local address (the workloads' IPv6 gateway) is made.
+func prepareHostSide(h *netlink.Handle, netnsPath string, link netlink.Link, hs HostSide) error {
+	if err := writeSysctls(netnsPath, hs.sysctls()); err != nil {
+		return err
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", hs.Name, err)
+	}
+	return nil
+}
+
+// newHostVeth is the veth request both AddWorkload and AddEngineVeth send:
+// the host side with the fixed HostSideMAC and its MTU, the peer named peer.
+func newHostVeth(hs HostSide, peer string) *netlink.Veth {
+	la := netlink.NewLinkAttrs()
+	la.Name = hs.Name
+	la.MTU = hs.mtu()
+	la.HardwareAddr = hostSideMAC
+	return &netlink.Veth{LinkAttrs: la, PeerName: peer, PeerTxQLen: -1} // -1: the kernel's default queue length
+}
+
+// WorkloadIfaceSyncer owns the host sides of this host's workload veths, as
+// RouteSyncer owns the routes: each Apply compares every wanted host side
+// with the kernel and puts back what differs (MTU, up, proxy ARP,
+// forwarding, no router advertisements...), so a setting changed by hand
+// or lost is restored on the next pass.
+//
+// It never creates a veth: the workload's side lives in another namespace
+// that only the entry point making the workload (calicoctl, the Docker
+// watcher, the libnetwork driver) knows. A wanted interface that is missing,
+// or that is not a veth of ours, is reported and left alone; one that is
+// not wanted is not touched either (removing leftovers is the sweeper's
+// job).
+type WorkloadIfaceSyncer struct {
+	o options
+}
+
+// NewWorkloadIfaceSyncer makes a syncer for the caller's namespace, or
+// InNetns(path).
+func NewWorkloadIfaceSyncer(opts ...Option) *WorkloadIfaceSyncer {
+	return &WorkloadIfaceSyncer{o: buildOptions(opts)}
+}
+
+// WorkloadIfaceReport is what one Apply found.
+type WorkloadIfaceReport struct {
+	// Fixed describes each setting put back, e.g. "cali0123456789a mtu 1400 -> 1500".
+	Fixed []string
+	// Missing are wanted interfaces that do not exist.
+	Missing []string
+	// Foreign are wanted names held by something that is not our veth.
+	Foreign []string
+}
+
+// Apply converges every wanted host side that exists.
+func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error) {
+	var rep WorkloadIfaceReport
+	if len(want) == 0 {
+		return rep, nil
+	}
+	h, err := openHandle(s.o.netns)
+	if err != nil {
+		return rep, err
+	}
+	defer h.Close()
+	links, err := retryDump("links", h.LinkList)
+	if err != nil {
+		return rep, fmt.Errorf("list interfaces: %w", err)
+	}
+	byName := make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+	var errs []error
+	var settings []sysctl
+	for _, hs := range want {
+		l, ok := byName[hs.Name]
+		if !ok {
+			rep.Missing = append(rep.Missing, hs.Name)
+			continue
+		}
+		a := l.Attrs()
+		if l.Type() != "veth" || a.HardwareAddr.String() != HostSideMAC {
+			rep.Foreign = append(rep.Foreign, hs.Name)
+			continue
+		}
+		if a.MTU != hs.mtu() {
+			if err := h.LinkSetMTU(l, hs.mtu()); err != nil {
+				errs = append(errs, fmt.Errorf("set %s mtu %d: %w", hs.Name, hs.mtu(), err))
+			} else {
+				rep.Fixed = append(rep.Fixed, fmt.Sprintf("%s mtu %d -> %d", hs.Name, a.MTU, hs.mtu()))
+			}
+		}
+		settings = append(settings, hs.sysctls()...)
+		if a.Flags&net.FlagUp == 0 {
+			if err := h.LinkSetUp(l); err != nil {
+				errs = append(errs, fmt.Errorf("set %s up: %w", hs.Name, err))
+			} else {
+				rep.Fixed = append(rep.Fixed, hs.Name+" up")
+			}
+		}
+	}
+	fixed, err := convergeSysctls(s.o.netns, settings)
+	rep.Fixed = append(rep.Fixed, fixed...)
+	errs = append(errs, err)
+	return rep, errors.Join(errs...)
+}
+
+// convergeSysctls writes the settings whose value differs, in the namespace
+// at path, and says which it wrote. Reading first keeps a pass that changes
+// nothing free of writes (some of these, addr_gen_mode among them, act on
+// every write).
+func convergeSysctls(path string, settings []sysctl) (fixed []string, err error) {
+	if len(settings) == 0 {
+		return nil, nil
+	}
+	err = runInNetns(path, func() error {
+		var errs []error
+		for _, s := range settings {
+			p := sysctlPath(s.key)
+			have, err := os.ReadFile(p)
+			if err != nil {
+				// An optional setting the kernel lacks, or an interface
+				// that went away meanwhile (the next pass reports it).
+				if errors.Is(err, fs.ErrNotExist) {
+					continue
+				}
+				errs = append(errs, fmt.Errorf("sysctl %s: %w", p, err))
+				continue
+			}
+			if strings.TrimSpace(string(have)) == s.value {
+				continue
+			}
+			if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("sysctl %s=%s in netns %s: %w", p, s.value, nsName(path), err))
+				continue
+			}
+			fixed = append(fixed, fmt.Sprintf("%s %s -> %s", strings.Join(s.key[1:], "."), strings.TrimSpace(string(have)), s.value))
+		}
+		return errors.Join(errs...)
+	})
+	return fixed, err
+}

@@ -1,0 +1,107 @@
+package netdev
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+)
+
+// A host side changed by hand (MTU, down, proxy ARP off, forwarding off,
+// router advertisements on) is put back by the next Apply, and traffic that
+// the change broke flows again; an Apply with nothing to do changes nothing.
+// Missing and foreign interfaces are reported and left alone.
+func TestWorkloadIfaceSyncerRestoresHandEdits(t *testing.T) {
+	host, hostPath := hostWithUplink(t)
+	_, w1 := newNetns(t, "w1")
+	_, w2 := newNetns(t, "w2")
+	in := InNetns(hostPath)
+	spec1 := WorkloadSpec{NetnsPath: w1, HostIface: api.IfaceNameForID(t.Name() + "1"), Addrs: []netip.Prefix{pfx("192.168.100.1/32"), pfx("fd00::1/128")}, MTU: 1450}
+	spec2 := WorkloadSpec{NetnsPath: w2, HostIface: api.IfaceNameForID(t.Name() + "2"), Addrs: []netip.Prefix{pfx("192.168.100.2/32")}, MTU: 1450}
+	for _, s := range []WorkloadSpec{spec1, spec2} {
+		if _, err := AddWorkload(s, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := NewRouteSyncer(in)
+	defer rs.Close()
+	routes := []calc.Route{
+		{Dst: pfx("192.168.100.1/32"), Kind: calc.RouteLocal, Dev: spec1.HostIface},
+		{Dst: pfx("192.168.100.2/32"), Kind: calc.RouteLocal, Dev: spec2.HostIface},
+	}
+	if err := rs.Apply(routes); err != nil {
+		t.Fatal(err)
+	}
+	checkTCP(t, w1, w2, addr("192.168.100.2"))
+
+	missing := api.IfaceNameForID(t.Name() + "gone")
+	foreign := api.IfaceNameForID(t.Name() + "foreign")
+	ipCmd(t, "-n", host, "link", "add", foreign, "type", "veth", "peer", "name", "fpeer0") // a veth, but not with our MAC
+	want := []HostSide{
+		{Name: spec1.HostIface, MTU: 1450, IPv6: true},
+		{Name: spec2.HostIface, MTU: 1450},
+		{Name: missing},
+		{Name: foreign, MTU: 1400},
+	}
+	ws := NewWorkloadIfaceSyncer(in)
+	rep, err := ws.Apply(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Fixed) != 0 || !slices.Equal(rep.Missing, []string{missing}) || !slices.Equal(rep.Foreign, []string{foreign}) {
+		t.Fatalf("first Apply over freshly made veths: %+v", rep)
+	}
+
+	// By hand: everything a host side is made with, undone on workload 2.
+	ipCmd(t, "-n", host, "link", "set", spec2.HostIface, "mtu", "1300")
+	ipCmd(t, "-n", host, "link", "set", spec2.HostIface, "down")
+	for k, v := range map[string]string{"ipv4/conf/%s/proxy_arp": "0", "ipv4/conf/%s/forwarding": "0", "ipv4/neigh/%s/proxy_delay": "80", "ipv6/conf/%s/accept_ra": "1"} {
+		writeSysctlIn(t, hostPath, v, strings.Split("net/"+strings.Replace(k, "%s", spec2.HostIface, 1), "/")...)
+	}
+	ipCmd(t, "-n", strings.TrimPrefix(w2, "/var/run/netns/"), "neigh", "flush", "all")
+	if err := tcpRoundTrip(w1, w2, addr("192.168.100.2"), time.Second); err == nil {
+		t.Fatal("TCP to workload 2 works with its host side down and proxy ARP off: the test proves nothing")
+	}
+
+	rep, err = ws.Apply(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Fixed) != 6 {
+		t.Fatalf("Apply after the hand edits fixed %d things, want 6: %q", len(rep.Fixed), rep.Fixed)
+	}
+	if err := rs.Apply(routes); err != nil { // the link going down took its route; the agent's pass re-adds it
+		t.Fatal(err)
+	}
+	hh, err := openHandle(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hh.Close()
+	l, err := hh.LinkByName(spec2.HostIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Attrs().MTU != 1450 || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("host side after Apply: mtu %d flags %v", l.Attrs().MTU, l.Attrs().Flags)
+	}
+	for k, v := range map[string]string{"ipv4/conf/%s/proxy_arp": "1", "ipv4/conf/%s/forwarding": "1", "ipv4/neigh/%s/proxy_delay": "0", "ipv6/conf/%s/accept_ra": "0"} {
+		if got := readSysctlIn(t, hostPath, strings.Split("net/"+strings.Replace(k, "%s", spec2.HostIface, 1), "/")...); got != v {
+			t.Errorf("%s = %s after Apply, want %s", k, got, v)
+		}
+	}
+	checkTCP(t, w1, w2, addr("192.168.100.2"))
+	if l, err := hh.LinkByName(foreign); err != nil || l.Attrs().MTU == 1400 {
+		t.Fatalf("the foreign veth was touched: %v %v", l, err)
+	}
+
+	rep, err = ws.Apply(want)
+	if err != nil || len(rep.Fixed) != 0 {
+		t.Fatalf("a second Apply changed %q (err %v)", rep.Fixed, err)
+	}
+}

@@ -1,0 +1,55 @@
+package node
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/calico-go/calico/internal/calc"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+)
+
+// applyWorkloadIfaces converges the host sides of this host's workload
+// veths (MTU, up, proxy ARP, forwarding, no router advertisements) from
+// calc's local endpoints, as the route and nftables syncers converge
+// theirs: whatever was changed by hand or lost is put back on this pass.
+// The agent never creates a veth (the workload's side lives in a namespace
+// only the entry point that made it knows), so a believed endpoint without
+// its interface, or with something else under its name, is a problem line
+// in status until it is removed or added again.
+func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []string, err error) {
+	hs := make([]netdev.HostSide, len(want))
+	workload := make(map[string]string, len(want))
+	for i, w := range want {
+		hs[i] = netdev.HostSide{Name: w.Interface, MTU: w.MTU, IPv6: w.IPv6}
+		workload[w.Interface] = w.Workload
+	}
+	rep, err := a.ifaces.Apply(hs)
+	if len(rep.Fixed) > 0 {
+		a.log.Info("restored workload interface settings", "changes", rep.Fixed)
+	}
+	name := func(ifaces []string) string {
+		var parts []string
+		for i, n := range ifaces {
+			if i == 5 {
+				parts = append(parts, fmt.Sprintf("and %d more", len(ifaces)-i))
+				break
+			}
+			parts = append(parts, fmt.Sprintf("%s (%s)", workload[n], n))
+		}
+		return strings.Join(parts, ", ")
+	}
+	if len(rep.Missing) > 0 {
+		problems = append(problems, fmt.Sprintf("%d endpoint(s) of this host have no interface: %s; remove them (`calicoctl container remove NAME`) and add them again", len(rep.Missing), name(rep.Missing)))
+	}
+	if len(rep.Foreign) > 0 {
+		problems = append(problems, fmt.Sprintf("%d endpoint(s) of this host find an interface that is not their veth under their name: %s; left alone", len(rep.Foreign), name(rep.Foreign)))
+	}
+	if !slices.Equal(rep.Missing, a.lastMissing) {
+		if len(rep.Missing) > 0 {
+			a.log.Warn("endpoints without their interface", "interfaces", rep.Missing)
+		}
+		a.lastMissing = rep.Missing
+	}
+	return problems, err
+}

@@ -41,15 +41,12 @@ func newCalls(where string) *Calls { return &Calls{where: where} }
 // UnreachableError (one line, saying what to check); a call the caller
 // cancelled returns the caller's error.
 func (k *Calls) Do(ctx context.Context, fn func(context.Context) error) error {
-	if k == nil { // a Client made as a literal around an etcd client (tests' hostile writers)
-		k = &Calls{}
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if k == nil {
-		// A Client built around a raw etcd client (tests) has no keeper:
-		// every call still gets OpTimeout, nothing is remembered.
+		// A Client made as a literal has no keeper: every call still
+		// gets OpTimeout, nothing is remembered.
 		k = &Calls{}
 	}
 	limit := OpTimeout

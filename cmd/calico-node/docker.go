@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"os"
 	"time"
@@ -13,12 +12,7 @@ import (
 	"github.com/calico-go/calico/internal/docker"
 	"github.com/calico-go/calico/internal/dockerwatch"
 	"github.com/calico-go/calico/internal/libnetwork"
-)
-
-var (
-	libnetworkFlag = flag.Bool("libnetwork", false, "serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
-	pluginDir      = flag.String("plugin-dir", libnetwork.DefaultPluginDir, "where the Docker plugin sockets go (the engine looks in /run/docker/plugins)")
-	dockerHost     = flag.String("docker-host", os.Getenv("DOCKER_HOST"), "the Docker engine of this host (unix:///var/run/docker.sock by default); \"none\" turns the Docker integration off")
+	"github.com/calico-go/calico/internal/options"
 )
 
 // startDocker runs the Docker integration beside the agent until ctx ends:
@@ -26,20 +20,27 @@ var (
 // with --libnetwork. It waits for the agent to register the node, since
 // wiring a container needs the node. The returned wait blocks until it
 // has stopped (after ctx ends), so the plugin sockets are gone on exit.
-func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config) (wait func()) {
+func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config, o *options.Node) (wait func()) {
+	dockerHost, pluginDir := o.DockerHost, o.PluginDir
+	if dockerHost == "" {
+		dockerHost = os.Getenv("DOCKER_HOST")
+	}
+	if pluginDir == "" {
+		pluginDir = libnetwork.DefaultPluginDir
+	}
 	stopped := make(chan struct{})
 	wait = func() { <-stopped }
-	if *dockerHost == "none" {
+	if dockerHost == "none" {
 		close(stopped)
 		return wait
 	}
-	sock, err := docker.SocketFromHost(*dockerHost)
+	sock, err := docker.SocketFromHost(dockerHost)
 	if err != nil {
 		log.Error("Docker integration off", "err", err)
 		close(stopped)
 		return wait
 	}
-	if _, err := os.Stat(sock); err != nil && !*libnetworkFlag {
+	if _, err := os.Stat(sock); err != nil && !o.Libnetwork {
 		log.Info("no Docker engine on this host; Docker integration off", "socket", sock)
 		close(stopped)
 		return wait
@@ -56,7 +57,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 		defer c.Close()
 		engine := docker.NewEngineAt(sock)
 		done := make(chan struct{})
-		if *libnetworkFlag {
+		if o.Libnetwork {
 			drivers := libnetwork.New(c, name, engine, log)
 			// Before serving: what the engine removed while we were down
 			// never reached us, and must not stay routed or assigned.
@@ -67,7 +68,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 			}
 			go func() {
 				defer close(done)
-				if err := drivers.Serve(ctx, *pluginDir); err != nil {
+				if err := drivers.Serve(ctx, pluginDir); err != nil {
 					log.Error("Docker plugins stopped", "err", err)
 				}
 			}()

@@ -9,88 +9,65 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/calico-go/calico/internal/api"
-	"github.com/calico-go/calico/internal/dataplane/nft"
+	"github.com/spf13/pflag"
+
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/node"
+	"github.com/calico-go/calico/internal/options"
 )
 
 func main() {
-	var (
-		name      = flag.String("name", os.Getenv("CALICO_NODENAME"), "node name")
-		ip        = flag.String("ip", "", "this host's IPv4 address")
-		ip6       = flag.String("ip6", "", "this host's IPv6 address")
-		as        = flag.String("as", "", "AS number (default: the cluster default)")
-		endpoints = flag.String("etcd-endpoints", "", "etcd URLs (default: ETCD_ENDPOINTS, ETCD_AUTHORITY, 127.0.0.1:2379)")
-		bgpPort   = flag.Int("bgp-port", 0, "BGP port (default 179)")
-		holdTime  = flag.Duration("bgp-hold-time", 0, "BGP hold time: how fast a lost host's routes are withdrawn (default 90s)")
-		grTime    = flag.Duration("bgp-restart-time", 0, "BGP graceful restart time: how long peers keep this host's routes while its agent restarts, also after the hold time expires (default 120s; negative disables)")
-		toHost    = flag.String("workload-to-host", "drop", "what workloads may send to this host's own services: drop (nothing), or policy (their outbound profile rules decide)")
-		toCP      = flag.String("workload-control-plane", "drop", "what this host's workloads may send to any node's control plane (etcd client and peer ports, BGP, VXLAN): drop (nothing), or policy (their outbound profile rules decide)")
-		resync    = flag.Duration("resync-interval", 30*time.Second, "full reconcile of the kernel state")
-		sweep     = flag.Duration("sweep-grace", node.DefaultSweepGrace, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before it is removed")
-		debug     = flag.Bool("debug", false, "debug logging")
-	)
-	flag.Parse()
+	o := options.NewNode()
+	fs := pflag.NewFlagSet("calico-node", pflag.ContinueOnError)
+	endpoints := fs.String("etcd-endpoints", "", options.EtcdEndpointsHelp)
+	o.AddFlags(fs)
+	fs.Usage = func() {} // a bad flag is one line below, not the whole list
+	if err := fs.Parse(os.Args[1:]); errors.Is(err, pflag.ErrHelp) {
+		fmt.Print("Usage: calico-node --ip=HOST_IP [flags]\n(users start it with `calicoctl node`, which takes the same flags)\n\n" + fs.FlagUsages())
+		return
+	} else if err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v; see `calico-node --help`\n", err)
+		os.Exit(2)
+	}
 	level := slog.LevelInfo
-	if *debug {
+	if o.Debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	hostAccess, err := nft.ParseHostAccess(*toHost)
-	if err == nil && *sweep <= 0 {
-		err = fmt.Errorf("--sweep-grace: want a positive duration, got %s", *sweep)
-	}
-	var cpAccess nft.ControlPlaneAccess
-	if err == nil {
-		cpAccess, err = nft.ParseControlPlaneAccess(*toCP)
-	}
-	if err == nil {
-		err = run(log, *name, *ip, *ip6, *as, *endpoints, *bgpPort, *holdTime, *grTime, hostAccess, cpAccess, *resync, *sweep)
-	}
-	if err != nil {
+	if err := run(log, o, *endpoints); err != nil {
 		log.Error("calico-node stopped", "err", err)
 		fmt.Fprintln(os.Stderr, "error: "+err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hold, grTime time.Duration, toHost nft.HostAccess, toCP nft.ControlPlaneAccess, resync, sweep time.Duration) error {
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return err
-		}
-		name = h
+func run(log *slog.Logger, o *options.Node, endpoints string) error {
+	name, err := o.NodeName()
+	if err != nil {
+		return err
 	}
-	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, GracefulRestartTime: grTime, WorkloadToHost: toHost, WorkloadToControlPlane: toCP, ResyncInterval: resync, SweepGrace: sweep, Log: log}
-	var err error
-	if cfg.IP, err = netip.ParseAddr(ip); err != nil || !cfg.IP.Is4() {
-		return fmt.Errorf("--ip: want this host's IPv4 address, got %q", ip)
+	v, err := o.Validate()
+	if err != nil {
+		return err
 	}
-	if ip6 != "" {
-		if cfg.IP6, err = netip.ParseAddr(ip6); err != nil || cfg.IP6.Is4() {
-			return fmt.Errorf("--ip6: want this host's IPv6 address, got %q", ip6)
-		}
-	}
-	if as != "" {
-		if cfg.ASN, err = api.ParseASNumber(as); err != nil {
-			return err
-		}
+	cfg := node.Config{
+		Name: name, IP: v.IP, IP6: v.IP6, ASN: v.ASN,
+		Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(o.BGPPort),
+		HoldTime: o.HoldTime, GracefulRestartTime: o.RestartTime,
+		WorkloadToHost: v.ToHost, WorkloadToControlPlane: v.ToControlPlane,
+		ResyncInterval: o.ResyncInterval, SweepGrace: o.SweepGrace, Log: log,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Info("starting calico-node", "name", name, "ip", ip, "datastore", cfg.Datastore.Endpoints)
-	dockerStopped := startDocker(ctx, log, name, cfg.Datastore)
+	log.Info("starting calico-node", "name", name, "ip", o.IP, "datastore", cfg.Datastore.Endpoints)
+	dockerStopped := startDocker(ctx, log, name, cfg.Datastore, o)
 	err = node.Run(ctx, cfg)
 	stop()
 	dockerStopped()

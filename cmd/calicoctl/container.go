@@ -10,9 +10,8 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/containerref"
 	"github.com/calico-go/calico/internal/datastore"
-	"github.com/calico-go/calico/internal/docker"
-	"github.com/calico-go/calico/internal/dockerwatch"
 	"github.com/calico-go/calico/internal/output"
 )
 
@@ -94,22 +93,8 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		}
 		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: "netns", Profiles: profiles}
 		if netns == "" {
-			engine, err := docker.NewEngine()
-			if err != nil {
+			if req, err = containerref.DockerRequest(ctx, c, node, args[1], args[2:], profiles, iface); err != nil {
 				return err
-			}
-			ctr, err := engine.Inspect(ctx, args[1])
-			if err != nil {
-				return err
-			}
-			if req, err = dockerwatch.Request(ctx, c, node, ctr, args[2:], profiles); err != nil {
-				return err
-			}
-			// The workload keeps the name the user gave (a name or an id),
-			// which the other container commands then accept.
-			req.Name = args[1]
-			if iface != "" {
-				req.Interface = iface
 			}
 		}
 		ep, err := c.AddWorkload(ctx, req)
@@ -126,11 +111,17 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		if len(args) != 2 {
 			return usage
 		}
-		notes, err := c.RemoveWorkload(ctx, node, workloadName(cmd, c, node, args[1]))
+		// Whatever resolving said, what an interrupted add of that name
+		// left is still removed (Docker need not answer for that); only
+		// when there is nothing at all does the user see why.
+		name, whyNot := workloadName(cmd, c, node, args[1])
+		notes, err := c.RemoveWorkload(ctx, node, name)
 		for _, n := range notes {
 			fmt.Fprintln(os.Stderr, "warning: "+n)
 		}
-		if err != nil {
+		if err != nil && whyNot != nil && strings.HasPrefix(err.Error(), "unknown container ") {
+			return whyNot
+		} else if err != nil {
 			return err
 		}
 		fmt.Printf("Removed networking from %s\n", args[1])
@@ -139,7 +130,10 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 	if len(args) < 3 {
 		return usage
 	}
-	name := workloadName(cmd, c, node, args[0])
+	name, err := workloadName(cmd, c, node, args[0])
+	if err != nil {
+		return err
+	}
 	switch args[1] + " " + args[2] {
 	case "ip add", "ip remove":
 		if len(args) != 4 {
@@ -214,30 +208,14 @@ func endpointCmd() *cobra.Command {
 	return cmd
 }
 
-// workloadName finds the endpoint a user means: the name as given, else,
-// for a Docker container known by another name or id, the endpoint of
-// that container on this host.
-func workloadName(cmd *cobra.Command, c *client.Client, node, given string) string {
-	ctx := cmd.Context()
-	if _, _, err := c.Endpoint(ctx, node, given); err == nil {
-		return given
-	}
-	engine, err := docker.NewEngine()
+// workloadName is the workload on this host that given names (see
+// containerref); when that fails, given itself, and why.
+func workloadName(cmd *cobra.Command, c *client.Client, node, given string) (string, error) {
+	name, err := containerref.Resolve(cmd.Context(), c, func() (containerref.Engine, error) {
+		return containerref.OpenEngine()
+	}, node, given)
 	if err != nil {
-		return given
+		return given, err
 	}
-	ctr, err := engine.Lookup(ctx, given)
-	if err != nil {
-		return given
-	}
-	eps, err := c.Endpoints(ctx, node)
-	if err != nil {
-		return given
-	}
-	for _, ep := range eps {
-		if ep.ContainerID == ctr.ID {
-			return ep.Workload
-		}
-	}
-	return given
+	return name, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/output"
 )
 
@@ -48,7 +49,7 @@ CALICO_NODENAME, else the node whose IP is on this host, else the host name.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&etcdEndpoints, "etcd-endpoints", "", "etcd URLs, comma-separated (default: ETCD_ENDPOINTS, ETCD_AUTHORITY, 127.0.0.1:2379)")
+	root.PersistentFlags().StringVar(&etcdEndpoints, "etcd-endpoints", "", options.EtcdEndpointsHelp)
 	// TLS flags set the same variables the environment can, so one code path reads them.
 	for _, f := range []struct{ name, env, help string }{
 		{"etcd-ca-cert-file", "ETCD_CA_CERT_FILE", "CA certificate that signed etcd's certificate"},

@@ -17,6 +17,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/daemon"
+	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/output"
 )
 
@@ -40,91 +41,48 @@ func stateDir(def string) string {
 
 // nodeName is --name, else CALICO_NODENAME, else the host name.
 func nodeName(flag string) (string, error) {
-	if flag != "" {
-		return flag, api.ValidateName("node", flag)
-	}
-	if n := os.Getenv("CALICO_NODENAME"); n != "" {
-		return n, api.ValidateName("node", n)
-	}
-	return os.Hostname()
+	return (&options.Node{Name: flag}).NodeName()
 }
 
 func nodeCmd() *cobra.Command {
-	var ip, ip6, as, name string
-	var libnetwork bool
-	var dockerHost, pluginDir string
-	var timeout, holdTime, restartTime, sweepGrace time.Duration
-	var toHost, toControlPlane string
+	o := options.NewNode()
+	var timeout time.Duration
 	var extra []string
 	cmd := &cobra.Command{
 		Use:   "node --ip=IP [--name=NAME] [--as=AS] [--ip6=IP6]",
 		Short: "Start calico-node on this host, or manage nodes",
 		Long: `Start calico-node, the agent that routes, enforces profiles and speaks BGP
 for this host. It runs in the background (log in /var/log/calico/NAME/,
-pid in /var/run/calico/NAME/) and this command returns once it is ready.`,
+pid in /var/run/calico/NAME/) and this command returns once it is ready.
+The flags below, except --timeout and --node-arg, are calico-node's own.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if ip == "" {
+			if o.IP == "" {
 				return fmt.Errorf("calicoctl node needs --ip=HOST_IP (this host's address on the network between hosts); see `calicoctl node --help`")
 			}
-			n, err := nodeName(name)
+			n, err := o.NodeName()
 			if err != nil {
 				return err
 			}
-			if err := ipOnThisHost(ip, "--ip"); err != nil {
+			o.Name = n
+			if err := ipOnThisHost(o.IP, "--ip"); err != nil {
 				return err
 			}
-			if ip6 != "" {
-				if err := ipOnThisHost(ip6, "--ip6"); err != nil {
+			if o.IP6 != "" {
+				if err := ipOnThisHost(o.IP6, "--ip6"); err != nil {
 					return err
 				}
 			}
-			if as != "" {
-				if _, err := api.ParseASNumber(as); err != nil {
-					return err
-				}
+			// calico-node would refuse the same, after we had started it.
+			v, err := o.Validate()
+			if err != nil {
+				return err
 			}
-			if libnetwork {
-				extra = append(extra, "--libnetwork")
-			}
-			if dockerHost != "" {
-				extra = append(extra, "--docker-host="+dockerHost)
-			}
-			if pluginDir != "" {
-				extra = append(extra, "--plugin-dir="+pluginDir)
-			}
-			// Passed through to calico-node, which checks them.
-			if holdTime != 0 {
-				extra = append(extra, "--bgp-hold-time="+holdTime.String())
-			}
-			if restartTime != 0 {
-				extra = append(extra, "--bgp-restart-time="+restartTime.String())
-			}
-			if toHost != "" {
-				extra = append(extra, "--workload-to-host="+toHost)
-			}
-			if sweepGrace != 0 {
-				extra = append(extra, "--sweep-grace="+sweepGrace.String())
-			}
-			if toControlPlane != "" {
-				extra = append(extra, "--workload-control-plane="+toControlPlane)
-			}
-			return startNode(cmd, n, ip, ip6, as, timeout, extra)
+			return startNode(cmd, n, v, append(o.Args(), extra...), timeout)
 		},
 	}
-	cmd.Flags().StringVar(&ip, "ip", "", "this host's IPv4 address (required)")
-	cmd.Flags().StringVar(&ip6, "ip6", "", "this host's IPv6 address (for IPv6 routes)")
-	cmd.Flags().StringVar(&as, "as", "", "this node's AS number (default: the cluster default, 64512)")
-	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
-	cmd.Flags().BoolVar(&libnetwork, "libnetwork", false, "also serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
-	cmd.Flags().StringVar(&dockerHost, "docker-host", "", "this host's Docker engine (default: DOCKER_HOST, else unix:///var/run/docker.sock); \"none\" turns the Docker integration off")
-	cmd.Flags().StringVar(&pluginDir, "plugin-dir", "", "where the Docker plugin sockets go (default /run/docker/plugins)")
+	o.AddFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the node to be ready")
-	cmd.Flags().DurationVar(&holdTime, "bgp-hold-time", 0, "BGP hold time: a lost host's routes go after hold time + restart time (default 90s)")
-	cmd.Flags().DurationVar(&restartTime, "bgp-restart-time", 0, "BGP graceful restart time: peers keep this host's routes while its agent restarts (default 120s; negative disables)")
-	cmd.Flags().StringVar(&toHost, "workload-to-host", "", "what workloads may send to this host's services: drop (default) or policy (their outbound profile rules decide)")
-	cmd.Flags().DurationVar(&sweepGrace, "sweep-grace", 0, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before calico-node removes it (default 60s)")
-	cmd.Flags().StringVar(&toControlPlane, "workload-control-plane", "", "what this host's workloads may send to any node's control plane (etcd, BGP, VXLAN): drop (default) or policy (their outbound profile rules decide)")
 	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
 	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
 	return cmd
@@ -155,7 +113,9 @@ func ipOnThisHost(s, flag string) error {
 	return fmt.Errorf("%s: %s is not an address of this host (this host has: %s)", flag, a, strings.Join(here, ", "))
 }
 
-func startNode(cmd *cobra.Command, name, ip, ip6, as string, timeout time.Duration, extra []string) error {
+// startNode starts calico-node with flags (from options.Node.Args, so
+// they include --name and --ip) once the datastore accepts its addresses.
+func startNode(cmd *cobra.Command, name string, v options.Values, flags []string, timeout time.Duration) error {
 	ctx := cmd.Context()
 	c, err := connect(cmd)
 	if err != nil {
@@ -163,11 +123,9 @@ func startNode(cmd *cobra.Command, name, ip, ip6, as string, timeout time.Durati
 	}
 	defer c.Close()
 	// A host address inside a pool could be handed to a workload.
-	var addrs []netip.Addr
-	for _, s := range []string{ip, ip6} {
-		if a, err := netip.ParseAddr(s); err == nil {
-			addrs = append(addrs, a)
-		}
+	addrs := []netip.Addr{v.IP}
+	if v.IP6.IsValid() {
+		addrs = append(addrs, v.IP6)
 	}
 	if err := c.CheckNodeAddrs(ctx, name, addrs...); err != nil {
 		return err
@@ -176,16 +134,8 @@ func startNode(cmd *cobra.Command, name, ip, ip6, as string, timeout time.Durati
 	if err != nil {
 		return err
 	}
-	argv := []string{bin, "--name=" + name, "--ip=" + ip}
-	if ip6 != "" {
-		argv = append(argv, "--ip6="+ip6)
-	}
-	if as != "" {
-		argv = append(argv, "--as="+as)
-	}
-	argv = append(argv, extra...)
 	spec := daemon.Spec{
-		Argv:    argv,
+		Argv:    append([]string{bin}, flags...),
 		Env:     []string{"ETCD_ENDPOINTS=" + c.DS.Where(), "CALICO_NODENAME=" + name},
 		LogFile: nodeLogFile(name),
 		PIDFile: nodePIDFile(name),

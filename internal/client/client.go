@@ -67,10 +67,17 @@ func (c *Client) ThisNode(ctx context.Context) (string, error) {
 	return os.Hostname()
 }
 
-// notFound turns a datastore miss into a message that says what to do.
+// notFound turns a datastore miss into a message that says what to do; it
+// still matches datastore.ErrNotFound, so callers can tell a miss from a
+// datastore that did not answer.
 func notFound(err error, format string, args ...any) error {
 	if errors.Is(err, datastore.ErrNotFound) {
-		return fmt.Errorf(format, args...)
+		return missing(fmt.Sprintf(format, args...))
 	}
 	return err
 }
+
+type missing string
+
+func (m missing) Error() string { return string(m) }
+func (m missing) Unwrap() error { return datastore.ErrNotFound }

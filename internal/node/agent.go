@@ -22,6 +22,7 @@ import (
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/routing"
 )
 
@@ -35,7 +36,7 @@ type Config struct {
 	// BGPPort 0 means 179.
 	BGPPort        int32
 	HoldTime       time.Duration
-	ResyncInterval time.Duration // full reconcile of the kernel; default 30 s
+	ResyncInterval time.Duration // full reconcile of the kernel; 0: options.DefaultResyncInterval
 	StatusInterval time.Duration // status heartbeat; default 10 s (changes are reported within a second)
 	Log            *slog.Logger
 
@@ -151,7 +152,7 @@ func (a *Agent) holdingRoutes(peers int) bool {
 // policy in the kernel when it stops, so a restart does not disturb traffic.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.ResyncInterval == 0 {
-		cfg.ResyncInterval = 30 * time.Second
+		cfg.ResyncInterval = options.DefaultResyncInterval
 	}
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 10 * time.Second

@@ -13,6 +13,7 @@ import (
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/ipam"
+	"github.com/calico-go/calico/internal/options"
 )
 
 // The sweeper removes what a workload's lifecycle left behind when it was
@@ -32,8 +33,8 @@ import (
 // reconcile (libnetwork.Reconcile), which knows the engine's endpoints.
 
 // DefaultSweepGrace is how long a leftover must stay unowned before the
-// sweeper removes it.
-const DefaultSweepGrace = 60 * time.Second
+// sweeper removes it (calico-node's --sweep-grace default).
+const DefaultSweepGrace = options.DefaultSweepGrace
 
 // sweptKept is how many removals status reports (the newest).
 const sweptKept = 20

@@ -119,7 +119,7 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		for _, n := range notes {
 			fmt.Fprintln(os.Stderr, "warning: "+n)
 		}
-		if err != nil && whyNot != nil && strings.HasPrefix(err.Error(), "unknown container ") {
+		if err != nil && whyNot != nil && errors.Is(err, datastore.ErrNotFound) {
 			return whyNot
 		} else if err != nil {
 			return err

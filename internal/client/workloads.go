@@ -315,7 +315,7 @@ func (c *Client) RemoveWorkload(ctx context.Context, node, name string) (notes [
 			return nil, err
 		}
 		if len(found) == 0 {
-			return nil, fmt.Errorf("unknown container %q on host %s; list them with `calicoctl endpoint show`", name, node)
+			return nil, notFound(err, "unknown container %q on host %s; list them with `calicoctl endpoint show`", name, node)
 		}
 		return []string{fmt.Sprintf("container %q had no endpoint; removed what an interrupted add or remove left: %s", name, strings.Join(found, ", "))}, nil
 	} else if err != nil {

@@ -24,6 +24,8 @@ type Input struct {
 	// HaveIPIP says whether this kernel can make IPIP tunnels.
 	HaveIPIP bool
 	IPIP     IPIPSupport // the eBPF path, for kernels without (ipip.go)
+	// WireGuard is this host's key and device (wireguard.go).
+	WireGuard WireGuardSupport
 }
 
 // Peer is a BGP session this host should have.
@@ -72,6 +74,8 @@ func Compute(in Input) Result {
 
 	// Encapsulation problems are reported per pool, whether or not a route needs it yet.
 	r.Problems = append(r.Problems, ipipProblems(in, pools)...)
+	wg := newWGPlan(in)
+	r.Problems = append(r.Problems, wg.problems(in)...)
 
 	// Routes learned from BGP, each shaped by the pool it falls in.
 	vxlanPeers := map[netip.Addr]bool{}
@@ -93,11 +97,13 @@ func Compute(in Input) Result {
 				route = Route{Dst: dst, Kind: RouteVia, Gateway: nh, Dev: VXLANDevice, OnLink: true}
 				vxlanPeers[nh] = true
 			}
+			route = wg.route(dst, nh, route) // encryption wins over every encapsulation
 		}
 		r.Dataplane.Routes = append(r.Dataplane.Routes, route)
 	}
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
 	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
+	r.Dataplane.WireGuard = wg.state()
 
 	r.Dataplane.Policy = policy(s, local, pools)
 	r.Announce = announcements(ownBlocks, local)

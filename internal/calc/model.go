@@ -38,10 +38,11 @@ type AddrSet struct {
 
 // Dataplane is the whole desired state of one host's kernel, as far as we own it.
 type Dataplane struct {
-	Routes []Route
-	VXLAN  VXLAN
-	IPIP   IPIP
-	Policy Policy
+	Routes    []Route
+	VXLAN     VXLAN
+	IPIP      IPIP
+	WireGuard WireGuard
+	Policy    Policy
 }
 
 // RouteKind says how a route forwards.

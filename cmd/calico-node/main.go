@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -63,7 +64,7 @@ func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hol
 		}
 		name = h
 	}
-	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, GracefulRestartTime: grTime, WorkloadToHost: toHost, ResyncInterval: resync, Log: log}
+	cfg := node.Config{Name: name, Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(bgpPort), HoldTime: hold, GracefulRestartTime: grTime, WorkloadToHost: toHost, ResyncInterval: resync, Log: log, StateDir: privateDir(name)}
 	var err error
 	if cfg.IP, err = netip.ParseAddr(ip); err != nil || !cfg.IP.Is4() {
 		return fmt.Errorf("--ip: want this host's IPv4 address, got %q", ip)
@@ -86,4 +87,14 @@ func run(log *slog.Logger, name, ip, ip6, as, endpoints string, bgpPort int, hol
 	stop()
 	dockerStopped()
 	return err
+}
+
+// privateDir is where this node keeps files that never leave the host (its
+// WireGuard private key): /var/lib/calico/NAME, or under CALICO_STATE_DIR
+// beside the pid and log trees calicoctl places there.
+func privateDir(name string) string {
+	if d := os.Getenv("CALICO_STATE_DIR"); d != "" {
+		return filepath.Join(d, "lib", "calico", name)
+	}
+	return filepath.Join("/var/lib/calico", name)
 }

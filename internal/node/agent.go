@@ -21,6 +21,7 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/ipip"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/dataplane/nft"
+	"github.com/calico-go/calico/internal/dataplane/wireguard"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/routing"
 )
@@ -46,6 +47,8 @@ type Config struct {
 	// WorkloadToHost is what workloads may send to this host's own services
 	// (default: nothing; see nft.HostAccess).
 	WorkloadToHost nft.HostAccess
+	// StateDir holds this node's private files (the WireGuard key).
+	StateDir string
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -68,6 +71,8 @@ type Agent struct {
 	ipip    *ipip.Manager
 	ipipOff string // why the eBPF IPIP path is off by the operator's choice
 	policy  *nft.Enforcer
+	wg      *wireguard.Manager
+	wgRot   int // the rotation count the WireGuard key was last checked against
 	speaker *routing.Speaker
 	asn     uint32
 
@@ -160,6 +165,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.policy.SetHostAccess(cfg.WorkloadToHost)
+	a.wg = wireguard.New(a.log)
+	defer a.wg.Close() // keeps the device: traffic waits for the next agent, never goes in the clear
+	if err := a.loadKey(0); err != nil {
+		return err
+	}
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.vxlan = netdev.NewVXLANSyncer()
@@ -187,7 +197,7 @@ func Run(ctx context.Context, cfg Config) error {
 // register writes this node's record: its address with the subnet prefix,
 // which CrossSubnet decisions on other hosts need.
 func (a *Agent) register(ctx context.Context) error {
-	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN}
+	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey()}
 	if a.cfg.IP6.IsValid() {
 		p6, _, err := netdev.HostIPPrefix(a.cfg.IP6)
 		if err != nil {
@@ -306,12 +316,13 @@ func (a *Agent) pass(ctx context.Context) {
 		ipipSupport := a.ipipSupport()
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport}
+		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport, WireGuard: a.wg.Support()}
 		if a.speaker != nil {
 			in.Learned = a.speaker.Learned()
 		}
 		return calc.Compute(in)
 	}
+	a.checkRotation(ctx)
 	res := compute()
 
 	var errs []error
@@ -345,8 +356,23 @@ func (a *Agent) pass(ctx context.Context) {
 		res = compute()
 		time.AfterFunc(time.Second, a.kick)
 	}
+	// The WireGuard device before the routes through it; when it goes,
+	// the plain routes first, so no packet meets a missing device.
+	wgOn := res.Dataplane.WireGuard.Enabled
+	if wgOn {
+		if err := a.wg.Apply(res.Dataplane.WireGuard); err != nil {
+			a.log.Warn("WireGuard device failed; encrypted routes are unreachable until it works", "err", err)
+			res = compute()
+			time.AfterFunc(time.Second, a.kick)
+		}
+	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
+	}
+	if !wgOn {
+		if err := a.wg.Apply(res.Dataplane.WireGuard); err != nil {
+			errs = append(errs, fmt.Errorf("wireguard: %w", err))
+		}
 	}
 	if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
@@ -434,6 +460,7 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		st.BGPPeers = a.speaker.PeerStates()
 	}
 	st.IPIP = a.ipip.Status()
+	st.WireGuard = a.wg.Status()
 	cmp := st
 	cmp.Updated = ""
 	if reflect.DeepEqual(cmp, a.lastStatus) && time.Since(a.lastStatusTime) < a.cfg.StatusInterval && ctx.Err() == nil {
@@ -442,5 +469,44 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	a.lastStatus, a.lastStatusTime = cmp, time.Now()
 	if err := a.ds.Put(ctx, datastore.StatusKey(a.cfg.Name), st); err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Warn("cannot report status", "err", err)
+	}
+}
+
+// loadKey reads (or makes) this host's WireGuard key for the cluster's
+// rotation count.
+func (a *Agent) loadKey(rotation int) error {
+	dir := a.cfg.StateDir
+	if dir == "" {
+		dir = "/var/lib/calico/" + a.cfg.Name
+	}
+	k, err := wireguard.LoadOrCreateKey(dir, rotation)
+	if err != nil {
+		return err
+	}
+	a.wg.SetKey(k)
+	a.wgRot = rotation
+	return nil
+}
+
+// checkRotation makes a new key when `calicoctl encryption rotate` asked
+// for one, and publishes its public half in the node record.
+func (a *Agent) checkRotation(ctx context.Context) {
+	a.mu.Lock()
+	rot := a.snap.Encryption.Rotation
+	a.mu.Unlock()
+	if rot <= a.wgRot {
+		return
+	}
+	old := a.wg.PublicKey()
+	if err := a.loadKey(rot); err != nil {
+		a.log.Warn("cannot rotate the WireGuard key", "err", err)
+		return
+	}
+	if a.wg.PublicKey() != old {
+		a.log.Info("WireGuard key rotated", "rotation", rot)
+		if err := a.register(ctx); err != nil {
+			a.log.Warn("cannot publish the new WireGuard key", "err", err)
+			a.wgRot = 0 // try again next pass
+		}
 	}
 }

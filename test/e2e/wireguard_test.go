@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/e2etest"
+	"github.com/calico-go/calico/internal/lab"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// wgCapture runs tcpdump on one interface (the host's fabric NIC), so the
+// decrypted packets on the WireGuard device are not in it.
+func wgCapture(t *testing.T, h *lab.Host, filter string) *capture {
+	t.Helper()
+	p, err := h.Start("tcpdump", "-n", "-l", "-i", h.Iface, filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
+	waitFor(t, 10*time.Second, "tcpdump listens in "+h.Name, func() (bool, string) {
+		return strings.Contains(p.Log(), "listening on"), p.Log()
+	})
+	return &capture{p}
+}
+
+func seededWorld(t *testing.T, ctx context.Context) *walkthrough.World {
+	t.Helper()
+	w := world(t, walkthrough.Options{})
+	if err := w.Seed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// encryptionOn turns encryption on and waits until both hosts route each
+// other's workloads through the WireGuard device.
+func encryptionOn(t *testing.T, ctx context.Context, w *walkthrough.World) {
+	t.Helper()
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	if out, err := w.Ctl(ctx, h1, "encryption", "on"); err != nil {
+		t.Fatalf("calicoctl encryption on: %v %s", err, out)
+	}
+	for _, h := range []*lab.Host{h1, h2} {
+		waitFor(t, 30*time.Second, h.Label+" routes remote workloads through "+calc.WireGuardDevice, func() (bool, string) {
+			r := ourRoutes(t, ctx, h, "-4")
+			return strings.Contains(r, "dev "+calc.WireGuardDevice) && !strings.Contains(r, "via 10.0.0."), r
+		})
+	}
+}
+
+// nodeStatus reads a node's status record as JSON.
+func nodeStatus(t *testing.T, ctx context.Context, w *walkthrough.World, h *lab.Host) api.NodeStatus {
+	t.Helper()
+	out, err := w.Ctl(ctx, h, "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("calicoctl status: %v %s", err, out)
+	}
+	var st api.NodeStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestWireGuardEncryptsBetweenHosts: with encryption on, the fabric carries
+// only UDP 51820 between the node addresses and no workload address;
+// profiles are enforced on the decrypted traffic as before; a host that
+// forges the inner source address of another host's workload gets nothing
+// through (cryptokey routing), although the same forgery passes in the
+// clear; and turning encryption off returns to plain routing without
+// restarting the agents.
+func TestWireGuardEncryptsBetweenHosts(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	w := seededWorld(t, ctx)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	pids := map[string]int{h1.Label: nodeStatus(t, ctx, w, h1).PID, h2.Label: nodeStatus(t, ctx, w, h2).PID}
+
+	// The attack in the clear first: host2 (compromised) sends as worker-4,
+	// a PROF_1 member on host1, to worker-1. Policy lets it in.
+	w4, err := w.AddWorkload(ctx, h1, "worker-4", "192.168.100.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Ctl(ctx, h1, "container", "worker-4", "profile", "append", "PROF_1"); err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.AddrPortFrom(w1.IP, 7007)
+	counter := e2etest.NewUDPCounter(t, w1.Netns, dst.String())
+	forged := netip.AddrPortFrom(w4.IP, 5000)
+	if !reaches(ctx, w, "worker-3", w1.IP, true) {
+		t.Fatal("worker-3 cannot reach worker-1 before encryption")
+	}
+	if err := sendForged(h2.Netns, forged, dst, "forged-plain", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the forgery in the clear reaches worker-1 (the attack is real)", func() (bool, string) {
+		return counter.Count("forged-plain") > 0, "forged datagrams: " + strconv.Itoa(counter.Count("forged-plain"))
+	})
+
+	encryptionOn(t, ctx, w)
+	udp := wgCapture(t, h1, "udp and not port 53")
+	leaks := wgCapture(t, h1, "net "+walkthrough.Pool)
+
+	if !reaches(ctx, w, "worker-1", w3.IP, true) || !reaches(ctx, w, "worker-3", w1.IP, true) {
+		t.Fatalf("workers on two hosts do not reach each other through WireGuard; host1 routes:\n%s\nhost1 status:\n%s", ourRoutes(t, ctx, h1, "-4"), status(t, ctx, w, h1))
+	}
+	e2etest.ListenTCP(t, w3.Netns, netip.AddrPortFrom(w3.IP, 8080).String())
+	if err := e2etest.Opens(ctx, w1.Netns, netip.Addr{}, netip.AddrPortFrom(w3.IP, 8080)); err != nil {
+		t.Errorf("PROF_1 worker-1 -> worker-3 TCP through WireGuard: %v", err)
+	}
+	if err := e2etest.Blocked(ctx, w2.Netns, netip.Addr{}, netip.AddrPortFrom(w3.IP, 8080)); err != nil {
+		t.Errorf("PROF_2 worker-2 -> PROF_1 worker-3 through WireGuard: %v (profiles must still apply to decrypted traffic)", err)
+	}
+
+	// The same forgery through the tunnel, and an honest datagram from
+	// worker-3 showing the listener would have counted it.
+	if err := sendForged(h2.Netns, forged, dst, "forged-wg", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2etest.SendUDP(w3.Netns, netip.AddrPortFrom(w3.IP, 5000), dst, "honest", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "worker-3's honest datagrams reach worker-1 through WireGuard", func() (bool, string) {
+		return counter.Count("honest") == 5, "honest datagrams: " + strconv.Itoa(counter.Count("honest"))
+	})
+	if n := counter.Count("forged-wg"); n != 0 {
+		t.Errorf("host2 sent as worker-4 (host1's) through WireGuard and %d datagrams reached worker-1", n)
+	}
+
+	encrypted, leaked := udp.Lines(), leaks.Lines()
+	if len(encrypted) == 0 {
+		t.Error("the fabric saw no UDP while workers talked through WireGuard")
+	}
+	for _, l := range encrypted {
+		if !strings.Contains(l, "10.0.0.1.51820 > 10.0.0.2.51820") && !strings.Contains(l, "10.0.0.2.51820 > 10.0.0.1.51820") {
+			t.Errorf("UDP on the fabric that is not WireGuard between the node addresses: %s", l)
+		}
+	}
+	if len(leaked) > 0 {
+		t.Errorf("workload addresses appeared on the fabric in the clear (%d packets), first: %s", len(leaked), leaked[0])
+	}
+	t.Logf("fabric: %d WireGuard packets, e.g. %s", len(encrypted), first(encrypted))
+
+	// Status names the mode and the peer with its handshake.
+	st := nodeStatus(t, ctx, w, h1)
+	if st.WireGuard == nil || !strings.HasPrefix(st.WireGuard.Mode, "userspace") || len(st.WireGuard.Peers) != 1 {
+		t.Errorf("host1 WireGuard status: %+v", st.WireGuard)
+	}
+	waitFor(t, 15*time.Second, "host1 status shows a handshake with host2", func() (bool, string) {
+		st := nodeStatus(t, ctx, w, h1)
+		return st.WireGuard != nil && len(st.WireGuard.Peers) == 1 && st.WireGuard.Peers[0].Node == h2.Label && st.WireGuard.Peers[0].LastHandshake != "", status(t, ctx, w, h1)
+	})
+	t.Logf("host1 status:\n%s", status(t, ctx, w, h1))
+
+	// Off: plain routes again, the device gone, the same agents.
+	if out, err := w.Ctl(ctx, h1, "encryption", "off"); err != nil {
+		t.Fatalf("calicoctl encryption off: %v %s", err, out)
+	}
+	for _, h := range []*lab.Host{h1, h2} {
+		waitFor(t, 30*time.Second, h.Label+" routes in the clear again", func() (bool, string) {
+			r := ourRoutes(t, ctx, h, "-4")
+			_, err := h.Run(ctx, "ip", "link", "show", calc.WireGuardDevice)
+			return strings.Contains(r, "via 10.0.0.") && !strings.Contains(r, calc.WireGuardDevice) && err != nil, r
+		})
+		if pid := nodeStatus(t, ctx, w, h).PID; pid != pids[h.Label] {
+			t.Errorf("%s: the agent restarted (pid %d, was %d)", h.Label, pid, pids[h.Label])
+		}
+	}
+	if !reaches(ctx, w, "worker-1", w3.IP, true) {
+		t.Error("worker-1 cannot reach worker-3 after encryption is off")
+	}
+}
+
+// sendForged sends UDP from an address that is not the sender's own, as a
+// compromised host's root can (IP_TRANSPARENT lets the socket use it).
+func sendForged(ns *lab.Netns, src, dst netip.AddrPort, payload string, n int) error {
+	return ns.Do(func() error {
+		d := net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(src), Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1) })
+			return errors.Join(err, serr)
+		}}
+		c, err := d.Dial("udp4", dst.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for range n {
+			if _, err := c.Write([]byte(payload)); err != nil {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
+	})
+}

@@ -1,70 +1,95 @@
 // Package wireguard owns the host's WireGuard device (calc.WireGuardDevice)
 // and converges it to calc's desired state: listen port, private key, and
-// peers with their endpoints and allowed IPs. Where the kernel has no
-// WireGuard module (CONFIG_WIREGUARD off, as on the project's build
-// machine) the agent runs wireguard-go in-process on a TUN device with its
-// offloads (virtio-net headers: GSO out, GRO in); the wire format is the
-// same, so hosts of either kind interoperate.
+// peers with their endpoints and allowed IPs. Two backends take the same
+// configuration (a wgtypes.Config): the kernel's WireGuard through wgctrl
+// where the module exists, and otherwise (CONFIG_WIREGUARD off, as on the
+// project's build machine) wireguard-go run in-process on a TUN device with
+// its offloads (virtio-net headers: GSO out, GRO in). The wire format is
+// WireGuard either way, so hosts of either kind interoperate.
 //
-// The TUN device is made persistent: when the agent stops (or restarts),
-// the device and the routes through it stay, and packets routed to it are
-// dropped, never sent out of the uplink in the clear. The next agent
-// attaches to the same device and handshakes again with the same key.
+// The userspace device is a persistent TUN: when the agent stops (or
+// restarts), the device and the routes through it stay, and packets routed
+// to it are dropped, never sent out of the uplink in the clear. The next
+// agent attaches to the same device and handshakes again with the same key.
+// A kernel device simply stays, keys and peers included.
 package wireguard
 
 import (
-	"bufio"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 )
 
-// ModeUserspace is what `calicoctl status` shows for wireguard-go.
-const ModeUserspace = "userspace (wireguard-go on a TUN device, offloads on)"
+// Modes, as `calicoctl status` shows them.
+const (
+	ModeKernel    = "kernel"
+	ModeUserspace = "userspace (wireguard-go on a TUN device, offloads on)"
+)
+
+// backend is one way to run the device.
+type backend interface {
+	// ensure makes the device (or attaches to one left by an earlier agent).
+	ensure(st calc.WireGuard) error
+	// configure applies an incremental configuration.
+	configure(cfg wgtypes.Config) error
+	// peers reads the device's peers with their handshake times.
+	peers() ([]wgtypes.Peer, error)
+	// up is called once the link is up (wireguard-go starts its sockets).
+	up() error
+	// stop leaves the device in the kernel; remove deletes it.
+	stop()
+}
 
 // Manager is the only owner of the WireGuard device.
 type Manager struct {
-	log *slog.Logger
+	log  *slog.Logger
+	mode string
 
 	mu      sync.Mutex
 	key     wgtypes.Key
 	hasKey  bool
-	dev     *device.Device
-	tun     tun.Device
-	keySet  wgtypes.Key                   // the private key the device has
-	peers   map[string]calc.WireGuardPeer // by public key (base64), as applied
+	b       backend // nil while there is no device
+	keySet  wgtypes.Key
 	port    int
+	applied map[wgtypes.Key]calc.WireGuardPeer // as applied, by public key
 	problem string
 }
 
-// New returns a manager; nothing happens in the kernel until Apply.
+// New returns a manager; nothing happens in the kernel until Apply. It
+// picks the kernel's WireGuard when this kernel has it.
 func New(log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{log: log, peers: map[string]calc.WireGuardPeer{}}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		m.problem = "no /dev/net/tun for wireguard-go (and no kernel WireGuard module)"
+	m := &Manager{log: log, applied: map[wgtypes.Key]calc.WireGuardPeer{}}
+	switch {
+	case os.Getenv("CALICO_WIREGUARD") != "userspace" && netdev.HaveLinkType("wireguard"):
+		m.mode = ModeKernel
+	default:
+		m.mode = ModeUserspace
+		if _, err := os.Stat("/dev/net/tun"); err != nil {
+			m.problem = "this kernel has no WireGuard module and there is no /dev/net/tun for wireguard-go"
+		}
 	}
 	return m
 }
+
+// Mode is the backend this host uses.
+func (m *Manager) Mode() string { return m.mode }
 
 // SetKey sets the host's private key; the device takes it on the next Apply.
 func (m *Manager) SetKey(k wgtypes.Key) {
@@ -106,85 +131,71 @@ func (m *Manager) Apply(st calc.WireGuard) error {
 	if !m.hasKey {
 		return errors.New("WireGuard has no private key yet")
 	}
-	if err := m.ensureDeviceLocked(st); err != nil {
-		m.problem = err.Error()
+	if m.b == nil {
+		var b backend
+		if m.mode == ModeKernel {
+			b = &kernel{name: st.Device}
+		} else {
+			b = &userspace{log: m.log}
+		}
+		if err := b.ensure(st); err != nil {
+			m.problem = err.Error()
+			return err
+		}
+		m.b, m.problem = b, ""
+		m.keySet, m.port, m.applied = wgtypes.Key{}, 0, map[wgtypes.Key]calc.WireGuardPeer{}
+	}
+	cfg, want := m.diffLocked(st)
+	if cfg.PrivateKey != nil || cfg.ListenPort != nil || len(cfg.Peers) > 0 {
+		if err := m.b.configure(cfg); err != nil {
+			return fmt.Errorf("configure %s: %w", st.Device, err)
+		}
+	}
+	m.keySet, m.port, m.applied = m.key, st.ListenPort, want
+	if err := linkUp(st); err != nil {
 		return err
 	}
-	var b strings.Builder
+	return m.b.up()
+}
+
+// diffLocked is the configuration that takes the device from what was
+// applied to st, and the peers as they will be.
+func (m *Manager) diffLocked(st calc.WireGuard) (wgtypes.Config, map[wgtypes.Key]calc.WireGuardPeer) {
+	var cfg wgtypes.Config
 	if m.keySet != m.key || m.port != st.ListenPort {
-		fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hexKey(m.key), st.ListenPort)
+		k, port := m.key, st.ListenPort
+		cfg.PrivateKey, cfg.ListenPort = &k, &port
 	}
-	want := map[string]calc.WireGuardPeer{}
+	want := map[wgtypes.Key]calc.WireGuardPeer{}
 	for _, p := range st.Peers {
-		want[p.PublicKey] = p
-	}
-	for k := range m.peers {
-		if _, ok := want[k]; !ok {
-			pk, err := wgtypes.ParseKey(k)
-			if err != nil {
-				continue
-			}
-			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", hexKey(pk))
-		}
-	}
-	for _, p := range st.Peers {
-		if old, ok := m.peers[p.PublicKey]; ok && old.Endpoint == p.Endpoint && slices.Equal(old.AllowedIPs, p.AllowedIPs) {
-			continue
-		}
 		pk, err := wgtypes.ParseKey(p.PublicKey)
 		if err != nil {
 			m.log.Warn("skipping a WireGuard peer with a bad key", "node", p.Node, "err", err)
 			continue
 		}
-		fmt.Fprintf(&b, "public_key=%s\nendpoint=%s\nreplace_allowed_ips=true\n", hexKey(pk), p.Endpoint)
+		want[pk] = p
+	}
+	for pk := range m.applied {
+		if _, ok := want[pk]; !ok {
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: pk, Remove: true})
+		}
+	}
+	for pk, p := range want {
+		if old, ok := m.applied[pk]; ok && old.Endpoint == p.Endpoint && slices.Equal(old.AllowedIPs, p.AllowedIPs) {
+			continue
+		}
+		pc := wgtypes.PeerConfig{PublicKey: pk, Endpoint: net.UDPAddrFromAddrPort(p.Endpoint), ReplaceAllowedIPs: true}
 		for _, a := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
+			pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())})
 		}
+		cfg.Peers = append(cfg.Peers, pc)
 	}
-	if b.Len() > 0 {
-		if err := m.dev.IpcSet(b.String()); err != nil {
-			return fmt.Errorf("configure %s: %w", st.Device, err)
-		}
-	}
-	m.keySet, m.port, m.peers = m.key, st.ListenPort, want
-	return m.linkUpLocked(st)
+	slices.SortFunc(cfg.Peers, func(a, b wgtypes.PeerConfig) int { return strings.Compare(a.PublicKey.String(), b.PublicKey.String()) })
+	return cfg, want
 }
 
-// ensureDeviceLocked makes (or, after a restart, re-attaches to) the
-// persistent TUN device and starts wireguard-go on it.
-func (m *Manager) ensureDeviceLocked(st calc.WireGuard) error {
-	if m.dev != nil {
-		return nil
-	}
-	t, err := tun.CreateTUN(st.Device, st.MTU)
-	if err != nil {
-		return fmt.Errorf("make TUN device %s for wireguard-go: %w", st.Device, err)
-	}
-	if nt, ok := t.(*tun.NativeTun); ok {
-		// Through the raw conn: File().Fd() would make the fd blocking.
-		rc, err := nt.File().SyscallConn()
-		if err == nil {
-			cerr := rc.Control(func(fd uintptr) { err = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, 1) })
-			err = errors.Join(err, cerr)
-		}
-		if err != nil {
-			t.Close()
-			return fmt.Errorf("make %s persistent: %w", st.Device, err)
-		}
-	}
-	logger := &device.Logger{
-		Verbosef: func(string, ...any) {},
-		Errorf:   func(f string, args ...any) { m.log.Debug("wireguard-go: " + fmt.Sprintf(f, args...)) },
-	}
-	m.tun, m.dev = t, device.NewDevice(t, conn.NewDefaultBind(), logger)
-	m.keySet, m.port, m.peers = wgtypes.Key{}, 0, map[string]calc.WireGuardPeer{}
-	m.problem = ""
-	return nil
-}
-
-// linkUpLocked sets the MTU and brings the link up (wireguard-go follows
-// the link state), idempotently.
-func (m *Manager) linkUpLocked(st calc.WireGuard) error {
+// linkUp sets the MTU and brings the link up, idempotently.
+func linkUp(st calc.WireGuard) error {
 	l, err := netlink.LinkByName(st.Device)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", st.Device, err)
@@ -199,17 +210,17 @@ func (m *Manager) linkUpLocked(st calc.WireGuard) error {
 			return fmt.Errorf("bring %s up: %w", st.Device, err)
 		}
 	}
-	return m.dev.Up()
+	return nil
 }
 
-// removeLocked stops wireguard-go and deletes the device (and with it
-// every route through it), also one left by an earlier agent.
+// removeLocked stops the backend and deletes the device (and with it every
+// route through it), also one left by an earlier agent.
 func (m *Manager) removeLocked() error {
-	if m.dev != nil {
-		m.dev.Close() // closes the TUN too
-		m.dev, m.tun = nil, nil
+	if m.b != nil {
+		m.b.stop()
+		m.b = nil
 	}
-	m.peers = map[string]calc.WireGuardPeer{}
+	m.applied = map[wgtypes.Key]calc.WireGuardPeer{}
 	l, err := netlink.LinkByName(calc.WireGuardDevice)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -224,15 +235,15 @@ func (m *Manager) removeLocked() error {
 	return nil
 }
 
-// Close stops wireguard-go but leaves the persistent device and its
-// routes: until the next agent attaches, traffic for remote workloads is
-// dropped rather than sent in the clear.
+// Close stops the backend but leaves the device and its routes: until the
+// next agent attaches, traffic for remote workloads is dropped (userspace)
+// or still encrypted (kernel), never sent in the clear.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.dev != nil {
-		m.dev.Close()
-		m.dev, m.tun = nil, nil
+	if m.b != nil {
+		m.b.stop()
+		m.b = nil
 	}
 }
 
@@ -240,37 +251,22 @@ func (m *Manager) Close() {
 func (m *Manager) Status() *api.WireGuardStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.dev == nil {
+	if m.b == nil {
 		return nil
 	}
-	st := &api.WireGuardStatus{Mode: ModeUserspace, Device: calc.WireGuardDevice, PublicKey: m.key.PublicKey().String()}
-	get, err := m.dev.IpcGet()
+	st := &api.WireGuardStatus{Mode: m.mode, Device: calc.WireGuardDevice, PublicKey: m.key.PublicKey().String()}
+	peers, err := m.b.peers()
 	if err != nil {
 		return st
 	}
-	byHex := map[string]calc.WireGuardPeer{}
-	for k, p := range m.peers {
-		if pk, err := wgtypes.ParseKey(k); err == nil {
-			byHex[hexKey(pk)] = p
+	for _, p := range peers {
+		want := m.applied[p.PublicKey]
+		ps := api.WireGuardPeer{Node: want.Node, Endpoint: want.Endpoint.String(), AllowedIPs: len(p.AllowedIPs)}
+		if !p.LastHandshakeTime.IsZero() && p.LastHandshakeTime.Unix() > 0 {
+			ps.LastHandshake = p.LastHandshakeTime.UTC().Format(time.RFC3339)
 		}
-	}
-	var cur *api.WireGuardPeer
-	sc := bufio.NewScanner(strings.NewReader(get))
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), "=")
-		switch k {
-		case "public_key":
-			p := byHex[v]
-			st.Peers = append(st.Peers, api.WireGuardPeer{Node: p.Node, Endpoint: p.Endpoint.String(), AllowedIPs: len(p.AllowedIPs)})
-			cur = &st.Peers[len(st.Peers)-1]
-		case "last_handshake_time_sec":
-			if sec, _ := strconv.ParseInt(v, 10, 64); cur != nil && sec > 0 {
-				cur.LastHandshake = time.Unix(sec, 0).UTC().Format(time.RFC3339)
-			}
-		}
+		st.Peers = append(st.Peers, ps)
 	}
 	slices.SortFunc(st.Peers, func(a, b api.WireGuardPeer) int { return strings.Compare(a.Node, b.Node) })
 	return st
 }
-
-func hexKey(k wgtypes.Key) string { return hex.EncodeToString(k[:]) }

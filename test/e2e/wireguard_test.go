@@ -16,6 +16,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -306,5 +307,64 @@ func TestWireGuardRotateAndRestartUnderIperf3(t *testing.T) {
 	}
 	if !reaches(ctx, w, "worker-1", w3.IP, true) {
 		t.Error("worker-1 cannot reach worker-3 after the restarts")
+	}
+}
+
+// TestWireGuardUnkeyedHostUnlessAllowed: when a host's record carries no
+// key (an agent that has not published one yet), the others refuse to
+// reach its workloads at all (no packet to it in the clear) and say why,
+// until the operator allows unencrypted traffic to such hosts.
+func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	w := seededWorld(t, ctx)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w3 := w.Workloads["worker-3"]
+	encryptionOn(t, ctx, w)
+
+	// host2's record without its key, through etcd's JSON gateway.
+	rec, _ := json.Marshal(api.Node{Name: h2.Label, IPv4: h2.IP.String()})
+	body, _ := json.Marshal(map[string][]byte{"key": []byte(datastore.NodeKey(h2.Label)), "value": rec})
+	if out, err := h1.Run(ctx, "curl", "-sS", "-X", "POST", "http://"+w.Etcd+"/v3/kv/put", "-d", string(body)); err != nil {
+		t.Fatalf("put host2's record without a key: %v %s", err, out)
+	}
+	waitFor(t, 20*time.Second, "host1 makes host2's workloads unreachable", func() (bool, string) {
+		r := ourRoutes(t, ctx, h1, "-4")
+		return strings.Contains(r, "unreachable "+w3.IP.String()), r
+	})
+	leaks := wgCapture(t, h1, "net "+walkthrough.Pool)
+	if reaches(ctx, w, "worker-1", w3.IP, false) {
+		t.Error("worker-1 reached worker-3 on a host without a key")
+	}
+	if l := leaks.Lines(); len(l) > 0 {
+		t.Errorf("workload traffic left host1 in the clear towards a host without a key: %s", l[0])
+	}
+	if st := status(t, ctx, w, h1); !strings.Contains(st, "node host2 has published no WireGuard key") {
+		t.Errorf("host1 status does not say why host2's workloads are unreachable:\n%s", st)
+	}
+
+	if out, err := w.Ctl(ctx, h1, "encryption", "on", "--allow-unencrypted"); err != nil {
+		t.Fatalf("calicoctl encryption on --allow-unencrypted: %v %s", err, out)
+	}
+	waitFor(t, 20*time.Second, "host1 routes host2's workloads in the clear", func() (bool, string) {
+		r := ourRoutes(t, ctx, h1, "-4")
+		return strings.Contains(r, w3.IP.String()+" via 10.0.0.2"), r
+	})
+	// One way: host2 itself still encrypts (only its record lost the key
+	// here), and host1 has no peer for it any more, so replies would not
+	// come back; datagrams show the clear path works.
+	dst := netip.AddrPortFrom(w3.IP, 7007)
+	counter := e2etest.NewUDPCounter(t, w3.Netns, dst.String())
+	plain := wgCapture(t, h1, "udp and dst host "+w3.IP.String())
+	if err := e2etest.SendUDP(w.Workloads["worker-1"].Netns, netip.AddrPortFrom(w.Workloads["worker-1"].IP, 5000), dst, "clear", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "worker-1's datagrams reach worker-3 in the clear", func() (bool, string) {
+		return counter.Count("clear") == 5, "datagrams: " + strconv.Itoa(counter.Count("clear"))
+	})
+	if l := plain.Lines(); len(l) == 0 {
+		t.Error("no clear datagram to worker-3 seen on host1's fabric NIC")
+	}
+	if show, err := w.Ctl(ctx, h1, "encryption", "show"); err != nil || !strings.Contains(show, "reached unencrypted") {
+		t.Errorf("calicoctl encryption show: %v\n%s", err, show)
 	}
 }

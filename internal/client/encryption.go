@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/datastore"
 )
 
@@ -33,4 +34,15 @@ func (c *Client) UpdateEncryption(ctx context.Context, fn func(*api.EncryptionCo
 			return cfg, err
 		}
 	}
+}
+
+// encryptionMTU is the MTU of new workloads while encryption is on: room
+// for WireGuard's 60 bytes (calc.WireGuardMTU), whatever the pool, since
+// WireGuard replaces the pool's tunnel between hosts.
+func (c *Client) encryptionMTU(ctx context.Context) (int, bool, error) {
+	cfg, err := c.Encryption(ctx)
+	if err != nil || !cfg.Enabled {
+		return 0, false, err
+	}
+	return calc.WireGuardMTU, true, nil
 }

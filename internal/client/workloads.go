@@ -197,6 +197,9 @@ func (c *Client) WorkloadMTU(ctx context.Context, addrs []netip.Addr) (int, erro
 
 // workloadMTU leaves room for the VXLAN or IPIP header when any address's pool tunnels.
 func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, error) {
+	if mtu, on, err := c.encryptionMTU(ctx); err != nil || on {
+		return mtu, err
+	}
 	pools, err := c.Pools(ctx, 0)
 	if err != nil {
 		return 0, err

@@ -321,6 +321,15 @@ func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 	w3 := w.Workloads["worker-3"]
 	encryptionOn(t, ctx, w)
 
+	// A workload added while encryption is on leaves room for WireGuard.
+	w5, err := w.AddWorkload(ctx, h1, "worker-5", "192.168.100.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w5.Netns.Run(ctx, "ip", "-o", "link", "show", "eth0"); err != nil || !strings.Contains(out, "mtu 1440") {
+		t.Errorf("worker-5 eth0 is not MTU 1440: %s %v", out, err)
+	}
+
 	// host2's record without its key, through etcd's JSON gateway.
 	rec, _ := json.Marshal(api.Node{Name: h2.Label, IPv4: h2.IP.String()})
 	body, _ := json.Marshal(map[string][]byte{"key": []byte(datastore.NodeKey(h2.Label)), "value": rec})

@@ -37,9 +37,9 @@ func wgCapture(t *testing.T, h *lab.Host, filter string) *capture {
 	return &capture{p}
 }
 
-func seededWorld(t *testing.T, ctx context.Context) *walkthrough.World {
+func seededWorld(t *testing.T, ctx context.Context, o ...walkthrough.Options) *walkthrough.World {
 	t.Helper()
-	w := world(t, walkthrough.Options{})
+	w := world(t, append(o, walkthrough.Options{})[0])
 	if err := w.Seed(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func encryptionOn(t *testing.T, ctx context.Context, w *walkthrough.World) {
 	for _, h := range []*lab.Host{h1, h2} {
 		waitFor(t, 30*time.Second, h.Label+" routes remote workloads through "+calc.WireGuardDevice, func() (bool, string) {
 			r := ourRoutes(t, ctx, h, "-4")
-			return strings.Contains(r, "dev "+calc.WireGuardDevice) && !strings.Contains(r, "via 10.0.0."), r
+			return strings.Contains(r, "dev "+calc.WireGuardDevice) && !strings.Contains(r, " via "), r
 		})
 	}
 }
@@ -375,5 +375,34 @@ func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 	}
 	if show, err := w.Ctl(ctx, h1, "encryption", "show"); err != nil || !strings.Contains(show, "reached unencrypted") {
 		t.Errorf("calicoctl encryption show: %v\n%s", err, show)
+	}
+}
+
+// TestWireGuardAcrossRouter: hosts on two subnets behind a router that
+// knows nothing of the pool, which has no encapsulation of its own. With
+// encryption on, WireGuard carries the pool across: workers reach each
+// other, and the router sees UDP 51820 between node addresses and never a
+// workload address.
+func TestWireGuardAcrossRouter(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	w := seededWorld(t, ctx, walkthrough.Options{Routed: true})
+	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
+	encryptionOn(t, ctx, w)
+	tunnel := startCapture(t, w.Router, "udp port 51820")
+	leaks := startCapture(t, w.Router, "net "+walkthrough.Pool)
+	if !reaches(ctx, w, "worker-1", w3.IP, true) || !reaches(ctx, w, "worker-3", w1.IP, true) {
+		t.Fatalf("workers on two subnets do not reach each other through WireGuard; host1 routes:\n%s", ourRoutes(t, ctx, w.Hosts[0], "-4"))
+	}
+	encrypted, leaked := tunnel.Lines(), leaks.Lines()
+	if len(encrypted) == 0 {
+		t.Error("the router saw no WireGuard packet while workers talked across it")
+	}
+	for _, l := range encrypted {
+		if !strings.Contains(l, "10.0.0.1.51820 > 10.0.2.2.51820") && !strings.Contains(l, "10.0.2.2.51820 > 10.0.0.1.51820") {
+			t.Errorf("WireGuard packet on the router not between the node addresses: %s", l)
+		}
+	}
+	if len(leaked) > 0 {
+		t.Errorf("workload addresses appeared on the router in the clear (%d packets), first: %s", len(leaked), leaked[0])
 	}
 }

@@ -74,7 +74,7 @@ func Compute(in Input) Result {
 
 	// Encapsulation problems are reported per pool, whether or not a route needs it yet.
 	r.Problems = append(r.Problems, ipipProblems(in, pools)...)
-	wg := newWGPlan(in)
+	wg := newWGPlan(in, pools)
 	r.Problems = append(r.Problems, wg.problems(in)...)
 
 	// Routes learned from BGP, each shaped by the pool it falls in.
@@ -103,7 +103,7 @@ func Compute(in Input) Result {
 	}
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
 	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
-	r.Dataplane.WireGuard = wg.state()
+	r.Dataplane.WireGuard = wg.state(s)
 
 	r.Dataplane.Policy = policy(s, local, pools)
 	r.Announce = announcements(ownBlocks, local)

@@ -36,6 +36,13 @@ type WireGuard struct {
 	ListenPort int
 	MTU        int
 	Peers      []WireGuardPeer // sorted by public key
+	// CleartextFrom are sources that may reach pool addresses (PoolDsts)
+	// only through the device: a packet from them arriving on any other
+	// interface but a local workload's is a forgery and is dropped. Every
+	// pool when unencrypted hosts are not allowed, else the keyed peers'
+	// allowed IPs.
+	CleartextFrom []netip.Prefix
+	PoolDsts      []netip.Prefix
 }
 
 // WireGuardPeer is one remote host: its key, where it listens, and the
@@ -54,11 +61,17 @@ type wgPlan struct {
 	on, allowPlain bool
 	ready          bool // this host has a key and a working device
 	byIP           map[netip.Addr]*WireGuardPeer
+	pools          []netip.Prefix // IPv4 pools
 }
 
-func newWGPlan(in Input) *wgPlan {
+func newWGPlan(in Input, pools []parsedPool) *wgPlan {
 	cfg := in.Snap.Encryption
 	p := &wgPlan{on: cfg.Enabled, allowPlain: cfg.AllowUnencrypted, byIP: map[netip.Addr]*WireGuardPeer{}}
+	for _, pl := range pools {
+		if pl.cidr.Addr().Is4() {
+			p.pools = append(p.pools, pl.cidr)
+		}
+	}
 	if !p.on {
 		return p
 	}
@@ -94,18 +107,53 @@ func (p *wgPlan) route(dst netip.Prefix, nh netip.Addr, plain Route) Route {
 
 // state is the device's desired state once every route has been shaped.
 // Peers whose node publishes a key are configured even before a route
-// needs them, so their handshakes can start.
-func (p *wgPlan) state() WireGuard {
+// needs them, so their handshakes can start. Besides the learned routes,
+// a peer's allowed IPs are its blocks and its workloads' addresses from
+// the datastore: those are known at once, while BGP takes seconds to
+// re-learn after an agent restart (when the kernel keeps routes into the
+// device that WireGuard would otherwise have no peer for).
+func (p *wgPlan) state(s *Snapshot) WireGuard {
 	if !p.on || !p.ready {
 		return WireGuard{}
 	}
+	byName := map[string]*WireGuardPeer{}
+	for _, peer := range p.byIP {
+		byName[peer.Node] = peer
+	}
+	inPool := func(a netip.Prefix) bool {
+		return slices.ContainsFunc(p.pools, func(pl netip.Prefix) bool { return pl.Bits() <= a.Bits() && pl.Contains(a.Addr()) })
+	}
+	for _, b := range s.Blocks {
+		if peer := byName[b.Affinity]; peer != nil {
+			if c, err := netip.ParsePrefix(b.CIDR); err == nil && c.Addr().Is4() && inPool(c.Masked()) {
+				peer.AllowedIPs = append(peer.AllowedIPs, c.Masked())
+			}
+		}
+	}
+	for _, ep := range s.Endpoints {
+		if peer := byName[ep.Node]; peer != nil {
+			for _, a := range endpointPrefixes(ep) {
+				if a.Addr().Is4() && inPool(a) {
+					peer.AllowedIPs = append(peer.AllowedIPs, a)
+				}
+			}
+		}
+	}
 	st := WireGuard{Enabled: true, Device: WireGuardDevice, ListenPort: WireGuardPort, MTU: WireGuardMTU}
 	for _, peer := range p.byIP {
-		sortPrefixes(peer.AllowedIPs)
-		peer.AllowedIPs = slices.Compact(peer.AllowedIPs)
+		peer.AllowedIPs = coverless(peer.AllowedIPs)
 		st.Peers = append(st.Peers, *peer)
 	}
 	slices.SortFunc(st.Peers, func(a, b WireGuardPeer) int { return strings.Compare(a.PublicKey, b.PublicKey) })
+	st.PoolDsts = p.pools
+	if !p.allowPlain {
+		st.CleartextFrom = p.pools
+	} else {
+		for _, peer := range st.Peers {
+			st.CleartextFrom = append(st.CleartextFrom, peer.AllowedIPs...)
+		}
+		sortPrefixes(st.CleartextFrom)
+	}
 	return st
 }
 
@@ -135,6 +183,18 @@ func (p *wgPlan) problems(in Input) []string {
 			out = append(out, fmt.Sprintf("node %s has published no WireGuard key: its workloads are reached unencrypted (allow-unencrypted is on)", name))
 		} else {
 			out = append(out, fmt.Sprintf("node %s has published no WireGuard key: its workloads are unreachable until it does (or `calicoctl encryption on --allow-unencrypted`)", name))
+		}
+	}
+	return out
+}
+
+// coverless sorts ps and drops every prefix another one covers.
+func coverless(ps []netip.Prefix) []netip.Prefix {
+	sortPrefixes(ps)
+	var out []netip.Prefix
+	for _, p := range ps {
+		if !slices.ContainsFunc(out, func(o netip.Prefix) bool { return o.Bits() <= p.Bits() && o.Contains(p.Addr()) }) {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package calc
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -61,9 +62,38 @@ func TestWireGuardRoutesPeersAndUnkeyedNodes(t *testing.T) {
 			if len(wg.Peers) != 1 || wg.Peers[0].Node != want.Node || wg.Peers[0].Endpoint != want.Endpoint || len(wg.Peers[0].AllowedIPs) != 1 || wg.Peers[0].AllowedIPs[0] != want.AllowedIPs[0] {
 				t.Errorf("peers = %+v, want [%+v]", wg.Peers, want)
 			}
+			// Cleartext from these sources to pool addresses is refused.
+			wantFrom := "[192.168.100.0/24]"
+			if c.cfg.AllowUnencrypted {
+				wantFrom = "[" + h2 + "]"
+			}
+			if got := fmt.Sprint(wg.CleartextFrom); got != wantFrom || fmt.Sprint(wg.PoolDsts) != "[192.168.100.0/24]" {
+				t.Errorf("cleartext refused from %s to %v, want from %s", got, wg.PoolDsts, wantFrom)
+			}
 			if wg.Device != WireGuardDevice || wg.MTU != WireGuardMTU || wg.ListenPort != WireGuardPort {
 				t.Errorf("device = %+v", wg)
 			}
 		})
+	}
+}
+
+// TestWireGuardPeersBeforeBGP: right after an agent restart, before BGP has
+// re-learned anything, the kernel still routes into the device; the peers'
+// allowed IPs come from their blocks and workloads in the datastore, so
+// WireGuard has somewhere to send them (borrowed addresses included).
+func TestWireGuardPeersBeforeBGP(t *testing.T) {
+	s := snapshot(api.Pool{CIDR: "192.168.100.0/24"})
+	s.Encryption = api.EncryptionConfig{Enabled: true}
+	for _, n := range []string{"h1", "h2"} {
+		nd := s.Nodes[n]
+		nd.WireGuardPublicKey = "k" + n
+		s.Nodes[n] = nd
+	}
+	// h2 also holds an address borrowed from h1's block.
+	s.Endpoints["h2/w9"] = api.Endpoint{Node: "h2", Workload: "w9", InterfaceName: "calieee", IPv4Nets: []string{"192.168.100.9/32"}}
+	r := Compute(Input{Node: "h1", Snap: s, WireGuard: WireGuardSupport{PublicKey: "kh1"}})
+	peers := r.Dataplane.WireGuard.Peers
+	if len(peers) != 1 || fmt.Sprint(peers[0].AllowedIPs) != "[192.168.100.9/32 192.168.100.64/26]" {
+		t.Fatalf("peers without learned routes = %+v, want h2 with its block and its borrowed address", peers)
 	}
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
-	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -310,10 +309,11 @@ func TestWireGuardRotateAndRestartUnderIperf3(t *testing.T) {
 	}
 }
 
-// TestWireGuardUnkeyedHostUnlessAllowed: when a host's record carries no
-// key (an agent that has not published one yet), the others refuse to
-// reach its workloads at all (no packet to it in the clear) and say why,
-// until the operator allows unencrypted traffic to such hosts.
+// TestWireGuardUnkeyedHostUnlessAllowed: a host whose agent publishes no
+// key (here: started with CALICO_WIREGUARD=off) is not reached at all by
+// the others (no packet to it in the clear) and they say why, until the
+// operator allows unencrypted traffic to such hosts. Workloads added while
+// encryption is on get MTU 1440.
 func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
 	w := seededWorld(t, ctx)
@@ -321,7 +321,6 @@ func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 	w3 := w.Workloads["worker-3"]
 	encryptionOn(t, ctx, w)
 
-	// A workload added while encryption is on leaves room for WireGuard.
 	w5, err := w.AddWorkload(ctx, h1, "worker-5", "192.168.100.5")
 	if err != nil {
 		t.Fatal(err)
@@ -330,15 +329,17 @@ func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 		t.Errorf("worker-5 eth0 is not MTU 1440: %s %v", out, err)
 	}
 
-	// host2's record without its key, through etcd's JSON gateway.
-	rec, _ := json.Marshal(api.Node{Name: h2.Label, IPv4: h2.IP.String()})
-	body, _ := json.Marshal(map[string][]byte{"key": []byte(datastore.NodeKey(h2.Label)), "value": rec})
-	if out, err := h1.Run(ctx, "curl", "-sS", "-X", "POST", "http://"+w.Etcd+"/v3/kv/put", "-d", string(body)); err != nil {
-		t.Fatalf("put host2's record without a key: %v %s", err, out)
+	if _, err := w.Ctl(ctx, h2, "node", "stop"); err != nil {
+		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "host1 makes host2's workloads unreachable", func() (bool, string) {
+	if out, err := h2.Run(ctx, "env", "ETCD_AUTHORITY="+w.Etcd, "CALICO_NODENAME="+h2.Label, "CALICO_STATE_DIR="+w.StateDir,
+		"DOCKER_HOST=none", "CALICO_WIREGUARD=off", e2etest.BinDir+"/calicoctl", "node", "--ip="+h2.Addr().String(), "--name="+h2.Label); err != nil {
+		t.Fatalf("restart host2 with WireGuard off: %v: %s", err, out)
+	}
+	waitFor(t, 30*time.Second, "host1 makes host2's workloads unreachable; host2 drops its device", func() (bool, string) {
 		r := ourRoutes(t, ctx, h1, "-4")
-		return strings.Contains(r, "unreachable "+w3.IP.String()), r
+		_, err := h2.Run(ctx, "ip", "link", "show", calc.WireGuardDevice)
+		return strings.Contains(r, "unreachable "+w3.IP.String()) && err != nil, r
 	})
 	leaks := wgCapture(t, h1, "net "+walkthrough.Pool)
 	if reaches(ctx, w, "worker-1", w3.IP, false) {
@@ -350,6 +351,9 @@ func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 	if st := status(t, ctx, w, h1); !strings.Contains(st, "node host2 has published no WireGuard key") {
 		t.Errorf("host1 status does not say why host2's workloads are unreachable:\n%s", st)
 	}
+	if st := status(t, ctx, w, h2); !strings.Contains(st, "CALICO_WIREGUARD=off") {
+		t.Errorf("host2 status does not say WireGuard is off there:\n%s", st)
+	}
 
 	if out, err := w.Ctl(ctx, h1, "encryption", "on", "--allow-unencrypted"); err != nil {
 		t.Fatalf("calicoctl encryption on --allow-unencrypted: %v %s", err, out)
@@ -358,20 +362,8 @@ func TestWireGuardUnkeyedHostUnlessAllowed(t *testing.T) {
 		r := ourRoutes(t, ctx, h1, "-4")
 		return strings.Contains(r, w3.IP.String()+" via 10.0.0.2"), r
 	})
-	// One way: host2 itself still encrypts (only its record lost the key
-	// here), and host1 has no peer for it any more, so replies would not
-	// come back; datagrams show the clear path works.
-	dst := netip.AddrPortFrom(w3.IP, 7007)
-	counter := e2etest.NewUDPCounter(t, w3.Netns, dst.String())
-	plain := wgCapture(t, h1, "udp and dst host "+w3.IP.String())
-	if err := e2etest.SendUDP(w.Workloads["worker-1"].Netns, netip.AddrPortFrom(w.Workloads["worker-1"].IP, 5000), dst, "clear", 5); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "worker-1's datagrams reach worker-3 in the clear", func() (bool, string) {
-		return counter.Count("clear") == 5, "datagrams: " + strconv.Itoa(counter.Count("clear"))
-	})
-	if l := plain.Lines(); len(l) == 0 {
-		t.Error("no clear datagram to worker-3 seen on host1's fabric NIC")
+	if !reaches(ctx, w, "worker-1", w3.IP, true) || !reaches(ctx, w, "worker-3", w.Workloads["worker-1"].IP, true) {
+		t.Error("worker-1 and worker-3 do not reach each other with allow-unencrypted")
 	}
 	if show, err := w.Ctl(ctx, h1, "encryption", "show"); err != nil || !strings.Contains(show, "reached unencrypted") {
 		t.Errorf("calicoctl encryption show: %v\n%s", err, show)
@@ -404,5 +396,52 @@ func TestWireGuardAcrossRouter(t *testing.T) {
 	}
 	if len(leaked) > 0 {
 		t.Errorf("workload addresses appeared on the router in the clear (%d packets), first: %s", len(leaked), leaked[0])
+	}
+}
+
+// TestWireGuardRefusesCleartextFromTheFabric: with encryption on (and
+// unencrypted hosts not allowed), all workload traffic between hosts comes
+// through the WireGuard device, so a packet between pool addresses that
+// arrives on the fabric NIC in the clear is a forgery: a stranger on the
+// fabric sending as worker-3 to worker-1 gets nothing through, while the
+// honest worker-3 does (through WireGuard). With encryption off the same
+// forgery passes, which is what makes the check worth having.
+func TestWireGuardRefusesCleartextFromTheFabric(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	w := seededWorld(t, ctx)
+	h1 := w.Hosts[0]
+	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
+	evil, err := w.Lab.AddHost("evil", h1.Fabric, "10.0.0.66/24", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := evil.AddRoute(walkthrough.Pool, h1.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.AddrPortFrom(w1.IP, 7007)
+	counter := e2etest.NewUDPCounter(t, w1.Netns, dst.String())
+	forged := netip.AddrPortFrom(w3.IP, 5000)
+	if !reaches(ctx, w, "worker-3", w1.IP, true) {
+		t.Fatal("worker-3 cannot reach worker-1")
+	}
+	if err := sendForged(evil.Netns, forged, dst, "clear-off", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the forgery reaches worker-1 with encryption off (the attack is real)", func() (bool, string) {
+		return counter.Count("clear-off") > 0, "datagrams: " + strconv.Itoa(counter.Count("clear-off"))
+	})
+
+	encryptionOn(t, ctx, w)
+	if err := sendForged(evil.Netns, forged, dst, "clear-on", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2etest.SendUDP(w3.Netns, forged, dst, "honest", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "worker-3's honest datagrams reach worker-1 through WireGuard", func() (bool, string) {
+		return counter.Count("honest") == 5, "honest datagrams: " + strconv.Itoa(counter.Count("honest"))
+	})
+	if n := counter.Count("clear-on"); n != 0 {
+		t.Errorf("a stranger on the fabric sent as worker-3 in the clear and %d datagrams reached worker-1", n)
 	}
 }

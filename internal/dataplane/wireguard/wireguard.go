@@ -67,6 +67,8 @@ type Manager struct {
 	port    int
 	applied map[wgtypes.Key]calc.WireGuardPeer // as applied, by public key
 	problem string
+	clear   *cleartext
+	off     bool // CALICO_WIREGUARD=off: no key is published, no device made
 }
 
 // New returns a manager; nothing happens in the kernel until Apply. It
@@ -75,8 +77,13 @@ func New(log *slog.Logger) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{log: log, applied: map[wgtypes.Key]calc.WireGuardPeer{}}
+	m := &Manager{log: log, applied: map[wgtypes.Key]calc.WireGuardPeer{}, clear: newCleartext()}
 	switch {
+	case os.Getenv("CALICO_WIREGUARD") == "off":
+		// A host that cannot or must not run WireGuard publishes no key;
+		// the others treat it as unencrypted (unreachable unless allowed).
+		m.off = true
+		m.problem = "WireGuard is turned off on this host (CALICO_WIREGUARD=off)"
 	case os.Getenv("CALICO_WIREGUARD") != "userspace" && netdev.HaveLinkType("wireguard"):
 		m.mode = ModeKernel
 	default:
@@ -102,7 +109,7 @@ func (m *Manager) SetKey(k wgtypes.Key) {
 func (m *Manager) PublicKey() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.hasKey {
+	if !m.hasKey || m.off {
 		return ""
 	}
 	return m.key.PublicKey().String()
@@ -113,7 +120,7 @@ func (m *Manager) Support() calc.WireGuardSupport {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := calc.WireGuardSupport{Problem: m.problem}
-	if m.hasKey {
+	if m.hasKey && !m.off {
 		s.PublicKey = m.key.PublicKey().String()
 	}
 	return s
@@ -126,10 +133,10 @@ func (m *Manager) Apply(st calc.WireGuard) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !st.Enabled {
-		return m.removeLocked()
+		return errors.Join(m.clear.apply(st), m.removeLocked())
 	}
-	if !m.hasKey {
-		return errors.New("WireGuard has no private key yet")
+	if !m.hasKey || m.off {
+		return errors.New("WireGuard has no private key here")
 	}
 	if m.b == nil {
 		var b backend
@@ -155,7 +162,12 @@ func (m *Manager) Apply(st calc.WireGuard) error {
 	if err := linkUp(st); err != nil {
 		return err
 	}
-	return m.b.up()
+	if err := m.b.up(); err != nil {
+		return err
+	}
+	// Only once the device carries traffic: refusing cleartext earlier
+	// would cut hosts off while they switch over.
+	return m.clear.apply(st)
 }
 
 // diffLocked is the configuration that takes the device from what was

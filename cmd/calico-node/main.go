@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -63,6 +64,7 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 		HoldTime: o.HoldTime, GracefulRestartTime: o.RestartTime,
 		WorkloadToHost: v.ToHost, WorkloadToControlPlane: v.ToControlPlane,
 		ResyncInterval: o.ResyncInterval, SweepGrace: o.SweepGrace, Log: log,
+		StateDir: privateDir(name),
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -72,4 +74,14 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 	stop()
 	dockerStopped()
 	return err
+}
+
+// privateDir is where this node keeps files that never leave the host (its
+// WireGuard private key): /var/lib/calico/NAME, or under CALICO_STATE_DIR
+// beside the pid and log trees calicoctl places there.
+func privateDir(name string) string {
+	if d := os.Getenv("CALICO_STATE_DIR"); d != "" {
+		return filepath.Join(d, "lib", "calico", name)
+	}
+	return filepath.Join("/var/lib/calico", name)
 }

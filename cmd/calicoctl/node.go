@@ -343,6 +343,7 @@ func statusCmd() *cobra.Command {
 			if st.IPIP != "" {
 				fmt.Println("IPIP: " + st.IPIP)
 			}
+			printWireGuard(st.WireGuard)
 			for _, p := range st.Problems {
 				fmt.Println("problem: " + p)
 			}

@@ -80,6 +80,9 @@ type Node struct {
 	IPv4     string `json:"ipv4,omitempty"`
 	IPv6     string `json:"ipv6,omitempty"`
 	ASNumber uint32 `json:"asNumber,omitempty"` // 0: the global default
+	// WireGuardPublicKey is the host's WireGuard key (base64), published by
+	// its agent; the private half never leaves the host.
+	WireGuardPublicKey string `json:"wireguardPublicKey,omitempty"`
 }
 
 // Endpoint is a workload's interface on a host.
@@ -109,6 +112,17 @@ type BGPConfig struct {
 
 // DefaultBGPConfig is what a fresh datastore behaves as.
 func DefaultBGPConfig() BGPConfig { return BGPConfig{DefaultASNumber: 64512, NodeMesh: true} }
+
+// EncryptionConfig is the cluster's encryption setting (calicoctl encryption).
+type EncryptionConfig struct {
+	Enabled bool `json:"enabled"`
+	// AllowUnencrypted lets hosts reach a host that has published no key
+	// in the clear; otherwise its workloads are unreachable.
+	AllowUnencrypted bool `json:"allowUnencrypted,omitempty"`
+	// Rotation counts `calicoctl encryption rotate`: a host whose key is
+	// older makes a new one.
+	Rotation int `json:"rotation,omitempty"`
+}
 
 // BGPPeer is a configured peer, global (Node == "") or for one node.
 type BGPPeer struct {
@@ -146,6 +160,24 @@ type NodeStatus struct {
 	// Swept is what the node lately removed as leftovers of interrupted
 	// workload changes (veths and IPAM handles no endpoint owned), newest last.
 	Swept []string `json:"swept,omitempty"`
+	// WireGuard is this node's encryption device, when encryption is on.
+	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
+}
+
+// WireGuardStatus is a node's WireGuard device as it sees it.
+type WireGuardStatus struct {
+	Mode      string          `json:"mode"` // kernel or userspace (wireguard-go)
+	Device    string          `json:"device"`
+	PublicKey string          `json:"publicKey"`
+	Peers     []WireGuardPeer `json:"peers,omitempty"`
+}
+
+// WireGuardPeer is one peer of a node's WireGuard device.
+type WireGuardPeer struct {
+	Node          string `json:"node"`
+	Endpoint      string `json:"endpoint"`
+	LastHandshake string `json:"lastHandshake,omitempty"` // RFC 3339; empty: never
+	AllowedIPs    int    `json:"allowedIPs"`
 }
 
 // PeerState is one BGP session as the node sees it.

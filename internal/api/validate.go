@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -386,6 +387,11 @@ func ValidateNode(n Node) error {
 	}
 	if err := checkNodeAddr(n.Name, "IPv4", n.IPv4, true); err != nil {
 		return err
+	}
+	if k := n.WireGuardPublicKey; k != "" {
+		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != 32 {
+			return fmt.Errorf("node %s: bad WireGuard public key %s: want 32 bytes in base64", n.Name, quote(k))
+		}
 	}
 	return checkNodeAddr(n.Name, "IPv6", n.IPv6, false)
 }

@@ -34,6 +34,7 @@ const (
 	SecThroughput   = "throughput"   // iperf3 on one L2 fabric: host, workloads, raw veth
 	SecVXLAN        = "vxlan"        // iperf3 across a router, VXLAN pool
 	SecIPIP         = "ipip"         // iperf3 across a router, the seed's --ipip pool
+	SecWireGuard    = "wireguard"    // iperf3 on one fabric with `calicoctl encryption on`
 	SecLatency      = "latency"      // qperf (or netperf) with 0/100/1000 rules and endpoints
 	SecSetup        = "setup"        // container add -> reachable from another host
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
@@ -41,7 +42,7 @@ const (
 )
 
 // Sections lists every section in running order.
-var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecLatency, SecSetup, SecPolicy, SecControlPlane}
+var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecPolicy, SecControlPlane}
 
 // Plan holds every size and duration the sections use. DefaultPlan is the
 // full bench; QuickPlan a smoke run of a few minutes.
@@ -179,6 +180,7 @@ var sections = map[string]func(context.Context, *runner) error{
 	SecThroughput:   runThroughput,
 	SecVXLAN:        runVXLAN,
 	SecIPIP:         runIPIP,
+	SecWireGuard:    runWireGuard,
 	SecLatency:      runLatency,
 	SecSetup:        runSetup,
 	SecPolicy:       runPolicy,

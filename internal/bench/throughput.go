@@ -486,8 +486,10 @@ func (r *runner) packetSizeFinding(ctx context.Context, where string, client, se
 		veth := api.WorkloadIfaceName(h.Label, s.wl.Name)
 		dir := map[bool]string{true: "rx", false: "tx"}
 		devs = append(devs, devCounter{fmt.Sprintf("%s %s (%s's veth) %s", h.Label, veth, s.wl.Name, dir[s.rx]), h.Netns, veth, s.rx})
-		if _, err := linkAttrs(h.Netns, "vxlan.calico"); err == nil {
-			devs = append(devs, devCounter{fmt.Sprintf("%s vxlan.calico %s", h.Label, dir[!s.rx]), h.Netns, "vxlan.calico", !s.rx})
+		for _, tun := range []string{"vxlan.calico", "wireguard.cali"} {
+			if _, err := linkAttrs(h.Netns, tun); err == nil {
+				devs = append(devs, devCounter{fmt.Sprintf("%s %s %s", h.Label, tun, dir[!s.rx]), h.Netns, tun, !s.rx})
+			}
 		}
 		devs = append(devs, devCounter{fmt.Sprintf("%s %s %s", h.Label, h.Iface, dir[!s.rx]), h.Netns, h.Iface, !s.rx})
 	}

@@ -31,6 +31,8 @@ type Input struct {
 	// its client and peer ports, the agent's own listeners.
 	ControlHosts    []netip.Addr
 	ControlTCPPorts []uint16
+	// WireGuard is this host's key and device (wireguard.go).
+	WireGuard WireGuardSupport
 }
 
 // Peer is a BGP session this host should have.
@@ -78,7 +80,7 @@ func Compute(in Input) Result {
 	ownBlocks := ownBlocks(s, in.Node)
 	local := localEndpoints(s, in.Node)
 
-	r.Dataplane.Workloads = workloadIfaces(local, pools)
+	r.Dataplane.Workloads = workloadIfaces(local, pools, s.Encryption.Enabled)
 	// Routes to local workloads, and blackholes for our own blocks.
 	for _, ep := range local {
 		for _, a := range endpointPrefixes(ep) {
@@ -91,6 +93,8 @@ func Compute(in Input) Result {
 
 	// Encapsulation problems are reported per pool, whether or not a route needs it yet.
 	r.Problems = append(r.Problems, ipipProblems(in, pools)...)
+	wg := newWGPlan(in, pools)
+	r.Problems = append(r.Problems, wg.problems(in)...)
 
 	// Routes learned from BGP that pass the import policy, each shaped by
 	// the pool it falls in.
@@ -116,6 +120,7 @@ func Compute(in Input) Result {
 				route = Route{Dst: dst, Kind: RouteVia, Gateway: nh, Dev: VXLANDevice, OnLink: true}
 				vxlanPeers[nh] = true
 			}
+			route = wg.route(dst, nh, route) // encryption wins over every encapsulation
 		}
 		r.Dataplane.Routes = append(r.Dataplane.Routes, route)
 	}
@@ -124,6 +129,7 @@ func Compute(in Input) Result {
 	}
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
 	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
+	r.Dataplane.WireGuard = wg.state(s)
 
 	r.Dataplane.Policy = policy(s, local, pools)
 	r.Dataplane.Policy.ControlPlane = controlPlane(s, in)

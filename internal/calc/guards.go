@@ -58,7 +58,7 @@ func controlPlane(s *Snapshot, in Input) ControlPlane {
 		slices.SortFunc(*set, netip.Addr.Compare)
 		*set = slices.Compact(*set)
 	}
-	cp.Ports = []L4Port{{"tcp", BGPPort}, {"udp", VXLANPort}}
+	cp.Ports = []L4Port{{"tcp", BGPPort}, {"udp", VXLANPort}, {"udp", WireGuardPort}}
 	for _, p := range in.ControlTCPPorts {
 		if p != 0 {
 			cp.Ports = append(cp.Ports, L4Port{"tcp", p})

@@ -40,7 +40,7 @@ func TestControlPlaneCoversEveryNode(t *testing.T) {
 	if want := addrList("fd00::2"); !slices.Equal(cp.Hosts.V6, want) {
 		t.Errorf("v6 hosts = %v, want %v", cp.Hosts.V6, want)
 	}
-	want := []L4Port{{"tcp", 179}, {"tcp", 2379}, {"tcp", 2380}, {"udp", 4789}}
+	want := []L4Port{{"tcp", 179}, {"tcp", 2379}, {"tcp", 2380}, {"udp", 4789}, {"udp", 51820}}
 	if !slices.Equal(cp.Ports, want) {
 		t.Errorf("ports = %v, want %v", cp.Ports, want)
 	}

@@ -82,6 +82,7 @@ type Dataplane struct {
 	Routes    []Route
 	VXLAN     VXLAN
 	IPIP      IPIP
+	WireGuard WireGuard
 	Policy    Policy
 }
 

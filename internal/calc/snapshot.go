@@ -12,6 +12,7 @@ type Snapshot struct {
 	Blocks      map[string]api.Block    // by CIDR
 	GlobalPeers map[string]api.BGPPeer  // by IP
 	NodePeers   map[string]api.BGPPeer  // by "node/ip"
+	Encryption  api.EncryptionConfig
 }
 
 // NewSnapshot returns an empty snapshot with the default BGP settings.

@@ -19,20 +19,24 @@ type WorkloadIface struct {
 
 // WorkloadMTU is the MTU of a workload with these addresses: room for the
 // VXLAN (VXLANMTU) or IPIP (IPIPMTU) header when the pool of one of its
-// addresses tunnels, the smallest if several do, else 1500. Every entry
-// point that makes a veth and the agent that keeps it ask this one function.
-func WorkloadMTU(pools []api.Pool, addrs []netip.Addr) int {
+// addresses tunnels, and for WireGuard's (WireGuardMTU) when encryption is
+// on; the smallest that applies, else 1500. Every entry point that makes a
+// veth and the agent that keeps it ask this one function.
+func WorkloadMTU(pools []api.Pool, encrypted bool, addrs []netip.Addr) int {
 	var pp []parsedPool
 	for _, p := range pools {
 		if c, err := netip.ParsePrefix(p.CIDR); err == nil {
 			pp = append(pp, parsedPool{c.Masked(), p})
 		}
 	}
-	return workloadMTU(pp, addrs)
+	return workloadMTU(pp, encrypted, addrs)
 }
 
-func workloadMTU(pools []parsedPool, addrs []netip.Addr) int {
+func workloadMTU(pools []parsedPool, encrypted bool, addrs []netip.Addr) int {
 	mtu := 1500
+	if encrypted {
+		mtu = WireGuardMTU
+	}
 	for _, a := range addrs {
 		p := poolFor(pools, netip.PrefixFrom(a, a.BitLen()))
 		switch {
@@ -48,7 +52,7 @@ func workloadMTU(pools []parsedPool, addrs []netip.Addr) int {
 
 // workloadIfaces is what the agent keeps of the local (believed) endpoints'
 // interfaces, sorted by interface.
-func workloadIfaces(local []api.Endpoint, pools []parsedPool) []WorkloadIface {
+func workloadIfaces(local []api.Endpoint, pools []parsedPool, encrypted bool) []WorkloadIface {
 	out := make([]WorkloadIface, 0, len(local))
 	for _, ep := range local {
 		var addrs []netip.Addr
@@ -57,7 +61,7 @@ func workloadIfaces(local []api.Endpoint, pools []parsedPool) []WorkloadIface {
 			addrs = append(addrs, p.Addr())
 			v6 = v6 || p.Addr().Is6()
 		}
-		out = append(out, WorkloadIface{Interface: ep.InterfaceName, Workload: ep.Workload, MTU: workloadMTU(pools, addrs), IPv6: v6})
+		out = append(out, WorkloadIface{Interface: ep.InterfaceName, Workload: ep.Workload, MTU: workloadMTU(pools, encrypted, addrs), IPv6: v6})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Interface < out[j].Interface })
 	return out

@@ -29,7 +29,7 @@ func TestWorkloadMTU(t *testing.T) {
 		for _, s := range c.addrs {
 			addrs = append(addrs, netip.MustParseAddr(s))
 		}
-		if got := WorkloadMTU(pools, addrs); got != c.want {
+		if got := WorkloadMTU(pools, false, addrs); got != c.want {
 			t.Errorf("WorkloadMTU(%v) = %d, want %d", c.addrs, got, c.want)
 		}
 	}

@@ -226,5 +226,9 @@ func (c *Client) workloadMTU(ctx context.Context, addrs []netip.Addr) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	return calc.WorkloadMTU(pools, addrs), nil
+	enc, err := c.Encryption(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return calc.WorkloadMTU(pools, enc.Enabled, addrs), nil
 }

@@ -6,6 +6,7 @@ import "strings"
 // this one during an upgrade. Every value is JSON of a type from package api.
 //
 //	/calico/v1/config/bgp                         api.BGPConfig
+//	/calico/v1/config/encryption                  api.EncryptionConfig
 //	/calico/v1/bgp/peer/<ip>                      api.BGPPeer (global peers)
 //	/calico/v1/pool/<cidr>                        api.Pool
 //	/calico/v1/profile/<name>                     api.Profile
@@ -25,6 +26,7 @@ const Root = "/calico/v1/"
 
 const (
 	KeyBGPConfig      = Root + "config/bgp"
+	KeyEncryption     = Root + "config/encryption"
 	PrefixGlobalPeers = Root + "bgp/peer/"
 	PrefixPools       = Root + "pool/"
 	PrefixProfiles    = Root + "profile/"

@@ -21,6 +21,7 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/ipip"
 	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
 	"github.com/calico-go/calico/internal/dataplane/nft"
+	"github.com/calico-go/calico/internal/dataplane/wireguard"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/routing"
@@ -53,6 +54,8 @@ type Config struct {
 	// WorkloadToControlPlane is what this host's workloads may send to
 	// any node's control plane (default: nothing; see nft.ControlPlaneAccess).
 	WorkloadToControlPlane nft.ControlPlaneAccess
+	// StateDir holds this node's private files (the WireGuard key).
+	StateDir string
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -86,6 +89,8 @@ type Agent struct {
 	policy      *nft.Enforcer
 	speaker     *routing.Speaker
 	asn         uint32
+	wg          *wireguard.Manager
+	wgRot       int // the rotation count the WireGuard key was last checked against
 
 	problems []string
 	ready    bool
@@ -190,6 +195,11 @@ func Run(ctx context.Context, cfg Config) error {
 	a.policy.SetHostAccess(cfg.WorkloadToHost)
 	a.policy.SetControlPlaneAccess(cfg.WorkloadToControlPlane)
 	a.controlHosts, a.controlPorts = controlPlane(cfg)
+	a.wg = wireguard.New(a.log)
+	defer a.wg.Close() // keeps the device: traffic waits for the next agent, never goes in the clear
+	if err := a.loadKey(0); err != nil {
+		return err
+	}
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
@@ -220,7 +230,7 @@ func Run(ctx context.Context, cfg Config) error {
 // register writes this node's record: its address with the subnet prefix,
 // which CrossSubnet decisions on other hosts need.
 func (a *Agent) register(ctx context.Context) error {
-	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN}
+	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey()}
 	if a.cfg.IP6.IsValid() {
 		p6, _, err := netdev.HostIPPrefix(a.cfg.IP6)
 		if err != nil {
@@ -344,7 +354,7 @@ func (a *Agent) pass(ctx context.Context) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport,
-			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts}
+			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts, WireGuard: a.wg.Support()}
 		if a.speaker != nil {
 			in.Learned = toCalcPaths(a.speaker.Learned())
 		}
@@ -353,6 +363,7 @@ func (a *Agent) pass(ctx context.Context) {
 		}
 		return calc.Compute(in)
 	}
+	a.checkRotation(ctx)
 	res := compute()
 	a.rejected = res.RejectedByNeighbor()
 	a.sweeper.noteIgnored(res.Ignored)
@@ -400,8 +411,23 @@ func (a *Agent) pass(ctx context.Context) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("workload interfaces: %w", err))
 	}
+	// The WireGuard device before the routes through it; when it goes,
+	// the plain routes first, so no packet meets a missing device.
+	wgOn := res.Dataplane.WireGuard.Enabled
+	if wgOn {
+		if err := a.wg.Apply(res.Dataplane.WireGuard); err != nil {
+			a.log.Warn("WireGuard device failed; encrypted routes are unreachable until it works", "err", err)
+			res = compute()
+			time.AfterFunc(time.Second, a.kick)
+		}
+	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
+	}
+	if !wgOn {
+		if err := a.wg.Apply(res.Dataplane.WireGuard); err != nil {
+			errs = append(errs, fmt.Errorf("wireguard: %w", err))
+		}
 	}
 	if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
@@ -537,6 +563,7 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		}
 	}
 	st.IPIP = a.ipip.Status()
+	st.WireGuard = a.wg.Status()
 	cmp := st
 	cmp.Updated = ""
 	if reflect.DeepEqual(cmp, a.lastStatus) && time.Since(a.lastStatusTime) < a.cfg.StatusInterval && ctx.Err() == nil {
@@ -545,5 +572,44 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	a.lastStatus, a.lastStatusTime = cmp, time.Now()
 	if err := a.ds.Put(ctx, datastore.StatusKey(a.cfg.Name), st); err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Warn("cannot report status", "err", err)
+	}
+}
+
+// loadKey reads (or makes) this host's WireGuard key for the cluster's
+// rotation count.
+func (a *Agent) loadKey(rotation int) error {
+	dir := a.cfg.StateDir
+	if dir == "" {
+		dir = "/var/lib/calico/" + a.cfg.Name
+	}
+	k, err := wireguard.LoadOrCreateKey(dir, rotation)
+	if err != nil {
+		return err
+	}
+	a.wg.SetKey(k)
+	a.wgRot = rotation
+	return nil
+}
+
+// checkRotation makes a new key when `calicoctl encryption rotate` asked
+// for one, and publishes its public half in the node record.
+func (a *Agent) checkRotation(ctx context.Context) {
+	a.mu.Lock()
+	rot := a.snap.Encryption.Rotation
+	a.mu.Unlock()
+	if rot <= a.wgRot {
+		return
+	}
+	old := a.wg.PublicKey()
+	if err := a.loadKey(rot); err != nil {
+		a.log.Warn("cannot rotate the WireGuard key", "err", err)
+		return
+	}
+	if a.wg.PublicKey() != old {
+		a.log.Info("WireGuard key rotated", "rotation", rot)
+		if err := a.register(ctx); err != nil {
+			a.log.Warn("cannot publish the new WireGuard key", "err", err)
+			a.wgRot = 0 // try again next pass
+		}
 	}
 }

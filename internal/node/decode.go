@@ -36,6 +36,7 @@ const (
 	kindEndpoint
 	kindNodePeer
 	kindBlock
+	kindEncryption
 )
 
 // loc says where a key's record lives in the snapshot: its kind, its id in
@@ -60,6 +61,8 @@ func locate(key string) (loc, bool) {
 	switch {
 	case rest == "config/bgp":
 		l.kind = kindBGPConfig
+	case rest == "config/encryption":
+		l.kind = kindEncryption
 	case len(parts) == 3 && parts[0] == "bgp" && parts[1] == "peer":
 		l.kind, l.id, l.name = kindGlobalPeer, parts[2], parts[2]
 	case len(parts) == 2 && parts[0] == "pool":
@@ -145,6 +148,8 @@ func carry(from, to *calc.Snapshot, key string) {
 	switch l.kind {
 	case kindBGPConfig:
 		to.BGP = from.BGP
+	case kindEncryption:
+		to.Encryption = from.Encryption
 	case kindGlobalPeer:
 		copyEntry(from.GlobalPeers, to.GlobalPeers, l.id)
 	case kindPool:
@@ -172,6 +177,8 @@ func remove(s *calc.Snapshot, l loc) {
 	switch l.kind {
 	case kindBGPConfig:
 		s.BGP = defaultBGP()
+	case kindEncryption:
+		s.Encryption = api.EncryptionConfig{}
 	case kindGlobalPeer:
 		delete(s.GlobalPeers, l.id)
 	case kindPool:
@@ -199,6 +206,15 @@ func apply(s *calc.Snapshot, l loc, value []byte) error {
 		}
 		if err == nil {
 			s.BGP = v
+		}
+		return err
+	case kindEncryption:
+		v, err := decode[api.EncryptionConfig](value)
+		if err == nil && v.Rotation < 0 {
+			err = errors.New("rotation count is negative")
+		}
+		if err == nil {
+			s.Encryption = v
 		}
 		return err
 	case kindGlobalPeer:

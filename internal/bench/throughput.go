@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -486,7 +487,7 @@ func (r *runner) packetSizeFinding(ctx context.Context, where string, client, se
 		veth := api.WorkloadIfaceName(h.Label, s.wl.Name)
 		dir := map[bool]string{true: "rx", false: "tx"}
 		devs = append(devs, devCounter{fmt.Sprintf("%s %s (%s's veth) %s", h.Label, veth, s.wl.Name, dir[s.rx]), h.Netns, veth, s.rx})
-		for _, tun := range []string{"vxlan.calico", "wireguard.cali"} {
+		for _, tun := range []string{api.VXLANDevice, calc.WireGuardDevice} {
 			if _, err := linkAttrs(h.Netns, tun); err == nil {
 				devs = append(devs, devCounter{fmt.Sprintf("%s %s %s", h.Label, tun, dir[!s.rx]), h.Netns, tun, !s.rx})
 			}

@@ -1,19 +1,11 @@
 package calc
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
 
 	"github.com/calico-go/calico/internal/api"
-)
-
-// VXLAN constants shared by every host, so peers agree without asking.
-const (
-	VXLANDevice = "vxlan.calico"
-	VXLANVNI    = 4096
-	VXLANMTU    = 1450
 )
 
 // Input is what one host's calculation depends on.
@@ -117,7 +109,7 @@ func Compute(in Input) Result {
 			case encapNeeded(p.pool.IPIPMode, myPrefix, nh):
 				route = ipipRoute(in, dst, nh)
 			case encapNeeded(p.pool.VXLANMode, myPrefix, nh):
-				route = Route{Dst: dst, Kind: RouteVia, Gateway: nh, Dev: VXLANDevice, OnLink: true}
+				route = Route{Dst: dst, Kind: RouteVia, Gateway: nh, Dev: api.VXLANDevice, OnLink: true}
 				vxlanPeers[nh] = true
 			}
 			route = wg.route(dst, nh, route) // encryption wins over every encapsulation
@@ -224,14 +216,14 @@ func endpointPrefixes(ep api.Endpoint) []netip.Prefix {
 func vxlanState(s *Snapshot, node string, mine netip.Prefix, pools []parsedPool, used map[netip.Addr]bool) VXLAN {
 	enabled := false
 	for _, p := range pools {
-		if p.cidr.Addr().Is4() && p.pool.VXLANMode != "" && p.pool.VXLANMode != api.EncapNever {
+		if p.cidr.Addr().Is4() && p.pool.UsesVXLAN() {
 			enabled = true
 		}
 	}
 	if !enabled || !mine.IsValid() {
 		return VXLAN{}
 	}
-	v := VXLAN{Enabled: true, Device: VXLANDevice, VNI: VXLANVNI, LocalIP: mine.Addr(), MAC: VTEPMAC(mine.Addr()), MTU: VXLANMTU}
+	v := VXLAN{Enabled: true, Device: api.VXLANDevice, VNI: api.VXLANVNI, LocalIP: mine.Addr(), MAC: api.VTEPMAC(mine.Addr()), MTU: api.VXLANMTU}
 	// Every other node is a potential tunnel peer, so a route can use the
 	// tunnel the moment it is learned.
 	for name, n := range s.Nodes {
@@ -239,23 +231,16 @@ func vxlanState(s *Snapshot, node string, mine netip.Prefix, pools []parsedPool,
 			continue
 		}
 		if p, err := netip.ParsePrefix(n.IPv4); err == nil {
-			v.Peers = append(v.Peers, VTEP{HostIP: p.Addr(), MAC: VTEPMAC(p.Addr())})
+			v.Peers = append(v.Peers, VTEP{HostIP: p.Addr(), MAC: api.VTEPMAC(p.Addr())})
 		}
 	}
 	for nh := range used {
 		if !slices.ContainsFunc(v.Peers, func(p VTEP) bool { return p.HostIP == nh }) {
-			v.Peers = append(v.Peers, VTEP{HostIP: nh, MAC: VTEPMAC(nh)})
+			v.Peers = append(v.Peers, VTEP{HostIP: nh, MAC: api.VTEPMAC(nh)})
 		}
 	}
 	sort.Slice(v.Peers, func(i, j int) bool { return v.Peers[i].HostIP.Less(v.Peers[j].HostIP) })
 	return v
-}
-
-// VTEPMAC derives a host's tunnel MAC from its IPv4 address: locally
-// administered, unicast, and the same on every host that computes it.
-func VTEPMAC(ip netip.Addr) string {
-	b := ip.As4()
-	return fmt.Sprintf("66:cb:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 }
 
 func policy(s *Snapshot, local []api.Endpoint, pools []parsedPool) Policy {

@@ -59,8 +59,8 @@ func TestEncapsulationPerPoolMode(t *testing.T) {
 		problem           bool
 	}{
 		{"no encapsulation", api.Pool{CIDR: "192.168.100.0/24"}, "", "", RouteVia, false, false},
-		{"vxlan always", api.Pool{CIDR: "192.168.100.0/24", VXLANMode: api.EncapAlways}, VXLANDevice, VXLANDevice, RouteVia, true, false},
-		{"vxlan cross-subnet", api.Pool{CIDR: "192.168.100.0/24", VXLANMode: api.EncapCrossSubnet}, "", VXLANDevice, RouteVia, true, false},
+		{"vxlan always", api.Pool{CIDR: "192.168.100.0/24", VXLANMode: api.EncapAlways}, api.VXLANDevice, api.VXLANDevice, RouteVia, true, false},
+		{"vxlan cross-subnet", api.Pool{CIDR: "192.168.100.0/24", VXLANMode: api.EncapCrossSubnet}, "", api.VXLANDevice, RouteVia, true, false},
 		{"ipip without kernel support", api.Pool{CIDR: "192.168.100.0/24", IPIPMode: api.EncapAlways}, "", "", RouteUnreachable, false, true},
 	}
 	for _, c := range cases {

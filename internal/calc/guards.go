@@ -14,8 +14,7 @@ import (
 // Ports every node uses, so that peers agree without asking: BGP, and
 // VXLAN (the tunnel device listens on VXLANPort).
 const (
-	BGPPort   = 179
-	VXLANPort = 4789
+	BGPPort = 179
 )
 
 // The trust boundaries between workloads and nodes, as Felix draws them:
@@ -58,7 +57,7 @@ func controlPlane(s *Snapshot, in Input) ControlPlane {
 		slices.SortFunc(*set, netip.Addr.Compare)
 		*set = slices.Compact(*set)
 	}
-	cp.Ports = []L4Port{{"tcp", BGPPort}, {"udp", VXLANPort}, {"udp", WireGuardPort}}
+	cp.Ports = []L4Port{{"tcp", BGPPort}, {"udp", api.VXLANPort}, {"udp", WireGuardPort}}
 	for _, p := range in.ControlTCPPorts {
 		if p != 0 {
 			cp.Ports = append(cp.Ports, L4Port{"tcp", p})

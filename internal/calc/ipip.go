@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-
-	"github.com/calico-go/calico/internal/api"
 )
 
 // IPIP constants shared by every host.
@@ -48,7 +46,7 @@ func ipipDevice(m IPIPMode) string {
 }
 
 func ipipPool(p *parsedPool) bool {
-	return p.cidr.Addr().Is4() && p.pool.IPIPMode != "" && p.pool.IPIPMode != api.EncapNever
+	return p.cidr.Addr().Is4() && p.pool.UsesIPIP()
 }
 
 // ipipRoute is the route to a remote block of an IPIP pool that must be

@@ -14,7 +14,7 @@ func TestWireGuardRoutesPeersAndUnkeyedNodes(t *testing.T) {
 	wgRoute := func(dst string) Route {
 		return Route{Dst: netip.MustParsePrefix(dst), Kind: RouteLocal, Dev: WireGuardDevice}
 	}
-	plain := Route{Dst: netip.MustParsePrefix(h3), Kind: RouteVia, Gateway: netip.MustParseAddr("10.0.2.3"), Dev: VXLANDevice, OnLink: true}
+	plain := Route{Dst: netip.MustParsePrefix(h3), Kind: RouteVia, Gateway: netip.MustParseAddr("10.0.2.3"), Dev: api.VXLANDevice, OnLink: true}
 	cases := []struct {
 		name        string
 		cfg         api.EncryptionConfig

@@ -41,9 +41,9 @@ func workloadMTU(pools []parsedPool, encrypted bool, addrs []netip.Addr) int {
 		p := poolFor(pools, netip.PrefixFrom(a, a.BitLen()))
 		switch {
 		case p == nil:
-		case p.pool.VXLANMode != "" && p.pool.VXLANMode != api.EncapNever:
-			mtu = min(mtu, VXLANMTU)
-		case p.pool.IPIPMode != "" && p.pool.IPIPMode != api.EncapNever:
+		case p.pool.UsesVXLAN():
+			mtu = min(mtu, api.VXLANMTU)
+		case p.pool.UsesIPIP():
 			mtu = min(mtu, IPIPMTU)
 		}
 	}

@@ -19,11 +19,11 @@ func TestWorkloadMTU(t *testing.T) {
 		addrs []string
 		want  int
 	}{
-		{[]string{"192.168.100.1"}, VXLANMTU},
+		{[]string{"192.168.100.1"}, api.VXLANMTU},
 		{[]string{"192.168.200.1"}, IPIPMTU},
 		{[]string{"10.50.0.1", "fd00::1"}, 1500},
 		{[]string{"172.16.0.1"}, 1500}, // in no pool
-		{[]string{"192.168.200.1", "192.168.100.1"}, VXLANMTU},
+		{[]string{"192.168.200.1", "192.168.100.1"}, api.VXLANMTU},
 	} {
 		var addrs []netip.Addr
 		for _, s := range c.addrs {
@@ -43,8 +43,8 @@ func TestWorkloadIfacesAreTheLocalBelievedEndpoints(t *testing.T) {
 	s.Endpoints["h1/liar"] = liar
 	got := Compute(Input{Node: "h1", Snap: s}).Dataplane.Workloads
 	want := []WorkloadIface{
-		{Interface: api.WorkloadIfaceName("h1", "w1"), Workload: "w1", MTU: VXLANMTU},
-		{Interface: api.WorkloadIfaceName("h1", "w2"), Workload: "w2", MTU: VXLANMTU},
+		{Interface: api.WorkloadIfaceName("h1", "w1"), Workload: "w1", MTU: api.VXLANMTU},
+		{Interface: api.WorkloadIfaceName("h1", "w2"), Workload: "w2", MTU: api.VXLANMTU},
 	}
 	slices.SortFunc(want, func(a, b WorkloadIface) int {
 		if a.Interface < b.Interface {

@@ -71,8 +71,8 @@ func (c *Client) AddPools(ctx context.Context, cidrs []string, o PoolOptions) ([
 		}
 		p := api.Pool{
 			CIDR:        prefix.String(),
-			IPIPMode:    orNever(o.IPIPMode),
-			VXLANMode:   orNever(o.VXLANMode),
+			IPIPMode:    o.IPIPMode.OrNever(),
+			VXLANMode:   o.VXLANMode.OrNever(),
 			NATOutgoing: o.NATOutgoing,
 			BlockSize:   o.BlockSize,
 			Disabled:    o.Disabled,
@@ -102,13 +102,6 @@ func (c *Client) AddPools(ctx context.Context, cidrs []string, o PoolOptions) ([
 		}
 	}
 	return pools, nil
-}
-
-func orNever(m api.EncapMode) api.EncapMode {
-	if m == "" {
-		return api.EncapNever
-	}
-	return m
 }
 
 // RemovePool deletes a pool with its empty blocks and their claims. A pool

@@ -125,7 +125,7 @@ func (n NetworkDriver) CreateNetwork(r *network.CreateNetworkRequest) error {
 		i := slices.IndexFunc(pools, func(p api.Pool) bool { return p.CIDR == cidr })
 		if i >= 0 {
 			p := pools[i]
-			if explicit && (p.IPIPMode != orNever(opts.IPIPMode) || p.VXLANMode != orNever(opts.VXLANMode) || p.NATOutgoing != opts.NATOutgoing) {
+			if explicit && (p.IPIPMode != opts.IPIPMode.OrNever() || p.VXLANMode != opts.VXLANMode.OrNever() || p.NATOutgoing != opts.NATOutgoing) {
 				undo()
 				return fmt.Errorf("pool %s exists with ipip=%s vxlan=%s nat-outgoing=%t; give the same --opt values, or change the pool with `calicoctl pool add`", cidr, p.IPIPMode, p.VXLANMode, p.NATOutgoing)
 			}
@@ -146,13 +146,6 @@ func (n NetworkDriver) CreateNetwork(r *network.CreateNetworkRequest) error {
 	}
 	d.log.Info("created network", "network", short(r.NetworkID), "pools", rec.Pools, "created", rec.CreatedPools)
 	return nil
-}
-
-func orNever(m api.EncapMode) api.EncapMode {
-	if m == "" {
-		return api.EncapNever
-	}
-	return m
 }
 
 func short(id string) string {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -54,7 +54,7 @@ func ipChecksum(h []byte) uint16 {
 
 func vtepMAC(t *testing.T, h *lab.Host) net.HardwareAddr {
 	t.Helper()
-	m, err := net.ParseMAC(calc.VTEPMAC(h.Addr()))
+	m, err := net.ParseMAC(api.VTEPMAC(h.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestVXLANInjection(t *testing.T) {
 	var delivered []string
 	for _, a := range attacks {
 		src, dst, payload := inner(a.tag)
-		dg := vxlanDatagram(calc.VXLANVNI, vtepMAC(t, h1), a.srcMAC, src, dst, payload)
+		dg := vxlanDatagram(api.VXLANVNI, vtepMAC(t, h1), a.srcMAC, src, dst, payload)
 		if err := e2etest.SendUDP(a.from, netip.AddrPort{}, e2etest.AP(h1.Addr(), 4789), string(dg), 5); err != nil {
 			t.Fatalf("%s: send: %v", a.what, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -78,7 +79,7 @@ func probeLinkType(kind string) error {
 	case "veth":
 		link = &netlink.Veth{LinkAttrs: la, PeerName: name + "p", PeerTxQLen: -1}
 	case "vxlan":
-		link = &netlink.Vxlan{LinkAttrs: la, VxlanId: 1, Port: VXLANPort}
+		link = &netlink.Vxlan{LinkAttrs: la, VxlanId: 1, Port: api.VXLANPort}
 	case "vrf":
 		link = &netlink.Vrf{LinkAttrs: la, Table: 1000}
 	case "macvlan", "ipvlan", "macvtap", "ipvtap":

@@ -2,7 +2,6 @@ package netdev
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -12,37 +11,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 )
-
-const (
-	// DefaultVXLANDevice is the tunnel device's name when the config has none.
-	DefaultVXLANDevice = "vxlan.calico"
-	// DefaultVXLANMTU leaves room for the 50-byte VXLAN/UDP/IPv4/Ethernet
-	// header inside a 1500-byte underlay.
-	DefaultVXLANMTU = 1450
-	// VXLANPort is the IANA VXLAN port; every host uses it, so a peer's
-	// FDB entry needs no port (and the policy guards it: calc.VXLANPort).
-	VXLANPort = calc.VXLANPort
-)
-
-// VTEPMAC is the tunnel device MAC of the host with address hostIP: 66:cb
-// followed by the four bytes of the IPv4 address (66 has the locally
-// administered bit set and the multicast bit clear). Any host computes any
-// peer's MAC from its address, so no datastore round trip is needed before
-// the tunnel works. For an IPv6 host address the four bytes are the first
-// four of its SHA-256: still deterministic, no longer reversible.
-func VTEPMAC(hostIP netip.Addr) string {
-	ip := hostIP.Unmap()
-	var b [4]byte
-	if ip.Is4() {
-		b = ip.As4()
-	} else {
-		sum := sha256.Sum256(ip.AsSlice())
-		copy(b[:], sum[:4])
-	}
-	return net.HardwareAddr{0x66, 0xcb, b[0], b[1], b[2], b[3]}.String()
-}
 
 // VXLANStats counts what one VXLANSyncer.Apply did.
 type VXLANStats struct {
@@ -119,7 +90,7 @@ func (s *VXLANSyncer) Apply(v calc.VXLAN) error {
 		s.h = h
 	}
 	if v.Device == "" {
-		v.Device = DefaultVXLANDevice
+		v.Device = api.VXLANDevice
 	}
 	if !v.Enabled {
 		return s.remove(v.Device)
@@ -179,14 +150,14 @@ func vxlanLink(v calc.VXLAN) (*netlink.Vxlan, error) {
 		return nil, errors.New("LocalIP: required")
 	}
 	if v.MAC == "" {
-		v.MAC = VTEPMAC(local)
+		v.MAC = api.VTEPMAC(local)
 	}
 	mac, err := net.ParseMAC(v.MAC)
 	if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
 		return nil, fmt.Errorf("MAC: %q is not a unicast Ethernet MAC", v.MAC)
 	}
 	if v.MTU == 0 {
-		v.MTU = DefaultVXLANMTU
+		v.MTU = api.VXLANMTU
 	}
 	if v.MTU < 68 || v.MTU > 65535 {
 		return nil, fmt.Errorf("MTU: %d is outside 68..65535", v.MTU)
@@ -200,7 +171,7 @@ func vxlanLink(v calc.VXLAN) (*netlink.Vxlan, error) {
 		LinkAttrs: la,
 		VxlanId:   v.VNI,
 		SrcAddr:   net.IP(local.AsSlice()),
-		Port:      VXLANPort,
+		Port:      api.VXLANPort,
 		Learning:  false, // peers come from the datastore, never from traffic
 	}, nil
 }

@@ -13,14 +13,14 @@ import (
 )
 
 func TestVTEPMAC(t *testing.T) {
-	if got := VTEPMAC(addr("10.0.2.15")); got != "66:cb:0a:00:02:0f" {
-		t.Fatalf("VTEPMAC(10.0.2.15) = %s", got)
+	if got := api.VTEPMAC(addr("10.0.2.15")); got != "66:cb:0a:00:02:0f" {
+		t.Fatalf("api.VTEPMAC(10.0.2.15) = %s", got)
 	}
-	if VTEPMAC(addr("::ffff:10.0.2.15")) != VTEPMAC(addr("10.0.2.15")) {
+	if api.VTEPMAC(addr("::ffff:10.0.2.15")) != api.VTEPMAC(addr("10.0.2.15")) {
 		t.Fatal("mapped address gives another MAC")
 	}
-	m, _ := net.ParseMAC(VTEPMAC(addr("fd00::1")))
-	if m[0] != 0x66 || m[1] != 0xcb || VTEPMAC(addr("fd00::1")) == VTEPMAC(addr("fd00::2")) {
+	m, _ := net.ParseMAC(api.VTEPMAC(addr("fd00::1")))
+	if m[0] != 0x66 || m[1] != 0xcb || api.VTEPMAC(addr("fd00::1")) == api.VTEPMAC(addr("fd00::2")) {
 		t.Fatalf("IPv6 VTEP MAC %s", m)
 	}
 }
@@ -37,9 +37,9 @@ type vxHost struct {
 }
 
 func (h *vxHost) config(peers ...*vxHost) calc.VXLAN {
-	v := calc.VXLAN{Enabled: true, Device: "vxlan.calico", VNI: 4096, LocalIP: h.ip, MAC: VTEPMAC(h.ip), MTU: 1450}
+	v := calc.VXLAN{Enabled: true, Device: "vxlan.calico", VNI: 4096, LocalIP: h.ip, MAC: api.VTEPMAC(h.ip), MTU: 1450}
 	for _, p := range peers {
-		v.Peers = append(v.Peers, calc.VTEP{HostIP: p.ip, MAC: VTEPMAC(p.ip)})
+		v.Peers = append(v.Peers, calc.VTEP{HostIP: p.ip, MAC: api.VTEPMAC(p.ip)})
 	}
 	return v
 }
@@ -101,13 +101,13 @@ func TestVXLANWorkloadsReachAcrossHosts(t *testing.T) {
 	}
 	vx := link.(*netlink.Vxlan)
 	if vx.VxlanId != 4096 || !vx.SrcAddr.Equal(net.ParseIP("10.98.0.1")) || vx.Port != 4789 || vx.Learning ||
-		vx.MTU != 1450 || vx.HardwareAddr.String() != VTEPMAC(a.ip) || vx.Flags&net.FlagUp == 0 {
+		vx.MTU != 1450 || vx.HardwareAddr.String() != api.VTEPMAC(a.ip) || vx.Flags&net.FlagUp == 0 {
 		t.Fatalf("device: %+v", vx)
 	}
-	if got := ipCmd(t, "-n", a.name, "neigh", "show", "dev", "vxlan.calico"); !strings.Contains(got, "10.98.0.2 lladdr "+VTEPMAC(b.ip)+" PERMANENT") {
+	if got := ipCmd(t, "-n", a.name, "neigh", "show", "dev", "vxlan.calico"); !strings.Contains(got, "10.98.0.2 lladdr "+api.VTEPMAC(b.ip)+" PERMANENT") {
 		t.Fatalf("neighbours: %s", got)
 	}
-	if got := cmd(t, "bridge", "-n", a.name, "fdb", "show", "dev", "vxlan.calico"); !strings.Contains(got, VTEPMAC(b.ip)+" dst 10.98.0.2 self permanent") {
+	if got := cmd(t, "bridge", "-n", a.name, "fdb", "show", "dev", "vxlan.calico"); !strings.Contains(got, api.VTEPMAC(b.ip)+" dst 10.98.0.2 self permanent") {
 		t.Fatalf("fdb: %s", got)
 	}
 
@@ -130,7 +130,7 @@ func TestVXLANWorkloadsReachAcrossHosts(t *testing.T) {
 	ipCmd(t, "-n", a.name, "neigh", "add", "10.98.0.10", "lladdr", "66:cb:0a:62:00:0a", "dev", "vxlan.calico", "nud", "stale")
 	cmd(t, "bridge", "-n", a.name, "fdb", "append", "66:cb:0a:62:00:09", "dev", "vxlan.calico", "dst", "10.98.0.9")
 	// (A unicast MAC holds one destination; append would be a no-op.)
-	cmd(t, "bridge", "-n", a.name, "fdb", "replace", VTEPMAC(b.ip), "dev", "vxlan.calico", "dst", "10.98.0.99")
+	cmd(t, "bridge", "-n", a.name, "fdb", "replace", api.VTEPMAC(b.ip), "dev", "vxlan.calico", "dst", "10.98.0.99")
 	if err := a.vx.Apply(a.config(b)); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestVXLANWorkloadsReachAcrossHosts(t *testing.T) {
 	neigh := ipCmd(t, "-n", a.name, "neigh", "show", "dev", "vxlan.calico")
 	fdb := cmd(t, "bridge", "-n", a.name, "fdb", "show", "dev", "vxlan.calico")
 	if strings.Contains(neigh, "10.98.0.9 ") || !strings.Contains(neigh, "10.98.0.10 ") || strings.Contains(fdb, "10.98.0.9") ||
-		!strings.Contains(fdb, VTEPMAC(b.ip)+" dst 10.98.0.2 self permanent") {
+		!strings.Contains(fdb, api.VTEPMAC(b.ip)+" dst 10.98.0.2 self permanent") {
 		t.Fatalf("after cleanup:\n%s\n%s", neigh, fdb)
 	}
 
@@ -157,7 +157,7 @@ func TestVXLANWorkloadsReachAcrossHosts(t *testing.T) {
 
 	// A bad peer is reported and the good ones kept.
 	cfg = a.config(b)
-	cfg.Peers = append(cfg.Peers, calc.VTEP{HostIP: addr("10.98.0.3"), MAC: "zz"}, calc.VTEP{HostIP: a.ip, MAC: VTEPMAC(a.ip)})
+	cfg.Peers = append(cfg.Peers, calc.VTEP{HostIP: addr("10.98.0.3"), MAC: "zz"}, calc.VTEP{HostIP: a.ip, MAC: api.VTEPMAC(a.ip)})
 	err = a.vx.Apply(cfg)
 	if err == nil || !strings.Contains(err.Error(), "peer 10.98.0.3 (zz)") || !strings.Contains(err.Error(), "peer is this host") {
 		t.Fatalf("bad peers: %v", err)

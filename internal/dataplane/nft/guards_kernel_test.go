@@ -16,8 +16,8 @@ import (
 // workloads live in 10.66.0.0/24. It also gets 10.67.0.1, a source it does
 // not own.
 func vxlanPeers(t *testing.T, l *lab) {
-	macH := calc.VTEPMAC(l.hostIP)
-	macO := calc.VTEPMAC(l.outsideIP)
+	macH := api.VTEPMAC(l.hostIP)
+	macO := api.VTEPMAC(l.outsideIP)
 	for _, s := range []struct {
 		ns, local, mac, peer, peerMAC, remoteNet string
 	}{

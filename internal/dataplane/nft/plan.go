@@ -6,9 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/calico-go/calico/internal/api"
 	"sigs.k8s.io/knftables"
-
-	"github.com/calico-go/calico/internal/calc"
 )
 
 // Stats describes one Apply: what was sent to the kernel and what the policy
@@ -130,7 +129,7 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 	// VXLAN datagrams to this host are checked before the tunnel device
 	// decapsulates them (vxlan-in, filled from the policy; IPv4 only, as
 	// our tunnel is).
-	tx.Add(&knftables.Rule{Chain: chainInput, Rule: "meta nfproto ipv4 udp dport " + strconv.Itoa(calc.VXLANPort) + " jump " + chainVXLANIn})
+	tx.Add(&knftables.Rule{Chain: chainInput, Rule: "meta nfproto ipv4 udp dport " + strconv.Itoa(api.VXLANPort) + " jump " + chainVXLANIn})
 	tx.Add(&knftables.Rule{Chain: chainInput, Rule: "iifname " + wild + " goto " + chainWlToHost})
 	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "ct state established,related accept"})
 	// IPv6 workloads must resolve their gateway (the host) and may ask for

@@ -91,7 +91,7 @@ func runContainer(cmd *cobra.Command, c *client.Client, args []string, netns, if
 		if len(args) < 3 {
 			return usage
 		}
-		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: "netns", Profiles: profiles}
+		req := client.WorkloadRequest{Node: node, Name: args[1], IPs: args[2:], NetnsPath: netns, Interface: iface, Orchestrator: api.OrchestratorNetns, Profiles: profiles}
 		if netns == "" {
 			if req, err = containerref.DockerRequest(ctx, c, node, args[1], args[2:], profiles, iface); err != nil {
 				return err

@@ -54,9 +54,17 @@ func WorkloadHandle(node, workload string) string { return node + "~" + workload
 // '~').
 func LibnetworkHandle(node string) string { return node + "~~libnetwork" }
 
-// OrchestratorLibnetwork marks endpoints made by the libnetwork driver,
-// whose addresses are held by LibnetworkHandle of their node.
-const OrchestratorLibnetwork = "libnetwork"
+// Orchestrators: what made an endpoint (api.Endpoint.Orchestrator).
+const (
+	// OrchestratorNetns: `calicoctl container add --netns` on a namespace.
+	OrchestratorNetns = "netns"
+	// OrchestratorDocker: a Docker container wired by calicoctl or by the
+	// agent's watcher (CALICO_IP); removed when the container goes.
+	OrchestratorDocker = "docker"
+	// OrchestratorLibnetwork: the libnetwork driver, whose addresses are
+	// held by LibnetworkHandle of their node.
+	OrchestratorLibnetwork = "libnetwork"
+)
 
 // EndpointHandles are the IPAM handles that may hold ep's addresses: its
 // own, and for a libnetwork endpoint also its node's driver handle.

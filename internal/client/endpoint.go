@@ -26,7 +26,7 @@ import (
 type EndpointSpec struct {
 	Node         string
 	Name         string // the workload's name on its host
-	Orchestrator string // netns, docker, libnetwork
+	Orchestrator string // api.Orchestrator*: netns, docker, libnetwork
 	ContainerID  string
 	NetnsPath    string // the workload's namespace, or the engine's sandbox key
 	Interface    string // inside the workload: eth0, cali0

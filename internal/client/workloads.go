@@ -89,7 +89,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		req.Interface = "eth0"
 	}
 	if req.Orchestrator == "" {
-		req.Orchestrator = "netns"
+		req.Orchestrator = api.OrchestratorNetns
 	}
 	if err := checkNetns(req.NetnsPath); err != nil {
 		return ep, fmt.Errorf("container %q: %v", req.Name, err)

@@ -30,10 +30,6 @@ const (
 	EnvProfile = "CALICO_PROFILE" // profile names joined by commas; created if missing
 )
 
-// Orchestrator marks endpoints of Docker containers wired by calicoctl
-// container add or by CALICO_IP.
-const Orchestrator = "docker"
-
 // Request builds the workload request for a running container: its
 // namespace, and, when the container is also on another network (the
 // engine's bridge), an interface of its own (cali0) with routes to the
@@ -41,7 +37,7 @@ const Orchestrator = "docker"
 func Request(ctx context.Context, c *client.Client, node string, ctr docker.Container, ips, profiles []string) (client.WorkloadRequest, error) {
 	req := client.WorkloadRequest{
 		Node: node, Name: ctr.Name, IPs: ips, Profiles: profiles,
-		NetnsPath: ctr.NetnsPath(), Orchestrator: Orchestrator, ContainerID: ctr.ID,
+		NetnsPath: ctr.NetnsPath(), Orchestrator: api.OrchestratorDocker, ContainerID: ctr.ID,
 		Interface: "eth0",
 	}
 	if ctr.NetworkMode != "none" && ctr.NetworkMode != "" {
@@ -142,7 +138,7 @@ func (w *Watcher) Resync(ctx context.Context) error {
 	}
 	have := map[string]bool{}
 	for _, ep := range eps {
-		if ep.Orchestrator != Orchestrator || ep.ContainerID == "" {
+		if ep.Orchestrator != api.OrchestratorDocker || ep.ContainerID == "" {
 			continue
 		}
 		ctr, err := w.Engine.Lookup(ctx, ep.ContainerID)
@@ -183,7 +179,7 @@ func (w *Watcher) unwire(ctx context.Context, containerID, why string) {
 		return
 	}
 	for _, ep := range eps {
-		if ep.Orchestrator == Orchestrator && ep.ContainerID == containerID {
+		if ep.Orchestrator == api.OrchestratorDocker && ep.ContainerID == containerID {
 			w.remove(ctx, ep, why)
 		}
 	}
@@ -275,7 +271,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 // container that is gone or stopped. Endpoints of other orchestrators, and
 // of other running containers, are not ours to take.
 func (w *Watcher) stale(ctx context.Context, ep api.Endpoint, ctr docker.Container) bool {
-	if ep.Orchestrator != Orchestrator {
+	if ep.Orchestrator != api.OrchestratorDocker {
 		return false
 	}
 	if ep.ContainerID == ctr.ID {

@@ -135,9 +135,6 @@ func StartServer(cfg ServerConfig, timeout time.Duration) (*Server, error) {
 	return &Server{etcd: e, ClientURL: clientURL.String()}, nil
 }
 
-// Err reports a fatal server error.
-func (s *Server) Err() <-chan error { return s.etcd.Err() }
-
 // Close stops the member. Close clients first, or shutdown waits for them.
 func (s *Server) Close() { s.etcd.Close() }
 

@@ -7,7 +7,7 @@
 //
 // It speaks plain HTTP over the engine's unix socket, as internal/docker
 // does, so tests exercise the same API the agent uses and need no extra
-// modules. It is for tests, the demo and benchmarks, never for the agent.
+// modules. It is for tests and benchmarks, never for the agent.
 //
 // A second Docker host in a test:
 //

@@ -42,11 +42,10 @@ const (
 // loc says where a key's record lives in the snapshot: its kind, its id in
 // the kind's map, and the names the key itself carries.
 type loc struct {
-	kind     kind
-	id       string
-	node     string // host/<node>/...
-	name     string // last key segment: workload, peer IP, pool or block CIDR, profile name
-	segments int
+	kind kind
+	id   string
+	node string // host/<node>/...
+	name string // last key segment: workload, peer IP, pool or block CIDR, profile name
 }
 
 // locate maps a datastore key to its place in the snapshot; ok is false for
@@ -57,7 +56,7 @@ func locate(key string) (loc, bool) {
 		return loc{}, false
 	}
 	parts := strings.Split(rest, "/")
-	l := loc{segments: len(parts)}
+	var l loc
 	switch {
 	case rest == "config/bgp":
 		l.kind = kindBGPConfig

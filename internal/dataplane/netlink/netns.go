@@ -32,13 +32,6 @@ func InNetns(path string) Option {
 	return func(o *options) { o.netns = path }
 }
 
-// WithProtocol makes a RouteSyncer own the routes of protocol p instead of
-// RouteProtocol, so another component (the BGP route installer) can reuse the
-// syncer for its own routes without either ever touching the other's.
-func WithProtocol(p netlink.RouteProtocol) Option {
-	return func(o *options) { o.proto = p }
-}
-
 func buildOptions(opts []Option) options {
 	o := options{proto: RouteProtocol}
 	for _, f := range opts {

@@ -289,3 +289,10 @@ func BenchmarkRouteSyncerApplyUnchanged(b *testing.B) {
 		b.Fatalf("steady state changed things: %+v", st)
 	}
 }
+
+// WithProtocol makes a RouteSyncer own the routes of protocol p instead of
+// RouteProtocol, so two syncers in one namespace
+// can be shown never to touch each other's routes.
+func WithProtocol(p netlink.RouteProtocol) Option {
+	return func(o *options) { o.proto = p }
+}

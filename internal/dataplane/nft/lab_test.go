@@ -27,15 +27,17 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// requireKernel skips tests that need root, ip and nft.
+// requireKernel fails tests that need root, ip and nft when they are
+// missing: as every root test of the project, it fails rather than skips,
+// so a run without them cannot pass by hiding the kernel tests.
 func requireKernel(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("kernel tests need root")
+		t.Fatal("kernel tests need root (they make network namespaces); CI runs as root")
 	}
 	for _, bin := range []string{"ip", "nft", "sysctl"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("kernel tests need %s (scripts/install-deps.sh)", bin)
+			t.Fatalf("kernel tests need %s: install it with scripts/install-deps.sh", bin)
 		}
 	}
 }

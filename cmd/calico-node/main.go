@@ -63,6 +63,7 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 		HoldTime: o.HoldTime, GracefulRestartTime: o.RestartTime,
 		WorkloadToHost: v.ToHost, WorkloadToControlPlane: v.ToControlPlane,
 		ResyncInterval: o.ResyncInterval, SweepGrace: o.SweepGrace, Log: log,
+		RouteReflector: o.RouteReflector, ClusterID: v.ClusterID,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -293,7 +293,7 @@ func rejectedProblem(rej []RejectedPath) string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "BGP import policy refused %d learned route(s) (routes must lie in a pool, cover no node address, and a claimed block or workload address must come from its own node): ", len(rej))
+	fmt.Fprintf(&b, "BGP import policy refused %d learned route(s) (routes must lie in a pool, cover no node address, and a claimed block or workload address must come from its own node, directly or through a route reflector): ", len(rej))
 	for i, r := range rej {
 		if i == maxRejectedExamples {
 			fmt.Fprintf(&b, "; and %d more", len(rej)-i)

@@ -72,4 +72,22 @@ func TestRouteReflector(t *testing.T) {
 	if got := a.learned(); len(got) != 0 {
 		t.Errorf("a learned %v through a reflector that no longer has it as a client", got)
 	}
+
+	// b removed (it leaves the iBGP neighbour set), then both back as
+	// clients (b re-enters it): reflection resumes.
+	r.peers(
+		Peer{Address: ha.ip4, ASN: meshAS, Type: PeerTypeGlobal, Role: RoleClient},
+		Peer{Address: hc.ip4, ASN: torAS, Type: PeerTypeNode},
+	)
+	waitLearned(t, r, 20*time.Second, map[netip.Prefix]netip.Addr{blockA: ha.ip4, torNet: hc.ip4})
+	r.peers(
+		Peer{Address: ha.ip4, ASN: meshAS, Type: PeerTypeGlobal, Role: RoleClient},
+		Peer{Address: hb.ip4, ASN: meshAS, Type: PeerTypeGlobal, Role: RoleClient},
+		Peer{Address: hc.ip4, ASN: torAS, Type: PeerTypeNode},
+	)
+	waitPaths(t, b, 30*time.Second, map[netip.Prefix][]Path{blockA: {{Neighbor: hr.ip4, NextHop: ha.ip4}}})
+	waitPaths(t, a, 30*time.Second, map[netip.Prefix][]Path{blockB: {{Neighbor: hr.ip4, NextHop: hb.ip4}}})
+	if got := c.learned(); len(got) != 0 {
+		t.Errorf("the eBGP router learned %v from the reflector after the changes, want nothing", got)
+	}
 }

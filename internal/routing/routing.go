@@ -426,44 +426,46 @@ func (s *Speaker) installExportPolicy(ctx context.Context) error {
 	return nil
 }
 
-// setIBGPNeighbors makes ibgpSetName hold exactly the addresses in want.
-// Called with opMu held: additions before the peers are added, so their
-// first UPDATEs already see them; removals after peers are gone.
-func (s *Speaker) setIBGPNeighbors(ctx context.Context, want map[netip.Addr]bool, add bool) error {
-	var list []string
-	for a := range want {
-		if add && !s.ibgpSet[a] {
-			list = append(list, netip.PrefixFrom(a, a.BitLen()).String())
-		}
-	}
+// syncIBGPSet makes ibgpSetName hold exactly the addresses in want. It is
+// called with opMu held, after the peers gone are deleted and before new
+// ones are added, so a new peer's first UPDATEs already see it.
+func (s *Speaker) syncIBGPSet(ctx context.Context, want map[netip.Addr]bool) error {
+	var gone, added []netip.Addr
 	for a := range s.ibgpSet {
-		if !add && !want[a] {
-			list = append(list, netip.PrefixFrom(a, a.BitLen()).String())
+		if !want[a] {
+			gone = append(gone, a)
 		}
-	}
-	if len(list) == 0 {
-		return nil
-	}
-	set := &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: ibgpSetName, List: list}
-	err := s.call(func() error {
-		if add {
-			return s.bgp.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: set})
-		}
-		return s.bgp.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: set})
-	})
-	if err != nil {
-		return fmt.Errorf("update iBGP neighbour set: %w", err)
 	}
 	for a := range want {
-		if add {
-			s.ibgpSet[a] = true
+		if !s.ibgpSet[a] {
+			added = append(added, a)
 		}
 	}
-	if !add {
-		for a := range s.ibgpSet {
-			if !want[a] {
-				delete(s.ibgpSet, a)
-			}
+	set := func(addrs []netip.Addr) *api.DefinedSet {
+		list := make([]string, len(addrs))
+		for i, a := range addrs {
+			list[i] = netip.PrefixFrom(a, a.BitLen()).String()
+		}
+		return &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: ibgpSetName, List: list}
+	}
+	if len(gone) > 0 {
+		if err := s.call(func() error {
+			return s.bgp.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: set(gone)})
+		}); err != nil {
+			return fmt.Errorf("remove %v from the iBGP neighbour set: %w", gone, err)
+		}
+		for _, a := range gone {
+			delete(s.ibgpSet, a)
+		}
+	}
+	if len(added) > 0 {
+		if err := s.call(func() error {
+			return s.bgp.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: set(added)})
+		}); err != nil {
+			return fmt.Errorf("add %v to the iBGP neighbour set: %w", added, err)
+		}
+		for _, a := range added {
+			s.ibgpSet[a] = true
 		}
 	}
 	return nil
@@ -680,10 +682,8 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 			ibgp[a] = true
 		}
 	}
-	for _, add := range []bool{false, true} {
-		if err := s.setIBGPNeighbors(ctx, ibgp, add); err != nil {
-			errs = append(errs, err)
-		}
+	if err := s.syncIBGPSet(ctx, ibgp); err != nil {
+		errs = append(errs, err)
 	}
 	// Sorted so a failure part-way leaves a predictable state.
 	addrs := make([]netip.Addr, 0, len(want))

@@ -64,7 +64,8 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 		HoldTime: o.HoldTime, GracefulRestartTime: o.RestartTime,
 		WorkloadToHost: v.ToHost, WorkloadToControlPlane: v.ToControlPlane,
 		ResyncInterval: o.ResyncInterval, SweepGrace: o.SweepGrace, Log: log,
-		StateDir: privateDir(name),
+		StateDir:       privateDir(name),
+		RouteReflector: o.RouteReflector, ClusterID: v.ClusterID,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -344,6 +344,9 @@ func statusCmd() *cobra.Command {
 				fmt.Println("IPIP: " + st.IPIP)
 			}
 			printWireGuard(st.WireGuard)
+			if st.ClusterID != "" {
+				fmt.Println("BGP role: route reflector, cluster ID " + st.ClusterID)
+			}
 			for _, p := range st.Problems {
 				fmt.Println("problem: " + p)
 			}
@@ -354,7 +357,13 @@ func statusCmd() *cobra.Command {
 			fmt.Println("BGP sessions")
 			t := &output.Table{Header: []string{"peer address", "peer type", "as", "state", "since", "routes received", "rejected"}}
 			for _, p := range st.BGPPeers {
-				t.Add(p.IP, p.Type, strconv.FormatUint(uint64(p.ASNumber), 10), p.State, orDash(p.Since), strconv.Itoa(p.Received), strconv.Itoa(p.Rejected))
+				typ := p.Type
+				if p.Role != "" {
+					// the session's part in route reflection: the peer is
+					// our client, or a reflector
+					typ += ", " + p.Role
+				}
+				t.Add(p.IP, typ, strconv.FormatUint(uint64(p.ASNumber), 10), p.State, orDash(p.Since), strconv.Itoa(p.Received), strconv.Itoa(p.Rejected))
 			}
 			return t.Write(os.Stdout)
 		}),

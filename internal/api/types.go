@@ -83,6 +83,13 @@ type Node struct {
 	// WireGuardPublicKey is the host's WireGuard key (base64), published by
 	// its agent; the private half never leaves the host.
 	WireGuardPublicKey string `json:"wireguardPublicKey,omitempty"`
+	// RouteReflector: this node's agent reflects routes between the nodes
+	// that list it as a BGP peer (its clients), and to other reflectors.
+	RouteReflector bool `json:"routeReflector,omitempty"`
+	// ClusterID is a reflector's route reflector cluster ID (an IPv4
+	// address); "" means its own IPv4 address. Reflectors that serve the
+	// same clients share one.
+	ClusterID string `json:"clusterID,omitempty"`
 }
 
 // Endpoint is a workload's interface on a host.
@@ -157,6 +164,8 @@ type NodeStatus struct {
 	Endpoints int         `json:"endpoints"`
 	// IPIP says how this node carries IPIP pools, when it does.
 	IPIP string `json:"ipip,omitempty"`
+	// ClusterID is set when the node is a route reflector: its cluster ID.
+	ClusterID string `json:"routeReflectorClusterID,omitempty"`
 	// Swept is what the node lately removed as leftovers of interrupted
 	// workload changes (veths and IPAM handles no endpoint owned), newest last.
 	Swept []string `json:"swept,omitempty"`
@@ -185,6 +194,10 @@ type PeerState struct {
 	IP       string `json:"ip"`
 	ASNumber uint32 `json:"asNumber"`
 	Type     string `json:"type"` // node-mesh, global, node
+	// Role is the session's part in route reflection: "client" (this node
+	// reflects the peer's routes), "reflector" (the peer is a route
+	// reflector), or "" (neither).
+	Role     string `json:"role,omitempty"`
 	State    string `json:"state"`
 	Since    string `json:"since,omitempty"`
 	Received int    `json:"received"`

@@ -393,7 +393,24 @@ func ValidateNode(n Node) error {
 			return fmt.Errorf("node %s: bad WireGuard public key %s: want 32 bytes in base64", n.Name, quote(k))
 		}
 	}
+	if n.ClusterID != "" {
+		if !n.RouteReflector {
+			return fmt.Errorf("node %s: a cluster ID is for a route reflector; add --route-reflector or drop --cluster-id", n.Name)
+		}
+		if err := ValidateClusterID(n.ClusterID); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
 	return checkNodeAddr(n.Name, "IPv6", n.IPv6, false)
+}
+
+// ValidateClusterID checks a route reflector cluster ID: an IPv4 address,
+// the form GoBGP and BIRD take it in.
+func ValidateClusterID(id string) error {
+	if a, err := netip.ParseAddr(id); err != nil || !a.Is4() {
+		return fmt.Errorf("cluster ID %q: want an IPv4 address, such as 1.0.0.1", id)
+	}
+	return nil
 }
 
 // NodeAddrs returns a node record's addresses without their subnet prefix;

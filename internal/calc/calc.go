@@ -27,11 +27,19 @@ type Input struct {
 	WireGuard WireGuardSupport
 }
 
+// Peer types: where a session comes from.
+const (
+	PeerTypeNodeMesh = "node-mesh"
+	PeerTypeGlobal   = "global"
+	PeerTypeNode     = "node"
+)
+
 // Peer is a BGP session this host should have.
 type Peer struct {
 	IP   netip.Addr
 	ASN  uint32
-	Type string // node-mesh, global, node
+	Type string // PeerTypeNodeMesh, PeerTypeGlobal or PeerTypeNode
+	Role string // RoleClient, RoleReflector or ""
 }
 
 // Result is the desired state of the host: kernel, BGP, and what is wrong.
@@ -329,36 +337,96 @@ func announcements(own []netip.Prefix, local []api.Endpoint) []netip.Prefix {
 	return slices.Compact(out)
 }
 
+// Route reflection roles of a session (Peer.Role).
+const (
+	RoleClient    = "client"    // we reflect the peer's routes (we are a reflector)
+	RoleReflector = "reflector" // the peer is a route reflector
+)
+
+// peers are the BGP sessions this node should have: its configured peers
+// (BGPPeers for every node or for this one), the full mesh when it is on,
+// and, on a route reflector, every node that lists it as a peer. A
+// reflector needs no configuration of its own (as in Calico v3): a
+// non-reflector node that lists it is its client, another reflector a
+// non-client peer. A session to a reflector is ordinary iBGP on the
+// client's side. No node peers with its own addresses.
 func peers(s *Snapshot, node string, myIP netip.Addr) []Peer {
+	me := s.Nodes[node]
+	_, my6 := api.NodeAddrs(me)
+	// reflectors: the reflector nodes by IPv4 address; the address is what
+	// peer records name.
+	reflectors := map[netip.Addr]string{}
+	for name, n := range s.Nodes {
+		if v4, _ := api.NodeAddrs(n); n.RouteReflector && v4.IsValid() {
+			reflectors[v4] = name
+		}
+	}
 	byIP := map[netip.Addr]Peer{}
-	add := func(ipStr string, asn uint32, typ string) {
-		ip, err := netip.ParseAddr(ipStr)
-		if err != nil || ip == myIP {
+	add := func(ip netip.Addr, asn uint32, typ, role string) {
+		if !ip.IsValid() || ip == myIP || ip == my6 {
 			return
 		}
 		if asn == 0 {
 			asn = s.BGP.DefaultASNumber
 		}
+		if role == "" && reflectors[ip] != "" {
+			role = RoleReflector
+		}
 		if _, dup := byIP[ip]; !dup {
-			byIP[ip] = Peer{IP: ip, ASN: asn, Type: typ}
+			byIP[ip] = Peer{IP: ip, ASN: asn, Type: typ, Role: role}
+		}
+	}
+	parse := func(a string) netip.Addr {
+		ip, _ := netip.ParseAddr(a)
+		return ip.Unmap()
+	}
+	// Clients first: a node that lists us is our client however else we
+	// know it (our own peer record for it, the mesh).
+	if me.RouteReflector && myIP.IsValid() {
+		listsMe := map[string]string{} // node name -> the type of its record
+		for _, p := range s.NodePeers {
+			if parse(p.IP) == myIP && p.Node != node {
+				listsMe[p.Node] = PeerTypeNode
+			}
+		}
+		for _, p := range s.GlobalPeers {
+			if parse(p.IP) == myIP {
+				for name := range s.Nodes {
+					if _, ok := listsMe[name]; !ok && name != node {
+						listsMe[name] = PeerTypeGlobal
+					}
+				}
+			}
+		}
+		for name, typ := range listsMe {
+			n, ok := s.Nodes[name]
+			v4, _ := api.NodeAddrs(n)
+			if !ok || !v4.IsValid() {
+				continue
+			}
+			role := RoleClient
+			if n.RouteReflector {
+				role = RoleReflector // another reflector: a non-client
+			}
+			add(v4, n.ASNumber, typ, role)
 		}
 	}
 	// Explicit peers win over the mesh for the same address.
 	for _, p := range s.NodePeers {
 		if p.Node == node {
-			add(p.IP, p.ASNumber, "node")
+			add(parse(p.IP), p.ASNumber, PeerTypeNode, "")
 		}
 	}
 	for _, p := range s.GlobalPeers {
-		add(p.IP, p.ASNumber, "global")
+		add(parse(p.IP), p.ASNumber, PeerTypeGlobal, "")
 	}
 	if s.BGP.NodeMesh {
 		for name, n := range s.Nodes {
 			if name == node {
 				continue
 			}
-			if pfx, err := netip.ParsePrefix(n.IPv4); err == nil {
-				add(pfx.Addr().String(), n.ASNumber, "node-mesh")
+			if v4, _ := api.NodeAddrs(n); v4.IsValid() {
+				add(v4, n.ASNumber, PeerTypeNodeMesh, "")
 			}
 		}
 	}

@@ -137,9 +137,9 @@ func TestPeers(t *testing.T) {
 	s.NodePeers["h2/10.0.1.251"] = api.BGPPeer{IP: "10.0.1.251", ASNumber: 65001, Node: "h2"}
 	got := Compute(Input{Node: "h1", Snap: s}).Peers
 	want := []Peer{
-		{netip.MustParseAddr("10.0.1.2"), 64512, "node"},
-		{netip.MustParseAddr("10.0.1.250"), 65000, "global"},
-		{netip.MustParseAddr("10.0.2.3"), 64512, "node-mesh"},
+		{netip.MustParseAddr("10.0.1.2"), 64512, "node", ""},
+		{netip.MustParseAddr("10.0.1.250"), 65000, "global", ""},
+		{netip.MustParseAddr("10.0.2.3"), 64512, "node-mesh", ""},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("peers = %+v, want %+v", got, want)

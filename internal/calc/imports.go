@@ -22,7 +22,10 @@ import (
 //     no node's address;
 //   - its next hop is not this node, and is of the prefix's family;
 //   - when the session is with a node, the next hop is that node's own
-//     address (nodes announce only their own routes);
+//     address (nodes announce only their own routes), unless that node is
+//     a route reflector: it passes on other nodes' routes with their next
+//     hop kept, so from a reflector the next hop must be a node's address
+//     (and the rules below hold that node to its own blocks and workloads);
 //   - a single address that a workload's endpoint record holds comes only
 //     from the node of that workload (this is how a workload whose address
 //     was borrowed from another host's block is reached), and never for a
@@ -64,6 +67,7 @@ type importer struct {
 	mine      map[netip.Prefix]bool // what this node announces
 	pools     []parsedPool
 	nodeAt    map[netip.Addr]string // every node's IPv4 and IPv6 address
+	reflector map[string]bool       // the route reflector nodes
 	nodeAddrs []netip.Addr          // the same, sorted
 	blockAt   map[netip.Prefix]string
 	blocks    []netip.Prefix // claimed blocks, sorted by address; see covered
@@ -80,12 +84,16 @@ func newImporter(s *Snapshot, me string, pools []parsedPool, announced []netip.P
 		pools:     pools,
 		nodeAt:    make(map[netip.Addr]string, 2*len(s.Nodes)),
 		blockAt:   make(map[netip.Prefix]string, len(s.Blocks)),
+		reflector: map[string]bool{},
 		endpoints: s.Endpoints,
 	}
 	for _, p := range announced {
 		im.mine[p] = true
 	}
 	for name, n := range s.Nodes {
+		if n.RouteReflector {
+			im.reflector[name] = true
+		}
 		for _, a := range [2]string{n.IPv4, n.IPv6} {
 			if a == "" {
 				continue
@@ -178,7 +186,13 @@ func (im *importer) refuse(dst netip.Prefix, p LearnedPath) string {
 		return fmt.Sprintf("covers node %s's address %s", im.nodeAt[a], a)
 	}
 	if nb := im.nodeAt[p.Neighbor]; nb != "" && nb != from {
-		return fmt.Sprintf("node %s announced next hop %s, which is not its own", nb, nh)
+		switch {
+		case !im.reflector[nb]:
+			return fmt.Sprintf("node %s announced next hop %s, which is not its own", nb, nh)
+		case from == "":
+			return fmt.Sprintf("route reflector %s passed on next hop %s, which is no node's", nb, nh)
+		}
+		// A reflected route: judged below as if from the node it leads to.
 	}
 	if dst.IsSingleIP() {
 		if hs := im.holdersOf(dst.Addr()); len(hs) > 0 {
@@ -279,7 +293,7 @@ func rejectedProblem(rej []RejectedPath) string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "BGP import policy refused %d learned route(s) (routes must lie in a pool, cover no node address, and a claimed block or workload address must come from its own node): ", len(rej))
+	fmt.Fprintf(&b, "BGP import policy refused %d learned route(s) (routes must lie in a pool, cover no node address, and a claimed block or workload address must come from its own node, directly or through a route reflector): ", len(rej))
 	for i, r := range rej {
 		if i == maxRejectedExamples {
 			fmt.Fprintf(&b, "; and %d more", len(rej)-i)

@@ -56,6 +56,11 @@ type Config struct {
 	WorkloadToControlPlane nft.ControlPlaneAccess
 	// StateDir holds this node's private files (the WireGuard key).
 	StateDir string
+	// RouteReflector makes this node a BGP route reflector (written to its
+	// node record, so every agent knows); ClusterID is its cluster ID
+	// (invalid: IP).
+	RouteReflector bool
+	ClusterID      netip.Addr
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -230,7 +235,10 @@ func Run(ctx context.Context, cfg Config) error {
 // register writes this node's record: its address with the subnet prefix,
 // which CrossSubnet decisions on other hosts need.
 func (a *Agent) register(ctx context.Context) error {
-	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey()}
+	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey(), RouteReflector: a.cfg.RouteReflector}
+	if a.cfg.ClusterID.IsValid() {
+		n.ClusterID = a.cfg.ClusterID.String()
+	}
 	if a.cfg.IP6.IsValid() {
 		p6, _, err := netdev.HostIPPrefix(a.cfg.IP6)
 		if err != nil {
@@ -499,7 +507,7 @@ func toCalcPaths(m map[netip.Prefix][]routing.Path) map[netip.Prefix][]calc.Lear
 func toRoutingPeers(ps []calc.Peer) []routing.Peer {
 	out := make([]routing.Peer, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, routing.Peer{Address: p.IP, ASN: p.ASN, Type: p.Type})
+		out = append(out, routing.Peer{Address: p.IP, ASN: p.ASN, Type: p.Type, Role: p.Role})
 	}
 	return out
 }
@@ -518,6 +526,7 @@ func (a *Agent) ensureSpeaker(ctx context.Context, asn uint32) error {
 		NextHopV4:  a.cfg.IP,
 		NextHopV6:  a.cfg.IP6,
 		HoldTime:   a.cfg.HoldTime,
+		ClusterID:  a.cfg.ClusterID,
 		Logger:     a.log,
 
 		GracefulRestartTime: a.cfg.GracefulRestartTime,
@@ -553,6 +562,12 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		Problems:  a.problems,
 		Endpoints: eps,
 		Swept:     a.sweeper.reported(),
+	}
+	if a.cfg.RouteReflector {
+		st.ClusterID = a.cfg.IP.String()
+		if a.cfg.ClusterID.IsValid() {
+			st.ClusterID = a.cfg.ClusterID.String()
+		}
 	}
 	if a.speaker != nil {
 		st.BGPPeers = a.speaker.PeerStates()

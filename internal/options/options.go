@@ -49,6 +49,10 @@ type Node struct {
 	ResyncInterval       time.Duration
 	SweepGrace           time.Duration
 	Debug                bool
+	// RouteReflector makes the node a BGP route reflector for the nodes
+	// that list it as a peer; ClusterID is its cluster ID ("": its --ip).
+	RouteReflector bool
+	ClusterID      string
 
 	// The Docker integration.
 	Libnetwork bool
@@ -81,6 +85,8 @@ func (o *Node) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "full reconcile of the kernel state")
 	fs.DurationVar(&o.SweepGrace, "sweep-grace", o.SweepGrace, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before calico-node removes it")
 	fs.BoolVar(&o.Debug, "debug", o.Debug, "debug logging")
+	fs.BoolVar(&o.RouteReflector, "route-reflector", o.RouteReflector, "make this node a BGP route reflector: every node that lists its address as a BGP peer becomes its client")
+	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "the route reflector's cluster ID, an IPv4 address shared by the reflectors of one group (default: --ip)")
 	fs.BoolVar(&o.Libnetwork, "libnetwork", o.Libnetwork, "also serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
 	fs.StringVar(&o.DockerHost, "docker-host", o.DockerHost, "this host's Docker engine (default: DOCKER_HOST, else unix:///var/run/docker.sock); \"none\" turns the Docker integration off")
 	fs.StringVar(&o.PluginDir, "plugin-dir", o.PluginDir, "where the Docker plugin sockets go (default /run/docker/plugins, where the engine looks)")
@@ -116,6 +122,7 @@ func (o *Node) NodeName() (string, error) {
 // Values are the flags that need parsing, parsed.
 type Values struct {
 	IP, IP6        netip.Addr // IP6 is invalid when not given
+	ClusterID      netip.Addr // invalid when not given
 	ASN            uint32     // 0: the cluster default
 	ToHost         nft.HostAccess
 	ToControlPlane nft.ControlPlaneAccess
@@ -138,6 +145,15 @@ func (o *Node) Validate() (Values, error) {
 		if v.ASN, err = api.ParseASNumber(o.AS); err != nil {
 			return v, err
 		}
+	}
+	if o.ClusterID != "" {
+		if !o.RouteReflector {
+			return v, fmt.Errorf("--cluster-id: only for a route reflector; add --route-reflector")
+		}
+		if err := api.ValidateClusterID(o.ClusterID); err != nil {
+			return v, fmt.Errorf("--cluster-id: %w", err)
+		}
+		v.ClusterID = netip.MustParseAddr(o.ClusterID)
 	}
 	if o.BGPPort < 0 || o.BGPPort > 65535 {
 		return v, fmt.Errorf("--bgp-port: want a port number 1-65535 (0: 179), got %d", o.BGPPort)

@@ -37,6 +37,7 @@ func TestArgsRoundTripEveryFlag(t *testing.T) {
 		"bgp-hold-time": "9s", "bgp-restart-time": "-1s", "workload-to-host": "policy",
 		"workload-control-plane": "policy", "resync-interval": "1m0s", "sweep-grace": "5s",
 		"debug": "true", "libnetwork": "true", "docker-host": "unix:///tmp/d.sock", "plugin-dir": "/tmp/plugins",
+		"route-reflector": "true", "cluster-id": "1.0.0.1",
 	}
 	o := NewNode()
 	fs := pflag.NewFlagSet("calicoctl node", pflag.ContinueOnError)
@@ -95,6 +96,9 @@ func TestValidate(t *testing.T) {
 		{"bad control plane", func(o *Node) { ok(o); o.WorkloadControlPlane = "open" }, `workload-to-control-plane access "open": want "drop" or "policy"`},
 		{"zero sweep", func(o *Node) { ok(o); o.SweepGrace = 0 }, "--sweep-grace: want a positive duration, got 0s"},
 		{"negative resync", func(o *Node) { ok(o); o.ResyncInterval = -1 }, "--resync-interval: want a positive duration, got -1ns"},
+		{"route reflector", func(o *Node) { ok(o); o.RouteReflector, o.ClusterID = true, "1.0.0.1" }, ""},
+		{"cluster id without reflector", func(o *Node) { ok(o); o.ClusterID = "1.0.0.1" }, "--cluster-id: only for a route reflector; add --route-reflector"},
+		{"bad cluster id", func(o *Node) { ok(o); o.RouteReflector, o.ClusterID = true, "7" }, `--cluster-id: cluster ID "7": want an IPv4 address`},
 	}
 	for _, c := range cases {
 		o := NewNode()

@@ -71,6 +71,16 @@ const (
 	PeerTypeNode     = "node"      // a BGPPeer for this node only
 )
 
+// Route reflection roles of a session.
+const (
+	// RoleClient: this node reflects the peer's routes to its other iBGP
+	// peers, and theirs to it (RFC 4456); the peer needs no setting.
+	RoleClient = "client"
+	// RoleReflector: the peer is a route reflector. The session is
+	// ordinary iBGP; the role is only reported.
+	RoleReflector = "reflector"
+)
+
 // Defaults for Config fields left zero.
 const (
 	DefaultHoldTime            = 90 * time.Second
@@ -93,7 +103,13 @@ const (
 	// (bench: 20 ms was about half of it), so it stays short.
 	rebuildDelay = 5 * time.Millisecond
 
-	exportPolicyName = "calico-export-local-only"
+	exportPolicyName = "calico-export"
+	// ibgpSetName is the neighbour set of this node's iBGP peers: the only
+	// ones a route learned over iBGP may be exported to (reflected).
+	ibgpSetName = "calico-ibgp-peers"
+	// ibgpSetPlaceholder keeps the set from being empty, which GoBGP takes
+	// as "every neighbour". No peer can have it (validatePeers).
+	ibgpSetPlaceholder = "0.0.0.0/32"
 )
 
 var (
@@ -130,6 +146,9 @@ type Config struct {
 	// (peers drop our routes as soon as the session ends, and we drop
 	// theirs). At most 4095 s, the field's width.
 	GracefulRestartTime time.Duration
+	// ClusterID is the route reflector cluster ID sent to RoleClient peers
+	// (RFC 4456's CLUSTER_LIST). Invalid: RouterID.
+	ClusterID netip.Addr
 	// Logger receives GoBGP's warnings and errors (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -140,6 +159,7 @@ type Peer struct {
 	Address netip.Addr
 	ASN     uint32
 	Type    string // PeerTypeNodeMesh, PeerTypeGlobal or PeerTypeNode
+	Role    string // RoleClient, RoleReflector or ""
 }
 
 // Path is one route a peer sent us for a prefix.
@@ -170,6 +190,7 @@ type Speaker struct {
 
 	opMu      sync.Mutex // serialises SetPeers, SetAnnounced, PeerStates and Stop
 	peers     map[netip.Addr]Peer
+	ibgpSet   map[netip.Addr]bool // the addresses in ibgpSetName
 	announced map[netip.Prefix]*api.Path
 	stopped   bool
 
@@ -250,6 +271,12 @@ func (c Config) normalize() (Config, error) {
 	if c.GracefulRestartTime == 0 {
 		c.GracefulRestartTime = DefaultGracefulRestartTime
 	}
+	if !c.ClusterID.IsValid() {
+		c.ClusterID = c.RouterID
+	}
+	if c.ClusterID = c.ClusterID.Unmap(); !c.ClusterID.Is4() {
+		return c, fmt.Errorf("ClusterID %s: must be an IPv4 address", c.ClusterID)
+	}
 	if c.GracefulRestartTime > 4095*time.Second {
 		return c, fmt.Errorf("GracefulRestartTime %s: must be at most 4095s (12-bit field)", c.GracefulRestartTime)
 	}
@@ -282,6 +309,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		kick:       make(chan struct{}, 1),
 		changes:    make(chan struct{}, 1),
 		peers:      map[netip.Addr]Peer{},
+		ibgpSet:    map[netip.Addr]bool{},
 		announced:  map[netip.Prefix]*api.Path{},
 		learned:    map[netip.Prefix][]Path{},
 	}
@@ -340,19 +368,44 @@ func (s *Speaker) call(req func() error) error {
 	return req()
 }
 
-// installExportPolicy makes the speaker announce only its own prefixes.
-// Without it GoBGP would pass routes learned over eBGP to the mesh and
-// routes learned from the mesh to eBGP routers (rewriting the next hop to
-// this node), so a router could send a block's traffic through the wrong
-// host; every node announces its own blocks directly instead.
+// installExportPolicy makes the speaker announce its own prefixes, and
+// pass on routes learned over iBGP to iBGP peers only. Nothing else: GoBGP
+// would otherwise pass routes learned over eBGP to the mesh and routes
+// learned from the mesh to eBGP routers (rewriting the next hop to this
+// node), so a router could send a block's traffic through the wrong host;
+// every node announces its own blocks directly instead.
+//
+// iBGP to iBGP is route reflection, which GoBGP itself limits to what RFC
+// 4456 allows: only towards RoleClient peers or from them, next hop kept.
+// A node with no clients reflects nothing, so the rule is the same on
+// every node.
 func (s *Speaker) installExportPolicy(ctx context.Context) error {
 	err := s.call(func() error {
+		return s.bgp.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_NEIGHBOR,
+			Name:        ibgpSetName,
+			List:        []string{ibgpSetPlaceholder},
+		}})
+	})
+	if err != nil {
+		return fmt.Errorf("add iBGP neighbour set: %w", err)
+	}
+	err = s.call(func() error {
 		return s.bgp.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
 			Name: exportPolicyName,
 			Statements: []*api.Statement{{
 				Name:       exportPolicyName + "-local",
 				Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 				Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+			}, {
+				Name: exportPolicyName + "-reflect",
+				Conditions: &api.Conditions{
+					RouteType: api.Conditions_ROUTE_TYPE_INTERNAL,
+					// In the export direction GoBGP matches the neighbour
+					// the route is sent to.
+					NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: ibgpSetName},
+				},
+				Actions: &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 			}},
 		}})
 	})
@@ -369,6 +422,51 @@ func (s *Speaker) installExportPolicy(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("assign export policy: %w", err)
+	}
+	return nil
+}
+
+// syncIBGPSet makes ibgpSetName hold exactly the addresses in want. It is
+// called with opMu held, after the peers gone are deleted and before new
+// ones are added, so a new peer's first UPDATEs already see it.
+func (s *Speaker) syncIBGPSet(ctx context.Context, want map[netip.Addr]bool) error {
+	var gone, added []netip.Addr
+	for a := range s.ibgpSet {
+		if !want[a] {
+			gone = append(gone, a)
+		}
+	}
+	for a := range want {
+		if !s.ibgpSet[a] {
+			added = append(added, a)
+		}
+	}
+	set := func(addrs []netip.Addr) *api.DefinedSet {
+		list := make([]string, len(addrs))
+		for i, a := range addrs {
+			list[i] = netip.PrefixFrom(a, a.BitLen()).String()
+		}
+		return &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: ibgpSetName, List: list}
+	}
+	if len(gone) > 0 {
+		if err := s.call(func() error {
+			return s.bgp.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: set(gone)})
+		}); err != nil {
+			return fmt.Errorf("remove %v from the iBGP neighbour set: %w", gone, err)
+		}
+		for _, a := range gone {
+			delete(s.ibgpSet, a)
+		}
+	}
+	if len(added) > 0 {
+		if err := s.call(func() error {
+			return s.bgp.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: set(added)})
+		}); err != nil {
+			return fmt.Errorf("add %v to the iBGP neighbour set: %w", added, err)
+		}
+		for _, a := range added {
+			s.ibgpSet[a] = true
+		}
 	}
 	return nil
 }
@@ -534,6 +632,10 @@ func (s *Speaker) validatePeers(peers []Peer) (map[netip.Addr]Peer, error) {
 			return nil, fmt.Errorf("peer %s: ASN: must not be 0", p.Address)
 		case p.Type != PeerTypeNodeMesh && p.Type != PeerTypeGlobal && p.Type != PeerTypeNode:
 			return nil, fmt.Errorf("peer %s: Type %q: must be %s, %s or %s", p.Address, p.Type, PeerTypeNodeMesh, PeerTypeGlobal, PeerTypeNode)
+		case p.Role != "" && p.Role != RoleClient && p.Role != RoleReflector:
+			return nil, fmt.Errorf("peer %s: Role %q: must be %s, %s or empty", p.Address, p.Role, RoleClient, RoleReflector)
+		case p.Role == RoleClient && p.ASN != s.cfg.ASN:
+			return nil, fmt.Errorf("peer %s: Role %s: a route reflector client must be in this node's AS %d, not %d", p.Address, RoleClient, s.cfg.ASN, p.ASN)
 		}
 		if _, dup := want[p.Address]; dup {
 			return nil, fmt.Errorf("peer %s: listed twice", p.Address)
@@ -545,8 +647,9 @@ func (s *Speaker) validatePeers(peers []Peer) (map[netip.Addr]Peer, error) {
 
 // SetPeers makes the configured peers exactly peers: it adds new ones,
 // deletes those gone (GoBGP sends them a Cease, so they drop our routes at
-// once, and we drop theirs), and re-creates those whose AS changed. A change
-// of Type only changes what PeerStates reports. Nothing is changed when the
+// once, and we drop theirs), and re-creates those whose AS changed or that
+// became or ceased to be our route reflector clients. A change of Type, or
+// of Role between reflector and none, only changes what PeerStates reports. Nothing is changed when the
 // input is invalid; when GoBGP refuses one peer the others are still applied
 // and the error names it.
 func (s *Speaker) SetPeers(peers []Peer) error {
@@ -562,7 +665,7 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 	ctx := context.Background()
 	var errs []error
 	for addr, cur := range s.peers {
-		if w, ok := want[addr]; ok && w.ASN == cur.ASN {
+		if w, ok := want[addr]; ok && w.ASN == cur.ASN && (w.Role == RoleClient) == (cur.Role == RoleClient) {
 			continue
 		}
 		if err := s.call(func() error { return s.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}) }); err != nil {
@@ -573,6 +676,15 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 		// The peer's paths left the RIB with it, without a message.
 		s.poke()
 	}
+	ibgp := map[netip.Addr]bool{}
+	for a, p := range want {
+		if p.ASN == s.cfg.ASN {
+			ibgp[a] = true
+		}
+	}
+	if err := s.syncIBGPSet(ctx, ibgp); err != nil {
+		errs = append(errs, err)
+	}
 	// Sorted so a failure part-way leaves a predictable state.
 	addrs := make([]netip.Addr, 0, len(want))
 	for a := range want {
@@ -582,7 +694,7 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 	for _, addr := range addrs {
 		w := want[addr]
 		if _, ok := s.peers[addr]; ok {
-			s.peers[addr] = w // same AS; only the type may differ
+			s.peers[addr] = w // same AS and client-ness; only what is reported differs
 			continue
 		}
 		if err := s.call(func() error { return s.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(w)}) }); err != nil {
@@ -626,6 +738,9 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 	if gr {
 		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: s.grSecs}
 	}
+	if p.Role == RoleClient {
+		ap.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: s.cfg.ClusterID.String()}
+	}
 	ap.Transport = &api.Transport{PassiveMode: s.passiveTowards(p)}
 	if la := s.cfg.ListenAddr; la.IsValid() && la.Is4() == p.Address.Is4() {
 		ap.Transport.LocalAddress = la.String()
@@ -641,10 +756,12 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 // whose retry phases are 1-5 s apart keep hitting each other's Idle (seen
 // after a graceful restart: 40 s without a session). With one dialler the
 // passive side, once out of Idle, waits in Active and the next dial
-// succeeds. Other peers (routers) may be passive themselves, so we always
-// dial them; a node that does not listen must dial everyone.
+// succeeds. Sessions with a route reflection role are between two of our
+// nodes too (both ends compute the role). Other peers (routers) may be
+// passive themselves, so we always dial them; a node that does not listen
+// must dial everyone.
 func (s *Speaker) passiveTowards(p Peer) bool {
-	if p.Type != PeerTypeNodeMesh || s.listenPort <= 0 {
+	if (p.Type != PeerTypeNodeMesh && p.Role == "") || s.listenPort <= 0 {
 		return false
 	}
 	self := s.cfg.ListenAddr
@@ -759,9 +876,9 @@ func (s *Speaker) PeerStates() []calicoapi.PeerState {
 	if s.stopped {
 		return nil
 	}
-	types := make(map[netip.Addr]string, len(s.peers))
+	types := make(map[netip.Addr]Peer, len(s.peers))
 	for a, p := range s.peers {
-		types[a] = p.Type
+		types[a] = p
 	}
 	var out []calicoapi.PeerState
 	err := s.call(func() error {
@@ -776,7 +893,8 @@ func (s *Speaker) PeerStates() []calicoapi.PeerState {
 			ps := calicoapi.PeerState{
 				IP:       addr.String(),
 				ASNumber: p.Conf.PeerAsn,
-				Type:     types[addr],
+				Type:     types[addr].Type,
+				Role:     types[addr].Role,
 				State:    sessionStateName(p.State.SessionState),
 			}
 			if t := p.Timers.GetState(); t != nil {

@@ -24,9 +24,12 @@ type WorkloadRequest struct {
 	IPs          []string // addresses, or "auto" (IPv4) / "auto6"
 	NetnsPath    string
 	Interface    string // inside the workload; eth0 by default
-	Orchestrator string // netns, docker, libnetwork
+	Orchestrator string // netns, docker, libnetwork, cni
 	ContainerID  string
 	Profiles     []string
+	// Pools, when set, are the only pools "auto" takes from (CNI's
+	// ipv4_pools and ipv6_pools).
+	Pools []string
 	// Routes, when set, are what the workload routes through us, instead
 	// of everything (it keeps its default route on another network).
 	Routes []netip.Prefix
@@ -176,7 +179,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 			if s == "auto6" {
 				family = 6
 			}
-			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, family, nil)
+			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, family, req.Pools)
 		default:
 			a = fixed[0]
 			fixed = fixed[1:]

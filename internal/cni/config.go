@@ -10,7 +10,9 @@ package cni
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
+	"regexp"
 	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -39,7 +41,9 @@ type NetConf struct {
 	IPAM IPAMConf `json:"ipam"`
 	// Profiles, when given, replace the default profile (the network's
 	// name).
-	Profiles      []string `json:"profiles,omitempty"`
+	Profiles []string `json:"profiles,omitempty"`
+	// Labels go on every endpoint of the network.
+	Labels        map[string]string `json:"labels,omitempty"`
 	RuntimeConfig struct {
 		IPs []string `json:"ips,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
@@ -100,6 +104,11 @@ func ParseConf(stdin []byte) (*NetConf, error) {
 		}
 	}
 	c.Profiles = profiles
+	for k, v := range c.Labels {
+		if err := checkLabel(k, v); err != nil {
+			return nil, bad("%v; fix \"labels\"", err)
+		}
+	}
 	for _, s := range append(append([]string{}, c.IPAM.IPv4Pools...), c.IPAM.IPv6Pools...) {
 		if _, err := netip.ParsePrefix(s); err != nil {
 			return nil, bad("ipam pool %q is not a CIDR; list pools as `calicoctl pool show` prints them", s)
@@ -155,4 +164,67 @@ func WorkloadName(containerID, ifName string) (string, error) {
 		return "", types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("calico: container id %q with interface %q: %v", containerID, ifName, err), "")
 	}
 	return name, nil
+}
+
+var (
+	labelKey   = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+	labelValue = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$`)
+)
+
+// checkLabel accepts Kubernetes-style labels, which selectors can name.
+func checkLabel(k, v string) error {
+	if !labelKey.MatchString(k) {
+		return fmt.Errorf("label key %q: use [prefix/]name of letters, digits, '-', '_', '.' (at most 63)", k)
+	}
+	if !labelValue.MatchString(v) {
+		return fmt.Errorf("label %s=%q: use letters, digits, '-', '_', '.' (at most 63)", k, v)
+	}
+	return nil
+}
+
+// runtimeArgs are the CNI_ARGS a runtime passes (podman and Kubernetes
+// runtimes set the K8S_ ones; IgnoreUnknown lets others through). The
+// field names are the argument names: types.LoadArgs matches them.
+type runtimeArgs struct {
+	types.CommonArgs
+	K8S_POD_NAMESPACE          types.UnmarshallableString
+	K8S_POD_NAME               types.UnmarshallableString
+	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString
+	K8S_POD_UID                types.UnmarshallableString
+}
+
+// Label keys the runtime's arguments become, as Calico names them.
+const (
+	LabelNamespace = "projectcalico.org/namespace"
+	LabelPod       = "projectcalico.org/pod"
+)
+
+// endpointLabels are the conflist's labels plus the runtime's pod
+// namespace and name.
+func (c *NetConf) endpointLabels(cniArgs string) (map[string]string, error) {
+	var a runtimeArgs
+	if err := types.LoadArgs(cniArgs, &a); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "calico: CNI_ARGS: "+err.Error(), "pass IgnoreUnknown=1 with arguments calico does not know")
+	}
+	labels := maps.Clone(c.Labels)
+	add := func(k string, v types.UnmarshallableString) error {
+		if v == "" {
+			return nil
+		}
+		if err := checkLabel(k, string(v)); err != nil {
+			return types.NewError(types.ErrInvalidEnvironmentVariables, "calico: CNI_ARGS: "+err.Error(), "")
+		}
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[k] = string(v)
+		return nil
+	}
+	if err := add(LabelNamespace, a.K8S_POD_NAMESPACE); err != nil {
+		return nil, err
+	}
+	if err := add(LabelPod, a.K8S_POD_NAME); err != nil {
+		return nil, err
+	}
+	return labels, nil
 }

@@ -95,6 +95,10 @@ func Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	labels, err := s.conf.endpointLabels(args.Args)
+	if err != nil {
+		return err
+	}
 	for _, p := range s.conf.Profiles {
 		if err := s.c.AddProfile(ctx, p, true); err != nil {
 			return cniError(err, "creating profile "+p)
@@ -103,7 +107,7 @@ func Add(args *skel.CmdArgs) error {
 	ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
 		Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
 		Orchestrator: Orchestrator, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
-		Pools: s.conf.IPAM.pools(),
+		Pools: s.conf.IPAM.pools(), Labels: labels,
 	})
 	if err != nil {
 		return cniError(err, "adding container "+args.ContainerID)

@@ -3,6 +3,7 @@ package cni
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -24,13 +25,16 @@ import (
 
 // attach runs ADD for a new container named id on host h in network l and
 // returns its namespace and address.
-func attach(t *testing.T, ctx context.Context, w *walkthrough.World, rt *libcni.CNIConfig, l *libcni.NetworkConfigList, h *lab.Host, id string) (*lab.Netns, *libcni.RuntimeConf, *current.Result) {
+func attach(t *testing.T, ctx context.Context, w *walkthrough.World, rt *libcni.CNIConfig, l *libcni.NetworkConfigList, h *lab.Host, id string, mod ...func(*libcni.RuntimeConf)) (*lab.Netns, *libcni.RuntimeConf, *current.Result) {
 	t.Helper()
 	ns, err := w.Lab.AddWorkloadNetns(h, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := &libcni.RuntimeConf{ContainerID: id, NetNS: ns.Path, IfName: "eth0"}
+	for _, m := range mod {
+		m(rc)
+	}
 	r, err := rt.AddNetworkList(ctx, l, rc)
 	if err != nil {
 		t.Fatalf("ADD %s: %v", id, err)
@@ -116,7 +120,7 @@ func TestLibcniSpec(t *testing.T) {
 	ctx := e2etest.Ctx(t, 4*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	rt1, rt2 := runtime(t, h1), runtime(t, h2)
-	net1 := conflist(t, "net1", w.Etcd, nil)
+	net1 := conflist(t, "net1", w.Etcd, map[string]any{"capabilities": map[string]bool{"ips": true}, "labels": map[string]string{"app": "web"}})
 	net2 := conflist(t, "net2", w.Etcd, nil)
 
 	// VERSION: the spec versions a runtime may speak.
@@ -135,7 +139,9 @@ func TestLibcniSpec(t *testing.T) {
 	}
 
 	// ADD: interfaces, the address with gateway 169.254.1.1, default route.
-	ns1, rc1, res1 := attach(t, ctx, w, rt1, net1, h1, "c1")
+	ns1, rc1, res1 := attach(t, ctx, w, rt1, net1, h1, "c1", func(rc *libcni.RuntimeConf) {
+		rc.Args = [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "prod"}, {"K8S_POD_NAME", "web-1"}}
+	})
 	a1 := addrOf(t, res1)
 	if !netip.MustParsePrefix(walkthrough.Pool).Contains(a1) {
 		t.Errorf("ADD gave %s, outside the pool %s", a1, walkthrough.Pool)
@@ -152,6 +158,8 @@ func TestLibcniSpec(t *testing.T) {
 	}
 	if ep := endpointOf(t, ctx, w, "c1.eth0"); ep.Orchestrator != "cni" || ep.ContainerID != "c1" || !slices.Equal(ep.Profiles, []string{"net1"}) {
 		t.Errorf("endpoint of c1: %+v, want orchestrator cni, container id c1, profile net1", ep)
+	} else if want := map[string]string{"app": "web", "projectcalico.org/namespace": "prod", "projectcalico.org/pod": "web-1"}; !maps.Equal(ep.Labels, want) {
+		t.Errorf("endpoint of c1 has labels %v, want %v", ep.Labels, want)
 	}
 
 	// ADD twice: the same answer, no second address.
@@ -180,6 +188,21 @@ func TestLibcniSpec(t *testing.T) {
 		t.Errorf("net1 and net2 reach each other (%s <-> %s); their profiles differ", a1, a3)
 	}
 	_ = ns2
+
+	// The "ips" capability: a requested address, reachable like any.
+	want := netip.MustParseAddr("192.168.100.77")
+	_, rc4, res4 := attach(t, ctx, w, rt2, net1, h2, "c4", func(rc *libcni.RuntimeConf) {
+		rc.CapabilityArgs = map[string]any{"ips": []string{want.String() + "/32"}}
+	})
+	if a4 := addrOf(t, res4); a4 != want {
+		t.Errorf("ADD with ips [%s] gave %s", want, a4)
+	}
+	e2etest.WaitFor(t, 30*time.Second, "c1 reaches c4 (requested address)", func() (bool, string) {
+		return lab.Reachable(ctx, ns1, want), "no ping reply"
+	})
+	if err := rt2.DelNetworkList(ctx, net1, rc4); err != nil {
+		t.Errorf("DEL c4: %v", err)
+	}
 
 	// CHECK: fine as made; a missing default route is reported.
 	if err := rt1.CheckNetworkList(ctx, net1, rc1); err != nil {

@@ -178,6 +178,11 @@ func TestPodman(t *testing.T) {
 	e2etest.WaitFor(t, 30*time.Second, "client (host2, net1) reaches web (host1, net1)", func() (bool, string) {
 		return p2.pings(ctx, "client", a1), "no ping reply"
 	})
+	// Honest traffic within net2 flows, so the silence below is policy.
+	a4 := p1.start(t, ctx, "other2", "net2", nil, "sleep", "600")
+	e2etest.WaitFor(t, 30*time.Second, "other (host2, net2) reaches other2 (host1, net2)", func() (bool, string) {
+		return p2.pings(ctx, "other", a4), "no ping reply"
+	})
 	if p2.pings(ctx, "other", a1) || p1.pings(ctx, "web", a3) {
 		t.Errorf("net2's container and net1's reach each other (%s <-> %s); their profiles differ", a3, a1)
 	}

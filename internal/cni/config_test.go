@@ -1,0 +1,76 @@
+package cni
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+func TestParseConf(t *testing.T) {
+	for _, c := range []struct {
+		conf string
+		code uint   // 0: accepted
+		want string // in the message
+	}{
+		{`{"name":"net1","ipam":{"type":"calico-ipam"}}`, 0, ""},
+		{`{"name":"net1","ipam":{"type":"calico-ipam","assign_ipv4":"false","assign_ipv6":true}}`, 0, ""},
+		{`{"name":"net1"`, types.ErrDecodingFailure, "JSON"},
+		{`{"ipam":{"type":"calico-ipam"}}`, types.ErrInvalidNetworkConfig, "no name"},
+		{`{"name":"net1","ipam":{"type":"host-local"}}`, types.ErrInvalidNetworkConfig, "calico-ipam"},
+		{`{"name":"bad name","ipam":{"type":"calico-ipam"}}`, types.ErrInvalidNetworkConfig, "profile"},
+		{`{"name":"net1","ipam":{"type":"calico-ipam","ipv4_pools":["10.0.0.0/33"]}}`, types.ErrInvalidNetworkConfig, "10.0.0.0/33"},
+		{`{"name":"net1","ipam":{"type":"calico-ipam","assign_ipv4":"maybe"}}`, types.ErrDecodingFailure, "true or false"},
+		{`{"name":"net1","ipam":{"type":"calico-ipam","assign_ipv4":false}}`, types.ErrInvalidNetworkConfig, "assigns no address"},
+		{`{"name":"net1","ipam":{"type":"calico-ipam"},"labels":{"a b":"c"}}`, types.ErrInvalidNetworkConfig, "label key"},
+		{`{"name":"net1","ipam":{"type":"calico-ipam"},"mtu":20}`, types.ErrInvalidNetworkConfig, "mtu"},
+	} {
+		_, err := ParseConf([]byte(c.conf))
+		var te *types.Error
+		switch {
+		case c.code == 0 && err != nil:
+			t.Errorf("%s: %v", c.conf, err)
+		case c.code != 0 && (!errors.As(err, &te) || te.Code != c.code || !strings.Contains(te.Msg, c.want)):
+			t.Errorf("%s: got %v, want code %d mentioning %q", c.conf, err, c.code, c.want)
+		}
+	}
+}
+
+func TestRequestAndLabels(t *testing.T) {
+	c, err := ParseConf([]byte(`{"name":"net1","ipam":{"type":"calico-ipam","assign_ipv6":"true","ipv4_pools":["192.168.0.0/16"]},"labels":{"app":"web"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ips, _ := c.requestedIPs(); !slices.Equal(ips, []string{"auto", "auto6"}) {
+		t.Errorf("requested %v", ips)
+	}
+	if !slices.Equal(c.Profiles, []string{"net1"}) || !slices.Equal(c.IPAM.pools(), []string{"192.168.0.0/16"}) {
+		t.Errorf("profiles %v pools %v", c.Profiles, c.IPAM.pools())
+	}
+	c.RuntimeConfig.IPs = []string{"192.168.1.7/24"}
+	if ips, _ := c.requestedIPs(); !slices.Equal(ips, []string{"192.168.1.7"}) {
+		t.Errorf("requested with ips capability: %v", ips)
+	}
+	l, err := c.endpointLabels("IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-1;FOO=bar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"app": "web", LabelNamespace: "prod", LabelPod: "web-1"}; !maps.Equal(l, want) {
+		t.Errorf("labels %v, want %v", l, want)
+	}
+	if c.Labels[LabelPod] != "" {
+		t.Errorf("the conflist's labels were changed: %v", c.Labels)
+	}
+	if _, err := c.endpointLabels("FOO=bar"); err == nil {
+		t.Errorf("unknown CNI_ARGS without IgnoreUnknown accepted")
+	}
+	if _, err := WorkloadName("abc", "eth0"); err != nil {
+		t.Error(err)
+	}
+	if _, err := WorkloadName("../x", "eth0"); err == nil {
+		t.Error("container id ../x accepted")
+	}
+}

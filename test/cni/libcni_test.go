@@ -76,6 +76,16 @@ func usedAddrs(t *testing.T, ctx context.Context, w *walkthrough.World) int {
 // endpointOf is the endpoint of workload as `calicoctl endpoint show` lists it.
 func endpointOf(t *testing.T, ctx context.Context, w *walkthrough.World, workload string) api.Endpoint {
 	t.Helper()
+	ep, ok := findEndpoint(t, ctx, w, workload)
+	if !ok {
+		t.Fatalf("endpoint show does not list %s", workload)
+	}
+	return ep
+}
+
+// findEndpoint is the endpoint of workload, if `calicoctl endpoint show` lists it.
+func findEndpoint(t *testing.T, ctx context.Context, w *walkthrough.World, workload string) (api.Endpoint, bool) {
+	t.Helper()
 	out, err := w.Ctl(ctx, w.Hosts[0], "endpoint", "show", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
@@ -86,11 +96,10 @@ func endpointOf(t *testing.T, ctx context.Context, w *walkthrough.World, workloa
 	}
 	for _, ep := range eps {
 		if ep.Workload == workload {
-			return ep
+			return ep, true
 		}
 	}
-	t.Fatalf("endpoint show does not list %s:\n%s", workload, out)
-	return api.Endpoint{}
+	return api.Endpoint{}, false
 }
 
 // hostLinks are the names of the cali* interfaces in h.

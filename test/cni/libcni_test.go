@@ -46,6 +46,15 @@ func attach(t *testing.T, ctx context.Context, w *walkthrough.World, rt *libcni.
 	return ns, rc, res
 }
 
+func mustCurrent(t *testing.T, r types.Result) *current.Result {
+	t.Helper()
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func addrOf(t *testing.T, res *current.Result) netip.Addr {
 	t.Helper()
 	if len(res.IPs) != 1 {

@@ -3,10 +3,12 @@ package cni
 import (
 	"errors"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 )
 
@@ -72,5 +74,31 @@ func TestRequestAndLabels(t *testing.T) {
 	}
 	if _, err := WorkloadName("../x", "eth0"); err == nil {
 		t.Error("container id ../x accepted")
+	}
+}
+
+// The example conflist the README shows is one ParseConf accepts.
+func TestExampleConflist(t *testing.T) {
+	b, err := os.ReadFile("../../cmd/calico/10-calico.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Plugins) != 2 || l.Plugins[0].Network.Type != "calico" || l.Plugins[1].Network.Type != "portmap" {
+		t.Fatalf("plugins %+v", l.Plugins)
+	}
+	conf, err := libcni.InjectConf(l.Plugins[0], map[string]any{"name": l.Name, "cniVersion": l.CNIVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseConf(conf.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Profiles, []string{"calico"}) {
+		t.Errorf("profiles %v, want the network's name", c.Profiles)
 	}
 }

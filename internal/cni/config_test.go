@@ -10,6 +10,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/calico-go/calico/internal/api"
 )
 
 func TestParseConf(t *testing.T) {
@@ -100,5 +102,36 @@ func TestExampleConflist(t *testing.T) {
 	}
 	if !slices.Equal(c.Profiles, []string{"calico"}) {
 		t.Errorf("profiles %v, want the network's name", c.Profiles)
+	}
+}
+
+// A prevResult from an earlier plugin is kept, ours appended after it.
+func TestChained(t *testing.T) {
+	conf := &types.NetConf{CNIVersion: "1.0.0", RawPrevResult: map[string]any{
+		"cniVersion": "1.0.0",
+		"interfaces": []any{map[string]any{"name": "lo0"}},
+		"ips":        []any{map[string]any{"address": "10.9.0.1/32", "interface": 0}},
+		"dns":        map[string]any{"nameservers": []string{"10.9.0.53"}},
+	}}
+	ep := api.Endpoint{InterfaceName: "cali123", WorkloadIface: "eth0", IPv4Nets: []string{"192.168.100.5/32"}, NetnsPath: "/run/netns/x"}
+	res, err := result(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := chained(conf, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Interfaces) != 3 || got.Interfaces[0].Name != "lo0" || got.Interfaces[2].Name != "eth0" {
+		t.Fatalf("interfaces %+v", got.Interfaces)
+	}
+	if len(got.IPs) != 2 || got.IPs[0].Address.String() != "10.9.0.1/32" || *got.IPs[1].Interface != 2 || got.IPs[1].Gateway.String() != "169.254.1.1" {
+		t.Errorf("ips %+v", got.IPs)
+	}
+	if len(got.DNS.Nameservers) != 1 || len(got.Routes) != 1 {
+		t.Errorf("dns %+v routes %v", got.DNS, got.Routes)
+	}
+	if same, _ := chained(&types.NetConf{}, res); same != res {
+		t.Errorf("without prevResult the result changed")
 	}
 }

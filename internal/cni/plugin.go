@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -116,6 +117,9 @@ func Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError(err, "describing the result")
 	}
+	if res, err = chained(&s.conf.NetConf, res); err != nil {
+		return err
+	}
 	return types.PrintResult(res, s.conf.CNIVersion)
 }
 
@@ -154,6 +158,33 @@ func result(ep api.Endpoint) (*current.Result, error) {
 		res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, GW: netdev.GatewayIPv6.AsSlice()})
 	}
 	return res, nil
+}
+
+// chained is res after the earlier plugins' result (prevResult, when
+// calico is not first in its list): theirs first, then ours, with our IPs
+// pointing at our interfaces' new indices.
+func chained(conf *types.NetConf, res *current.Result) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return res, nil
+	}
+	if err := version.ParsePrevResult(conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "calico: reading prevResult: "+err.Error(), "")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "calico: converting prevResult: "+err.Error(), "")
+	}
+	shift := len(prev.Interfaces)
+	prev.Interfaces = append(prev.Interfaces, res.Interfaces...)
+	for _, ip := range res.IPs {
+		if ip.Interface != nil {
+			ip.Interface = current.Int(*ip.Interface + shift)
+		}
+		prev.IPs = append(prev.IPs, ip)
+	}
+	prev.Routes = append(prev.Routes, res.Routes...)
+	prev.CNIVersion = res.CNIVersion
+	return prev, nil
 }
 
 // Del removes the attachment: record, veth, addresses. An attachment we

@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: build deps test unit e2e demo bench clean vet generate
 
 build:
-	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench
+	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench ./cmd/calico ./cmd/calico-ipam
 
 deps:
 	bash scripts/install-deps.sh

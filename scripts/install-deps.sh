@@ -15,6 +15,11 @@ export DEBIAN_FRONTEND=noninteractive
 # Required packages, and ones we use when the archive has them (qperf is used
 # by the seed walkthrough's benchmark but is not in every Debian release).
 required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps busybox-static iptables)
+# test/cni runs podman with the CNI backend, `ctr run --cni` (containerd, a
+# private instance) and Debian's CNI plugins (portmap, loopback). Installing
+# podman adds /etc/cni/net.d/87-podman-bridge.conflist; the tests use
+# configuration directories of their own.
+required+=(podman conmon runc containernetworking-plugins containerd)
 # clang, llvm, libbpf-dev and linux-libc-dev only regenerate the committed BPF
 # objects (make generate, scripts/check-bpf.sh); building never needs them.
 optional=(qperf clang llvm libbpf-dev linux-libc-dev)

@@ -109,6 +109,9 @@ type Endpoint struct {
 	// when they are not the default handle of node and workload (the
 	// Docker IPAM driver assigns before the endpoint has a name).
 	IPAMHandles []string `json:"ipamHandles,omitempty"`
+	// Labels describe the workload (from CNI: the conflist's labels and
+	// the runtime's pod namespace and name).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // BGPConfig is the cluster-wide BGP setting.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -35,6 +36,7 @@ type EndpointSpec struct {
 	// IPAMHandles name the handles holding the addresses when they are not
 	// the workload's own (api.WorkloadHandle).
 	IPAMHandles []string
+	Labels      map[string]string
 }
 
 // NewEndpoint is the endpoint record of s, without a MAC (the veth gives
@@ -51,6 +53,7 @@ func NewEndpoint(s EndpointSpec) api.Endpoint {
 		WorkloadIface: s.Interface,
 		Profiles:      append([]string{}, s.Profiles...),
 		IPAMHandles:   slices.Clone(s.IPAMHandles),
+		Labels:        maps.Clone(s.Labels),
 	}
 	for _, a := range s.Addrs {
 		p := netip.PrefixFrom(a, a.BitLen()).String()
@@ -216,7 +219,7 @@ func sameEndpoint(a, b api.Endpoint) bool {
 	return a.Node == b.Node && a.Workload == b.Workload && a.Orchestrator == b.Orchestrator &&
 		a.ContainerID == b.ContainerID && a.NetnsPath == b.NetnsPath && a.InterfaceName == b.InterfaceName &&
 		a.WorkloadIface == b.WorkloadIface && eq(a.IPv4Nets, b.IPv4Nets) && eq(a.IPv6Nets, b.IPv6Nets) &&
-		eq(a.Profiles, b.Profiles) && eq(a.IPAMHandles, b.IPAMHandles)
+		eq(a.Profiles, b.Profiles) && eq(a.IPAMHandles, b.IPAMHandles) && maps.Equal(a.Labels, b.Labels)
 }
 
 // workloadMTU is the MTU a workload with these addresses gets: calc's

@@ -85,6 +85,12 @@ func (c *Client) heldBy(ctx context.Context, handle string) ([]netip.Addr, error
 	return out, nil
 }
 
+// HeldBy is heldBy for the entry points that hold addresses under a
+// handle of their own (the CNI IPAM plugin).
+func (c *Client) HeldBy(ctx context.Context, handle string) ([]netip.Addr, error) {
+	return c.heldBy(ctx, handle)
+}
+
 // assign takes a for handle; an address the handle already holds is no
 // conflict (an interrupted run of the same workload took it).
 func (c *Client) assign(ctx context.Context, a netip.Addr, handle, node string) error {

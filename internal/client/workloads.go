@@ -24,9 +24,14 @@ type WorkloadRequest struct {
 	IPs          []string // addresses, or "auto" (IPv4) / "auto6"
 	NetnsPath    string
 	Interface    string // inside the workload; eth0 by default
-	Orchestrator string // netns, docker, libnetwork
+	Orchestrator string // netns, docker, libnetwork, cni
 	ContainerID  string
 	Profiles     []string
+	// Pools, when set, are the only pools "auto" takes from (CNI's
+	// ipv4_pools and ipv6_pools).
+	Pools []string
+	// Labels describe the workload (CNI).
+	Labels map[string]string
 	// Routes, when set, are what the workload routes through us, instead
 	// of everything (it keeps its default route on another network).
 	Routes []netip.Prefix
@@ -176,7 +181,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 			if s == "auto6" {
 				family = 6
 			}
-			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, family, nil)
+			a, err = c.IPAM.AutoAssign(ctx, handle, req.Node, family, req.Pools)
 		default:
 			a = fixed[0]
 			fixed = fixed[1:]
@@ -199,6 +204,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	ep = NewEndpoint(EndpointSpec{
 		Node: req.Node, Name: req.Name, Orchestrator: req.Orchestrator, ContainerID: req.ContainerID,
 		NetnsPath: req.NetnsPath, Interface: req.Interface, Addrs: addrs, Profiles: req.Profiles,
+		Labels: req.Labels,
 	})
 	// A veth of the derived name without a record is an interrupted run's.
 	if err := netdev.RemoveWorkload(iface); err != nil {

@@ -1,0 +1,321 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+// callTimeout bounds one plugin call: runtimes wait for us with their own
+// deadline, and an answer saying "try again" beats being killed midway.
+const callTimeout = 30 * time.Second
+
+// Funcs are the calico plugin's commands, for skel.PluginMainFuncs.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status}
+}
+
+// session is what every command starts with: the configuration, a
+// datastore client and this host's node name.
+type session struct {
+	conf *NetConf
+	c    *client.Client
+	node string
+}
+
+func open(ctx context.Context, stdin []byte) (*session, error) {
+	conf, err := ParseConf(stdin)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Connect(ctx, conf.EtcdEndpoints)
+	if err != nil {
+		return nil, cniError(err, "connecting to the datastore")
+	}
+	node := conf.Nodename
+	if node == "" {
+		if node, err = c.ThisNode(ctx); err != nil {
+			c.Close()
+			return nil, cniError(err, "finding this host's node")
+		}
+	}
+	if _, err := c.Node(ctx, node); err != nil {
+		c.Close()
+		return nil, cniError(err, fmt.Sprintf("node %q (start it with `calicoctl node`, or set \"nodename\" in the conflist)", node))
+	}
+	return &session{conf: conf, c: c, node: node}, nil
+}
+
+// cniError turns err into a CNI error: a datastore that does not answer
+// is "try again later" (11), everything else internal (999); the message
+// keeps the client's hint on what to do.
+func cniError(err error, doing string) error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	code := types.ErrInternal
+	if errors.Is(err, datastore.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded) {
+		code = types.ErrTryAgainLater
+	}
+	return types.NewError(code, fmt.Sprintf("calico: %s: %v", doing, err), "")
+}
+
+// Add wires the container: the network's profile (created if missing),
+// then client.AddWorkload. A second ADD of the same attachment finds its
+// record and returns the same result (no second address).
+func Add(args *skel.CmdArgs) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	name, err := WorkloadName(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	s, err := open(ctx, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer s.c.Close()
+	ips, err := s.conf.requestedIPs()
+	if err != nil {
+		return err
+	}
+	labels, err := s.conf.endpointLabels(args.Args)
+	if err != nil {
+		return err
+	}
+	for _, p := range s.conf.Profiles {
+		if err := s.c.AddProfile(ctx, p, true); err != nil {
+			return cniError(err, "creating profile "+p)
+		}
+	}
+	ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
+		Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
+		Orchestrator: Orchestrator, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
+		Pools: s.conf.IPAM.pools(), Labels: labels,
+	})
+	if err != nil {
+		return cniError(err, "adding container "+args.ContainerID)
+	}
+	res, err := result(ep)
+	if err != nil {
+		return cniError(err, "describing the result")
+	}
+	if res, err = chained(&s.conf.NetConf, res); err != nil {
+		return err
+	}
+	return types.PrintResult(res, s.conf.CNIVersion)
+}
+
+// result is ep as CNI reports it: the host side and the container's
+// interface, each address with its gateway, and the default routes.
+func result(ep api.Endpoint) (*current.Result, error) {
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: ep.InterfaceName, Mac: netdev.HostSideMAC},
+			{Name: ep.WorkloadIface, Mac: ep.MAC, Sandbox: ep.NetnsPath},
+		},
+	}
+	var v4, v6 bool
+	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return nil, err
+		}
+		gw := netdev.GatewayIPv4
+		if p.Addr().Is6() {
+			gw, v6 = netdev.GatewayIPv6, true
+		} else {
+			v4 = true
+		}
+		res.IPs = append(res.IPs, &current.IPConfig{
+			Interface: current.Int(1),
+			Address:   net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+			Gateway:   gw.AsSlice(),
+		})
+	}
+	if v4 {
+		res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: netdev.GatewayIPv4.AsSlice()})
+	}
+	if v6 {
+		res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, GW: netdev.GatewayIPv6.AsSlice()})
+	}
+	return res, nil
+}
+
+// chained is res after the earlier plugins' result (prevResult, when
+// calico is not first in its list): theirs first, then ours, with our IPs
+// pointing at our interfaces' new indices.
+func chained(conf *types.NetConf, res *current.Result) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return res, nil
+	}
+	if err := version.ParsePrevResult(conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "calico: reading prevResult: "+err.Error(), "")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "calico: converting prevResult: "+err.Error(), "")
+	}
+	shift := len(prev.Interfaces)
+	prev.Interfaces = append(prev.Interfaces, res.Interfaces...)
+	for _, ip := range res.IPs {
+		if ip.Interface != nil {
+			ip.Interface = current.Int(*ip.Interface + shift)
+		}
+		prev.IPs = append(prev.IPs, ip)
+	}
+	prev.Routes = append(prev.Routes, res.Routes...)
+	prev.CNIVersion = res.CNIVersion
+	return prev, nil
+}
+
+// Del removes the attachment: record, veth, addresses. An attachment we
+// do not know is no error (the spec's DEL is idempotent).
+func Del(args *skel.CmdArgs) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	name, err := WorkloadName(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	s, err := open(ctx, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer s.c.Close()
+	if _, err := s.c.RemoveWorkload(ctx, s.node, name); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return cniError(err, "removing container "+args.ContainerID)
+	}
+	return nil
+}
+
+// Check compares the attachment with the kernel: the record, its host
+// side, and inside the container the interface, every address and the
+// default route via the gateway. Each missing piece is an error naming it.
+func Check(args *skel.CmdArgs) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	name, err := WorkloadName(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	s, err := open(ctx, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer s.c.Close()
+	ep, _, err := s.c.Endpoint(ctx, s.node, name)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico: container %s has no endpoint on node %s; add it again (DEL then ADD)", args.ContainerID, s.node), "")
+	} else if err != nil {
+		return cniError(err, "reading the endpoint")
+	}
+	if !netdev.LinkExists(ep.InterfaceName) {
+		return broken(args, "its host-side interface %s is missing", ep.InterfaceName)
+	}
+	var problem string
+	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		problem = checkInside(ep, args.IfName)
+		return nil
+	})
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("calico: container %s: netns %s: %v", args.ContainerID, args.Netns, err), "")
+	}
+	if problem != "" {
+		return broken(args, "%s", problem)
+	}
+	return nil
+}
+
+func broken(args *skel.CmdArgs, format string, a ...any) error {
+	return types.NewError(types.ErrInternal, fmt.Sprintf("calico: container %s: ", args.ContainerID)+fmt.Sprintf(format, a...)+"; re-create its network (DEL then ADD, or restart the container)", "")
+}
+
+// checkInside runs in the container's namespace: what of ep is missing
+// there, or "".
+func checkInside(ep api.Endpoint, ifName string) string {
+	link, err := netlink.LinkByName(ifName)
+	if err != nil {
+		return fmt.Sprintf("interface %s is missing inside the container", ifName)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Sprintf("listing the addresses of %s: %v", ifName, err)
+	}
+	have := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if x, ok := netip.AddrFromSlice(a.IP); ok {
+			have[x.Unmap()] = true
+		}
+	}
+	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Sprintf("listing the routes of %s: %v", ifName, err)
+	}
+	defaultVia := func(gw netip.Addr) bool {
+		for _, r := range routes {
+			g, _ := netip.AddrFromSlice(r.Gw)
+			if (r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask)) && g.Unmap() == gw {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return fmt.Sprintf("the endpoint's address %q is malformed", n)
+		}
+		if !have[p.Addr()] {
+			return fmt.Sprintf("address %s is missing from %s", p.Addr(), ifName)
+		}
+		gw := netdev.GatewayIPv4
+		if p.Addr().Is6() {
+			gw = netdev.GatewayIPv6
+		}
+		if !defaultVia(gw) {
+			return fmt.Sprintf("the default route via %s is missing from %s", gw, ifName)
+		}
+	}
+	return ""
+}
+
+func isZeroMask(m net.IPMask) bool {
+	ones, _ := m.Size()
+	return ones == 0
+}
+
+// Status says whether the plugin can take ADDs: the datastore answers and
+// this host's node is registered.
+func Status(args *skel.CmdArgs) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	s, err := open(ctx, args.StdinData)
+	if err != nil {
+		var te *types.Error
+		if errors.As(err, &te) && te.Code == types.ErrTryAgainLater {
+			te.Code = types.ErrLimitedConnectivity
+		}
+		return err
+	}
+	s.c.Close()
+	return nil
+}

@@ -1,0 +1,130 @@
+// Package cni drives the calico CNI plugins (cmd/calico, cmd/calico-ipam)
+// on the namespace lab with real etcd, agents and kernel: through libcni,
+// as a runtime does (the spec's cases), and through podman and containerd
+// from Debian's packages where they are installed.
+package cni
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/calico-go/calico/internal/e2etest"
+	"github.com/calico-go/calico/internal/lab"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// labPrefix names every namespace these tests make.
+const labPrefix = "ccni"
+
+// pluginDir holds calico and calico-ipam: $CALICO_BIN when it has them
+// (make build puts them there), else a build made for this run.
+var pluginDir string
+
+func TestMain(m *testing.M) {
+	e2etest.Main(m, labPrefix, func() error {
+		pluginDir = e2etest.BinDir
+		if _, err := os.Stat(filepath.Join(pluginDir, "calico")); err == nil {
+			if _, err := os.Stat(filepath.Join(pluginDir, "calico-ipam")); err == nil {
+				return nil
+			}
+		}
+		dir, err := os.MkdirTemp("", "calico-cni-bin")
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calico", "../../cmd/calico-ipam")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building the plugins: %w", err)
+		}
+		pluginDir = dir // left in /tmp: TestMain exits without a hook after m.Run
+		return nil
+	})
+}
+
+func world(t *testing.T) *walkthrough.World {
+	t.Helper()
+	w := e2etest.World(t, labPrefix, walkthrough.Options{}, false)
+	ctx := e2etest.Ctx(t, time.Minute)
+	if _, err := w.Ctl(ctx, w.Hosts[0], "pool", "add", walkthrough.Pool); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// hostExec runs plugins inside a lab host's namespace, as a runtime on
+// that host would: the host side of the veth lands there and the
+// datastore is reached over the host's fabric.
+type hostExec struct{ host *lab.Host }
+
+func (e hostExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.host.Name, pluginPath)
+	cmd.Env = environ
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		// A plugin's failure is a CNI error on stdout, as RawExec reads it.
+		te := &types.Error{}
+		if json.Unmarshal(stdout.Bytes(), te) == nil && te.Msg != "" {
+			return nil, te
+		}
+		return nil, fmt.Errorf("%s: %w: %s%s", pluginPath, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+func (hostExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (hostExec) Decode(b []byte) (version.PluginInfo, error) {
+	return (&version.PluginDecoder{}).Decode(b)
+}
+
+// runtime is libcni driving the plugins on host h.
+func runtime(t *testing.T, h *lab.Host) *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), hostExec{h})
+}
+
+// conflist is a calico network named name reaching the world's datastore
+// at etcd (host:port), with extra fields in the calico plugin's entry.
+func conflist(t *testing.T, name, etcd string, extra map[string]any) *libcni.NetworkConfigList {
+	t.Helper()
+	plugin := map[string]any{"type": "calico", "etcd_endpoints": "http://" + etcd, "ipam": map[string]any{"type": "calico-ipam"}}
+	for k, v := range extra {
+		plugin[k] = v
+	}
+	b, err := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": []any{plugin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := libcni.NetworkConfFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// cniCode is err's CNI error code, or -1.
+func cniCode(err error) int {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return int(te.Code)
+	}
+	return -1
+}

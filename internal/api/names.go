@@ -64,6 +64,8 @@ const (
 	// OrchestratorLibnetwork: the libnetwork driver, whose addresses are
 	// held by LibnetworkHandle of their node.
 	OrchestratorLibnetwork = "libnetwork"
+	// OrchestratorCNI: the CNI plugin (podman, containerd, a kubelet).
+	OrchestratorCNI = "cni"
 )
 
 // EndpointHandles are the IPAM handles that may hold ep's addresses: its

@@ -20,9 +20,6 @@ import (
 	"github.com/calico-go/calico/internal/api"
 )
 
-// Orchestrator marks the endpoints the CNI plugin makes.
-const Orchestrator = "cni"
-
 // NetConf is the calico plugin's configuration: the network's entry in a
 // conflist, with the fields Calico's own CNI plugin reads outside
 // Kubernetes.

@@ -107,7 +107,7 @@ func Add(args *skel.CmdArgs) error {
 	}
 	ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
 		Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
-		Orchestrator: Orchestrator, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
+		Orchestrator: api.OrchestratorCNI, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
 		Pools: s.conf.IPAM.pools(), Labels: labels,
 	})
 	if err != nil {

@@ -400,20 +400,116 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(r.EndpointID), err)
 	}
+	others, err := d.sandboxPeers(ctx, r.SandboxKey, spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	routes, err := d.poolRoutes(ctx, ep, others)
+	if err != nil {
+		return nil, err
+	}
+	resp := joinResponse(peer, ep, others, routes)
+	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
+		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))
+	return resp, nil
+}
+
+// joinResponse tells the engine how to set up the container's side.
+//
+// A container may be on several calico networks (and on the engine's
+// bridge). Every calico interface gets connected routes to its own pools
+// (the host side answers ARP for every address it routes elsewhere), so
+// each network's peers are reached through that network's interface,
+// whichever interface holds the default route. Only the first calico
+// interface of a family gives the gateway and its on-link /32: a second
+// identical route in the sandbox is "file exists" to the engine, which then
+// fails the connect or the restart. Later interfaces disable the engine's
+// gateway service, so it never attaches docker_gwbridge for them.
+func joinResponse(peer string, ep api.Endpoint, others []api.Endpoint, routes []netip.Prefix) *network.JoinResponse {
 	resp := &network.JoinResponse{
 		InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: containerIfacePrefix},
 	}
-	if len(ep.IPv4Nets) > 0 {
+	hasV4 := func(e api.Endpoint) bool { return len(e.IPv4Nets) > 0 }
+	hasV6 := func(e api.Endpoint) bool { return len(e.IPv6Nets) > 0 }
+	first4 := hasV4(ep) && !slices.ContainsFunc(others, hasV4)
+	first6 := hasV6(ep) && !slices.ContainsFunc(others, hasV6)
+	if first4 {
 		resp.Gateway = gatewayV4
 		// The gateway is on no subnet of the container's: make it
 		// reachable on the link first (RouteType 1 = connected).
-		resp.StaticRoutes = []*network.StaticRoute{{Destination: gatewayV4 + "/32", RouteType: 1}}
+		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: gatewayV4 + "/32", RouteType: 1})
 	}
-	if len(ep.IPv6Nets) > 0 {
+	if first6 {
 		resp.GatewayIPv6 = gatewayV6
 	}
-	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile)
-	return resp, nil
+	if !first4 && !first6 {
+		resp.DisableGatewayService = true
+	}
+	for _, p := range routes {
+		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: p.String(), RouteType: 1})
+	}
+	return resp
+}
+
+// sandboxPeers are the other calico endpoints joined to the same sandbox
+// (the container's network namespace), as recorded by earlier Joins. A
+// record whose host-side veth is gone is a leftover, not a peer.
+func (d *Drivers) sandboxPeers(ctx context.Context, sandboxKey, workload string) ([]api.Endpoint, error) {
+	if sandboxKey == "" {
+		return nil, nil
+	}
+	eps, err := d.c.Endpoints(ctx, d.node)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Endpoint
+	for _, e := range eps {
+		if e.Orchestrator == api.OrchestratorLibnetwork && e.NetnsPath == sandboxKey && e.Workload != workload &&
+			e.InterfaceName == api.WorkloadIfaceName(d.node, e.Workload) && netdev.LinkExists(e.InterfaceName) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// poolRoutes are the IPv4 pools holding ep's addresses, less those another
+// interface of the sandbox already routes (two networks on one subnet).
+// IPv6 pools are not routed per interface: the host side answers neighbour
+// solicitations for the gateway only, so IPv6 goes by the default route.
+func (d *Drivers) poolRoutes(ctx context.Context, ep api.Endpoint, others []api.Endpoint) ([]netip.Prefix, error) {
+	pools, err := d.c.Pools(ctx, 4)
+	if err != nil {
+		return nil, err
+	}
+	holding := func(e api.Endpoint) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range e.IPv4Nets {
+			a, err := netip.ParsePrefix(s)
+			if err != nil {
+				continue
+			}
+			for _, p := range pools {
+				cidr, err := netip.ParsePrefix(p.CIDR)
+				if err == nil && cidr.Contains(a.Addr()) && !slices.Contains(out, cidr) {
+					out = append(out, cidr)
+				}
+			}
+		}
+		return out
+	}
+	taken := map[netip.Prefix]bool{}
+	for _, o := range others {
+		for _, p := range holding(o) {
+			taken[p] = true
+		}
+	}
+	var out []netip.Prefix
+	for _, p := range holding(ep) {
+		if !taken[p] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // Leave removes the endpoint record and the veth pair.

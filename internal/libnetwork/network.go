@@ -408,6 +408,14 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	if err != nil {
 		return nil, err
 	}
+	// With the engine's own IPAM the container's address carries the
+	// subnet's mask, so the kernel routes the subnet on the link already:
+	// routing it again is "file exists".
+	if nrec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, networkKey(d.node, erec.NetworkID)); err != nil {
+		return nil, fmt.Errorf("endpoint %s: its network: %v", short(r.EndpointID), err)
+	} else if !nrec.OurIPAM {
+		routes = slices.DeleteFunc(routes, func(p netip.Prefix) bool { return slices.Contains(nrec.Pools, p.String()) })
+	}
 	resp := joinResponse(peer, ep, others, routes)
 	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
 		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -416,7 +417,8 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	} else if !nrec.OurIPAM {
 		routes = slices.DeleteFunc(routes, func(p netip.Prefix) bool { return slices.Contains(nrec.Pools, p.String()) })
 	}
-	resp := joinResponse(peer, ep, others, routes)
+	gw4, gw6 := d.gateways(ctx, r.SandboxKey, erec, ep, others)
+	resp := joinResponse(peer, ep, gw4, gw6, routes)
 	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
 		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))
 	return resp, nil
@@ -428,35 +430,56 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 // bridge). Every calico interface gets connected routes to its own pools
 // (the host side answers ARP for every address it routes elsewhere), so
 // each network's peers are reached through that network's interface,
-// whichever interface holds the default route. Only the first calico
-// interface of a family gives the gateway and its on-link /32: a second
+// whichever interface holds the default route. Only one calico interface
+// per family gives the gateway and its on-link /32 (see gateways): a second
 // identical route in the sandbox is "file exists" to the engine, which then
-// fails the connect or the restart. Later interfaces disable the engine's
-// gateway service, so it never attaches docker_gwbridge for them.
-func joinResponse(peer string, ep api.Endpoint, others []api.Endpoint, routes []netip.Prefix) *network.JoinResponse {
+// fails the connect or the restart. The others turn the engine's gateway
+// service off, so it never attaches docker_gwbridge for them.
+func joinResponse(peer string, ep api.Endpoint, gw4, gw6 bool, routes []netip.Prefix) *network.JoinResponse {
 	resp := &network.JoinResponse{
 		InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: containerIfacePrefix},
 	}
-	hasV4 := func(e api.Endpoint) bool { return len(e.IPv4Nets) > 0 }
-	hasV6 := func(e api.Endpoint) bool { return len(e.IPv6Nets) > 0 }
-	first4 := hasV4(ep) && !slices.ContainsFunc(others, hasV4)
-	first6 := hasV6(ep) && !slices.ContainsFunc(others, hasV6)
-	if first4 {
+	gw4 = gw4 && len(ep.IPv4Nets) > 0
+	gw6 = gw6 && len(ep.IPv6Nets) > 0
+	if gw4 {
 		resp.Gateway = gatewayV4
 		// The gateway is on no subnet of the container's: make it
 		// reachable on the link first (RouteType 1 = connected).
 		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: gatewayV4 + "/32", RouteType: 1})
 	}
-	if first6 {
+	if gw6 {
 		resp.GatewayIPv6 = gatewayV6
 	}
-	if !first4 && !first6 {
+	if !gw4 && !gw6 {
 		resp.DisableGatewayService = true
 	}
 	for _, p := range routes {
 		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: p.String(), RouteType: 1})
 	}
 	return resp
+}
+
+// gateways says whether this endpoint gives the container its IPv4 and
+// IPv6 gateway: when the network is the container's own (docker run --net,
+// docker create --net), whatever order the engine joins the networks in at
+// start (it follows no order); never when the container was made on
+// another network (the engine's bridge keeps the default route). When the
+// engine cannot tell, the first calico interface of each family to join
+// gives it.
+func (d *Drivers) gateways(ctx context.Context, sandboxKey string, erec endpointRecord, ep api.Endpoint, others []api.Endpoint) (v4, v6 bool) {
+	// The engine names a container's sandbox after the container's id.
+	id := filepath.Base(sandboxKey)
+	if len(id) >= 12 && strings.Trim(id, "0123456789abcdef") == "" {
+		if mode, err := d.engine.NetworkMode(ctx, id); err == nil {
+			own := mode == erec.Profile || len(mode) >= 12 && strings.HasPrefix(erec.NetworkID, mode)
+			return own, own
+		} else {
+			d.log.Debug("cannot learn the container's own network; the first calico interface gives the gateway", "sandbox", sandboxKey, "err", err)
+		}
+	}
+	hasV4 := func(e api.Endpoint) bool { return len(e.IPv4Nets) > 0 }
+	hasV6 := func(e api.Endpoint) bool { return len(e.IPv6Nets) > 0 }
+	return !slices.ContainsFunc(others, hasV4), !slices.ContainsFunc(others, hasV6)
 }
 
 // sandboxPeers are the other calico endpoints joined to the same sandbox

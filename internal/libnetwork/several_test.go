@@ -7,16 +7,16 @@ import (
 	"github.com/calico-go/calico/internal/api"
 )
 
-// The first calico interface of a sandbox gives the gateway and its on-link
-// /32; later ones give neither (the engine refused the second identical
-// /32 with "file exists") and turn the engine's gateway service off; every
-// one routes its own pools.
+// The interface that gives the gateway gives its on-link /32 too; the
+// others give neither (the engine refused the second identical /32 with
+// "file exists") and turn the engine's gateway service off; every one
+// routes its own pools.
 func TestJoinResponseSeveralNetworks(t *testing.T) {
 	pool := []netip.Prefix{netip.MustParsePrefix("192.168.21.0/24")}
 	a := api.Endpoint{IPv4Nets: []string{"192.168.20.2/32"}}
 	b := api.Endpoint{IPv4Nets: []string{"192.168.21.2/32"}}
 
-	first := joinResponse("tmpx", a, nil, pool)
+	first := joinResponse("tmpx", a, true, true, pool)
 	if first.Gateway != gatewayV4 || first.DisableGatewayService {
 		t.Errorf("first interface: gateway %q, gateway service off %v; want %s, on", first.Gateway, first.DisableGatewayService, gatewayV4)
 	}
@@ -31,7 +31,7 @@ func TestJoinResponseSeveralNetworks(t *testing.T) {
 		t.Errorf("first interface routes %v, want [%s/32 192.168.21.0/24]", dests, gatewayV4)
 	}
 
-	second := joinResponse("tmpy", b, []api.Endpoint{a}, pool)
+	second := joinResponse("tmpy", b, false, false, pool)
 	if second.Gateway != "" || second.GatewayIPv6 != "" || !second.DisableGatewayService {
 		t.Errorf("second interface: gateway %q/%q, gateway service off %v; want none, off", second.Gateway, second.GatewayIPv6, second.DisableGatewayService)
 	}
@@ -39,9 +39,9 @@ func TestJoinResponseSeveralNetworks(t *testing.T) {
 		t.Errorf("second interface routes %+v, want only its pool", second.StaticRoutes)
 	}
 
-	// An IPv6 interface after an IPv4 one is still the first of its family.
+	// An IPv6-only endpoint gives the IPv6 gateway only.
 	v6 := api.Endpoint{IPv6Nets: []string{"fd00:4::2/128"}}
-	third := joinResponse("tmpz", v6, []api.Endpoint{a}, nil)
+	third := joinResponse("tmpz", v6, true, true, nil)
 	if third.GatewayIPv6 != gatewayV6 || third.Gateway != "" || third.DisableGatewayService {
 		t.Errorf("first IPv6 interface: gateway %q/%q, service off %v", third.Gateway, third.GatewayIPv6, third.DisableGatewayService)
 	}

@@ -84,9 +84,10 @@ func TestDockerSeveralNetworks(t *testing.T) {
 		onBoth(t, a1)
 	})
 
-	// The engine's bridge beside calico, in both orders. The engine gives
-	// the default route to the network whose name sorts first ("bridge"
-	// here); the calico interface keeps the routes to its pool either way.
+	// The engine's bridge beside calico, in both orders. A container made
+	// on the bridge keeps its default route there; for one made on calico
+	// and connected to the bridge the engine chooses (by network name); the
+	// calico interface keeps the routes to its pool either way.
 	b2 := dw.name("b2")
 	dw.docker(t, h1, "run", "--name", b2, "-tid", img) // the bridge peer
 	ipB2 := dw.ipOn(t, h1, b2, "bridge")
@@ -99,6 +100,7 @@ func TestDockerSeveralNetworks(t *testing.T) {
 		dw.expectReach(t, h1, b1, ipPA, true)
 		dw.expectReach(t, h2, pa, dw.ipOn(t, h1, b1, netA), true)
 		dw.expectReach(t, h1, b1, ipB2, true)
+		dw.expectDefaultVia(t, h1, b1, dw.ipOn(t, h1, b1, "bridge"))
 		if out, err := dw.dockerErr(h1, "restart", "-t", "1", b1); err != nil {
 			t.Fatalf("restart: %v: %s", err, out)
 		}

@@ -252,6 +252,34 @@ func VTEPMAC(ip netip.Addr) string {
 	return fmt.Sprintf("66:cb:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 }
 
+// published are ep's ports as DNAT targets: to its first IPv4 address
+// (IPv6 is not published). A mapping that does not parse is left out; the
+// driver that wrote it validated it.
+func published(ep api.Endpoint, addrs []netip.Addr) []Published {
+	i := slices.IndexFunc(addrs, netip.Addr.Is4)
+	if i < 0 || len(ep.Ports) == 0 {
+		return nil
+	}
+	var out []Published
+	for _, m := range ep.Ports {
+		if m.Proto != "tcp" && m.Proto != "udp" || m.HostPort == 0 || m.Port == 0 {
+			continue
+		}
+		pub := Published{Proto: m.Proto, HostPort: m.HostPort, Addr: addrs[i], Port: m.Port}
+		if m.HostIP != "" {
+			ip, err := netip.ParseAddr(m.HostIP)
+			if err != nil || !ip.Unmap().Is4() {
+				continue
+			}
+			if !ip.IsUnspecified() {
+				pub.HostIP = ip.Unmap()
+			}
+		}
+		out = append(out, pub)
+	}
+	return out
+}
+
 func policy(s *Snapshot, local []api.Endpoint, pools []parsedPool) Policy {
 	p := Policy{Profiles: map[string]api.Profile{}, TagMembers: map[string]AddrSet{}}
 	tags := map[string]bool{}
@@ -260,6 +288,7 @@ func policy(s *Snapshot, local []api.Endpoint, pools []parsedPool) Policy {
 		for _, a := range endpointPrefixes(ep) {
 			e.Addrs = append(e.Addrs, a.Addr())
 		}
+		p.Published = append(p.Published, published(ep, e.Addrs)...)
 		for _, name := range ep.Profiles {
 			prof, ok := s.Profiles[name]
 			if !ok {

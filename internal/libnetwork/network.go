@@ -585,9 +585,3 @@ func (d *Drivers) unwire(ctx context.Context, endpointID string) error {
 
 func (NetworkDriver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
 func (NetworkDriver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
-func (NetworkDriver) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
-	return nil
-}
-func (NetworkDriver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
-	return nil
-}

@@ -199,28 +199,6 @@ func (e *Engine) RunningIDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// NetworkMode is the primary network (HostConfig.NetworkMode: a network's
-// name or id, default, bridge ...) of the container whose id starts with
-// idPrefix. It reads the container list, which the engine serves without
-// the container's lock: inspect would wait for a container being started,
-// and the engine's calls to a network driver come from inside that start.
-func (e *Engine) NetworkMode(ctx context.Context, idPrefix string) (string, error) {
-	var list []struct {
-		ID         string `json:"Id"`
-		HostConfig struct {
-			NetworkMode string `json:"NetworkMode"`
-		} `json:"HostConfig"`
-	}
-	q := url.Values{"all": {"1"}, "filters": {`{"id":["` + idPrefix + `"]}`}}
-	if _, err := e.get(ctx, "/containers/json?"+q.Encode(), &list); err != nil {
-		return "", err
-	}
-	if len(list) != 1 || !strings.HasPrefix(list[0].ID, idPrefix) {
-		return "", fmt.Errorf("no single container with id %s", idPrefix)
-	}
-	return list[0].HostConfig.NetworkMode, nil
-}
-
 // Network is what the drivers need to know about a Docker network.
 type Network struct {
 	ID         string

@@ -42,7 +42,6 @@ type Drivers struct {
 type Engine interface {
 	NetworkInspect(ctx context.Context, id string) (docker.Network, error)
 	DriverEndpoints(ctx context.Context, driver string) (networks, endpoints map[string]bool, err error)
-	NetworkMode(ctx context.Context, idPrefix string) (string, error)
 	Pid() (int, error)
 }
 

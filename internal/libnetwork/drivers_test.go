@@ -2,7 +2,6 @@ package libnetwork
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -28,9 +27,6 @@ func (f fakeEngine) NetworkInspect(_ context.Context, id string) (docker.Network
 	return docker.Network{ID: id, Name: f[id]}, nil
 }
 func (fakeEngine) Pid() (int, error) { return os.Getpid(), nil }
-func (fakeEngine) NetworkMode(context.Context, string) (string, error) {
-	return "", errors.New("no such container")
-}
 
 // DriverEndpoints: the fake engine has no live endpoints unless listed.
 func (f fakeEngine) DriverEndpoints(context.Context, string) (map[string]bool, map[string]bool, error) {

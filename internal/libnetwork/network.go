@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -417,7 +416,7 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	} else if !nrec.OurIPAM {
 		routes = slices.DeleteFunc(routes, func(p netip.Prefix) bool { return slices.Contains(nrec.Pools, p.String()) })
 	}
-	gw4, gw6 := d.gateways(ctx, r.SandboxKey, erec, ep, others)
+	gw4, gw6 := d.gateways(others)
 	resp := joinResponse(peer, ep, gw4, gw6, routes)
 	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
 		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))
@@ -460,23 +459,16 @@ func joinResponse(peer string, ep api.Endpoint, gw4, gw6 bool, routes []netip.Pr
 }
 
 // gateways says whether this endpoint gives the container its IPv4 and
-// IPv6 gateway: when the network is the container's own (docker run --net,
-// docker create --net), whatever order the engine joins the networks in at
-// start (it follows no order); never when the container was made on
-// another network (the engine's bridge keeps the default route). When the
-// engine cannot tell, the first calico interface of each family to join
-// gives it.
-func (d *Drivers) gateways(ctx context.Context, sandboxKey string, erec endpointRecord, ep api.Endpoint, others []api.Endpoint) (v4, v6 bool) {
-	// The engine names a container's sandbox after the container's id.
-	id := filepath.Base(sandboxKey)
-	if len(id) >= 12 && strings.Trim(id, "0123456789abcdef") == "" {
-		if mode, err := d.engine.NetworkMode(ctx, id); err == nil {
-			own := mode == erec.Profile || len(mode) >= 12 && strings.HasPrefix(erec.NetworkID, mode)
-			return own, own
-		} else {
-			d.log.Debug("cannot learn the container's own network; the first calico interface gives the gateway", "sandbox", sandboxKey, "err", err)
-		}
-	}
+// IPv6 gateway: when no other calico interface of the sandbox (the
+// container) has an address of that family. So the default route stays
+// with the calico network that gave it first; `docker network connect`
+// adds routes, never moves it. At a start the engine joins a container's
+// networks in no fixed order (Docker 20.10 walks a map), and the
+// sandbox's key names the sandbox, not the container, so the driver
+// cannot tell which network the container was made on: the first joined
+// gives the gateway, and each network's pools stay routed through its own
+// interface either way.
+func (d *Drivers) gateways(others []api.Endpoint) (v4, v6 bool) {
 	hasV4 := func(e api.Endpoint) bool { return len(e.IPv4Nets) > 0 }
 	hasV6 := func(e api.Endpoint) bool { return len(e.IPv6Nets) > 0 }
 	return !slices.ContainsFunc(others, hasV4), !slices.ContainsFunc(others, hasV6)

@@ -37,8 +37,10 @@ func TestDockerSeveralNetworks(t *testing.T) {
 	dw.docker(t, h1, "run", "--net", netA, "--name", a1, "-tid", img)
 	// onBoth checks ctr reaches both networks' peers (each through its own
 	// interface: the host drops a source that is not the interface's) and
-	// that both peers reach it, and that the default route is netA's.
-	onBoth := func(t *testing.T, ctr string) {
+	// that both peers reach it; with defaultA, that the default route is
+	// still netA's (a connect never moves it; at a start the engine joins
+	// the networks in no fixed order, and the first joined gives it).
+	onBoth := func(t *testing.T, ctr string, defaultA bool) {
 		t.Helper()
 		ipA, ipB := dw.ipOn(t, h1, ctr, netA), dw.ipOn(t, h1, ctr, netB)
 		dw.expectReach(t, h1, ctr, ipPA, true)
@@ -47,19 +49,23 @@ func TestDockerSeveralNetworks(t *testing.T) {
 		dw.expectReach(t, h2, pb, ipB, true)
 		dw.expectReach(t, h2, pa, ipB, false) // profiles still separate the networks
 		dw.expectReach(t, h2, pb, ipA, false)
-		dw.expectDefaultVia(t, h1, ctr, ipA)
+		if defaultA {
+			dw.expectDefaultVia(t, h1, ctr, ipA)
+		} else {
+			dw.expectDefaultVia(t, h1, ctr, ipA, ipB)
+		}
 	}
 	t.Run("network connect adds a second calico interface", func(t *testing.T) {
 		if out, err := dw.dockerErr(h1, "network", "connect", netB, a1); err != nil {
 			t.Fatalf("network connect: %v: %s", err, out)
 		}
-		onBoth(t, a1)
+		onBoth(t, a1, true)
 	})
 	t.Run("restart keeps both networks", func(t *testing.T) {
 		if out, err := dw.dockerErr(h1, "restart", "-t", "1", a1); err != nil {
 			t.Fatalf("restart: %v: %s", err, out)
 		}
-		onBoth(t, a1)
+		onBoth(t, a1, false)
 	})
 	t.Run("compose pattern: create on netA, connect netB, start", func(t *testing.T) {
 		a2 := dw.name("a2")
@@ -68,20 +74,29 @@ func TestDockerSeveralNetworks(t *testing.T) {
 		if out, err := dw.dockerErr(h1, "start", a2); err != nil {
 			t.Fatalf("start: %v: %s", err, out)
 		}
-		onBoth(t, a2)
+		onBoth(t, a2, false)
 	})
 	t.Run("disconnect removes one network, the other stays", func(t *testing.T) {
-		ipB := dw.ipOn(t, h1, a1, netB)
-		dw.docker(t, h1, "network", "disconnect", netB, a1)
-		ipA := dw.ipOn(t, h1, a1, netA)
-		dw.expectReach(t, h1, a1, ipPA, true)
+		// a3 is made on netA and connected to netB: netA holds the default.
+		a3 := dw.name("a3")
+		dw.docker(t, h1, "run", "--net", netA, "--name", a3, "-tid", img)
+		dw.docker(t, h1, "network", "connect", netB, a3)
+		onBoth(t, a3, true)
+		ipB := dw.ipOn(t, h1, a3, netB)
+		dw.docker(t, h1, "network", "disconnect", netB, a3)
+		ipA := dw.ipOn(t, h1, a3, netA)
+		dw.expectReach(t, h1, a3, ipPA, true)
 		dw.expectReach(t, h2, pa, ipA, true)
 		dw.expectReach(t, h2, pb, ipB, false)
-		dw.expectDefaultVia(t, h1, a1, ipA)
+		dw.expectDefaultVia(t, h1, a3, ipA)
 		waitFor(t, 15*time.Second, "netB address released", func() error { return dw.noEndpointWith(h1, ipB) })
-		// And back: the second interface again.
-		dw.docker(t, h1, "network", "connect", netB, a1)
-		onBoth(t, a1)
+		// And back: the second interface again; the default stays.
+		dw.docker(t, h1, "network", "connect", netB, a3)
+		onBoth(t, a3, true)
+		// Disconnecting the network with the default route leaves the
+		// other network's peers reachable through its own interface.
+		dw.docker(t, h1, "network", "disconnect", netA, a3)
+		dw.expectReach(t, h1, a3, ipPB, true)
 	})
 
 	// The engine's bridge beside calico, in both orders. A container made
@@ -122,8 +137,8 @@ func TestDockerSeveralNetworks(t *testing.T) {
 }
 
 // expectDefaultVia asserts that ctr's IPv4 default route leaves through
-// the interface holding addr.
-func (dw *dockerWorld) expectDefaultVia(t *testing.T, host, ctr, addr string) {
+// the interface holding one of addrs.
+func (dw *dockerWorld) expectDefaultVia(t *testing.T, host, ctr string, addrs ...string) {
 	t.Helper()
 	out, err := dw.inCtr(t, host, ctr, "ip", "-4", "-o", "route", "show", "default")
 	if err != nil {
@@ -133,13 +148,16 @@ func (dw *dockerWorld) expectDefaultVia(t *testing.T, host, ctr, addr string) {
 	if m == nil {
 		t.Fatalf("%s has no default route: %q", ctr, out)
 	}
-	addrs, err := dw.inCtr(t, host, ctr, "ip", "-4", "-o", "addr", "show", "dev", m[1])
+	have, err := dw.inCtr(t, host, ctr, "ip", "-4", "-o", "addr", "show", "dev", m[1])
 	if err != nil {
-		t.Fatalf("ip addr: %v: %s", err, addrs)
+		t.Fatalf("ip addr: %v: %s", err, have)
 	}
-	if !strings.Contains(addrs, " "+addr+"/") {
-		t.Errorf("%s's default route is %q, not through the interface of %s (%s)", ctr, strings.TrimSpace(out), addr, strings.TrimSpace(addrs))
+	for _, a := range addrs {
+		if strings.Contains(have, " "+a+"/") {
+			return
+		}
 	}
+	t.Errorf("%s's default route is %q, not through the interface of %v (%s)", ctr, strings.TrimSpace(out), addrs, strings.TrimSpace(have))
 }
 
 // noEndpointWith: no endpoint of host holds ip, and IPAM has it free.

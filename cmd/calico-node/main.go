@@ -65,7 +65,7 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 		WorkloadToHost: v.ToHost, WorkloadToControlPlane: v.ToControlPlane,
 		ResyncInterval: o.ResyncInterval, SweepGrace: o.SweepGrace, Log: log,
 		StateDir:       privateDir(name),
-		RouteReflector: o.RouteReflector, ClusterID: v.ClusterID,
+		RouteReflector: o.RouteReflector, ClusterID: v.ClusterID, PublishPorts: v.PublishPorts,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

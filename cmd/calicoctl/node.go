@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/daemon"
+	"github.com/calico-go/calico/internal/libnetwork"
 	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/output"
 )
@@ -180,10 +182,11 @@ func siblingBinary(name string) (string, error) {
 }
 
 func nodeStopCmd() *cobra.Command {
-	var name string
+	var name, pluginDir string
+	var cleanup bool
 	cmd := &cobra.Command{
 		Use:   "stop",
-		Short: "Stop calico-node on this host (routes and policy stay in the kernel)",
+		Short: "Stop calico-node on this host (routes and policy stay in the kernel, unless --cleanup)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := nodeName(name)
@@ -192,20 +195,39 @@ func nodeStopCmd() *cobra.Command {
 			}
 			stopped, err := daemon.Stop(nodePIDFile(n), 15*time.Second)
 			var reused *daemon.ReusedError
-			if errors.As(err, &reused) {
-				return fmt.Errorf("calico-node %s is not running: %v", n, err)
-			} else if err != nil {
-				return err
+			switch {
+			case errors.As(err, &reused):
+				err = fmt.Errorf("calico-node %s is not running: %v", n, err)
+			case err == nil && !stopped:
+				err = fmt.Errorf("calico-node %s is not running (no live pid in %s)", n, nodePIDFile(n))
+			case err == nil:
+				fmt.Printf("Calico node %s stopped\n", n)
 			}
-			if !stopped {
-				return fmt.Errorf("calico-node %s is not running (no live pid in %s)", n, nodePIDFile(n))
+			if cleanup {
+				// Also after "not running": what a dead agent left is
+				// exactly what --cleanup is for.
+				if _, alive := daemon.Running(nodePIDFile(n)); alive {
+					return fmt.Errorf("calico-node %s is still running; not removing its kernel state", n)
+				}
+				return uninstall(cmd.Context(), pluginDir)
 			}
-			fmt.Printf("Calico node %s stopped\n", n)
-			return nil
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
+	cmd.Flags().BoolVar(&cleanup, "cleanup", false, "also remove what the node installed here: table inet calico, its DOCKER-USER rules, its routes, tunnel devices, plugin sockets")
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", libnetwork.DefaultPluginDir, "where the node served its Docker plugin sockets")
 	return cmd
+}
+
+// uninstall removes this host's kernel state of calico-node and says what
+// went.
+func uninstall(ctx context.Context, pluginDir string) error {
+	removed, err := client.UninstallKernel(ctx, pluginDir)
+	for _, r := range removed {
+		fmt.Println("removed", r)
+	}
+	return err
 }
 
 func nodeShowCmd() *cobra.Command {
@@ -275,7 +297,7 @@ func orDash(s string) string {
 }
 
 func nodeRemoveCmd() *cobra.Command {
-	var name string
+	var name, pluginDir string
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "remove",
@@ -293,9 +315,16 @@ func nodeRemoveCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("Node %s removed\n", n)
+			// The node ran here (its pid file is ours): its kernel state
+			// goes too. A node removed from another host keeps whatever
+			// its own host still has.
+			if _, err := os.Stat(nodePIDFile(n)); err == nil {
+				return uninstall(cmd.Context(), pluginDir)
+			}
 			return nil
 		}),
 	}
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", libnetwork.DefaultPluginDir, "where the node served its Docker plugin sockets")
 	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
 	cmd.Flags().BoolVar(&force, "force", false, "also remove the node's endpoints, and the addresses and records of its Docker networks")
 	return cmd

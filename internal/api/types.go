@@ -112,6 +112,18 @@ type Endpoint struct {
 	// Labels describe the workload (from CNI: the conflist's labels and
 	// the runtime's pod namespace and name).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Ports are published on the host's addresses (docker run -p): the
+	// agent of Node DNATs HostIP:HostPort to the endpoint's IPv4 address.
+	Ports []PortMapping `json:"ports,omitempty"`
+}
+
+// PortMapping is one published port: Proto "tcp" or "udp", HostIP empty
+// for every address of the host.
+type PortMapping struct {
+	Proto    string `json:"proto"`
+	HostIP   string `json:"hostIP,omitempty"`
+	HostPort uint16 `json:"hostPort"`
+	Port     uint16 `json:"port"`
 }
 
 // BGPConfig is the cluster-wide BGP setting.

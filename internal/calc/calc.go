@@ -1,6 +1,7 @@
 package calc
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -25,6 +26,9 @@ type Input struct {
 	ControlTCPPorts []uint16
 	// WireGuard is this host's key and device (wireguard.go).
 	WireGuard WireGuardSupport
+	// PublishPorts are the host ports workloads may publish; the zero
+	// value means DefaultPublishPorts.
+	PublishPorts api.PortRange
 }
 
 // Peer types: where a session comes from.
@@ -133,6 +137,7 @@ func Compute(in Input) Result {
 
 	r.Dataplane.Policy = policy(s, local, pools)
 	r.Dataplane.Policy.ControlPlane = controlPlane(s, in)
+	r.Dataplane.Policy.Published = allowedPublished(r.Dataplane.Policy.Published, in.PublishPorts, &r)
 	r.Dataplane.Policy.VXLAN = vxlanGuard(s, in.Node, r.Dataplane.VXLAN.Enabled)
 	r.Peers = peers(s, in.Node, myPrefix.Addr())
 	return r
@@ -251,6 +256,57 @@ func vxlanState(s *Snapshot, node string, mine netip.Prefix, pools []parsedPool,
 	return v
 }
 
+// DefaultPublishPorts leaves the privileged ports (SSH, DNS, the host's own
+// web server) to the host: a published port takes every connection to that
+// host port, so an endpoint record must not be able to redirect them.
+var DefaultPublishPorts = api.PortRange{Min: 1024, Max: 65535}
+
+// allowedPublished keeps the published ports inside the allowed range and
+// reports the others.
+func allowedPublished(pubs []Published, allowed api.PortRange, r *Result) []Published {
+	if allowed == (api.PortRange{}) {
+		allowed = DefaultPublishPorts
+	}
+	out := pubs[:0:0]
+	for _, p := range pubs {
+		if p.HostPort < allowed.Min || p.HostPort > allowed.Max {
+			r.Problems = append(r.Problems, fmt.Sprintf("published port %s/%d of %s: outside the ports workloads may publish (%d-%d; calicoctl node --publish-ports); not published",
+				p.Proto, p.HostPort, p.Addr, allowed.Min, allowed.Max))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// published are ep's ports as DNAT targets: to its first IPv4 address
+// (IPv6 is not published). A mapping that does not parse is left out; the
+// driver that wrote it validated it.
+func published(ep api.Endpoint, addrs []netip.Addr) []Published {
+	i := slices.IndexFunc(addrs, netip.Addr.Is4)
+	if i < 0 || len(ep.Ports) == 0 {
+		return nil
+	}
+	var out []Published
+	for _, m := range ep.Ports {
+		if m.Proto != "tcp" && m.Proto != "udp" || m.HostPort == 0 || m.Port == 0 {
+			continue
+		}
+		pub := Published{Proto: m.Proto, HostPort: m.HostPort, Addr: addrs[i], Port: m.Port}
+		if m.HostIP != "" {
+			ip, err := netip.ParseAddr(m.HostIP)
+			if err != nil || !ip.Unmap().Is4() {
+				continue
+			}
+			if !ip.IsUnspecified() {
+				pub.HostIP = ip.Unmap()
+			}
+		}
+		out = append(out, pub)
+	}
+	return out
+}
+
 func policy(s *Snapshot, local []api.Endpoint, pools []parsedPool) Policy {
 	p := Policy{Profiles: map[string]api.Profile{}, TagMembers: map[string]AddrSet{}}
 	tags := map[string]bool{}
@@ -259,6 +315,7 @@ func policy(s *Snapshot, local []api.Endpoint, pools []parsedPool) Policy {
 		for _, a := range endpointPrefixes(ep) {
 			e.Addrs = append(e.Addrs, a.Addr())
 		}
+		p.Published = append(p.Published, published(ep, e.Addrs)...)
 		for _, name := range ep.Profiles {
 			prof, ok := s.Profiles[name]
 			if !ok {

@@ -26,6 +26,18 @@ type Policy struct {
 	ControlPlane ControlPlane
 	// VXLAN is what this host accepts on its VXLAN port.
 	VXLAN VXLANGuard
+	// Published are local workloads' ports published on this host's
+	// addresses, in endpoint order (the first of a clash wins).
+	Published []Published
+}
+
+// Published is one port DNATed from the host to a local workload.
+type Published struct {
+	Proto    string     // tcp or udp
+	HostIP   netip.Addr // invalid: every address of the host
+	HostPort uint16
+	Addr     netip.Addr // the workload's IPv4 address
+	Port     uint16
 }
 
 // ControlPlane is the cluster's control plane as a workload would aim at

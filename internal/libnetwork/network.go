@@ -393,20 +393,139 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", short(r.EndpointID), err)
 	}
+	others, err := d.sandboxPeers(ctx, r.SandboxKey, spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	routes, err := d.poolRoutes(ctx, ep, others)
+	if err != nil {
+		return nil, err
+	}
+	// With the engine's own IPAM the container's address carries the
+	// subnet's mask, so the kernel routes the subnet on the link already:
+	// routing it again is "file exists".
+	if nrec, _, err := datastore.Get[networkRecord](ctx, d.c.DS, networkKey(d.node, erec.NetworkID)); err != nil {
+		return nil, fmt.Errorf("endpoint %s: its network: %v", short(r.EndpointID), err)
+	} else if !nrec.OurIPAM {
+		routes = slices.DeleteFunc(routes, func(p netip.Prefix) bool { return slices.Contains(nrec.Pools, p.String()) })
+	}
+	gw4, gw6 := d.gateways(others)
+	resp := joinResponse(peer, ep, gw4, gw6, routes)
+	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
+		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))
+	return resp, nil
+}
+
+// joinResponse tells the engine how to set up the container's side.
+//
+// A container may be on several calico networks (and on the engine's
+// bridge). Every calico interface gets connected routes to its own pools
+// (the host side answers ARP for every address it routes elsewhere), so
+// each network's peers are reached through that network's interface,
+// whichever interface holds the default route. Only one calico interface
+// per family gives the gateway and its on-link /32 (see gateways): a second
+// identical route in the sandbox is "file exists" to the engine, which then
+// fails the connect or the restart. The others turn the engine's gateway
+// service off, so it never attaches docker_gwbridge for them.
+func joinResponse(peer string, ep api.Endpoint, gw4, gw6 bool, routes []netip.Prefix) *network.JoinResponse {
 	resp := &network.JoinResponse{
 		InterfaceName: network.InterfaceName{SrcName: peer, DstPrefix: containerIfacePrefix},
 	}
-	if len(ep.IPv4Nets) > 0 {
+	gw4 = gw4 && len(ep.IPv4Nets) > 0
+	gw6 = gw6 && len(ep.IPv6Nets) > 0
+	if gw4 {
 		resp.Gateway = gatewayV4
 		// The gateway is on no subnet of the container's: make it
 		// reachable on the link first (RouteType 1 = connected).
-		resp.StaticRoutes = []*network.StaticRoute{{Destination: gatewayV4 + "/32", RouteType: 1}}
+		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: gatewayV4 + "/32", RouteType: 1})
 	}
-	if len(ep.IPv6Nets) > 0 {
+	if gw6 {
 		resp.GatewayIPv6 = gatewayV6
 	}
-	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile)
-	return resp, nil
+	if !gw4 && !gw6 {
+		resp.DisableGatewayService = true
+	}
+	for _, p := range routes {
+		resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: p.String(), RouteType: 1})
+	}
+	return resp
+}
+
+// gateways says whether this endpoint gives the container its IPv4 and
+// IPv6 gateway: when no other calico interface of the sandbox (the
+// container) has an address of that family. So the default route stays
+// with the calico network that gave it first; `docker network connect`
+// adds routes, never moves it. At a start the engine joins a container's
+// networks in no fixed order (Docker 20.10 walks a map), and the
+// sandbox's key names the sandbox, not the container, so the driver
+// cannot tell which network the container was made on: the first joined
+// gives the gateway, and each network's pools stay routed through its own
+// interface either way.
+func (d *Drivers) gateways(others []api.Endpoint) (v4, v6 bool) {
+	hasV4 := func(e api.Endpoint) bool { return len(e.IPv4Nets) > 0 }
+	hasV6 := func(e api.Endpoint) bool { return len(e.IPv6Nets) > 0 }
+	return !slices.ContainsFunc(others, hasV4), !slices.ContainsFunc(others, hasV6)
+}
+
+// sandboxPeers are the other calico endpoints joined to the same sandbox
+// (the container's network namespace), as recorded by earlier Joins. A
+// record whose host-side veth is gone is a leftover, not a peer.
+func (d *Drivers) sandboxPeers(ctx context.Context, sandboxKey, workload string) ([]api.Endpoint, error) {
+	if sandboxKey == "" {
+		return nil, nil
+	}
+	eps, err := d.c.Endpoints(ctx, d.node)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Endpoint
+	for _, e := range eps {
+		if e.Orchestrator == api.OrchestratorLibnetwork && e.NetnsPath == sandboxKey && e.Workload != workload &&
+			e.InterfaceName == api.WorkloadIfaceName(d.node, e.Workload) && netdev.LinkExists(e.InterfaceName) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// poolRoutes are the IPv4 pools holding ep's addresses, less those another
+// interface of the sandbox already routes (two networks on one subnet).
+// IPv6 pools are not routed per interface: the host side answers neighbour
+// solicitations for the gateway only, so IPv6 goes by the default route.
+func (d *Drivers) poolRoutes(ctx context.Context, ep api.Endpoint, others []api.Endpoint) ([]netip.Prefix, error) {
+	pools, err := d.c.Pools(ctx, 4)
+	if err != nil {
+		return nil, err
+	}
+	holding := func(e api.Endpoint) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range e.IPv4Nets {
+			a, err := netip.ParsePrefix(s)
+			if err != nil {
+				continue
+			}
+			for _, p := range pools {
+				cidr, err := netip.ParsePrefix(p.CIDR)
+				if err == nil && cidr.Contains(a.Addr()) && !slices.Contains(out, cidr) {
+					out = append(out, cidr)
+				}
+			}
+		}
+		return out
+	}
+	taken := map[netip.Prefix]bool{}
+	for _, o := range others {
+		for _, p := range holding(o) {
+			taken[p] = true
+		}
+	}
+	var out []netip.Prefix
+	for _, p := range holding(ep) {
+		if !taken[p] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // Leave removes the endpoint record and the veth pair.
@@ -451,9 +570,3 @@ func (d *Drivers) unwire(ctx context.Context, endpointID string) error {
 
 func (NetworkDriver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
 func (NetworkDriver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
-func (NetworkDriver) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
-	return nil
-}
-func (NetworkDriver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
-	return nil
-}

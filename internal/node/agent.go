@@ -61,6 +61,8 @@ type Config struct {
 	// (invalid: IP).
 	RouteReflector bool
 	ClusterID      netip.Addr
+	// PublishPorts are the host ports workloads may publish (0-0: the default).
+	PublishPorts api.PortRange
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -362,7 +364,8 @@ func (a *Agent) pass(ctx context.Context) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport,
-			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts, WireGuard: a.wg.Support()}
+			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts, WireGuard: a.wg.Support(),
+			PublishPorts: a.cfg.PublishPorts}
 		if a.speaker != nil {
 			in.Learned = toCalcPaths(a.speaker.Learned())
 		}

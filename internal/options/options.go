@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -26,6 +28,10 @@ const (
 	// DefaultSweepGrace is how long a workload interface or IPAM handle may
 	// stay unowned: long enough for a slow `container add` to finish.
 	DefaultSweepGrace = 60 * time.Second
+	// DefaultPublishPorts keeps the privileged ports (SSH, DNS, a host's
+	// web server) out of reach of a published port, so an endpoint record
+	// cannot redirect the host's own services to a workload.
+	DefaultPublishPorts = "1024-65535"
 )
 
 // EtcdEndpointsHelp is the help text of --etcd-endpoints, a flag of
@@ -53,6 +59,9 @@ type Node struct {
 	// that list it as a peer; ClusterID is its cluster ID ("": its --ip).
 	RouteReflector bool
 	ClusterID      string
+	// PublishPorts is the range of host ports workloads may publish
+	// (docker run -p): MIN-MAX.
+	PublishPorts string
 
 	// The Docker integration.
 	Libnetwork bool
@@ -67,6 +76,7 @@ func NewNode() *Node {
 		WorkloadControlPlane: string(nft.ControlPlaneDrop),
 		ResyncInterval:       DefaultResyncInterval,
 		SweepGrace:           DefaultSweepGrace,
+		PublishPorts:         DefaultPublishPorts,
 	}
 }
 
@@ -86,6 +96,7 @@ func (o *Node) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.SweepGrace, "sweep-grace", o.SweepGrace, "how long a workload interface or IPAM handle of this host stays unowned (an interrupted container add or remove) before calico-node removes it")
 	fs.BoolVar(&o.Debug, "debug", o.Debug, "debug logging")
 	fs.BoolVar(&o.RouteReflector, "route-reflector", o.RouteReflector, "make this node a BGP route reflector: every node that lists its address as a BGP peer becomes its client")
+	fs.StringVar(&o.PublishPorts, "publish-ports", o.PublishPorts, "the host ports workloads may publish (docker run -p), MIN-MAX; the default leaves the privileged ports, where the host's own services live, to the host")
 	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "the route reflector's cluster ID, an IPv4 address shared by the reflectors of one group (default: --ip)")
 	fs.BoolVar(&o.Libnetwork, "libnetwork", o.Libnetwork, "also serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
 	fs.StringVar(&o.DockerHost, "docker-host", o.DockerHost, "this host's Docker engine (default: DOCKER_HOST, else unix:///var/run/docker.sock); \"none\" turns the Docker integration off")
@@ -126,6 +137,7 @@ type Values struct {
 	ASN            uint32     // 0: the cluster default
 	ToHost         nft.HostAccess
 	ToControlPlane nft.ControlPlaneAccess
+	PublishPorts   api.PortRange
 }
 
 // Validate checks every flag and returns the parsed values; the error is
@@ -170,5 +182,22 @@ func (o *Node) Validate() (Values, error) {
 	if o.SweepGrace <= 0 {
 		return v, fmt.Errorf("--sweep-grace: want a positive duration, got %s", o.SweepGrace)
 	}
+	if v.PublishPorts, err = parsePortRange(o.PublishPorts); err != nil {
+		return v, fmt.Errorf("--publish-ports: %v", err)
+	}
 	return v, nil
+}
+
+// parsePortRange reads MIN-MAX (or one port) of 1-65535.
+func parsePortRange(s string) (api.PortRange, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	if !isRange {
+		hi = lo
+	}
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return api.PortRange{}, fmt.Errorf("want MIN-MAX with 1 <= MIN <= MAX <= 65535, got %q", s)
+	}
+	return api.PortRange{Min: uint16(a), Max: uint16(b)}, nil
 }

@@ -37,7 +37,7 @@ func TestArgsRoundTripEveryFlag(t *testing.T) {
 		"bgp-hold-time": "9s", "bgp-restart-time": "-1s", "workload-to-host": "policy",
 		"workload-control-plane": "policy", "resync-interval": "1m0s", "sweep-grace": "5s",
 		"debug": "true", "libnetwork": "true", "docker-host": "unix:///tmp/d.sock", "plugin-dir": "/tmp/plugins",
-		"route-reflector": "true", "cluster-id": "1.0.0.1",
+		"route-reflector": "true", "cluster-id": "1.0.0.1", "publish-ports": "80-9000",
 	}
 	o := NewNode()
 	fs := pflag.NewFlagSet("calicoctl node", pflag.ContinueOnError)

@@ -20,6 +20,7 @@ const prefix = "cdkr"
 func TestMain(m *testing.M) {
 	e2etest.Main(m, prefix, func() error {
 		dockertest.Sweep() // second engines whose test process died
+		rootBefore = rootState()
 		// The machine's engine must answer: these tests never skip (make
 		// test runs scripts/ensure-docker.sh first).
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

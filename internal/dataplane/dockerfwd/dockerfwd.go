@@ -72,3 +72,26 @@ func run(ctx context.Context, bin string, args ...string) error {
 	}
 	return nil
 }
+
+// Remove deletes our rules from DOCKER-USER and FORWARD, for IPv4 and IPv6
+// (uninstall), and tells which chains it changed. Chains and other rules
+// stay: they are the engine's.
+func Remove(ctx context.Context) (changed []string, err error) {
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		if _, lerr := exec.LookPath(bin); lerr != nil {
+			continue
+		}
+		for _, chain := range []string{"DOCKER-USER", "FORWARD"} {
+			for _, r := range Rules {
+				// -D removes one copy: repeat while one is there.
+				for n := 0; n < 10 && run(ctx, bin, append([]string{"-C", chain}, r...)...) == nil; n++ {
+					if derr := run(ctx, bin, append([]string{"-D", chain}, r...)...); derr != nil {
+						return changed, fmt.Errorf("%s -D %s: %w", bin, chain, derr)
+					}
+					changed = append(changed, bin+" "+chain)
+				}
+			}
+		}
+	}
+	return changed, nil
+}

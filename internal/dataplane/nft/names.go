@@ -24,6 +24,9 @@ const (
 	chainWlToHost   = "wl-to-host"  // what a workload may send to the host
 	chainNAT        = "nat-out"     // postrouting, srcnat: NAT outgoing
 	chainVXLANIn    = "vxlan-in"    // VXLAN datagrams to the host: from nodes, with inner sources they own
+	chainDNATPre    = "dnat-pre"    // prerouting, dstnat: published ports, from other hosts
+	chainDNATOut    = "dnat-out"    // output, dstnat: published ports, from the host itself
+	chainPublish    = "publish"     // one DNAT rule per published port (docker run -p)
 
 	mapFromWl = "from-wl" // iifname -> jump ep-out-*
 	mapToWl   = "to-wl"   // oifname -> jump ep-in-*
@@ -37,8 +40,9 @@ const (
 
 	setCPHosts4 = "cp-hosts4" // control-plane hosts: every node address, the datastore's hosts
 	setCPHosts6 = "cp-hosts6"
-	setCPPorts  = "cp-ports"  // control-plane ports on them: l4proto . port
-	setVXLANSrc = "vxlan-src" // node address . inner IPv4 source range it may send through VXLAN
+	setCPPorts  = "cp-ports"   // control-plane ports on them: l4proto . port
+	setVXLANSrc = "vxlan-src"  // node address . inner IPv4 source range it may send through VXLAN
+	setPub4     = "published4" // workload address . l4proto . port reached through a published port
 )
 
 // Prefixes of the per-object names. The endpoint prefix lets the incremental

@@ -80,6 +80,17 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 		Comment: knftables.PtrTo("what a workload may send to the host: replies and neighbour discovery")})
 	tx.Add(&knftables.Chain{Name: chainNAT, Type: &nat, Hook: &post, Priority: &prioSNAT,
 		Comment: knftables.PtrTo("NAT outgoing: masquerade from nat-outgoing pools to outside every pool")})
+	output, prioDNAT := knftables.OutputHook, knftables.DNATPriority
+	tx.Add(&knftables.Chain{Name: chainDNATPre, Type: &nat, Hook: &pre, Priority: &prioDNAT,
+		Comment: knftables.PtrTo("published ports (docker run -p), from elsewhere")})
+	tx.Add(&knftables.Chain{Name: chainDNATOut, Type: &nat, Hook: &output, Priority: &prioDNAT,
+		Comment: knftables.PtrTo("published ports (docker run -p), from the host itself")})
+	// Only traffic to this host's own addresses is published, as the
+	// engine's bridge driver does; the publish chain (rendered) holds one
+	// DNAT rule per port.
+	for _, ch := range []string{chainDNATPre, chainDNATOut} {
+		tx.Add(&knftables.Rule{Chain: ch, Rule: "fib daddr type local jump " + chainPublish})
+	}
 
 	wild := `"` + WorkloadIfacePrefix + `*"`
 	// The control plane, on every node address, whatever the profiles say:
@@ -115,6 +126,13 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 		// per-packet cost of a flow is one conntrack state test.
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct state established,related accept"})
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct state invalid drop"})
+		if c.chain == chainFwdIngress {
+			// A published port is open to everyone, as with the engine's
+			// bridge: a new flow our DNAT sent to the workload's published
+			// port passes whatever its profiles say. Only that port, and
+			// only through DNAT: the workload's address stays closed.
+			tx.Add(&knftables.Rule{Chain: c.chain, Rule: "ct status dnat ip daddr . meta l4proto . th dport @" + setPub4 + " accept"})
+		}
 		if c.chain == chainFwdEgress {
 			for _, g := range guard {
 				tx.Add(&knftables.Rule{Chain: c.chain, Rule: "iifname " + wild + " " + g})

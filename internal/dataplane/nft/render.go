@@ -113,7 +113,51 @@ func render(p calc.Policy) *ruleset {
 
 	rs.renderControlPlane(p.ControlPlane)
 	rs.renderVXLAN(p.VXLAN)
+	rs.renderPublished(p.Published, p.ControlPlane.Ports)
 	return rs
+}
+
+// renderPublished fills the publish chain (one DNAT rule per port) and the
+// published4 set the forward chain admits DNATed flows by. A host port that
+// is a control-plane port is not published (a workload's record must not
+// take the host's BGP or etcd port); of two mappings of one host address
+// and port the first wins. Both are reported.
+func (rs *ruleset) renderPublished(pubs []calc.Published, cp []calc.L4Port) {
+	var rules, elems []string
+	type key struct {
+		proto string
+		ip    netip.Addr
+		port  uint16
+	}
+	seen := map[key]bool{}
+	for _, p := range pubs {
+		if slices.Contains(cp, calc.L4Port{Proto: p.Proto, Port: p.HostPort}) {
+			rs.problem("published port %s/%d of %s: a control-plane port; not published", p.Proto, p.HostPort, p.Addr)
+			continue
+		}
+		// Two mappings clash on one port when either is for every address
+		// or both are for the same one.
+		clash := false
+		for k := range seen {
+			if k.proto == p.Proto && k.port == p.HostPort && (!k.ip.IsValid() || !p.HostIP.IsValid() || k.ip == p.HostIP) {
+				clash = true
+			}
+		}
+		if clash {
+			rs.problem("published port %s/%d of %s: already published for another workload; not published", p.Proto, p.HostPort, p.Addr)
+			continue
+		}
+		seen[key{p.Proto, p.HostIP, p.HostPort}] = true
+		match := "meta nfproto ipv4"
+		if p.HostIP.IsValid() {
+			match = "ip daddr " + p.HostIP.String()
+		}
+		rules = append(rules, fmt.Sprintf("%s meta l4proto %s th dport %d dnat ip to %s:%d", match, p.Proto, p.HostPort, p.Addr, p.Port))
+		elems = append(elems, p.Addr.String()+elemSep+p.Proto+elemSep+strconv.Itoa(int(p.Port)))
+	}
+	slices.Sort(elems)
+	rs.Chains[chainPublish] = chainSpec{Comment: "published ports: host port -> workload address and port", Rules: rules}
+	rs.Sets[setPub4] = setSpec{Type: "ipv4_addr . inet_proto . inet_service", Comment: "workload address . l4proto . port published on the host", Elems: slices.Compact(elems)}
 }
 
 // renderControlPlane fills the sets the skeleton's control-plane guard

@@ -210,6 +210,8 @@ func TestRenderPolicy(t *testing.T) {
 		profileOutChain("db:main"): {"ip daddr 10.0.0.0/8 drop", "accept"},
 		// No VXLAN pool: the skeleton's jump for the VXLAN port finds nothing.
 		chainVXLANIn: nil,
+		// No published ports: empty, but present (the skeleton jumps to it).
+		chainPublish: nil,
 	}
 	if len(rs.Chains) != len(want) {
 		t.Errorf("%d chains, want %d: %v", len(rs.Chains), len(want), sortedKeys(rs.Chains))
@@ -240,6 +242,7 @@ func TestRenderPolicy(t *testing.T) {
 		setCPHosts6: nil,
 		setCPPorts:  nil,
 		setVXLANSrc: nil,
+		setPub4:     nil,
 	}
 	if len(rs.Sets) != len(wantSets) {
 		t.Errorf("sets %v, want %d", sortedKeys(rs.Sets), len(wantSets))

@@ -1,0 +1,85 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/dockerfwd"
+	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/nft"
+)
+
+// UninstallKernel removes from this network namespace what calico-node
+// installed there: table inet calico, our rules in DOCKER-USER/FORWARD,
+// routes of protocol 80, the tunnel devices, and the Docker plugin sockets
+// in pluginDir that nobody serves. Run it with the agent stopped (it would
+// put everything back). Workload veths are the workloads': they go with
+// them. It tells what it removed; each step runs even if another failed.
+func UninstallKernel(ctx context.Context, pluginDir string) (removed []string, err error) {
+	var errs []error
+	if nerr := nft.DeleteTable(ctx); nerr != nil {
+		errs = append(errs, nerr)
+	} else {
+		removed = append(removed, "nftables table inet "+nft.TableName)
+	}
+	changed, ferr := dockerfwd.Remove(ctx)
+	for _, c := range changed {
+		removed = append(removed, "rule in "+c)
+	}
+	if ferr != nil {
+		errs = append(errs, ferr)
+	}
+	routes, rerr := netlink.RouteListFiltered(netlink.FAMILY_ALL,
+		&netlink.Route{Protocol: netdev.RouteProtocol, Table: unix.RT_TABLE_UNSPEC},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if rerr != nil {
+		errs = append(errs, fmt.Errorf("list routes of protocol %d: %w", netdev.RouteProtocol, rerr))
+	}
+	for _, r := range routes {
+		if derr := netlink.RouteDel(&r); derr != nil && !errors.Is(derr, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", r, derr))
+		} else {
+			removed = append(removed, "route "+r.String())
+		}
+	}
+	for _, dev := range []string{api.VXLANDevice, calc.IPIPBPFDevice} {
+		l, lerr := netlink.LinkByName(dev)
+		if lerr != nil {
+			continue
+		}
+		if derr := netlink.LinkDel(l); derr != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", dev, derr))
+		} else {
+			removed = append(removed, "device "+dev)
+		}
+	}
+	if pluginDir != "" {
+		for _, s := range []string{"calico.sock", "calico-ipam.sock"} {
+			p := filepath.Join(pluginDir, s)
+			if _, serr := os.Lstat(p); serr != nil {
+				continue
+			}
+			if c, derr := net.DialTimeout("unix", p, time.Second); derr == nil {
+				c.Close()
+				errs = append(errs, fmt.Errorf("%s: a process still serves it; stop it first", p))
+				continue
+			}
+			if rerr := os.Remove(p); rerr != nil {
+				errs = append(errs, rerr)
+			} else {
+				removed = append(removed, "socket "+p)
+			}
+		}
+	}
+	return removed, errors.Join(errs...)
+}

@@ -35,65 +35,56 @@ func IPAMHandle(node, workload string) string { return node + "~~cni~" + workloa
 // IPAMAdd gives the attachment its addresses: those its handle already
 // holds (a repeated ADD takes nothing more), else new ones.
 func IPAMAdd(args *skel.CmdArgs) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	name, err := WorkloadName(args.ContainerID, args.IfName)
-	if err != nil {
-		return err
-	}
-	s, err := open(ctx, args.StdinData)
-	if err != nil {
-		return err
-	}
-	defer s.c.Close()
-	handle := IPAMHandle(s.node, name)
-	held, err := s.c.HeldBy(ctx, handle)
-	if err != nil {
-		return cniError(err, "reading handle "+handle)
-	}
-	want, err := s.conf.requestedIPs()
-	if err != nil {
-		return err
-	}
-	var got []netip.Addr
-	// A failed ADD leaves nothing: the runtime will not DEL what it never
-	// got.
-	undo := func() { s.c.IPAM.ReleaseHandle(context.WithoutCancel(ctx), handle) }
-	for _, w := range want {
-		var a netip.Addr
-		switch w {
-		case "auto", "auto6":
-			family := 4
-			if w == "auto6" {
-				family = 6
-			}
-			if a = takeFamily(&held, family); !a.IsValid() {
-				a, err = s.c.IPAM.AutoAssign(ctx, handle, s.node, family, s.conf.IPAM.pools())
-			}
-		default:
-			a = netip.MustParseAddr(w) // requestedIPs parsed it
-			if i := indexOf(held, a); i >= 0 {
-				held = append(held[:i], held[i+1:]...)
-			} else {
-				err = s.c.IPAM.Assign(ctx, a, handle, s.node)
-			}
-		}
+	return attach(args, func(ctx context.Context, s *session, name string) error {
+		handle := IPAMHandle(s.node, name)
+		held, err := s.c.HeldBy(ctx, handle)
 		if err != nil {
-			undo()
-			return cniError(err, "assigning an address")
+			return cniError(err, "reading handle "+handle)
 		}
-		got = append(got, a)
-	}
-	for _, a := range held { // held from an earlier request, not asked for now
-		if err := s.c.IPAM.ReleaseFrom(ctx, a, handle); err != nil && !errors.Is(err, ipam.ErrNotAssigned) {
-			return cniError(err, "releasing "+a.String())
+		want, err := s.conf.requestedIPs()
+		if err != nil {
+			return err
 		}
-	}
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	for _, a := range got {
-		res.IPs = append(res.IPs, &current.IPConfig{Address: net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}})
-	}
-	return types.PrintResult(res, s.conf.CNIVersion)
+		var got []netip.Addr
+		// A failed ADD leaves nothing: the runtime will not DEL what it never
+		// got.
+		undo := func() { s.c.IPAM.ReleaseHandle(context.WithoutCancel(ctx), handle) }
+		for _, w := range want {
+			var a netip.Addr
+			switch w {
+			case "auto", "auto6":
+				family := 4
+				if w == "auto6" {
+					family = 6
+				}
+				if a = takeFamily(&held, family); !a.IsValid() {
+					a, err = s.c.IPAM.AutoAssign(ctx, handle, s.node, family, s.conf.IPAM.pools())
+				}
+			default:
+				a = netip.MustParseAddr(w) // requestedIPs parsed it
+				if i := indexOf(held, a); i >= 0 {
+					held = append(held[:i], held[i+1:]...)
+				} else {
+					err = s.c.IPAM.Assign(ctx, a, handle, s.node)
+				}
+			}
+			if err != nil {
+				undo()
+				return cniError(err, "assigning an address")
+			}
+			got = append(got, a)
+		}
+		for _, a := range held { // held from an earlier request, not asked for now
+			if err := s.c.IPAM.ReleaseFrom(ctx, a, handle); err != nil && !errors.Is(err, ipam.ErrNotAssigned) {
+				return cniError(err, "releasing "+a.String())
+			}
+		}
+		res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+		for _, a := range got {
+			res.IPs = append(res.IPs, &current.IPConfig{Address: net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}})
+		}
+		return types.PrintResult(res, s.conf.CNIVersion)
+	})
 }
 
 func takeFamily(held *[]netip.Addr, family int) netip.Addr {
@@ -117,42 +108,24 @@ func indexOf(as []netip.Addr, a netip.Addr) int {
 
 // IPAMDel releases what the attachment's handle holds; nothing is no error.
 func IPAMDel(args *skel.CmdArgs) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	name, err := WorkloadName(args.ContainerID, args.IfName)
-	if err != nil {
-		return err
-	}
-	s, err := open(ctx, args.StdinData)
-	if err != nil {
-		return err
-	}
-	defer s.c.Close()
-	if _, err := s.c.IPAM.ReleaseHandle(ctx, IPAMHandle(s.node, name)); err != nil && !errors.Is(err, datastore.ErrNotFound) {
-		return cniError(err, "releasing the attachment's addresses")
-	}
-	return nil
+	return attach(args, func(ctx context.Context, s *session, name string) error {
+		if _, err := s.c.IPAM.ReleaseHandle(ctx, IPAMHandle(s.node, name)); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			return cniError(err, "releasing the attachment's addresses")
+		}
+		return nil
+	})
 }
 
 // IPAMCheck makes sure the attachment's handle still holds addresses.
 func IPAMCheck(args *skel.CmdArgs) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	name, err := WorkloadName(args.ContainerID, args.IfName)
-	if err != nil {
-		return err
-	}
-	s, err := open(ctx, args.StdinData)
-	if err != nil {
-		return err
-	}
-	defer s.c.Close()
-	held, err := s.c.HeldBy(ctx, IPAMHandle(s.node, name))
-	if err != nil {
-		return cniError(err, "reading the attachment's handle")
-	}
-	if len(held) == 0 {
-		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico-ipam: container %s holds no address; re-create its network (DEL then ADD)", args.ContainerID), "")
-	}
-	return nil
+	return attach(args, func(ctx context.Context, s *session, name string) error {
+		held, err := s.c.HeldBy(ctx, IPAMHandle(s.node, name))
+		if err != nil {
+			return cniError(err, "reading the attachment's handle")
+		}
+		if len(held) == 0 {
+			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico-ipam: container %s holds no address; re-create its network (DEL then ADD)", args.ContainerID), "")
+		}
+		return nil
+	})
 }

@@ -81,46 +81,37 @@ func cniError(err error, doing string) error {
 // then client.AddWorkload. A second ADD of the same attachment finds its
 // record and returns the same result (no second address).
 func Add(args *skel.CmdArgs) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	name, err := WorkloadName(args.ContainerID, args.IfName)
-	if err != nil {
-		return err
-	}
-	s, err := open(ctx, args.StdinData)
-	if err != nil {
-		return err
-	}
-	defer s.c.Close()
-	ips, err := s.conf.requestedIPs()
-	if err != nil {
-		return err
-	}
-	labels, err := s.conf.endpointLabels(args.Args)
-	if err != nil {
-		return err
-	}
-	for _, p := range s.conf.Profiles {
-		if err := s.c.AddProfile(ctx, p, true); err != nil {
-			return cniError(err, "creating profile "+p)
+	return attach(args, func(ctx context.Context, s *session, name string) error {
+		ips, err := s.conf.requestedIPs()
+		if err != nil {
+			return err
 		}
-	}
-	ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
-		Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
-		Orchestrator: api.OrchestratorCNI, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
-		Pools: s.conf.IPAM.pools(), Labels: labels,
+		labels, err := s.conf.endpointLabels(args.Args)
+		if err != nil {
+			return err
+		}
+		for _, p := range s.conf.Profiles {
+			if err := s.c.AddProfile(ctx, p, true); err != nil {
+				return cniError(err, "creating profile "+p)
+			}
+		}
+		ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
+			Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
+			Orchestrator: api.OrchestratorCNI, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
+			Pools: s.conf.IPAM.pools(), Labels: labels,
+		})
+		if err != nil {
+			return cniError(err, "adding container "+args.ContainerID)
+		}
+		res, err := result(ep)
+		if err != nil {
+			return cniError(err, "describing the result")
+		}
+		if res, err = chained(&s.conf.NetConf, res); err != nil {
+			return err
+		}
+		return types.PrintResult(res, s.conf.CNIVersion)
 	})
-	if err != nil {
-		return cniError(err, "adding container "+args.ContainerID)
-	}
-	res, err := result(ep)
-	if err != nil {
-		return cniError(err, "describing the result")
-	}
-	if res, err = chained(&s.conf.NetConf, res); err != nil {
-		return err
-	}
-	return types.PrintResult(res, s.conf.CNIVersion)
 }
 
 // result is ep as CNI reports it: the host side and the container's
@@ -190,59 +181,41 @@ func chained(conf *types.NetConf, res *current.Result) (*current.Result, error) 
 // Del removes the attachment: record, veth, addresses. An attachment we
 // do not know is no error (the spec's DEL is idempotent).
 func Del(args *skel.CmdArgs) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	name, err := WorkloadName(args.ContainerID, args.IfName)
-	if err != nil {
-		return err
-	}
-	s, err := open(ctx, args.StdinData)
-	if err != nil {
-		return err
-	}
-	defer s.c.Close()
-	if _, err := s.c.RemoveWorkload(ctx, s.node, name); err != nil && !errors.Is(err, datastore.ErrNotFound) {
-		return cniError(err, "removing container "+args.ContainerID)
-	}
-	return nil
+	return attach(args, func(ctx context.Context, s *session, name string) error {
+		if _, err := s.c.RemoveWorkload(ctx, s.node, name); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			return cniError(err, "removing container "+args.ContainerID)
+		}
+		return nil
+	})
 }
 
 // Check compares the attachment with the kernel: the record, its host
 // side, and inside the container the interface, every address and the
 // default route via the gateway. Each missing piece is an error naming it.
 func Check(args *skel.CmdArgs) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	name, err := WorkloadName(args.ContainerID, args.IfName)
-	if err != nil {
-		return err
-	}
-	s, err := open(ctx, args.StdinData)
-	if err != nil {
-		return err
-	}
-	defer s.c.Close()
-	ep, _, err := s.c.Endpoint(ctx, s.node, name)
-	if errors.Is(err, datastore.ErrNotFound) {
-		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico: container %s has no endpoint on node %s; add it again (DEL then ADD)", args.ContainerID, s.node), "")
-	} else if err != nil {
-		return cniError(err, "reading the endpoint")
-	}
-	if !netdev.LinkExists(ep.InterfaceName) {
-		return broken(args, "its host-side interface %s is missing", ep.InterfaceName)
-	}
-	var problem string
-	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-		problem = checkInside(ep, args.IfName)
+	return attach(args, func(ctx context.Context, s *session, name string) error {
+		ep, _, err := s.c.Endpoint(ctx, s.node, name)
+		if errors.Is(err, datastore.ErrNotFound) {
+			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico: container %s has no endpoint on node %s; add it again (DEL then ADD)", args.ContainerID, s.node), "")
+		} else if err != nil {
+			return cniError(err, "reading the endpoint")
+		}
+		if !netdev.LinkExists(ep.InterfaceName) {
+			return broken(args, "its host-side interface %s is missing", ep.InterfaceName)
+		}
+		var problem string
+		err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+			problem = checkInside(ep, args.IfName)
+			return nil
+		})
+		if err != nil {
+			return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("calico: container %s: netns %s: %v", args.ContainerID, args.Netns, err), "")
+		}
+		if problem != "" {
+			return broken(args, "%s", problem)
+		}
 		return nil
 	})
-	if err != nil {
-		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("calico: container %s: netns %s: %v", args.ContainerID, args.Netns, err), "")
-	}
-	if problem != "" {
-		return broken(args, "%s", problem)
-	}
-	return nil
 }
 
 func broken(args *skel.CmdArgs, format string, a ...any) error {
@@ -301,6 +274,24 @@ func checkInside(ep api.Endpoint, ifName string) string {
 func isZeroMask(m net.IPMask) bool {
 	ones, _ := m.Size()
 	return ones == 0
+}
+
+// attach runs fn for one attachment (container id and interface) with a
+// connected session, all of it within callTimeout: the prologue of every
+// command but STATUS.
+func attach(args *skel.CmdArgs, fn func(ctx context.Context, s *session, name string) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	name, err := WorkloadName(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	s, err := open(ctx, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer s.c.Close()
+	return fn(ctx, s, name)
 }
 
 // Status says whether the plugin can take ADDs: the datastore answers and

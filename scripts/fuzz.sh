@@ -18,7 +18,7 @@ FUZZTIME=${FUZZTIME:-10s}
 targets=(
   ./internal/rules:FuzzParse
   ./internal/api:FuzzParseCIDR
-  ./internal/node:FuzzDecodeRecord
+  ./internal/agent:FuzzDecodeRecord
   ./internal/ipam:FuzzDecodeBlock
   ./internal/ipam:FuzzParsePool
   ./internal/datastore:FuzzEndpoints

@@ -10,8 +10,8 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/dockerfwd"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/docker"
-	"github.com/calico-go/calico/internal/dockerwatch"
-	"github.com/calico-go/calico/internal/libnetwork"
+	"github.com/calico-go/calico/internal/docker/dockerwatch"
+	"github.com/calico-go/calico/internal/docker/libnetwork"
 	"github.com/calico-go/calico/internal/options"
 )
 

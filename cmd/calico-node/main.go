@@ -19,8 +19,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/calico-go/calico/internal/agent"
 	"github.com/calico-go/calico/internal/datastore"
-	"github.com/calico-go/calico/internal/node"
 	"github.com/calico-go/calico/internal/options"
 )
 
@@ -58,7 +58,7 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 	if err != nil {
 		return err
 	}
-	cfg := node.Config{
+	cfg := agent.Config{
 		Name: name, IP: v.IP, IP6: v.IP6, ASN: v.ASN,
 		Datastore: datastore.ConfigFromEnv(endpoints), BGPPort: int32(o.BGPPort),
 		HoldTime: o.HoldTime, GracefulRestartTime: o.RestartTime,
@@ -71,7 +71,7 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 	defer stop()
 	log.Info("starting calico-node", "name", name, "ip", o.IP, "datastore", cfg.Datastore.Endpoints)
 	dockerStopped := startDocker(ctx, log, name, cfg.Datastore, o)
-	err = node.Run(ctx, cfg)
+	err = agent.Run(ctx, cfg)
 	stop()
 	dockerStopped()
 	return err

@@ -18,7 +18,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/daemon"
-	"github.com/calico-go/calico/internal/libnetwork"
+	"github.com/calico-go/calico/internal/docker/libnetwork"
 	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/output"
 )

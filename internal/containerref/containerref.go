@@ -20,7 +20,7 @@ import (
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/docker"
-	"github.com/calico-go/calico/internal/dockerwatch"
+	"github.com/calico-go/calico/internal/docker/dockerwatch"
 )
 
 // ErrUnknown is matched by the errors that say this host has no workload

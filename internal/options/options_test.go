@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/calico-go/calico/internal/docker"
-	"github.com/calico-go/calico/internal/libnetwork"
+	"github.com/calico-go/calico/internal/docker/libnetwork"
 )
 
 // parse is what calico-node does with its arguments.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/dockertest"
+	"github.com/calico-go/calico/internal/docker/dockertest"
 )
 
 // TestDockerNodeStopCleanup: `calicoctl node stop --cleanup` removes what

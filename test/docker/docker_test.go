@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/dockertest"
+	"github.com/calico-go/calico/internal/docker/dockertest"
 )
 
 // TestDockerWalkthrough is the seeds' Docker flows on two real engines:

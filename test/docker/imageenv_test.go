@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/dockertest"
+	"github.com/calico-go/calico/internal/docker/dockertest"
 )
 
 // TestImageEnvChoosesNothing: an image built with ENV CALICO_IP=auto and

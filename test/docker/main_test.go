@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/dockertest"
+	"github.com/calico-go/calico/internal/docker/dockertest"
 	"github.com/calico-go/calico/internal/e2etest"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/dockertest"
+	"github.com/calico-go/calico/internal/docker/dockertest"
 )
 
 // TestDockerSeveralNetworks: a container on two calico networks, and calico

@@ -10,7 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
 
 // uplinkOf is the interface holding the host's address: where IPIP from

@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/calico-go/calico/internal/calc"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
 
 // applyWorkloadIfaces converges the host sides of this host's workload

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		crashChild(ns)
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "internal/dockertest tests need root (network and mount namespaces, the Docker engine)")
+		fmt.Fprintln(os.Stderr, "internal/docker/dockertest tests need root (network and mount namespaces, the Docker engine)")
 		os.Exit(1)
 	}
 	if err := lab.Require("ip", "ping", "docker", "dockerd", "nsenter", "unshare"); err != nil {

@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/ipam"
 	"github.com/calico-go/calico/internal/options"

@@ -13,7 +13,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/datastore"
 	ipamstore "github.com/calico-go/calico/internal/ipam"
 )

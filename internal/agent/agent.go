@@ -1,8 +1,8 @@
-// Package node is calico-node's wiring: the datastore syncer feeds a
+// Package agent is calico-node's wiring: the datastore syncer feeds a
 // snapshot, calc turns it into desired state, and the dataplane and BGP
 // speaker apply it. The loop is level-triggered: every pass converges the
 // kernel to the whole desired state, so a missed event or a restart heals.
-package node
+package agent
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/ipip"
-	netdev "github.com/calico-go/calico/internal/dataplane/netlink"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 	"github.com/calico-go/calico/internal/dataplane/wireguard"
 	"github.com/calico-go/calico/internal/datastore"

@@ -1,6 +1,9 @@
 package calc
 
-import "github.com/calico-go/calico/internal/api"
+import (
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/resource"
+)
 
 // Snapshot is everything in the datastore that can matter to a host, decoded.
 type Snapshot struct {
@@ -13,6 +16,11 @@ type Snapshot struct {
 	GlobalPeers map[string]api.BGPPeer  // by IP
 	NodePeers   map[string]api.BGPPeer  // by "node/ip"
 	Encryption  api.EncryptionConfig
+	// Policies and NetworkSets are the v3 label-policy resources, by
+	// metadata.name; validated as resource.Decode validates a file before they
+	// get here.
+	Policies    map[string]resource.GlobalNetworkPolicy
+	NetworkSets map[string]resource.GlobalNetworkSet
 }
 
 // NewSnapshot returns an empty snapshot with the default BGP settings.
@@ -26,5 +34,7 @@ func NewSnapshot() *Snapshot {
 		Blocks:      map[string]api.Block{},
 		GlobalPeers: map[string]api.BGPPeer{},
 		NodePeers:   map[string]api.BGPPeer{},
+		Policies:    map[string]resource.GlobalNetworkPolicy{},
+		NetworkSets: map[string]resource.GlobalNetworkSet{},
 	}
 }

@@ -10,6 +10,8 @@ import "strings"
 //	/calico/v1/bgp/peer/<ip>                      api.BGPPeer (global peers)
 //	/calico/v1/pool/<cidr>                        api.Pool
 //	/calico/v1/profile/<name>                     api.Profile
+//	/calico/v1/policy/<name>                      resource.GlobalNetworkPolicy (v3, JSON)
+//	/calico/v1/networkset/<name>                  resource.GlobalNetworkSet (v3, JSON)
 //	/calico/v1/host/<node>/node                   api.Node
 //	/calico/v1/host/<node>/bgp/peer/<ip>          api.BGPPeer (this node's peers)
 //	/calico/v1/host/<node>/endpoint/<workload>    api.Endpoint
@@ -30,6 +32,8 @@ const (
 	PrefixGlobalPeers = Root + "bgp/peer/"
 	PrefixPools       = Root + "pool/"
 	PrefixProfiles    = Root + "profile/"
+	PrefixPolicies    = Root + "policy/"
+	PrefixNetworkSets = Root + "networkset/"
 	PrefixHosts       = Root + "host/"
 	PrefixStatus      = Root + "status/"
 	PrefixIPAM        = Root + "ipam/"
@@ -52,6 +56,8 @@ func UnescapeCIDR(seg string) string {
 
 func PoolKey(cidr string) string         { return PrefixPools + EscapeCIDR(cidr) }
 func ProfileKey(name string) string      { return PrefixProfiles + name }
+func PolicyKey(name string) string       { return PrefixPolicies + name }
+func NetworkSetKey(name string) string   { return PrefixNetworkSets + name }
 func NodeKey(node string) string         { return HostPrefix(node) + "node" }
 func StatusKey(node string) string       { return PrefixStatus + node }
 func GlobalPeerKey(ip string) string     { return PrefixGlobalPeers + ip }

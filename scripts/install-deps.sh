@@ -85,7 +85,7 @@ quiet() {
 }
 
 echo "install-deps: updating the package index"
-quiet apt-get update -qq
+quiet apt-get -o DPkg::Lock::Timeout=600 update -qq
 
 to_install=()
 for p in "${missing[@]}"; do
@@ -124,7 +124,7 @@ if [ ! -e "$policy_rc" ]; then
 fi
 
 echo "install-deps: installing ${to_install[*]}"
-quiet apt-get install -y -qq --no-install-recommends \
+quiet apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
   -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
   "${to_install[@]}"
 

@@ -13,15 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-go/calico/internal/api"
-	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/dockerfwd"
+	"github.com/calico-go/calico/internal/dataplane/ipip"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 )
 
 // UninstallKernel removes from this network namespace what calico-node
 // installed there: table inet calico, our rules in DOCKER-USER/FORWARD,
-// routes of protocol 80, the tunnel devices, and the Docker plugin sockets
+// routes of protocol 80, the tunnel devices and the IPIP eBPF programs, and the Docker plugin sockets
 // in pluginDir that nobody serves. Run it with the agent stopped (it would
 // put everything back). Workload veths are the workloads': they go with
 // them. It tells what it removed; each step runs even if another failed.
@@ -52,15 +52,16 @@ func UninstallKernel(ctx context.Context, pluginDir string) (removed []string, e
 			removed = append(removed, "route "+r.String())
 		}
 	}
-	for _, dev := range []string{api.VXLANDevice, calc.IPIPBPFDevice} {
-		l, lerr := netlink.LinkByName(dev)
-		if lerr != nil {
-			continue
-		}
+	gone, ierr := ipip.Uninstall()
+	removed = append(removed, gone...)
+	if ierr != nil {
+		errs = append(errs, ierr)
+	}
+	if l, lerr := netlink.LinkByName(api.VXLANDevice); lerr == nil {
 		if derr := netlink.LinkDel(l); derr != nil {
-			errs = append(errs, fmt.Errorf("delete %s: %w", dev, derr))
+			errs = append(errs, fmt.Errorf("delete %s: %w", api.VXLANDevice, derr))
 		} else {
-			removed = append(removed, "device "+dev)
+			removed = append(removed, "device "+api.VXLANDevice)
 		}
 	}
 	if pluginDir != "" {

@@ -246,8 +246,23 @@ func TestIPIPSeedWalkthrough(t *testing.T) {
 			t.Errorf("%s: %s -> %s: expected reach=%v, got %v (%s)", c.What, c.From, c.To, c.Expect, c.Got, c.Detail)
 		}
 	}
-	if r := ourRoutes(t, ctx, w.Hosts[0], "-4"); !strings.Contains(r, "dev ipip.calico onlink") {
+	h1 := w.Hosts[0]
+	if r := ourRoutes(t, ctx, h1, "-4"); !strings.Contains(r, "dev ipip.calico onlink") {
 		t.Errorf("host1 does not route host2's worker through ipip.calico:\n%s", r)
+	}
+	if got := attachedIPIP(t, h1); len(got) == 0 {
+		t.Fatal("host1 has no IPIP program attached while an IPIP pool carries traffic")
+	}
+	// node stop --cleanup leaves no program on the uplink and no device.
+	out, err := w.Ctl(ctx, h1, "node", "stop", "--cleanup")
+	if err != nil {
+		t.Fatalf("node stop --cleanup: %v: %s", err, out)
+	}
+	if got := attachedIPIP(t, h1); len(got) != 0 {
+		t.Errorf("after node stop --cleanup host1 still has IPIP programs attached: %v\n%s", got, out)
+	}
+	if links, _ := h1.Run(ctx, "ip", "-o", "link", "show"); strings.Contains(links, "ipip.calico") {
+		t.Errorf("after node stop --cleanup host1 still has ipip.calico:\n%s", links)
 	}
 }
 

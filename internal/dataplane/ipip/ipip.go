@@ -516,3 +516,34 @@ func Attached(dev string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Uninstall removes what the eBPF path leaves in this namespace without
+// its agent: the decap program on whichever interface was the uplink (the
+// agent that knew it is gone, so every interface is searched) and
+// ipip.calico. It tells what it removed.
+func Uninstall() (removed []string, err error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		ids, qerr := attachedByName(l.Attrs().Index, ebpf.AttachTCXIngress, progDecap)
+		if qerr != nil || len(ids) == 0 {
+			continue // no tcx, or nothing of ours
+		}
+		if derr := detach(l.Attrs().Index, ebpf.AttachTCXIngress, progDecap); derr != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", l.Attrs().Name, derr))
+			continue
+		}
+		removed = append(removed, "eBPF program "+progDecap+" on "+l.Attrs().Name+" ingress")
+	}
+	if _, lerr := netlink.LinkByName(calc.IPIPBPFDevice); lerr == nil {
+		if derr := deleteTun(calc.IPIPBPFDevice); derr != nil {
+			errs = append(errs, derr)
+		} else {
+			removed = append(removed, "device "+calc.IPIPBPFDevice)
+		}
+	}
+	return removed, errors.Join(errs...)
+}

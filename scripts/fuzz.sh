@@ -23,6 +23,7 @@ targets=(
   ./internal/ipam:FuzzParsePool
   ./internal/datastore:FuzzEndpoints
   ./internal/selector:FuzzParse
+  ./internal/resource:FuzzDecode
 )
 
 want() {

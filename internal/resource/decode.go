@@ -97,6 +97,19 @@ func Decode(data []byte) ([]Resource, error) {
 	return out, nil
 }
 
+// nodeToValue is yaml.NodeToValue made safe for hostile input: the library
+// panics on some malformed documents (a bare tag as a sequence value, found
+// by FuzzDecode), and a user's bad file must give an error, not a crash.
+func nodeToValue(body ast.Node, v any, opts ...yaml.DecodeOption) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p := body.GetToken().Position
+			err = &Error{Line: p.Line, Column: p.Column, Msg: fmt.Sprintf("the YAML parser could not read this document (%v); check tags (!...) and indentation", r)}
+		}
+	}()
+	return yaml.NodeToValue(body, v, opts...)
+}
+
 func decodeDoc(n int, body ast.Node) (Resource, error) {
 	if _, ok := body.(*ast.MappingNode); !ok {
 		if _, ok := body.(*ast.MappingValueNode); !ok {
@@ -105,7 +118,7 @@ func decodeDoc(n int, body ast.Node) (Resource, error) {
 		}
 	}
 	var tm TypeMeta
-	if err := yaml.NodeToValue(body, &tm); err != nil {
+	if err := nodeToValue(body, &tm); err != nil {
 		return nil, yamlError(n, err)
 	}
 	at := func(path, field, format string, args ...any) error {
@@ -129,7 +142,7 @@ func decodeDoc(n int, body ast.Node) (Resource, error) {
 	default:
 		return nil, at("$.kind", "kind", "%q is not supported; want %s or %s", tm.Kind, KindGlobalNetworkPolicy, KindGlobalNetworkSet)
 	}
-	if err := yaml.NodeToValue(body, r, yaml.DisallowUnknownField(), yaml.UseJSONUnmarshaler()); err != nil {
+	if err := nodeToValue(body, r, yaml.DisallowUnknownField(), yaml.UseJSONUnmarshaler()); err != nil {
 		return nil, yamlError(n, err)
 	}
 	var fe []fieldError
@@ -211,6 +224,11 @@ func shiftLines(err error, delta int) error {
 // yamlError turns the YAML library's error into ours, keeping its position
 // and dropping the source excerpt it would print over several lines.
 func yamlError(doc int, err error) error {
+	var re *Error
+	if errors.As(err, &re) {
+		re.Doc = doc
+		return re
+	}
 	var ye yaml.Error
 	if errors.As(err, &ye) {
 		e := &Error{Doc: doc, Msg: strings.TrimSpace(ye.GetMessage())}

@@ -35,6 +35,13 @@ type PortRange struct {
 	Max uint16 `json:"max"`
 }
 
+// DefaultPublishPorts are the host ports workloads may publish unless the
+// operator says otherwise (calico-node --publish-ports). It leaves the
+// privileged ports (SSH, DNS, the host's own web server) to the host: a
+// published port takes every connection to that host port, so an endpoint
+// record must not be able to redirect them.
+var DefaultPublishPorts = PortRange{Min: 1024, Max: 65535}
+
 // EntityMatch selects the source or destination of a packet. Empty fields match anything.
 type EntityMatch struct {
 	Tag   string      `json:"tag,omitempty"`

@@ -27,7 +27,7 @@ type Input struct {
 	// WireGuard is this host's key and device (wireguard.go).
 	WireGuard WireGuardSupport
 	// PublishPorts are the host ports workloads may publish; the zero
-	// value means DefaultPublishPorts.
+	// value means api.DefaultPublishPorts.
 	PublishPorts api.PortRange
 }
 
@@ -256,16 +256,11 @@ func vxlanState(s *Snapshot, node string, mine netip.Prefix, pools []parsedPool,
 	return v
 }
 
-// DefaultPublishPorts leaves the privileged ports (SSH, DNS, the host's own
-// web server) to the host: a published port takes every connection to that
-// host port, so an endpoint record must not be able to redirect them.
-var DefaultPublishPorts = api.PortRange{Min: 1024, Max: 65535}
-
 // allowedPublished keeps the published ports inside the allowed range and
 // reports the others.
 func allowedPublished(pubs []Published, allowed api.PortRange, r *Result) []Published {
 	if allowed == (api.PortRange{}) {
-		allowed = DefaultPublishPorts
+		allowed = api.DefaultPublishPorts
 	}
 	out := pubs[:0:0]
 	for _, p := range pubs {

@@ -28,10 +28,6 @@ const (
 	// DefaultSweepGrace is how long a workload interface or IPAM handle may
 	// stay unowned: long enough for a slow `container add` to finish.
 	DefaultSweepGrace = 60 * time.Second
-	// DefaultPublishPorts keeps the privileged ports (SSH, DNS, a host's
-	// web server) out of reach of a published port, so an endpoint record
-	// cannot redirect the host's own services to a workload.
-	DefaultPublishPorts = "1024-65535"
 )
 
 // EtcdEndpointsHelp is the help text of --etcd-endpoints, a flag of
@@ -76,7 +72,7 @@ func NewNode() *Node {
 		WorkloadControlPlane: string(nft.ControlPlaneDrop),
 		ResyncInterval:       DefaultResyncInterval,
 		SweepGrace:           DefaultSweepGrace,
-		PublishPorts:         DefaultPublishPorts,
+		PublishPorts:         fmt.Sprintf("%d-%d", api.DefaultPublishPorts.Min, api.DefaultPublishPorts.Max),
 	}
 }
 

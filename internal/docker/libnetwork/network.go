@@ -411,6 +411,7 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	}
 	gw4, gw6 := d.gateways(others)
 	resp := joinResponse(peer, ep, gw4, gw6, routes)
+	d.learnContainerLater(r.EndpointID, erec.NetworkID)
 	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
 		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))
 	return resp, nil

@@ -28,7 +28,7 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var keep []string                 // addresses of endpoints the engine still has
+	var keep []string                // addresses of endpoints the engine still has
 	networkOf := map[string]string{} // live endpoint id -> network id
 	for _, kv := range recs {
 		if live[kv.Value.ID] {

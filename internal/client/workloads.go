@@ -363,7 +363,7 @@ func (c *Client) AddWorkloadIP(ctx context.Context, node, name, ip string) error
 	}
 	handle := api.WorkloadHandle(node, name)
 	if err := c.IPAM.Assign(ctx, a, handle, node); err != nil {
-		return err
+		return c.TakenBy(ctx, a, err)
 	}
 	p := netip.PrefixFrom(a, a.BitLen())
 	spec := netdev.WorkloadSpec{NetnsPath: ep.NetnsPath, HostIface: ep.InterfaceName, WorkloadIface: ep.WorkloadIface}

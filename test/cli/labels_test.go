@@ -127,4 +127,11 @@ func TestContainerLabels(t *testing.T) {
 	if d := diff(before, s.snapshot()); d != "" {
 		t.Errorf("refused label commands changed the datastore:\n%s", d)
 	}
+
+	// An address another workload holds is refused naming that workload,
+	// not its IPAM handle.
+	r = run("container", "add", "w2", "192.168.0.5", "--netns", "/run/netns/"+ns)
+	if want := `error: 192.168.0.5 is already assigned to workload "w1" on host e2elbl1 (netns); choose another address`; r.code == 0 || !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("add of a taken address: want %q, got\n%s", want, r)
+	}
 }

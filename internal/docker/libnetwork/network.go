@@ -302,6 +302,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 	for _, a := range addrs {
 		if !rec.OurIPAM {
 			if err := d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(d.node), d.node); err != nil {
+				err = d.c.TakenBy(ctx, a, err)
 				d.release(ctx, erec.Claimed)
 				if errors.Is(err, ipamstore.ErrAlreadyAssigned) {
 					err = fmt.Errorf("%v: the engine's default IPAM chooses addresses on each host alone; give networks used on several hosts --ipam-driver=calico-ipam", err)

@@ -263,7 +263,11 @@ func (e *Engine) NetworkInspect(ctx context.Context, id string) (Network, error)
 	}
 	n := Network{ID: body.ID, Name: body.Name, Driver: body.Driver, IPAMDriver: body.IPAM.Driver, Labels: body.Labels, Endpoints: map[string]string{}}
 	for ctr, ep := range body.Containers {
-		n.Endpoints[ep.EndpointID] = ctr
+		// "ep-<endpoint id>": the engine has not put the endpoint in its
+		// container's sandbox yet (it lists it so while it joins).
+		if !strings.HasPrefix(ctr, "ep-") {
+			n.Endpoints[ep.EndpointID] = ctr
+		}
 	}
 	return n, nil
 }

@@ -45,17 +45,18 @@ func containerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var profiles, label string
-			var labels []string
-			values := map[string]*string{"--netns": &netns, "--interface": &iface, "--profile": &profiles, "--label": &label}
+			var profiles string
+			var labels []string // --label is repeatable
+			values := map[string]*string{"--netns": &netns, "--interface": &iface, "--profile": &profiles}
 			for i := 0; i < len(args); i++ {
 				a := args[i]
 				name, value, hasValue := strings.Cut(a, "=")
 				target, isValueFlag := values[name]
+				isLabel := name == "--label"
 				switch {
 				case a == "-h" || a == "--help":
 					return cmd.Help()
-				case isValueFlag:
+				case isValueFlag || isLabel:
 					if !hasValue {
 						if i+1 >= len(args) {
 							return fmt.Errorf("%s needs a value", a)
@@ -63,9 +64,10 @@ func containerCmd() *cobra.Command {
 						i++
 						value = args[i]
 					}
-					*target = value
-					if name == "--label" { // repeatable
+					if isLabel {
 						labels = append(labels, value)
+					} else {
+						*target = value
 					}
 				case strings.HasPrefix(a, "-"):
 					return fmt.Errorf("unknown flag %s; usage:\n%s", a, containerUsage)
@@ -76,6 +78,13 @@ func containerCmd() *cobra.Command {
 			if len(rest) == 0 {
 				return cmd.Help()
 			}
+			if len(labels) > 0 && rest[0] != "add" {
+				return fmt.Errorf("--label belongs to `container add`; to label an existing workload use `calicoctl container NAME label add KEY=VALUE`")
+			}
+			labelMap, err := client.ParseLabels(labels)
+			if err != nil {
+				return fmt.Errorf("--label: %w", err)
+			}
 			c, err := connect(cmd)
 			if err != nil {
 				return err
@@ -84,13 +93,6 @@ func containerCmd() *cobra.Command {
 			var profileList []string
 			if profiles != "" {
 				profileList = strings.Split(profiles, ",")
-			}
-			if len(labels) > 0 && rest[0] != "add" {
-				return fmt.Errorf("--label belongs to `container add`; to label an existing workload use `calicoctl container NAME label add KEY=VALUE`")
-			}
-			labelMap, err := client.ParseLabels(labels)
-			if err != nil {
-				return fmt.Errorf("--label: %w", err)
 			}
 			return runContainer(cmd, c, rest, netns, iface, profileList, labelMap)
 		},

@@ -51,10 +51,10 @@ func ParseLabels(args []string) (map[string]string, error) {
 	return out, nil
 }
 
-// LabelChange is what ChangeLabels did to one key.
+// LabelChange is what SetLabels did to one key.
 type LabelChange struct {
 	Key, Value string
-	Old        *string // the value before; nil when the key was new (or, for removals, never)
+	Old        *string // the value before; nil when the key was new
 }
 
 // SetLabels sets labels on a workload's endpoint, replacing the values of

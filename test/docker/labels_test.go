@@ -127,6 +127,21 @@ func TestDockerLabelsAndNames(t *testing.T) {
 		})
 		dw.docker(t, h1, "network", "disconnect", netB, l1)
 	})
+	t.Run("container add by id: Docker labels, --label over them, the name shown and accepted", func(t *testing.T) {
+		w9 := dw.name("w9")
+		dw.docker(t, h1, "run", "--net=none", "--label", "app=x", "--label", "keep=1", "--name", w9, "-tid", img)
+		id9 := dw.containerID(t, h1, w9)
+		dw.mustCtl(t, h1, "container", "add", id9[:12], "192.168.30.77", "--label", "app=y", "--label", "extra=1")
+		got, err := dw.labels(h1, w9) // by name, though the workload is named by the id given
+		want := map[string]string{"app": "y", "keep": "1", "extra": "1", "projectcalico.org/node": h1,
+			"projectcalico.org/orchestrator": "docker", "projectcalico.org/workload": id9[:12]}
+		if err != nil || !maps.Equal(got, want) {
+			t.Errorf("label show %s:\n got %v (%v)\nwant %v", w9, got, err, want)
+		}
+		if out := dw.mustCtl(t, h1, "endpoint", "show"); !lineWith(out, id9[:12], w9, "192.168.30.77/32") {
+			t.Errorf("endpoint show does not name %s beside workload %s:\n%s", w9, id9[:12], out)
+		}
+	})
 	t.Run("CALICO_IP container: its labels are the endpoint's", func(t *testing.T) {
 		d1 := dw.name("d1")
 		dw.docker(t, h1, "run", "--net=none", "-e", "CALICO_IP=auto", "--label", "app=db", "--name", d1, "-tid", img)

@@ -88,3 +88,39 @@ func TestLearnContainer(t *testing.T) {
 		t.Errorf("another workload's record changed: %+v (%v)", got, err)
 	}
 }
+
+// An endpoint joined while the agent stopped before it learnt its
+// container (the background run died with it) learns it at Reconcile.
+func TestReconcileLearnsContainer(t *testing.T) {
+	p := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	epID := "0123456789abcdef0123"
+	asked := 0
+	p.h1.engine = learnEngine{fakeEngine: fakeEngine{epID: "live"}, epID: epID, asked: &asked,
+		ctr: docker.Container{ID: "c0ffee", Name: "web-1", Labels: map[string]string{"app": "web"}}}
+	erec := endpointRecord{ID: epID, NetworkID: "n1-host1", Profile: "net1"}
+	if err := p.c.DS.Put(ctx, endpointKey("host1", epID), erec); err != nil {
+		t.Fatal(err)
+	}
+	ep := client.NewEndpoint(client.EndpointSpec{Node: "host1", Name: Workload(epID), Orchestrator: api.OrchestratorLibnetwork,
+		ContainerID: epID, Interface: "cali0", Profiles: []string{"net1"}})
+	key := datastore.EndpointKey("host1", ep.Workload)
+	if err := p.c.DS.Put(ctx, key, ep); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := p.h1.Reconcile(ctx); err != nil || len(removed) != 0 {
+		t.Fatalf("Reconcile: removed %v, %v", removed, err)
+	}
+	for {
+		got, _, err := datastore.Get[api.Endpoint](ctx, p.c.DS, key)
+		if err == nil && got.DockerID == "c0ffee" && got.ContainerName == "web-1" && got.Labels["app"] == "web" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the endpoint did not learn its container: %+v (%v)", got, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

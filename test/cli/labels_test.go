@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -96,6 +97,25 @@ func TestContainerLabels(t *testing.T) {
 	if got, want := stored(), map[string]string{"app": "db"}; !maps.Equal(got, want) {
 		t.Errorf("after label remove: %v, want %v", got, want)
 	}
+	// Concurrent changes each re-read the record (compare-and-swap): none
+	// is lost to another's write.
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = run("container", "w1", "label", "add", fmt.Sprintf("k%d=v%d", i, i)).code
+		}()
+	}
+	wg.Wait()
+	got := stored()
+	for i, code := range codes {
+		if k := fmt.Sprintf("k%d", i); code != 0 || got[k] != fmt.Sprintf("v%d", i) {
+			t.Errorf("concurrent label add %s: exit %d, stored %v", k, code, got)
+		}
+	}
+	ok(append([]string{"container", "w1", "label", "remove"}, "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7")...)
 	// The profile label follows the profiles.
 	ok("container", "w1", "profile", "remove", "WEB")
 	if out := ok("container", "w1", "label", "show"); strings.Contains(out, "profile.projectcalico.org/") {

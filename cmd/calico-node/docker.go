@@ -68,6 +68,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 			}
 			go func() {
 				defer close(done)
+				defer drivers.Close() // before the client closes
 				if err := drivers.Serve(ctx, pluginDir); err != nil {
 					log.Error("Docker plugins stopped", "err", err)
 				}

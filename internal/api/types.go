@@ -101,10 +101,19 @@ type Node struct {
 
 // Endpoint is a workload's interface on a host.
 type Endpoint struct {
-	Node          string   `json:"node"`
-	Workload      string   `json:"workload"`     // the name given to `container add`
-	Orchestrator  string   `json:"orchestrator"` // netns, docker, libnetwork
-	ContainerID   string   `json:"containerID,omitempty"`
+	Node         string `json:"node"`
+	Workload     string `json:"workload"`              // the name given to `container add`
+	Orchestrator string `json:"orchestrator"`          // netns, docker, libnetwork
+	ContainerID  string `json:"containerID,omitempty"` // Docker's container id; a libnetwork endpoint's: the engine's endpoint id
+	// ContainerName is the Docker container's name, as users know it (a
+	// libnetwork endpoint's Workload is derived from the engine's endpoint
+	// id, and `container add ID` names the workload by the id given).
+	ContainerName string `json:"containerName,omitempty"`
+	// DockerID is the Docker container's id for a libnetwork endpoint
+	// (whose ContainerID is the engine's endpoint id: a container on two
+	// networks has two endpoints). The driver learns it and ContainerName
+	// from the engine just after Join.
+	DockerID      string   `json:"dockerID,omitempty"`
 	NetnsPath     string   `json:"netnsPath,omitempty"`
 	InterfaceName string   `json:"interfaceName"` // host side: cali + 11 hex
 	WorkloadIface string   `json:"workloadIface"` // inside the workload: eth0
@@ -122,6 +131,21 @@ type Endpoint struct {
 	// Ports are published on the host's addresses (docker run -p): the
 	// agent of Node DNATs HostIP:HostPort to the endpoint's IPv4 address.
 	Ports []PortMapping `json:"ports,omitempty"`
+}
+
+// DockerContainer is the Docker container behind ep, as users know it: its
+// id and name ("" when ep is not a Docker container's, or not learnt yet).
+func (ep Endpoint) DockerContainer() (id, name string) {
+	switch ep.Orchestrator {
+	case OrchestratorDocker:
+		if ep.ContainerName == "" {
+			return ep.ContainerID, ep.Workload
+		}
+		return ep.ContainerID, ep.ContainerName
+	case OrchestratorLibnetwork:
+		return ep.DockerID, ep.ContainerName
+	}
+	return "", ""
 }
 
 // PortMapping is one published port: Proto "tcp" or "udp", HostIP empty

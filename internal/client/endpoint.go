@@ -37,6 +37,8 @@ type EndpointSpec struct {
 	// the workload's own (api.WorkloadHandle).
 	IPAMHandles []string
 	Labels      map[string]string
+	// ContainerName and DockerID: the Docker container, as users know it.
+	ContainerName, DockerID string
 }
 
 // NewEndpoint is the endpoint record of s, without a MAC (the veth gives
@@ -54,6 +56,8 @@ func NewEndpoint(s EndpointSpec) api.Endpoint {
 		Profiles:      append([]string{}, s.Profiles...),
 		IPAMHandles:   slices.Clone(s.IPAMHandles),
 		Labels:        maps.Clone(s.Labels),
+		ContainerName: s.ContainerName,
+		DockerID:      s.DockerID,
 	}
 	for _, a := range s.Addrs {
 		p := netip.PrefixFrom(a, a.BitLen()).String()

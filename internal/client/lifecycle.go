@@ -101,7 +101,7 @@ func (c *Client) assign(ctx context.Context, a netip.Addr, handle, node string) 
 	if info, ierr := c.IPAM.Info(ctx, a); ierr == nil && info.Assigned && info.Handle == handle {
 		return nil
 	}
-	return err
+	return c.TakenBy(ctx, a, err)
 }
 
 // confirmHeld makes sure handle holds every address of ep once the record
@@ -122,7 +122,11 @@ func (c *Client) confirmHeld(ctx context.Context, ep api.Endpoint, handle string
 				return fmt.Errorf("container %q: re-taking %s: %w", ep.Workload, a, err)
 			}
 		default:
-			return fmt.Errorf("container %q: its address %s is held by %s; remove the container and add it again", ep.Workload, a, info.Handle)
+			who := c.holder(ctx, a)
+			if who == "" {
+				who = "IPAM handle " + info.Handle
+			}
+			return fmt.Errorf("container %q: its address %s is held by %s; remove the container and add it again", ep.Workload, a, who)
 		}
 	}
 	return nil

@@ -30,8 +30,10 @@ type WorkloadRequest struct {
 	// Pools, when set, are the only pools "auto" takes from (CNI's
 	// ipv4_pools and ipv6_pools).
 	Pools []string
-	// Labels describe the workload (CNI).
+	// Labels describe the workload (CNI, Docker labels, --label).
 	Labels map[string]string
+	// ContainerName is the Docker container's name (api.Endpoint).
+	ContainerName string
 	// Routes, when set, are what the workload routes through us, instead
 	// of everything (it keeps its default route on another network).
 	Routes []netip.Prefix
@@ -204,7 +206,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	ep = NewEndpoint(EndpointSpec{
 		Node: req.Node, Name: req.Name, Orchestrator: req.Orchestrator, ContainerID: req.ContainerID,
 		NetnsPath: req.NetnsPath, Interface: req.Interface, Addrs: addrs, Profiles: req.Profiles,
-		Labels: req.Labels,
+		Labels: req.Labels, ContainerName: req.ContainerName,
 	})
 	// A veth of the derived name without a record is an interrupted run's.
 	if err := netdev.RemoveWorkload(iface); err != nil {
@@ -361,7 +363,7 @@ func (c *Client) AddWorkloadIP(ctx context.Context, node, name, ip string) error
 	}
 	handle := api.WorkloadHandle(node, name)
 	if err := c.IPAM.Assign(ctx, a, handle, node); err != nil {
-		return err
+		return c.TakenBy(ctx, a, err)
 	}
 	p := netip.PrefixFrom(a, a.BitLen())
 	spec := netdev.WorkloadSpec{NetnsPath: ep.NetnsPath, HostIface: ep.InterfaceName, WorkloadIface: ep.WorkloadIface}

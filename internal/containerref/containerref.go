@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
@@ -100,36 +101,51 @@ func Resolve(ctx context.Context, eps Endpoints, open func() (Engine, error), no
 	if err != nil {
 		return "", err
 	}
+	// A container on several calico networks (libnetwork) has one
+	// endpoint per network: the user must say which.
+	var mine []api.Endpoint
 	for _, ep := range all {
-		if ep.ContainerID == ctr.ID {
-			return ep.Workload, nil
+		if id, _ := ep.DockerContainer(); id == ctr.ID {
+			mine = append(mine, ep)
 		}
+	}
+	switch len(mine) {
+	case 1:
+		return mine[0].Workload, nil
+	case 0:
+	default:
+		var names []string
+		for _, ep := range mine {
+			names = append(names, fmt.Sprintf("%s (profile %s)", ep.Workload, strings.Join(ep.Profiles, ",")))
+		}
+		return "", fmt.Errorf("Docker container %q has %d endpoints on host %s, one per calico network: %s; name one of them instead of the container", given, len(mine), node, strings.Join(names, ", "))
 	}
 	return "", unknown(fmt.Sprintf("Docker container %q (id %.12s) has no endpoint on host %s; add one with `calicoctl container add %s IP`", given, ctr.ID, node, given))
 }
 
 // DockerRequest is `container add NAME IP...` for a running Docker
-// container: the request the Docker watcher would make for it, under the
-// name the user gave (a name or an id, which the other container commands
-// then accept), on iface when one is given.
-func DockerRequest(ctx context.Context, c *client.Client, node, given string, ips, profiles []string, iface string) (client.WorkloadRequest, error) {
+// container: the request the Docker watcher would make for it (with the
+// Docker labels it skipped), under the name the user gave (a name or an
+// id, which the other container commands then accept), on iface when one
+// is given.
+func DockerRequest(ctx context.Context, c *client.Client, node, given string, ips, profiles []string, iface string) (client.WorkloadRequest, []error, error) {
 	engine, err := OpenEngine()
 	if errors.Is(err, ErrDockerOff) || errors.Is(err, ErrNoEngine) {
-		return client.WorkloadRequest{}, fmt.Errorf("container %q: without --netns PATH it must be a Docker container, and %v", given, err)
+		return client.WorkloadRequest{}, nil, fmt.Errorf("container %q: without --netns PATH it must be a Docker container, and %v", given, err)
 	} else if err != nil {
-		return client.WorkloadRequest{}, err
+		return client.WorkloadRequest{}, nil, err
 	}
 	ctr, err := engine.Inspect(ctx, given)
 	if err != nil {
-		return client.WorkloadRequest{}, err
+		return client.WorkloadRequest{}, nil, err
 	}
-	req, err := dockerwatch.Request(ctx, c, node, ctr, ips, profiles)
+	req, skipped, err := dockerwatch.Request(ctx, c, engine, node, ctr, ips, profiles)
 	if err != nil {
-		return req, err
+		return req, skipped, err
 	}
 	req.Name = given
 	if iface != "" {
 		req.Interface = iface
 	}
-	return req, nil
+	return req, skipped, nil
 }

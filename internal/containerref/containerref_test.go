@@ -57,9 +57,16 @@ func TestResolveKeepsEachFailure(t *testing.T) {
 	const id = "0123456789abcdef0123"
 	honest := fakeEndpoints{eps: []api.Endpoint{
 		{Workload: "w0", ContainerID: ""},
-		{Workload: "web", ContainerID: id}, // added as `container add web ...`
+		{Workload: "web", Orchestrator: api.OrchestratorDocker, ContainerID: id}, // added as `container add web ...`
+		// The libnetwork driver's: named after the engine's endpoint id,
+		// with the container learnt from the engine.
+		{Workload: "docker-aaaaaaaaaaaa", Orchestrator: api.OrchestratorLibnetwork, ContainerID: "aaaaaaaaaaaa77", DockerID: "1111", ContainerName: "db"},
+		{Workload: "docker-bbbbbbbbbbbb", Orchestrator: api.OrchestratorLibnetwork, ContainerID: "bbbbbbbbbbbb77", DockerID: "2222", ContainerName: "two", Profiles: []string{"netA"}},
+		{Workload: "docker-cccccccccccc", Orchestrator: api.OrchestratorLibnetwork, ContainerID: "cccccccccccc77", DockerID: "2222", ContainerName: "two", Profiles: []string{"netB"}},
+		// A netns workload's container id is no Docker container's.
+		{Workload: "ns1", Orchestrator: api.OrchestratorNetns, ContainerID: "ffff"},
 	}}
-	withWeb := fakeEngine{ctrs: []docker.Container{{ID: id, Name: "web-1"}, {ID: "ffff", Name: "idle"}}}
+	withWeb := fakeEngine{ctrs: []docker.Container{{ID: id, Name: "web-1"}, {ID: "ffff", Name: "idle"}, {ID: "1111", Name: "db"}, {ID: "2222", Name: "two"}}}
 	dsDown := errors.New("cannot reach the datastore at http://127.0.0.1:1")
 	cases := []struct {
 		name       string
@@ -75,6 +82,11 @@ func TestResolveKeepsEachFailure(t *testing.T) {
 		{name: "workload by its name", eps: honest, given: "w0", wantName: "w0"},
 		{name: "docker container by another name", eps: honest, engine: withWeb, given: "web-1", wantName: "web", openCalled: true},
 		{name: "docker container by id", eps: honest, engine: withWeb, given: id, wantName: "web", openCalled: true},
+		{name: "libnetwork container by name", eps: honest, engine: withWeb, given: "db", wantName: "docker-aaaaaaaaaaaa", openCalled: true},
+		{name: "libnetwork container by id", eps: honest, engine: withWeb, given: "1111", wantName: "docker-aaaaaaaaaaaa", openCalled: true},
+		{name: "libnetwork endpoint by its own name", eps: honest, given: "docker-aaaaaaaaaaaa", wantName: "docker-aaaaaaaaaaaa"},
+		{name: "container on two calico networks", eps: honest, engine: withWeb, given: "two", openCalled: true,
+			wantErr: `Docker container "two" has 2 endpoints on host h1, one per calico network: docker-bbbbbbbbbbbb (profile netA), docker-cccccccccccc (profile netB); name one of them instead of the container`},
 		{name: "datastore does not answer", eps: fakeEndpoints{getErr: dsDown}, given: "w9",
 			wantErr: dsDown.Error()},
 		{name: "Docker turned off", eps: honest, openErr: ErrDockerOff, given: "w9", openCalled: true, wantUnk: true,

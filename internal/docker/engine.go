@@ -35,6 +35,7 @@ type Container struct {
 	Env         map[string]string // from its config: KEY=VALUE, the image's merged with docker run's
 	NetworkMode string            // none, default, bridge, host, a network name or container:ID
 	Image       string            // the image's id (sha256:...)
+	Labels      map[string]string // from its config: the image's merged with docker run --label
 }
 
 // NetnsPath is the container's network namespace as seen from the host.
@@ -120,7 +121,8 @@ type inspectBody struct {
 		Pid     int  `json:"Pid"`
 	} `json:"State"`
 	Config struct {
-		Env []string `json:"Env"`
+		Env    []string          `json:"Env"`
+		Labels map[string]string `json:"Labels"`
 	} `json:"Config"`
 	HostConfig struct {
 		NetworkMode string `json:"NetworkMode"`
@@ -144,6 +146,7 @@ func (e *Engine) Lookup(ctx context.Context, nameOrID string) (Container, error)
 		NetworkMode: body.HostConfig.NetworkMode,
 		Env:         map[string]string{},
 		Image:       body.Image,
+		Labels:      body.Config.Labels,
 	}
 	for _, kv := range body.Config.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {
@@ -169,6 +172,36 @@ func (e *Engine) ImageEnv(ctx context.Context, image string) ([]string, error) {
 		return nil, err
 	}
 	return body.Config.Env, nil
+}
+
+// RunLabels are the labels `docker run --label` (or the API's create call)
+// gave ctr: its merged labels without those it has exactly as its image
+// has them. An image's labels are its author's, not a statement by whoever
+// runs it, so they must not choose the policy its containers get; a
+// --label that repeats the image's value exactly cannot be told from it.
+func (e *Engine) RunLabels(ctx context.Context, ctr Container) (map[string]string, error) {
+	if len(ctr.Labels) == 0 {
+		return nil, nil
+	}
+	var body struct {
+		Config struct {
+			Labels map[string]string `json:"Labels"`
+		} `json:"Config"`
+	}
+	if ctr.Image == "" {
+		return nil, errors.New("the container names no image")
+	}
+	if _, err := e.get(ctx, "/images/"+url.PathEscape(ctr.Image)+"/json", &body); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(ctr.Labels))
+	for k, v := range ctr.Labels {
+		if iv, ok := body.Config.Labels[k]; ok && iv == v {
+			continue
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // Inspect finds a running container by name or id: a stopped one is an
@@ -205,6 +238,10 @@ type Network struct {
 	Name       string
 	Driver     string
 	IPAMDriver string
+	Labels     map[string]string // docker network create --label
+	// Endpoints maps the engine's endpoint ids on the network to their
+	// containers' ids.
+	Endpoints map[string]string
 }
 
 // NetworkInspect reads one network by id or name.
@@ -216,11 +253,23 @@ func (e *Engine) NetworkInspect(ctx context.Context, id string) (Network, error)
 		IPAM   struct {
 			Driver string `json:"Driver"`
 		} `json:"IPAM"`
+		Labels     map[string]string `json:"Labels"`
+		Containers map[string]struct {
+			EndpointID string `json:"EndpointID"`
+		} `json:"Containers"`
 	}
 	if _, err := e.get(ctx, "/networks/"+url.PathEscape(id), &body); err != nil {
 		return Network{}, err
 	}
-	return Network{ID: body.ID, Name: body.Name, Driver: body.Driver, IPAMDriver: body.IPAM.Driver}, nil
+	n := Network{ID: body.ID, Name: body.Name, Driver: body.Driver, IPAMDriver: body.IPAM.Driver, Labels: body.Labels, Endpoints: map[string]string{}}
+	for ctr, ep := range body.Containers {
+		// "ep-<endpoint id>": the engine has not put the endpoint in its
+		// container's sandbox yet (it lists it so while it joins).
+		if !strings.HasPrefix(ctr, "ep-") {
+			n.Endpoints[ep.EndpointID] = ctr
+		}
+	}
+	return n, nil
 }
 
 // DriverEndpoints lists the engine's networks of one driver and the

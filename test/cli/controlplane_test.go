@@ -32,7 +32,7 @@ func TestControlPlane(t *testing.T) {
 		if out := s.ok("ipam", "check"); !strings.Contains(out, "IPAM is consistent") {
 			t.Errorf("ipam check: %q", out)
 		}
-		if rows := table(t, s.ok("endpoint", "show"), "host", "workload", "interface", "addresses", "profiles"); len(rows) != 0 {
+		if rows := table(t, s.ok("endpoint", "show"), "host", "workload", "container", "interface", "addresses", "profiles"); len(rows) != 0 {
 			t.Errorf("endpoint show: rows %q", rows)
 		}
 		var eps []endpointJSON
@@ -623,12 +623,12 @@ func testEndpoints(t *testing.T, s *store) {
 		IPv4Nets: []string{"192.168.0.5/32"}, IPv6Nets: []string{}, Profiles: []string{"WEB"}}
 	s.put(endpointKey("h1", "w1"), ep)
 
-	rows := table(t, s.ok("endpoint", "show"), "host", "workload", "interface", "addresses", "profiles")
-	if want := [][]string{{"h1", "w1", iface, "192.168.0.5/32", "WEB"}}; !reflect.DeepEqual(rows, want) {
+	rows := table(t, s.ok("endpoint", "show"), "host", "workload", "container", "interface", "addresses", "profiles")
+	if want := [][]string{{"h1", "w1", "", iface, "192.168.0.5/32", "WEB"}}; !reflect.DeepEqual(rows, want) {
 		t.Errorf("endpoint show %q, want %q", rows, want)
 	}
-	rows = table(t, s.ok("endpoint", "show", "--detailed"), "host", "workload", "interface", "addresses", "profiles", "mac", "orchestrator", "netns")
-	if len(rows) != 1 || rows[0][5] != ep.MAC || rows[0][6] != "netns" || rows[0][7] != ep.NetnsPath {
+	rows = table(t, s.ok("endpoint", "show", "--detailed"), "host", "workload", "container", "interface", "addresses", "profiles", "mac", "orchestrator", "netns", "container id")
+	if len(rows) != 1 || rows[0][6] != ep.MAC || rows[0][7] != "netns" || rows[0][8] != ep.NetnsPath || rows[0][9] != "" {
 		t.Errorf("endpoint show --detailed %q", rows)
 	}
 	var eps []endpointJSON

@@ -65,17 +65,18 @@ type nodeJSON struct {
 }
 
 type endpointJSON struct {
-	Node          string   `json:"node"`
-	Workload      string   `json:"workload"`
-	Orchestrator  string   `json:"orchestrator"`
-	ContainerID   string   `json:"containerID,omitempty"`
-	NetnsPath     string   `json:"netnsPath,omitempty"`
-	InterfaceName string   `json:"interfaceName"`
-	WorkloadIface string   `json:"workloadIface"`
-	MAC           string   `json:"mac,omitempty"`
-	IPv4Nets      []string `json:"ipv4Nets"`
-	IPv6Nets      []string `json:"ipv6Nets"`
-	Profiles      []string `json:"profiles"`
+	Node          string            `json:"node"`
+	Workload      string            `json:"workload"`
+	Orchestrator  string            `json:"orchestrator"`
+	ContainerID   string            `json:"containerID,omitempty"`
+	NetnsPath     string            `json:"netnsPath,omitempty"`
+	InterfaceName string            `json:"interfaceName"`
+	WorkloadIface string            `json:"workloadIface"`
+	MAC           string            `json:"mac,omitempty"`
+	IPv4Nets      []string          `json:"ipv4Nets"`
+	IPv6Nets      []string          `json:"ipv6Nets"`
+	Profiles      []string          `json:"profiles"`
+	Labels        map[string]string `json:"labels,omitempty"`
 }
 
 const (

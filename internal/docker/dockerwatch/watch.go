@@ -31,20 +31,28 @@ const (
 )
 
 // Request builds the workload request for a running container: its
-// namespace, and, when the container is also on another network (the
-// engine's bridge), an interface of its own (cali0) with routes to the
-// pools only, so its default route stays where the engine put it.
-func Request(ctx context.Context, c *client.Client, node string, ctr docker.Container, ips, profiles []string) (client.WorkloadRequest, error) {
-	req := client.WorkloadRequest{
+// namespace, its name, the labels `docker run --label` gave it (one that
+// is no valid endpoint label is skipped and returned in skipped, never
+// failing the container), and, when the container is also on another
+// network (the engine's bridge), an interface of its own (cali0) with
+// routes to the pools only, so its default route stays where the engine
+// put it.
+func Request(ctx context.Context, c *client.Client, engine *docker.Engine, node string, ctr docker.Container, ips, profiles []string) (req client.WorkloadRequest, skipped []error, err error) {
+	req = client.WorkloadRequest{
 		Node: node, Name: ctr.Name, IPs: ips, Profiles: profiles,
 		NetnsPath: ctr.NetnsPath(), Orchestrator: api.OrchestratorDocker, ContainerID: ctr.ID,
-		Interface: "eth0",
+		Interface: "eth0", ContainerName: ctr.Name,
 	}
+	run, err := engine.RunLabels(ctx, ctr)
+	if err != nil {
+		return req, nil, fmt.Errorf("container %q: reading its image's labels, to tell which labels docker run gave: %w", ctr.Name, err)
+	}
+	req.Labels, skipped = client.ForeignLabels(run)
 	if ctr.NetworkMode != "none" && ctr.NetworkMode != "" {
 		req.Interface = "cali0"
 		pools, err := c.Pools(ctx, 0)
 		if err != nil {
-			return req, err
+			return req, skipped, err
 		}
 		for _, p := range pools {
 			if pr, err := netip.ParsePrefix(p.CIDR); err == nil {
@@ -52,7 +60,7 @@ func Request(ctx context.Context, c *client.Client, node string, ctr docker.Cont
 			}
 		}
 	}
-	return req, nil
+	return req, skipped, nil
 }
 
 // Watcher follows one engine for one node.
@@ -254,7 +262,10 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 		}
 		created = append(created, p)
 	}
-	req, err := Request(ctx, w.C, w.Node, ctr, ips, profiles)
+	req, skipped, err := Request(ctx, w.C, w.Engine, w.Node, ctr, ips, profiles)
+	for _, s := range skipped {
+		log.Warn("Docker label not made an endpoint label: "+s.Error(), "fix", "labels take Kubernetes' syntax, outside projectcalico.org/")
+	}
 	if err == nil {
 		var ep api.Endpoint
 		if ep, err = w.C.AddWorkload(ctx, req); err == nil {

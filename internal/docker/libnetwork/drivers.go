@@ -35,20 +35,28 @@ type Drivers struct {
 	engine Engine
 	log    *slog.Logger
 	mu     sync.Mutex
+	// life ends at Close; learning counts the learnContainer runs.
+	life     context.Context
+	stop     context.CancelFunc
+	learning sync.WaitGroup
 }
 
-// Engine is what the drivers ask the engine: a network's name, and the
-// engine's process (for its network namespace).
+// Engine is what the drivers ask the engine: a network's name, labels and
+// endpoints, a container's name and labels, and the engine's process (for
+// its network namespace).
 type Engine interface {
 	NetworkInspect(ctx context.Context, id string) (docker.Network, error)
 	DriverEndpoints(ctx context.Context, driver string) (networks, endpoints map[string]bool, err error)
+	Lookup(ctx context.Context, nameOrID string) (docker.Container, error)
+	RunLabels(ctx context.Context, ctr docker.Container) (map[string]string, error)
 	Pid() (int, error)
 }
 
 // New makes the drivers for node, asking engine for network names and its
-// own network namespace.
+// own network namespace. Close them when done.
 func New(c *client.Client, node string, engine Engine, log *slog.Logger) *Drivers {
-	return &Drivers{c: c, node: node, engine: engine, log: log.With("component", "libnetwork")}
+	life, stop := context.WithCancel(context.Background())
+	return &Drivers{c: c, node: node, engine: engine, log: log.With("component", "libnetwork"), life: life, stop: stop}
 }
 
 // call starts one engine call: it takes the drivers' lock and gives the

@@ -28,6 +28,15 @@ func (f fakeEngine) NetworkInspect(_ context.Context, id string) (docker.Network
 }
 func (fakeEngine) Pid() (int, error) { return os.Getpid(), nil }
 
+// The fake engine lists no endpoints on its networks, so no container is
+// learnt (see learn_test.go for an engine that does).
+func (fakeEngine) Lookup(_ context.Context, id string) (docker.Container, error) {
+	return docker.Container{}, docker.ErrNoSuchContainer
+}
+func (fakeEngine) RunLabels(_ context.Context, ctr docker.Container) (map[string]string, error) {
+	return ctr.Labels, nil
+}
+
 // DriverEndpoints: the fake engine has no live endpoints unless listed.
 func (f fakeEngine) DriverEndpoints(context.Context, string) (map[string]bool, map[string]bool, error) {
 	live := map[string]bool{}
@@ -61,7 +70,10 @@ func setup(t *testing.T) pair {
 	}
 	eng := fakeEngine{"n1-host1": "net1", "n1-host2": "net1"}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return pair{c: c, h1: New(c, "host1", eng, log), h2: New(c, "host2", eng, log)}
+	p := pair{c: c, h1: New(c, "host1", eng, log), h2: New(c, "host2", eng, log)}
+	t.Cleanup(p.h1.Close)
+	t.Cleanup(p.h2.Close)
+	return p
 }
 
 func createReq(id, subnet, space string, opts map[string]any) *network.CreateNetworkRequest {

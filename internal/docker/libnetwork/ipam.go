@@ -93,7 +93,7 @@ func (i IPAMDriver) RequestAddress(r *ipam.RequestAddressRequest) (*ipam.Request
 			return nil, fmt.Errorf("calico-ipam: address %s is outside the network's subnet %s", a, pools[0])
 		}
 		if err := i.d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(i.d.node), i.d.node); err != nil {
-			return nil, fmt.Errorf("calico-ipam: %v", err)
+			return nil, fmt.Errorf("calico-ipam: %v", i.d.c.TakenBy(ctx, a, err))
 		}
 		i.d.log.Info("assigned address", "addr", a, "pool", r.PoolID)
 		return &ipam.RequestAddressResponse{Address: netip.PrefixFrom(a, a.BitLen()).String()}, nil

@@ -302,6 +302,7 @@ func (n NetworkDriver) CreateEndpoint(r *network.CreateEndpointRequest) (*networ
 	for _, a := range addrs {
 		if !rec.OurIPAM {
 			if err := d.c.IPAM.Assign(ctx, a, api.LibnetworkHandle(d.node), d.node); err != nil {
+				err = d.c.TakenBy(ctx, a, err)
 				d.release(ctx, erec.Claimed)
 				if errors.Is(err, ipamstore.ErrAlreadyAssigned) {
 					err = fmt.Errorf("%v: the engine's default IPAM chooses addresses on each host alone; give networks used on several hosts --ipam-driver=calico-ipam", err)
@@ -411,6 +412,7 @@ func (n NetworkDriver) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	}
 	gw4, gw6 := d.gateways(others)
 	resp := joinResponse(peer, ep, gw4, gw6, routes)
+	d.learnContainerLater(r.EndpointID, erec.NetworkID)
 	d.log.Info("joined endpoint", "endpoint", short(r.EndpointID), "iface", ep.InterfaceName, "addrs", erec.Addrs, "profile", erec.Profile,
 		"gateway", resp.Gateway != "" || resp.GatewayIPv6 != "", "routes", len(resp.StaticRoutes))
 	return resp, nil

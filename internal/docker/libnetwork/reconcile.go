@@ -28,10 +28,12 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var keep []string // addresses of endpoints the engine still has
+	var keep []string                // addresses of endpoints the engine still has
+	networkOf := map[string]string{} // live endpoint id -> network id
 	for _, kv := range recs {
 		if live[kv.Value.ID] {
 			keep = append(keep, kv.Value.Addrs...)
+			networkOf[kv.Value.ID] = kv.Value.NetworkID
 			continue
 		}
 		if err := d.unwire(ctx, kv.Value.ID); err != nil {
@@ -50,6 +52,11 @@ func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 		return removed, err
 	}
 	for _, ep := range eps {
+		// A live endpoint whose container this agent never learnt (it
+		// stopped just after the Join) learns it now.
+		if nw := networkOf[ep.ContainerID]; ep.Orchestrator == api.OrchestratorLibnetwork && ep.DockerID == "" && nw != "" {
+			d.learnContainerLater(ep.ContainerID, nw)
+		}
 		if ep.Orchestrator == api.OrchestratorLibnetwork && !live[ep.ContainerID] {
 			if err := d.unwire(ctx, ep.ContainerID); err != nil {
 				return removed, err

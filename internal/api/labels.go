@@ -16,6 +16,11 @@ const (
 	LabelOrchestrator = ImplicitLabelPrefix + "orchestrator"
 	// LabelWorkload: the workload's name.
 	LabelWorkload = ImplicitLabelPrefix + "workload"
+	// LabelNamespace and LabelPod are the pod's namespace and name a CNI
+	// runtime passed (K8S_POD_NAMESPACE, K8S_POD_NAME): the CNI plugin
+	// writes them into the record, and only a CNI endpoint's count.
+	LabelNamespace = ImplicitLabelPrefix + "namespace"
+	LabelPod       = ImplicitLabelPrefix + "pod"
 	// ProfileLabelPrefix + NAME is set (to "") for each profile of the
 	// endpoint: has(profile.projectcalico.org/web).
 	ProfileLabelPrefix = "profile.projectcalico.org/"
@@ -28,11 +33,12 @@ func IsImplicitLabel(key string) bool {
 
 // EffectiveLabels are the labels selectors see for ep: its own, then the
 // implicit ones (which win: the record's own labels under the implicit
-// prefixes are ignored, whoever wrote them).
+// prefixes are ignored, whoever wrote them, but for a CNI endpoint's pod
+// namespace and name, which its plugin records).
 func (ep Endpoint) EffectiveLabels() map[string]string {
 	out := make(map[string]string, len(ep.Labels)+3+len(ep.Profiles))
 	for k, v := range ep.Labels {
-		if !IsImplicitLabel(k) {
+		if !IsImplicitLabel(k) || ep.Orchestrator == OrchestratorCNI && (k == LabelNamespace || k == LabelPod) {
 			out[k] = v
 		}
 	}

@@ -18,3 +18,15 @@ func TestEffectiveLabels(t *testing.T) {
 		}
 	}
 }
+
+func TestEffectiveLabelsCNIPod(t *testing.T) {
+	own := map[string]string{LabelNamespace: "prod", LabelPod: "web-1"}
+	cni := Endpoint{Node: "h", Workload: "w", Orchestrator: OrchestratorCNI, Labels: own}.EffectiveLabels()
+	if cni[LabelNamespace] != "prod" || cni[LabelPod] != "web-1" {
+		t.Errorf("a CNI endpoint lost its pod labels: %v", cni)
+	}
+	other := Endpoint{Node: "h", Workload: "w", Orchestrator: OrchestratorNetns, Labels: own}.EffectiveLabels()
+	if _, ok := other[LabelNamespace]; ok {
+		t.Errorf("a netns endpoint claimed a pod namespace: %v", other)
+	}
+}

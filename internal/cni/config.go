@@ -192,8 +192,8 @@ type runtimeArgs struct {
 
 // Label keys the runtime's arguments become, as Calico names them.
 const (
-	LabelNamespace = "projectcalico.org/namespace"
-	LabelPod       = "projectcalico.org/pod"
+	LabelNamespace = api.LabelNamespace
+	LabelPod       = api.LabelPod
 )
 
 // endpointLabels are the conflist's labels plus the runtime's pod

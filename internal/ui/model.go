@@ -3,6 +3,7 @@ package ui
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/resource"
 	"github.com/calico-go/calico/internal/rules"
 )
 
@@ -23,6 +25,7 @@ type View struct {
 	Pools     []Pool
 	Workloads []Workload
 	Profiles  []Profile
+	Policies  []Policy
 	Matrix    Matrix
 	// Problems are records the view could not read; they are shown, not
 	// skipped, so a corrupt record is noticed.
@@ -91,6 +94,37 @@ type Profile struct {
 	Members           []string // workload IDs that carry the profile
 }
 
+// Policy is a v3 GlobalNetworkPolicy in brief: which endpoints it selects
+// and how many rules it has (the rules themselves are `calicoctl get`'s).
+type Policy struct {
+	Name, Order, Selector string
+	Types                 []string
+	Ingress, Egress       int
+}
+
+// Summary is the line at the top of the page.
+func (v View) Summary() string {
+	ready := 0
+	for _, h := range v.Hosts {
+		if h.Health == "ok" {
+			ready++
+		}
+	}
+	return fmt.Sprintf("%s (%d ready), %s, %s, %s, %s", plural(len(v.Hosts), "host"), ready,
+		plural(len(v.Pools), "pool"), plural(len(v.Workloads), "workload"),
+		plural(len(v.Profiles), "profile"), plural(len(v.Policies), "policy"))
+}
+
+func plural(n int, what string) string {
+	switch {
+	case n == 1:
+		return "1 " + what
+	case strings.HasSuffix(what, "y"):
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(what, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
 // Matrix is the who-can-reach-whom grid of all workloads: Rows[i][j] is the
 // verdict for traffic from Workloads[i] to Workloads[j].
 //
@@ -139,6 +173,7 @@ func build(recs records, now time.Time) View {
 	v.Pools = d.pools()
 	v.Workloads = d.workloads()
 	v.Profiles = d.profileList(v.Workloads)
+	v.Policies = d.policyList()
 	v.Matrix = buildMatrix(v.Workloads)
 	return v
 }
@@ -153,6 +188,7 @@ type decoded struct {
 	blocks    []api.Block
 	endpoints []api.Endpoint
 	profiles  map[string]api.Profile
+	policies  []resource.GlobalNetworkPolicy
 }
 
 // add decodes one record if the view uses it.
@@ -170,6 +206,8 @@ func (d *decoded) add(key string, val []byte) error {
 			return err
 		}
 		d.profiles[p.Name] = p
+	case strings.HasPrefix(key, datastore.PrefixPolicies):
+		return decodeAppend(val, &d.policies)
 	case strings.HasPrefix(key, datastore.PrefixStatus):
 		var st api.NodeStatus
 		if err := json.Unmarshal(val, &st); err != nil {
@@ -396,6 +434,37 @@ func (d *decoded) profileList(ws []Workload) []Profile {
 		out = append(out, pr)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (d *decoded) policyList() []Policy {
+	order := func(p resource.GlobalNetworkPolicy) float64 {
+		if p.Spec.Order == nil {
+			return math.Inf(1)
+		}
+		return *p.Spec.Order
+	}
+	// The order the dataplane applies them in: by order (none last), then name.
+	ps := slices.Clone(d.policies)
+	sort.Slice(ps, func(i, j int) bool {
+		if oi, oj := order(ps[i]), order(ps[j]); oi != oj {
+			return oi < oj
+		}
+		return ps[i].Metadata.Name < ps[j].Metadata.Name
+	})
+	var out []Policy
+	for _, p := range ps {
+		sp := p.Spec
+		pol := Policy{Name: p.Metadata.Name, Order: "-", Selector: sp.Selector, Types: sp.Types,
+			Ingress: len(sp.Ingress), Egress: len(sp.Egress)}
+		if sp.Order != nil {
+			pol.Order = strconv.FormatFloat(*sp.Order, 'g', -1, 64)
+		}
+		if pol.Selector == "" {
+			pol.Selector = "all()"
+		}
+		out = append(out, pol)
+	}
 	return out
 }
 

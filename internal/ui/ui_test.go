@@ -12,6 +12,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/resource"
 )
 
 var now = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
@@ -28,6 +29,11 @@ func mustJSON(t *testing.T, v any) []byte {
 // lab is a small datastore: two hosts (one silent for a minute), a pool
 // with two blocks, two workloads and a profile.
 func lab(t *testing.T) map[string][]byte {
+	pol := func(name, selector string, order *float64) []byte {
+		return mustJSON(t, resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: name},
+			Spec: resource.GlobalNetworkPolicySpec{Order: order, Selector: selector, Ingress: []resource.Rule{{Action: "Allow"}}}})
+	}
+	five, ten := 5.0, 10.0
 	ep := func(node, name, ip string, profiles ...string) api.Endpoint {
 		return api.Endpoint{Node: node, Workload: name, Orchestrator: "netns", InterfaceName: "cali0123456789a",
 			IPv4Nets: []string{ip}, Profiles: profiles, Labels: map[string]string{"app": name, api.LabelNode: "forged"}}
@@ -43,6 +49,9 @@ func lab(t *testing.T) map[string][]byte {
 		datastore.EndpointKey("host1", "web"):   mustJSON(t, ep("host1", "web", "192.168.100.1/32", "PROF_1")),
 		datastore.EndpointKey("host2", "db"):    mustJSON(t, ep("host2", "db", "192.168.100.64/32", "PROF_1", "GONE")),
 		datastore.ProfileKey("PROF_1"):          mustJSON(t, api.NewProfile("PROF_1")),
+		datastore.PolicyKey("b"):                pol("b", "app == 'web'", &ten),
+		datastore.PolicyKey("a"):                pol("a", "", nil),
+		datastore.PolicyKey("c"):                pol("c", "has(app)", &five),
 		datastore.PrefixHandles + "x":           []byte("not json, and not the view's business"),
 	}
 }
@@ -82,6 +91,16 @@ func TestBuild(t *testing.T) {
 	if len(v.Profiles) != 1 || strings.Join(v.Profiles[0].Members, ",") != "host1/web,host2/db" ||
 		len(v.Profiles[0].Inbound) != 1 || v.Profiles[0].Inbound[0] != "allow from tag PROF_1" {
 		t.Errorf("profiles: %+v", v.Profiles)
+	}
+	var pols []string
+	for _, p := range v.Policies {
+		pols = append(pols, p.Name+" "+p.Order+" "+p.Selector)
+	}
+	if got := strings.Join(pols, "; "); got != "c 5 has(app); b 10 app == 'web'; a - all()" {
+		t.Errorf("policies in order: %s", got)
+	}
+	if got, want := v.Summary(), "2 hosts (1 ready), 1 pool, 2 workloads, 1 profile, 3 policies"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
 	}
 	if len(v.Matrix.Rows) != 2 || len(v.Matrix.Rows[1]) != 2 || v.Matrix.Rows[1][0].From != "host2/db" {
 		t.Errorf("matrix: %+v", v.Matrix)

@@ -84,6 +84,10 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-host=%q][data-state="ready"]`, h))),
 			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-host=%q] .peer[data-state="Established"]`, h))))
 	}
+	summary, _ := eval("summary", `document.getElementById("summary")?.textContent ?? ""`).(string)
+	if want := "2 hosts (2 ready), 1 pool, 3 workloads, 2 profiles"; !strings.HasPrefix(summary, want) {
+		t.Errorf("summary %q, want it to start %q", summary, want)
+	}
 	for name, wl := range w.Workloads {
 		id := wl.Host.Label + "/" + name
 		text, _ := eval("workload "+id, fmt.Sprintf(`document.querySelector('tr[data-workload=%q]')?.textContent ?? ""`, id)).(string)
@@ -194,10 +198,18 @@ func browser(t *testing.T, chromium string, h *lab.Host) context.Context {
 	t.Cleanup(func() {
 		cancelBrowser()
 		cancelAlloc()
-		if started != nil && started.Process != nil {
-			// chromedp stops the browser and its helpers above; this is
-			// the backstop for any helper that outlived them.
-			syscall.Kill(-started.Process.Pid, syscall.SIGKILL)
+		if started == nil || started.Process == nil {
+			return
+		}
+		// chromedp stops the browser above; its helpers (zygote, renderers)
+		// share its process group, so kill the group and wait until it is
+		// empty, so no Chromium outlives the test.
+		pg := -started.Process.Pid
+		for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pg, syscall.SIGKILL) == nil; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("Chromium's process group %d is still alive after SIGKILL", -pg)
+				return
+			}
 		}
 	})
 	// Start the browser now, so a browser that cannot start fails here.

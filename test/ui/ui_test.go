@@ -5,6 +5,7 @@ package ui
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -66,6 +69,15 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	// waitFor polls the page until js is true.
+	waitFor := func(what, js string) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		if _, err := chromedp.Run(sctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
 	eval := func(what, js string) any {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -111,21 +123,15 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 	if _, err := w.Ctl(ctx, h1, "container", "worker-2", "profile", "append", "PROF_1"); err != nil {
 		t.Fatal(err)
 	}
-	sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
-	_, err = chromedp.Run(sctx, chromedp.Poll[bool](`
+	waitFor("the profile change appears without a reload", `
 		[...document.querySelectorAll('tr[data-profile="PROF_1"] .rule')].some(e => e.textContent === "allow tcp to ports 8080") &&
-		[...document.querySelectorAll('tr[data-workload="host1/worker-2"] .tag')].some(e => e.textContent === "PROF_1")`,
-		chromedp.WithPollingTimeout(30*time.Second)))
-	scancel()
-	if err != nil {
-		t.Fatalf("the profile change did not appear on the page: %v", err)
-	}
+		[...document.querySelectorAll('tr[data-workload="host1/worker-2"] .tag')].some(e => e.textContent === "PROF_1")`)
 	t.Logf("the profile change appeared %v after `calicoctl profile ... rule add` began", time.Since(start).Round(time.Millisecond))
 	if mark := eval("check the mark", `window.calicoMark`); mark != "no reload" {
 		t.Errorf("the page was reloaded (mark %q)", mark)
 	}
 
-	sctx, scancel = context.WithTimeout(ctx, 60*time.Second)
+	sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
 	png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
 	scancel()
 	if err != nil {
@@ -136,6 +142,36 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s (%d bytes)", out, len(png))
+
+	// Then (after the screenshot the README shows) the attack: whoever can
+	// write the datastore, or a CNI config's labels, puts markup and script
+	// in a record. The page must show it as text, run none of it, and keep
+	// following the datastore.
+	hostile := api.Endpoint{Node: "host2", Workload: `"><svg onload="window.pwned='name'">`, Orchestrator: "cni",
+		InterfaceName: "cali0000000000e", IPv4Nets: []string{"192.168.100.66/32"},
+		Profiles: []string{`<script>window.pwned='profile'</script>`},
+		Labels:   map[string]string{"note": `<img src=x onerror="window.pwned='label'">`}}
+	raw, _ := json.Marshal(hostile)
+	cli := e2etest.EtcdFrom(t, h1, w.Etcd)
+	if _, err := cli.Put(ctx, datastore.EndpointKey("host2", "evil"), string(raw)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the hostile record appears as text",
+		`document.getElementById("view").textContent.includes(`+"`"+`<img src=x onerror="window.pwned='label'">`+"`"+`)`)
+	ran := eval("what the hostile record ran", `String(window.pwned)`)
+	made := eval("what the hostile record made", `document.querySelectorAll("#view img, #view svg, #view script").length`)
+	t.Logf("FIGURE: hostile record shown as text; script run: %v, elements made: %v", ran, made)
+	if ran != "undefined" || made != 0.0 {
+		t.Errorf("markup from a datastore record ran (window.pwned=%v) or made %v elements", ran, made)
+	}
+	if _, err := w.Ctl(ctx, h1, "profile", "PROF_2", "tag", "add", "WEB"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("an honest change after the attack appears",
+		`[...document.querySelectorAll('tr[data-profile="PROF_2"] .tag')].some(e => e.textContent === "WEB")`)
+	if mark := eval("check the mark", `window.calicoMark`); mark != "no reload" {
+		t.Errorf("the page was reloaded (mark %q)", mark)
+	}
 }
 
 // startUI runs `calicoctl ui` on host h as a user would, with its default

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"embed"
+	"errors"
 	"html/template"
 	"log/slog"
 	"net"
@@ -62,6 +63,9 @@ type Server struct {
 	ds   *datastore.Client
 	opts Options
 	now  func() time.Time
+	// every is how often the view is re-rendered without a change and the
+	// datastore is asked whether it still answers (recheck; tests shorten it).
+	every time.Duration
 
 	mu      sync.Mutex
 	recs    records
@@ -70,6 +74,11 @@ type Server struct {
 	view    []byte        // the rendered #view fragment
 	changed chan struct{} // closed when view is replaced
 	streams int
+	// lost says why the datastore stopped answering, and since when; ""
+	// while it answers. The watch alone cannot tell a quiet datastore from
+	// a dead one, and a stale page must say it is stale.
+	lost      string
+	lostSince time.Time
 }
 
 // New returns a server reading ds; Run must run for it to see anything.
@@ -77,7 +86,7 @@ func New(ds *datastore.Client, o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Server{ds: ds, opts: o, now: time.Now, recs: records{},
+	s := &Server{ds: ds, opts: o, now: time.Now, every: recheck, recs: records{},
 		dirty: make(chan struct{}, 1), changed: make(chan struct{})}
 	s.render()
 	return s
@@ -86,7 +95,8 @@ func New(ds *datastore.Client, o Options) *Server {
 // Run follows the datastore and re-renders on every change until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	go s.ds.Sync(ctx, datastore.Root, s, s.opts.Log)
-	tick := time.NewTicker(recheck)
+	go s.probe(ctx)
+	tick := time.NewTicker(s.every)
 	defer tick.Stop()
 	for {
 		select {
@@ -101,6 +111,38 @@ func (s *Server) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 		s.render()
+	}
+}
+
+// probe reads one key every s.every and records whether the datastore
+// answered.
+func (s *Server) probe(ctx context.Context) {
+	tick := time.NewTicker(s.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		_, _, err := s.ds.GetRaw(ctx, datastore.KeyBGPConfig)
+		if ctx.Err() != nil {
+			return
+		}
+		lost := ""
+		if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			lost = err.Error()
+		}
+		s.mu.Lock()
+		was := s.lost
+		if lost != "" && was == "" {
+			s.lostSince = s.now()
+		}
+		s.lost = lost
+		s.mu.Unlock()
+		if (lost == "") != (was == "") {
+			s.markDirty()
+		}
 	}
 }
 
@@ -135,16 +177,21 @@ func (s *Server) markDirty() {
 type viewData struct {
 	View
 	Synced bool
+	// Lost is why the datastore stopped answering and LostSince when
+	// (RFC 3339); "" while it answers.
+	Lost, LostSince string
 }
 
 // render rebuilds the fragment and wakes the streams when it differs.
 func (s *Server) render() {
 	s.mu.Lock()
-	v := build(s.recs, s.now())
-	synced := s.synced
+	data := viewData{View: build(s.recs, s.now()), Synced: s.synced, Lost: s.lost}
+	if s.lost != "" {
+		data.LostSince = s.lostSince.UTC().Format(time.RFC3339)
+	}
 	s.mu.Unlock()
 	var b bytes.Buffer
-	if err := page.ExecuteTemplate(&b, "view", viewData{View: v, Synced: synced}); err != nil {
+	if err := page.ExecuteTemplate(&b, "view", data); err != nil {
 		// The templates are fixed and the data is plain values: an error
 		// here is a bug, not input; keep showing the last good view.
 		s.opts.Log.Error("rendering the view failed", "err", err)

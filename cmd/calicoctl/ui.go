@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/ui"
 )
 
@@ -27,11 +26,19 @@ It listens on 127.0.0.1:9099 by default. The page has no login: anyone who
 can reach --listen sees the network's layout, so keep it on a loopback address
 (reach it through an SSH tunnel) unless the network is trusted.`,
 		Args: cobra.NoArgs,
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Listen first: a bad or busy address fails at once, not
+			// after a datastore connection.
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
-				return fmt.Errorf("cannot listen on %s: %v; choose another address with --listen", listen, err)
+				return fmt.Errorf("cannot listen on %s: %v; choose another ADDR:PORT with --listen", listen, err)
 			}
+			defer ln.Close()
+			c, err := connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
 			if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 				fmt.Fprintf(os.Stderr, "warning: %s is not a loopback address: anyone who reaches it sees the network's layout\n", ln.Addr())
 			}
@@ -39,7 +46,7 @@ can reach --listen sees the network's layout, so keep it on a loopback address
 			s := ui.New(c.DS, ui.Options{AllowHosts: allowHosts, Log: log})
 			fmt.Printf("Serving the network view on http://%s/ (read-only; Ctrl-C stops)\n", ln.Addr())
 			return ui.Serve(cmd.Context(), ln, s)
-		}),
+		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9099", "ADDR:PORT to serve the page on")
 	cmd.Flags().StringSliceVar(&allowHosts, "allow-host", nil, "a host name the page may be opened by, besides IP addresses and localhost (repeatable)")

@@ -45,9 +45,9 @@ const (
 	// keepalive is how often an idle event stream gets a comment, so
 	// proxies and browsers do not close it as dead.
 	keepalive = 20 * time.Second
-	// MaxStreams bounds open event streams: each holds a goroutine and a
+	// maxStreams bounds open event streams: each holds a goroutine and a
 	// connection, and the view is for a handful of people.
-	MaxStreams = 64
+	maxStreams = 64
 )
 
 // Options configure a Server.
@@ -299,7 +299,7 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 // older than the stream), then each new one as it is rendered.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	if s.streams >= MaxStreams {
+	if s.streams >= maxStreams {
 		s.mu.Unlock()
 		http.Error(w, "too many open views; close some tabs", http.StatusServiceUnavailable)
 		return

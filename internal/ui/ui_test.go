@@ -290,3 +290,50 @@ func TestEventFraming(t *testing.T) {
 		t.Errorf("%q, want %q", got, want)
 	}
 }
+
+// Event streams are bounded: past maxStreams a new one is refused, and
+// closing one makes room again.
+func TestStreamsAreBounded(t *testing.T) {
+	_, hs := newTestServer(t, lab(t))
+	var open []*http.Response
+	t.Cleanup(func() {
+		for _, r := range open {
+			r.Body.Close()
+		}
+	})
+	openStream := func() *http.Response {
+		resp, err := http.Get(hs.URL + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for range maxStreams {
+		resp := openStream()
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %d refused: %d", len(open)+1, resp.StatusCode)
+		}
+		open = append(open, resp)
+	}
+	if resp := openStream(); resp.StatusCode != http.StatusServiceUnavailable {
+		resp.Body.Close()
+		t.Fatalf("stream %d: %d, want 503", maxStreams+1, resp.StatusCode)
+	} else {
+		resp.Body.Close()
+	}
+	open[0].Body.Close()
+	open = open[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp := openStream()
+		if resp.StatusCode == 200 {
+			open = append(open, resp)
+			return
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("a closed stream did not make room for a new one")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

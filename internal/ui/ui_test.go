@@ -26,9 +26,9 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-// lab is a small datastore: two hosts (one silent for a minute), a pool
+// sample is a small datastore: two hosts (one silent for a minute), a pool
 // with two blocks, two workloads and a profile.
-func lab(t *testing.T) map[string][]byte {
+func sample(t *testing.T) map[string][]byte {
 	pol := func(name, selector string, order *float64) []byte {
 		return mustJSON(t, resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: name},
 			Spec: resource.GlobalNetworkPolicySpec{Order: order, Selector: selector, Ingress: []resource.Rule{{Action: "Allow"}}}})
@@ -57,7 +57,7 @@ func lab(t *testing.T) map[string][]byte {
 }
 
 func TestBuild(t *testing.T) {
-	v := build(lab(t), now)
+	v := build(sample(t), now)
 	if len(v.Problems) != 0 {
 		t.Errorf("problems: %v", v.Problems)
 	}
@@ -108,7 +108,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestBuildReportsUnreadableRecords(t *testing.T) {
-	recs := lab(t)
+	recs := sample(t)
 	recs[datastore.ProfileKey("BAD")] = []byte("{")
 	v := build(recs, now)
 	if len(v.Problems) != 1 || !strings.Contains(v.Problems[0], "profile/BAD") {
@@ -139,7 +139,7 @@ func get(t *testing.T, url string) (*http.Response, string) {
 }
 
 func TestPageAndHeaders(t *testing.T) {
-	_, hs := newTestServer(t, lab(t))
+	_, hs := newTestServer(t, sample(t))
 	resp, body := get(t, hs.URL+"/")
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("status %d, type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -174,7 +174,7 @@ func TestPageAndHeaders(t *testing.T) {
 // config's labels): markup in it must reach the page as text, never as
 // markup or script.
 func TestHostileRecordIsEscaped(t *testing.T) {
-	recs := lab(t)
+	recs := sample(t)
 	evil := `<script>alert(1)</script><img src=x onerror=alert(2)>`
 	recs[datastore.EndpointKey("host1", "evil")] = mustJSON(t, api.Endpoint{Node: "host1", Workload: `"><svg onload=alert(3)>`,
 		IPv4Nets: []string{"192.168.100.9/32"}, Labels: map[string]string{"note": evil}, Profiles: []string{evil}})
@@ -196,7 +196,7 @@ func TestHostileRecordIsEscaped(t *testing.T) {
 }
 
 func TestRefusesWritesAndForeignHosts(t *testing.T) {
-	_, hs := newTestServer(t, lab(t))
+	_, hs := newTestServer(t, sample(t))
 	for _, m := range []string{"POST", "PUT", "DELETE", "PATCH"} {
 		req, _ := http.NewRequest(m, hs.URL+"/", strings.NewReader("x"))
 		resp, err := http.DefaultClient.Do(req)
@@ -233,7 +233,7 @@ func TestRefusesWritesAndForeignHosts(t *testing.T) {
 }
 
 func TestEventsFollowChanges(t *testing.T) {
-	s, hs := newTestServer(t, lab(t))
+	s, hs := newTestServer(t, sample(t))
 	resp, err := http.Get(hs.URL + "/events")
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +294,7 @@ func TestEventFraming(t *testing.T) {
 // Event streams are bounded: past maxStreams a new one is refused, and
 // closing one makes room again.
 func TestStreamsAreBounded(t *testing.T) {
-	_, hs := newTestServer(t, lab(t))
+	_, hs := newTestServer(t, sample(t))
 	var open []*http.Response
 	t.Cleanup(func() {
 		for _, r := range open {

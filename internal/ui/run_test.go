@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,6 +75,32 @@ func TestRunFollowsTheWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitView(t, s, "the deletion", func(v string) bool { return !strings.Contains(v, `data-profile="BEFORE"`) })
+}
+
+// A host whose agent stops reporting turns down on the page with no
+// datastore change at all: the view is re-judged as time passes.
+func TestSilentAgentTurnsDown(t *testing.T) {
+	_, ds := etcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	st := api.NodeStatus{Node: "host1", Ready: true, Updated: time.Unix(0, clock.Load()).UTC().Format(time.RFC3339)}
+	for _, w := range []struct {
+		key string
+		v   any
+	}{{datastore.NodeKey("host1"), api.Node{Name: "host1", IPv4: "10.0.0.1/24"}}, {datastore.StatusKey("host1"), st}} {
+		if err := ds.Put(ctx, w.key, w.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := New(ds, Options{})
+	s.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	s.every = 100 * time.Millisecond
+	go s.Run(ctx)
+	waitView(t, s, "host1 ready", func(v string) bool { return strings.Contains(v, `data-host="host1" data-state="ready"`) })
+	clock.Add(int64(api.StatusStale + time.Second))
+	waitView(t, s, "host1 down", func(v string) bool { return strings.Contains(v, `data-host="host1" data-state="down"`) })
 }
 
 func TestProbeNoticesALostDatastore(t *testing.T) {

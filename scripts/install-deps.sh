@@ -20,6 +20,9 @@ required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps busybox-sta
 # podman adds /etc/cni/net.d/87-podman-bridge.conflist; the tests use
 # configuration directories of their own.
 required+=(podman conmon runc containernetworking-plugins containerd)
+# test/ui drives the web view (calicoctl ui) in headless Chromium through
+# chromedp; Debian's chromium runs headless without a display server.
+required+=(chromium)
 # clang, llvm, libbpf-dev and linux-libc-dev only regenerate the committed BPF
 # objects (make generate, scripts/check-bpf.sh); building never needs them.
 optional=(qperf clang llvm libbpf-dev linux-libc-dev)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/daemon"
 	"github.com/calico-go/calico/internal/docker/libnetwork"
@@ -260,7 +259,7 @@ func nodeShowCmd() *cobra.Command {
 					}
 					state, eps, when := "unknown", "-", "-"
 					if n.Status != nil {
-						state = nodeState(*n.Status)
+						state = n.Status.State(time.Now())
 						eps = strconv.Itoa(n.Status.Endpoints)
 						when = n.Status.Updated
 					}
@@ -272,21 +271,6 @@ func nodeShowCmd() *cobra.Command {
 	}
 	addOutputFlag(cmd)
 	return cmd
-}
-
-// nodeState calls a node down when it has not reported for a while.
-func nodeState(st api.NodeStatus) string {
-	t, err := time.Parse(time.RFC3339, st.Updated)
-	if err != nil || time.Since(t) > 45*time.Second {
-		return "down"
-	}
-	if !st.Ready {
-		return "starting"
-	}
-	if len(st.Problems) > 0 {
-		return "ready (with problems)"
-	}
-	return "ready"
 }
 
 func orDash(s string) string {
@@ -368,7 +352,7 @@ func statusCmd() *cobra.Command {
 			if f == "json" || f == "yaml" {
 				return output.Print(os.Stdout, f, st, nil)
 			}
-			fmt.Printf("calico-node %s is %s (pid %d, %d endpoints, reported %s)\n", n, nodeState(st), st.PID, st.Endpoints, st.Updated)
+			fmt.Printf("calico-node %s is %s (pid %d, %d endpoints, reported %s)\n", n, st.State(time.Now()), st.PID, st.Endpoints, st.Updated)
 			if st.IPIP != "" {
 				fmt.Println("IPIP: " + st.IPIP)
 			}

@@ -106,7 +106,7 @@ func TestDatastoreDeadlines(t *testing.T) {
 	// 2. Frozen in the middle of `container add`: the moment its address
 	// claim lands in etcd, calicoctl is paused, etcd frozen, and calicoctl
 	// let go on.
-	watcher := etcdFrom(t, w.Hosts[1], w.Etcd)
+	watcher := e2etest.EtcdFrom(t, w.Hosts[1], w.Etcd)
 	var name string
 	var took time.Duration
 	var out string

@@ -174,7 +174,7 @@ func TestLyingEndpoints(t *testing.T) {
 // h's namespace: what an attacker with write access to etcd holds.
 func hostileClient(t *testing.T, h *lab.Host, etcd string) *client.Client {
 	t.Helper()
-	return client.New(datastore.Adopt(etcdFrom(t, h, etcd)))
+	return client.New(datastore.Adopt(e2etest.EtcdFrom(t, h, etcd)))
 }
 
 func putEndpoint(t *testing.T, ctx context.Context, c *client.Client, ep api.Endpoint) {

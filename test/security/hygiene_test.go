@@ -48,7 +48,7 @@ func TestDatastoreHygiene(t *testing.T) {
 	w := world(t, walkthrough.Options{}, true)
 	ctx := e2etest.Ctx(t, 5*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
-	cli := etcdFrom(t, h2, w.Etcd)
+	cli := e2etest.EtcdFrom(t, h2, w.Etcd)
 	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
 	honest := func(when string) {
 		t.Helper()

@@ -12,14 +12,7 @@ package security
 
 import (
 	"context"
-	"net"
-	"strings"
 	"testing"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
@@ -47,36 +40,4 @@ func ctl(t *testing.T, ctx context.Context, w *walkthrough.World, h *lab.Host, a
 		t.Fatal(err)
 	}
 	return out
-}
-
-// etcdFrom is a raw etcd client whose connections start in h's namespace
-// (the lab's datastore is reachable only on its fabric): it writes what no
-// calicoctl command would, as an attacker with write access to etcd could.
-func etcdFrom(t *testing.T, h *lab.Host, hostPort string) *clientv3.Client {
-	t.Helper()
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		if i := strings.LastIndex(addr, "://"); i >= 0 {
-			addr = addr[i+3:]
-		}
-		var c net.Conn
-		err := h.Do(func() (err error) {
-			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
-	if !strings.Contains(hostPort, "://") {
-		hostPort = "http://" + hostPort
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{hostPort},
-		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
 }

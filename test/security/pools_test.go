@@ -83,7 +83,7 @@ func TestPoolsOverHostAddresses(t *testing.T) {
 	})
 
 	t.Run("hostile pool record", func(t *testing.T) {
-		cli := etcdFrom(t, h1, w.Etcd)
+		cli := e2etest.EtcdFrom(t, h1, w.Etcd)
 		hostile := api.Pool{CIDR: "10.0.0.0/24", IPIPMode: api.EncapNever, VXLANMode: api.EncapNever, NATOutgoing: true, BlockSize: 26}
 		raw, _ := json.Marshal(hostile)
 		key := datastore.PoolKey(hostile.CIDR)

@@ -33,7 +33,7 @@ func TestPublishedPortsBounded(t *testing.T) {
 		t.Fatalf("before the attack host2 cannot reach host1's port 22: %v", err)
 	}
 
-	cli := etcdFrom(t, h1, w.Etcd)
+	cli := e2etest.EtcdFrom(t, h1, w.Etcd)
 	editEndpoint(t, ctx, cli, h1.Label, w1.Name, func(ep *api.Endpoint) {
 		ep.Ports = []api.PortMapping{
 			{Proto: "tcp", HostPort: 22, Port: 9999},

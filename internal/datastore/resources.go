@@ -96,28 +96,32 @@ func readResource(key string, value []byte, rev int64) (resource.Resource, error
 	return r, nil
 }
 
+// StoredResource is one record of ReadResources: the resource, or why the
+// record under its key is not a valid one, and the key's revision.
+type StoredResource struct {
+	Res resource.Resource // nil when Err is set
+	Rev int64
+	Err error
+}
+
 // ReadResources reads every policy and network set at one revision, by
-// reference, with their ResourceVersions. Records that are not valid are
-// skipped and reported to the client's logger, as List does.
-func (c *Client) ReadResources(ctx context.Context) (map[ResourceRef]resource.Resource, error) {
+// reference: valid records with their ResourceVersion set, and records
+// that are not valid with the reason (by the reference their key names),
+// so a writer can refuse to create over them or replace them knowingly.
+func (c *Client) ReadResources(ctx context.Context) (map[ResourceRef]StoredResource, error) {
 	recs, _, err := c.Read(ctx, ReadPrefix(PrefixPolicies), ReadPrefix(PrefixNetworkSets))
 	if err != nil {
 		return nil, err
 	}
-	out := map[ResourceRef]resource.Resource{}
-	var bad []string
-	for _, list := range recs {
+	kinds := []string{resource.KindGlobalNetworkPolicy, resource.KindGlobalNetworkSet}
+	prefixes := []string{PrefixPolicies, PrefixNetworkSets}
+	out := map[ResourceRef]StoredResource{}
+	for i, list := range recs {
 		for _, rec := range list {
 			r, err := readResource(rec.Key, rec.Value, rec.Rev)
-			if err != nil {
-				bad = append(bad, err.Error())
-				continue
-			}
-			out[RefOf(r)] = r
+			ref := ResourceRef{kinds[i], strings.TrimPrefix(rec.Key, prefixes[i])}
+			out[ref] = StoredResource{Res: r, Rev: rec.Rev, Err: err}
 		}
-	}
-	if len(bad) > 0 {
-		c.log.Warn("skipped datastore records that are not valid resources", "count", len(bad), "problems", strings.Join(bad, " | "))
 	}
 	return out, nil
 }
@@ -265,11 +269,24 @@ func listResources[T any, P resourcePtr[T]](ctx context.Context, c *Client) ([]T
 	if err != nil {
 		return nil, err
 	}
+	var zero T
+	kind := P(&zero).GetKind()
 	var out []T
-	for _, r := range all {
-		if p, ok := r.(P); ok {
-			out = append(out, *p)
+	var bad []string
+	for ref, st := range all {
+		if ref.Kind != kind {
+			continue
 		}
+		if st.Err != nil {
+			bad = append(bad, st.Err.Error())
+			continue
+		}
+		out = append(out, *st.Res.(P))
+	}
+	if len(bad) > 0 {
+		// As List: one bad record must not hide the others.
+		slices.Sort(bad)
+		c.log.Warn("skipped datastore records that are not valid resources", "count", len(bad), "problems", strings.Join(bad, " | "))
 	}
 	slices.SortFunc(out, func(a, b T) int { return strings.Compare(P(&a).GetName(), P(&b).GetName()) })
 	return out, nil

@@ -137,7 +137,7 @@ func TestCommitResourcesAllOrNothing(t *testing.T) {
 		t.Fatalf("other was written by a refused batch: %v", err)
 	}
 	all, err := ds.ReadResources(ctx)
-	if err != nil || len(all) != 1 || all[datastore.RefOf(&existing)] == nil {
+	if err != nil || len(all) != 1 || all[datastore.RefOf(&existing)].Res == nil {
 		t.Fatalf("read resources: %v %v", all, err)
 	}
 

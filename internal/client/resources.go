@@ -294,7 +294,8 @@ func ParseKind(s string) (string, error) {
 }
 
 func resourceNotFound(ref datastore.ResourceRef) error {
-	return missing(fmt.Sprintf("%s not found; list them with `calicoctl get %ss`", ref, strings.ToLower(ref.Kind)))
+	plural := map[string]string{resource.KindGlobalNetworkPolicy: "globalnetworkpolicies", resource.KindGlobalNetworkSet: "globalnetworksets"}
+	return missing(fmt.Sprintf("%s not found; list them with `calicoctl get %s`", ref, plural[ref.Kind]))
 }
 
 // GetResources lists the resources of a kind by name, or reads one when

@@ -33,17 +33,23 @@ func fileCmd(use, short string, verb client.Verb) *cobra.Command {
 		Use:   use + " -f FILE",
 		Short: short,
 		Long:  short + ".\n\n" + fileHelp,
-		Args:  exactArgs(0),
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			return runFile(cmd, c, verb, file, false)
-		}),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return fmt.Errorf("%s needs -f FILE (or -f - for standard input); usage: %s", cmd.CommandPath(), cmd.UseLine())
+			}
+			return exactArgs(0)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runFile(cmd, verb, file, false)
+		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", `file of resources, or "-" for standard input`)
-	cmd.MarkFlagRequired("filename")
 	return cmd
 }
 
-func runFile(cmd *cobra.Command, c *client.Client, verb client.Verb, file string, skipMissing bool) error {
+// runFile reads and checks the whole file before it dials the datastore,
+// so a bad file fails at once, datastore or not.
+func runFile(cmd *cobra.Command, verb client.Verb, file string, skipMissing bool) error {
 	data, err := client.ReadFile(file, cmd.InOrStdin())
 	if err != nil {
 		return err
@@ -52,6 +58,11 @@ func runFile(cmd *cobra.Command, c *client.Client, verb client.Verb, file string
 	if err != nil {
 		return err
 	}
+	c, err := connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	results, err := c.ChangeResources(cmd.Context(), verb, rs, skipMissing)
 	if err != nil {
 		return err
@@ -70,35 +81,48 @@ func deleteCmd() *cobra.Command {
 		Short: "Delete the resources of a file, or one resource by type and name",
 		Long: "Delete the resources of a file, or one resource by type and name.\n\n" + fileHelp +
 			"\nOnly the kinds and names in the file count.\n\n" + resourceTypes,
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			if file != "" {
-				if len(args) != 0 {
-					return fmt.Errorf("give either -f FILE or TYPE NAME, not both; usage: %s", cmd.UseLine())
-				}
-				return runFile(cmd, c, client.Delete, file, skipMissing)
-			}
-			if len(args) != 2 {
+		// Arguments are checked before the datastore is dialled.
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case file != "" && len(args) != 0:
+				return fmt.Errorf("give either -f FILE or TYPE NAME, not both; usage: %s", cmd.UseLine())
+			case file == "" && len(args) != 2:
 				return fmt.Errorf("%s takes -f FILE or TYPE NAME; usage: %s", cmd.CommandPath(), cmd.UseLine())
-			}
-			kind, err := client.ParseKind(args[0])
-			if err != nil {
+			case file == "":
+				_, err := client.ParseKind(args[0])
 				return err
 			}
-			if kind == client.KindProfile {
-				err = c.RemoveProfile(cmd.Context(), args[1], false)
-			} else {
-				err = c.DeleteResource(cmd.Context(), kind, args[1])
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %q %s\n", kind, args[1], client.Deleted)
 			return nil
-		}),
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if file != "" {
+				return runFile(cmd, client.Delete, file, skipMissing)
+			}
+			return deleteByName(cmd, args[0], args[1])
+		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", `file of resources, or "-" for standard input`)
 	cmd.Flags().BoolVar(&skipMissing, "skip-not-exists", false, "with -f: pass over resources that do not exist instead of refusing the file")
 	return cmd
+}
+
+func deleteByName(cmd *cobra.Command, typ, name string) error {
+	c, err := connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	kind, _ := client.ParseKind(typ) // checked by Args
+	if kind == client.KindProfile {
+		err = c.RemoveProfile(cmd.Context(), name, false)
+	} else {
+		err = c.DeleteResource(cmd.Context(), kind, name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %q %s\n", kind, name, client.Deleted)
+	return nil
 }
 
 func getCmd() *cobra.Command {
@@ -110,18 +134,20 @@ apply, create and replace read back unchanged; -o json prints one object, or
 a list ("kind": "GlobalNetworkPolicyList") for several.
 
 ` + resourceTypes,
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+		// Arguments are checked before the datastore is dialled.
+		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return fmt.Errorf("%s takes TYPE [NAME], got %d argument(s); usage: %s", cmd.CommandPath(), len(args), cmd.UseLine())
 			}
-			kind, err := client.ParseKind(args[0])
-			if err != nil {
+			if _, err := client.ParseKind(args[0]); err != nil {
 				return err
 			}
-			f, err := format()
-			if err != nil {
-				return err
-			}
+			_, err := format()
+			return err
+		},
+		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			kind, _ := client.ParseKind(args[0])
+			f, _ := format()
 			name := ""
 			if len(args) == 2 {
 				name = args[1]

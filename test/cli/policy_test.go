@@ -142,6 +142,8 @@ func TestPolicyResources(t *testing.T) {
 		{[]string{"delete", "-f", ghost}, `error: nothing was written: GlobalNetworkSet "ghost" does not exist`},
 		{[]string{"delete", "gnp", "ghost"}, `error: GlobalNetworkPolicy "ghost" not found; list them with ` + "`calicoctl get globalnetworkpolicies`"},
 		{[]string{"get", "gns", "ghost"}, `error: GlobalNetworkSet "ghost" not found`},
+		{[]string{"apply"}, "error: calicoctl apply needs -f FILE (or -f - for standard input)"},
+		{[]string{"delete", "-f", file, "gnp", "allow-web"}, "error: give either -f FILE or TYPE NAME, not both"},
 		{[]string{"get", "networkpolicy"}, `error: unknown resource type "networkpolicy": want globalnetworkpolicy (gnp), globalnetworkset (gns) or profile`},
 	} {
 		s.expectRefused(c.args, "", c.want)

@@ -248,11 +248,10 @@ type resourcePtr[T any] interface {
 
 func getResource[T any, P resourcePtr[T]](ctx context.Context, c *Client, name string) (T, error) {
 	var zero T
-	key, err := ResourceKey(RefOf(P(&zero)))
+	key, err := ResourceKey(ResourceRef{P(&zero).GetKind(), name})
 	if err != nil {
 		return zero, err
 	}
-	key += name
 	raw, rev, err := c.GetRaw(ctx, key)
 	if err != nil {
 		return zero, err

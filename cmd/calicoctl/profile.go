@@ -212,7 +212,13 @@ func showProfiles(cmd *cobra.Command, c *client.Client, detailed bool) error {
 			return err
 		}
 	}
-	return output.Print(os.Stdout, f, profiles, func() *output.Table {
+	return printProfiles(os.Stdout, f, profiles, eps, detailed)
+}
+
+// printProfiles prints profiles as `profile show` and `get profiles` do;
+// detailed adds the endpoints using each, from eps.
+func printProfiles(w io.Writer, f output.Format, profiles []api.Profile, eps []api.Endpoint, detailed bool) error {
+	return output.Print(w, f, profiles, func() *output.Table {
 		t := &output.Table{Header: []string{"name", "tags", "inbound", "outbound"}}
 		if detailed {
 			t.Header = append(t.Header, "endpoints")

@@ -12,6 +12,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/resource"
 )
 
 // Records reach the agent straight from etcd, where anyone with write access
@@ -37,6 +38,8 @@ const (
 	kindNodePeer
 	kindBlock
 	kindEncryption
+	kindPolicy
+	kindNetworkSet
 )
 
 // loc says where a key's record lives in the snapshot: its kind, its id in
@@ -45,7 +48,7 @@ type loc struct {
 	kind kind
 	id   string
 	node string // host/<node>/...
-	name string // last key segment: workload, peer IP, pool or block CIDR, profile name
+	name string // last key segment: workload, peer IP, pool or block CIDR, profile, policy or set name
 }
 
 // locate maps a datastore key to its place in the snapshot; ok is false for
@@ -69,6 +72,10 @@ func locate(key string) (loc, bool) {
 		l.id = l.name
 	case len(parts) == 2 && parts[0] == "profile":
 		l.kind, l.id, l.name = kindProfile, parts[1], parts[1]
+	case len(parts) == 2 && parts[0] == "policy":
+		l.kind, l.id, l.name = kindPolicy, parts[1], parts[1]
+	case len(parts) == 2 && parts[0] == "networkset":
+		l.kind, l.id, l.name = kindNetworkSet, parts[1], parts[1]
 	case len(parts) == 3 && parts[0] == "host" && parts[2] == "node":
 		l.kind, l.id, l.node = kindNode, parts[1], parts[1]
 	case len(parts) == 4 && parts[0] == "host" && parts[2] == "endpoint":
@@ -163,6 +170,10 @@ func carry(from, to *calc.Snapshot, key string) {
 		copyEntry(from.NodePeers, to.NodePeers, l.id)
 	case kindBlock:
 		copyEntry(from.Blocks, to.Blocks, l.id)
+	case kindPolicy:
+		copyEntry(from.Policies, to.Policies, l.id)
+	case kindNetworkSet:
+		copyEntry(from.NetworkSets, to.NetworkSets, l.id)
 	}
 }
 
@@ -192,6 +203,10 @@ func remove(s *calc.Snapshot, l loc) {
 		delete(s.NodePeers, l.id)
 	case kindBlock:
 		delete(s.Blocks, l.id)
+	case kindPolicy:
+		delete(s.Policies, l.id)
+	case kindNetworkSet:
+		delete(s.NetworkSets, l.id)
 	}
 }
 
@@ -230,6 +245,18 @@ func apply(s *calc.Snapshot, l loc, value []byte) error {
 		return store(s.NodePeers, l.id, value, func(p api.BGPPeer) error { return checkPeer(p, l, l.node) })
 	case kindBlock:
 		return store(s.Blocks, l.id, value, func(b api.Block) error { return checkBlock(s, b, l) })
+	case kindPolicy:
+		r, err := decodeResource(datastore.PolicyKey(l.name), value)
+		if err == nil {
+			s.Policies[l.id] = *r.(*resource.GlobalNetworkPolicy)
+		}
+		return err
+	case kindNetworkSet:
+		r, err := decodeResource(datastore.NetworkSetKey(l.name), value)
+		if err == nil {
+			s.NetworkSets[l.id] = *r.(*resource.GlobalNetworkSet)
+		}
+		return err
 	}
 	return nil
 }
@@ -245,6 +272,18 @@ func store[V any](m map[string]V, id string, value []byte, check func(V) error) 
 	}
 	m[id] = v
 	return nil
+}
+
+// decodeResource holds a v3 resource's record to what `calicoctl apply`
+// would accept from a file (strict fields, selectors that parse, known
+// actions, ports and nets) and to its key. Its problems quote the record's
+// values, so they are clipped like a hostile key.
+func decodeResource(key string, value []byte) (resource.Resource, error) {
+	r, err := datastore.DecodeResource(key, value)
+	if err != nil {
+		return nil, errors.New(clip(err.Error()))
+	}
+	return r, nil
 }
 
 // decode parses one JSON object. `null` and other non-objects are refused:

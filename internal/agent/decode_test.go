@@ -23,6 +23,8 @@ func TestDecodeIntoRoutesEveryKindAndKeepsLastGoodOnGarbage(t *testing.T) {
 		{"/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali1"}`, true},
 		{"/calico/v1/host/h1/bgp/peer/10.0.0.253", `{"ip":"10.0.0.253","asNumber":65002,"node":"h1"}`, true},
 		{"/calico/v1/ipam/block/192.168.100.0-26", `{"cidr":"192.168.100.0/26","affinity":"h1"}`, true},
+		{"/calico/v1/policy/web", gnpWeb, true},
+		{"/calico/v1/networkset/outside", gnsOutside, true},
 		{"/calico/v1/status/h1", `{"node":"h1"}`, false},
 		{"/calico/v1/ipam/handle/h1~w1", `{"id":"h1~w1"}`, false},
 		{"/other/key", `x`, false},
@@ -33,8 +35,15 @@ func TestDecodeIntoRoutesEveryKindAndKeepsLastGoodOnGarbage(t *testing.T) {
 			t.Errorf("%s: relevant=%v err=%v, want relevant=%v", r.key, relevant, err, r.relevant)
 		}
 	}
+	if p := s.Policies["web"]; p.Spec.Selector != "app == 'web' && tier != 'db'" || p.Spec.Ingress[0].Destination.Ports[1].Max != 8080 {
+		t.Errorf("policy decoded as %+v", p)
+	}
+	if n := s.NetworkSets["outside"]; len(n.Spec.Nets) != 1 || n.Metadata.Labels["zone"] != "outside" {
+		t.Errorf("network set decoded as %+v", n)
+	}
 	if s.BGP.DefaultASNumber != 65000 || len(s.GlobalPeers) != 1 || len(s.Pools) != 1 || len(s.Profiles) != 1 ||
-		len(s.Nodes) != 1 || len(s.Endpoints) != 1 || len(s.NodePeers) != 1 || len(s.Blocks) != 1 {
+		len(s.Nodes) != 1 || len(s.Endpoints) != 1 || len(s.NodePeers) != 1 || len(s.Blocks) != 1 ||
+		len(s.Policies) != 1 || len(s.NetworkSets) != 1 {
 		t.Fatalf("snapshot incomplete: %+v", s)
 	}
 	if _, ok := s.Pools["192.168.100.0/24"]; !ok {
@@ -51,10 +60,24 @@ func TestDecodeIntoRoutesEveryKindAndKeepsLastGoodOnGarbage(t *testing.T) {
 	if _, err := decodeInto(s, "/calico/v1/host/h1/endpoint/w1", nil); err != nil || len(s.Endpoints) != 0 {
 		t.Errorf("delete: err=%v endpoints=%v", err, s.Endpoints)
 	}
+	if _, err := decodeInto(s, "/calico/v1/policy/web", nil); err != nil || len(s.Policies) != 0 {
+		t.Errorf("delete policy: err=%v policies=%v", err, s.Policies)
+	}
+	if _, err := decodeInto(s, "/calico/v1/networkset/outside", nil); err != nil || len(s.NetworkSets) != 0 {
+		t.Errorf("delete network set: err=%v sets=%v", err, s.NetworkSets)
+	}
 	if _, err := decodeInto(s, "/calico/v1/config/bgp", nil); err != nil || s.BGP.DefaultASNumber != 64512 {
 		t.Errorf("deleted BGP config should fall back to defaults, got %+v", s.BGP)
 	}
 }
+
+// A policy and a network set as calicoctl stores them (encoding/json's
+// HTML escaping included, as another writer might leave it).
+const (
+	gnpWeb = `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"web","uid":"u1","creationTimestamp":"2026-01-01T00:00:00Z"},` +
+		`"spec":{"order":10,"selector":"app == 'web' \u0026\u0026 tier != 'db'","ingress":[{"action":"Allow","protocol":"TCP","destination":{"ports":[80,"8000:8080"]}}]}}`
+	gnsOutside = `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkSet","metadata":{"name":"outside","labels":{"zone":"outside"}},"spec":{"nets":["203.0.113.0/24"]}}`
+)
 
 // good is a snapshot every hostile record below is written over.
 func good(t testing.TB) *calc.Snapshot {
@@ -69,6 +92,8 @@ func good(t testing.TB) *calc.Snapshot {
 		{"/calico/v1/host/h1/endpoint/w1", `{"node":"h1","workload":"w1","interfaceName":"cali0123456789a","ipv4Nets":["192.168.0.1/32"],"profiles":["P1"]}`},
 		{"/calico/v1/host/h1/bgp/peer/10.0.0.253", `{"ip":"10.0.0.253","asNumber":65002,"node":"h1"}`},
 		{"/calico/v1/ipam/block/192.168.0.0-26", `{"cidr":"192.168.0.0/26","affinity":"h1","allocations":{"1":"h1~w1"}}`},
+		{"/calico/v1/policy/web", gnpWeb},
+		{"/calico/v1/networkset/outside", gnsOutside},
 	} {
 		if _, err := decodeInto(s, r[0], []byte(r[1])); err != nil {
 			t.Fatalf("good record %s: %v", r[0], err)
@@ -131,6 +156,18 @@ func TestDecodeRefusesHostileRecords(t *testing.T) {
 		{"block too large", "/calico/v1/ipam/block/192.168.0.0-8", `{"cidr":"192.168.0.0/8","affinity":"h1"}`, "bad block CIDR"},
 		{"block huge in pool", "/calico/v1/ipam/block/192.168.0.0-15", `{"cidr":"192.168.0.0/15","affinity":"h1"}`, "larger than 65536 addresses"},
 		{"block key mismatch", "/calico/v1/ipam/block/192.168.0.0-26", `{"cidr":"192.168.0.64/26","affinity":"h1"}`, "is stored under"},
+		{"policy bad selector", "/calico/v1/policy/web", strings.Replace(gnpWeb, "tier != 'db'", "tier !! 'db'", 1), "spec.selector"},
+		{"policy unknown action", "/calico/v1/policy/web", strings.Replace(gnpWeb, `"Allow"`, `"Accept"`, 1), `spec.ingress[0].action: "Accept"`},
+		{"policy bad port", "/calico/v1/policy/web", strings.Replace(gnpWeb, `80,`, `80000,`, 1), "port 80000 is outside 0-65535"},
+		{"policy unknown field", "/calico/v1/policy/web", strings.Replace(gnpWeb, `"order"`, `"priority"`, 1), `unknown field "priority"`},
+		{"policy key/name mismatch", "/calico/v1/policy/web", strings.Replace(gnpWeb, `"name":"web"`, `"name":"db"`, 1), `GlobalNetworkPolicy "db" is stored under /calico/v1/policy/web`},
+		{"policy stored as a set", "/calico/v1/networkset/outside", strings.Replace(gnpWeb, `"name":"web"`, `"name":"outside"`, 1), `GlobalNetworkPolicy "outside" is stored under`},
+		{"policy wrong apiVersion", "/calico/v1/policy/web", strings.Replace(gnpWeb, "projectcalico.org/v3", "v1", 1), "apiVersion"},
+		{"policy null", "/calico/v1/policy/web", `null`, "not a JSON object"},
+		{"policy huge selector", "/calico/v1/policy/web", strings.Replace(gnpWeb, "tier != 'db'", strings.Repeat("a", 1<<20)+" ==", 1), "spec.selector"},
+		{"policy two documents", "/calico/v1/policy/web", gnpWeb + "\n---\n" + gnsOutside, "documents"},
+		{"network set bad net", "/calico/v1/networkset/outside", strings.Replace(gnsOutside, "/24", "/33", 1), "spec.nets[0]"},
+		{"network set bad label", "/calico/v1/networkset/outside", strings.Replace(gnsOutside, `"zone":`, `"-zone":`, 1), "metadata.labels"},
 		{"block bad affinity", "/calico/v1/ipam/block/192.168.0.0-26", `{"cidr":"192.168.0.0/26","affinity":"h 1"}`, `bad node name "h 1"`},
 	}
 	for _, c := range cases {
@@ -181,6 +218,16 @@ func TestDecodeSnapshotPoolsFirstAndCarry(t *testing.T) {
 	if _, ok := s2.Profiles["P9"]; ok {
 		t.Error("a bad profile with no good value before appeared")
 	}
+	// A policy overwritten with a bad selector keeps its last good value
+	// across a re-listing.
+	kvs["/calico/v1/policy/web"] = []byte(gnpWeb)
+	s2, _ = decodeSnapshot(s2, kvs)
+	kvs["/calico/v1/policy/web"] = []byte(strings.Replace(gnpWeb, "tier != 'db'", "tier !", 1))
+	s2b, errs := decodeSnapshot(s2, kvs)
+	if len(errs) != 3 || s2b.Policies["web"].Spec.Selector != "app == 'web' && tier != 'db'" {
+		t.Errorf("re-list with a bad policy: errs %v, policies %+v", errs, s2b.Policies)
+	}
+	delete(kvs, "/calico/v1/policy/web")
 	// Without the pool, the endpoint and block are refused.
 	delete(kvs, "/calico/v1/pool/192.168.0.0-16")
 	kvs["/calico/v1/host/h1/endpoint/w1"] = []byte(`{"node":"h1","workload":"w1","interfaceName":"cali1","ipv4Nets":["192.168.0.1/32"]}`)
@@ -207,6 +254,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		"/calico/v1/ipam/block/",
 		"/calico/v1/host/",
 		"/calico/v1/",
+		"/calico/v1/policy/",
+		"/calico/v1/networkset/",
 	}
 	seeds := []struct {
 		kind       uint8
@@ -225,6 +274,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		{2, "0.0.0.0-0", `null`},
 		{3, "P1", `{"name":"P1","inbound":[{"action":"allow","src":{"ports":[{"min":1,"max":0}]}}]}`},
 		{7, "0.0.0.0-1", `{"cidr":"0.0.0.0/1","affinity":"h1"}`},
+		{10, "web", gnpWeb},
+		{10, "db", `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"db"},"spec":{"egress":[{"action":"Pass","destination":{"notNets":["10.0.0.0/8"],"selector":"has(x)"}}]}}`},
+		{11, "outside", gnsOutside},
 	}
 	for _, s := range seeds {
 		f.Add(s.kind, s.tail, []byte(s.json))

@@ -1,8 +1,10 @@
 // Package datastore is the etcd v3 side of the project: connection settings
 // from the environment, the key layout (keys.go), typed reads and writes
 // with compare-and-swap, multi-key transactions in its own vocabulary
-// (txn.go: Read, Guard, Write), a deadline on every call (deadline.go), a
-// watch that resyncs (syncer.go), and the embedded etcd server. This is
+// (txn.go: Read, Guard, Write), the v3 resources' typed operations and
+// all-or-nothing batches (resources.go), a deadline on every call
+// (deadline.go), a watch that resyncs (syncer.go), and the embedded etcd
+// server. This is
 // where etcd stops: other packages get a Client (the bench, which must dial
 // from inside a namespace, hands its own etcd client to Adopt), and only
 // tests touch etcd directly.

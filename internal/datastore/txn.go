@@ -51,6 +51,8 @@ type Guard struct {
 	rev int64
 	// after: no key under the prefix key changed after revision rev.
 	after bool
+	// exists: the key exists, at any revision.
+	exists bool
 }
 
 // Unchanged guards on key still being at revision rev, as read; rev 0
@@ -65,6 +67,8 @@ func NoneChangedAfter(prefix string, rev int64) Guard {
 
 func (g Guard) cmp() clientv3.Cmp {
 	switch {
+	case g.exists:
+		return clientv3.Compare(clientv3.CreateRevision(g.key), ">", 0)
 	case g.after:
 		return clientv3.Compare(clientv3.ModRevision(g.key), "<", g.rev+1).WithPrefix()
 	case g.rev == 0:
@@ -135,6 +139,13 @@ func (c *Client) Read(ctx context.Context, reads ...Read) ([][]Record, int64, er
 // (and nothing written) when one did not. A call that got no answer in time
 // (ErrUnreachable) may or may not have been applied, but never in part.
 func (c *Client) Commit(ctx context.Context, guards []Guard, writes []Write) (bool, error) {
+	ok, _, err := c.commit(ctx, guards, writes)
+	return ok, err
+}
+
+// commit is Commit that also returns the revision the transaction ran at:
+// the mod revision of every key it wrote.
+func (c *Client) commit(ctx context.Context, guards []Guard, writes []Write) (bool, int64, error) {
 	cmps := make([]clientv3.Cmp, len(guards))
 	for i, g := range guards {
 		cmps[i] = g.cmp()
@@ -149,9 +160,9 @@ func (c *Client) Commit(ctx context.Context, guards []Guard, writes []Write) (bo
 		return err
 	})
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	return resp.Succeeded, nil
+	return resp.Succeeded, resp.Header.Revision, nil
 }
 
 // Keys lists the keys under prefix, in key order, without their values.

@@ -36,6 +36,9 @@ type Resource interface {
 	// and a name are a unique key.
 	GetKind() string
 	GetName() string
+	// GetMetadata is the resource's metadata, where the datastore keeps
+	// its revision, creation time and UID.
+	GetMetadata() *ObjectMeta
 }
 
 // TypeMeta is the document's header.
@@ -64,8 +67,9 @@ type GlobalNetworkPolicy struct {
 	Spec     GlobalNetworkPolicySpec `json:"spec" yaml:"spec"`
 }
 
-func (p *GlobalNetworkPolicy) GetKind() string { return KindGlobalNetworkPolicy }
-func (p *GlobalNetworkPolicy) GetName() string { return p.Metadata.Name }
+func (p *GlobalNetworkPolicy) GetKind() string          { return KindGlobalNetworkPolicy }
+func (p *GlobalNetworkPolicy) GetName() string          { return p.Metadata.Name }
+func (p *GlobalNetworkPolicy) GetMetadata() *ObjectMeta { return &p.Metadata }
 
 // GlobalNetworkPolicySpec is Calico v3's, less what needs namespaces,
 // service accounts or host endpoints.
@@ -118,8 +122,9 @@ type GlobalNetworkSet struct {
 	Spec     GlobalNetworkSetSpec `json:"spec" yaml:"spec"`
 }
 
-func (s *GlobalNetworkSet) GetKind() string { return KindGlobalNetworkSet }
-func (s *GlobalNetworkSet) GetName() string { return s.Metadata.Name }
+func (s *GlobalNetworkSet) GetKind() string          { return KindGlobalNetworkSet }
+func (s *GlobalNetworkSet) GetName() string          { return s.Metadata.Name }
+func (s *GlobalNetworkSet) GetMetadata() *ObjectMeta { return &s.Metadata }
 
 // GlobalNetworkSetSpec lists the set's networks.
 type GlobalNetworkSetSpec struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/resource"
 )
 
 // Records reach the agent straight from etcd, where anyone with write access
@@ -37,6 +38,8 @@ const (
 	kindNodePeer
 	kindBlock
 	kindEncryption
+	kindPolicy
+	kindNetworkSet
 )
 
 // loc says where a key's record lives in the snapshot: its kind, its id in
@@ -75,6 +78,10 @@ func locate(key string) (loc, bool) {
 		l.kind, l.id, l.node, l.name = kindEndpoint, parts[1]+"/"+parts[3], parts[1], parts[3]
 	case len(parts) == 5 && parts[0] == "host" && parts[2] == "bgp" && parts[3] == "peer":
 		l.kind, l.id, l.node, l.name = kindNodePeer, parts[1]+"/"+parts[4], parts[1], parts[4]
+	case len(parts) == 2 && parts[0] == "policy":
+		l.kind, l.id, l.name = kindPolicy, parts[1], parts[1]
+	case len(parts) == 2 && parts[0] == "networkset":
+		l.kind, l.id, l.name = kindNetworkSet, parts[1], parts[1]
 	case len(parts) == 3 && parts[0] == "ipam" && parts[1] == "block":
 		l.kind, l.name = kindBlock, datastore.UnescapeCIDR(parts[2])
 		l.id = l.name
@@ -163,6 +170,10 @@ func carry(from, to *calc.Snapshot, key string) {
 		copyEntry(from.NodePeers, to.NodePeers, l.id)
 	case kindBlock:
 		copyEntry(from.Blocks, to.Blocks, l.id)
+	case kindPolicy:
+		copyEntry(from.Policies, to.Policies, l.id)
+	case kindNetworkSet:
+		copyEntry(from.NetworkSets, to.NetworkSets, l.id)
 	}
 }
 
@@ -192,6 +203,10 @@ func remove(s *calc.Snapshot, l loc) {
 		delete(s.NodePeers, l.id)
 	case kindBlock:
 		delete(s.Blocks, l.id)
+	case kindPolicy:
+		delete(s.Policies, l.id)
+	case kindNetworkSet:
+		delete(s.NetworkSets, l.id)
 	}
 }
 
@@ -230,8 +245,37 @@ func apply(s *calc.Snapshot, l loc, value []byte) error {
 		return store(s.NodePeers, l.id, value, func(p api.BGPPeer) error { return checkPeer(p, l, l.node) })
 	case kindBlock:
 		return store(s.Blocks, l.id, value, func(b api.Block) error { return checkBlock(s, b, l) })
+	case kindPolicy:
+		r, err := decodeResource(value, resource.KindGlobalNetworkPolicy, l.name)
+		if err == nil {
+			s.Policies[l.id] = *r.(*resource.GlobalNetworkPolicy)
+		}
+		return err
+	case kindNetworkSet:
+		r, err := decodeResource(value, resource.KindGlobalNetworkSet, l.name)
+		if err == nil {
+			s.NetworkSets[l.id] = *r.(*resource.GlobalNetworkSet)
+		}
+		return err
 	}
 	return nil
+}
+
+// decodeResource reads a v3 resource record (JSON) with the same strict
+// decoding and validation as `calicoctl apply`, and checks that it is the
+// kind and name its key says.
+func decodeResource(value []byte, kind, name string) (resource.Resource, error) {
+	if !strings.HasPrefix(strings.TrimSpace(string(value)), "{") {
+		return nil, errors.New("does not decode: not a JSON object")
+	}
+	rs, err := resource.Decode(value)
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 1 || rs[0].GetKind() != kind || rs[0].GetName() != name {
+		return nil, fmt.Errorf("holds %s %s, not %s %s", rs[0].GetKind(), clip(strconv.Quote(rs[0].GetName())), kind, clip(strconv.Quote(name)))
+	}
+	return rs[0], nil
 }
 
 // store decodes value, validates it with check and puts it in m[id].

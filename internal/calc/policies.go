@@ -121,11 +121,30 @@ func labelPolicy(s *Snapshot, local []api.Endpoint, p *Policy, problems *[]strin
 		return
 	}
 	tier := tierOrder(s, problems)
+	// Policies often share selectors: each distinct one is tested once
+	// per endpoint.
+	distinct := map[string]int{}
+	var sels []*selector.Selector
+	selOf := make([]int, len(tier))
+	for i, pol := range tier {
+		key := pol.sel.String()
+		j, ok := distinct[key]
+		if !ok {
+			j = len(sels)
+			distinct[key] = j
+			sels = append(sels, pol.sel)
+		}
+		selOf[i] = j
+	}
+	matched := make([]bool, len(sels))
 	used := map[string]bool{}
 	for i, ep := range local {
 		labels := selector.Labels(ep.EffectiveLabels())
-		for _, pol := range tier {
-			if !pol.sel.Matches(labels) {
+		for j, sel := range sels {
+			matched[j] = sel.Matches(labels)
+		}
+		for k, pol := range tier {
+			if !matched[selOf[k]] {
 				continue
 			}
 			if pol.in {
@@ -157,6 +176,13 @@ func labelPolicy(s *Snapshot, local []api.Endpoint, p *Policy, problems *[]strin
 		p.Policies[pol.name] = tp
 	}
 	p.SelectorMembers = selectorMembers(s, selectors)
+}
+
+// labelledEndpoint is an endpoint's effective labels and addresses,
+// computed once for every selector to test.
+type labelledEndpoint struct {
+	labels selector.Labels
+	addrs  []netip.Prefix
 }
 
 // policyRules parses one direction's rules. A rule that does not parse
@@ -253,14 +279,16 @@ func policyEntity(e resource.EntityRule, selectors map[string]*selector.Selector
 // endpoint (effective labels) and every network set (its labels).
 func selectorMembers(s *Snapshot, selectors map[string]*selector.Selector) map[string]SelectorMembers {
 	out := make(map[string]SelectorMembers, len(selectors))
-	eps := sortedKeys(s.Endpoints)
+	eps := make([]labelledEndpoint, 0, len(s.Endpoints))
+	for _, ep := range s.Endpoints {
+		eps = append(eps, labelledEndpoint{labels: ep.EffectiveLabels(), addrs: endpointPrefixes(ep)})
+	}
 	sets := sortedKeys(s.NetworkSets)
 	for key, sel := range selectors {
 		var all []netip.Prefix
-		for _, k := range eps {
-			ep := s.Endpoints[k]
-			if sel.Matches(ep.EffectiveLabels()) {
-				all = append(all, endpointPrefixes(ep)...)
+		for _, ep := range eps {
+			if sel.Matches(ep.labels) {
+				all = append(all, ep.addrs...)
 			}
 		}
 		for _, k := range sets {

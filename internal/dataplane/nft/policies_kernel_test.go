@@ -1,10 +1,13 @@
 package nft
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
@@ -106,4 +109,79 @@ func TestKernelLabelPolicy(t *testing.T) {
 			t.Errorf("policy objects left behind:\n%s", out)
 		}
 	})
+}
+
+// withLabelPolicies adds nPolicies policies to p over 50 selectors, as
+// calc would for endpoints labelled app=a<i%50>: policy j selects app
+// a<j%50> and admits TCP 8080 from app a<(j+1)%50>.
+func withLabelPolicies(p calc.Policy, nPolicies int) calc.Policy {
+	sel := func(a int) string { return fmt.Sprintf(`app == "a%d"`, a%50) }
+	p.Policies = map[string]calc.TierPolicy{}
+	p.SelectorMembers = map[string]calc.SelectorMembers{}
+	for j := range nPolicies {
+		p.Policies[fmt.Sprintf("pol-%03d", j)] = calc.TierPolicy{Ingress: []calc.PolicyRule{{
+			Action: "Allow", Protocol: 6, Src: calc.PolicyEntity{Selector: sel(j + 1)},
+			Dst: calc.PolicyEntity{Ports: []api.PortRange{{Min: 8080, Max: 8080}}}}}}
+	}
+	p.Endpoints = slices.Clone(p.Endpoints)
+	for i := range p.Endpoints {
+		p = relabel(p, i, i%50, nPolicies)
+	}
+	return p
+}
+
+// relabel gives endpoint i the label app=a<app>: the policies selecting
+// it, and its address in that selector's set (out of any other).
+func relabel(p calc.Policy, i, app, nPolicies int) calc.Policy {
+	ep := &p.Endpoints[i]
+	ep.IngressPolicies = nil
+	for j := app; j < nPolicies; j += 50 {
+		ep.IngressPolicies = append(ep.IngressPolicies, fmt.Sprintf("pol-%03d", j))
+	}
+	members := make(map[string]calc.SelectorMembers, len(p.SelectorMembers)+1)
+	addr := netip.PrefixFrom(ep.Addrs[0], 32)
+	for k, m := range p.SelectorMembers {
+		m.V4 = slices.DeleteFunc(slices.Clone(m.V4), func(x netip.Prefix) bool { return x == addr })
+		members[k] = m
+	}
+	key := fmt.Sprintf(`app == "a%d"`, app)
+	m := members[key]
+	m.V4 = append(m.V4, addr)
+	members[key] = m
+	p.SelectorMembers = members
+	return p
+}
+
+// TestKernelLabelPolicyScale: the issue's scale target in the kernel: 1000
+// endpoints, 200 policies, 50 selectors programmed from cold, then one
+// label change (times logged as FIGUREs, op counts asserted).
+func TestKernelLabelPolicyScale(t *testing.T) {
+	requireKernel(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	ns := runID(t) + "-s"
+	addNetns(t, ns)
+	h := newHostEnforcer(t, ns)
+	p := withLabelPolicies(genPolicy(1000, 100), 200)
+
+	start := time.Now()
+	st := h.apply(p)
+	t.Logf("FIGURE: cold start, 1000 endpoints / 100 profiles / 200 policies / 50 selectors: %v (%d nft operations)", time.Since(start), st.Ops)
+
+	// Endpoint 7 goes from app=a7 to app=a8: its address moves between
+	// two sets and its inbound chain jumps to other policies. No policy
+	// chain is touched.
+	var times []time.Duration
+	for i, app := range []int{8, 7, 8, 7, 8} {
+		p = relabel(p, 7, app, 200)
+		start = time.Now()
+		st = h.apply(p)
+		times = append(times, time.Since(start).Round(time.Millisecond))
+		if st.Full || st.ChainsWritten != 1 || st.ElementsAdded != 1 || st.ElementsDeleted != 1 {
+			t.Errorf("label change %d: %+v, want its chain and one element moved", i, st)
+		}
+	}
+	slices.Sort(times)
+	t.Logf("FIGURE: one label change at that scale: %d nft operations, median %v, all %v", st.Ops, times[len(times)/2], times)
 }

@@ -95,6 +95,21 @@ func TestKernelLabelPolicy(t *testing.T) {
 		expect(t, "w3 -> w2 tcp 8080 (now selected)", true, l.tcp(w3.ns, w2.ip4, 8080))
 		expect(t, "w3 -> w2 tcp6 8080 (its IPv6 address did not join)", false, l.tcp(w3.ns, w2.ip6, 8080))
 	})
+	t.Run("endpoint with policies goes and comes back", func(t *testing.T) {
+		// Its endpoint chains, profile stage and pass entry go in one
+		// transaction, with the chains of the policies only it used
+		// ("early", "w2-in"), each after what refers to it: the kernel
+		// refuses any other order.
+		q := p
+		q.Endpoints = slices.DeleteFunc(slices.Clone(p.Endpoints), func(e calc.EndpointPolicy) bool { return e.Interface == w2.iface })
+		if st := h.apply(q); st.Full || st.ChainsDeleted != 5 {
+			t.Errorf("w2 removed: %+v, want its ep-in, ep-out, eprof-in and two policy chains deleted incrementally", st)
+		}
+		if st := h.apply(p); st.Full {
+			t.Errorf("w2 back: %+v", st)
+		}
+		expect(t, "w1 -> w2 tcp 8080 (back, selected again)", true, l.tcp(w1.ns, w2.ip4, 8080))
+	})
 	t.Run("policies removed: profiles again", func(t *testing.T) {
 		p.Policies, p.SelectorMembers = nil, nil
 		for i := range p.Endpoints {

@@ -52,6 +52,7 @@ func TestKernelLabelPolicy(t *testing.T) {
 			"w2-in": {Ingress: []calc.PolicyRule{
 				{Action: "Allow", Protocol: 6, Src: calc.PolicyEntity{Selector: front}, Dst: calc.PolicyEntity{Ports: []api.PortRange{{Min: 8080, Max: 8080}}}},
 				{Action: "Pass", Protocol: 1},
+				{Action: "Allow", Protocol: 17, Src: calc.PolicyEntity{Selector: front}},
 			}},
 			"w1-out": {Egress: []calc.PolicyRule{
 				{Action: "Deny", Protocol: 6, Dst: calc.PolicyEntity{Ports: []api.PortRange{{Min: 8081, Max: 8081}}}},
@@ -73,6 +74,32 @@ func TestKernelLabelPolicy(t *testing.T) {
 		expect(t, "w1 -> w3 tcp 8081 (w1's egress Deny)", false, l.tcp(w1.ns, w3.ip4, 8081))
 		expect(t, "w2 -> w1 tcp 8081 (no policy either way: profiles)", true, l.tcp(w2.ns, w1.ip4, 8081))
 		expect(t, "w3 -> w1 tcp 8080 (no ingress policy on w1: prof.a refuses w3)", false, l.tcp(w3.ns, w1.ip4, 8080))
+	})
+	t.Run("attack: a workload sending from a selected workload's address", func(t *testing.T) {
+		// w3 takes w1's address (front) and sends w2 a datagram that
+		// front-only rules would allow: the anti-spoofing check drops it
+		// before any policy runs, while w1's own datagram gets through.
+		got := udpEcho(t, w2.ns, ":9999")
+		sh(t, "ip", "-n", w3.ns, "addr", "add", w1.ip4.String()+"/32", "dev", "eth0")
+		dst := netip.AddrPortFrom(w2.ip4, 9999)
+		if err := udpSend(w3.ns, netip.AddrPortFrom(w1.ip4, 0), dst, "forged", 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := udpSend(w1.ns, netip.AddrPortFrom(w1.ip4, 0), dst, "honest", reachTimeout); err != nil {
+			t.Errorf("w1 -> w2 udp 9999 (front): %v", err)
+		}
+		time.Sleep(blockedTimeout)
+		for done := false; !done; {
+			select {
+			case payload := <-got:
+				if payload == "forged" {
+					t.Error("w3's datagram from w1's address reached w2")
+				}
+			default:
+				done = true
+			}
+		}
+		sh(t, "ip", "-n", w3.ns, "addr", "del", w1.ip4.String()+"/32", "dev", "eth0")
 	})
 	t.Run("log counts and goes on", func(t *testing.T) {
 		out := h.nft("list", "chain", "inet", TableName, policyInChain("early"))

@@ -29,8 +29,8 @@ type Stats struct {
 	// ElementsAdded and ElementsDeleted count set and map elements.
 	ElementsAdded   int
 	ElementsDeleted int
-	// SetsAdded and SetsDeleted count tag sets appearing or going away in
-	// an incremental update.
+	// SetsAdded and SetsDeleted count tag and selector sets appearing or
+	// going away in an incremental update.
 	SetsAdded   int
 	SetsDeleted int
 

@@ -18,9 +18,11 @@ import (
 // Two rulesets are diffed to plan an incremental transaction.
 type ruleset struct {
 	// Chains are the regular chains, by name: one inbound and one outbound
-	// chain per profile and per endpoint.
+	// chain per profile and per endpoint, one per label policy and
+	// direction in use, and the profile stages of endpoints with policies.
 	Chains map[string]chainSpec
-	// Sets are the tag membership sets and the NAT pool sets, by name.
+	// Sets are the tag and selector membership sets, the NAT pool sets and
+	// the guards' sets, by name.
 	Sets map[string]setSpec
 	// FromWl and ToWl are the dispatch maps: interface name -> endpoint chain.
 	FromWl map[string]string

@@ -82,6 +82,10 @@ func locate(key string) (loc, bool) {
 		l.kind, l.id, l.node, l.name = kindEndpoint, parts[1]+"/"+parts[3], parts[1], parts[3]
 	case len(parts) == 5 && parts[0] == "host" && parts[2] == "bgp" && parts[3] == "peer":
 		l.kind, l.id, l.node, l.name = kindNodePeer, parts[1]+"/"+parts[4], parts[1], parts[4]
+	case len(parts) == 2 && parts[0] == "policy":
+		l.kind, l.id, l.name = kindPolicy, parts[1], parts[1]
+	case len(parts) == 2 && parts[0] == "networkset":
+		l.kind, l.id, l.name = kindNetworkSet, parts[1], parts[1]
 	case len(parts) == 3 && parts[0] == "ipam" && parts[1] == "block":
 		l.kind, l.name = kindBlock, datastore.UnescapeCIDR(parts[2])
 		l.id = l.name

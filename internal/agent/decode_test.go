@@ -326,3 +326,40 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodePolicyRecords: v3 policies and network sets are read as
+// `calicoctl apply` reads them; a record that does not validate, or whose
+// kind or name disagrees with its key, is refused and the last good one
+// stays.
+func TestDecodePolicyRecords(t *testing.T) {
+	s := calc.NewSnapshot()
+	pol := `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"db"},"spec":{"selector":"app == 'db'","ingress":[{"action":"Allow"}]}}`
+	set := `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkSet","metadata":{"name":"out","labels":{"zone":"x"}},"spec":{"nets":["198.51.100.0/24"]}}`
+	for key, v := range map[string]string{"/calico/v1/policy/db": pol, "/calico/v1/networkset/out": set} {
+		if relevant, err := decodeInto(s, key, []byte(v)); !relevant || err != nil {
+			t.Fatalf("%s: relevant=%v err=%v", key, relevant, err)
+		}
+	}
+	if s.Policies["db"].Spec.Selector != "app == 'db'" || s.NetworkSets["out"].Metadata.Labels["zone"] != "x" {
+		t.Fatalf("snapshot: %+v %+v", s.Policies, s.NetworkSets)
+	}
+	for _, bad := range []struct{ key, value, want string }{
+		{"/calico/v1/policy/db", strings.Replace(pol, `app == 'db'`, `app ==`, 1), "spec.selector"},
+		{"/calico/v1/policy/db", strings.Replace(pol, `"Allow"`, `"Accept"`, 1), "action"},
+		{"/calico/v1/policy/db", strings.Replace(pol, `"name":"db"`, `"name":"other"`, 1), "is stored under"},
+		{"/calico/v1/policy/db", set, "is stored under"},
+		{"/calico/v1/networkset/out", strings.Replace(set, `198.51.100.0/24`, `nope`, 1), "spec.nets"},
+		{"/calico/v1/policy/db", `null`, "not a JSON object"},
+	} {
+		_, err := decodeInto(s, bad.key, []byte(bad.value))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s %s: err %v, want one naming %q", bad.key, bad.value, err, bad.want)
+		}
+	}
+	if len(s.Policies) != 1 || s.Policies["db"].Spec.Ingress[0].Action != "Allow" || len(s.NetworkSets["out"].Spec.Nets) != 1 {
+		t.Errorf("a refused record changed the snapshot: %+v %+v", s.Policies, s.NetworkSets)
+	}
+	if _, err := decodeInto(s, "/calico/v1/policy/db", nil); err != nil || len(s.Policies) != 0 {
+		t.Errorf("delete: %v %v", err, s.Policies)
+	}
+}

@@ -136,6 +136,7 @@ func Compute(in Input) Result {
 	r.Dataplane.WireGuard = wg.state(s)
 
 	r.Dataplane.Policy = policy(s, local, pools)
+	labelPolicy(s, local, &r.Dataplane.Policy, &r.Problems)
 	r.Dataplane.Policy.ControlPlane = controlPlane(s, in)
 	r.Dataplane.Policy.Published = allowedPublished(r.Dataplane.Policy.Published, in.PublishPorts, &r)
 	r.Dataplane.Policy.VXLAN = vxlanGuard(s, in.Node, r.Dataplane.VXLAN.Enabled)

@@ -29,6 +29,12 @@ type Policy struct {
 	// Published are local workloads' ports published on this host's
 	// addresses, in endpoint order (the first of a clash wins).
 	Published []Published
+	// Policies are the label policies (policies.go) that apply to some
+	// local endpoint, by name; nil without any.
+	Policies map[string]TierPolicy
+	// SelectorMembers maps every selector named by a rule of those
+	// policies (canonical form) to the addresses it matches, cluster-wide.
+	SelectorMembers map[string]SelectorMembers
 }
 
 // Published is one port DNATed from the host to a local workload.
@@ -79,6 +85,11 @@ type EndpointPolicy struct {
 	Interface string       // host side veth, cali...
 	Addrs     []netip.Addr // the workload's own addresses (anti-spoofing)
 	Profiles  []string     // applied in order; a workload with none reaches nothing
+	// IngressPolicies and EgressPolicies are the label policies (keys of
+	// Policy.Policies) that apply in each direction, in tier order. Empty:
+	// the profiles alone decide that direction.
+	IngressPolicies []string
+	EgressPolicies  []string
 }
 
 // AddrSet holds addresses of both families.

@@ -41,6 +41,32 @@
 // match is a lookup in the tag's membership set (tag4-TAG for IPv4, tag6-TAG
 // for IPv6), so membership changes are set element edits, never rule edits.
 //
+// Label policies (calc.TierPolicy, Calico v3 GlobalNetworkPolicy, one
+// tier) come before the profiles. Per policy and direction used by some
+// local endpoint: pol-in-NAME / pol-out-NAME, its rules in order: Allow =
+// accept, Deny = drop, Log = counter + log and on to the next rule, Pass =
+// "oifname vmap @pass-in" (ingress) or "iifname vmap @pass-out" (egress).
+// An endpoint that policies apply to in a direction gets a two-stage chain:
+//
+//	ep-in-IFACE:    jump pol-in-A; jump pol-in-B; drop      (end of tier)
+//	eprof-in-IFACE: jump prof-in-P1; ...; drop               (the profiles)
+//	pass-in:        "IFACE" : goto eprof-in-IFACE
+//
+// A policy that decides nothing returns to ep-in for the next one; Allow and
+// Deny end the packet's walk; Pass leaves the policy chain for the
+// endpoint's profile stage through the map (policy chains are shared, so
+// the interface finds the stage: the receiving workload's oifname, the
+// sending workload's iifname). Without a policy in a direction, ep-in holds
+// the profile jumps as before and no stage exists.
+//
+// Rule selectors are sets: sel4-SEL and sel6-SEL (interval sets, named by
+// the canonical selector, shared by every rule that names it) hold the
+// addresses of every workload in the cluster whose labels match and the
+// nets of every matching GlobalNetworkSet. A rule with a selector or
+// nets is one nft rule per family it can match. Policy chains never name
+// an endpoint: a workload appearing, leaving or changing labels anywhere
+// is set element edits; a local one also writes its own chains.
+//
 // Workloads to the host (input hook, iifname "cali*"): replies to the host's
 // own connections (established,related) and IPv6 neighbour and router
 // solicitations and neighbour adverts pass; with the default HostAccessDrop
@@ -79,7 +105,7 @@
 // masq4/masq6) to anything outside every pool (pools4/pools6) is masqueraded,
 // IPv4 and IPv6 alike.
 //
-// Names of profiles, tags and interfaces become nft names as prefix +
+// Names of profiles, policies, selectors, tags and interfaces become nft names as prefix +
 // sanitized, truncated name + a hash of the exact name (see objName).
 //
 // # Applying
@@ -87,6 +113,8 @@
 // render (pure) turns a Policy into a ruleset; planFull and planIncremental
 // (pure) turn rulesets into a knftables transaction; Enforcer runs it. The
 // first Apply replaces the table in one atomic transaction; later ones send
-// only the difference. Input that cannot be enforced as written (a bad rule,
+// only the difference. Chains are deleted after whatever refers to them:
+// endpoint chains, then policy chains, then profile stages, then profiles.
+// Input that cannot be enforced as written (a bad rule,
 // a missing profile) is enforced fail-closed and reported in Stats.Problems.
 package nft

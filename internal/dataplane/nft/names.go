@@ -30,6 +30,11 @@ const (
 
 	mapFromWl = "from-wl" // iifname -> jump ep-out-*
 	mapToWl   = "to-wl"   // oifname -> jump ep-in-*
+	// A label policy's Pass: the endpoint's interface -> goto its profile
+	// stage (eprof-in-* for the receiving workload, eprof-out-* for the
+	// sending one).
+	mapPassIn  = "pass-in"
+	mapPassOut = "pass-out"
 
 	setWlSrc4 = "wl-src4" // workload interface . its IPv4 address: what it may send from
 	setWlSrc6 = "wl-src6" // same, IPv6
@@ -55,6 +60,17 @@ const (
 	prefixTag4    = "tag4-"
 	prefixTag6    = "tag6-"
 	endpointChain = "ep-"
+	// Label policies: one chain per policy and direction, the profile
+	// stage of an endpoint that label policies apply to (Pass goes there),
+	// and per rule selector one set per family.
+	prefixPolIn      = "pol-in-"
+	prefixPolOut     = "pol-out-"
+	policyChain      = "pol-"
+	prefixEpProfIn   = "eprof-in-"
+	prefixEpProfOut  = "eprof-out-"
+	endpointProfiles = "eprof-"
+	prefixSel4       = "sel4-"
+	prefixSel6       = "sel6-"
 )
 
 // maxReadable bounds the human-readable part of a generated name. With the
@@ -109,6 +125,12 @@ func profileInChain(profile string) string  { return objName(prefixProfIn, profi
 func endpointOutChain(iface string) string  { return objName(prefixEpOut, iface) }
 func endpointInChain(iface string) string   { return objName(prefixEpIn, iface) }
 func tagSet4(tag string) string             { return objName(prefixTag4, tag) }
+func policyInChain(policy string) string    { return objName(prefixPolIn, policy) }
+func policyOutChain(policy string) string   { return objName(prefixPolOut, policy) }
+func endpointProfIn(iface string) string    { return objName(prefixEpProfIn, iface) }
+func endpointProfOut(iface string) string   { return objName(prefixEpProfOut, iface) }
+func selectorSet4(sel string) string        { return objName(prefixSel4, sel) }
+func selectorSet6(sel string) string        { return objName(prefixSel6, sel) }
 func tagSet6(tag string) string             { return objName(prefixTag6, tag) }
 
 // validIfaceName checks what the kernel accepts as an interface name (at most

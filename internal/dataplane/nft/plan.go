@@ -29,8 +29,8 @@ type Stats struct {
 	// ElementsAdded and ElementsDeleted count set and map elements.
 	ElementsAdded   int
 	ElementsDeleted int
-	// SetsAdded and SetsDeleted count tag sets appearing or going away in
-	// an incremental update.
+	// SetsAdded and SetsDeleted count tag and selector sets appearing or
+	// going away in an incremental update.
 	SetsAdded   int
 	SetsDeleted int
 
@@ -67,6 +67,10 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 		Comment: knftables.PtrTo("workload interface -> its outbound policy chain")})
 	tx.Add(&knftables.Map{Name: mapToWl, Type: "ifname : verdict",
 		Comment: knftables.PtrTo("workload interface -> its inbound policy chain")})
+	tx.Add(&knftables.Map{Name: mapPassIn, Type: "ifname : verdict",
+		Comment: knftables.PtrTo("receiving workload -> its profile stage (label policy Pass)")})
+	tx.Add(&knftables.Map{Name: mapPassOut, Type: "ifname : verdict",
+		Comment: knftables.PtrTo("sending workload -> its profile stage (label policy Pass)")})
 
 	tx.Add(&knftables.Chain{Name: chainSource, Type: &filter, Hook: &pre, Priority: &prioRaw,
 		Comment: knftables.PtrTo("anti-spoofing: a workload sends only from its own addresses")})
@@ -224,7 +228,13 @@ func (c counter) fillChain(name string, cs chainSpec) {
 }
 
 func (c counter) addDispatch(m, iface, chain string) {
-	c.tx.Add(&knftables.Element{Map: m, Key: []string{quoteIface(iface)}, Value: []string{"jump " + chain}})
+	verb := "jump "
+	if m == mapPassIn || m == mapPassOut {
+		// Pass leaves the policy chain for good: the profile stage ends
+		// in a verdict of its own.
+		verb = "goto "
+	}
+	c.tx.Add(&knftables.Element{Map: m, Key: []string{quoteIface(iface)}, Value: []string{verb + chain}})
 	c.st.ElementsAdded++
 }
 
@@ -264,11 +274,10 @@ func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
 	for _, name := range chains {
 		c.fillChain(name, rs.Chains[name])
 	}
-	for _, iface := range sortedKeys(rs.FromWl) {
-		c.addDispatch(mapFromWl, iface, rs.FromWl[iface])
-	}
-	for _, iface := range sortedKeys(rs.ToWl) {
-		c.addDispatch(mapToWl, iface, rs.ToWl[iface])
+	for _, m := range rs.dispatchMaps() {
+		for _, iface := range sortedKeys(m.entries) {
+			c.addDispatch(m.name, iface, m.entries[iface])
+		}
 	}
 	st.Ops = tx.NumOperations()
 	return st
@@ -307,10 +316,8 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 
 	// Dispatch entries of endpoints that went away (or changed chain) go
 	// before their chains are deleted.
-	for _, m := range []struct {
-		name       string
-		prev, next map[string]string
-	}{{mapFromWl, prev.FromWl, next.FromWl}, {mapToWl, prev.ToWl, next.ToWl}} {
+	maps := dispatchPairs(prev, next)
+	for _, m := range maps {
 		for _, iface := range sortedKeys(m.prev) {
 			if nc, ok := m.next[iface]; !ok || nc != m.prev[iface] {
 				c.delDispatch(m.name, iface)
@@ -330,10 +337,7 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 		c.fillChain(name, cs)
 	}
 
-	for _, m := range []struct {
-		name       string
-		prev, next map[string]string
-	}{{mapFromWl, prev.FromWl, next.FromWl}, {mapToWl, prev.ToWl, next.ToWl}} {
+	for _, m := range maps {
 		for _, iface := range sortedKeys(m.next) {
 			if pc, ok := m.prev[iface]; !ok || pc != m.next[iface] {
 				c.addDispatch(m.name, iface, m.next[iface])
@@ -341,17 +345,17 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 		}
 	}
 
-	// Deleting a chain drops its rules and so their references; endpoint
-	// chains go first so the profile chains they jump to are free to go.
+	// Deleting a chain drops its rules and so their references. Chains go
+	// in reference order: endpoint chains jump to policy chains, policy
+	// chains reach the endpoints' profile stages (through pass maps, whose
+	// entries are gone by now), and those jump to profile chains.
 	var gone []string
 	for _, name := range sortedKeys(prev.Chains) {
 		if _, ok := next.Chains[name]; !ok {
 			gone = append(gone, name)
 		}
 	}
-	slices.SortStableFunc(gone, func(a, b string) int {
-		return boolRank(!strings.HasPrefix(a, endpointChain)) - boolRank(!strings.HasPrefix(b, endpointChain))
-	})
+	slices.SortStableFunc(gone, func(a, b string) int { return deleteRank(a) - deleteRank(b) })
 	for _, name := range gone {
 		tx.Delete(&knftables.Chain{Name: name})
 		st.ChainsDeleted++
@@ -366,11 +370,42 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 	return st
 }
 
-func boolRank(b bool) int {
-	if b {
+// deleteRank orders chain deletions: referrers before what they refer to.
+func deleteRank(chain string) int {
+	switch {
+	case strings.HasPrefix(chain, endpointChain):
+		return 0
+	case strings.HasPrefix(chain, policyChain):
 		return 1
+	case strings.HasPrefix(chain, endpointProfiles):
+		return 2
 	}
-	return 0
+	return 3
+}
+
+// dispatchMap is one interface -> chain map of the ruleset.
+type dispatchMap struct {
+	name    string
+	entries map[string]string
+}
+
+func (rs *ruleset) dispatchMaps() []dispatchMap {
+	return []dispatchMap{{mapFromWl, rs.FromWl}, {mapToWl, rs.ToWl}, {mapPassIn, rs.PassIn}, {mapPassOut, rs.PassOut}}
+}
+
+// dispatchPair is one map in the previous and the wanted ruleset.
+type dispatchPair struct {
+	name       string
+	prev, next map[string]string
+}
+
+func dispatchPairs(prev, next *ruleset) []dispatchPair {
+	p, n := prev.dispatchMaps(), next.dispatchMaps()
+	out := make([]dispatchPair, len(p))
+	for i := range p {
+		out[i] = dispatchPair{p[i].name, p[i].entries, n[i].entries}
+	}
+	return out
 }
 
 // diffSorted returns the elements only in next (to add) and only in prev (to

@@ -18,13 +18,20 @@ import (
 // Two rulesets are diffed to plan an incremental transaction.
 type ruleset struct {
 	// Chains are the regular chains, by name: one inbound and one outbound
-	// chain per profile and per endpoint.
+	// chain per profile and per endpoint, one per label policy and
+	// direction in use, and the profile stages of endpoints with policies.
 	Chains map[string]chainSpec
-	// Sets are the tag membership sets and the NAT pool sets, by name.
+	// Sets are the tag and selector membership sets, the NAT pool sets and
+	// the guards' sets, by name.
 	Sets map[string]setSpec
 	// FromWl and ToWl are the dispatch maps: interface name -> endpoint chain.
 	FromWl map[string]string
 	ToWl   map[string]string
+	// PassIn and PassOut map the interface of an endpoint that label
+	// policies apply to (in that direction) to its profile stage, where a
+	// policy's Pass goes.
+	PassIn  map[string]string
+	PassOut map[string]string
 	// Problems are inconsistencies in the input. Each was enforced fail-closed
 	// (the affected traffic is dropped), so they need a fix in the datastore,
 	// not a retry.
@@ -58,6 +65,8 @@ func render(p calc.Policy) *ruleset {
 		Sets:     make(map[string]setSpec),
 		FromWl:   make(map[string]string, len(p.Endpoints)),
 		ToWl:     make(map[string]string, len(p.Endpoints)),
+		PassIn:   map[string]string{},
+		PassOut:  map[string]string{},
 		profiles: len(p.Profiles),
 	}
 
@@ -111,6 +120,7 @@ func render(p calc.Policy) *ruleset {
 	rs.Sets[setPools4] = setSpec{Type: "ipv4_addr", Interval: true, Elems: a4}
 	rs.Sets[setPools6] = setSpec{Type: "ipv6_addr", Interval: true, Elems: a6}
 
+	rs.renderLabelPolicies(p)
 	rs.renderControlPlane(p.ControlPlane)
 	rs.renderVXLAN(p.VXLAN)
 	rs.renderPublished(p.Published, p.ControlPlane.Ports)
@@ -289,6 +299,21 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 	// Nothing decided (or no profile at all): drop.
 	outRules = append(outRules, "drop")
 	inRules = append(inRules, "drop")
+
+	// Where label policies apply, the endpoint chain runs them and the
+	// profiles move to a second stage that only a Pass reaches.
+	if len(ep.EgressPolicies) > 0 {
+		stage := endpointProfOut(ep.Interface)
+		rs.Chains[stage] = chainSpec{Rules: outRules}
+		rs.PassOut[ep.Interface] = stage
+		outRules = endpointPolicyRules(ep.EgressPolicies, false)
+	}
+	if len(ep.IngressPolicies) > 0 {
+		stage := endpointProfIn(ep.Interface)
+		rs.Chains[stage] = chainSpec{Rules: inRules}
+		rs.PassIn[ep.Interface] = stage
+		inRules = endpointPolicyRules(ep.IngressPolicies, true)
+	}
 
 	rs.Chains[out] = chainSpec{Rules: outRules}
 	rs.Chains[in] = chainSpec{Rules: inRules}

@@ -186,6 +186,28 @@ type NodeStatus struct {
 	Swept []string `json:"swept,omitempty"`
 	// WireGuard is this node's encryption device, when encryption is on.
 	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
+	// Flows are the kinds of packets the node's policy dropped lately,
+	// newest first (a few per workload; `calicoctl flows`).
+	Flows []DeniedFlow `json:"flows,omitempty"`
+}
+
+// DeniedFlow is one kind of packet a node's policy dropped: same workload,
+// direction, addresses, protocol, port and deciding rule.
+type DeniedFlow struct {
+	Workload    string `json:"workload"`
+	Direction   string `json:"direction"` // inbound (to the workload) or outbound (from it)
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Protocol    string `json:"protocol"`       // tcp, udp, icmp, icmpv6, or the protocol number
+	Port        int    `json:"port,omitempty"` // destination port (tcp, udp) or ICMP type
+	// Profile is the profile whose rule Rule (1-based) denied the packets;
+	// with Rule 0, no rule of the workload's profiles (Profile, comma-separated)
+	// allowed them.
+	Profile  string `json:"profile"`
+	Rule     int    `json:"rule"`
+	DeniedBy string `json:"deniedBy"` // the same in words, with the rule's text
+	Packets  uint64 `json:"packets"`
+	LastSeen string `json:"lastSeen"` // RFC 3339
 }
 
 // WireGuardStatus is a node's WireGuard device as it sees it.

@@ -207,8 +207,8 @@ func TestMetrics(t *testing.T) {
 // flow is one line of `calicoctl flows -o json`.
 type flow struct {
 	Node, Workload, Direction, Source, Destination, Protocol, Profile, DeniedBy string
-	Port, Rule                                                                 int
-	Packets                                                                    uint64
+	Port, Rule                                                                  int
+	Packets                                                                     uint64
 }
 
 // TestFlows: a denied ping shows up in `calicoctl flows` with the profile

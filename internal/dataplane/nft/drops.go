@@ -38,7 +38,13 @@ const dropPrefix = "calico-drop:"
 // dropStatement is what a drop rule of chain ends with; rule is the
 // profile rule's number (0: the endpoint chain's final drop).
 func dropStatement(chain string, rule int) string {
-	return fmt.Sprintf(`counter log prefix "%s%s:%d" group %d snaplen %d drop`, dropPrefix, chain, rule, DropLogGroup, DropSnapLen)
+	return fmt.Sprintf(`counter log prefix "%s" group %d snaplen %d drop`, DropPrefix(chain, rule), DropLogGroup, DropSnapLen)
+}
+
+// DropPrefix is the log prefix of rule (0: the final drop) of chain, a key
+// of DropNames.
+func DropPrefix(chain string, rule int) string {
+	return dropPrefix + chain + ":" + strconv.Itoa(rule)
 }
 
 // DropSource is what decided a drop.
@@ -142,6 +148,12 @@ func (c *DropCounter) Poll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.record(now)
+	return nil
+}
+
+// record adds what each rule's counter grew by since the last read.
+func (c *DropCounter) record(now map[ruleID]Count) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, cur := range now {
@@ -155,7 +167,6 @@ func (c *DropCounter) Poll(ctx context.Context) error {
 		c.total[id.prefix] = t
 	}
 	c.last = now // rules gone from the table are forgotten
-	return nil
 }
 
 // Totals are the running totals by log prefix (see DropNames.Source).

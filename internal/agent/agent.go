@@ -260,7 +260,8 @@ func Run(ctx context.Context, cfg Config) error {
 // register writes this node's record: its address with the subnet prefix,
 // which CrossSubnet decisions on other hosts need.
 func (a *Agent) register(ctx context.Context) error {
-	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey(), RouteReflector: a.cfg.RouteReflector}
+	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey(), RouteReflector: a.cfg.RouteReflector,
+		MetricsPort: a.cfg.PrometheusListen.Port()}
 	if a.cfg.ClusterID.IsValid() {
 		n.ClusterID = a.cfg.ClusterID.String()
 	}
@@ -397,7 +398,7 @@ func (a *Agent) pass(ctx context.Context) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport,
-			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts, WireGuard: a.wg.Support(),
+			ControlHosts: a.controlHosts, ControlTCPPorts: withMetricsPorts(a.controlPorts, a.snap), WireGuard: a.wg.Support(),
 			PublishPorts: a.cfg.PublishPorts}
 		if a.speaker != nil {
 			in.Learned = toCalcPaths(a.speaker.Learned())

@@ -90,6 +90,10 @@ type Node struct {
 	// address); "" means its own IPv4 address. Reflectors that serve the
 	// same clients share one.
 	ClusterID string `json:"clusterID,omitempty"`
+	// MetricsPort is the TCP port the node's agent serves Prometheus
+	// metrics on (0: none). Every agent keeps every node's metrics port
+	// away from its workloads, as the rest of the control plane.
+	MetricsPort uint16 `json:"metricsPort,omitempty"`
 }
 
 // Endpoint is a workload's interface on a host.

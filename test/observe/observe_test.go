@@ -95,9 +95,10 @@ next:
 // scrapes its own agent and another host's, and the numbers are the lab's:
 // endpoints and profiles programmed, BGP sessions and prefixes, sync state,
 // pass latencies, and a drop counter that grows with denied pings. No
-// workload reaches the metrics port, on its own host or another, though its
+// workload reaches a metrics port, on its own host or another, though its
 // profile allows all outbound traffic and a listener on the next port of
-// the same host answers it.
+// the same host answers it; also not after one host moves its metrics to
+// another port.
 func TestMetrics(t *testing.T) {
 	w := e2etest.World(t, labPrefix, walkthrough.Options{NodeArgs: []string{fmt.Sprintf("--prometheus-listen=:%d", metricsPort)}}, true)
 	ctx := e2etest.Ctx(t, 5*time.Minute)
@@ -200,8 +201,42 @@ func TestMetrics(t *testing.T) {
 	if _, err := scrape(ctx, h1.Netns, m1); err != nil {
 		t.Errorf("honest: host1 scraping itself after the attacks: %v", err)
 	}
+
+	// Host 2's operator moves its metrics to another port. Every agent
+	// learns it from host 2's node record, and host 1's port stays guarded
+	// at host 2 though host 2 itself no longer serves it.
+	const otherPort = metricsPort + 4
+	m2 = e2etest.AP(h2.Addr(), otherPort)
+	if _, err := w.Ctl(ctx, h2, "node", "stop", "--name="+h2.Label); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Ctl(ctx, h2, "node", "--ip="+h2.Addr().String(), "--name="+h2.Label, fmt.Sprintf("--prometheus-listen=:%d", otherPort)); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 20*time.Second, "host1 scrapes host2's metrics on the new port", func() (bool, string) {
+		_, err := scrape(ctx, h1.Netns, m2)
+		return err == nil, fmt.Sprint(err)
+	})
+	moved := []struct {
+		from *walkthrough.Workload
+		dst  netip.AddrPort
+		what string
+	}{
+		{w1, m2, "worker-1 (host1) -> host2's new metrics port"},
+		{w3, m2, "worker-3 -> its own host's new metrics port"},
+		{w3, m1, "worker-3 (host2) -> host1's metrics, host2 serving another port"},
+	}
+	for _, a := range moved {
+		if err := e2etest.BecomesBlocked(ctx, a.from.Netns, a.dst); err != nil {
+			t.Errorf("attack %s: %v", a.what, err)
+			reached = append(reached, a.what)
+		}
+	}
+	if err := e2etest.Opens(ctx, w3.Netns, netip.Addr{}, e2etest.AP(h1.Addr(), metricsPort+1)); err != nil {
+		t.Errorf("honest: worker-3 (host2) -> host1 port %d after the move: %v", metricsPort+1, err)
+	}
 	t.Logf("FIGURE: metrics port from workloads: %d of %d attempts connected (%s); host1 and host2 scrape it, worker-3 reaches host1:%d",
-		len(reached), len(attacks), strings.Join(reached, "; "), metricsPort+1)
+		len(reached), len(attacks)+len(moved), strings.Join(reached, "; "), metricsPort+1)
 }
 
 // flow is one line of `calicoctl flows -o json`.

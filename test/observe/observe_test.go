@@ -169,8 +169,8 @@ func TestMetrics(t *testing.T) {
 	if after-before < pings {
 		t.Errorf("calico_dropped_packets_total%v went from %v to %v after %d denied pings", dropped, before, after, pings)
 	}
-	t.Logf("FIGURE: metrics: host1 calico_endpoints 2, calico_profiles 2, 1 established BGP session; %d denied pings moved calico_dropped_packets_total%v from %v to %v",
-		pings, dropped, before, after)
+	t.Logf(`FIGURE: metrics: host1 calico_endpoints 2, calico_profiles 2, 1 established BGP session; %d denied pings moved calico_dropped_packets_total{profile="PROF_1",direction="inbound",rule="none"} from %v to %v`,
+		pings, before, after)
 
 	// Workloads and the metrics port.
 	e2etest.ListenTCP(t, h1.Netns, e2etest.AP(h1.Addr(), metricsPort+1).String())

@@ -108,14 +108,19 @@ func (m *metrics) serve(ctx context.Context, addr netip.AddrPort) (func(), error
 // dropCollector turns the drop rules' nft counters into
 // calico_dropped_packets_total and calico_dropped_bytes_total, by profile,
 // direction and rule ("none": no rule of the endpoint's profiles, listed
-// comma-separated, allowed the packet).
+// comma-separated, allowed the packet). What the kernel's counters grew
+// by is named when read, with the policy that dropped the packets, and
+// added to running sums, so a series never goes down when chains go.
 type dropCollector struct {
 	counter *nft.DropCounter
 	mu      sync.Mutex
 	names   nft.DropNames
 	// profilesOf is each endpoint interface's profiles.
 	profilesOf map[string][]string
+	sums       map[dropKey]nft.Count
 }
+
+type dropKey struct{ profile, dir, rule string }
 
 var (
 	dropPacketsDesc = prometheus.NewDesc("calico_dropped_packets_total",
@@ -126,18 +131,42 @@ var (
 		[]string{"profile", "direction", "rule"}, nil)
 )
 
+// setNames names the counters of the policy just applied.
 func (d *dropCollector) setNames(n nft.DropNames, profilesOf map[string][]string) {
 	d.mu.Lock()
 	d.names, d.profilesOf = n, profilesOf
 	d.mu.Unlock()
 }
 
-// poll reads the kernel's counters; the agent calls it before every
-// policy update too, which may rewrite them.
+// poll reads the kernel's counters into the sums; the agent calls it before
+// every policy update too, which may rewrite them.
 func (d *dropCollector) poll() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return d.counter.Poll(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	grown, err := d.counter.Poll(ctx)
+	if err != nil {
+		return err
+	}
+	if d.sums == nil {
+		d.sums = map[dropKey]nft.Count{}
+	}
+	for prefix, c := range grown {
+		s, ok := d.names.Source(prefix)
+		if !ok {
+			continue // not ours, or dropped before the agent named its chains
+		}
+		k := dropKey{s.Profile, s.Direction, strconv.Itoa(s.Rule)}
+		if s.Rule == 0 {
+			k.profile, k.rule = strings.Join(d.profilesOf[s.Endpoint], ","), "none"
+		}
+		t := d.sums[k]
+		t.Packets += c.Packets
+		t.Bytes += c.Bytes
+		d.sums[k] = t
+	}
+	return nil
 }
 
 func (d *dropCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -150,25 +179,9 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(dropPacketsDesc, err)
 		return
 	}
-	type key struct{ profile, dir, rule string }
-	sum := map[key]nft.Count{}
 	d.mu.Lock()
-	for prefix, c := range d.counter.Totals() {
-		s, ok := d.names.Source(prefix)
-		if !ok {
-			continue // a chain of an earlier policy; its count stays in the totals it reached
-		}
-		k := key{s.Profile, s.Direction, strconv.Itoa(s.Rule)}
-		if s.Rule == 0 {
-			k.profile, k.rule = strings.Join(d.profilesOf[s.Endpoint], ","), "none"
-		}
-		t := sum[k]
-		t.Packets += c.Packets
-		t.Bytes += c.Bytes
-		sum[k] = t
-	}
-	d.mu.Unlock()
-	for k, c := range sum {
+	defer d.mu.Unlock()
+	for k, c := range d.sums {
 		ch <- prometheus.MustNewConstMetric(dropPacketsDesc, prometheus.CounterValue, float64(c.Packets), k.profile, k.dir, k.rule)
 		ch <- prometheus.MustNewConstMetric(dropBytesDesc, prometheus.CounterValue, float64(c.Bytes), k.profile, k.dir, k.rule)
 	}

@@ -33,15 +33,23 @@ const (
 	msgPacket = unix.NFNL_SUBSYS_ULOG<<8 | 0
 	msgConfig = unix.NFNL_SUBSYS_ULOG<<8 | 1
 
-	attrCfgCmd  = 1
-	attrCfgMode = 2
-	cmdBind     = 1
-	copyPacket  = 2
+	attrCfgCmd     = 1
+	attrCfgMode    = 2
+	attrCfgTimeout = 4 // in 1/100 s
+	attrCfgQThresh = 5
+	cmdBind        = 1
+	copyPacket     = 2
 
 	attrIndev   = 4
 	attrOutdev  = 5
 	attrPayload = 9
 	attrPrefix  = 10
+)
+
+// Batching of the kernel's messages to us.
+const (
+	batch     = 32
+	batchWait = 100 * time.Millisecond
 )
 
 // Listen binds NFLOG group and calls fn for every packet logged to it until
@@ -56,9 +64,13 @@ func Listen(ctx context.Context, group uint16, snaplen uint32, fn func(Packet)) 
 	mode := make([]byte, 6)
 	binary.BigEndian.PutUint32(mode, snaplen)
 	mode[4] = copyPacket
+	// The kernel sends up to batch packets in one message, or what it has
+	// after batchWait: a flood costs a read per batch, not per packet.
 	for _, a := range []netlink.Attribute{
 		{Type: attrCfgCmd, Data: []byte{cmdBind}},
 		{Type: attrCfgMode, Data: mode},
+		{Type: attrCfgQThresh, Data: binary.BigEndian.AppendUint32(nil, batch)},
+		{Type: attrCfgTimeout, Data: binary.BigEndian.AppendUint32(nil, uint32(batchWait/(10*time.Millisecond)))},
 	} {
 		b, err := netlink.MarshalAttributes([]netlink.Attribute{a})
 		if err != nil {

@@ -109,16 +109,15 @@ func parseDropPrefix(prefix string) (chain string, rule int, ok bool) {
 // Count is packets and bytes.
 type Count struct{ Packets, Bytes uint64 }
 
-// DropCounter keeps running totals of the drop rules' counters. A rule the
+// DropCounter reads what the drop rules' counters grew by. A rule the
 // kernel rewrites (an incremental update of its chain, the periodic full
 // rewrite) comes back with a new handle and a counter at zero, so Poll
-// tracks each rule by its handle and adds what it grew by since the last
-// read. Only what a rule dropped between the last Poll and its rewrite is
-// lost; the agent polls before every Apply and at every scrape.
+// tracks each rule by its handle. Only what a rule dropped between the
+// last Poll and its rewrite is lost; the agent polls before every Apply
+// and at every scrape.
 type DropCounter struct {
-	mu    sync.Mutex
-	last  map[ruleID]Count // each drop rule's counter as last read
-	total map[string]Count // by log prefix
+	mu   sync.Mutex
+	last map[ruleID]Count // each drop rule's counter as last read
 }
 
 // ruleID is one nft rule: a profile rule can render as two (IPv4 and IPv6)
@@ -130,11 +129,14 @@ type ruleID struct {
 
 // NewDropCounter starts with nothing counted.
 func NewDropCounter() *DropCounter {
-	return &DropCounter{last: map[ruleID]Count{}, total: map[string]Count{}}
+	return &DropCounter{last: map[ruleID]Count{}}
 }
 
-// Poll reads the counters of our table's drop rules.
-func (c *DropCounter) Poll(ctx context.Context) error {
+// Poll reads the counters of our table's drop rules and returns what
+// they grew by since the last Poll, by log prefix (see DropNames.Source).
+// The caller names them at once: the policy in force is the one that
+// dropped the packets.
+func (c *DropCounter) Poll(ctx context.Context) (map[string]Count, error) {
 	ctx, cancel := context.WithTimeout(ctx, nftTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "nft", "-j", "list", "table", "inet", TableName).Output()
@@ -142,41 +144,34 @@ func (c *DropCounter) Poll(ctx context.Context) error {
 		if ee, ok := err.(*exec.ExitError); ok {
 			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
 		}
-		return fmt.Errorf("nftables: reading the drop counters of table %s: %w", TableName, err)
+		return nil, fmt.Errorf("nftables: reading the drop counters of table %s: %w", TableName, err)
 	}
 	now, err := parseDropCounters(out)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.record(now)
-	return nil
+	return c.grown(now), nil
 }
 
-// record adds what each rule's counter grew by since the last read.
-func (c *DropCounter) record(now map[ruleID]Count) {
+// grown is what each prefix's counters grew by since the last read.
+func (c *DropCounter) grown(now map[ruleID]Count) map[string]Count {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	out := map[string]Count{}
 	for id, cur := range now {
 		prev := c.last[id] // zero for a rule not seen before
 		if cur.Packets < prev.Packets || cur.Bytes < prev.Bytes {
 			prev = Count{} // reset by hand (nft reset counters)
 		}
-		t := c.total[id.prefix]
-		t.Packets += cur.Packets - prev.Packets
-		t.Bytes += cur.Bytes - prev.Bytes
-		c.total[id.prefix] = t
+		if cur == prev {
+			continue
+		}
+		d := out[id.prefix]
+		d.Packets += cur.Packets - prev.Packets
+		d.Bytes += cur.Bytes - prev.Bytes
+		out[id.prefix] = d
 	}
 	c.last = now // rules gone from the table are forgotten
-}
-
-// Totals are the running totals by log prefix (see DropNames.Source).
-func (c *DropCounter) Totals() map[string]Count {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]Count, len(c.total))
-	for k, v := range c.total {
-		out[k] = v
-	}
 	return out
 }
 

@@ -230,11 +230,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	a.flows = newFlowLog()
-	go func() {
-		if err := a.flows.run(ctx); err != nil {
-			a.log.Warn("denied flows are not recorded (calicoctl flows shows none)", "err", err)
-		}
-	}()
+	go a.flows.runLogged(ctx, a.log)
 	if cfg.PrometheusListen.IsValid() {
 		a.metrics = newMetrics()
 		stopMetrics, err := a.metrics.serve(ctx, cfg.PrometheusListen)

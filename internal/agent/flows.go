@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -81,9 +82,25 @@ func (f *flowLog) setPolicy(p calc.Policy, snap *calc.Snapshot, node string) {
 	f.mu.Unlock()
 }
 
-// run reads the drop log until ctx ends.
-func (f *flowLog) run(ctx context.Context) error {
-	return nflog.Listen(ctx, nft.DropLogGroup, nft.DropSnapLen, f.add)
+// runLogged reads the drop log until ctx ends. If the group cannot be read
+// (a previous agent of this host still holds it), it says so and tries
+// again every few seconds.
+func (f *flowLog) runLogged(ctx context.Context, log *slog.Logger) {
+	warned := false
+	for ctx.Err() == nil {
+		err := nflog.Listen(ctx, nft.DropLogGroup, nft.DropSnapLen, f.add)
+		if err == nil {
+			return
+		}
+		if !warned {
+			log.Warn("denied flows are not recorded until the drop log can be read; retrying", "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 func (f *flowLog) add(p nflog.Packet) {

@@ -33,6 +33,16 @@ const metricsPort = 9091
 
 // scrape fetches http://ADDR/metrics from inside ns and parses it.
 func scrape(ctx context.Context, ns *lab.Netns, addr netip.AddrPort) (map[string]*dto.MetricFamily, error) {
+	body, err := fetch(ctx, ns, addr)
+	if err != nil {
+		return nil, err
+	}
+	var p expfmt.TextParser
+	return p.TextToMetricFamilies(strings.NewReader(body))
+}
+
+// fetch GETs http://ADDR/metrics from inside ns.
+func fetch(ctx context.Context, ns *lab.Netns, addr netip.AddrPort) (string, error) {
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
 		var c net.Conn
 		err := ns.Do(func() (err error) {
@@ -46,19 +56,18 @@ func scrape(ctx context.Context, ns *lab.Netns, addr netip.AddrPort) (map[string
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr.String()+"/metrics", nil)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("GET /metrics: %s: %s", resp.Status, b)
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET /metrics: %s: %s", resp.Status, b)
 	}
-	var p expfmt.TextParser
-	return p.TextToMetricFamilies(resp.Body)
+	return string(b), err
 }
 
 // value is the sample of family name whose labels include want (0, false
@@ -168,6 +177,16 @@ func TestMetrics(t *testing.T) {
 	after, _ := value(fams, "calico_dropped_packets_total", dropped)
 	if after-before < pings {
 		t.Errorf("calico_dropped_packets_total%v went from %v to %v after %d denied pings", dropped, before, after, pings)
+	}
+	// What an operator sees (histogram buckets and Go runtime metrics left out).
+	if body, err := fetch(ctx, h1.Netns, m1); err == nil {
+		var lines []string
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "calico_") && !strings.Contains(l, "_bucket") {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("host1 /metrics:\n%s", strings.Join(lines, "\n"))
 	}
 	t.Logf(`FIGURE: metrics: host1 calico_endpoints 2, calico_profiles 2, 1 established BGP session; %d denied pings moved calico_dropped_packets_total{profile="PROF_1",direction="inbound",rule="none"} from %v to %v`,
 		pings, before, after)

@@ -209,14 +209,18 @@ func (a *Agent) beforePolicy() {
 }
 
 // afterPolicy tells the metrics and the flow log what the policy now
-// enforced means.
+// enforced means; after a failed Apply (ok false) the kernel may still
+// hold the previous one, whose names stay.
 func (a *Agent) afterPolicy(p calc.Policy, st nft.Stats, ok bool) {
+	if !ok {
+		return
+	}
 	a.mu.Lock()
 	a.flows.setPolicy(p, a.snap, a.cfg.Name)
 	policies := len(a.snap.Policies)
 	a.mu.Unlock()
 	m := a.metrics
-	if m == nil || !ok {
+	if m == nil {
 		return
 	}
 	profilesOf := make(map[string][]string, len(p.Endpoints))

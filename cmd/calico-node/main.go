@@ -66,6 +66,7 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 		ResyncInterval: o.ResyncInterval, SweepGrace: o.SweepGrace, Log: log,
 		StateDir:       privateDir(name),
 		RouteReflector: o.RouteReflector, ClusterID: v.ClusterID, PublishPorts: v.PublishPorts,
+		PrometheusListen: v.Prometheus,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/ipip"
@@ -63,6 +65,8 @@ type Config struct {
 	ClusterID      netip.Addr
 	// PublishPorts are the host ports workloads may publish (0-0: the default).
 	PublishPorts api.PortRange
+	// PrometheusListen is where /metrics is served (invalid: nowhere).
+	PrometheusListen netip.AddrPort
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -112,6 +116,9 @@ type Agent struct {
 	// holdCheck re-runs the pass while start-up keeps stale routes.
 	holdCheck *time.Timer
 	sweeper   *sweeper // leftovers of interrupted workload changes (sweep.go)
+
+	metrics *metrics // nil without --prometheus-listen (metrics.go)
+	flows   *flowLog // recent denied packets (flows.go)
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -222,6 +229,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	a.flows = newFlowLog()
+	go a.flows.runLogged(ctx, a.log)
+	if cfg.PrometheusListen.IsValid() {
+		a.metrics = newMetrics()
+		stopMetrics, err := a.metrics.serve(ctx, cfg.PrometheusListen)
+		if err != nil {
+			return fmt.Errorf("--prometheus-listen=%s: %w", cfg.PrometheusListen, err)
+		}
+		defer stopMetrics()
+		a.log.Info("serving Prometheus metrics", "url", "http://"+cfg.PrometheusListen.String()+"/metrics")
+	}
+
 	go ds.Sync(ctx, datastore.Root, a, a.log)
 	// Program nothing until the first full snapshot has arrived.
 	if err := a.waitSynced(ctx); err != nil {
@@ -237,7 +256,8 @@ func Run(ctx context.Context, cfg Config) error {
 // register writes this node's record: its address with the subnet prefix,
 // which CrossSubnet decisions on other hosts need.
 func (a *Agent) register(ctx context.Context) error {
-	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey(), RouteReflector: a.cfg.RouteReflector}
+	n := api.Node{Name: a.cfg.Name, IPv4: a.hostNet.String(), ASNumber: a.cfg.ASN, WireGuardPublicKey: a.wg.PublicKey(), RouteReflector: a.cfg.RouteReflector,
+		MetricsPort: a.cfg.PrometheusListen.Port()}
 	if a.cfg.ClusterID.IsValid() {
 		n.ClusterID = a.cfg.ClusterID.String()
 	}
@@ -264,8 +284,15 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 	}
 	a.mu.Lock()
+	resync := a.synced
 	a.snap, a.synced, a.dsChanged = fresh, true, true
 	a.mu.Unlock()
+	if m := a.metrics; m != nil {
+		m.inSync.Set(1)
+		if resync {
+			m.resyncs.Inc()
+		}
+	}
 	a.kick()
 }
 
@@ -356,6 +383,9 @@ func (a *Agent) loop(ctx context.Context) error {
 
 // pass computes the desired state and applies it everywhere.
 func (a *Agent) pass(ctx context.Context) {
+	if a.metrics != nil {
+		defer a.metrics.observePass(time.Now())
+	}
 	// dsChanged: a datastore change since the last pass, which may be the
 	// fix for a failure, so the retry series starts over.
 	dsChanged := false
@@ -364,7 +394,7 @@ func (a *Agent) pass(ctx context.Context) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		in := calc.Input{Node: a.cfg.Name, Snap: a.snap, HaveIPIP: a.haveIPIP, IPIP: ipipSupport,
-			ControlHosts: a.controlHosts, ControlTCPPorts: a.controlPorts, WireGuard: a.wg.Support(),
+			ControlHosts: a.controlHosts, ControlTCPPorts: withMetricsPorts(a.controlPorts, a.snap), WireGuard: a.wg.Support(),
 			PublishPorts: a.cfg.PublishPorts}
 		if a.speaker != nil {
 			in.Learned = toCalcPaths(a.speaker.Learned())
@@ -434,15 +464,20 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
+		a.countError(func(m *metrics) prometheus.Counter { return m.routeErrors })
 	}
 	if !wgOn {
 		if err := a.wg.Apply(res.Dataplane.WireGuard); err != nil {
 			errs = append(errs, fmt.Errorf("wireguard: %w", err))
 		}
 	}
-	if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
+	a.beforePolicy()
+	st, err := a.policy.Apply(res.Dataplane.Policy)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
+		a.countError(func(m *metrics) prometheus.Counter { return m.nftErrors })
 	}
+	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
 	problems := append(slices.Clone(res.Problems), ifaceProblems...)
 	for _, e := range errs {
 		problems = append(problems, e.Error())
@@ -580,10 +615,18 @@ func (a *Agent) reportStatus(ctx context.Context) {
 			}
 		}
 	}
+	if a.metrics != nil {
+		a.metrics.setBGP(st.BGPPeers)
+	}
+	st.Flows = a.flows.list()
 	st.IPIP = a.ipip.Status()
 	st.WireGuard = a.wg.Status()
 	cmp := st
 	cmp.Updated = ""
+	// A new kind of denied packet is reported at once; the counts of
+	// known ones only with the heartbeat, so a steady stream of denied
+	// packets does not write the record every second.
+	cmp.Flows = flowKinds(st.Flows)
 	if reflect.DeepEqual(cmp, a.lastStatus) && time.Since(a.lastStatusTime) < a.cfg.StatusInterval && ctx.Err() == nil {
 		return
 	}

@@ -97,6 +97,10 @@ type Node struct {
 	// address); "" means its own IPv4 address. Reflectors that serve the
 	// same clients share one.
 	ClusterID string `json:"clusterID,omitempty"`
+	// MetricsPort is the TCP port the node's agent serves Prometheus
+	// metrics on (0: none). Every agent keeps every node's metrics port
+	// away from its workloads, as the rest of the control plane.
+	MetricsPort uint16 `json:"metricsPort,omitempty"`
 }
 
 // Endpoint is a workload's interface on a host.
@@ -217,6 +221,28 @@ type NodeStatus struct {
 	Swept []string `json:"swept,omitempty"`
 	// WireGuard is this node's encryption device, when encryption is on.
 	WireGuard *WireGuardStatus `json:"wireguard,omitempty"`
+	// Flows are the kinds of packets the node's policy dropped lately,
+	// newest first (a few per workload; `calicoctl flows`).
+	Flows []DeniedFlow `json:"flows,omitempty"`
+}
+
+// DeniedFlow is one kind of packet a node's policy dropped: same workload,
+// direction, addresses, protocol, port and deciding rule.
+type DeniedFlow struct {
+	Workload    string `json:"workload"`
+	Direction   string `json:"direction"` // inbound (to the workload) or outbound (from it)
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Protocol    string `json:"protocol"`       // tcp, udp, icmp, icmpv6, or the protocol number
+	Port        int    `json:"port,omitempty"` // destination port (tcp, udp) or ICMP type
+	// Profile is the profile whose rule Rule (1-based) denied the packets;
+	// with Rule 0, no rule of the workload's profiles (Profile, comma-separated)
+	// allowed them.
+	Profile  string `json:"profile"`
+	Rule     int    `json:"rule"`
+	DeniedBy string `json:"deniedBy"` // the same in words, with the rule's text
+	Packets  uint64 `json:"packets"`
+	LastSeen string `json:"lastSeen"` // RFC 3339
 }
 
 // WireGuardStatus is a node's WireGuard device as it sees it.

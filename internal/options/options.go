@@ -10,6 +10,7 @@ package options
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -58,6 +59,9 @@ type Node struct {
 	// PublishPorts is the range of host ports workloads may publish
 	// (docker run -p): MIN-MAX.
 	PublishPorts string
+	// PrometheusListen is where the agent serves /metrics, ADDR:PORT
+	// ("": off).
+	PrometheusListen string
 
 	// The Docker integration.
 	Libnetwork bool
@@ -94,6 +98,7 @@ func (o *Node) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.RouteReflector, "route-reflector", o.RouteReflector, "make this node a BGP route reflector: every node that lists its address as a BGP peer becomes its client")
 	fs.StringVar(&o.PublishPorts, "publish-ports", o.PublishPorts, "the host ports workloads may publish (docker run -p), MIN-MAX; the default leaves the privileged ports, where the host's own services live, to the host")
 	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "the route reflector's cluster ID, an IPv4 address shared by the reflectors of one group (default: --ip)")
+	fs.StringVar(&o.PrometheusListen, "prometheus-listen", o.PrometheusListen, "serve Prometheus metrics at http://ADDR:PORT/metrics (for example 10.0.0.1:9091; off by default); workloads never reach the port: it joins the control plane every agent guards, so give every node the same port")
 	fs.BoolVar(&o.Libnetwork, "libnetwork", o.Libnetwork, "also serve the Docker network driver \"calico\" and IPAM driver \"calico-ipam\"")
 	fs.StringVar(&o.DockerHost, "docker-host", o.DockerHost, "this host's Docker engine (default: DOCKER_HOST, else unix:///var/run/docker.sock); \"none\" turns the Docker integration off")
 	fs.StringVar(&o.PluginDir, "plugin-dir", o.PluginDir, "where the Docker plugin sockets go (default /run/docker/plugins, where the engine looks)")
@@ -134,6 +139,9 @@ type Values struct {
 	ToHost         nft.HostAccess
 	ToControlPlane nft.ControlPlaneAccess
 	PublishPorts   api.PortRange
+	// Prometheus is --prometheus-listen; invalid when off. An empty ADDR
+	// (":9091") is every address.
+	Prometheus netip.AddrPort
 }
 
 // Validate checks every flag and returns the parsed values; the error is
@@ -181,7 +189,29 @@ func (o *Node) Validate() (Values, error) {
 	if v.PublishPorts, err = parsePortRange(o.PublishPorts); err != nil {
 		return v, fmt.Errorf("--publish-ports: %v", err)
 	}
+	if o.PrometheusListen != "" {
+		if v.Prometheus, err = parseListen(o.PrometheusListen); err != nil {
+			return v, fmt.Errorf("--prometheus-listen: %v", err)
+		}
+	}
 	return v, nil
+}
+
+// parseListen reads ADDR:PORT, where an empty ADDR means every address
+// (returned as 0.0.0.0).
+func parseListen(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 1 || n > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("want ADDR:PORT such as 127.0.0.1:9091 or :9091, got %q", s)
+	}
+	a := netip.IPv4Unspecified()
+	if host != "" {
+		if a, err = netip.ParseAddr(host); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("want ADDR:PORT with an IP address, got %q", s)
+		}
+	}
+	return netip.AddrPortFrom(a, uint16(n)), nil
 }
 
 // parsePortRange reads MIN-MAX (or one port) of 1-65535.

@@ -37,7 +37,7 @@ func TestArgsRoundTripEveryFlag(t *testing.T) {
 		"bgp-hold-time": "9s", "bgp-restart-time": "-1s", "workload-to-host": "policy",
 		"workload-control-plane": "policy", "resync-interval": "1m0s", "sweep-grace": "5s",
 		"debug": "true", "libnetwork": "true", "docker-host": "unix:///tmp/d.sock", "plugin-dir": "/tmp/plugins",
-		"route-reflector": "true", "cluster-id": "1.0.0.1", "publish-ports": "80-9000",
+		"route-reflector": "true", "cluster-id": "1.0.0.1", "publish-ports": "80-9000", "prometheus-listen": "10.0.0.1:9091",
 	}
 	o := NewNode()
 	fs := pflag.NewFlagSet("calicoctl node", pflag.ContinueOnError)
@@ -98,6 +98,10 @@ func TestValidate(t *testing.T) {
 		{"negative resync", func(o *Node) { ok(o); o.ResyncInterval = -1 }, "--resync-interval: want a positive duration, got -1ns"},
 		{"route reflector", func(o *Node) { ok(o); o.RouteReflector, o.ClusterID = true, "1.0.0.1" }, ""},
 		{"cluster id without reflector", func(o *Node) { ok(o); o.ClusterID = "1.0.0.1" }, "--cluster-id: only for a route reflector; add --route-reflector"},
+		{"prometheus", func(o *Node) { ok(o); o.PrometheusListen = "10.0.0.1:9091" }, ""},
+		{"prometheus, every address", func(o *Node) { ok(o); o.PrometheusListen = ":9091" }, ""},
+		{"prometheus without port", func(o *Node) { ok(o); o.PrometheusListen = "10.0.0.1" }, `--prometheus-listen: want ADDR:PORT such as 127.0.0.1:9091 or :9091, got "10.0.0.1"`},
+		{"prometheus host name", func(o *Node) { ok(o); o.PrometheusListen = "localhost:9091" }, `--prometheus-listen: want ADDR:PORT with an IP address, got "localhost:9091"`},
 		{"bad cluster id", func(o *Node) { ok(o); o.RouteReflector, o.ClusterID = true, "7" }, `--cluster-id: cluster ID "7": want an IPv4 address`},
 	}
 	for _, c := range cases {

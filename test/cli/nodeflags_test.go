@@ -54,6 +54,7 @@ func TestNodeFlagsCheckedBeforeStart(t *testing.T) {
 		{[]string{"--as=banana"}, `bad AS number "banana"`},
 		{[]string{"--sweep-grace=soon"}, `invalid argument "soon" for "--sweep-grace" flag`},
 		{[]string{"--name=a/b"}, `bad node name "a/b"`},
+		{[]string{"--prometheus-listen=9091"}, `--prometheus-listen: want ADDR:PORT such as 127.0.0.1:9091 or :9091, got "9091"`},
 	}
 	if v6 != "" {
 		cases = append(cases, struct {

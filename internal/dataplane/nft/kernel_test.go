@@ -350,7 +350,7 @@ func TestKernelIncrementalSequence(t *testing.T) {
 	}
 	// And a hand check of what the kernel holds.
 	out := h.nft("list", "chain", "inet", TableName, profileInChain("web.front"))
-	for _, want := range []string{"tcp dport 22 drop", "ip saddr @" + tagSet4("web.front") + " accept", "icmp type echo-request accept"} {
+	for _, want := range []string{"tcp dport 22 counter packets 0 bytes 0 log prefix \"" + DropPrefix(profileInChain("web.front"), 1) + "\" group 3233 snaplen 128 drop", "ip saddr @" + tagSet4("web.front") + " accept", "icmp type echo-request accept"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kernel chain lacks %q:\n%s", want, out)
 		}

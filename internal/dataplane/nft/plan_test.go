@@ -146,7 +146,7 @@ func TestPlanFullText(t *testing.T) {
 		"add rule inet calico nat-out ip6 saddr @masq6 ip6 daddr != @pools6 masquerade\n",
 		`add element inet calico from-wl { "caliaaaa" : jump ` + endpointOutChain("caliaaaa") + " }",
 		"add element inet calico " + tagSet4("web.front") + " { 10.65.1.9 }",
-		"add rule inet calico " + profileInChain("web.front") + " tcp dport 22 drop\n" +
+		"add rule inet calico " + profileInChain("web.front") + " tcp dport 22 " + dropStatement(profileInChain("web.front"), 1) + "\n" +
 			"add rule inet calico " + profileInChain("web.front") + " ip saddr @" + tagSet4("web.front") + " accept\n",
 	} {
 		if !strings.Contains(text, want) {

@@ -53,7 +53,8 @@ func TestRenderLabelPolicy(t *testing.T) {
 		endpointInChain(ep.Interface):  {"jump " + polIn, "drop"},
 		endpointOutChain(ep.Interface): {"jump " + polOut, "drop"},
 		// The profile stage: what the endpoint chain held without policies.
-		endpointProfIn(ep.Interface): {"jump " + profileInChain(ep.Profiles[0]), "drop"},
+		// Its final drop is counted and logged as the endpoint's (drops.go).
+		endpointProfIn(ep.Interface): {"jump " + profileInChain(ep.Profiles[0]), dropStatement(endpointInChain(ep.Interface), 0)},
 		polIn: {
 			"ip saddr @" + selectorSet4(selFront) + " meta l4proto 6 th dport 8080-8090 accept",
 			"ip6 saddr @" + selectorSet6(selFront) + " meta l4proto 6 th dport 8080-8090 accept",

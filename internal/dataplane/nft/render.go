@@ -297,8 +297,8 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 		inRules = append(inRules, "jump "+profileInChain(name))
 	}
 	// Nothing decided (or no profile at all): drop.
-	outRules = append(outRules, "drop")
-	inRules = append(inRules, "drop")
+	outRules = append(outRules, dropStatement(out, 0))
+	inRules = append(inRules, dropStatement(in, 0))
 
 	// Where label policies apply, the endpoint chain runs them and the
 	// profiles move to a second stage that only a Pass reaches.
@@ -326,12 +326,23 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 // than any reading of the rule, and the rules before it still work.
 func (rs *ruleset) renderRules(profile, dir string, rules []api.Rule, tags map[string]bool) []string {
 	out := make([]string, 0, len(rules))
+	chain := profileInChain(profile)
+	if dir == "outbound" {
+		chain = profileOutChain(profile)
+	}
 	for i, r := range rules {
 		lines, err := renderRule(r)
 		if err != nil {
 			rs.problem("profile %q %s rule %d: %v; enforced as drop", profile, dir, i+1, err)
-			out = append(out, "drop")
+			out = append(out, dropStatement(chain, i+1))
 			continue
+		}
+		if r.Action == api.ActionDeny {
+			// Counted and logged (drops.go); renderRule ends every line
+			// with the verdict.
+			for j, l := range lines {
+				lines[j] = strings.TrimSuffix(l, "drop") + dropStatement(chain, i+1)
+			}
 		}
 		for _, t := range []string{r.Src.Tag, r.Dst.Tag} {
 			if t != "" {

@@ -193,21 +193,21 @@ func TestRenderPolicy(t *testing.T) {
 	}
 	wa, wb := tagSet4("web.front"), tagSet6("web.front")
 	want := map[string][]string{
-		endpointOutChain("caliaaaa"): {"jump " + profileOutChain("web.front"), "drop"},
-		endpointInChain("caliaaaa"):  {"jump " + profileInChain("web.front"), "drop"},
+		endpointOutChain("caliaaaa"): {"jump " + profileOutChain("web.front"), dropStatement(endpointOutChain("caliaaaa"), 0)},
+		endpointInChain("caliaaaa"):  {"jump " + profileInChain("web.front"), dropStatement(endpointInChain("caliaaaa"), 0)},
 		endpointOutChain("calibbbb"): {
-			"jump " + profileOutChain("db:main"), "jump " + profileOutChain("web.front"), "drop"},
+			"jump " + profileOutChain("db:main"), "jump " + profileOutChain("web.front"), dropStatement(endpointOutChain("calibbbb"), 0)},
 		endpointInChain("calibbbb"): {
-			"jump " + profileInChain("db:main"), "jump " + profileInChain("web.front"), "drop"},
+			"jump " + profileInChain("db:main"), "jump " + profileInChain("web.front"), dropStatement(endpointInChain("calibbbb"), 0)},
 		profileInChain("web.front"): {
-			"tcp dport 22 drop",
+			"tcp dport 22 " + dropStatement(profileInChain("web.front"), 1),
 			"ip saddr @" + wa + " accept", "ip6 saddr @" + wb + " accept",
 			"meta nfproto ipv4 icmp type 8 accept"},
 		profileOutChain("web.front"): {"accept"},
 		profileInChain("db:main"): {
 			"ip saddr @" + wa + " tcp dport 5432 accept", "ip6 saddr @" + wb + " tcp dport 5432 accept",
 			"ip saddr 192.168.0.0/16 accept"},
-		profileOutChain("db:main"): {"ip daddr 10.0.0.0/8 drop", "accept"},
+		profileOutChain("db:main"): {"ip daddr 10.0.0.0/8 " + dropStatement(profileOutChain("db:main"), 1), "accept"},
 		// No VXLAN pool: the skeleton's jump for the VXLAN port finds nothing.
 		chainVXLANIn: nil,
 		// No published ports: empty, but present (the skeleton jumps to it).
@@ -285,14 +285,14 @@ func TestRenderFailsClosed(t *testing.T) {
 		},
 	}
 	rs := render(p)
-	if got := rs.Chains[profileInChain("a")].Rules; !slices.Equal(got, []string{"meta l4proto tcp accept", "drop", "accept"}) {
+	if got := rs.Chains[profileInChain("a")].Rules; !slices.Equal(got, []string{"meta l4proto tcp accept", dropStatement(profileInChain("a"), 2), "accept"}) {
 		t.Errorf("bad rule not enforced as drop: %q", got)
 	}
 	if got := rs.Chains[endpointOutChain("cali1")].Rules; !slices.Equal(got, []string{
-		"jump " + profileOutChain("a"), "drop"}) {
+		"jump " + profileOutChain("a"), dropStatement(endpointOutChain("cali1"), 0)}) {
 		t.Errorf("missing profile must stop evaluation: %q", got)
 	}
-	if got := rs.Chains[endpointOutChain("cali2")].Rules; !slices.Equal(got, []string{"drop"}) {
+	if got := rs.Chains[endpointOutChain("cali2")].Rules; !slices.Equal(got, []string{dropStatement(endpointOutChain("cali2"), 0)}) {
 		t.Errorf("endpoint without profile: %q", got)
 	}
 	// Only the first entry of a duplicate may send, from its own address; a
@@ -303,7 +303,7 @@ func TestRenderFailsClosed(t *testing.T) {
 	if got := rs.Sets[setWlSrc6].Elems; len(got) != 0 {
 		t.Errorf("anti-spoofing set (IPv6): %q", got)
 	}
-	if got := rs.Chains[endpointInChain("cali2")].Rules; !slices.Equal(got, []string{"drop"}) {
+	if got := rs.Chains[endpointInChain("cali2")].Rules; !slices.Equal(got, []string{dropStatement(endpointInChain("cali2"), 0)}) {
 		t.Errorf("endpoint without profile: %q", got)
 	}
 	if len(rs.FromWl) != 2 {

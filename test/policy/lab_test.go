@@ -10,22 +10,17 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-
-	"github.com/calico-go/calico/internal/api"
-	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/resource"
@@ -72,10 +67,10 @@ var workloads = []struct {
 
 // matrixLab is the world the cases share.
 type matrixLab struct {
-	w     *walkthrough.World
-	etcd  *clientv3.Client
-	nodes []*node // the workloads, then the outside
-	srcs  []*node // the workloads
+	w       *walkthrough.World
+	applied map[string]string // what applyPolicies applied last: kind/name -> kind
+	nodes   []*node           // the workloads, then the outside
+	srcs    []*node           // the workloads
 }
 
 func newMatrixLab(t *testing.T) *matrixLab {
@@ -95,7 +90,7 @@ func newMatrixLab(t *testing.T) *matrixLab {
 	ctl(h1, "pool", "add", walkthrough.Pool, "--nat-outgoing")
 	ctl(h1, "profile", "add", "cluster")
 	ctl(h1, "profile", "add", "alone")
-	m := &matrixLab{w: w, etcd: etcdFrom(t, h1, w.Etcd)}
+	m := &matrixLab{w: w}
 	for _, wl := range workloads {
 		h := w.Host(wl.host)
 		got, err := w.AddWorkload(ctx, h, wl.name, wl.ip)
@@ -103,7 +98,7 @@ func newMatrixLab(t *testing.T) *matrixLab {
 			t.Fatal(err)
 		}
 		ctl(h, "container", wl.name, "profile", "append", wl.profile)
-		n := &node{name: wl.name, host: wl.host, profile: wl.profile, labels: wl.labels, ns: got.Netns, ip: got.IP}
+		n := &node{name: wl.name, host: wl.host, profile: wl.profile, ns: got.Netns, ip: got.IP}
 		m.setLabels(t, n, wl.labels)
 		m.nodes = append(m.nodes, n)
 		m.srcs = append(m.srcs, n)
@@ -115,101 +110,72 @@ func newMatrixLab(t *testing.T) *matrixLab {
 	return m
 }
 
-// etcdFrom is an etcd client whose connections start in h's namespace (the
-// lab's datastore is reachable only on its fabric).
-func etcdFrom(t *testing.T, h *lab.Host, hostPort string) *clientv3.Client {
-	t.Helper()
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		if i := strings.LastIndex(addr, "://"); i >= 0 {
-			addr = addr[i+3:]
-		}
-		var c net.Conn
-		err := h.Do(func() (err error) {
-			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"http://" + hostPort},
-		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // applyPolicies makes the policies and network sets of yaml the only ones
-// in the datastore, in one transaction. It decodes and validates as
-// `calicoctl apply -f` does and writes what the store would write
-// (datastore.PolicyKey / NetworkSetKey, JSON); this one function is what
-// becomes `calicoctl apply -f` (plus deletes) once the CLI lands.
+// in the datastore, as a user would: `calicoctl apply -f FILE`, then
+// `calicoctl delete KIND NAME` for what the previous case applied and this
+// one does not have.
 func (m *matrixLab) applyPolicies(t *testing.T, yaml string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	want := map[string][]byte{}
+	h1 := m.w.Hosts[0]
+	now := map[string]string{} // kind/name -> kind
 	if strings.TrimSpace(yaml) != "" {
 		rs, err := resource.Decode([]byte(yaml))
 		if err != nil {
 			t.Fatalf("policy YAML: %v", err)
 		}
 		for _, r := range rs {
-			key := datastore.PolicyKey(r.GetName())
-			if r.GetKind() == resource.KindGlobalNetworkSet {
-				key = datastore.NetworkSetKey(r.GetName())
-			}
-			b, err := json.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want[key] = b
+			now[r.GetKind()+"/"+r.GetName()] = r.GetKind()
 		}
-	}
-	var ops []clientv3.Op
-	for _, prefix := range []string{datastore.PrefixPolicies, datastore.PrefixNetworkSets} {
-		resp, err := m.etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
+		file := filepath.Join(t.TempDir(), "policy.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		for _, kv := range resp.Kvs {
-			if _, keep := want[string(kv.Key)]; !keep {
-				ops = append(ops, clientv3.OpDelete(string(kv.Key)))
-			}
+		if out, err := m.w.Ctl(ctx, h1, "apply", "-f", file); err != nil {
+			t.Fatalf("calicoctl apply: %v: %s", err, out)
 		}
 	}
-	for k, v := range want {
-		ops = append(ops, clientv3.OpPut(k, string(v)))
+	for key, kind := range m.applied {
+		if _, keep := now[key]; keep {
+			continue
+		}
+		_, name, _ := strings.Cut(key, "/")
+		if out, err := m.w.Ctl(ctx, h1, "delete", strings.ToLower(kind), name); err != nil {
+			t.Fatalf("calicoctl delete %s %s: %v: %s", kind, name, err, out)
+		}
 	}
-	if _, err := m.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
-		t.Fatal(err)
-	}
+	m.applied = now
 }
 
-// setLabels gives a workload's endpoint record its own labels (the
-// implicit projectcalico.org/... ones come from the record itself). This
-// is what `calicoctl container NAME label add` does once it lands.
+// setLabels makes labels a workload's own labels (the implicit
+// projectcalico.org/... ones come with the record), as a user would:
+// `calicoctl container NAME label add` and `label remove` on its host.
 func (m *matrixLab) setLabels(t *testing.T, n *node, labels map[string]string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key := datastore.HostPrefix(n.host) + "endpoint/" + n.name
-	resp, err := m.etcd.Get(ctx, key)
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("endpoint %s: %v (%d records)", key, err, len(resp.Kvs))
+	h := m.w.Host(n.host)
+	var add, remove []string
+	for k, v := range labels {
+		if old, ok := n.labels[k]; !ok || old != v {
+			add = append(add, k+"="+v)
+		}
 	}
-	var ep api.Endpoint
-	if err := json.Unmarshal(resp.Kvs[0].Value, &ep); err != nil {
-		t.Fatal(err)
+	for k := range n.labels {
+		if _, ok := labels[k]; !ok {
+			remove = append(remove, k)
+		}
 	}
-	ep.Labels = labels
-	b, _ := json.Marshal(ep)
-	if _, err := m.etcd.Put(ctx, key, string(b)); err != nil {
-		t.Fatal(err)
+	if len(add) > 0 {
+		if out, err := m.w.Ctl(ctx, h, append([]string{"container", n.name, "label", "add"}, add...)...); err != nil {
+			t.Fatalf("label add on %s: %v: %s", n.name, err, out)
+		}
+	}
+	if len(remove) > 0 {
+		if out, err := m.w.Ctl(ctx, h, append([]string{"container", n.name, "label", "remove"}, remove...)...); err != nil {
+			t.Fatalf("label remove on %s: %v: %s", n.name, err, out)
+		}
 	}
 	n.labels = labels
 }

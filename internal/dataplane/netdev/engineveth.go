@@ -1,7 +1,6 @@
 package netdev
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/vishvananda/netlink"
@@ -59,32 +58,23 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 	}
 
 	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: spec.IPv6}
-	veth := newHostVeth(hs, spec.PeerIface)
+	peerNs := -1 // the engine's namespace is this one
 	if spec.EngineNetns != "" {
 		ns, err := openNetns(spec.EngineNetns)
 		if err != nil {
 			return "", fmt.Errorf("engine netns: %w", err)
 		}
 		defer ns.Close()
-		veth.PeerNamespace = netlink.NsFd(int(ns))
+		peerNs = int(ns)
 	}
-	if err := hostH.LinkAdd(veth); err != nil {
-		return "", fmt.Errorf("create veth %s/%s: %w", spec.HostIface, spec.PeerIface, err)
+	if _, err := addHostVeth(hostH, o.netns, hs, spec.PeerIface, peerNs); err != nil {
+		return "", err
 	}
 	defer func() {
 		if err != nil {
-			if derr := deleteLinkByName(hostH, spec.HostIface); derr != nil {
-				err = errors.Join(err, fmt.Errorf("undo: %w", derr))
-			}
+			err = undoVeth(hostH, spec.HostIface, err)
 		}
 	}()
-	hostLink, err := hostH.LinkByName(spec.HostIface)
-	if err != nil {
-		return "", fmt.Errorf("look up new host interface %s: %w", spec.HostIface, err)
-	}
-	if err := prepareHostSide(hostH, o.netns, hostLink, hs); err != nil {
-		return "", err
-	}
 	peer, err := engineH.LinkByName(spec.PeerIface)
 	if err != nil {
 		return "", fmt.Errorf("look up new interface %s in the engine's namespace: %w", spec.PeerIface, err)

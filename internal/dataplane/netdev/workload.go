@@ -189,32 +189,19 @@ func AddWorkload(spec WorkloadSpec, opts ...Option) (mac string, err error) {
 	}
 
 	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: wantV6}
-	veth := newHostVeth(hs, spec.WorkloadIface)
-	veth.PeerNamespace = netlink.NsFd(int(wlNs))
-	if err := hostH.LinkAdd(veth); err != nil {
-		return "", fmt.Errorf("create veth %s/%s: %w", spec.HostIface, spec.WorkloadIface, err)
+	hostLink, err := addHostVeth(hostH, o.netns, hs, spec.WorkloadIface, int(wlNs))
+	if err != nil {
+		return "", err
 	}
-	// From here on every failure removes the pair; deleting one end deletes
-	// the other, wherever it is.
+	// From here on every failure removes the pair.
 	defer func() {
 		if err != nil {
-			if derr := deleteLinkByName(hostH, spec.HostIface); derr != nil {
-				err = errors.Join(err, fmt.Errorf("undo: %w", derr))
-			}
+			err = undoVeth(hostH, spec.HostIface, err)
 		}
 	}()
-
-	hostLink, err := hostH.LinkByName(spec.HostIface)
-	if err != nil {
-		return "", fmt.Errorf("look up new host interface %s: %w", spec.HostIface, err)
-	}
 	wlLink, err := wlH.LinkByName(spec.WorkloadIface)
 	if err != nil {
 		return "", fmt.Errorf("look up new interface %s in workload: %w", spec.WorkloadIface, err)
-	}
-
-	if err := prepareHostSide(hostH, o.netns, hostLink, hs); err != nil {
-		return "", err
 	}
 	// Sysctls go before the link comes up: accept_dad decides whether the
 	// workload's addresses are usable at once.

@@ -62,7 +62,7 @@ CALICO_NODENAME, else the node whose IP is on this host, else the host name.`,
 		return fmt.Errorf("%v; see `%s --help`", err, c.CommandPath())
 	})
 	root.AddCommand(datastoreCmd(), poolCmd(), profileCmd(), bgpCmd(), nodeCmd(), containerCmd(),
-		endpointCmd(), statusCmd(), ipamCmd(), demoCmd(), versionCmd(), encryptionCmd())
+		endpointCmd(), statusCmd(), ipamCmd(), demoCmd(), versionCmd(), encryptionCmd(), whyCmd())
 	return root
 }
 

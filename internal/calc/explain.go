@@ -46,22 +46,24 @@ const (
 
 // Flow is the first packet of a new flow.
 type Flow struct {
-	Src, Dst netip.Addr
-	Proto    uint8  // ProtoTCP, ProtoUDP, ProtoICMP or ProtoICMPv6
-	Port     uint16 // TCP or UDP destination port
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	Proto uint8      `json:"proto"`          // ProtoTCP, ProtoUDP, ProtoICMP or ProtoICMPv6
+	Port  uint16     `json:"port,omitempty"` // TCP or UDP destination port
 	// SrcPort is the TCP or UDP source port; 0 (an ephemeral port nobody
 	// knows in advance) matches no rule that names source ports.
-	SrcPort uint16
+	SrcPort uint16 `json:"srcPort,omitempty"`
 	// ICMPType and ICMPCode of an ICMP flow.
-	ICMPType, ICMPCode int
+	ICMPType int `json:"icmpType,omitempty"`
+	ICMPCode int `json:"icmpCode,omitempty"`
 }
 
 // Party is one end of a flow, resolved against the datastore.
 type Party struct {
-	Name  string     // as printed: "host1/worker-1", "outside", an address
-	Addr  netip.Addr // the address the flow uses
-	Node  string     // the workload's node, or the node whose address this is; "" outside the cluster
-	Iface string     // the workload's interface; "" for a node or the outside
+	Name  string     `json:"name"`            // as printed: "host1/worker-1", "outside", an address
+	Addr  netip.Addr `json:"addr"`            // the address the flow uses
+	Node  string     `json:"node,omitempty"`  // the workload's node, or the node whose address this is; "" outside the cluster
+	Iface string     `json:"iface,omitempty"` // the workload's interface; "" for a node or the outside
 }
 
 // Stages of an explanation.
@@ -213,7 +215,7 @@ func (e *explainer) fromWorkload() bool {
 	}
 	if p.ControlPlane.blocks(f) {
 		e.add(Step{Stage: StageControlPlane, Node: src.Node, Verdict: VerdictDrop,
-			What: fmt.Sprintf("%s/%d on %s is the control plane: no workload reaches it (calico-node --workload-control-plane=drop, the default)", protoName(f.Proto), f.Port, f.Dst)})
+			What: fmt.Sprintf("%s/%d on %s is the control plane: no workload reaches it (calico-node --workload-control-plane=drop, the default)", ProtoName(f.Proto), f.Port, f.Dst)})
 		return false
 	}
 	for _, s := range p.walk(ep, false, f) {
@@ -317,12 +319,12 @@ func (cp ControlPlane) blocks(f Flow) bool {
 	if !slices.Contains(hosts, f.Dst) {
 		return false
 	}
-	return slices.Contains(cp.Ports, L4Port{Proto: protoName(f.Proto), Port: f.Port})
+	return slices.Contains(cp.Ports, L4Port{Proto: ProtoName(f.Proto), Port: f.Port})
 }
 
 func publishedFor(pubs []Published, f Flow) (Published, bool) {
 	for _, p := range pubs {
-		if protoName(f.Proto) == p.Proto && p.HostPort == f.Port && (!p.HostIP.IsValid() || p.HostIP == f.Dst) {
+		if ProtoName(f.Proto) == p.Proto && p.HostPort == f.Port && (!p.HostIP.IsValid() || p.HostIP == f.Dst) {
 			return p, true
 		}
 	}
@@ -512,7 +514,8 @@ func inPorts(rs []api.PortRange, port uint16) bool {
 	return slices.ContainsFunc(rs, func(r api.PortRange) bool { return port != 0 && r.Min <= port && port <= r.Max })
 }
 
-func protoName(n uint8) string {
+// ProtoName is a Flow's protocol as rules write it.
+func ProtoName(n uint8) string {
 	switch n {
 	case ProtoTCP:
 		return "tcp"

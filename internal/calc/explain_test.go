@@ -103,7 +103,7 @@ func TestExplainProfiles(t *testing.T) {
 	for _, c := range cases {
 		got := trace(explainIn(t, s, c.src, c.dst, c.proto, c.port))
 		if !containsInOrder(got, c.want) {
-			t.Errorf("%s -> %s %s/%d:\n got %s\nwant %q", c.src, c.dst, protoName(c.proto), c.port, got, c.want)
+			t.Errorf("%s -> %s %s/%d:\n got %s\nwant %q", c.src, c.dst, ProtoName(c.proto), c.port, got, c.want)
 		}
 	}
 }
@@ -151,7 +151,7 @@ func TestExplainLabelPolicies(t *testing.T) {
 	for _, c := range cases {
 		got := trace(explainIn(t, s, c.src, c.dst, c.proto, c.port))
 		if !containsInOrder(got, c.want) {
-			t.Errorf("%s -> %s %s/%d:\n got %s\nwant %q", c.src, c.dst, protoName(c.proto), c.port, got, c.want)
+			t.Errorf("%s -> %s %s/%d:\n got %s\nwant %q", c.src, c.dst, ProtoName(c.proto), c.port, got, c.want)
 		}
 	}
 }

@@ -34,7 +34,8 @@ func TestMain(m *testing.M) { e2etest.Main(m, labPrefix, nil) }
 
 // end is one end of a flow: a workload or the outside.
 type end struct {
-	name string // as given to `calicoctl why`
+	name string // as printed
+	arg  string // as given to `calicoctl why`
 	ns   *lab.Netns
 	ip   netip.Addr
 }
@@ -51,8 +52,9 @@ var probes = []probe{{"icmp", []string{"--proto", "icmp"}, 0}, {"tcp/8080", []st
 // Label policies for the later matrices, written to the datastore as
 // `calicoctl apply` would write them.
 const (
-	// worker-2 admits TCP 8080 from PROF_1 members, passes ICMP to its
-	// profiles (PROF_2: only PROF_2 members) and drops the rest (end of tier).
+	// worker-2 admits TCP 8080 from PROF_1 members and from the outside
+	// network, passes ICMP to its profiles (PROF_2: only PROF_2 members)
+	// and drops the rest (end of tier).
 	worker2In = `apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: worker-2-in}
@@ -63,6 +65,10 @@ spec:
   - action: Allow
     protocol: TCP
     source: {selector: has(profile.projectcalico.org/PROF_1)}
+    destination: {ports: [8080]}
+  - action: Allow
+    protocol: TCP
+    source: {nets: [198.51.100.0/24]}
     destination: {ports: [8080]}
   - action: Pass
     protocol: ICMP
@@ -87,9 +93,15 @@ func TestWhyMatchesTheKernel(t *testing.T) {
 	var ends []end
 	for _, name := range []string{"worker-1", "worker-2", "worker-3"} {
 		wl := w.Workloads[name]
-		ends = append(ends, end{name, wl.Netns, wl.IP})
+		ends = append(ends, end{name, name, wl.Netns, wl.IP})
 	}
-	ends = append(ends, end{"outside", w.Outside.Netns, w.Outside.IP})
+	// The outside by its address: rules may name its network.
+	ends = append(ends, end{"outside", w.Outside.IP.String(), w.Outside.Netns, w.Outside.IP})
+	// The outside network routes the pool to host1, so what stops it from
+	// reaching a workload is policy, not a missing route.
+	if err := w.Outside.AddReturnRoute(walkthrough.Pool, w.Hosts[0].Addr().String()); err != nil {
+		t.Fatalf("outside route to the pool: %v", err)
+	}
 	for _, e := range ends {
 		e2etest.ListenTCP(t, e.ns, netip.AddrPortFrom(e.ip, 8080).String())
 	}
@@ -111,6 +123,12 @@ func TestWhyMatchesTheKernel(t *testing.T) {
 	var ans client.WhyAnswer
 	if err := json.Unmarshal([]byte(js), &ans); err != nil || ans.Verdict != "denied" || ans.Allowed || len(ans.Steps) == 0 {
 		t.Errorf("why -o json: %v, verdict %q, %d steps:\n%s", err, ans.Verdict, len(ans.Steps), js)
+	}
+
+	// "outside" stands for an address outside the cluster.
+	out = why(ctx, t, w, "outside", "worker-1", probes[0])
+	if !strings.HasPrefix(out, "denied\n") || !strings.Contains(out, "note: outside is taken as 203.0.113.1") {
+		t.Errorf("why outside worker-1:\n%s", out)
 	}
 
 	etcd := e2etest.EtcdFrom(t, w.Hosts[0], w.Etcd)
@@ -148,7 +166,7 @@ func matrix(ctx context.Context, t *testing.T, w *walkthrough.World, name string
 					fmt.Fprintf(&b, " %-20s", "-")
 					continue
 				}
-				out := why(ctx, t, w, s.name, d.name, p)
+				out := why(ctx, t, w, s.arg, d.arg, p)
 				predicted := strings.HasPrefix(out, "allowed\n")
 				if !predicted && !strings.HasPrefix(out, "denied\n") {
 					t.Fatalf("why %s %s %s: first line is not a verdict:\n%s", s.name, d.name, p.name, out)

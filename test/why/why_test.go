@@ -47,7 +47,11 @@ type probe struct {
 	port uint16   // 0: ICMP echo
 }
 
-var probes = []probe{{"icmp", []string{"--proto", "icmp"}, 0}, {"tcp/8080", []string{"--proto", "tcp", "--port", "8080"}, 8080}}
+func tcp(port uint16) probe {
+	return probe{fmt.Sprintf("tcp/%d", port), []string{"--proto", "tcp", "--port", fmt.Sprint(port)}, port}
+}
+
+var probes = []probe{{"icmp", []string{"--proto", "icmp"}, 0}, tcp(8080)}
 
 // Label policies for the later matrices, written to the datastore as
 // `calicoctl apply` would write them.
@@ -141,26 +145,58 @@ func TestWhyMatchesTheKernel(t *testing.T) {
 		{"+ worker-3-out (egress end of tier)", []string{worker2In, worker3Out}},
 	} {
 		setPolicies(ctx, t, etcd, c.policies...)
-		matrix(ctx, t, w, c.name, ends)
+		matrix(ctx, t, w, c.name, ends, ends, probes)
 	}
+	out = why(ctx, t, w, "worker-3", "worker-1", probes[1])
+	t.Logf("calicoctl why worker-3 worker-1 --proto tcp --port 8080:\n%s", out)
+	if !strings.Contains(out, "end of tier") {
+		t.Errorf("why worker-3 worker-1 names no end-of-tier drop:\n%s", out)
+	}
+	out = why(ctx, t, w, "worker-3", "worker-2", probes[0])
+	t.Logf("calicoctl why worker-3 worker-2 --proto icmp:\n%s", out)
+	if !strings.Contains(out, "policy worker-2-in ingress rule 3: {action: Pass") {
+		t.Errorf("why worker-3 worker-2 names no Pass:\n%s", out)
+	}
+}
+
+// TestWhyNodes checks the guards between workloads and nodes: a workload
+// reaches no service of its own host, and no node's control plane (BGP on
+// 179, the datastore on 2379), while other ports of other nodes are open.
+func TestWhyNodes(t *testing.T) {
+	w := e2etest.World(t, labPrefix, walkthrough.Options{PoolArgs: []string{"--nat-outgoing"}}, true)
+	ctx := e2etest.Ctx(t, 10*time.Minute)
+	var srcs, nodes []end
+	for _, name := range []string{"worker-1", "worker-3"} {
+		wl := w.Workloads[name]
+		srcs = append(srcs, end{name, name, wl.Netns, wl.IP})
+	}
+	for _, h := range w.Hosts {
+		nodes = append(nodes, end{h.Label, h.Addr().String(), h.Netns, h.Addr()})
+		e2etest.ListenTCP(t, h.Netns, netip.AddrPortFrom(h.Addr(), 8080).String())
+	}
+	e2etest.WaitFor(t, 60*time.Second, "worker-1 pings worker-3", func() (bool, string) {
+		n := e2etest.PingReplies(ctx, srcs[0].ns, netip.Addr{}, srcs[1].ip, 1)
+		return n > 0, fmt.Sprintf("%d replies", n)
+	})
+	matrix(ctx, t, w, "workloads to nodes", srcs, nodes, []probe{probes[0], tcp(8080), tcp(179), tcp(2379)})
 }
 
 // matrix asks `why` about every ordered pair and probe, makes the kernel
 // answer, and prints both.
-func matrix(ctx context.Context, t *testing.T, w *walkthrough.World, name string, ends []end) {
+func matrix(ctx context.Context, t *testing.T, w *walkthrough.World, name string, srcs, dsts []end, probes []probe) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-10s", "src\\dst")
-	for _, d := range ends {
+	for _, d := range dsts {
 		for _, p := range probes {
 			fmt.Fprintf(&b, " %-20s", d.name+" "+p.name)
 		}
 	}
 	b.WriteString("\n")
 	total, match := 0, 0
-	for _, s := range ends {
+	for _, s := range srcs {
 		fmt.Fprintf(&b, "%-10s", s.name)
-		for _, d := range ends {
+		for _, d := range dsts {
 			for _, p := range probes {
 				if s == d {
 					fmt.Fprintf(&b, " %-20s", "-")

@@ -280,7 +280,9 @@ func (e *explainer) route() bool {
 	case r.Dev == api.VXLANDevice:
 		s.What = fmt.Sprintf("VXLAN: %s via %s dev %s", r.Dst, via, r.Dev)
 	case r.Dev == IPIPKernelDevice || r.Dev == IPIPBPFDevice:
-		s.What = fmt.Sprintf("IPIP: %s via %s dev %s", r.Dst, via, r.Dev)
+		// The device (tunl0, or ipip.calico without the kernel module)
+		// depends on the node's kernel, which the datastore does not say.
+		s.What = fmt.Sprintf("IPIP: %s via %s", r.Dst, via)
 	case wg != "" && r.Dev == wg:
 		s.What = fmt.Sprintf("WireGuard: %s via %s dev %s", r.Dst, via, r.Dev)
 	default:

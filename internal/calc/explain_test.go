@@ -44,7 +44,7 @@ func explainIn(t *testing.T, s *Snapshot, src, dst string, proto uint8, port uin
 		if p.Node == "" {
 			return nil
 		}
-		r := Compute(Input{Node: p.Node, Snap: s, Learned: learned})
+		r := Compute(Input{Node: p.Node, Snap: s, Learned: learned, IPIP: IPIPSupport{BPF: true}})
 		return &r
 	}
 	in := ExplainInput{Src: party(src), Dst: party(dst), NodeAddrs: nodeAddrs}
@@ -180,4 +180,20 @@ func containsInOrder(s string, parts []string) bool {
 		s = s[i+len(p):]
 	}
 	return true
+}
+
+func TestExplainEncapsulation(t *testing.T) {
+	for _, c := range []struct {
+		pool api.Pool
+		want string
+	}{
+		{api.Pool{CIDR: "192.168.100.0/24", VXLANMode: api.EncapAlways}, "route info VXLAN: 192.168.100.64/26 via 10.0.1.2 (h2) dev vxlan.calico"},
+		{api.Pool{CIDR: "192.168.100.0/24", IPIPMode: api.EncapAlways}, "route info IPIP: 192.168.100.64/26 via 10.0.1.2 (h2)"},
+		{api.Pool{CIDR: "192.168.100.0/24", IPIPMode: api.EncapCrossSubnet}, "route info BGP route: 192.168.100.64/26 via 10.0.1.2 (h2)"},
+	} {
+		s := snapshot(c.pool)
+		if got := trace(explainIn(t, s, "w1", "w3", ProtoICMP, 0)); !containsInOrder(got, []string{"allowed", c.want}) {
+			t.Errorf("%+v:\n got %s\nwant %s", c.pool, got, c.want)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
@@ -43,12 +44,27 @@ var (
 	Outside6 = netip.MustParseAddr("2001:db8::1")
 )
 
-// Why reads the whole datastore at one revision, decodes it as every agent
-// does (package decode), computes the source's and the destination's node
-// with calc.Compute as their agents do, and walks the flow through the
-// result with calc.Explain: the structures the agents render into
-// nftables and routes, not a second reading of the rules.
-func (c *Client) Why(ctx context.Context, req WhyRequest) (*WhyAnswer, error) {
+// Model is the datastore at one revision, decoded as every agent decodes
+// it (package decode) and computed per node with calc.Compute as that
+// node's agent computes it: the structures the agents render into nftables
+// and routes, not a second reading of the rules. One read answers any
+// number of questions (a who-reaches-whom matrix); each node is computed
+// once, on first use. Safe for concurrent use.
+type Model struct {
+	snap         *calc.Snapshot
+	notes        []string
+	controlHosts []netip.Addr
+	controlPorts []uint16
+	res          resolver
+	nodeAddrs    map[netip.Addr]string
+	learned      map[netip.Prefix][]calc.LearnedPath
+
+	mu      sync.Mutex
+	results map[string]*calc.Result
+}
+
+// ReadModel reads the whole datastore in one transaction and decodes it.
+func (c *Client) ReadModel(ctx context.Context) (*Model, error) {
 	recs, _, err := c.DS.Read(ctx, datastore.ReadPrefix(datastore.Root))
 	if err != nil {
 		return nil, err
@@ -62,72 +78,97 @@ func (c *Client) Why(ctx context.Context, req WhyRequest) (*WhyAnswer, error) {
 		kvs[r.Key] = v
 	}
 	snap, errs := decode.Snapshot(nil, kvs)
-	ans := &WhyAnswer{}
+	var notes []string
 	for _, e := range errs {
-		ans.Notes = append(ans.Notes, e.Error()+" (agents keep its last good value, which this answer cannot know)")
+		notes = append(notes, e.Error()+" (agents keep its last good value, which this answer cannot know)")
 	}
 	hosts, ports := c.DS.Config().ControlPlane()
-	return ans, answer(snap, req, hosts, ports, ans)
+	return NewModel(snap, hosts, ports, notes), nil
 }
 
-// answer does the pure part of Why on a decoded snapshot.
-func answer(snap *calc.Snapshot, req WhyRequest, controlHosts []netip.Addr, controlPorts []uint16, ans *WhyAnswer) error {
-	believed, ignored := calc.CheckEndpoints(snap)
-	r := resolver{snap: snap, believed: believed, ignored: ignored}
-	want6 := isV6(req.Src) || isV6(req.Dst)
-	var err error
-	if ans.Src, err = r.party(req.Src, want6, &ans.Notes); err != nil {
-		return fmt.Errorf("source: %w", err)
+// Why answers one question from a fresh read of the datastore.
+func (c *Client) Why(ctx context.Context, req WhyRequest) (*WhyAnswer, error) {
+	m, err := c.ReadModel(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if ans.Dst, err = r.party(req.Dst, want6, &ans.Notes); err != nil {
-		return fmt.Errorf("destination: %w", err)
-	}
-	if ans.Src.Addr.Is4() != ans.Dst.Addr.Is4() {
-		return fmt.Errorf("%s (%s) and %s (%s) are of different IP families; give two IPv4 or two IPv6 ends", ans.Src.Name, ans.Src.Addr, ans.Dst.Name, ans.Dst.Addr)
-	}
-	if ans.Flow, err = flowFor(req, ans.Src.Addr, ans.Dst.Addr); err != nil {
-		return err
-	}
+	return m.Why(req)
+}
 
+// NewModel prepares a decoded snapshot for questions. controlHosts and
+// controlPorts are the datastore's hosts and ports, as agents add them to
+// the control plane; notes go with every answer.
+func NewModel(snap *calc.Snapshot, controlHosts []netip.Addr, controlPorts []uint16, notes []string) *Model {
+	believed, ignored := calc.CheckEndpoints(snap)
+	m := &Model{snap: snap, notes: notes, controlHosts: controlHosts, controlPorts: controlPorts,
+		res:       resolver{snap: snap, believed: believed, ignored: ignored},
+		nodeAddrs: map[netip.Addr]string{}, learned: map[netip.Prefix][]calc.LearnedPath{},
+		results: map[string]*calc.Result{}}
 	// Every node's routes reach the others over BGP with the node itself as
 	// the next hop (a mesh, or reflectors, which keep the next hop).
-	nodeAddrs := map[netip.Addr]string{}
-	learned := map[netip.Prefix][]calc.LearnedPath{}
 	for _, name := range sortedNames(snap.Nodes) {
 		v4, v6 := api.NodeAddrs(snap.Nodes[name])
 		for _, a := range []netip.Addr{v4, v6} {
 			if a.IsValid() {
-				nodeAddrs[a] = name
+				m.nodeAddrs[a] = name
 			}
 		}
 		if !v4.IsValid() {
 			continue
 		}
 		for _, p := range calc.Compute(calc.Input{Node: name, Snap: snap}).Announce {
-			learned[p] = append(learned[p], calc.LearnedPath{Neighbor: v4, NextHop: v4})
+			m.learned[p] = append(m.learned[p], calc.LearnedPath{Neighbor: v4, NextHop: v4})
 		}
 	}
-	compute := func(node string) *calc.Result {
-		if node == "" {
-			return nil
-		}
-		res := calc.Compute(calc.Input{
-			Node: node, Snap: snap, Learned: learned,
-			// The eBPF IPIP path: the agent's kernel probe is not in the
-			// datastore, and with the kernel module only the device differs.
-			IPIP:         calc.IPIPSupport{BPF: true},
-			ControlHosts: controlHosts, ControlTCPPorts: controlPorts,
-			WireGuard: calc.WireGuardSupport{PublicKey: snap.Nodes[node].WireGuardPublicKey},
-		})
-		return &res
+	return m
+}
+
+// node is Compute for one node as its agent runs it, with the routes the
+// others announce; nil for "" (outside the cluster).
+func (m *Model) node(name string) *calc.Result {
+	if name == "" {
+		return nil
 	}
-	x := calc.Explain(calc.ExplainInput{
-		Src: ans.Src, Dst: ans.Dst, Flow: ans.Flow,
-		SrcNode: compute(ans.Src.Node), DstNode: compute(ans.Dst.Node),
-		NodeAddrs: nodeAddrs,
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.results[name]; ok {
+		return r
+	}
+	r := calc.Compute(calc.Input{
+		Node: name, Snap: m.snap, Learned: m.learned,
+		// The eBPF IPIP path: the agent's kernel probe is not in the
+		// datastore, and with the kernel module only the device differs.
+		IPIP:         calc.IPIPSupport{BPF: true},
+		ControlHosts: m.controlHosts, ControlTCPPorts: m.controlPorts,
+		WireGuard: calc.WireGuardSupport{PublicKey: m.snap.Nodes[name].WireGuardPublicKey},
 	})
-	ans.Explanation = x
-	return nil
+	m.results[name] = &r
+	return &r
+}
+
+// Why resolves both ends, builds the flow and explains it.
+func (m *Model) Why(req WhyRequest) (*WhyAnswer, error) {
+	ans := &WhyAnswer{Notes: slices.Clone(m.notes)}
+	want6 := isV6(req.Src) || isV6(req.Dst)
+	var err error
+	if ans.Src, err = m.res.party(req.Src, want6, &ans.Notes); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if ans.Dst, err = m.res.party(req.Dst, want6, &ans.Notes); err != nil {
+		return nil, fmt.Errorf("destination: %w", err)
+	}
+	if ans.Src.Addr.Is4() != ans.Dst.Addr.Is4() {
+		return nil, fmt.Errorf("%s (%s) and %s (%s) are of different IP families; give two IPv4 or two IPv6 ends", ans.Src.Name, ans.Src.Addr, ans.Dst.Name, ans.Dst.Addr)
+	}
+	if ans.Flow, err = flowFor(req, ans.Src.Addr, ans.Dst.Addr); err != nil {
+		return nil, err
+	}
+	ans.Explanation = calc.Explain(calc.ExplainInput{
+		Src: ans.Src, Dst: ans.Dst, Flow: ans.Flow,
+		SrcNode: m.node(ans.Src.Node), DstNode: m.node(ans.Dst.Node),
+		NodeAddrs: m.nodeAddrs,
+	})
+	return ans, nil
 }
 
 func flowFor(req WhyRequest, src, dst netip.Addr) (calc.Flow, error) {

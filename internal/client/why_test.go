@@ -54,8 +54,10 @@ func TestWhyAnswer(t *testing.T) {
 		{WhyRequest{Src: "solo", Dst: "h2/w", Proto: "sctp", Port: 80}, `--proto "sctp": want tcp, udp or icmp`, "", ""},
 	}
 	for _, c := range cases {
-		var ans WhyAnswer
-		err := answer(whySnapshot(), c.req, nil, nil, &ans)
+		ans, err := NewModel(whySnapshot(), nil, nil, nil).Why(c.req)
+		if ans == nil {
+			ans = &WhyAnswer{}
+		}
 		got := ans.Verdict
 		if err != nil {
 			got = err.Error()
@@ -63,5 +65,29 @@ func TestWhyAnswer(t *testing.T) {
 		if !strings.Contains(got, c.want) || err == nil && (ans.Src.Name != c.src || ans.Dst.Addr.String() != c.dstAddr) {
 			t.Errorf("%+v: got %q (src %s, dst %s), want %q (src %s, dst %s)", c.req, got, ans.Src.Name, ans.Dst.Addr, c.want, c.src, c.dstAddr)
 		}
+	}
+}
+
+// One model answers a whole matrix as fresh models answer each question.
+func TestWhyModelReuse(t *testing.T) {
+	ends := []string{"h1/w", "h2/w", "solo", "outside", "10.0.0.1"}
+	shared := NewModel(whySnapshot(), nil, nil, nil)
+	n := 0
+	for _, src := range ends {
+		for _, dst := range ends {
+			if src == dst {
+				continue
+			}
+			req := WhyRequest{Src: src, Dst: dst, Proto: "tcp", Port: 8080}
+			a, err := shared.Why(req)
+			b, err2 := NewModel(whySnapshot(), nil, nil, nil).Why(req)
+			if err != nil || err2 != nil || a.Verdict != b.Verdict || len(a.Steps) != len(b.Steps) {
+				t.Errorf("%s -> %s: shared %v %v, fresh %v %v", src, dst, a, err, b, err2)
+			}
+			n++
+		}
+	}
+	if n != 20 {
+		t.Fatalf("asked %d questions", n)
 	}
 }

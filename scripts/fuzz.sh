@@ -18,7 +18,7 @@ FUZZTIME=${FUZZTIME:-10s}
 targets=(
   ./internal/rules:FuzzParse
   ./internal/api:FuzzParseCIDR
-  ./internal/agent:FuzzDecodeRecord
+  ./internal/decode:FuzzDecodeRecord
   ./internal/ipam:FuzzDecodeBlock
   ./internal/ipam:FuzzParsePool
   ./internal/datastore:FuzzEndpoints

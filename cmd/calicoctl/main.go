@@ -62,7 +62,7 @@ CALICO_NODENAME, else the node whose IP is on this host, else the host name.`,
 		return fmt.Errorf("%v; see `%s --help`", err, c.CommandPath())
 	})
 	root.AddCommand(datastoreCmd(), poolCmd(), profileCmd(), bgpCmd(), nodeCmd(), containerCmd(),
-		endpointCmd(), statusCmd(), ipamCmd(), demoCmd(), versionCmd(), encryptionCmd(), uiCmd(), flowsCmd(),
+		endpointCmd(), statusCmd(), ipamCmd(), demoCmd(), versionCmd(), encryptionCmd(), uiCmd(), flowsCmd(), whyCmd(),
 		fileCmd("apply", "Create or update the resources of a file (unchanged ones are left alone)", client.Apply),
 		fileCmd("create", "Create the resources of a file; refused if any exists", client.Create),
 		fileCmd("replace", "Replace the resources of a file; refused if any does not exist", client.Replace),

@@ -25,6 +25,7 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/nft"
 	"github.com/calico-go/calico/internal/dataplane/wireguard"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/decode"
 	"github.com/calico-go/calico/internal/options"
 	"github.com/calico-go/calico/internal/routing"
 )
@@ -68,8 +69,6 @@ type Config struct {
 	// PrometheusListen is where /metrics is served (invalid: nowhere).
 	PrometheusListen netip.AddrPort
 }
-
-func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
 
 // Agent is one running calico-node.
 type Agent struct {
@@ -279,7 +278,7 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 	a.mu.Lock()
 	old := a.snap
 	a.mu.Unlock()
-	fresh, errs := decodeSnapshot(old, kvs) // pools first; bad records keep their last good value
+	fresh, errs := decode.Snapshot(old, kvs) // pools first; bad records keep their last good value
 	for _, err := range errs {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 	}
@@ -299,7 +298,7 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 // OnUpdate implements datastore.SyncHandler.
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
-	relevant, err := decodeInto(a.snap, key, value)
+	relevant, err := decode.Into(a.snap, key, value)
 	a.dsChanged = a.dsChanged || relevant
 	a.mu.Unlock()
 	if err != nil {

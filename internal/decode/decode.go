@@ -1,4 +1,7 @@
-package agent
+// Package decode turns datastore records into a calc.Snapshot: the one
+// decoder every reader of the datastore's model uses (the agent's syncer,
+// and `calicoctl why`, which must see exactly what the agents see).
+package decode
 
 import (
 	"encoding/json"
@@ -95,11 +98,11 @@ func locate(key string) (loc, bool) {
 	return l, true
 }
 
-// decodeInto applies one datastore record to a snapshot (value nil: the key
+// Into applies one datastore record to a snapshot (value nil: the key
 // was deleted). It reports whether the key matters to the calculation at
 // all, and an error for a record that does not decode or validate; the
 // snapshot then keeps what it had under that key.
-func decodeInto(s *calc.Snapshot, key string, value []byte) (relevant bool, err error) {
+func Into(s *calc.Snapshot, key string, value []byte) (relevant bool, err error) {
 	l, ok := locate(key)
 	if !ok {
 		return false, nil
@@ -114,12 +117,12 @@ func decodeInto(s *calc.Snapshot, key string, value []byte) (relevant bool, err 
 	return true, nil
 }
 
-// decodeSnapshot builds a snapshot from a full listing. Pools go first, so
+// Snapshot builds a snapshot from a full listing. Pools go first, so
 // endpoints and blocks are checked against every pool whatever the listing's
 // order. A bad record keeps its value from old (the snapshot before this
 // listing, nil for none): a re-list after a broken watch must not drop a
 // good record just because it has since been overwritten with garbage.
-func decodeSnapshot(old *calc.Snapshot, kvs map[string][]byte) (*calc.Snapshot, []error) {
+func Snapshot(old *calc.Snapshot, kvs map[string][]byte) (*calc.Snapshot, []error) {
 	keys := make([]string, 0, len(kvs))
 	for k := range kvs {
 		keys = append(keys, k)
@@ -139,7 +142,7 @@ func decodeSnapshot(old *calc.Snapshot, kvs map[string][]byte) (*calc.Snapshot, 
 	fresh := calc.NewSnapshot()
 	var errs []error
 	for _, k := range keys {
-		if _, err := decodeInto(fresh, k, kvs[k]); err != nil {
+		if _, err := Into(fresh, k, kvs[k]); err != nil {
 			errs = append(errs, err)
 			if old != nil {
 				carry(old, fresh, k)
@@ -190,7 +193,7 @@ func copyEntry[V any](from, to map[string]V, id string) {
 func remove(s *calc.Snapshot, l loc) {
 	switch l.kind {
 	case kindBGPConfig:
-		s.BGP = defaultBGP()
+		s.BGP = api.DefaultBGPConfig()
 	case kindEncryption:
 		s.Encryption = api.EncryptionConfig{}
 	case kindGlobalPeer:

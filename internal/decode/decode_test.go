@@ -1,4 +1,4 @@
-package agent
+package decode
 
 import (
 	"encoding/json"
@@ -30,7 +30,7 @@ func TestDecodeIntoRoutesEveryKindAndKeepsLastGoodOnGarbage(t *testing.T) {
 		{"/other/key", `x`, false},
 	}
 	for _, r := range records {
-		relevant, err := decodeInto(s, r.key, []byte(r.value))
+		relevant, err := Into(s, r.key, []byte(r.value))
 		if err != nil || relevant != r.relevant {
 			t.Errorf("%s: relevant=%v err=%v, want relevant=%v", r.key, relevant, err, r.relevant)
 		}
@@ -50,23 +50,23 @@ func TestDecodeIntoRoutesEveryKindAndKeepsLastGoodOnGarbage(t *testing.T) {
 		t.Errorf("pool key not unescaped: %v", s.Pools)
 	}
 	// Garbage over a good record is an error and leaves the good one.
-	if _, err := decodeInto(s, "/calico/v1/host/h1/endpoint/w1", []byte(`{not json`)); err == nil {
+	if _, err := Into(s, "/calico/v1/host/h1/endpoint/w1", []byte(`{not json`)); err == nil {
 		t.Error("garbage decoded without error")
 	}
 	if s.Endpoints["h1/w1"].InterfaceName != "cali1" {
 		t.Errorf("good endpoint lost after garbage: %+v", s.Endpoints)
 	}
 	// Deletion removes.
-	if _, err := decodeInto(s, "/calico/v1/host/h1/endpoint/w1", nil); err != nil || len(s.Endpoints) != 0 {
+	if _, err := Into(s, "/calico/v1/host/h1/endpoint/w1", nil); err != nil || len(s.Endpoints) != 0 {
 		t.Errorf("delete: err=%v endpoints=%v", err, s.Endpoints)
 	}
-	if _, err := decodeInto(s, "/calico/v1/policy/web", nil); err != nil || len(s.Policies) != 0 {
+	if _, err := Into(s, "/calico/v1/policy/web", nil); err != nil || len(s.Policies) != 0 {
 		t.Errorf("delete policy: err=%v policies=%v", err, s.Policies)
 	}
-	if _, err := decodeInto(s, "/calico/v1/networkset/outside", nil); err != nil || len(s.NetworkSets) != 0 {
+	if _, err := Into(s, "/calico/v1/networkset/outside", nil); err != nil || len(s.NetworkSets) != 0 {
 		t.Errorf("delete network set: err=%v sets=%v", err, s.NetworkSets)
 	}
-	if _, err := decodeInto(s, "/calico/v1/config/bgp", nil); err != nil || s.BGP.DefaultASNumber != 64512 {
+	if _, err := Into(s, "/calico/v1/config/bgp", nil); err != nil || s.BGP.DefaultASNumber != 64512 {
 		t.Errorf("deleted BGP config should fall back to defaults, got %+v", s.BGP)
 	}
 }
@@ -95,7 +95,7 @@ func good(t testing.TB) *calc.Snapshot {
 		{"/calico/v1/policy/web", gnpWeb},
 		{"/calico/v1/networkset/outside", gnsOutside},
 	} {
-		if _, err := decodeInto(s, r[0], []byte(r[1])); err != nil {
+		if _, err := Into(s, r[0], []byte(r[1])); err != nil {
 			t.Fatalf("good record %s: %v", r[0], err)
 		}
 	}
@@ -174,7 +174,7 @@ func TestDecodeRefusesHostileRecords(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := good(t)
 			before := snapJSON(t, s)
-			relevant, err := decodeInto(s, c.key, []byte(c.value))
+			relevant, err := Into(s, c.key, []byte(c.value))
 			if err == nil || !relevant {
 				t.Fatalf("accepted (relevant=%v)", relevant)
 			}
@@ -202,13 +202,13 @@ func TestDecodeSnapshotPoolsFirstAndCarry(t *testing.T) {
 		"/calico/v1/pool/192.168.0.0-16":       []byte(`{"cidr":"192.168.0.0/16"}`),
 		"/calico/v1/status/h1":                 []byte(`garbage is fine here`),
 	}
-	s, errs := decodeSnapshot(nil, kvs)
+	s, errs := Snapshot(nil, kvs)
 	if len(errs) != 0 || len(s.Endpoints) != 1 || len(s.Blocks) != 1 || len(s.Pools) != 1 {
 		t.Fatalf("errs %v, snapshot %+v", errs, s)
 	}
 	kvs["/calico/v1/host/h1/endpoint/w1"] = []byte(`{"node":"h1","workload":"w1","interfaceName":"eth0"}`)
 	kvs["/calico/v1/profile/P9"] = []byte(`{"name":"P9","inbound":[{"action":"maybe"}]}`)
-	s2, errs := decodeSnapshot(s, kvs)
+	s2, errs := Snapshot(s, kvs)
 	if len(errs) != 2 {
 		t.Errorf("want 2 errors, got %v", errs)
 	}
@@ -221,9 +221,9 @@ func TestDecodeSnapshotPoolsFirstAndCarry(t *testing.T) {
 	// A policy overwritten with a bad selector keeps its last good value
 	// across a re-listing.
 	kvs["/calico/v1/policy/web"] = []byte(gnpWeb)
-	s2, _ = decodeSnapshot(s2, kvs)
+	s2, _ = Snapshot(s2, kvs)
 	kvs["/calico/v1/policy/web"] = []byte(strings.Replace(gnpWeb, "tier != 'db'", "tier !", 1))
-	s2b, errs := decodeSnapshot(s2, kvs)
+	s2b, errs := Snapshot(s2, kvs)
 	if len(errs) != 3 || s2b.Policies["web"].Spec.Selector != "app == 'web' && tier != 'db'" {
 		t.Errorf("re-list with a bad policy: errs %v, policies %+v", errs, s2b.Policies)
 	}
@@ -231,7 +231,7 @@ func TestDecodeSnapshotPoolsFirstAndCarry(t *testing.T) {
 	// Without the pool, the endpoint and block are refused.
 	delete(kvs, "/calico/v1/pool/192.168.0.0-16")
 	kvs["/calico/v1/host/h1/endpoint/w1"] = []byte(`{"node":"h1","workload":"w1","interfaceName":"cali1","ipv4Nets":["192.168.0.1/32"]}`)
-	s3, errs := decodeSnapshot(nil, kvs)
+	s3, errs := Snapshot(nil, kvs)
 	if len(errs) != 3 || len(s3.Endpoints) != 0 || len(s3.Blocks) != 0 {
 		t.Errorf("without a pool: errs %v, snapshot %+v", errs, s3)
 	}
@@ -292,13 +292,13 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err := json.Unmarshal([]byte(baseJSON), s); err != nil {
 			t.Fatal(err)
 		}
-		_, err := decodeInto(s, key, value)
+		_, err := Into(s, key, value)
 		after := snapJSON(t, s)
 		if err != nil {
 			if after != baseJSON {
 				t.Fatalf("refused record %s changed the snapshot: %v", key, err)
 			}
-		} else if _, err2 := decodeInto(s, key, value); err2 != nil || snapJSON(t, s) != after {
+		} else if _, err2 := Into(s, key, value); err2 != nil || snapJSON(t, s) != after {
 			t.Fatalf("accepted record %s does not decode the same way twice: %v", key, err2)
 		}
 		// Whatever was accepted, nothing can point the dataplane outside
@@ -336,7 +336,7 @@ func TestDecodePolicyRecords(t *testing.T) {
 	pol := `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"db"},"spec":{"selector":"app == 'db'","ingress":[{"action":"Allow"}]}}`
 	set := `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkSet","metadata":{"name":"out","labels":{"zone":"x"}},"spec":{"nets":["198.51.100.0/24"]}}`
 	for key, v := range map[string]string{"/calico/v1/policy/db": pol, "/calico/v1/networkset/out": set} {
-		if relevant, err := decodeInto(s, key, []byte(v)); !relevant || err != nil {
+		if relevant, err := Into(s, key, []byte(v)); !relevant || err != nil {
 			t.Fatalf("%s: relevant=%v err=%v", key, relevant, err)
 		}
 	}
@@ -351,7 +351,7 @@ func TestDecodePolicyRecords(t *testing.T) {
 		{"/calico/v1/networkset/out", strings.Replace(set, `198.51.100.0/24`, `nope`, 1), "spec.nets"},
 		{"/calico/v1/policy/db", `null`, "not a JSON object"},
 	} {
-		_, err := decodeInto(s, bad.key, []byte(bad.value))
+		_, err := Into(s, bad.key, []byte(bad.value))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%s %s: err %v, want one naming %q", bad.key, bad.value, err, bad.want)
 		}
@@ -359,7 +359,7 @@ func TestDecodePolicyRecords(t *testing.T) {
 	if len(s.Policies) != 1 || s.Policies["db"].Spec.Ingress[0].Action != "Allow" || len(s.NetworkSets["out"].Spec.Nets) != 1 {
 		t.Errorf("a refused record changed the snapshot: %+v %+v", s.Policies, s.NetworkSets)
 	}
-	if _, err := decodeInto(s, "/calico/v1/policy/db", nil); err != nil || len(s.Policies) != 0 {
+	if _, err := Into(s, "/calico/v1/policy/db", nil); err != nil || len(s.Policies) != 0 {
 		t.Errorf("delete: %v %v", err, s.Policies)
 	}
 }

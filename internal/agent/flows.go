@@ -36,6 +36,7 @@ type flowLog struct {
 	// a drop's rule number names.
 	eps      map[netip.Addr]flowEndpoint
 	profiles map[string]api.Profile
+	policies map[string]calc.TierPolicy
 	flows    map[flowKey]*api.DeniedFlow
 	seen     map[flowKey]time.Time
 }
@@ -43,14 +44,17 @@ type flowLog struct {
 type flowEndpoint struct {
 	workload string
 	profiles []string
+	// in and out are the label policies that apply, in order.
+	in, out []string
 }
 
 type flowKey struct {
 	workload, dir   string
 	src, dst, proto string
 	port            int
-	profile         string
+	profile, policy string
 	rule            int
+	endOfTier       bool
 }
 
 func newFlowLog() *flowLog {
@@ -68,7 +72,7 @@ func (f *flowLog) setPolicy(p calc.Policy, snap *calc.Snapshot, node string) {
 	}
 	eps := map[netip.Addr]flowEndpoint{}
 	for _, ep := range p.Endpoints {
-		fe := flowEndpoint{workload: byIface[ep.Interface], profiles: ep.Profiles}
+		fe := flowEndpoint{workload: byIface[ep.Interface], profiles: ep.Profiles, in: ep.IngressPolicies, out: ep.EgressPolicies}
 		if fe.workload == "" {
 			fe.workload = ep.Interface
 		}
@@ -78,7 +82,7 @@ func (f *flowLog) setPolicy(p calc.Policy, snap *calc.Snapshot, node string) {
 	}
 	names := nft.NewDropNames(p)
 	f.mu.Lock()
-	f.names, f.eps, f.profiles = names, eps, p.Profiles
+	f.names, f.eps, f.profiles, f.policies = names, eps, p.Profiles, p.Policies
 	f.mu.Unlock()
 }
 
@@ -123,12 +127,12 @@ func (f *flowLog) add(p nflog.Packet) {
 		return
 	}
 	k := flowKey{workload: ep.workload, dir: src.Direction, src: h.src.String(), dst: h.dst.String(),
-		proto: h.proto, port: h.port, profile: src.Profile, rule: src.Rule}
+		proto: h.proto, port: h.port, profile: src.Profile, policy: src.Policy, rule: src.Rule, endOfTier: src.EndOfTier}
 	fl := f.flows[k]
 	if fl == nil {
 		fl = &api.DeniedFlow{Workload: k.workload, Direction: k.dir, Source: k.src, Destination: k.dst,
-			Protocol: k.proto, Port: k.port, Profile: k.profile, Rule: k.rule, DeniedBy: f.deniedBy(src, ep)}
-		if k.rule == 0 {
+			Protocol: k.proto, Port: k.port, Profile: k.profile, Policy: k.policy, Rule: k.rule, DeniedBy: f.deniedBy(src, ep)}
+		if k.rule == 0 && !k.endOfTier {
 			fl.Profile = strings.Join(ep.profiles, ",")
 		}
 		f.flows[k] = fl
@@ -141,6 +145,26 @@ func (f *flowLog) add(p nflog.Packet) {
 
 // deniedBy says in words what dropped the packet.
 func (f *flowLog) deniedBy(s nft.DropSource, ep flowEndpoint) string {
+	if s.EndOfTier {
+		pols := ep.in
+		if s.Direction == "outbound" {
+			pols = ep.out
+		}
+		return fmt.Sprintf("label policies %s apply and none decided: end of tier", strings.Join(pols, ", "))
+	}
+	if s.Policy != "" {
+		text := ""
+		if pol, ok := f.policies[s.Policy]; ok {
+			rs := pol.Ingress
+			if s.Direction == "outbound" {
+				rs = pol.Egress
+			}
+			if s.Rule >= 1 && s.Rule <= len(rs) {
+				text = ": " + calc.FormatPolicyRule(rs[s.Rule-1])
+			}
+		}
+		return fmt.Sprintf("policy %s %s rule %d%s", s.Policy, s.Direction, s.Rule, text)
+	}
 	if s.Rule == 0 {
 		if len(ep.profiles) == 0 {
 			return "the workload has no profile: nothing is allowed"

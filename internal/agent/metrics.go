@@ -120,15 +120,15 @@ type dropCollector struct {
 	sums       map[dropKey]nft.Count
 }
 
-type dropKey struct{ profile, dir, rule string }
+type dropKey struct{ profile, policy, dir, rule string }
 
 var (
 	dropPacketsDesc = prometheus.NewDesc("calico_dropped_packets_total",
-		"Packets dropped by workload policy: a profile's deny rule, or no rule allowing them.",
-		[]string{"profile", "direction", "rule"}, nil)
+		"Packets dropped by workload policy: a profile's or label policy's deny rule (rule N), no profile rule allowing them (rule none), or label policies applying and none deciding (rule end-of-tier).",
+		[]string{"profile", "policy", "direction", "rule"}, nil)
 	dropBytesDesc = prometheus.NewDesc("calico_dropped_bytes_total",
 		"Bytes dropped by workload policy (see calico_dropped_packets_total).",
-		[]string{"profile", "direction", "rule"}, nil)
+		[]string{"profile", "policy", "direction", "rule"}, nil)
 )
 
 // setNames names the counters of the policy just applied.
@@ -157,8 +157,11 @@ func (d *dropCollector) poll() error {
 		if !ok {
 			continue // not ours, or dropped before the agent named its chains
 		}
-		k := dropKey{s.Profile, s.Direction, strconv.Itoa(s.Rule)}
-		if s.Rule == 0 {
+		k := dropKey{s.Profile, s.Policy, s.Direction, strconv.Itoa(s.Rule)}
+		switch {
+		case s.EndOfTier:
+			k.rule = "end-of-tier"
+		case s.Rule == 0:
 			k.profile, k.rule = strings.Join(d.profilesOf[s.Endpoint], ","), "none"
 		}
 		t := d.sums[k]
@@ -182,8 +185,8 @@ func (d *dropCollector) Collect(ch chan<- prometheus.Metric) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for k, c := range d.sums {
-		ch <- prometheus.MustNewConstMetric(dropPacketsDesc, prometheus.CounterValue, float64(c.Packets), k.profile, k.dir, k.rule)
-		ch <- prometheus.MustNewConstMetric(dropBytesDesc, prometheus.CounterValue, float64(c.Bytes), k.profile, k.dir, k.rule)
+		ch <- prometheus.MustNewConstMetric(dropPacketsDesc, prometheus.CounterValue, float64(c.Packets), k.profile, k.policy, k.dir, k.rule)
+		ch <- prometheus.MustNewConstMetric(dropBytesDesc, prometheus.CounterValue, float64(c.Bytes), k.profile, k.policy, k.dir, k.rule)
 	}
 }
 

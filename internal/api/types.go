@@ -238,7 +238,10 @@ type DeniedFlow struct {
 	// Profile is the profile whose rule Rule (1-based) denied the packets;
 	// with Rule 0, no rule of the workload's profiles (Profile, comma-separated)
 	// allowed them.
-	Profile  string `json:"profile"`
+	Profile string `json:"profile"`
+	// Policy is the label policy whose Deny rule Rule denied them; with
+	// Rule 0 and no Profile, label policies applied and none decided.
+	Policy   string `json:"policy,omitempty"`
 	Rule     int    `json:"rule"`
 	DeniedBy string `json:"deniedBy"` // the same in words, with the rule's text
 	Packets  uint64 `json:"packets"`

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -260,9 +262,9 @@ func TestMetrics(t *testing.T) {
 
 // flow is one line of `calicoctl flows -o json`.
 type flow struct {
-	Node, Workload, Direction, Source, Destination, Protocol, Profile, DeniedBy string
-	Port, Rule                                                                  int
-	Packets                                                                     uint64
+	Node, Workload, Direction, Source, Destination, Protocol, Profile, Policy, DeniedBy string
+	Port, Rule                                                                          int
+	Packets                                                                             uint64
 }
 
 // TestFlows: a denied ping shows up in `calicoctl flows` with the profile
@@ -333,4 +335,62 @@ func TestFlows(t *testing.T) {
 	}
 	t.Logf("calicoctl flows:\n%s", table)
 	t.Logf("FIGURE: flows: worker-2's denied pings (%d) under %q, worker-3's (%d) under %q", byDefault.Packets, byDefault.DeniedBy, byRule.Packets, byRule.DeniedBy)
+
+	// Label policy drops are named too: a Deny rule by policy and number,
+	// and the end of the tier when policies apply and none decides.
+	h2 := w.Hosts[1]
+	file := filepath.Join(t.TempDir(), "w3-out.yaml")
+	if err := os.WriteFile(file, []byte(`apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: w3-out
+spec:
+  selector: projectcalico.org/workload == 'worker-3'
+  types: [Egress]
+  egress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [8080]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w.Ctl(ctx, h1, "apply", "-f", file); err != nil {
+		t.Fatalf("apply: %v: %s", err, out)
+	}
+	e2etest.ListenTCP(t, w1.Netns, "0.0.0.0:8080")
+	if err := e2etest.BecomesBlocked(ctx, w3.Netns, e2etest.AP(w1.IP, 8080)); err != nil {
+		t.Fatalf("worker-3 -> worker-1:8080 under w3-out: %v", err)
+	}
+	e2etest.PingReplies(ctx, w3.Netns, netip.Addr{}, w1.IP, 2)
+	var denyRule, endOfTier *flow
+	e2etest.WaitFor(t, 30*time.Second, "calicoctl flows --node host2 names policy w3-out's rule and its end of tier", func() (bool, string) {
+		out, err := w.Ctl(ctx, h2, "flows", "--node="+h2.Label, "-o", "json")
+		if err != nil {
+			return false, err.Error()
+		}
+		flows = nil
+		if err := json.Unmarshal([]byte(out), &flows); err != nil {
+			return false, fmt.Sprintf("%v: %q", err, out)
+		}
+		denyRule, endOfTier = nil, nil
+		for i, f := range flows {
+			if f.Workload != "worker-3" || f.Direction != "outbound" || f.Destination != w1.IP.String() {
+				continue
+			}
+			if f.Protocol == "tcp" && f.Port == 8080 {
+				denyRule = &flows[i]
+			}
+			if f.Protocol == "icmp" && f.Port == 8 {
+				endOfTier = &flows[i]
+			}
+		}
+		return denyRule != nil && endOfTier != nil, out
+	})
+	if denyRule.Policy != "w3-out" || denyRule.Rule != 1 || !strings.HasPrefix(denyRule.DeniedBy, "policy w3-out outbound rule 1: {action: Deny, protocol: TCP") {
+		t.Errorf("worker-3's TCP 8080: %+v; want policy w3-out outbound rule 1", *denyRule)
+	}
+	if endOfTier.Policy != "" || endOfTier.Rule != 0 || endOfTier.DeniedBy != "label policies w3-out apply and none decided: end of tier" {
+		t.Errorf("worker-3's pings: %+v; want the end of the tier", *endOfTier)
+	}
+	t.Logf("FIGURE: flows: policy drops named %q and %q", denyRule.DeniedBy, endOfTier.DeniedBy)
 }

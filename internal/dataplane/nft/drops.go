@@ -58,6 +58,23 @@ type DropSource struct {
 	Rule int
 	// Endpoint is the workload interface of a final drop.
 	Endpoint string
+	// Policy is the label policy whose Deny rule (Rule, 1-based among the
+	// direction's rules) dropped the packet.
+	Policy string
+	// EndOfTier: label policies applied to Endpoint in Direction and none
+	// decided (Rule 0).
+	EndOfTier bool
+}
+
+// endOfTier names an endpoint's end-of-tier drop in DropNames and in its
+// log prefix. It is not a chain: the drop is the last rule of the
+// endpoint's chain, whose own name already stands for its profiles' final
+// drop once policies move the profiles to a second stage.
+func endOfTier(iface string, ingress bool) string {
+	if ingress {
+		return "tier-" + endpointInChain(iface)
+	}
+	return "tier-" + endpointOutChain(iface)
 }
 
 // DropNames maps the log prefixes and counters of a rendered policy back
@@ -71,9 +88,15 @@ func NewDropNames(p calc.Policy) DropNames {
 		d[profileInChain(name)] = DropSource{Direction: "inbound", Profile: name}
 		d[profileOutChain(name)] = DropSource{Direction: "outbound", Profile: name}
 	}
+	for name := range p.Policies {
+		d[policyInChain(name)] = DropSource{Direction: "inbound", Policy: name}
+		d[policyOutChain(name)] = DropSource{Direction: "outbound", Policy: name}
+	}
 	for _, ep := range p.Endpoints {
 		d[endpointInChain(ep.Interface)] = DropSource{Direction: "inbound", Endpoint: ep.Interface}
 		d[endpointOutChain(ep.Interface)] = DropSource{Direction: "outbound", Endpoint: ep.Interface}
+		d[endOfTier(ep.Interface, true)] = DropSource{Direction: "inbound", Endpoint: ep.Interface, EndOfTier: true}
+		d[endOfTier(ep.Interface, false)] = DropSource{Direction: "outbound", Endpoint: ep.Interface, EndOfTier: true}
 	}
 	return d
 }

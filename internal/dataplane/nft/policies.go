@@ -56,7 +56,7 @@ func (rs *ruleset) renderLabelPolicies(p calc.Policy) {
 // of the tier. A policy's Allow or Deny ends the packet's walk; its Pass
 // goes (through the pass-in/pass-out map) to the endpoint's profile stage;
 // a policy that decides nothing returns here, to the next one.
-func endpointPolicyRules(policies []string, ingress bool) []string {
+func endpointPolicyRules(iface string, policies []string, ingress bool) []string {
 	out := make([]string, 0, len(policies)+1)
 	for _, n := range policies {
 		if ingress {
@@ -65,15 +65,28 @@ func endpointPolicyRules(policies []string, ingress bool) []string {
 			out = append(out, "jump "+policyOutChain(n))
 		}
 	}
-	// Some policy applies and none decided: the tier drops.
-	return append(out, "drop")
+	// Some policy applies and none decided: the tier drops (counted and
+	// logged as the endpoint's end of tier, drops.go).
+	return append(out, dropStatement(endOfTier(iface, ingress), 0))
 }
 
 // policyChainRules renders a policy's rules for one direction, in order.
 func policyChainRules(policy string, rules []calc.PolicyRule, ingress bool) []string {
+	chain := policyOutChain(policy)
+	if ingress {
+		chain = policyInChain(policy)
+	}
 	var out []string
-	for _, r := range rules {
-		out = append(out, policyRuleText(policy, r, ingress)...)
+	for i, r := range rules {
+		lines := policyRuleText(policy, r, ingress)
+		if r.Action != resource.ActionAllow && r.Action != resource.ActionLog && r.Action != resource.ActionPass {
+			// A Deny (or a rule enforced as one) is counted and logged
+			// with its 1-based number, as `calicoctl flows` names it.
+			for j, l := range lines {
+				lines[j] = strings.TrimSuffix(l, "drop") + dropStatement(chain, i+1)
+			}
+		}
+		out = append(out, lines...)
 	}
 	return out
 }

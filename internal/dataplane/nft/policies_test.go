@@ -50,8 +50,8 @@ func TestRenderLabelPolicy(t *testing.T) {
 	ep := labelPolicy().Endpoints[0]
 	polIn, polOut := policyInChain("front-in"), policyOutChain("egress")
 	want := map[string][]string{
-		endpointInChain(ep.Interface):  {"jump " + polIn, "drop"},
-		endpointOutChain(ep.Interface): {"jump " + polOut, "drop"},
+		endpointInChain(ep.Interface):  {"jump " + polIn, dropStatement(endOfTier(ep.Interface, true), 0)},
+		endpointOutChain(ep.Interface): {"jump " + polOut, dropStatement(endOfTier(ep.Interface, false), 0)},
 		// The profile stage: what the endpoint chain held without policies.
 		// Its final drop is counted and logged as the endpoint's (drops.go).
 		endpointProfIn(ep.Interface): {"jump " + profileInChain(ep.Profiles[0]), dropStatement(endpointInChain(ep.Interface), 0)},
@@ -60,8 +60,8 @@ func TestRenderLabelPolicy(t *testing.T) {
 			"ip6 saddr @" + selectorSet6(selFront) + " meta l4proto 6 th dport 8080-8090 accept",
 			`meta l4proto 1 counter log prefix "calico-pol front-in: "`,
 			"meta l4proto 1 oifname vmap @pass-in",
-			"ip saddr @" + selectorSet4(selExt) + " drop",
-			"ip6 saddr @" + selectorSet6(selExt) + " drop",
+			"ip saddr @" + selectorSet4(selExt) + " " + dropStatement(polIn, 4),
+			"ip6 saddr @" + selectorSet6(selExt) + " " + dropStatement(polIn, 4),
 		},
 		polOut: {
 			"ip daddr @" + selectorSet4(selFront) + " accept",

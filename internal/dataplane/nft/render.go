@@ -306,13 +306,13 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 		stage := endpointProfOut(ep.Interface)
 		rs.Chains[stage] = chainSpec{Rules: outRules}
 		rs.PassOut[ep.Interface] = stage
-		outRules = endpointPolicyRules(ep.EgressPolicies, false)
+		outRules = endpointPolicyRules(ep.Interface, ep.EgressPolicies, false)
 	}
 	if len(ep.IngressPolicies) > 0 {
 		stage := endpointProfIn(ep.Interface)
 		rs.Chains[stage] = chainSpec{Rules: inRules}
 		rs.PassIn[ep.Interface] = stage
-		inRules = endpointPolicyRules(ep.IngressPolicies, true)
+		inRules = endpointPolicyRules(ep.Interface, ep.IngressPolicies, true)
 	}
 
 	rs.Chains[out] = chainSpec{Rules: outRules}

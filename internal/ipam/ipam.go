@@ -54,6 +54,10 @@ type IPAM struct {
 	// their JSON was the largest cost of an assignment. Entries are
 	// immutable (writes build new records), so sharing them is safe.
 	decoded map[string]cachedBlock
+	// lastPools are the pools as last read by Assign, whose next read
+	// fetches the address's block with them when they still lay it out
+	// the same way.
+	lastPools []poolInfo
 
 	// conflicts counts transactions that lost a race, for metrics and for
 	// tests to show that contention really happened.

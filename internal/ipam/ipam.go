@@ -48,6 +48,9 @@ type IPAM struct {
 	// only turn into transaction conflicts and retries; across processes
 	// and hosts the transactions alone keep assignment correct.
 	nodeLocks map[string]chan struct{}
+	// pending are the Assign calls waiting for their node's turn; the
+	// caller that gets it answers them all (assignBatch).
+	pending map[string][]*assignReq
 
 	// decoded caches decoded blocks by key and ModRevision. A host's full
 	// blocks are read on every AutoAssign but rarely change, and decoding
@@ -80,7 +83,7 @@ type Store interface {
 
 // New returns an allocator whose transactions store runs.
 func New(store Store) *IPAM {
-	return &IPAM{store: store, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
+	return &IPAM{store: store, nodeLocks: map[string]chan struct{}{}, pending: map[string][]*assignReq{}, decoded: map[string]cachedBlock{}}
 }
 
 type cachedBlock struct {

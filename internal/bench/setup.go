@@ -368,14 +368,21 @@ func (r *runner) summarizeSetup(sec string, m *SetupMode, p50Target, p99Target f
 		note += fmt.Sprintf(", %d not reachable within %s", m.Failed, setupTimeout)
 	}
 	if m.Burst > 1 {
-		p50Target, p99Target = 0, 200 // bursts: the issue sets p99 only
+		// Bursts: the issues set p99 only, and only for the in-process
+		// call and CNI; twenty calicoctl processes at once are a figure.
+		p50Target, p99Target = 0, 200
+		if m.Via == "calicoctl" {
+			p99Target = 0
+		}
 	}
-	op := "<="
-	if p50Target == 0 {
-		op = ""
+	op := func(target float64) string {
+		if target == 0 {
+			return ""
+		}
+		return "<="
 	}
-	r.res.metric(sec, "setup p50, "+m.Mode, m.P50, "ms", op, p50Target, note)
-	r.res.metric(sec, "setup p99, "+m.Mode, m.P99, "ms", "<=", p99Target, note)
+	r.res.metric(sec, "setup p50, "+m.Mode, m.P50, "ms", op(p50Target), p50Target, note)
+	r.res.metric(sec, "setup p99, "+m.Mode, m.P99, "ms", op(p99Target), p99Target, note)
 	what := map[string]string{"calicoctl": "calicoctl container add --profile takes", "in-process": "the in-process AddWorkload call takes", "cni": "the CNI ADD (libcni running the plugin) takes"}[m.Via]
 	extra := ""
 	if len(m.PhaseP50) > 0 {

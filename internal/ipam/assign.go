@@ -89,7 +89,8 @@ func (m *IPAM) assignBatch(ctx context.Context, node string, batch []*assignReq)
 		alone, answers = nil, map[*assignReq]error{}
 		reads := []datastore.Read{datastore.ReadPrefix(datastore.PrefixPools)}
 		guessed := map[netip.Prefix]int{} // block -> index of its read
-		for _, r := range batch { // rs[1+i] is request i's handle
+		// rs[1+i] is request i's handle, then the blocks guessed.
+		for _, r := range batch {
 			reads = append(reads, datastore.ReadKey(datastore.HandleKey(r.handle)))
 		}
 		for _, r := range batch {

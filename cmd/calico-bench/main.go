@@ -32,6 +32,7 @@ func benchCmd() *cobra.Command {
 	var out string
 	var quick bool
 	var only []string
+	var setupCount, burst int
 	cmd := &cobra.Command{
 		Use:   "calico-bench [--out DIR] [--quick] [--only SECTION,...]",
 		Short: "Measure throughput, latency, endpoint setup, policy scale and BGP convergence on namespace hosts",
@@ -50,6 +51,8 @@ side by side in one run:
                 control pair whose policy never changes
   setup         container add (and the in-process call) to reachable from
                 another host, 200 workloads one by one and in bursts of 20
+  cni           the same through the calico CNI plugin, run by libcni as a
+                runtime runs it (ADD, address from calico-ipam), then DEL
   policy        1000 endpoints in 100 profiles on one host: cold start, cost
                 of one more endpoint, agent memory
   controlplane  BGP full mesh of 5, 10, 20 hosts: new route on every host,
@@ -68,7 +71,22 @@ not run.`,
 			if err != nil {
 				return err
 			}
+			var plan *bench.Plan
+			if setupCount > 0 || burst > 0 {
+				p := bench.DefaultPlan()
+				if quick {
+					p = bench.QuickPlan()
+				}
+				if setupCount > 0 {
+					p.SetupCount = setupCount
+				}
+				if burst > 0 {
+					p.Burst = burst
+				}
+				plan = &p
+			}
 			res, err := bench.Run(cmd.Context(), bench.Options{
+				Plan:     plan,
 				Bin:      filepath.Dir(self),
 				Out:      out,
 				Quick:    quick,
@@ -93,5 +111,7 @@ not run.`,
 	cmd.Flags().StringVar(&out, "out", "bench", "directory for results.json, results.md and the plots")
 	cmd.Flags().BoolVar(&quick, "quick", false, "fewer and shorter runs with smaller counts: a smoke test of a few minutes")
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these sections (comma-separated): "+strings.Join(bench.Sections, ", "))
+	cmd.Flags().IntVar(&setupCount, "setup-count", 0, "workloads per mode in the setup and cni sections (default 200, --quick 20)")
+	cmd.Flags().IntVar(&burst, "burst", 0, "workloads added at once in the burst modes of setup and cni (default 20, --quick 10)")
 	return cmd
 }

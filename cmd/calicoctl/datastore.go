@@ -15,6 +15,7 @@ import (
 
 	"github.com/calico-go/calico/internal/daemon"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/datastore/etcdserver"
 )
 
 func datastoreCmd() *cobra.Command {
@@ -22,7 +23,7 @@ func datastoreCmd() *cobra.Command {
 		Use:   "datastore",
 		Short: "Run the embedded etcd datastore (one machine, or a small cluster)",
 	}
-	var cfg datastore.ServerConfig
+	var cfg etcdserver.Config
 	var timeout time.Duration
 	addServerFlags := func(c *cobra.Command) {
 		c.Flags().StringVar(&cfg.ClientAddr, "listen", "127.0.0.1:2379", "client address IP:PORT")
@@ -120,7 +121,7 @@ func datastoreCmd() *cobra.Command {
 		Hidden: true,
 		Args:   exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := datastore.StartServer(cfg, timeout)
+			s, err := etcdserver.Start(cfg, timeout)
 			if err != nil {
 				return err
 			}

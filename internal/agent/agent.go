@@ -91,6 +91,10 @@ type Agent struct {
 
 	routes *netdev.RouteSyncer
 	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
+	// ifaceRecheck runs a pass when host sides' sysctls are due to be read
+	// back (ifaceRecheckEvery), so a setting changed by hand is restored
+	// within about a second even with no other change.
+	ifaceRecheck *time.Timer
 	// lastMissing: the endpoints without an interface last pass, logged on change.
 	lastMissing []string
 	vxlan       *netdev.VXLANSyncer
@@ -216,6 +220,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
+	a.ifaces.RecheckEvery = ifaceRecheckEvery
 	a.vxlan = netdev.NewVXLANSyncer()
 
 	ds, err := datastore.Connect(ctx, cfg.Datastore)

@@ -4,15 +4,22 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
 
+// ifaceRecheckEvery spaces the read-back of workload interfaces' sysctls
+// (netdev.WorkloadIfaceSyncer.RecheckEvery): a pass per new workload then
+// reads only the new one's, not every interface's on the host.
+const ifaceRecheckEvery = time.Second
+
 // applyWorkloadIfaces converges the host sides of this host's workload
 // veths (MTU, up, proxy ARP, forwarding, no router advertisements) from
 // calc's local endpoints, as the route and nftables syncers converge
-// theirs: whatever was changed by hand or lost is put back on this pass.
+// theirs: whatever was changed by hand or lost is put back on this pass
+// (the sysctls of interfaces already found right: within a second).
 // The agent never creates a veth (the workload's side lives in a namespace
 // only the entry point that made it knows), so a believed endpoint without
 // its interface, or with something else under its name, is a problem line
@@ -25,6 +32,9 @@ func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []strin
 		workload[w.Interface] = w.Workload
 	}
 	rep, err := a.ifaces.Apply(hs)
+	if rep.Recheck > 0 {
+		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, a.kick)
+	}
 	if len(rep.Fixed) > 0 {
 		a.log.Info("restored workload interface settings", "changes", rep.Fixed)
 	}

@@ -37,12 +37,13 @@ const (
 	SecWireGuard    = "wireguard"    // iperf3 on one fabric with `calicoctl encryption on`
 	SecLatency      = "latency"      // qperf (or netperf) with 0/100/1000 rules and endpoints
 	SecSetup        = "setup"        // container add -> reachable from another host
+	SecCNI          = "cni"          // CNI ADD (libcni, the calico plugin) -> reachable from another host
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
 	SecControlPlane = "controlplane" // route propagation in a 5/10/20 host mesh
 )
 
 // Sections lists every section in running order.
-var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecPolicy, SecControlPlane}
+var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecCNI, SecPolicy, SecControlPlane}
 
 // Plan holds every size and duration the sections use. DefaultPlan is the
 // full bench; QuickPlan a smoke run of a few minutes.
@@ -183,6 +184,7 @@ var sections = map[string]func(context.Context, *runner) error{
 	SecWireGuard:    runWireGuard,
 	SecLatency:      runLatency,
 	SecSetup:        runSetup,
+	SecCNI:          runCNI,
 	SecPolicy:       runPolicy,
 	SecControlPlane: runControlPlane,
 }

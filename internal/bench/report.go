@@ -78,9 +78,9 @@ func markdown(res *Results) string {
 			"between levels cancels out.\n")
 	}
 	if len(res.Setup) > 0 {
-		b.WriteString("\n## Endpoint setup (call to reachable from a workload on the other host)\n\n| mode | workloads | p50 ms | p90 | p99 | max | unreachable | call p50 | route after record p50 | reply after profile p50 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("\n## Endpoint setup (call to reachable from a workload on the other host)\n\n| mode | workloads | p50 ms | p90 | p99 | max | unreachable | call p50 | route after call p50 | reply after call p50 | agent CPU ms/workload | caller CPU ms/workload |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, m := range res.Setup {
-			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %d | %.1f | %.1f | %.1f |\n", m.Mode, len(m.Samples)+m.Failed, m.P50, m.P90, m.P99, m.Max, m.Failed, m.CallP50, m.RouteP50, m.ReachP50)
+			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", m.Mode, len(m.Samples)+m.Failed, m.P50, m.P90, m.P99, m.Max, m.Failed, m.CallP50, m.RouteP50, m.ReachP50, m.AgentCPUMs, m.CallerCPUMs)
 		}
 	}
 	if p := res.Policy; p != nil {

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/ipam"
 )
@@ -54,13 +53,13 @@ func (c *Client) ThisNode(ctx context.Context) (string, error) {
 				local[p.Addr()] = true
 			}
 		}
-		nodes, err := datastore.List[api.Node](ctx, c.DS, datastore.PrefixHosts)
+		nodes, err := c.nodeRecords(ctx)
 		if err != nil {
 			return "", err
 		}
-		for _, kv := range nodes {
-			if p, err := netip.ParsePrefix(kv.Value.IPv4); err == nil && local[p.Addr()] {
-				return kv.Value.Name, nil
+		for _, n := range nodes {
+			if p, err := netip.ParsePrefix(n.IPv4); err == nil && local[p.Addr()] {
+				return n.Name, nil
 			}
 		}
 	}

@@ -24,16 +24,35 @@ func (c *Client) Node(ctx context.Context, name string) (api.Node, error) {
 	return n, nil
 }
 
-// nodeRecords lists the registered nodes' records.
+// nodeRecords lists the registered nodes' records: their keys first, then
+// those records alone, in one transaction. Listing the hosts' prefix would
+// read every endpoint record too, which the CNI plugin (finding its node
+// once per container) would pay for in proportion to the host's workloads.
 func (c *Client) nodeRecords(ctx context.Context) ([]api.Node, error) {
-	kvs, err := datastore.List[api.Node](ctx, c.DS, datastore.PrefixHosts)
+	keys, err := c.DS.Keys(ctx, datastore.PrefixHosts)
+	if err != nil {
+		return nil, err
+	}
+	var reads []datastore.Read
+	for _, k := range keys {
+		if datastore.IsNodeKey(k) {
+			reads = append(reads, datastore.ReadKey(k))
+		}
+	}
+	if len(reads) == 0 {
+		return nil, nil
+	}
+	recs, _, err := c.DS.Read(ctx, reads...)
 	if err != nil {
 		return nil, err
 	}
 	var out []api.Node
-	for _, kv := range kvs {
-		if datastore.IsNodeKey(kv.Key) {
-			out = append(out, kv.Value)
+	for _, r := range recs {
+		for _, kv := range r {
+			var n api.Node
+			if json.Unmarshal(kv.Value, &n) == nil { // a damaged record names no node
+				out = append(out, n)
+			}
 		}
 	}
 	return out, nil

@@ -50,6 +50,14 @@ func (c *Client) AddProfile(ctx context.Context, name string, ifMissing bool) er
 	if err := api.ValidateName("profile", name); err != nil {
 		return err
 	}
+	if ifMissing {
+		// Read first: the profile nearly always exists (the CNI plugin
+		// and the Docker paths ask on every container), and a read is far
+		// cheaper than a create that fails, which etcd commits to disk.
+		if _, err := c.Profile(ctx, name); err == nil {
+			return nil
+		}
+	}
 	err := c.DS.Create(ctx, datastore.ProfileKey(name), api.NewProfile(name))
 	if errors.Is(err, datastore.ErrConflict) {
 		if ifMissing {

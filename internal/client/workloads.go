@@ -123,11 +123,13 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		}
 		fixed = append(fixed, a)
 	}
+	mark(ctx, PhaseChecks)
 	unlock, err := lockWorkload(ctx, req.Node, req.Name)
 	if err != nil {
 		return ep, err
 	}
 	defer unlock()
+	mark(ctx, PhaseLock)
 
 	key := datastore.EndpointKey(req.Node, req.Name)
 	if old, rev, err := datastore.Get[api.Endpoint](ctx, c.DS, key); err == nil {
@@ -157,6 +159,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	if err != nil {
 		return ep, err
 	}
+	mark(ctx, PhaseRead)
 	adopted := 0
 	take := func(a netip.Addr) bool {
 		if i := slices.Index(held, a); i >= 0 {
@@ -202,6 +205,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		}
 	}
 	faultPoint("after-address")
+	mark(ctx, PhaseIPAM)
 
 	ep = NewEndpoint(EndpointSpec{
 		Node: req.Node, Name: req.Name, Orchestrator: req.Orchestrator, ContainerID: req.ContainerID,
@@ -216,6 +220,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		return fail(err)
 	}
 	faultPoint("after-veth")
+	mark(ctx, PhaseVeth)
 	if err := c.DS.Create(ctx, key, ep); err != nil {
 		if errors.Is(err, datastore.ErrConflict) {
 			// Someone wrote the record meanwhile, without our lock: it owns
@@ -225,6 +230,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		return fail(err)
 	}
 	faultPoint("after-record")
+	mark(ctx, PhaseRecord)
 	if adopted > 0 {
 		// The agent's sweeper may have released the leftover handle just
 		// before the record appeared: make sure it still holds every address.

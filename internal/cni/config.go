@@ -196,6 +196,11 @@ const (
 	LabelPod       = api.LabelPod
 )
 
+// LabelNetwork names the network an endpoint was added by (the conflist's
+// "name"): GC removes only its own network's endpoints, and selectors can
+// pick a network's workloads.
+const LabelNetwork = "cni.projectcalico.org/network"
+
 // endpointLabels are the conflist's labels plus the runtime's pod
 // namespace and name.
 func (c *NetConf) endpointLabels(cniArgs string) (map[string]string, error) {
@@ -217,6 +222,15 @@ func (c *NetConf) endpointLabels(cniArgs string) (map[string]string, error) {
 		labels[k] = string(v)
 		return nil
 	}
+	// Set over the conflist's labels: a conflist cannot hand its endpoints
+	// to another network's GC.
+	if err := checkLabel(LabelNetwork, c.Name); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "calico: the network's name labels its endpoints: "+err.Error(), "shorten the conflist's \"name\"")
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[LabelNetwork] = c.Name
 	if err := add(LabelNamespace, a.K8S_POD_NAMESPACE); err != nil {
 		return nil, err
 	}

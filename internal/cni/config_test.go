@@ -62,9 +62,16 @@ func TestRequestAndLabels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]string{"app": "web", LabelNamespace: "prod", LabelPod: "web-1"}; !maps.Equal(l, want) {
+	if want := map[string]string{"app": "web", LabelNamespace: "prod", LabelPod: "web-1", LabelNetwork: "net1"}; !maps.Equal(l, want) {
 		t.Errorf("labels %v, want %v", l, want)
 	}
+	// A conflist cannot label its endpoints as another network's (whose
+	// GC would then remove them).
+	c.Labels[LabelNetwork] = "net2"
+	if l, _ := c.endpointLabels(""); l[LabelNetwork] != "net1" {
+		t.Errorf("network label %q, want net1", l[LabelNetwork])
+	}
+	delete(c.Labels, LabelNetwork)
 	if c.Labels[LabelPod] != "" {
 		t.Errorf("the conflist's labels were changed: %v", c.Labels)
 	}
@@ -133,5 +140,27 @@ func TestChained(t *testing.T) {
 	}
 	if same, _ := chained(&types.NetConf{}, res); same != res {
 		t.Errorf("without prevResult the result changed")
+	}
+}
+
+// What every ADD does before it touches the datastore: the conflist, the
+// requested addresses and the labels.
+func BenchmarkAddPrologue(b *testing.B) {
+	conf := []byte(`{"cniVersion":"1.1.0","name":"net1","type":"calico","etcd_endpoints":"http://10.0.0.1:2379","ipam":{"type":"calico-ipam","ipv4_pools":["10.64.0.0/16"]},"labels":{"app":"web"}}`)
+	b.ReportAllocs()
+	for range b.N {
+		c, err := ParseConf(conf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.requestedIPs(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.endpointLabels("IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-1"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := WorkloadName("0123456789abcdef0123456789abcdef", "eth0"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

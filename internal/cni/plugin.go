@@ -28,7 +28,7 @@ const callTimeout = 30 * time.Second
 
 // Funcs are the calico plugin's commands, for skel.PluginMainFuncs.
 func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status}
+	return skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
 }
 
 // session is what every command starts with: the configuration, a
@@ -292,6 +292,47 @@ func attach(args *skel.CmdArgs, fn func(ctx context.Context, s *session, name st
 	}
 	defer s.c.Close()
 	return fn(ctx, s, name)
+}
+
+// GC (CNI 1.1) removes what the runtime no longer has: every endpoint of
+// this network on this node (orchestrator cni, labelled LabelNetwork with
+// the network's name) whose container and interface are not among the
+// valid attachments the runtime passed. Each goes as DEL takes it (record,
+// veth, addresses). Endpoints without the label (made before ADD set it,
+// or by another path) are never touched: GC removes only what it knows is
+// this network's. The runtime does not GC an attachment it is adding, as
+// the spec requires, so a record appearing meanwhile is one it will list.
+func GC(args *skel.CmdArgs) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	s, err := open(ctx, args.StdinData)
+	if err != nil {
+		return err
+	}
+	defer s.c.Close()
+	valid := map[string]bool{}
+	for _, a := range s.conf.ValidAttachments {
+		if name, err := WorkloadName(a.ContainerID, a.IfName); err == nil {
+			valid[name] = true
+		}
+	}
+	eps, err := s.c.Endpoints(ctx, s.node)
+	if err != nil {
+		return cniError(err, "listing this node's endpoints")
+	}
+	var errs []error
+	for _, ep := range eps {
+		if ep.Orchestrator != api.OrchestratorCNI || ep.Labels[LabelNetwork] != s.conf.Name || valid[ep.Workload] {
+			continue
+		}
+		if _, err := s.c.RemoveWorkload(ctx, s.node, ep.Workload); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("%s: %w", ep.Workload, err))
+		}
+	}
+	if len(errs) > 0 {
+		return cniError(errors.Join(errs...), "removing stale attachments")
+	}
+	return nil
 }
 
 // Status says whether the plugin can take ADDs: the datastore answers and

@@ -11,7 +11,7 @@ import (
 const DefaultClientPort = 2379
 
 // PeerPort is the port an embedded member serves its peers on when not told
-// (StartServer): 2380 beside the usual client port 2379, else the client
+// (etcdserver.Start): 2380 beside the usual client port 2379, else the client
 // port + 1.
 func PeerPort(clientPort int) int {
 	if clientPort == DefaultClientPort {

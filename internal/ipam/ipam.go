@@ -48,12 +48,19 @@ type IPAM struct {
 	// only turn into transaction conflicts and retries; across processes
 	// and hosts the transactions alone keep assignment correct.
 	nodeLocks map[string]chan struct{}
+	// pending are the Assign calls waiting for their node's turn; the
+	// caller that gets it answers them all (assignBatch).
+	pending map[string][]*assignReq
 
 	// decoded caches decoded blocks by key and ModRevision. A host's full
 	// blocks are read on every AutoAssign but rarely change, and decoding
 	// their JSON was the largest cost of an assignment. Entries are
 	// immutable (writes build new records), so sharing them is safe.
 	decoded map[string]cachedBlock
+	// lastPools are the pools as last read by Assign, whose next read
+	// fetches the address's block with them when they still lay it out
+	// the same way.
+	lastPools []poolInfo
 
 	// conflicts counts transactions that lost a race, for metrics and for
 	// tests to show that contention really happened.
@@ -76,7 +83,7 @@ type Store interface {
 
 // New returns an allocator whose transactions store runs.
 func New(store Store) *IPAM {
-	return &IPAM{store: store, nodeLocks: map[string]chan struct{}{}, decoded: map[string]cachedBlock{}}
+	return &IPAM{store: store, nodeLocks: map[string]chan struct{}{}, pending: map[string][]*assignReq{}, decoded: map[string]cachedBlock{}}
 }
 
 type cachedBlock struct {

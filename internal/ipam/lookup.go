@@ -56,15 +56,7 @@ func (m *IPAM) locateBlock(ctx context.Context, ip netip.Addr, expect netip.Pref
 		if err != nil || len(r[0]) == 0 {
 			return nil, err
 		}
-		kv := r[0][0]
-		b := m.parseBlock(kv)
-		if b.err != nil {
-			return nil, errorf(ErrCorrupt, "%v", b.err)
-		}
-		if !b.st.prefix.Contains(ip) {
-			return nil, errorf(ErrCorrupt, "block key %s holds block %s", key, b.st.prefix)
-		}
-		return &b, nil
+		return m.blockHolding(r[0][0], ip)
 	}
 	if expect.IsValid() {
 		if b, err := get(datastore.BlockKey(expect.String())); b != nil || err != nil {
@@ -89,6 +81,37 @@ func (m *IPAM) locateBlock(ctx context.Context, ip netip.Addr, expect netip.Pref
 		}
 	}
 	return nil, clash, nil
+}
+
+// blockHolding decodes the block record kv, which should hold ip.
+func (m *IPAM) blockHolding(kv kv, ip netip.Addr) (*storedBlock, error) {
+	b := m.parseBlock(kv)
+	if b.err != nil {
+		return nil, errorf(ErrCorrupt, "%v", b.err)
+	}
+	if !b.st.prefix.Contains(ip) {
+		return nil, errorf(ErrCorrupt, "block key %s holds block %s", kv.key, b.st.prefix)
+	}
+	return &b, nil
+}
+
+// notePools keeps the pools last read, for guessBlock.
+func (m *IPAM) notePools(pools []poolInfo) {
+	m.mu.Lock()
+	m.lastPools = pools
+	m.mu.Unlock()
+}
+
+// guessBlock is the block holding ip as the pools last read lay it out;
+// invalid when they did not cover it. The caller checks the guess against
+// the pools it reads with it.
+func (m *IPAM) guessBlock(ip netip.Addr) netip.Prefix {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := findPool(m.lastPools, ip); ok && p.err == nil {
+		return p.blockFor(ip)
+	}
+	return netip.Prefix{}
 }
 
 // Blocks lists every block with its affinity and use, in address order.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,6 +42,13 @@ func TestCNISetupLatency(t *testing.T) {
 	w := world(t)
 	ctx := e2etest.Ctx(t, 3*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
+	// Until the agents' BGP session is up (GoBGP's first dial waits 1-2 s),
+	// a new container is unreachable from the other host whatever CNI does:
+	// time setup on a running cluster.
+	e2etest.WaitFor(t, 30*time.Second, "the BGP session between the hosts", func() (bool, string) {
+		out, err := w.Ctl(ctx, h1, "status")
+		return err == nil && strings.Contains(out, "Established"), out
+	})
 	net1 := conflist(t, "net1", w.Etcd, nil)
 	rt1, rt2 := runtime(t, h1), runtime(t, h2)
 	ns1, _, _ := attach(t, ctx, w, rt1, net1, h1, "probe")

@@ -176,7 +176,7 @@ func TestLibcniSpec(t *testing.T) {
 	}
 	if ep := endpointOf(t, ctx, w, "c1.eth0"); ep.Orchestrator != "cni" || ep.ContainerID != "c1" || !slices.Equal(ep.Profiles, []string{"net1"}) {
 		t.Errorf("endpoint of c1: %+v, want orchestrator cni, container id c1, profile net1", ep)
-	} else if want := map[string]string{"app": "web", "projectcalico.org/namespace": "prod", "projectcalico.org/pod": "web-1"}; !maps.Equal(ep.Labels, want) {
+	} else if want := map[string]string{"app": "web", "projectcalico.org/namespace": "prod", "projectcalico.org/pod": "web-1", "cni.projectcalico.org/network": "net1"}; !maps.Equal(ep.Labels, want) {
 		t.Errorf("endpoint of c1 has labels %v, want %v", ep.Labels, want)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -59,7 +60,8 @@ func newHostVeth(hs HostSide, peer string) *netlink.Veth {
 // RouteSyncer owns the routes: each Apply compares every wanted host side
 // with the kernel and puts back what differs (MTU, up, proxy ARP,
 // forwarding, no router advertisements...), so a setting changed by hand
-// or lost is restored on the next pass.
+// or lost is restored on the next pass (sysctls: on the next read-back,
+// see RecheckEvery).
 //
 // It never creates a veth: the workload's side lives in another namespace
 // that only the entry point making the workload (calicoctl, the Docker
@@ -69,6 +71,24 @@ func newHostVeth(hs HostSide, peer string) *netlink.Veth {
 // job).
 type WorkloadIfaceSyncer struct {
 	o options
+	// RecheckEvery, when not zero, spaces the read-back of the sysctls of
+	// host sides already found right: each Apply still converges the MTU
+	// and link state of every host side (one link dump) and the sysctls of
+	// any it has not verified (new, re-created or changed), but reads the
+	// others back at most this often. Reading seven /proc/sys files per
+	// interface on every pass was half of the agent's CPU time and delayed
+	// every new workload's route by a scan of all the others.
+	RecheckEvery time.Duration
+
+	verified map[string]verifiedSide // host sides whose sysctls were read back right
+	lastFull time.Time               // when every host side's sysctls were last read back
+}
+
+// verifiedSide is a host side as last verified: a veth re-created under the
+// same name has a new index, so it is verified again.
+type verifiedSide struct {
+	index int
+	hs    HostSide
 }
 
 // NewWorkloadIfaceSyncer makes a syncer for the caller's namespace, or
@@ -85,6 +105,10 @@ type WorkloadIfaceReport struct {
 	Missing []string
 	// Foreign are wanted names held by something that is not our veth.
 	Foreign []string
+	// Recheck, when not zero, says the sysctls of some verified host sides
+	// were not read back this time (RecheckEvery): Apply again within
+	// Recheck to verify them.
+	Recheck time.Duration
 }
 
 // Apply converges every wanted host side that exists.
@@ -106,8 +130,11 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 	for _, l := range links {
 		byName[l.Attrs().Name] = l
 	}
+	full := s.RecheckEvery == 0 || time.Since(s.lastFull) >= s.RecheckEvery
 	var errs []error
 	var settings []sysctl
+	checked := map[string]verifiedSide{}
+	skipped := false
 	for _, hs := range want {
 		l, ok := byName[hs.Name]
 		if !ok {
@@ -126,7 +153,13 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 				rep.Fixed = append(rep.Fixed, fmt.Sprintf("%s mtu %d -> %d", hs.Name, a.MTU, hs.mtu()))
 			}
 		}
-		settings = append(settings, hs.sysctls()...)
+		v := verifiedSide{index: a.Index, hs: hs}
+		if full || s.verified[hs.Name] != v {
+			settings = append(settings, hs.sysctls()...)
+			checked[hs.Name] = v
+		} else {
+			skipped = true
+		}
 		if a.Flags&net.FlagUp == 0 {
 			if err := h.LinkSetUp(l); err != nil {
 				errs = append(errs, fmt.Errorf("set %s up: %w", hs.Name, err))
@@ -138,7 +171,35 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 	fixed, err := convergeSysctls(s.o.netns, settings)
 	rep.Fixed = append(rep.Fixed, fixed...)
 	errs = append(errs, err)
+	s.remember(want, checked, full, err == nil)
+	if skipped {
+		rep.Recheck = max(s.RecheckEvery-time.Since(s.lastFull), time.Millisecond)
+	}
 	return rep, errors.Join(errs...)
+}
+
+// remember records which host sides Apply verified: those it read back
+// (when every read and write succeeded; otherwise all are read again next
+// time), and forgets those no longer wanted.
+func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]verifiedSide, full, ok bool) {
+	if s.RecheckEvery == 0 {
+		return
+	}
+	keep := make(map[string]verifiedSide, len(want))
+	for _, hs := range want {
+		if v, found := s.verified[hs.Name]; found && ok {
+			keep[hs.Name] = v
+		}
+	}
+	if ok {
+		for n, v := range checked {
+			keep[n] = v
+		}
+		if full {
+			s.lastFull = time.Now()
+		}
+	}
+	s.verified = keep
 }
 
 // convergeSysctls writes the settings whose value differs, in the namespace

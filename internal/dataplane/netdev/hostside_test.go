@@ -105,3 +105,75 @@ func TestWorkloadIfaceSyncerRestoresHandEdits(t *testing.T) {
 		t.Fatalf("a second Apply changed %q (err %v)", rep.Fixed, err)
 	}
 }
+
+// With RecheckEvery, an Apply reads back the sysctls of host sides it has
+// not verified (new, or re-created under the same name) and leaves the
+// verified ones for the next read-back, saying when that is due; MTU and
+// link state are converged on every Apply regardless. When due, a hand
+// edit is put back.
+func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
+	host, hostPath := hostWithUplink(t)
+	_, w1 := newNetns(t, "w1")
+	_, w2 := newNetns(t, "w2")
+	in := InNetns(hostPath)
+	spec1 := WorkloadSpec{NetnsPath: w1, HostIface: api.IfaceNameForID(t.Name() + "1"), Addrs: []netip.Prefix{pfx("192.168.101.1/32")}}
+	spec2 := WorkloadSpec{NetnsPath: w2, HostIface: api.IfaceNameForID(t.Name() + "2"), Addrs: []netip.Prefix{pfx("192.168.101.2/32")}}
+	if _, err := AddWorkload(spec1, in); err != nil {
+		t.Fatal(err)
+	}
+	ws := NewWorkloadIfaceSyncer(in)
+	ws.RecheckEvery = time.Hour
+	hs1 := HostSide{Name: spec1.HostIface}
+	if rep, err := ws.Apply([]HostSide{hs1}); err != nil || rep.Recheck != 0 {
+		t.Fatalf("first Apply: %+v %v", rep, err)
+	}
+	proxyARP := func(iface string) []string { return strings.Split("net/ipv4/conf/"+iface+"/proxy_arp", "/") }
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec1.HostIface)...)
+	ipCmd(t, "-n", host, "link", "set", spec1.HostIface, "mtu", "1300")
+	// A new workload: its settings are read (and right), workload 1's
+	// sysctls are not read this time, its MTU is.
+	if _, err := AddWorkload(spec2, in); err != nil {
+		t.Fatal(err)
+	}
+	hs2 := HostSide{Name: spec2.HostIface}
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec2.HostIface)...) // as if AddWorkload had failed to set it
+	rep, err := ws.Apply([]HostSide{hs1, hs2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Recheck <= 0 || rep.Recheck > time.Hour {
+		t.Errorf("Recheck %v, want the rest of the hour", rep.Recheck)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec2.HostIface)...); got != "1" {
+		t.Errorf("the new host side's proxy_arp = %s, want 1", got)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "0" {
+		t.Errorf("a verified host side's sysctls were read back before due (proxy_arp %s)", got)
+	}
+	if !slices.Contains(rep.Fixed, spec1.HostIface+" mtu 1300 -> 1500") {
+		t.Errorf("the MTU was not converged on this Apply: %q", rep.Fixed)
+	}
+	// Re-created under the same name: verified again at once.
+	if err := RemoveWorkload(spec1.HostIface, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AddWorkload(spec1, in); err != nil {
+		t.Fatal(err)
+	}
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec1.HostIface)...)
+	if _, err := ws.Apply([]HostSide{hs1, hs2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "1" {
+		t.Errorf("a re-created host side's proxy_arp = %s after Apply, want 1", got)
+	}
+	// Due: every host side is read back.
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec2.HostIface)...)
+	ws.RecheckEvery = time.Nanosecond
+	if rep, err := ws.Apply([]HostSide{hs1, hs2}); err != nil || rep.Recheck != 0 {
+		t.Fatalf("due Apply: %+v %v", rep, err)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec2.HostIface)...); got != "1" {
+		t.Errorf("a hand edit survived a due read-back: proxy_arp = %s", got)
+	}
+}

@@ -9,7 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/datastore/etcdserver"
 )
 
 // FreePort returns a currently unused TCP port on 127.0.0.1.
@@ -29,7 +29,7 @@ func FreePort(t testing.TB) int {
 func Start(t testing.TB) string {
 	t.Helper()
 	cport, pport := FreePort(t), FreePort(t)
-	s, err := datastore.StartServer(datastore.ServerConfig{
+	s, err := etcdserver.Start(etcdserver.Config{
 		DataDir:    t.TempDir(),
 		ClientAddr: fmt.Sprintf("127.0.0.1:%d", cport),
 		PeerAddr:   fmt.Sprintf("127.0.0.1:%d", pport),

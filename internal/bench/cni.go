@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/lab"
+)
+
+// runCNI adds workloads on host 1 through the calico CNI plugin, run by
+// libcni as a runtime runs it (ADD with the network's conflist, the
+// address from calico-ipam's pools), one by one and in bursts, and times
+// each from the call to the first echo reply from host 2; then DELs them
+// all and times that.
+func runCNI(ctx context.Context, r *runner) error {
+	for _, b := range []string{"calico", "calico-ipam"} {
+		if _, err := os.Stat(filepath.Join(r.opts.Bin, b)); err != nil {
+			return fmt.Errorf("no CNI plugin %s in %s; build it with `make build`", b, r.opts.Bin)
+		}
+	}
+	l, err := r.newSetupLab(ctx, SecCNI)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	w, h1 := l.w, l.w.Hosts[0]
+	// The network is named after the bench profile: its endpoints join
+	// that profile (the plugin's default), as the probe has.
+	conf, err := libcni.NetworkConfFromBytes(mustJSON(map[string]any{
+		"cniVersion": "1.1.0", "name": benchProfile,
+		"plugins": []any{map[string]any{
+			"type": "calico", "etcd_endpoints": "http://" + w.Etcd,
+			"ipam": map[string]any{"type": "calico-ipam", "ipv4_pools": []string{setupPool}},
+		}},
+	}))
+	if err != nil {
+		return fmt.Errorf("bench: the CNI conflist: %w", err)
+	}
+	cache, err := os.MkdirTemp("", "cbn-cni-cache")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cache)
+	rt := libcni.NewCNIConfigWithCacheDir([]string{r.opts.Bin}, cache, hostExec{h1})
+	var mu sync.Mutex
+	var attached []*libcni.RuntimeConf
+	add := func(ctx context.Context, name string, _ netip.Addr, ns *lab.Netns, _ *client.Trace) (netip.Addr, error) {
+		rc := &libcni.RuntimeConf{ContainerID: name, NetNS: ns.Path, IfName: "eth0"}
+		res, err := rt.AddNetworkList(ctx, conf, rc)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("CNI ADD %s: %w", name, err)
+		}
+		mu.Lock()
+		attached = append(attached, rc)
+		mu.Unlock()
+		cur, err := current.NewResultFromResult(res)
+		if err != nil || len(cur.IPs) == 0 {
+			return netip.Addr{}, fmt.Errorf("CNI ADD %s: no address in the result (%v)", name, err)
+		}
+		a, _ := netip.AddrFromSlice(cur.IPs[0].Address.IP.To4())
+		return a, nil
+	}
+	burst := max(r.plan.Burst, 1)
+	modes := []SetupMode{
+		{Mode: "CNI ADD, one by one", Via: "cni", Burst: 1},
+		{Mode: fmt.Sprintf("CNI ADD, bursts of %d", burst), Via: "cni", Burst: burst},
+	}
+	for i := range modes {
+		m := &modes[i]
+		if _, err := r.setupMode(ctx, l, m, fmt.Sprintf("c%d", i+1), nil, add); err != nil {
+			return err
+		}
+		r.summarizeSetup(SecCNI, m, 30, 150)
+		r.res.Setup = append(r.res.Setup, *m)
+		// DEL, as the runtime does when the container goes; timed.
+		var dels []float64
+		for _, rc := range attached {
+			t0 := time.Now()
+			if err := rt.DelNetworkList(ctx, conf, rc); err != nil {
+				return fmt.Errorf("CNI DEL %s: %w", rc.ContainerID, err)
+			}
+			dels = append(dels, ms(time.Since(t0)))
+		}
+		r.res.finding("%s, %s: DEL of each, one by one: p50 %.1f ms, p99 %.1f ms.", SecCNI, m.Mode, percentile(dels, 50), percentile(dels, 99))
+		attached = nil
+		w.settle(ctx, h1, 20*time.Second)
+		l.rw.forget()
+	}
+	return nil
+}
+
+// hostExec runs plugins in a lab host's namespace, as a runtime on that
+// host would: the child is forked from a thread inside the namespace, so
+// no wrapper (ip netns exec) adds its own cost to the call.
+type hostExec struct{ host *lab.Host }
+
+func (e hostExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, pluginPath)
+	cmd.Env = environ
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// A child inherits the namespace of the thread that forks it.
+	if err := e.host.Do(cmd.Start); err != nil {
+		return nil, fmt.Errorf("%s: %w", pluginPath, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		// A plugin's failure is a CNI error on stdout.
+		te := &types.Error{}
+		if json.Unmarshal(stdout.Bytes(), te) == nil && te.Msg != "" {
+			return nil, te
+		}
+		return nil, fmt.Errorf("%s: %w: %s%s", pluginPath, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+func (hostExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (hostExec) Decode(b []byte) (version.PluginInfo, error) {
+	return (&version.PluginDecoder{}).Decode(b)
+}
+
+// mustJSON marshals maps of strings, slices and maps, which cannot fail.
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

@@ -78,8 +78,8 @@ func TestFlowLog(t *testing.T) {
 	}
 	names := nft.NewDropNames(p)
 	inRule1 := prefixes(names, func(s nft.DropSource) bool { return s.Profile == "web" && s.Direction == "inbound" }, 1)
-	inFinal := prefixes(names, func(s nft.DropSource) bool { return s.Endpoint == "calia" && s.Direction == "inbound" }, 0)
-	outFinal := prefixes(names, func(s nft.DropSource) bool { return s.Endpoint == "calia" && s.Direction == "outbound" }, 0)
+	inFinal := prefixes(names, func(s nft.DropSource) bool { return s.Endpoint == "calia" && s.Direction == "inbound" && !s.EndOfTier }, 0)
+	outFinal := prefixes(names, func(s nft.DropSource) bool { return s.Endpoint == "calia" && s.Direction == "outbound" && !s.EndOfTier }, 0)
 	t0 := time.Unix(1700000000, 0)
 	pkt := func(prefix string, b []byte, at int) nflog.Packet {
 		return nflog.Packet{Prefix: prefix, Family: unix.AF_INET, Payload: b, Time: t0.Add(time.Duration(at) * time.Second)}
@@ -118,7 +118,9 @@ func TestFlowLog(t *testing.T) {
 	f.setPolicy(many, snap, "h1")
 	n := nft.NewDropNames(many)
 	for i, ep := range eps {
-		cand := prefixes(n, func(s nft.DropSource) bool { return s.Endpoint == ep.Interface && s.Direction == "inbound" }, 0)
+		cand := prefixes(n, func(s nft.DropSource) bool {
+			return s.Endpoint == ep.Interface && s.Direction == "inbound" && !s.EndOfTier
+		}, 0)
 		f.add(pkt(cand, ipv4("10.9.9.9", ep.Addrs[0].String(), unix.IPPROTO_UDP, 0, 1, 0, 53), 100+i))
 	}
 	if got := len(f.list()); got != flowsMax {

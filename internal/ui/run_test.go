@@ -11,6 +11,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/datastore"
+	"github.com/calico-go/calico/internal/datastore/etcdserver"
 	"github.com/calico-go/calico/internal/datastore/etcdtest"
 )
 
@@ -19,7 +20,7 @@ import (
 // server early.
 func etcd(t *testing.T) (stop func(), ds *datastore.Client) {
 	t.Helper()
-	srv, err := datastore.StartServer(datastore.ServerConfig{
+	srv, err := etcdserver.Start(etcdserver.Config{
 		DataDir:    t.TempDir(),
 		ClientAddr: fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t)),
 		PeerAddr:   fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t)),

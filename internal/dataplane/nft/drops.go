@@ -95,8 +95,12 @@ func NewDropNames(p calc.Policy) DropNames {
 	for _, ep := range p.Endpoints {
 		d[endpointInChain(ep.Interface)] = DropSource{Direction: "inbound", Endpoint: ep.Interface}
 		d[endpointOutChain(ep.Interface)] = DropSource{Direction: "outbound", Endpoint: ep.Interface}
-		d[endOfTier(ep.Interface, true)] = DropSource{Direction: "inbound", Endpoint: ep.Interface, EndOfTier: true}
-		d[endOfTier(ep.Interface, false)] = DropSource{Direction: "outbound", Endpoint: ep.Interface, EndOfTier: true}
+		if len(ep.IngressPolicies) > 0 {
+			d[endOfTier(ep.Interface, true)] = DropSource{Direction: "inbound", Endpoint: ep.Interface, EndOfTier: true}
+		}
+		if len(ep.EgressPolicies) > 0 {
+			d[endOfTier(ep.Interface, false)] = DropSource{Direction: "outbound", Endpoint: ep.Interface, EndOfTier: true}
+		}
 	}
 	return d
 }

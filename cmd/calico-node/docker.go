@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/calico-go/calico/internal/client"
@@ -19,31 +25,40 @@ import (
 // the events watcher whenever this host has an engine, and the plugins
 // with --libnetwork. It waits for the agent to register the node, since
 // wiring a container needs the node. The returned wait blocks until it
-// has stopped (after ctx ends), so the plugin sockets are gone on exit.
-func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config, o *options.Node) (wait func()) {
-	dockerHost, pluginDir := o.DockerHost, o.PluginDir
+// has stopped (after ctx ends), so the plugin sockets are gone on exit;
+// problems tells what the watcher could not do, for the node's status.
+func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config, o *options.Node) (wait func(), problems func() []string) {
+	var watcher atomic.Pointer[dockerwatch.Watcher]
+	var plugins atomic.Pointer[libnetwork.Drivers]
+	problems = func() (out []string) {
+		if w := watcher.Load(); w != nil {
+			out = w.Problems()
+		}
+		if d := plugins.Load(); d != nil {
+			out = append(out, d.Problems()...)
+		}
+		return out
+	}
+	dockerHost := o.DockerHost
 	if dockerHost == "" {
 		dockerHost = os.Getenv("DOCKER_HOST")
-	}
-	if pluginDir == "" {
-		pluginDir = libnetwork.DefaultPluginDir
 	}
 	stopped := make(chan struct{})
 	wait = func() { <-stopped }
 	if dockerHost == "none" {
 		close(stopped)
-		return wait
+		return wait, problems
 	}
 	sock, err := docker.SocketFromHost(dockerHost)
 	if err != nil {
 		log.Error("Docker integration off", "err", err)
 		close(stopped)
-		return wait
+		return wait, problems
 	}
 	if _, err := os.Stat(sock); err != nil && !o.Libnetwork {
 		log.Info("no Docker engine on this host; Docker integration off", "socket", sock)
 		close(stopped)
-		return wait
+		return wait, problems
 	}
 	go func() {
 		defer close(stopped)
@@ -59,6 +74,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 		done := make(chan struct{})
 		if o.Libnetwork {
 			drivers := libnetwork.New(c, name, engine, log)
+			plugins.Store(drivers)
 			// Before serving: what the engine removed while we were down
 			// never reached us, and must not stay routed or assigned.
 			if removed, err := drivers.Reconcile(ctx); err != nil {
@@ -69,7 +85,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 			go func() {
 				defer close(done)
 				defer drivers.Close() // before the client closes
-				if err := drivers.Serve(ctx, pluginDir); err != nil {
+				if err := drivers.Serve(ctx, libnetwork.Front(name, o.PluginDir).Backend); err != nil {
 					log.Error("Docker plugins stopped", "err", err)
 				}
 			}()
@@ -78,10 +94,11 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 		}
 		go keepForwarding(ctx, log)
 		w := &dockerwatch.Watcher{C: c, Node: name, Engine: engine, Log: log}
+		watcher.Store(w)
 		w.Run(ctx)
 		<-done
 	}()
-	return wait
+	return wait, problems
 }
 
 // connectWhenRegistered returns a client once the node record exists.
@@ -130,4 +147,37 @@ func keepForwarding(ctx context.Context, log *slog.Logger) {
 		case <-time.After(10 * time.Second):
 		}
 	}
+}
+
+// ensureFront starts the process that serves the engine's plugin sockets
+// and forwards to ours, before the agent reports ready: `calicoctl node
+// --libnetwork` returns with the sockets there.
+func ensureFront(name string, o *options.Node) error {
+	if !o.Libnetwork || o.DockerHost == "none" {
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	f := libnetwork.Front(name, o.PluginDir)
+	return libnetwork.EnsureFront(f, []string{self, "plugin-front", "--node", name, "--plugin-dir", f.PluginDir})
+}
+
+// runFront is `calico-node plugin-front`: the engine's plugin sockets,
+// forwarded to the agent while it runs (see libnetwork.RunFront).
+func runFront(args []string) error {
+	fs := pflag.NewFlagSet("calico-node plugin-front", pflag.ContinueOnError)
+	node := fs.String("node", "", "the node whose agent the calls go to")
+	dir := fs.String("plugin-dir", libnetwork.DefaultPluginDir, "where the engine looks for plugin sockets")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *node == "" {
+		return errors.New("plugin-front needs --node")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "plugin-front")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return libnetwork.RunFront(ctx, log, *node, libnetwork.Front(*node, *dir))
 }

@@ -25,6 +25,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "plugin-front" {
+		if err := runFront(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "error: "+err.Error())
+			os.Exit(1)
+		}
+		return
+	}
 	o := options.NewNode()
 	fs := pflag.NewFlagSet("calico-node", pflag.ContinueOnError)
 	endpoints := fs.String("etcd-endpoints", "", options.EtcdEndpointsHelp)
@@ -70,7 +77,11 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting calico-node", "name", name, "ip", o.IP, "datastore", cfg.Datastore.Endpoints)
-	dockerStopped := startDocker(ctx, log, name, cfg.Datastore, o)
+	if err := ensureFront(name, o); err != nil {
+		return err
+	}
+	dockerStopped, dockerProblems := startDocker(ctx, log, name, cfg.Datastore, o)
+	cfg.MoreProblems = dockerProblems
 	err = agent.Run(ctx, cfg)
 	stop()
 	dockerStopped()

@@ -209,7 +209,7 @@ func nodeStopCmd() *cobra.Command {
 				if _, alive := daemon.Running(nodePIDFile(n)); alive {
 					return fmt.Errorf("calico-node %s is still running; not removing its kernel state", n)
 				}
-				return uninstall(cmd.Context(), pluginDir)
+				return uninstall(cmd.Context(), n, pluginDir)
 			}
 			return err
 		},
@@ -221,8 +221,14 @@ func nodeStopCmd() *cobra.Command {
 }
 
 // uninstall removes this host's kernel state of calico-node and says what
-// went.
-func uninstall(ctx context.Context, pluginDir string) error {
+// went: first the plugin front, which serves the sockets in pluginDir.
+func uninstall(ctx context.Context, node, pluginDir string) error {
+	f := libnetwork.Front(node, pluginDir)
+	if stopped, err := libnetwork.StopFront(f); err != nil {
+		return fmt.Errorf("stop the Docker plugin front (pid file %s): %w", f.PIDFile, err)
+	} else if stopped {
+		fmt.Println("stopped the Docker plugin front")
+	}
 	removed, err := client.UninstallKernel(ctx, pluginDir)
 	for _, r := range removed {
 		fmt.Println("removed", r)
@@ -319,7 +325,7 @@ func nodeRemoveCmd() *cobra.Command {
 			// goes too. A node removed from another host keeps whatever
 			// its own host still has.
 			if _, err := os.Stat(nodePIDFile(n)); err == nil {
-				return uninstall(cmd.Context(), pluginDir)
+				return uninstall(cmd.Context(), n, pluginDir)
 			}
 			return nil
 		}),

@@ -63,6 +63,9 @@ type Config struct {
 	ClusterID      netip.Addr
 	// PublishPorts are the host ports workloads may publish (0-0: the default).
 	PublishPorts api.PortRange
+	// MoreProblems, when set, adds the problems of what runs beside the
+	// agent (Docker containers the watcher could not wire) to the status.
+	MoreProblems func() []string
 }
 
 func defaultBGP() api.BGPConfig { return api.DefaultBGPConfig() }
@@ -565,6 +568,9 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		Problems:  a.problems,
 		Endpoints: eps,
 		Swept:     a.sweeper.reported(),
+	}
+	if a.cfg.MoreProblems != nil {
+		st.Problems = append(slices.Clone(st.Problems), a.cfg.MoreProblems()...)
 	}
 	if a.cfg.RouteReflector {
 		st.ClusterID = a.cfg.IP.String()

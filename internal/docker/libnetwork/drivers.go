@@ -39,6 +39,10 @@ type Drivers struct {
 	life     context.Context
 	stop     context.CancelFunc
 	learning sync.WaitGroup
+	// pending are removed networks' pools that stay for other users
+	// (pending.go), under their own lock: the status reads them.
+	pmu     sync.Mutex
+	pending map[string]pendingPool
 }
 
 // Engine is what the drivers ask the engine: a network's name, labels and
@@ -105,9 +109,17 @@ func (d *Drivers) Serve(ctx context.Context, dir string) error {
 		}()
 		d.log.Info("serving Docker plugin", "driver", h.name, "socket", path)
 	}
-	<-ctx.Done()
-	closeAll()
-	return nil
+	retry := time.NewTicker(pendingRetry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			closeAll()
+			return nil
+		case <-retry.C:
+			d.retryPending()
+		}
+	}
 }
 
 // listenUnix takes over a stale socket (nobody answers on it) but refuses

@@ -3,8 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spf13/pflag"
 	"log/slog"
@@ -27,7 +32,7 @@ import (
 // wiring a container needs the node. The returned wait blocks until it
 // has stopped (after ctx ends), so the plugin sockets are gone on exit;
 // problems tells what the watcher could not do, for the node's status.
-func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config, o *options.Node) (wait func(), problems func() []string) {
+func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastore.Config, o *options.Node, managed bool) (wait func(), problems func() []string) {
 	var watcher atomic.Pointer[dockerwatch.Watcher]
 	var plugins atomic.Pointer[libnetwork.Drivers]
 	problems = func() (out []string) {
@@ -74,6 +79,16 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 		done := make(chan struct{})
 		if o.Libnetwork {
 			drivers := libnetwork.New(c, name, engine, log)
+			backend := libnetwork.Front(name, o.PluginDir).Backend
+			if managed {
+				drivers.DriverName = managedName()
+				go func() {
+					socket := filepath.Join(o.PluginDir, libnetwork.NetworkDriverName+".sock")
+					if err := libnetwork.ServeManaged(ctx, log, name, socket, backend); err != nil {
+						log.Error("managed Docker plugin stopped", "err", err)
+					}
+				}()
+			}
 			plugins.Store(drivers)
 			// Before serving: what the engine removed while we were down
 			// never reached us, and must not stay routed or assigned.
@@ -85,7 +100,7 @@ func startDocker(ctx context.Context, log *slog.Logger, name string, ds datastor
 			go func() {
 				defer close(done)
 				defer drivers.Close() // before the client closes
-				if err := drivers.Serve(ctx, libnetwork.Front(name, o.PluginDir).Backend); err != nil {
+				if err := drivers.Serve(ctx, backend); err != nil {
 					log.Error("Docker plugins stopped", "err", err)
 				}
 			}()
@@ -180,4 +195,45 @@ func runFront(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return libnetwork.RunFront(ctx, log, *node, libnetwork.Front(*node, *dir))
+}
+
+// Settings of the managed plugin (`docker plugin set calico NAME=VALUE`).
+const (
+	envPluginIP   = "CALICO_IP"        // the host's IPv4 address: --ip
+	envPluginIP6  = "CALICO_IP6"       // --ip6
+	envPluginArgs = "CALICO_NODE_ARGS" // more calico-node flags, space-separated
+	envPluginName = "CALICO_PLUGIN_NAME"
+)
+
+// managedArgs turns the managed plugin's settings into calico-node's
+// flags. The engine starts the plugin with a fixed entrypoint; the engine's
+// socket and the plugin socket's directory are where the plugin's
+// config.json puts them.
+func managedArgs(extra []string) ([]string, error) {
+	ip := os.Getenv(envPluginIP)
+	if ip == "" {
+		return nil, fmt.Errorf("the plugin needs the host's address: docker plugin set calico %s=HOST_IP", envPluginIP)
+	}
+	args := []string{"--ip=" + ip, "--libnetwork", "--docker-host=unix://" + libnetwork.ManagedEngineSocket, "--plugin-dir=" + libnetwork.DefaultPluginDir}
+	if ip6 := os.Getenv(envPluginIP6); ip6 != "" {
+		args = append(args, "--ip6="+ip6)
+	}
+	args = append(args, strings.Fields(os.Getenv(envPluginArgs))...)
+	// The engine mounts /proc/sys read-only in a plugin, but the agent
+	// sets its interfaces' sysctls (proxy ARP, forwarding) in the host's
+	// network namespace, which the plugin shares; CAP_SYS_ADMIN lets it
+	// lift that.
+	if err := unix.Mount("", "/proc/sys", "", unix.MS_REMOUNT|unix.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("make /proc/sys writable (the plugin needs CAP_SYS_ADMIN): %w", err)
+	}
+	return append(args, extra...), nil
+}
+
+// managedName is the plugin's name in the engine, which names its networks'
+// driver by it.
+func managedName() string {
+	if n := os.Getenv(envPluginName); n != "" {
+		return n
+	}
+	return libnetwork.NetworkDriverName + ":latest"
 }

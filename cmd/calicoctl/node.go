@@ -86,7 +86,7 @@ The flags below, except --timeout and --node-arg, are calico-node's own.`,
 	o.AddFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the node to be ready")
 	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
-	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
+	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd(), nodeDockerPluginCmd())
 	return cmd
 }
 
@@ -234,6 +234,28 @@ func uninstall(ctx context.Context, node, pluginDir string) error {
 		fmt.Println("removed", r)
 	}
 	return err
+}
+
+func nodeDockerPluginCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "docker-plugin DIR",
+		Short: "Write a Docker managed plugin (config.json and rootfs with calico-node) to DIR, for `docker plugin create calico DIR`",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bin, err := siblingBinary("calico-node")
+			if err != nil {
+				return err
+			}
+			if err := libnetwork.WritePluginBundle(args[0], bin); err != nil {
+				return fmt.Errorf("docker plugin bundle %s: %w", args[0], err)
+			}
+			fmt.Printf("Docker plugin bundle written to %s; then:\n"+
+				"  docker plugin create calico %s\n"+
+				"  docker plugin set calico ETCD_ENDPOINTS=http://ETCD:2379 CALICO_IP=HOST_IP\n"+
+				"  docker plugin enable calico\n", args[0], args[0])
+			return nil
+		},
+	}
 }
 
 func nodeShowCmd() *cobra.Command {

@@ -30,6 +30,11 @@ const callTimeout = 15 * time.Second
 // are rare (one per container start or stop) and each is a few
 // read-modify-write steps on records that several calls touch.
 type Drivers struct {
+	// DriverName is the network driver's name in the engine: the socket's
+	// name for the legacy plugin, the plugin's name (calico:latest) for a
+	// managed one.
+	DriverName string
+
 	c      *client.Client
 	node   string
 	engine Engine
@@ -60,7 +65,7 @@ type Engine interface {
 // own network namespace. Close them when done.
 func New(c *client.Client, node string, engine Engine, log *slog.Logger) *Drivers {
 	life, stop := context.WithCancel(context.Background())
-	return &Drivers{c: c, node: node, engine: engine, log: log.With("component", "libnetwork"), life: life, stop: stop}
+	return &Drivers{DriverName: NetworkDriverName, c: c, node: node, engine: engine, log: log.With("component", "libnetwork"), life: life, stop: stop}
 }
 
 // call starts one engine call: it takes the drivers' lock and gives the

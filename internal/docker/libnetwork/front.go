@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/calico-go/calico/internal/daemon"
@@ -108,13 +109,26 @@ func RunFront(ctx context.Context, log *slog.Logger, node string, f FrontFiles) 
 			s.Close() // closes the listener, which removes its socket file
 		}
 	}()
+	agentAlive := func() bool {
+		_, alive := daemon.Running(f.AgentPID)
+		return alive
+	}
 	for _, d := range []struct{ name, implements string }{{NetworkDriverName, "NetworkDriver"}, {IPAMDriverName, "IpamDriver"}} {
 		path := filepath.Join(f.PluginDir, d.name+".sock")
 		l, err := listenUnix(path)
 		if err != nil {
 			return err
 		}
-		s := &http.Server{Handler: newFrontHandler(node, d.implements, filepath.Join(f.Backend, d.name+".sock"), f.AgentPID)}
+		h := newFrontHandler(node, filepath.Join(f.Backend, d.name+".sock"), agentAlive)
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/Plugin.Activate" {
+				// Answered here, so the engine keeps the driver while the
+				// agent is down and gets each call's error at once.
+				activate(w, d.implements)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})}
 		servers = append(servers, s)
 		go func() {
 			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -127,13 +141,16 @@ func RunFront(ctx context.Context, log *slog.Logger, node string, f FrontFiles) 
 	return nil
 }
 
+// frontHandler forwards calls to one of the agent's sockets; alive tells
+// whether the agent runs (and so may still be starting).
 type frontHandler struct {
-	node, implements, backend, agentPID string
-	proxy                               *httputil.ReverseProxy
+	node, backend string
+	alive         func() bool
+	proxy         *httputil.ReverseProxy
 }
 
-func newFrontHandler(node, implements, backend, agentPID string) *frontHandler {
-	h := &frontHandler{node: node, implements: implements, backend: backend, agentPID: agentPID}
+func newFrontHandler(node, backend string, alive func() bool) *frontHandler {
+	h := &frontHandler{node: node, backend: backend, alive: alive}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme, r.Out.URL.Host = "http", "calico-node"
@@ -152,14 +169,13 @@ func newFrontHandler(node, implements, backend, agentPID string) *frontHandler {
 	return h
 }
 
+// activate answers the engine's handshake.
+func activate(w http.ResponseWriter, implements ...string) {
+	w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1.2+json")
+	json.NewEncoder(w).Encode(map[string][]string{"Implements": implements})
+}
+
 func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/Plugin.Activate" {
-		// Answered here, so the engine keeps the driver while the agent is
-		// down and gets each call's error at once.
-		w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1.2+json")
-		json.NewEncoder(w).Encode(map[string][]string{"Implements": {h.implements}})
-		return
-	}
 	deadline := time.Now().Add(startWait)
 	for {
 		c, err := net.DialTimeout("unix", h.backend, time.Second)
@@ -167,7 +183,7 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.Close()
 			break
 		}
-		if _, alive := daemon.Running(h.agentPID); !alive {
+		if !h.alive() {
 			pluginError(w, fmt.Sprintf("calico-node %s is not running on this host; start it with `calicoctl node --libnetwork`", h.node))
 			return
 		}
@@ -185,4 +201,37 @@ func pluginError(w http.ResponseWriter, msg string) {
 	w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1.2+json")
 	w.WriteHeader(http.StatusInternalServerError)
 	json.NewEncoder(w).Encode(map[string]string{"Err": msg})
+}
+
+// ServeManaged serves both drivers on one socket until ctx ends, as a
+// managed (v2) plugin declares them: the engine starts the plugin's one
+// process and talks to it there. The calls go to the sockets the agent
+// serves in backend, the same way as through the front.
+func ServeManaged(ctx context.Context, log *slog.Logger, node, socket, backend string) error {
+	l, err := listenUnix(socket)
+	if err != nil {
+		return err
+	}
+	running := func() bool { return true } // the agent is this process
+	nw := newFrontHandler(node, filepath.Join(backend, NetworkDriverName+".sock"), running)
+	ipam := newFrontHandler(node, filepath.Join(backend, IPAMDriverName+".sock"), running)
+	s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/Plugin.Activate":
+			activate(w, "NetworkDriver", "IpamDriver")
+		case strings.HasPrefix(r.URL.Path, "/IpamDriver."):
+			ipam.ServeHTTP(w, r)
+		default:
+			nw.ServeHTTP(w, r)
+		}
+	})}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	log.Info("serving the managed Docker plugin", "socket", socket)
+	if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

@@ -2,7 +2,7 @@
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: build deps test unit e2e demo bench clean vet generate
+.PHONY: build deps test unit e2e demo bench clean vet generate docker-plugin
 
 build:
 	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench ./cmd/calico ./cmd/calico-ipam
@@ -32,6 +32,11 @@ bench: deps build
 # Regenerate the committed BPF objects from their C (needs clang, libbpf-dev).
 generate:
 	go generate ./internal/dataplane/ipip
+
+# A Docker managed plugin bundle from the local build (no registry):
+# docker plugin create calico bin/docker-plugin
+docker-plugin: build
+	bin/calicoctl node docker-plugin bin/docker-plugin
 
 clean:
 	rm -rf $(BIN)

@@ -25,12 +25,30 @@ import (
 )
 
 func main() {
+	args, managed := os.Args[1:], false
+	if len(args) > 0 {
+		var err error
+		switch args[0] {
+		case "plugin-front":
+			if err := runFront(args[1:]); err != nil {
+				fmt.Fprintln(os.Stderr, "error: "+err.Error())
+				os.Exit(1)
+			}
+			return
+		case "managed-plugin":
+			if args, err = managedArgs(args[1:]); err != nil {
+				fmt.Fprintln(os.Stderr, "error: "+err.Error())
+				os.Exit(2)
+			}
+			managed = true
+		}
+	}
 	o := options.NewNode()
 	fs := pflag.NewFlagSet("calico-node", pflag.ContinueOnError)
 	endpoints := fs.String("etcd-endpoints", "", options.EtcdEndpointsHelp)
 	o.AddFlags(fs)
 	fs.Usage = func() {} // a bad flag is one line below, not the whole list
-	if err := fs.Parse(os.Args[1:]); errors.Is(err, pflag.ErrHelp) {
+	if err := fs.Parse(args); errors.Is(err, pflag.ErrHelp) {
 		fmt.Print("Usage: calico-node --ip=HOST_IP [flags]\n(users start it with `calicoctl node`, which takes the same flags)\n\n" + fs.FlagUsages())
 		return
 	} else if err != nil {
@@ -42,14 +60,14 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(log, o, *endpoints); err != nil {
+	if err := run(log, o, *endpoints, managed); err != nil {
 		log.Error("calico-node stopped", "err", err)
 		fmt.Fprintln(os.Stderr, "error: "+err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, o *options.Node, endpoints string) error {
+func run(log *slog.Logger, o *options.Node, endpoints string, managed bool) error {
 	name, err := o.NodeName()
 	if err != nil {
 		return err
@@ -71,7 +89,13 @@ func run(log *slog.Logger, o *options.Node, endpoints string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting calico-node", "name", name, "ip", o.IP, "datastore", cfg.Datastore.Endpoints)
-	dockerStopped := startDocker(ctx, log, name, cfg.Datastore, o)
+	if !managed {
+		if err := ensureFront(name, o); err != nil {
+			return err
+		}
+	}
+	dockerStopped, dockerProblems := startDocker(ctx, log, name, cfg.Datastore, o, managed)
+	cfg.MoreProblems = dockerProblems
 	err = agent.Run(ctx, cfg)
 	stop()
 	dockerStopped()

@@ -85,7 +85,7 @@ The flags below, except --timeout and --node-arg, are calico-node's own.`,
 	o.AddFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the node to be ready")
 	cmd.Flags().StringSliceVar(&extra, "node-arg", nil, "extra argument passed to calico-node (repeatable)")
-	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd())
+	cmd.AddCommand(nodeStopCmd(), nodeShowCmd(), nodeRemoveCmd(), nodeBGPCmd(), nodeDockerPluginCmd())
 	return cmd
 }
 
@@ -208,7 +208,7 @@ func nodeStopCmd() *cobra.Command {
 				if _, alive := daemon.Running(nodePIDFile(n)); alive {
 					return fmt.Errorf("calico-node %s is still running; not removing its kernel state", n)
 				}
-				return uninstall(cmd.Context(), pluginDir)
+				return uninstall(cmd.Context(), n, pluginDir)
 			}
 			return err
 		},
@@ -220,13 +220,41 @@ func nodeStopCmd() *cobra.Command {
 }
 
 // uninstall removes this host's kernel state of calico-node and says what
-// went.
-func uninstall(ctx context.Context, pluginDir string) error {
+// went: first the plugin front, which serves the sockets in pluginDir.
+func uninstall(ctx context.Context, node, pluginDir string) error {
+	f := libnetwork.Front(node, pluginDir)
+	if stopped, err := libnetwork.StopFront(f); err != nil {
+		return fmt.Errorf("stop the Docker plugin front (pid file %s): %w", f.PIDFile, err)
+	} else if stopped {
+		fmt.Println("stopped the Docker plugin front")
+	}
 	removed, err := client.UninstallKernel(ctx, pluginDir)
 	for _, r := range removed {
 		fmt.Println("removed", r)
 	}
 	return err
+}
+
+func nodeDockerPluginCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "docker-plugin DIR",
+		Short: "Write a Docker managed plugin (config.json and rootfs with calico-node) to DIR, for `docker plugin create calico DIR`",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bin, err := siblingBinary("calico-node")
+			if err != nil {
+				return err
+			}
+			if err := libnetwork.WritePluginBundle(args[0], bin); err != nil {
+				return fmt.Errorf("docker plugin bundle %s: %w", args[0], err)
+			}
+			fmt.Printf("Docker plugin bundle written to %s; then:\n"+
+				"  docker plugin create calico %s\n"+
+				"  docker plugin set calico ETCD_ENDPOINTS=http://ETCD:2379 CALICO_IP=HOST_IP\n"+
+				"  docker plugin enable calico\n", args[0], args[0])
+			return nil
+		},
+	}
 }
 
 func nodeShowCmd() *cobra.Command {
@@ -303,7 +331,7 @@ func nodeRemoveCmd() *cobra.Command {
 			// goes too. A node removed from another host keeps whatever
 			// its own host still has.
 			if _, err := os.Stat(nodePIDFile(n)); err == nil {
-				return uninstall(cmd.Context(), pluginDir)
+				return uninstall(cmd.Context(), n, pluginDir)
 			}
 			return nil
 		}),

@@ -68,6 +68,9 @@ type Config struct {
 	PublishPorts api.PortRange
 	// PrometheusListen is where /metrics is served (invalid: nowhere).
 	PrometheusListen netip.AddrPort
+	// MoreProblems, when set, adds the problems of what runs beside the
+	// agent (Docker containers the watcher could not wire) to the status.
+	MoreProblems func() []string
 }
 
 // Agent is one running calico-node.
@@ -604,6 +607,9 @@ func (a *Agent) reportStatus(ctx context.Context) {
 		Problems:  a.problems,
 		Endpoints: eps,
 		Swept:     a.sweeper.reported(),
+	}
+	if a.cfg.MoreProblems != nil {
+		st.Problems = append(slices.Clone(st.Problems), a.cfg.MoreProblems()...)
 	}
 	if a.cfg.RouteReflector {
 		st.ClusterID = a.cfg.IP.String()

@@ -14,8 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/calico-go/calico/internal/api"
@@ -71,6 +74,40 @@ type Watcher struct {
 	Log    *slog.Logger
 	// Retry is the pause before reconnecting to a lost engine.
 	Retry time.Duration
+
+	mu sync.Mutex
+	// problems holds, by container id, why a running container that asked
+	// for CALICO_IP is not wired: the container runs on regardless, so a
+	// log line alone is too easy to miss.
+	problems map[string]string
+}
+
+// Problems are the lines `calicoctl status` shows for running containers
+// that asked to be wired and are not.
+func (w *Watcher) Problems() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Sorted(maps.Values(w.problems))
+}
+
+// setProblem records (or, with msg "", forgets) why ctr is not wired.
+func (w *Watcher) setProblem(id, msg string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if msg == "" {
+		delete(w.problems, id)
+		return
+	}
+	if w.problems == nil {
+		w.problems = map[string]string{}
+	}
+	w.problems[id] = msg
+}
+
+// notWiring logs why ctr is not wired and keeps it for `calicoctl status`.
+func (w *Watcher) notWiring(log *slog.Logger, ctr docker.Container, msg string, args ...any) {
+	log.Error("not wiring container: "+msg, args...)
+	w.setProblem(ctr.ID, fmt.Sprintf("Docker container %s (%.12s) runs unwired: %s (see the agent's log)", ctr.Name, ctr.ID, msg))
 }
 
 // Run follows the engine until ctx ends.
@@ -123,6 +160,7 @@ func (w *Watcher) Run(ctx context.Context) {
 func (w *Watcher) Handle(ctx context.Context, e docker.Event) {
 	switch e.Action {
 	case "die", "destroy":
+		w.setProblem(e.ID, "")
 		w.unwire(ctx, e.ID, "container "+e.Action)
 	case "start":
 		ctr, err := w.Engine.Lookup(ctx, e.ID)
@@ -167,6 +205,9 @@ func (w *Watcher) Resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	maps.DeleteFunc(w.problems, func(id, _ string) bool { return !slices.Contains(ids, id) })
+	w.mu.Unlock()
 	for _, id := range ids {
 		if have[id] {
 			continue
@@ -215,6 +256,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 	if _, ok := ctr.Env[EnvIP]; !ok || !ctr.Running {
 		return // the common case, without asking the engine about the image
 	}
+	w.setProblem(ctr.ID, "") // set again below if it still fails
 	log := w.Log.With("container", ctr.Name)
 	// Only what the person running the container asked for counts: an
 	// image's own ENV CALICO_PROFILE=db would otherwise put every container
@@ -222,7 +264,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 	// it wired without anyone asking.
 	imageEnv, err := w.Engine.ImageEnv(ctx, ctr.Image)
 	if err != nil {
-		log.Error("not wiring container: cannot read its image's environment, so cannot tell what docker run set: "+err.Error(), "image", ctr.Image)
+		w.notWiring(log, ctr, "cannot read its image's environment, so cannot tell what docker run set: "+err.Error(), "image", ctr.Image)
 		return
 	}
 	env := RunEnv(ctr.Env, imageEnv)
@@ -239,7 +281,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 			return // already wired: a repeated event
 		}
 		if !w.stale(ctx, ep, ctr) {
-			log.Error(fmt.Sprintf("not wiring container: an endpoint named %s already belongs to another workload on this host", ctr.Name),
+			w.notWiring(log, ctr, fmt.Sprintf("an endpoint named %s already belongs to another workload on this host", ctr.Name),
 				"fix", "rename the container, or remove that endpoint with `calicoctl container remove`")
 			return
 		}
@@ -247,7 +289,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 	}
 	ips, profiles, err := ParseEnv(ipVal, env[EnvProfile])
 	if err != nil {
-		log.Error("not wiring container: "+err.Error(), "fix", "correct the value and restart the container")
+		w.notWiring(log, ctr, err.Error(), "fix", "correct the value and restart the container")
 		return
 	}
 	var created []string
@@ -256,7 +298,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 			continue
 		}
 		if err := w.C.AddProfile(ctx, p, true); err != nil {
-			log.Error("not wiring container: " + err.Error())
+			w.notWiring(log, ctr, err.Error())
 			w.dropProfiles(ctx, created)
 			return
 		}
@@ -273,7 +315,7 @@ func (w *Watcher) wireIfAsked(ctx context.Context, ctr docker.Container) {
 			return
 		}
 	}
-	log.Error(fmt.Sprintf("not wiring container: %s=%s: %v", EnvIP, ipVal, err))
+	w.notWiring(log, ctr, fmt.Sprintf("%s=%s: %v", EnvIP, ipVal, err))
 	w.dropProfiles(ctx, created)
 }
 

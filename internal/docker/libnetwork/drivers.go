@@ -30,6 +30,11 @@ const callTimeout = 15 * time.Second
 // are rare (one per container start or stop) and each is a few
 // read-modify-write steps on records that several calls touch.
 type Drivers struct {
+	// DriverName is the network driver's name in the engine: the socket's
+	// name for the legacy plugin, the plugin's name (calico:latest) for a
+	// managed one.
+	DriverName string
+
 	c      *client.Client
 	node   string
 	engine Engine
@@ -39,6 +44,10 @@ type Drivers struct {
 	life     context.Context
 	stop     context.CancelFunc
 	learning sync.WaitGroup
+	// pending are removed networks' pools that stay for other users
+	// (pending.go), under their own lock: the status reads them.
+	pmu     sync.Mutex
+	pending map[string]pendingPool
 }
 
 // Engine is what the drivers ask the engine: a network's name, labels and
@@ -56,7 +65,7 @@ type Engine interface {
 // own network namespace. Close them when done.
 func New(c *client.Client, node string, engine Engine, log *slog.Logger) *Drivers {
 	life, stop := context.WithCancel(context.Background())
-	return &Drivers{c: c, node: node, engine: engine, log: log.With("component", "libnetwork"), life: life, stop: stop}
+	return &Drivers{DriverName: NetworkDriverName, c: c, node: node, engine: engine, log: log.With("component", "libnetwork"), life: life, stop: stop}
 }
 
 // call starts one engine call: it takes the drivers' lock and gives the
@@ -105,9 +114,17 @@ func (d *Drivers) Serve(ctx context.Context, dir string) error {
 		}()
 		d.log.Info("serving Docker plugin", "driver", h.name, "socket", path)
 	}
-	<-ctx.Done()
-	closeAll()
-	return nil
+	retry := time.NewTicker(pendingRetry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			closeAll()
+			return nil
+		case <-retry.C:
+			d.retryPending()
+		}
+	}
 }
 
 // listenUnix takes over a stale socket (nobody answers on it) but refuses

@@ -184,6 +184,7 @@ func (n NetworkDriver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 	if err := d.c.DS.DeleteKey(ctx, key, 0); err != nil {
 		return err
 	}
+	var stays []string      // pools other workloads still use
 	heirs := map[int]bool{} // others that inherit a duty, written once at the end
 	defer func() {
 		for i := range heirs {
@@ -203,6 +204,14 @@ func (n NetworkDriver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 		}
 		if err := d.c.RemovePool(ctx, cidr, false); err != nil {
 			d.log.Warn("network removed; its pool stays", "pool", cidr, "err", err)
+			if errors.Is(err, ipamstore.ErrInUse) {
+				// The name is learnt at the first endpoint; before, the id.
+				name := rec.Name
+				if name == "" {
+					name = short(r.NetworkID)
+				}
+				stays = append(stays, d.keepPending(ctx, name, cidr))
+			}
 		} else {
 			d.log.Info("removed pool of network", "pool", cidr)
 		}
@@ -216,7 +225,41 @@ func (n NetworkDriver) DeleteNetwork(r *network.DeleteNetworkRequest) error {
 		}
 	}
 	d.log.Info("deleted network", "network", short(r.NetworkID))
+	if len(stays) > 0 {
+		// The engine removes the network whatever a remote driver answers
+		// (it honours only its own Forbidden errors) and logs the error:
+		// the engine's log says it, and `calicoctl status` until it is done.
+		return fmt.Errorf("network removed, but %s; each goes when its last user does", strings.Join(stays, "; "))
+	}
 	return nil
+}
+
+// poolUsers names the workloads with an address in one of the pools.
+func (d *Drivers) poolUsers(ctx context.Context, cidrs []string) ([]string, error) {
+	if len(cidrs) == 0 {
+		return nil, nil
+	}
+	var pools []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			pools = append(pools, p.Masked())
+		}
+	}
+	eps, err := d.c.Endpoints(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, ep := range eps {
+		for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+			a, err := netip.ParsePrefix(n)
+			if err == nil && slices.ContainsFunc(pools, func(p netip.Prefix) bool { return p.Contains(a.Addr()) }) {
+				users = append(users, client.DescribeEndpoint(ep))
+				break
+			}
+		}
+	}
+	return users, nil
 }
 
 func (d *Drivers) removeProfileIfUnused(ctx context.Context, name string) error {

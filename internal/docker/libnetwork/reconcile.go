@@ -20,7 +20,7 @@ import (
 func (d *Drivers) Reconcile(ctx context.Context) (removed []string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	_, live, err := d.engine.DriverEndpoints(ctx, NetworkDriverName)
+	_, live, err := d.engine.DriverEndpoints(ctx, d.DriverName)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list the engine's calico endpoints, so none are reconciled: %w", err)
 	}

@@ -219,8 +219,14 @@ func (s *Server) render() {
 	var b bytes.Buffer
 	if err := page.ExecuteTemplate(&b, "view", data); err != nil {
 		// The templates are fixed and the data is plain values: an error
-		// here is a bug, not input; keep showing the last good view.
+		// here is a bug, not input; keep showing the last good view, and
+		// build the model next time.
 		s.opts.Log.Error("rendering the view failed", "err", err)
+		if recs != nil {
+			s.mu.Lock()
+			s.stale = true
+			s.mu.Unlock()
+		}
 		return
 	}
 	var model *client.Model

@@ -177,10 +177,23 @@ func TestHostileRecordIsEscaped(t *testing.T) {
 	evil := `<script>alert(1)</script><img src=x onerror=alert(2)>`
 	recs[datastore.EndpointKey("host1", "evil")] = mustJSON(t, api.Endpoint{Node: "host1", Workload: `"><svg onload=alert(3)>`,
 		IPv4Nets: []string{"192.168.100.9/32"}, Labels: map[string]string{"note": evil}, Profiles: []string{evil}})
+	// One stored under its own hostile name, so the agents' decoder takes
+	// it and the matrix and its links carry the name.
+	named := `<img src=x onerror=alert(4)>`
+	recs[datastore.EndpointKey("host1", named)] = mustJSON(t, api.Endpoint{Node: "host1", Workload: named,
+		InterfaceName: api.WorkloadIfaceName("host1", named), IPv4Nets: []string{"192.168.100.10/32"}})
 	s, hs := newTestServer(t, recs)
 	_, body := get(t, hs.URL+"/")
+	if !strings.Contains(body, `<th>host1/&lt;img src=x onerror=alert(4)&gt;</th>`) ||
+		!strings.Contains(body, `href="why?dst=host1%2F%3Cimg&#43;src%3Dx&#43;onerror%3Dalert%284%29%3E&amp;proto=icmp&amp;src=host1%2Fweb"`) {
+		t.Errorf("the matrix lacks the hostile workload, as text:\n%s", body)
+	}
+	_, why := get(t, hs.URL+"/why?dst=host1%2F%3Cimg+src%3Dx+onerror%3Dalert%284%29%3E&proto=icmp&src=host1%2Fweb")
+	if !strings.Contains(why, "host1/&lt;img src=x onerror=alert(4)&gt;") {
+		t.Errorf("the explanation lacks the hostile workload, as text:\n%s", why)
+	}
 	for _, bad := range []string{"<script>alert", "<img src=x", "<svg onload"} {
-		if strings.Contains(body, bad) {
+		if strings.Contains(body, bad) || strings.Contains(why, bad) {
 			t.Errorf("page carries %q unescaped", bad)
 		}
 	}

@@ -17,10 +17,12 @@ func uiCmd() *cobra.Command {
 	var allowHosts []string
 	cmd := &cobra.Command{
 		Use:   "ui",
-		Short: "Serve a live, read-only web view of hosts, pools, workloads and profiles",
+		Short: "Serve a live, read-only web view of hosts, pools, workloads, profiles and who can reach whom",
 		Long: `Serve a read-only web page of the network: hosts with their agents' health
 and BGP sessions, pools and blocks, workloads with addresses, labels and
-profiles. It follows the datastore and updates open pages as things change.
+profiles, and a matrix of who can reach whom (ICMP, and TCP to port 80 or the
+page's ?port=N), each cell the verdict of calicoctl why and a link to its
+explanation. It follows the datastore and updates open pages as things change.
 
 It listens on 127.0.0.1:9099 by default. The page has no login: anyone who
 can reach --listen sees the network's layout, so keep it on a loopback address

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/client"
 )
 
@@ -58,12 +57,7 @@ the control-plane guard, the source's egress and the destination's ingress
 // printWhy writes the verdict, the flow, then one line per step.
 func printWhy(w io.Writer, a *client.WhyAnswer) {
 	fmt.Fprintln(w, a.Verdict)
-	dst := a.Dst.Addr.String()
-	if a.Flow.Proto == calc.ProtoTCP || a.Flow.Proto == calc.ProtoUDP {
-		dst = fmt.Sprintf("%s:%d", dst, a.Flow.Port)
-	}
-	fmt.Fprintf(w, "%s %s (%s) -> %s (%s), a new flow (its replies pass as established)\n",
-		calc.ProtoName(a.Flow.Proto), a.Src.Addr, a.Src.Name, dst, a.Dst.Name)
+	fmt.Fprintln(w, a.FlowLine())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, s := range a.Steps {
 		node := s.Node

@@ -77,13 +77,20 @@ func (c *Client) ReadModel(ctx context.Context) (*Model, error) {
 		}
 		kvs[r.Key] = v
 	}
+	return ModelOf(kvs, c.DS.Config()), nil
+}
+
+// ModelOf decodes datastore records (by key, as read or as a watch keeps
+// them) into a Model; cfg is the datastore the agents use, whose hosts and
+// ports they add to the control plane.
+func ModelOf(kvs map[string][]byte, cfg datastore.Config) *Model {
 	snap, errs := decode.Snapshot(nil, kvs)
 	var notes []string
 	for _, e := range errs {
 		notes = append(notes, e.Error()+" (agents keep its last good value, which this answer cannot know)")
 	}
-	hosts, ports := c.DS.Config().ControlPlane()
-	return NewModel(snap, hosts, ports, notes), nil
+	hosts, ports := cfg.ControlPlane()
+	return NewModel(snap, hosts, ports, notes)
 }
 
 // Why answers one question from a fresh read of the datastore.
@@ -121,6 +128,19 @@ func NewModel(snap *calc.Snapshot, controlHosts []netip.Addr, controlPorts []uin
 		}
 	}
 	return m
+}
+
+// Workloads lists the workloads questions can name, by the key Why
+// accepts (NODE/NAME), sorted: every workload's endpoint record, also those
+// the agents ignore (Why then says why it reaches nothing).
+func (m *Model) Workloads() []string {
+	var out []string
+	for _, key := range sortedNames(m.snap.Endpoints) {
+		if m.snap.Endpoints[key].Workload != "" {
+			out = append(out, key)
+		}
+	}
+	return out
 }
 
 // node is Compute for one node as its agent runs it, with the routes the
@@ -169,6 +189,17 @@ func (m *Model) Why(req WhyRequest) (*WhyAnswer, error) {
 		NodeAddrs: m.nodeAddrs,
 	})
 	return ans, nil
+}
+
+// FlowLine describes the flow asked about, as `calicoctl why` prints it
+// under the verdict.
+func (a *WhyAnswer) FlowLine() string {
+	dst := a.Dst.Addr.String()
+	if a.Flow.Proto == calc.ProtoTCP || a.Flow.Proto == calc.ProtoUDP {
+		dst = fmt.Sprintf("%s:%d", dst, a.Flow.Port)
+	}
+	return fmt.Sprintf("%s %s (%s) -> %s (%s), a new flow (its replies pass as established)",
+		calc.ProtoName(a.Flow.Proto), a.Src.Addr, a.Src.Name, dst, a.Dst.Name)
 }
 
 func flowFor(req WhyRequest, src, dst netip.Addr) (calc.Flow, error) {

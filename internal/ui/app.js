@@ -9,7 +9,8 @@
     live.dataset.state = state;
     live.textContent = text;
   }
-  const events = new EventSource("events");
+  // The stream draws the matrix for the port this page was opened with.
+  const events = new EventSource("events" + location.search);
   events.addEventListener("view", function (e) {
     view.innerHTML = e.data;
     show("live", "live, updated " + new Date().toLocaleTimeString());

@@ -26,7 +26,6 @@ type View struct {
 	Workloads []Workload
 	Profiles  []Profile
 	Policies  []Policy
-	Matrix    Matrix
 	// Problems are records the view could not read; they are shown, not
 	// skipped, so a corrupt record is noticed.
 	Problems []string
@@ -125,27 +124,6 @@ func plural(n int, what string) string {
 	return fmt.Sprintf("%d %ss", n, what)
 }
 
-// Matrix is the who-can-reach-whom grid of all workloads: Rows[i][j] is the
-// verdict for traffic from Workloads[i] to Workloads[j].
-//
-// REACHABILITY MATRIX (issue 18 item 2): the verdicts come from `calicoctl
-// why`, computed from the datastore by the code that renders nftables. Until
-// that exists every cell is left unknown (Verdict ""), and the page says so.
-// Fill Cell.Verdict ("allowed" or "denied") and Cell.Explain (the link to the
-// explanation) in buildMatrix; the template already shows both. Do not
-// evaluate policy here: a second implementation would drift from the kernel.
-type Matrix struct {
-	Workloads []string
-	Rows      [][]Cell
-}
-
-// Cell is one source and destination pair of the matrix.
-type Cell struct {
-	From, To string
-	Verdict  string // "allowed", "denied", or "" while unknown
-	Explain  string // URL of the explanation; "" while unknown
-}
-
 // records is the raw datastore content the view is built from, by key.
 type records map[string][]byte
 
@@ -174,7 +152,6 @@ func build(recs records, now time.Time) View {
 	v.Workloads = d.workloads()
 	v.Profiles = d.profileList(v.Workloads)
 	v.Policies = d.policyList()
-	v.Matrix = buildMatrix(v.Workloads)
 	return v
 }
 
@@ -466,21 +443,4 @@ func (d *decoded) policyList() []Policy {
 		out = append(out, pol)
 	}
 	return out
-}
-
-// buildMatrix lays out the reachability grid. See Matrix: the verdicts are
-// not computed here.
-func buildMatrix(ws []Workload) Matrix {
-	var m Matrix
-	for _, w := range ws {
-		m.Workloads = append(m.Workloads, w.ID())
-	}
-	for _, from := range m.Workloads {
-		row := make([]Cell, 0, len(m.Workloads))
-		for _, to := range m.Workloads {
-			row = append(row, Cell{From: from, To: to})
-		}
-		m.Rows = append(m.Rows, row)
-	}
-	return m
 }

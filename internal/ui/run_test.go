@@ -43,7 +43,7 @@ func waitView(t *testing.T, s *Server, what string, ok func(string) bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		view, changed := s.current()
+		view, changed := s.current(DefaultPort)
 		if ok(string(view)) {
 			return
 		}
@@ -124,7 +124,7 @@ func TestProbeNoticesALostDatastore(t *testing.T) {
 		}
 	}()
 	time.Sleep(3 * s.every)
-	if view, _ := s.current(); strings.Contains(string(view), `id="lost"`) {
+	if view, _ := s.current(DefaultPort); strings.Contains(string(view), `id="lost"`) {
 		t.Fatalf("a live datastore is reported lost:\n%s", view)
 	}
 	stop()

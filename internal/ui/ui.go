@@ -1,6 +1,8 @@
 // Package ui is the read-only web view `calicoctl ui` serves: hosts with
 // their agents' health and BGP sessions, pools and blocks, workloads with
-// addresses, labels and profiles, and the place of the reachability matrix.
+// addresses, labels and profiles, and who can reach whom: a matrix of
+// `calicoctl why` verdicts (client.Model, the calc model the agents render)
+// for every pair of workloads, each linked to its explanation at /why.
 // Pages are rendered on the server with html/template (which escapes every
 // datastore value); the datastore's watch (datastore.Client.Sync) keeps one
 // rendered copy current, and server-sent events push it to open pages.
@@ -19,21 +21,25 @@ import (
 	"errors"
 	"html/template"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/datastore"
 )
 
-//go:embed page.html style.css app.js
+//go:embed page.html why.html style.css app.js
 var assets embed.FS
 
 var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
 	"join": strings.Join,
-}).ParseFS(assets, "page.html"))
+}).ParseFS(assets, "page.html", "why.html"))
 
 const (
 	// settle lets a burst of datastore changes (a workload add writes
@@ -48,6 +54,9 @@ const (
 	// maxStreams bounds open event streams: each holds a goroutine and a
 	// connection, and the view is for a handful of people.
 	maxStreams = 64
+	// maxMatrices bounds the matrices kept rendered per model (one per
+	// port pages asked for); others are rendered for each request.
+	maxMatrices = 8
 )
 
 // Options configure a Server.
@@ -71,8 +80,18 @@ type Server struct {
 	recs    records
 	synced  bool          // a first snapshot has arrived
 	dirty   chan struct{} // signalled when recs changed
-	view    []byte        // the rendered #view fragment
-	changed chan struct{} // closed when view is replaced
+	view    []byte        // the rendered #view fragment, without the matrix
+	changed chan struct{} // closed when view or model is replaced
+	// stale says recs changed since model was built.
+	stale bool
+	// model answers the matrix's and /why's questions about recs as the
+	// agents see them; rebuilt by render when recs changed.
+	model *client.Model
+	// matrices are model's rendered matrices by TCP port.
+	matrices map[uint16][]byte
+	// mx serializes rendering a matrix, so streams woken together by a
+	// change compute each port's once.
+	mx      sync.Mutex
 	streams int
 	// lost says why the datastore stopped answering, and since when; ""
 	// while it answers. The watch alone cannot tell a quiet datastore from
@@ -86,7 +105,7 @@ func New(ds *datastore.Client, o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Server{ds: ds, opts: o, now: time.Now, every: recheck, recs: records{},
+	s := &Server{ds: ds, opts: o, now: time.Now, every: recheck, recs: records{}, stale: true,
 		dirty: make(chan struct{}, 1), changed: make(chan struct{})}
 	s.render()
 	return s
@@ -149,7 +168,7 @@ func (s *Server) probe(ctx context.Context) {
 // OnSnapshot implements datastore.SyncHandler.
 func (s *Server) OnSnapshot(kvs map[string][]byte) {
 	s.mu.Lock()
-	s.recs, s.synced = kvs, true
+	s.recs, s.synced, s.stale = kvs, true, true
 	s.mu.Unlock()
 	s.markDirty()
 }
@@ -162,6 +181,7 @@ func (s *Server) OnUpdate(key string, value []byte) {
 	} else {
 		s.recs[key] = value
 	}
+	s.stale = true
 	s.mu.Unlock()
 	s.markDirty()
 }
@@ -182,37 +202,97 @@ type viewData struct {
 	Lost, LostSince string
 }
 
-// render rebuilds the fragment and wakes the streams when it differs.
+// render rebuilds the fragment, and the model with the default port's
+// matrix when the records changed, and wakes the streams when either
+// differs. Run calls it after changes settle, which debounces the model.
 func (s *Server) render() {
 	s.mu.Lock()
 	data := viewData{View: build(s.recs, s.now()), Synced: s.synced, Lost: s.lost}
 	if s.lost != "" {
 		data.LostSince = s.lostSince.UTC().Format(time.RFC3339)
 	}
+	var recs records
+	if s.stale {
+		recs, s.stale = maps.Clone(s.recs), false
+	}
 	s.mu.Unlock()
 	var b bytes.Buffer
 	if err := page.ExecuteTemplate(&b, "view", data); err != nil {
 		// The templates are fixed and the data is plain values: an error
-		// here is a bug, not input; keep showing the last good view.
+		// here is a bug, not input; keep showing the last good view, and
+		// build the model next time.
 		s.opts.Log.Error("rendering the view failed", "err", err)
+		if recs != nil {
+			s.mu.Lock()
+			s.stale = true
+			s.mu.Unlock()
+		}
 		return
+	}
+	var model *client.Model
+	var mx []byte
+	if recs != nil {
+		var cfg datastore.Config
+		if s.ds != nil {
+			cfg = s.ds.Config()
+		}
+		model = client.ModelOf(recs, cfg)
+		mx = s.renderMatrix(model, DefaultPort)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if bytes.Equal(b.Bytes(), s.view) {
+	if model == nil && bytes.Equal(b.Bytes(), s.view) {
 		return
 	}
 	s.view = b.Bytes()
+	if model != nil {
+		s.model, s.matrices = model, map[uint16][]byte{DefaultPort: mx}
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
 
-// current returns the rendered fragment and a channel closed when it is
-// replaced.
-func (s *Server) current() ([]byte, <-chan struct{}) {
+// renderMatrix renders m's matrix for a TCP port.
+func (s *Server) renderMatrix(m *client.Model, port uint16) []byte {
+	var b bytes.Buffer
+	if err := page.ExecuteTemplate(&b, "matrix", buildMatrix(m, port)); err != nil {
+		s.opts.Log.Error("rendering the matrix failed", "err", err)
+		return []byte(`<section id="matrix"><p class="note">The matrix could not be drawn; see calicoctl ui's log.</p></section>`)
+	}
+	return b.Bytes()
+}
+
+// current returns the rendered fragment with the matrix for port, and a
+// channel closed when it may have changed.
+func (s *Server) current(port uint16) ([]byte, <-chan struct{}) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.view, s.changed
+	view, changed, m, mx := s.view, s.changed, s.model, s.matrices[port]
+	s.mu.Unlock()
+	if mx == nil {
+		mx = s.matrixFor(m, port)
+	}
+	return append(slices.Clip(view), mx...), changed
+}
+
+// matrixFor renders m's matrix for port once, keeping it while m is the
+// model and fewer than maxMatrices are kept.
+func (s *Server) matrixFor(m *client.Model, port uint16) []byte {
+	s.mx.Lock()
+	defer s.mx.Unlock()
+	s.mu.Lock()
+	mx, ok := s.matrices[port]
+	ok = ok && s.model == m
+	s.mu.Unlock()
+	if ok {
+		return mx
+	}
+	mx = s.renderMatrix(m, port)
+	s.mu.Lock()
+	if s.model == m && len(s.matrices) < maxMatrices {
+		s.matrices[port] = mx
+	}
+	s.mu.Unlock()
+	return mx
 }
 
 // Handler serves the page, its assets and the event stream.
@@ -220,6 +300,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.servePage)
 	mux.HandleFunc("GET /events", s.serveEvents)
+	mux.HandleFunc("GET /why", s.serveWhy)
 	for _, a := range []struct{ name, ctype string }{
 		{"style.css", "text/css; charset=utf-8"},
 		{"app.js", "text/javascript; charset=utf-8"},
@@ -233,10 +314,10 @@ func (s *Server) Handler() http.Handler {
 	return s.guard(mux)
 }
 
-// The page may load only its own script and style, connect only back to
-// this server, and be framed by nobody.
+// The page may load only its own script and style, connect and submit its
+// (GET) port form only back to this server, and be framed by nobody.
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
-	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // guard sets the security headers on every answer and turns away what the
 // view never needs: other methods, and Host names that could be a
@@ -283,21 +364,74 @@ func (s *Server) allowedHost(hostport string) bool {
 	return false
 }
 
+// pageData is what page.html gets.
+type pageData struct {
+	View template.HTML // the rendered fragment, escaped when it was rendered
+	Port uint16        // the matrix's TCP port
+}
+
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
-	view, _ := s.current()
+	port, err := parsePort(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	view, _ := s.current(port)
+	s.write(w, http.StatusOK, "page.html", pageData{View: template.HTML(view), Port: port})
+}
+
+// whyData is what why.html gets: the answer, or why there is none.
+type whyData struct {
+	Req  client.WhyRequest
+	Ans  *client.WhyAnswer
+	Err  string
+	Back string // the page with the matrix this question came from
+}
+
+// serveWhy explains one flow as `calicoctl why` does, from the model the
+// matrix was drawn from.
+func (s *Server) serveWhy(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	m := s.model
+	s.mu.Unlock()
+	d := whyData{Back: "./"}
+	req, err := whyRequest(r, m)
+	if err == nil {
+		d.Req = req
+		if req.Proto != "icmp" {
+			d.Back = "./?port=" + strconv.Itoa(int(req.Port))
+		}
+		d.Ans, err = m.Why(req)
+	}
+	status := http.StatusOK
+	if err != nil {
+		d.Err, status = err.Error(), http.StatusBadRequest
+	}
+	s.write(w, status, "why.html", d)
+}
+
+// write renders a whole page: into a buffer first, so a failure is a 500
+// and not half a page.
+func (s *Server) write(w http.ResponseWriter, status int, name string, data any) {
 	var b bytes.Buffer
-	if err := page.Execute(&b, template.HTML(view)); err != nil {
+	if err := page.ExecuteTemplate(&b, name, data); err != nil {
 		http.Error(w, "rendering the page failed", http.StatusInternalServerError)
-		s.opts.Log.Error("rendering the page failed", "err", err)
+		s.opts.Log.Error("rendering the page failed", "page", name, "err", err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
 	w.Write(b.Bytes())
 }
 
 // serveEvents streams the view: the current one at once (the page may be
 // older than the stream), then each new one as it is rendered.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
+	port, err := parsePort(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	s.mu.Lock()
 	if s.streams >= maxStreams {
 		s.mu.Unlock()
@@ -319,13 +453,19 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	alive := time.NewTicker(keepalive)
 	defer alive.Stop()
+	var sent []byte
 	for {
-		view, changed := s.current()
-		if _, err := w.Write(event("view", view)); err != nil {
-			return
-		}
-		if rc.Flush() != nil {
-			return
+		view, changed := s.current(port)
+		// A change elsewhere (another port's matrix, a record the page
+		// does not show) wakes every stream; send only what differs.
+		if !bytes.Equal(view, sent) {
+			if _, err := w.Write(event("view", view)); err != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
+			sent = view
 		}
 	wait:
 		for {

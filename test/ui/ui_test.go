@@ -7,10 +7,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,6 +81,21 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	// screenshot saves the whole page as an artifact.
+	screenshot := func(name string) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		out := filepath.Join(artifacts(t), name)
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s (%d bytes)", out, len(png))
+	}
 	eval := func(what, js string) any {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -113,6 +131,46 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 		t.Errorf("block 192.168.100.0/26 shows %q, want host1's with 3 of 64 addresses in use", block)
 	}
 
+	// The matrix: every cell is what `calicoctl why` says for that pair,
+	// ICMP and TCP to port 80 by default, then to the port the form picks.
+	var ids []string
+	for name, wl := range w.Workloads {
+		ids = append(ids, wl.Host.Label+"/"+name)
+	}
+	slices.Sort(ids)
+	cells := func() map[string]string {
+		t.Helper()
+		raw, _ := eval("the matrix's cells", `JSON.stringify([...document.querySelectorAll("#matrix td.cell a.verdict")].map(a =>
+			[a.closest("td").dataset.from, a.closest("td").dataset.to, a.dataset.proto, a.dataset.verdict]))`).(string)
+		var rows [][4]string
+		if err := json.Unmarshal([]byte(raw), &rows); err != nil {
+			t.Fatalf("the matrix's cells %q: %v", raw, err)
+		}
+		got := map[string]string{}
+		for _, r := range rows {
+			got[r[0]+" "+r[1]+" "+r[2]] = r[3]
+		}
+		return got
+	}
+	matches := func(when string, port int) map[string]string {
+		t.Helper()
+		want := whyMatrix(ctx, t, w, h1, ids, port)
+		if got := cells(); !maps.Equal(got, want) {
+			t.Fatalf("%s: the matrix shows\n%v\nbut calicoctl why says\n%v", when, got, want)
+		}
+		t.Logf("FIGURE: %s: the page's %d matrix cells all match calicoctl why (%s)", when, len(want), tally(want))
+		return want
+	}
+	do("the matrix for tcp/80 is drawn", chromedp.WaitVisible(chromedp.CSS(`#matrix[data-port="80"] td.cell`)))
+	matches("tcp/80 (the default)", 80)
+	do("pick port 8080 in the form", chromedp.SetValue(chromedp.CSS(`#port input[name="port"]`), "8080"),
+		chromedp.Submit(chromedp.CSS(`#port`)),
+		chromedp.WaitVisible(chromedp.CSS(`#matrix[data-port="8080"] td.cell`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
+	before := matches("tcp/8080 (chosen in the form)", 8080)
+	// The README's picture: the seed lab with both verdicts in the matrix.
+	screenshot("ui.png")
+
 	// A reload would lose this mark, so finding it afterwards shows the
 	// change arrived over the event stream.
 	eval("mark the page", `window.calicoMark = "no reload"`)
@@ -127,23 +185,31 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 		[...document.querySelectorAll('tr[data-profile="PROF_1"] .rule')].some(e => e.textContent === "allow tcp to ports 8080") &&
 		[...document.querySelectorAll('tr[data-workload="host1/worker-2"] .tag')].some(e => e.textContent === "PROF_1")`)
 	t.Logf("the profile change appeared %v after `calicoctl profile ... rule add` began", time.Since(start).Round(time.Millisecond))
+	// The cells the change flips, as `calicoctl why` now answers, flip on
+	// the page too, through the event stream.
+	after := whyMatrix(ctx, t, w, h1, ids, 8080)
+	var flipped []string
+	for k, v := range after {
+		if before[k] != v {
+			flipped = append(flipped, k+": "+before[k]+" -> "+v)
+		}
+	}
+	slices.Sort(flipped)
+	if len(flipped) == 0 {
+		t.Fatal("the profile change flipped no verdict of calicoctl why; the test shows nothing")
+	}
+	for deadline := time.Now().Add(30 * time.Second); !maps.Equal(cells(), after); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the matrix never showed the change: it shows\n%v\nbut calicoctl why says\n%v", cells(), after)
+		}
+	}
+	t.Logf("FIGURE: the profile change flipped %d cells on the page without a reload (seen %v after it began, asking calicoctl why included): %s",
+		len(flipped), time.Since(start).Round(time.Millisecond), strings.Join(flipped, "; "))
 	if mark := eval("check the mark", `window.calicoMark`); mark != "no reload" {
 		t.Errorf("the page was reloaded (mark %q)", mark)
 	}
 
-	sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
-	png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
-	scancel()
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	out := filepath.Join(artifacts(t), "ui.png")
-	if err := os.WriteFile(out, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", out, len(png))
-
-	// Then (after the screenshot the README shows) the attack: whoever can
+	// Then the attack: whoever can
 	// write the datastore, or a CNI config's labels, puts markup and script
 	// in a record. The page must show it as text, run none of it, and keep
 	// following the datastore.
@@ -172,6 +238,68 @@ func TestWebViewFollowsTheDatastore(t *testing.T) {
 	if mark := eval("check the mark", `window.calicoMark`); mark != "no reload" {
 		t.Errorf("the page was reloaded (mark %q)", mark)
 	}
+
+	// A click on a cell opens its explanation: the verdict, the flow and
+	// every step `calicoctl why` prints for that pair.
+	src, dst := "host1/worker-2", "host1/worker-1"
+	do("click a cell", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#matrix td.cell[data-from=%q][data-to=%q] a[data-proto="tcp/8080"]`, src, dst))),
+		chromedp.WaitVisible(chromedp.CSS(`#verdict`)))
+	page, _ := eval("the explanation", `[document.getElementById("verdict").textContent, document.getElementById("flow").textContent,
+		...[...document.querySelectorAll("#steps tr.step")].map(tr => [...tr.cells].map(td => td.textContent).join(" "))].join("\n")`).(string)
+	text, err := w.Ctl(ctx, h1, "why", src, dst, "--port", "8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if !strings.HasPrefix(line, "note: ") {
+			want = append(want, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	var got []string
+	for _, line := range strings.Split(page, "\n") {
+		got = append(got, strings.Join(strings.Fields(line), " "))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the explanation page says\n%s\nbut calicoctl why says\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	t.Logf("FIGURE: clicking %s -> %s tcp/8080 shows %q and the same %d steps as calicoctl why", src, dst, got[0], len(got)-2)
+	screenshot("ui-why.png")
+}
+
+// whyMatrix runs `calicoctl why` on host h for every ordered pair of ids,
+// ICMP and TCP to port, keyed as the page's cells are: "SRC DST PROTO".
+func whyMatrix(ctx context.Context, t *testing.T, w *walkthrough.World, h *lab.Host, ids []string, port int) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, src := range ids {
+		for _, dst := range ids {
+			if src == dst {
+				continue
+			}
+			for _, q := range []struct {
+				proto string
+				args  []string
+			}{{"icmp", nil}, {fmt.Sprintf("tcp/%d", port), []string{"--port", strconv.Itoa(port)}}} {
+				text, err := w.Ctl(ctx, h, append([]string{"why", src, dst}, q.args...)...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				verdict, _, _ := strings.Cut(text, "\n")
+				out[src+" "+dst+" "+q.proto] = verdict
+			}
+		}
+	}
+	return out
+}
+
+// tally counts verdicts: "8 allowed, 4 denied".
+func tally(m map[string]string) string {
+	n := map[string]int{}
+	for _, v := range m {
+		n[v]++
+	}
+	return fmt.Sprintf("%d allowed, %d denied", n["allowed"], n["denied"])
 }
 
 // startUI runs `calicoctl ui` on host h as a user would, with its default

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 	"github.com/calico-go/calico/internal/lab"
 )
@@ -15,8 +16,9 @@ import (
 // Enforcer (the agent's nftables owner) in-process, on a namespace host:
 // what calc computes for ScaleEndpoints endpoints in ScaleProfiles
 // profiles, labelled app=a<i mod 50>, with V3Policies label policies over 50
-// selectors (nft.ScalePolicy, the kernel test's generator). The datastore,
-// the syncer and calc are not in these figures.
+// selectors (nft.ScalePolicy, the kernel test's generator); then the same
+// through calc.Compute from a snapshot of records (calc.LabelPolicySnapshot).
+// The datastore and the syncer are not in these figures.
 type LabelPolicyScale struct {
 	Endpoints int `json:"endpoints"`
 	Profiles  int `json:"profiles"`
@@ -37,6 +39,15 @@ type LabelPolicyScale struct {
 	P50Ms       float64   `json:"p50Ms"`
 	P99Ms       float64   `json:"p99Ms"`
 	CPUMedMs    float64   `json:"cpuMedianMs"`
+	// Through calc as well: the snapshot a datastore would hold (an
+	// endpoint record relabelled), calc.Compute, then Apply: the agent's
+	// pass, without the datastore's write and watch. CalcComputeMs is
+	// Compute's part of each change.
+	CalcColdSeconds float64   `json:"calcColdSeconds"`
+	CalcChangeMs    []float64 `json:"calcChangeMs"`
+	CalcComputeMs   []float64 `json:"calcComputeMs"`
+	CalcP50Ms       float64   `json:"calcP50Ms"`
+	CalcP99Ms       float64   `json:"calcP99Ms"`
 	// HeapMB is the Go heap in use holding the policy and the Enforcer's
 	// record of the table, after a GC (the agent's share for this policy,
 	// not its whole RSS).
@@ -116,14 +127,75 @@ func runPolicyV3(ctx context.Context, r *runner) error {
 	ls.P50Ms, ls.P99Ms = round(percentile(ls.ChangeMs, 50), 1), round(percentile(ls.ChangeMs, 99), 1)
 	ls.CPUMedMs = round(median(ls.ChangeCPUMs), 1)
 	r.prog.logf("policy-v3: one label change p50 %.1f ms, p99 %.1f ms, CPU %.1f ms (%d nft operations)", ls.P50Ms, ls.P99Ms, ls.CPUMedMs, ls.ChangeOps)
+	if err := ls.throughCalc(ctx, r, l); err != nil {
+		return err
+	}
 
 	scale := fmt.Sprintf("%d endpoints, %d policies, %d selectors", nEp, nPol, nft.ScaleSelectors)
 	r.res.metric(SecPolicyV3, "label policy cold start: "+scale, ls.ColdSeconds, "s", "<=", 1,
 		fmt.Sprintf("Enforcer in-process, %d nft operations, CPU %.0f ms", ls.ColdOps, ls.ColdCPUMs))
 	r.res.metric(SecPolicyV3, "one label change to the kernel, p99", ls.P99Ms, "ms", "<=", 100,
 		fmt.Sprintf("p50 %.1f ms over %d changes; CPU %.1f ms (ours and nft's); %d nft operations", ls.P50Ms, len(ls.ChangeMs), ls.CPUMedMs, ls.ChangeOps))
+	r.res.metric(SecPolicyV3, "label policy cold start through calc", ls.CalcColdSeconds, "s", "<=", 1, "calc.Compute of the snapshot, then the Enforcer")
+	r.res.metric(SecPolicyV3, "one label change through calc to the kernel, p99", ls.CalcP99Ms, "ms", "<=", 100,
+		fmt.Sprintf("p50 %.1f ms; calc.Compute p50 %.1f ms of it; no datastore write or watch", ls.CalcP50Ms, percentile(ls.CalcComputeMs, 50)))
 	r.res.metric(SecPolicyV3, "Go heap holding that policy and the table's record", ls.HeapMB, "MB", "", 0,
 		"in-process; the agent's RSS target (<= 80 MB) needs the agent itself")
+	return nil
+}
+
+// throughCalc repeats the measurement from a calc.Snapshot (the same
+// labels and policies as records): every change relabels one endpoint's
+// record, computes, and applies, into a second namespace.
+func (ls *LabelPolicyScale) throughCalc(ctx context.Context, r *runner, l *lab.Lab) error {
+	ns, err := l.AddNetns("polv3c")
+	if err != nil {
+		return err
+	}
+	var e *nft.Enforcer
+	if err := ns.Do(func() (err error) { e, err = nft.New(); return err }); err != nil {
+		return err
+	}
+	snap := calc.LabelPolicySnapshot(ls.Endpoints, ls.Policies)
+	pass := func() (nft.Stats, time.Duration, time.Duration, error) {
+		t0 := time.Now()
+		res := calc.Compute(calc.Input{Node: "h0", Snap: snap})
+		compute := time.Since(t0)
+		var st nft.Stats
+		err := ns.Do(func() (err error) { st, err = e.Apply(res.Dataplane.Policy); return err })
+		return st, time.Since(t0), compute, err
+	}
+	st, wall, _, err := pass()
+	if err != nil {
+		return err
+	}
+	if len(st.Problems) > 0 {
+		return fmt.Errorf("calc's policy has problems: %q", st.Problems)
+	}
+	ls.CalcColdSeconds = round(wall.Seconds(), 3)
+	for i := range r.plan.V3Changes {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		k := (i * 37) % ls.Endpoints
+		app := (k + 1 + i/ls.Endpoints) % nft.ScaleSelectors
+		calc.Relabel(snap, k, app)
+		st, wall, compute, err := pass()
+		if err != nil {
+			return err
+		}
+		if st.Full || st.ElementsAdded != 1 || st.ElementsDeleted != 1 {
+			return fmt.Errorf("label change %d through calc: %+v, want one element moved incrementally", i, st)
+		}
+		ls.CalcChangeMs = append(ls.CalcChangeMs, round(ms(wall), 1))
+		ls.CalcComputeMs = append(ls.CalcComputeMs, round(ms(compute), 1))
+		if err := checkInSet(ctx, ns, nft.ScaleSelectorSet4(app), calc.LabelPolicyAddr(k)); err != nil {
+			return fmt.Errorf("label change %d through calc: %w", i, err)
+		}
+	}
+	ls.CalcP50Ms, ls.CalcP99Ms = round(percentile(ls.CalcChangeMs, 50), 1), round(percentile(ls.CalcChangeMs, 99), 1)
+	r.prog.logf("policy-v3: through calc: cold %.3f s; one label change p50 %.1f ms, p99 %.1f ms (calc.Compute p50 %.1f ms)",
+		ls.CalcColdSeconds, ls.CalcP50Ms, ls.CalcP99Ms, percentile(ls.CalcComputeMs, 50))
 	return nil
 }
 

@@ -39,11 +39,12 @@ const (
 	SecSetup        = "setup"        // container add -> reachable from another host
 	SecCNI          = "cni"          // CNI ADD (libcni, the calico plugin) -> reachable from another host
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
+	SecPolicyV3     = "policy-v3"    // label policies: 1000 endpoints, 200 policies, 50 selectors (Enforcer in-process)
 	SecControlPlane = "controlplane" // route propagation in a 5/10/20 host mesh
 )
 
 // Sections lists every section in running order.
-var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecCNI, SecPolicy, SecControlPlane}
+var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecCNI, SecPolicy, SecPolicyV3, SecControlPlane}
 
 // Plan holds every size and duration the sections use. DefaultPlan is the
 // full bench; QuickPlan a smoke run of a few minutes.
@@ -72,6 +73,11 @@ type Plan struct {
 	AddAt          []int
 	AddSamples     int
 
+	// Policy v3: label policies over 50 selectors on the ScaleEndpoints
+	// endpoints in ScaleProfiles profiles, and label changes timed.
+	V3Policies int
+	V3Changes  int
+
 	// Control plane: mesh sizes, trials per size, idle CPU window.
 	MeshSizes   []int
 	MeshTrials  int
@@ -85,6 +91,7 @@ func DefaultPlan() Plan {
 		LatencyLevels: []int{0, 100, 1000}, LatencySeconds: 3, LatencyRuns: 5,
 		SetupCount: 200, Burst: 20,
 		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 5,
+		V3Policies: 200, V3Changes: 40,
 		MeshSizes: []int{5, 10, 20}, MeshTrials: 5, IdleSeconds: 10,
 	}
 }
@@ -97,6 +104,7 @@ func QuickPlan() Plan {
 		LatencyLevels: []int{0, 20}, LatencySeconds: 2, LatencyRuns: 1,
 		SetupCount: 20, Burst: 10,
 		ScaleEndpoints: 100, ScaleProfiles: 10, AddAt: []int{10, 100}, AddSamples: 2,
+		V3Policies: 20, V3Changes: 10,
 		MeshSizes: []int{3, 5}, MeshTrials: 2, IdleSeconds: 3,
 	}
 }
@@ -186,6 +194,7 @@ var sections = map[string]func(context.Context, *runner) error{
 	SecSetup:        runSetup,
 	SecCNI:          runCNI,
 	SecPolicy:       runPolicy,
+	SecPolicyV3:     runPolicyV3,
 	SecControlPlane: runControlPlane,
 }
 

@@ -99,7 +99,7 @@ func TestWritersAllSections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Control plane", "**no**", "| yes |"} {
+	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Label policy scale", "## Control plane", "**no**", "| yes |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
@@ -127,6 +127,7 @@ func sampleResults() *Results {
 	r.Latency = []LatencyLevel{{Level: 0, Tool: "qperf", RTTUs: []float64{40}, RTTMed: 40, BWMed: 5}, {Level: 100, Tool: "qperf", RTTUs: []float64{42}, RTTMed: 42, BWMed: 5, Overhead: 0.05}}
 	r.Setup = []SetupMode{{Mode: "in-process, one by one", Samples: []float64{10, 20, 30, 400}, P50: 25, P99: 390}, {Mode: "calicoctl, one by one", Samples: []float64{100, 200}}}
 	r.Policy = &PolicyScale{Endpoints: 1000, Profiles: 100, AddOne: []AddOne{{Existing: 10, MedianMs: 40}, {Existing: 1000, MedianMs: 50}}}
+	r.PolicyV3 = &LabelPolicyScale{Endpoints: 1000, Profiles: 100, Policies: 200, Selectors: 50, ChangeMs: []float64{20, 30}, P50Ms: 25, P99Ms: 30, CalcChangeMs: []float64{40}, CalcComputeMs: []float64{15}}
 	r.ControlPlane = []MeshResult{{Hosts: 5, P50Ms: 80, MaxMs: 90}, {Hosts: 10, P50Ms: 100, MaxMs: 120}}
 	return r
 }

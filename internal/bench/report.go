@@ -92,6 +92,14 @@ func markdown(res *Results) string {
 			fmt.Fprintf(&b, "| %d | %.1f | %s | %.0f | %s |\n", a.Existing, a.MedianMs, joinFloats(a.LatencyMs, 1), a.CPUMedMs, joinFloats(a.CPUMs, 0))
 		}
 	}
+	if p := res.PolicyV3; p != nil {
+		fmt.Fprintf(&b, "\n## Label policy scale (Enforcer in-process)\n\n%d endpoints in %d profiles, %d policies over %d selectors, programmed into an empty namespace: "+
+			"%.3f s (%d nft operations, CPU %.0f ms). One label change (%d nft operations), Apply to committed: p50 %.1f ms, p99 %.1f ms, CPU median %.1f ms; "+
+			"all (ms): %s. Go heap holding it: %.1f MB.\n\nThrough calc (a snapshot of records, one relabelled per change, calc.Compute, then Apply): cold %.3f s; "+
+			"one label change p50 %.1f ms, p99 %.1f ms; all (ms): %s; calc.Compute's part (ms): %s.\n",
+			p.Endpoints, p.Profiles, p.Policies, p.Selectors, p.ColdSeconds, p.ColdOps, p.ColdCPUMs, p.ChangeOps, p.P50Ms, p.P99Ms, p.CPUMedMs, joinFloats(p.ChangeMs, 1), p.HeapMB,
+			p.CalcColdSeconds, p.CalcP50Ms, p.CalcP99Ms, joinFloats(p.CalcChangeMs, 1), joinFloats(p.CalcComputeMs, 1))
+	}
 	if len(res.ControlPlane) > 0 {
 		b.WriteString("\n## Control plane (BGP full mesh)\n\n| hosts | mesh up after last node, s | new block route on all hosts, p50 ms | max ms | trials | own host's route p50 ms | idle agent CPU % (mean) | max | agent RSS MB (mean) |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, m := range res.ControlPlane {

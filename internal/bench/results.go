@@ -25,6 +25,7 @@ type Results struct {
 	Latency      []LatencyLevel     `json:"latency,omitempty"`
 	Setup        []SetupMode        `json:"setup,omitempty"`
 	Policy       *PolicyScale       `json:"policy,omitempty"`
+	PolicyV3     *LabelPolicyScale  `json:"policyV3,omitempty"`
 	ControlPlane []MeshResult       `json:"controlPlane,omitempty"`
 
 	// Findings explain gaps: what the bench saw in the ruleset, MTUs,

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/calico-go/calico/internal/api"
-	"github.com/calico-go/calico/internal/resource"
 )
 
 // BenchmarkComputeLearnedRoutes is route calculation at cluster scale: 500
@@ -52,39 +51,10 @@ func BenchmarkComputeLearnedRoutes(b *testing.B) {
 	}
 }
 
-// labelPolicySnapshot is the scale target as calc sees it: n
-// endpoints on h0 labelled app=a0..a49 (so 50 selectors match n/50 each),
-// and nPolicies policies, each selecting one app and admitting TCP 8080
-// from another app: 50 distinct selectors in all.
-func labelPolicySnapshot(n, nPolicies int) *Snapshot {
-	s := NewSnapshot()
-	s.Pools["10.64.0.0/16"] = api.Pool{CIDR: "10.64.0.0/16", BlockSize: 26}
-	s.Nodes["h0"] = api.Node{Name: "h0", IPv4: "10.0.0.1/24"}
-	s.Profiles["P"] = api.NewProfile("P")
-	for i := range n {
-		a := netip.AddrFrom4([4]byte{10, 64, byte(i >> 8), byte(i)})
-		s.Endpoints[fmt.Sprintf("h0/w%d", i)] = api.Endpoint{Node: "h0", Workload: fmt.Sprintf("w%d", i),
-			IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": fmt.Sprintf("a%d", i%50)}}
-	}
-	honest(s)
-	for j := range nPolicies {
-		order := float64(j)
-		name := fmt.Sprintf("pol-%03d", j)
-		s.Policies[name] = resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: name}, Spec: resource.GlobalNetworkPolicySpec{
-			Order:    &order,
-			Selector: fmt.Sprintf("app == 'a%d'", j%50),
-			Ingress: []resource.Rule{{Action: resource.ActionAllow, Protocol: &resource.Protocol{Name: "TCP", Number: 6},
-				Source:      resource.EntityRule{Selector: fmt.Sprintf("app == 'a%d'", (j+1)%50)},
-				Destination: resource.EntityRule{Ports: []resource.Port{{Min: 8080, Max: 8080}}}}},
-		}}
-	}
-	return s
-}
-
 // BenchmarkComputeLabelPolicies: 1000 local endpoints, 200 policies, 50
 // selectors (the scale target). Every agent pass pays this.
 func BenchmarkComputeLabelPolicies(b *testing.B) {
-	in := Input{Node: "h0", Snap: labelPolicySnapshot(1000, 200)}
+	in := Input{Node: "h0", Snap: LabelPolicySnapshot(1000, 200)}
 	r := Compute(in)
 	if len(r.Dataplane.Policy.Policies) != 200 || len(r.Dataplane.Policy.SelectorMembers) != 50 || len(r.Problems) != 0 {
 		b.Fatalf("%d policies, %d selectors, problems %q", len(r.Dataplane.Policy.Policies), len(r.Dataplane.Policy.SelectorMembers), r.Problems)

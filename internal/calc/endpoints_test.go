@@ -10,43 +10,6 @@ import (
 	"github.com/calico-go/calico/internal/api"
 )
 
-// honest makes every endpoint of s what a real client writes: its derived
-// interface, and each address allocated to its handle in a block (made,
-// without affinity, when none holds the address yet).
-func honest(s *Snapshot) {
-	for _, key := range sortedKeys(s.Endpoints) {
-		ep := s.Endpoints[key]
-		ep.InterfaceName = api.WorkloadIfaceName(ep.Node, ep.Workload)
-		s.Endpoints[key] = ep
-		handle := api.EndpointHandles(ep)[len(api.EndpointHandles(ep))-1]
-		for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
-			a, _ := hostAddr(n)
-			allocate(s, a, handle)
-		}
-	}
-}
-
-// allocate records a as held by handle in the block holding it.
-func allocate(s *Snapshot, a netip.Addr, handle string) {
-	for cidr, b := range s.Blocks {
-		p := netip.MustParsePrefix(cidr)
-		if p.Contains(a) {
-			if b.Allocations == nil {
-				b.Allocations = map[int]string{}
-			}
-			b.Allocations[ordinal(p, a)] = handle
-			s.Blocks[cidr] = b
-			return
-		}
-	}
-	bits := 26
-	if a.Is6() {
-		bits = 122
-	}
-	p := netip.PrefixFrom(a, bits).Masked()
-	s.Blocks[p.String()] = api.Block{CIDR: p.String(), Allocations: map[int]string{ordinal(p, a): handle}}
-}
-
 func ep(node, wl string, addrs ...string) api.Endpoint {
 	e := api.Endpoint{Node: node, Workload: wl, Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName(node, wl), Profiles: []string{"P1"}}
 	for _, a := range addrs {

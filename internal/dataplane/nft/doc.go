@@ -113,7 +113,10 @@
 // render (pure) turns a Policy into a ruleset; planFull and planIncremental
 // (pure) turn rulesets into a knftables transaction; Enforcer runs it. The
 // first Apply replaces the table in one atomic transaction; later ones send
-// only the difference. Chains are deleted after whatever refers to them:
+// only the difference, rewritten by cacheFree into forms for which nft
+// lists nothing from the kernel first (it would otherwise list every chain
+// and set element of the table: most of a label change's cost at 1000
+// endpoints). Chains are deleted after whatever refers to them:
 // endpoint chains, then policy chains, then profile stages, then profiles.
 // Input that cannot be enforced as written (a bad rule,
 // a missing profile) is enforced fail-closed and reported in Stats.Problems.

@@ -38,8 +38,12 @@ const dropPrefix = "calico-drop:"
 // dropStatement is what a drop rule of chain ends with; rule is the
 // profile rule's number (0: the endpoint chain's final drop).
 func dropStatement(chain string, rule int) string {
-	return fmt.Sprintf(`counter log prefix "%s" group %d snaplen %d drop`, DropPrefix(chain, rule), DropLogGroup, DropSnapLen)
+	return `counter log prefix "` + DropPrefix(chain, rule) + dropSuffix
 }
+
+// dropSuffix ends every drop statement (concatenated, not formatted: render
+// writes one per endpoint and direction on every Apply).
+var dropSuffix = fmt.Sprintf(`" group %d snaplen %d drop`, DropLogGroup, DropSnapLen)
 
 // DropPrefix is the log prefix of rule (0: the final drop) of chain, a key
 // of DropNames.

@@ -87,6 +87,9 @@ type access struct {
 type Enforcer struct {
 	mu  sync.Mutex
 	nft knftables.Interface
+	// nftPath is the nft binary that incremental scripts run through
+	// (cacheFree); empty with a knftables.Fake, which runs the transaction.
+	nftPath string
 	// cur is what we last wrote successfully; nil means the kernel state is
 	// unknown and the next Apply rewrites the whole table.
 	cur *ruleset
@@ -98,7 +101,8 @@ type Enforcer struct {
 // New checks that this host can run us: the nft binary is installed, and the
 // kernel accepts an inet table here (nftables built in, CAP_NET_ADMIN).
 func New() (*Enforcer, error) {
-	if _, err := exec.LookPath("nft"); err != nil {
+	path, err := exec.LookPath("nft")
+	if err != nil {
 		return nil, fmt.Errorf("nftables: the nft binary is not installed (%w); install it with scripts/install-deps.sh", err)
 	}
 	nft, err := knftables.New(knftables.InetFamily, TableName)
@@ -106,7 +110,9 @@ func New() (*Enforcer, error) {
 		return nil, fmt.Errorf("nftables: cannot create an inet table in this network namespace "+
 			"(needs a kernel with nf_tables and inet support, and CAP_NET_ADMIN): %w", err)
 	}
-	return newWith(nft), nil
+	e := newWith(nft)
+	e.nftPath = path
+	return e, nil
 }
 
 // newWith builds an Enforcer over any knftables.Interface (a knftables.Fake
@@ -161,7 +167,7 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 			e.cur = next
 			return finish(st, next), nil
 		}
-		if incErr = e.run(tx); incErr == nil {
+		if incErr = e.runIncremental(tx, e.cur, next); incErr == nil {
 			e.cur = next
 			return finish(st, next), nil
 		}
@@ -192,6 +198,17 @@ func (e *Enforcer) run(tx *knftables.Transaction) error {
 	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
 	defer cancel()
 	return e.nft.Run(ctx, tx)
+}
+
+// runIncremental runs an incremental transaction, through cacheFree when
+// the real nft binary is in use.
+func (e *Enforcer) runIncremental(tx *knftables.Transaction, prev, next *ruleset) error {
+	if e.nftPath == "" {
+		return e.run(tx)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
+	defer cancel()
+	return runScript(ctx, e.nftPath, cacheFree(tx.String(), prev, next))
 }
 
 // Resync forgets what we believe the kernel holds, so the next Apply rewrites

@@ -1,7 +1,6 @@
 package nft
 
 import (
-	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -13,47 +12,6 @@ import (
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 )
-
-// genPolicy builds n endpoints spread over nProfiles seed-default profiles
-// (tag = name, inbound from the tag, outbound anything), each endpoint with
-// one IPv4 address, and the tag members that calc would compute.
-func genPolicy(n, nProfiles int) calc.Policy {
-	p := calc.Policy{
-		Profiles:        map[string]api.Profile{},
-		TagMembers:      map[string]calc.AddrSet{},
-		MasqueradePools: prefixes("10.64.0.0/10"),
-		AllPools:        prefixes("10.64.0.0/10"),
-	}
-	for j := 0; j < nProfiles; j++ {
-		name := fmt.Sprintf("prof.%03d", j)
-		p.Profiles[name] = api.NewProfile(name)
-	}
-	for i := 0; i < n; i++ {
-		p = withEndpoint(p, i, nProfiles)
-	}
-	return p
-}
-
-// withEndpoint adds endpoint i (profile i mod nProfiles) to p, copying what
-// it changes so earlier policies stay as they were.
-func withEndpoint(p calc.Policy, i, nProfiles int) calc.Policy {
-	addr := netip.AddrFrom4([4]byte{10, 64 + byte(i>>16), byte(i >> 8), byte(i)})
-	prof := fmt.Sprintf("prof.%03d", i%nProfiles)
-	p.Endpoints = append(slices.Clip(p.Endpoints), calc.EndpointPolicy{
-		Interface: fmt.Sprintf("cali%011x", i),
-		Addrs:     []netip.Addr{addr},
-		Profiles:  []string{prof},
-	})
-	tm := make(map[string]calc.AddrSet, len(p.TagMembers))
-	for k, v := range p.TagMembers {
-		tm[k] = v
-	}
-	m := tm[prof]
-	m.V4 = append(slices.Clip(m.V4), addr)
-	tm[prof] = m
-	p.TagMembers = tm
-	return p
-}
 
 // fakeState reads a Fake's table into comparable form: rules in order per
 // chain; set and map elements sorted (their order does not matter).

@@ -1,7 +1,6 @@
 package nft
 
 import (
-	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -151,47 +150,6 @@ func TestKernelLabelPolicy(t *testing.T) {
 			t.Errorf("policy objects left behind:\n%s", out)
 		}
 	})
-}
-
-// withLabelPolicies adds nPolicies policies to p over 50 selectors, as
-// calc would for endpoints labelled app=a<i%50>: policy j selects app
-// a<j%50> and admits TCP 8080 from app a<(j+1)%50>.
-func withLabelPolicies(p calc.Policy, nPolicies int) calc.Policy {
-	sel := func(a int) string { return fmt.Sprintf(`app == "a%d"`, a%50) }
-	p.Policies = map[string]calc.TierPolicy{}
-	p.SelectorMembers = map[string]calc.SelectorMembers{}
-	for j := range nPolicies {
-		p.Policies[fmt.Sprintf("pol-%03d", j)] = calc.TierPolicy{Ingress: []calc.PolicyRule{{
-			Action: "Allow", Protocol: 6, Src: calc.PolicyEntity{Selector: sel(j + 1)},
-			Dst: calc.PolicyEntity{Ports: []api.PortRange{{Min: 8080, Max: 8080}}}}}}
-	}
-	p.Endpoints = slices.Clone(p.Endpoints)
-	for i := range p.Endpoints {
-		p = relabel(p, i, i%50, nPolicies)
-	}
-	return p
-}
-
-// relabel gives endpoint i the label app=a<app>: the policies selecting
-// it, and its address in that selector's set (out of any other).
-func relabel(p calc.Policy, i, app, nPolicies int) calc.Policy {
-	ep := &p.Endpoints[i]
-	ep.IngressPolicies = nil
-	for j := app; j < nPolicies; j += 50 {
-		ep.IngressPolicies = append(ep.IngressPolicies, fmt.Sprintf("pol-%03d", j))
-	}
-	members := make(map[string]calc.SelectorMembers, len(p.SelectorMembers)+1)
-	addr := netip.PrefixFrom(ep.Addrs[0], 32)
-	for k, m := range p.SelectorMembers {
-		m.V4 = slices.DeleteFunc(slices.Clone(m.V4), func(x netip.Prefix) bool { return x == addr })
-		members[k] = m
-	}
-	key := fmt.Sprintf(`app == "a%d"`, app)
-	m := members[key]
-	m.V4 = append(m.V4, addr)
-	members[key] = m
-	p.SelectorMembers = members
-	return p
 }
 
 // TestKernelLabelPolicyScale: the issue's scale target in the kernel: 1000

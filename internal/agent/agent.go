@@ -222,7 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	go ds.Sync(ctx, datastore.Root, a, a.log)
+	go ds.SyncRange(ctx, datastore.Root, datastore.AgentKeysEnd, a, a.log)
 	// Program nothing until the first full snapshot has arrived.
 	if err := a.waitSynced(ctx); err != nil {
 		return err

@@ -39,10 +39,11 @@ const (
 	SecSetup        = "setup"        // container add -> reachable from another host
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
 	SecControlPlane = "controlplane" // route propagation in a 5/10/20 host mesh
+	SecScale        = "scale"        // 50 and 100 hosts: full mesh against two route reflectors
 )
 
 // Sections lists every section in running order.
-var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecPolicy, SecControlPlane}
+var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecPolicy, SecControlPlane, SecScale}
 
 // Plan holds every size and duration the sections use. DefaultPlan is the
 // full bench; QuickPlan a smoke run of a few minutes.
@@ -75,6 +76,13 @@ type Plan struct {
 	MeshSizes   []int
 	MeshTrials  int
 	IdleSeconds int
+
+	// Scale: the sizes a full-mesh world and a world with two route
+	// reflectors grow through, and new-block trials per size.
+	ScaleMeshSizes   []int
+	ScaleRRSizes     []int
+	ScaleTrials      int
+	ScaleIdleSeconds int
 }
 
 // DefaultPlan is what the issue asks for.
@@ -85,6 +93,7 @@ func DefaultPlan() Plan {
 		SetupCount: 200, Burst: 20,
 		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 5,
 		MeshSizes: []int{5, 10, 20}, MeshTrials: 5, IdleSeconds: 10,
+		ScaleMeshSizes: []int{10, 25, 50}, ScaleRRSizes: []int{10, 25, 50, 100}, ScaleTrials: 20, ScaleIdleSeconds: 20,
 	}
 }
 
@@ -97,6 +106,7 @@ func QuickPlan() Plan {
 		SetupCount: 20, Burst: 10,
 		ScaleEndpoints: 100, ScaleProfiles: 10, AddAt: []int{10, 100}, AddSamples: 2,
 		MeshSizes: []int{3, 5}, MeshTrials: 2, IdleSeconds: 3,
+		ScaleMeshSizes: []int{5}, ScaleRRSizes: []int{5, 10}, ScaleTrials: 5, ScaleIdleSeconds: 10,
 	}
 }
 
@@ -149,6 +159,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			continue
 		}
 		r.prog.section(i+1, len(selected), sec)
+		r.res.current = sec
 		t0 := time.Now()
 		err := sections[sec](ctx, r)
 		r.res.SectionSeconds[sec] = round(time.Since(t0).Seconds(), 1)
@@ -163,7 +174,6 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 	}
 	r.res.DurationSeconds = round(time.Since(start).Seconds(), 1)
-	r.res.finish()
 	r.prog.logf("writing %s", o.Out)
 	werr := write(r.res, o.Out)
 	if werr != nil {
@@ -185,6 +195,7 @@ var sections = map[string]func(context.Context, *runner) error{
 	SecSetup:        runSetup,
 	SecPolicy:       runPolicy,
 	SecControlPlane: runControlPlane,
+	SecScale:        runScale,
 }
 
 // selectSections validates --only and returns the sections in running order.

@@ -92,14 +92,14 @@ func TestWritersAllSections(t *testing.T) {
 	if err := write(res, dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{plotThroughput, plotSetup, plotLatency, plotControlPlane} {
+	for _, f := range []string{plotThroughput, plotSetup, plotLatency, plotControlPlane, plotScale} {
 		checkPNG(t, filepath.Join(dir, f))
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Control plane", "**no**", "| yes |"} {
+	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Control plane", "## Scale", "### Datastore load model", "| 5000 |", "**no**", "| yes |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
@@ -109,7 +109,7 @@ func TestWritersAllSections(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatalf("results.json does not parse: %v", err)
 	}
-	if len(back.Plots) != 4 {
+	if len(back.Plots) != 5 {
 		t.Errorf("plots recorded: %v", back.Plots)
 	}
 }
@@ -128,7 +128,91 @@ func sampleResults() *Results {
 	r.Setup = []SetupMode{{Mode: "in-process, one by one", Samples: []float64{10, 20, 30, 400}, P50: 25, P99: 390}, {Mode: "calicoctl, one by one", Samples: []float64{100, 200}}}
 	r.Policy = &PolicyScale{Endpoints: 1000, Profiles: 100, AddOne: []AddOne{{Existing: 10, MedianMs: 40}, {Existing: 1000, MedianMs: 50}}}
 	r.ControlPlane = []MeshResult{{Hosts: 5, P50Ms: 80, MaxMs: 90}, {Hosts: 10, P50Ms: 100, MaxMs: 120}}
+	etcd := EtcdLoad{Keys: 500, Watchers: 50, IdleWritesPerSec: 5, WritesPerWorkload: 4, EventsPerWrite: 50, CPUPerWorkloadMs: 3,
+		AgentCPUPerWorkloadMs: 0.5, BaseWriteUs: 60, PerEventUs: 4, BytesPerEvent: 300, AgentPerEventUs: 20}
+	r.Scale = []ScaleResult{
+		{Mode: ScaleMesh, Hosts: 10, ConvergeSeconds: 2, P99Ms: 200, Etcd: etcd},
+		{Mode: ScaleReflectors, Hosts: 10, ConvergeSeconds: 1, P99Ms: 150, Etcd: etcd},
+		{Mode: ScaleReflectors, Hosts: 50, ConvergeSeconds: 3, P99Ms: 400, Etcd: etcd, ListBytes: 60000},
+	}
+	r.scaleModel()
 	return r
+}
+
+// TestScaleModel: the projections follow from the constants: at 50
+// hosts, 50/60 workloads a second of 4 writes each reach 50 watchers.
+func TestScaleModel(t *testing.T) {
+	m := sampleResults().ScaleModel
+	if m == nil || m.MeasuredAt != 50 || len(m.Projections) != len(ModelHosts) {
+		t.Fatalf("model = %+v", m)
+	}
+	// Fixed part: 3 ms less 4 writes x 50 events x 4 µs.
+	if m.WorkloadFixedMs != 2.2 || m.HeartbeatsPerHostSec != 0.1 || m.ListBytesPerHost != 1200 {
+		t.Errorf("constants = %+v", m)
+	}
+	p := m.Projections[1] // 1000 hosts
+	churn := 1000.0 / 60
+	if want := round(churn*4*1000, 0); p.EventsPerSec != want {
+		t.Errorf("events/s at 1000 hosts = %v, want %v", p.EventsPerSec, want)
+	}
+	if want := round((churn*2.2+(100*60+churn*4*1000*4)/1000)/10, 1); p.EtcdCPUPercent != want {
+		t.Errorf("etcd CPU at 1000 hosts = %v%%, want %v%%", p.EtcdCPUPercent, want)
+	}
+}
+
+// TestKeepEarlier: a run of one section keeps every other section's
+// results (summary rows, details, findings, errors) from the results.json
+// it finds, and replaces its own; kept sections say where they come from.
+func TestKeepEarlier(t *testing.T) {
+	dir := t.TempDir()
+	old := sampleResults()
+	old.Started = "2026-01-01T00:00:00Z"
+	old.metric(SecScale, "old scale row", 1, "s", "", 0, "")
+	old.current = SecSetup
+	old.finding("setup finding")
+	old.current = SecScale
+	old.finding("old scale finding")
+	old.Errors = []string{"policy: broke", "scale: broke"}
+	if err := write(old, dir); err != nil {
+		t.Fatal(err)
+	}
+	res := newResults(Options{}, DefaultPlan(), []string{SecScale})
+	res.Scale = []ScaleResult{{Mode: ScaleMesh, Hosts: 50, ConvergeSeconds: 9}}
+	res.metric(SecScale, "new scale row", 2, "s", "", 0, "")
+	if err := write(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	var got Results
+	b, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Throughput) != 4 || got.Policy == nil || len(got.ControlPlane) != 2 {
+		t.Errorf("other sections' details not kept: %d throughput, policy %v, %d control plane", len(got.Throughput), got.Policy != nil, len(got.ControlPlane))
+	}
+	if len(got.Scale) != 1 || got.Scale[0].ConvergeSeconds != 9 {
+		t.Errorf("scale = %+v, want only the new run's", got.Scale)
+	}
+	var rows []string
+	for _, m := range got.Metrics {
+		rows = append(rows, m.Section+": "+m.Name)
+	}
+	joined := strings.Join(rows, "\n")
+	if !strings.Contains(joined, "throughput: cross / host") || !strings.Contains(joined, "scale: new scale row") || strings.Contains(joined, "old scale row") {
+		t.Errorf("summary rows:\n%s", joined)
+	}
+	if strings.Join(got.Findings, "|") != "setup finding" || strings.Join(got.Errors, "|") != "policy: broke" {
+		t.Errorf("findings %q, errors %q", got.Findings, got.Errors)
+	}
+	if len(got.Kept) == 0 || !strings.Contains(got.Kept[0], "(run of 2026-01-01T00:00:00Z") {
+		t.Errorf("kept = %q", got.Kept)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
+	for _, want := range []string{"Kept from earlier runs: throughput (run of 2026-01-01T00:00:00Z", "## Throughput", "## Scale"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
 }
 
 func checkPNG(t *testing.T, path string) {

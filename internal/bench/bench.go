@@ -1,8 +1,9 @@
 // Package bench measures the project side by side on one namespace lab and
 // writes what it found: throughput against its baselines, TCP latency with
-// growing policy, endpoint setup latency, policy scale on one host and
-// control-plane convergence in a BGP full mesh. It reports; it never
-// asserts. `calico-bench` (cmd/calico-bench) is its command.
+// growing policy, endpoint setup latency, policy scale on one host,
+// control-plane convergence in a BGP full mesh, and a scale lab of up to
+// 100 hosts on one datastore (mesh against route reflectors, with a
+// datastore load model). It reports; it never asserts. `calico-bench` (cmd/calico-bench) is its command.
 //
 // Each section builds its own walkthrough world (internal/walkthrough, lab
 // prefix "cbn") and removes it before the next starts, so one section's

@@ -299,3 +299,40 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestQuickScale runs the scale section at its smallest (a mesh of 3, a
+// reflector world of 4): every host gets every block, new blocks reach
+// every host, each agent holds one watch, and the agents' status
+// heartbeats are written but sent to no agent.
+func TestQuickScale(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test builds network namespaces and needs root (CI runs as root)")
+	}
+	bin := binDir(t)
+	plan := QuickPlan()
+	plan.ScaleMeshSizes, plan.ScaleRRSizes, plan.ScaleTrials, plan.ScaleIdleSeconds = []int{3}, []int{4}, 2, 11 // a heartbeat every 10 s
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Bin: bin, Out: t.TempDir(), Only: []string{SecScale}, Plan: &plan, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Scale) != 2 {
+		t.Fatalf("scale results: %+v", res.Scale)
+	}
+	for _, s := range res.Scale {
+		e := s.Etcd
+		if s.ConvergeSeconds <= 0 || len(s.PropagationMs) != 2 || s.RSSMeanMB <= 0 {
+			t.Errorf("%s %d: converged %.2f s, trials %v, RSS %.1f MB", s.Mode, s.Hosts, s.ConvergeSeconds, s.PropagationMs, s.RSSMeanMB)
+		}
+		if e.Watchers != s.Hosts || e.EventsPerWrite < float64(s.Hosts) {
+			t.Errorf("%s %d: %d watchers, %.1f events per write: want one watch per agent, every write sent to each", s.Mode, s.Hosts, e.Watchers, e.EventsPerWrite)
+		}
+		if e.IdleWritesPerSec <= 0 || e.IdleEventsPerSec != 0 {
+			t.Errorf("%s %d: idle, %.2f writes/s (heartbeats) made %.1f events/s: want heartbeats sent to no agent", s.Mode, s.Hosts, e.IdleWritesPerSec, e.IdleEventsPerSec)
+		}
+	}
+	if res.ScaleModel == nil || len(res.ScaleModel.Projections) != len(ModelHosts) {
+		t.Errorf("no load model: %+v", res.ScaleModel)
+	}
+}

@@ -229,9 +229,9 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 				return fmt.Errorf("too many scale trials for pool %s", scaleTrialPool)
 			}
 			// Trials rotate over the hosts that are not reflectors.
-			k := 5 + i%(n-4)
-			if n < 5 || !rr {
-				k = 1 + i%n
+			k := 1 + i%n
+			if rr && n > scaleRR2 {
+				k = scaleRR2 + 1 + i%(n-scaleRR2)
 			}
 			ms, err := w.propagate(ctx, rw, w.Hosts[k-1], trial)
 			if err != nil {

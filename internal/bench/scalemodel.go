@@ -130,8 +130,9 @@ func scaleMarkdown(b *strings.Builder, res *Results) {
 			s.Mode, s.Hosts, e.Keys, e.Watchers, e.WatchStreams, e.IdleCPUPercent, e.RSSMB, e.IdleWritesPerSec, e.IdleEventsPerSec, e.IdleBytesPerSec,
 			e.WritesPerWorkload, e.EventsPerWrite, e.CPUPerWorkloadMs, e.AgentCPUPerWorkloadMs, e.BaseWriteUs, e.PerEventUs, e.BytesPerEvent, e.AgentPerEventUs, s.ListBytes)
 	}
-	fmt.Fprintf(b, "\nThe last four columns but one come from the fan-out burst: %d writes to a key every agent watches (and ignores) against %d to a key "+
-		"no one watches; the difference in etcd's CPU, bytes sent and the agents' CPU, per event sent.\n", fanOutWrites, fanOutWrites)
+	fmt.Fprintf(b, "\nWrites, events and CPU per workload are over the new-block trials (heartbeats at the idle rate taken out of the writes). "+
+		"The columns from \"etcd µs per write\" to \"agent µs per event\" come from the fan-out burst: %d writes to a key every agent watches "+
+		"(and ignores) against %d to a key no one watches; the differences in etcd's CPU, bytes sent and the agents' CPU, per event sent.\n", fanOutWrites, fanOutWrites)
 	m := res.ScaleModel
 	if m == nil {
 		return

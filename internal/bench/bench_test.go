@@ -129,7 +129,7 @@ func sampleResults() *Results {
 	r.Policy = &PolicyScale{Endpoints: 1000, Profiles: 100, AddOne: []AddOne{{Existing: 10, MedianMs: 40}, {Existing: 1000, MedianMs: 50}}}
 	r.ControlPlane = []MeshResult{{Hosts: 5, P50Ms: 80, MaxMs: 90}, {Hosts: 10, P50Ms: 100, MaxMs: 120}}
 	etcd := EtcdLoad{Keys: 500, Watchers: 50, IdleWritesPerSec: 5, WritesPerWorkload: 4, EventsPerWrite: 50, CPUPerWorkloadMs: 3,
-		AgentCPUPerWorkloadMs: 0.5, BaseWriteUs: 60, PerEventUs: 4, BytesPerEvent: 300, AgentPerEventUs: 20}
+		HostAgentMsPerWl: 60, ElsewhereAgentMsPerW: 0.5, BaseWriteUs: 60, PerEventUs: 4, BytesPerEvent: 300, AgentPerEventUs: 20}
 	r.Scale = []ScaleResult{
 		{Mode: ScaleMesh, Hosts: 10, ConvergeSeconds: 2, P99Ms: 200, Etcd: etcd},
 		{Mode: ScaleReflectors, Hosts: 10, ConvergeSeconds: 1, P99Ms: 150, Etcd: etcd},
@@ -157,6 +157,10 @@ func TestScaleModel(t *testing.T) {
 	}
 	if want := round((churn*2.2+(100*60+churn*4*1000*4)/1000)/10, 1); p.EtcdCPUPercent != want {
 		t.Errorf("etcd CPU at 1000 hosts = %v%%, want %v%%", p.EtcdCPUPercent, want)
+	}
+	// Its own workload a minute at 60 ms, everyone's at 0.5 ms.
+	if want := round((60.0/60+churn*0.5)/10, 2); p.AgentCPUPercent != want {
+		t.Errorf("agent CPU at 1000 hosts = %v%%, want %v%%", p.AgentCPUPercent, want)
 	}
 }
 

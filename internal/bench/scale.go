@@ -74,12 +74,15 @@ type EtcdLoad struct {
 	IdleBytesPerSec  float64 `json:"idleSentBytesPerSec"`
 	// Over the propagation trials: writes per new workload (heartbeats
 	// at the idle rate taken out), events sent per write (the fan-out),
-	// etcd CPU per new workload (its reads, writes and events), and the
-	// CPU each agent spent on one workload elsewhere in the cluster.
-	WritesPerWorkload     float64 `json:"writesPerWorkload"`
-	EventsPerWrite        float64 `json:"eventsPerWrite"`
-	CPUPerWorkloadMs      float64 `json:"cpuPerWorkloadMs"`
-	AgentCPUPerWorkloadMs float64 `json:"agentCpuPerWorkloadMs"`
+	// etcd CPU per new workload (its reads, writes and events), and agent
+	// CPU: of the agent whose host got the workload, and of each agent
+	// elsewhere (mean of the agents that hosted no trial, reflectors left
+	// out).
+	WritesPerWorkload    float64 `json:"writesPerWorkload"`
+	EventsPerWrite       float64 `json:"eventsPerWrite"`
+	CPUPerWorkloadMs     float64 `json:"cpuPerWorkloadMs"`
+	HostAgentMsPerWl     float64 `json:"hostAgentMsPerWorkload"`
+	ElsewhereAgentMsPerW float64 `json:"elsewhereAgentMsPerWorkload"`
 	// The fan-out burst: fanOutWrites writes to a key every agent watches
 	// (and ignores) against as many to a key no one watches. etcd CPU per
 	// write with no watcher, per event sent, bytes per event, and agent
@@ -217,10 +220,11 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 		if err != nil {
 			return err
 		}
-		a0, err := sumCPU(pids)
+		a0, err := cpuTimes(pids)
 		if err != nil {
 			return err
 		}
+		hosted := map[int]bool{} // host index (from 0) -> hosted a trial
 		tt0 := time.Now()
 		var props []float64
 		for i := range r.plan.ScaleTrials {
@@ -228,11 +232,14 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 			if trial > 250 {
 				return fmt.Errorf("too many scale trials for pool %s", scaleTrialPool)
 			}
-			// Trials rotate over the hosts that are not reflectors.
-			k := 1 + i%n
+			// Trials rotate over the hosts from 2 on that are not
+			// reflectors: host 1 (and 2 with reflectors) never hosts one,
+			// and stands for "elsewhere".
+			k := 2 + i%(n-1)
 			if rr && n > scaleRR2 {
 				k = scaleRR2 + 1 + i%(n-scaleRR2)
 			}
+			hosted[k-1] = true
 			ms, err := w.propagate(ctx, rw, w.Hosts[k-1], trial)
 			if err != nil {
 				return fmt.Errorf("%d hosts: %w", n, err)
@@ -248,7 +255,7 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 		if err != nil {
 			return err
 		}
-		a1, err := sumCPU(pids)
+		a1, err := cpuTimes(pids)
 		if err != nil {
 			return err
 		}
@@ -263,7 +270,24 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 		if writes > 0 && trials > 0 {
 			e.EventsPerWrite = round((m1.get(mEvents)-m0.get(mEvents))/writes, 1)
 			e.CPUPerWorkloadMs = round(ms(c1-c0)/trials, 2)
-			e.AgentCPUPerWorkloadMs = round(ms(a1-a0)/trials/float64(len(pids)), 3)
+			var hostSum, elseSum time.Duration
+			elsewhere := 0
+			for i := range pids {
+				d := a1[i] - a0[i]
+				switch {
+				case hosted[i]:
+					hostSum += d
+				case !(rr && (i+1 == scaleRR1 || i+1 == scaleRR2)):
+					elseSum += d
+					elsewhere++
+				}
+			}
+			if elsewhere > 0 {
+				per := ms(elseSum) / float64(elsewhere) / trials
+				e.ElsewhereAgentMsPerW = round(per, 3)
+				// A hosting agent also handles the other trials, as any agent.
+				e.HostAgentMsPerWl = round(max(ms(hostSum)/trials-per*float64(len(hosted)-1), 0), 2)
+			}
 		}
 		r.prog.logf("%s, %d hosts: new block's route on every host p50 %.0f ms, p99 %.0f ms, max %.0f ms",
 			mode, n, res.P50Ms, res.P99Ms, res.MaxMs)
@@ -521,15 +545,24 @@ func (w *world) agentPIDs() ([]int, error) {
 // sumCPU is the CPU time of the processes together, their children's
 // included.
 func sumCPU(pids []int) (time.Duration, error) {
+	ts, err := cpuTimes(pids)
 	var sum time.Duration
-	for _, pid := range pids {
-		c, err := cpuTimeAll(pid)
-		if err != nil {
-			return 0, err
-		}
-		sum += c
+	for _, t := range ts {
+		sum += t
 	}
-	return sum, nil
+	return sum, err
+}
+
+// cpuTimes is each process's CPU time, its children's included.
+func cpuTimes(pids []int) ([]time.Duration, error) {
+	ts := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		var err error
+		if ts[i], err = cpuTimeAll(pid); err != nil {
+			return nil, err
+		}
+	}
+	return ts, nil
 }
 
 // fanOutWrites is the size of each burst of the fan-out measurement.

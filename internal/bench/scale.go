@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,6 +37,9 @@ type ScaleResult struct {
 	// calls took one after another, each followed by one workload.
 	Added        int     `json:"added"`
 	StartSeconds float64 `json:"startSeconds"`
+	// StartRetries counts `calicoctl node` calls that failed and were
+	// made again.
+	StartRetries int `json:"startRetries,omitempty"`
 	// ConvergeSeconds: from the moment the last added agent's `calicoctl
 	// node` returned until every host had a route for every host's block
 	// (each host has one workload in a block of its own, added right after
@@ -110,22 +115,25 @@ func runScale(ctx context.Context, r *runner) error {
 	if s := slices.Max(append(slices.Clone(r.plan.ScaleMeshSizes), r.plan.ScaleRRSizes...)); s > 250 {
 		return fmt.Errorf("scale size %d does not fit the lab's /24 fabric", s)
 	}
-	if len(r.plan.ScaleMeshSizes) > 0 {
-		if err := r.scaleWorld(ctx, ScaleMesh, r.plan.ScaleMeshSizes); err != nil {
-			return fmt.Errorf("mesh: %w", err)
-		}
-	}
+	// Reflectors first: the issue's targets are theirs. A world that fails
+	// does not keep the other from running.
+	var errs []error
 	if len(r.plan.ScaleRRSizes) > 0 {
 		if err := r.scaleWorld(ctx, ScaleReflectors, r.plan.ScaleRRSizes); err != nil {
-			return fmt.Errorf("reflectors: %w", err)
+			errs = append(errs, fmt.Errorf("reflectors: %w", err))
+		}
+	}
+	if len(r.plan.ScaleMeshSizes) > 0 && ctx.Err() == nil {
+		if err := r.scaleWorld(ctx, ScaleMesh, r.plan.ScaleMeshSizes); err != nil {
+			errs = append(errs, fmt.Errorf("mesh: %w", err))
 		}
 	}
 	r.res.scaleModel()
-	return nil
+	return errors.Join(errs...)
 }
 
 // scaleWorld builds one world and grows it through sizes.
-func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error {
+func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) (err error) {
 	rr := mode == ScaleReflectors
 	if rr && sizes[0] < scaleRR2 {
 		return fmt.Errorf("a reflector world needs at least %d hosts", scaleRR2)
@@ -135,6 +143,16 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 		return err
 	}
 	defer w.close()
+	defer func() {
+		// The world's files go with it: keep the datastore's log of a
+		// failed run beside the results.
+		if err != nil {
+			keep := filepath.Join(r.opts.Out, "scale-"+mode+"-etcd.log")
+			if b, rerr := os.ReadFile(filepath.Join(w.StateDir, "etcd", "etcd.log")); rerr == nil && os.WriteFile(keep, b, 0o644) == nil {
+				err = fmt.Errorf("%w (datastore log kept in %s)", err, keep)
+			}
+		}
+	}()
 	h1 := w.Hosts[0]
 	for _, pool := range []string{scaleBlockPool, scaleTrialPool} {
 		if _, err := w.Ctl(ctx, h1, "pool", "add", pool); err != nil {
@@ -189,7 +207,7 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 			if rr && (k == scaleRR1 || k == scaleRR2) {
 				extra = []string{"--route-reflector"}
 			}
-			if err := w.StartNode(ctx, h, extra...); err != nil {
+			if err := w.startNode(ctx, h, &res, extra...); err != nil {
 				return err
 			}
 			lastStart := time.Now()
@@ -310,6 +328,28 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) error
 		r.scaleMetrics(res)
 	}
 	return nil
+}
+
+// startNode runs `calicoctl node` on h, twice more if it fails (counted in
+// res.StartRetries): a datastore that stalls for a few seconds under the
+// lab's load should cost a retry, not the run.
+func (w *world) startNode(ctx context.Context, h *lab.Host, res *ScaleResult, extra ...string) error {
+	var err error
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			res.StartRetries++
+			w.r.prog.logf("%s: calicoctl node failed (%v); again in 2 s", h.Label, err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
+		if err = w.StartNode(ctx, h, extra...); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // hostIP is host k's fabric address.

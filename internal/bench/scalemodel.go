@@ -125,7 +125,13 @@ func scaleMarkdown(b *strings.Builder, res *Results) {
 	b.WriteString("\nEach world grows through its sizes; \"started\" hosts are the ones added at that size, each `calicoctl node` followed by one workload " +
 		"in a block of its own. Convergence runs from the return of the last `calicoctl node` until every host has a route for every host's block " +
 		"(netlink events, confirmed by a route dump). In reflector mode hosts 3 and 4 are the reflectors (`calicoctl node --route-reflector`), " +
-		"with `calicoctl bgp node-mesh off` and both as global peers. Agent CPU includes the nft processes it runs.\n\n")
+		"with `calicoctl bgp node-mesh off` and both as global peers. Agent CPU includes the nft processes it runs.\n")
+	for _, s := range res.Scale {
+		if s.StartRetries > 0 {
+			fmt.Fprintf(b, "\n%s, %d hosts: %d `calicoctl node` calls failed and were made again.\n", s.Mode, s.Hosts, s.StartRetries)
+		}
+	}
+	b.WriteString("\n")
 	b.WriteString("| mode | hosts | etcd keys | watchers | watch streams | etcd idle CPU % | etcd RSS MB | idle writes/s | idle events/s | idle sent B/s | writes per workload | events per write | etcd ms per workload | its host's agent ms | other agents' ms each | etcd µs per write | µs per event | bytes per event | agent µs per event | agent list bytes |\n" +
 		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range res.Scale {

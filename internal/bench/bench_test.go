@@ -139,15 +139,15 @@ func sampleResults() *Results {
 	return r
 }
 
-// TestScaleModel: the projections follow from the constants: at 50
-// hosts, 50/60 workloads a second of 4 writes each reach 50 watchers.
+// TestScaleModel: the projections follow from the constants. At 50
+// hosts a workload was 4 writes of which 50 events per write over 50
+// watchers: 4 writes every agent is sent, none per host.
 func TestScaleModel(t *testing.T) {
 	m := sampleResults().ScaleModel
 	if m == nil || m.MeasuredAt != 50 || len(m.Projections) != len(ModelHosts) {
 		t.Fatalf("model = %+v", m)
 	}
-	// Fixed part: 3 ms less 4 writes x 50 events x 4 µs.
-	if m.WorkloadFixedMs != 2.2 || m.HeartbeatsPerHostSec != 0.1 || m.ListBytesPerHost != 1200 {
+	if m.FanOutWritesPerWl != 4 || m.StatusWritesPerWlHost != 0 || m.HeartbeatsPerHostSec != 0.1 || m.ListBytesPerHost != 1200 {
 		t.Errorf("constants = %+v", m)
 	}
 	p := m.Projections[1] // 1000 hosts
@@ -155,7 +155,7 @@ func TestScaleModel(t *testing.T) {
 	if want := round(churn*4*1000, 0); p.EventsPerSec != want {
 		t.Errorf("events/s at 1000 hosts = %v, want %v", p.EventsPerSec, want)
 	}
-	if want := round((churn*2.2+(100*60+churn*4*1000*4)/1000)/10, 1); p.EtcdCPUPercent != want {
+	if want := round(((churn*4+100)*60+churn*4*1000*4)/1000/10, 1); p.EtcdCPUPercent != want {
 		t.Errorf("etcd CPU at 1000 hosts = %v%%, want %v%%", p.EtcdCPUPercent, want)
 	}
 	// Its own workload a minute at 60 ms, everyone's at 0.5 ms.
@@ -338,5 +338,21 @@ func TestQuickScale(t *testing.T) {
 	}
 	if res.ScaleModel == nil || len(res.ScaleModel.Projections) != len(ModelHosts) {
 		t.Errorf("no load model: %+v", res.ScaleModel)
+	}
+}
+
+// TestMeshFits: with the default neighbour table (1024 entries for every
+// namespace together) a mesh of 25 fits and one of 50 is refused, naming the
+// sysctl to raise.
+func TestMeshFits(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+	if err != nil || strings.TrimSpace(string(b)) != "1024" {
+		t.Skip("the kernel's gc_thresh3 is not the default 1024")
+	}
+	if err := meshFits(25); err != nil {
+		t.Errorf("mesh of 25: %v", err)
+	}
+	if err := meshFits(50); err == nil || !strings.Contains(err.Error(), "net.ipv4.neigh.default.gc_thresh3") {
+		t.Errorf("mesh of 50: %v, want a refusal naming gc_thresh3", err)
 	}
 }

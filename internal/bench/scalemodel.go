@@ -16,13 +16,14 @@ type ScaleModel struct {
 	PerEventUs      float64 `json:"perEventUs"`
 	BytesPerEvent   float64 `json:"bytesPerEvent"`
 	AgentPerEventUs float64 `json:"agentPerEventUs"`
-	// A new workload: writes, etcd CPU besides sending its events (its
-	// reads and transactions), CPU of the agent on its host and of every
-	// other agent.
-	WritesPerWorkload    float64 `json:"writesPerWorkload"`
-	WorkloadFixedMs      float64 `json:"workloadFixedMs"`
-	HostAgentMsPerWl     float64 `json:"hostAgentMsPerWorkload"`
-	ElsewhereAgentMsPerW float64 `json:"elsewhereAgentMsPerWorkload"`
+	// A new workload: the writes every agent is sent (its records), and the
+	// writes it causes per host (each agent's status moves: the routes
+	// received from a peer are counted there); CPU of the agent on its
+	// host and of every other agent.
+	FanOutWritesPerWl     float64 `json:"fanOutWritesPerWorkload"`
+	StatusWritesPerWlHost float64 `json:"statusWritesPerWorkloadPerHost"`
+	HostAgentMsPerWl      float64 `json:"hostAgentMsPerWorkload"`
+	ElsewhereAgentMsPerW  float64 `json:"elsewhereAgentMsPerWorkload"`
 	// Status heartbeats: writes per host per second, and events each
 	// costs (0 when no agent watches status records).
 	HeartbeatsPerHostSec float64 `json:"heartbeatsPerHostSec"`
@@ -66,16 +67,20 @@ func (r *Results) scaleModel() {
 		return
 	}
 	e, n := big.Etcd, float64(big.Hosts)
+	fan := 0.0
+	if e.Watchers > 0 {
+		fan = e.WritesPerWorkload * e.EventsPerWrite / float64(e.Watchers)
+	}
 	m := &ScaleModel{
 		MeasuredAt: big.Hosts, BaseWriteUs: e.BaseWriteUs, PerEventUs: e.PerEventUs,
 		BytesPerEvent: e.BytesPerEvent, AgentPerEventUs: e.AgentPerEventUs,
-		WritesPerWorkload:    e.WritesPerWorkload,
-		WorkloadFixedMs:      round(max(e.CPUPerWorkloadMs-e.WritesPerWorkload*e.EventsPerWrite*e.PerEventUs/1000, 0), 2),
-		HostAgentMsPerWl:     e.HostAgentMsPerWl,
-		ElsewhereAgentMsPerW: e.ElsewhereAgentMsPerW,
-		HeartbeatsPerHostSec: round(e.IdleWritesPerSec/n, 3),
-		KeysPerHost:          round(float64(e.Keys)/n, 1),
-		ListBytesPerHost:     round(big.ListBytes/n, 0),
+		FanOutWritesPerWl:     round(fan, 2),
+		StatusWritesPerWlHost: round(max(e.WritesPerWorkload-fan, 0)/n, 3),
+		HostAgentMsPerWl:      e.HostAgentMsPerWl,
+		ElsewhereAgentMsPerW:  e.ElsewhereAgentMsPerW,
+		HeartbeatsPerHostSec:  round(e.IdleWritesPerSec/n, 3),
+		KeysPerHost:           round(float64(e.Keys)/n, 1),
+		ListBytesPerHost:      round(big.ListBytes/n, 0),
 	}
 	if e.IdleWritesPerSec > 0 {
 		m.EventsPerHeartbeat = round(e.IdleEventsPerSec/e.IdleWritesPerSec, 1)
@@ -84,12 +89,13 @@ func (r *Results) scaleModel() {
 		h := float64(hosts)
 		churn := h * modelChurnPerHostPerSec
 		beats := h * m.HeartbeatsPerHostSec
-		// Heartbeat events scale with the watchers, like every other.
-		beatEvents := beats * m.EventsPerHeartbeat * h / n
-		events := churn*m.WritesPerWorkload*h + beatEvents
-		cpuMs := churn*m.WorkloadFixedMs + (beats*m.BaseWriteUs+events*m.PerEventUs)/1000
+		// Status writes per workload grow with the hosts; heartbeat
+		// events with the watchers, like every other.
+		writes := churn*(m.FanOutWritesPerWl+m.StatusWritesPerWlHost*h) + beats
+		events := churn*m.FanOutWritesPerWl*h + beats*m.EventsPerHeartbeat*h/n
+		cpuMs := (writes*m.BaseWriteUs + events*m.PerEventUs) / 1000
 		m.Projections = append(m.Projections, LoadProjection{
-			Hosts: hosts, WritesPerSec: round(churn*m.WritesPerWorkload+beats, 1), EventsPerSec: round(events, 0),
+			Hosts: hosts, WritesPerSec: round(writes, 1), EventsPerSec: round(events, 0),
 			EtcdCPUPercent: round(cpuMs/10, 1),
 			SentMBPerSec:   round(events*m.BytesPerEvent/1e6, 2),
 			// Its own host's workloads, and everyone else's.
@@ -148,9 +154,9 @@ func scaleMarkdown(b *strings.Builder, res *Results) {
 		return
 	}
 	fmt.Fprintf(b, "\n### Datastore load model\n\nConstants at %d hosts: etcd %.1f µs per write with no watcher, %.2f µs and %.0f bytes per event sent; "+
-		"an agent %.2f µs per event it ignores; a new workload is %.1f writes, %.2f ms of etcd CPU besides its events, %.2f ms of CPU on its host's agent and %.3f ms on every other; "+
+		"an agent %.2f µs per event it ignores; a new workload is %.2f writes sent to every agent plus %.3f status writes per host, %.2f ms of CPU on its host's agent and %.3f ms on every other; "+
 		"%.3f status heartbeats per host per second, %.1f events each; an agent lists %.1f keys (%.0f bytes) per host at start.\n\n",
-		m.MeasuredAt, m.BaseWriteUs, m.PerEventUs, m.BytesPerEvent, m.AgentPerEventUs, m.WritesPerWorkload, m.WorkloadFixedMs, m.HostAgentMsPerWl, m.ElsewhereAgentMsPerW,
+		m.MeasuredAt, m.BaseWriteUs, m.PerEventUs, m.BytesPerEvent, m.AgentPerEventUs, m.FanOutWritesPerWl, m.StatusWritesPerWlHost, m.HostAgentMsPerWl, m.ElsewhereAgentMsPerW,
 		m.HeartbeatsPerHostSec, m.EventsPerHeartbeat, m.KeysPerHost, m.ListBytesPerHost)
 	b.WriteString("Projected with one new workload per host per minute, every agent watching etcd directly:\n\n" +
 		"| hosts | writes/s | events sent/s | etcd CPU % of one CPU | sent MB/s | churn CPU per agent % | all agents listing at once, MB |\n|---|---|---|---|---|---|---|\n")

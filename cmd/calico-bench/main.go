@@ -60,9 +60,16 @@ side by side in one run:
                 p50/p99 of one label change to the kernel
   controlplane  BGP full mesh of 5, 10, 20 hosts: new route on every host,
                 idle agent CPU
+  scale         a full mesh grown to 10, 25, 50 hosts and a world with two
+                route reflectors grown to 10, 25, 50, 100: convergence after
+                the last agent's start, a new route on every host, idle CPU
+                and memory of all agents, etcd keys, watchers and load per
+                change, and a datastore load model for 1000 and 5000 hosts
 
 Writes DIR/results.json, DIR/results.md (metric, value, target, met?) and
-PNG plots. The full run takes about 12 minutes, --quick about 3. Progress
+PNG plots; a run of some sections (--only) keeps the other sections'
+results found in DIR. The full run takes about 12 minutes without scale
+(scale alone about 10), --quick about 3. Progress
 goes to stderr. Needs root, iperf3 and qperf (or netperf). Missed targets are
 reported, not errors: the exit status is non-zero only when a section could
 not run.`,

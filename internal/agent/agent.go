@@ -248,7 +248,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.log.Info("serving Prometheus metrics", "url", "http://"+cfg.PrometheusListen.String()+"/metrics")
 	}
 
-	go ds.Sync(ctx, datastore.Root, a, a.log)
+	go ds.SyncRange(ctx, datastore.Root, datastore.AgentKeysEnd, a, a.log)
 	// Program nothing until the first full snapshot has arrived.
 	if err := a.waitSynced(ctx); err != nil {
 		return err

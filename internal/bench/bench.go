@@ -1,8 +1,9 @@
 // Package bench measures the project side by side on one namespace lab and
 // writes what it found: throughput against its baselines, TCP latency with
-// growing policy, endpoint setup latency, policy scale on one host and
-// control-plane convergence in a BGP full mesh. It reports; it never
-// asserts. `calico-bench` (cmd/calico-bench) is its command.
+// growing policy, endpoint setup latency, policy scale on one host,
+// control-plane convergence in a BGP full mesh, and a scale lab of up to
+// 100 hosts on one datastore (mesh against route reflectors, with a
+// datastore load model). It reports; it never asserts. `calico-bench` (cmd/calico-bench) is its command.
 //
 // Each section builds its own walkthrough world (internal/walkthrough, lab
 // prefix "cbn") and removes it before the next starts, so one section's
@@ -41,10 +42,11 @@ const (
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
 	SecPolicyV3     = "policy-v3"    // label policies: 1000 endpoints, 200 policies, 50 selectors (Enforcer in-process)
 	SecControlPlane = "controlplane" // route propagation in a 5/10/20 host mesh
+	SecScale        = "scale"        // 50 and 100 hosts: full mesh against two route reflectors
 )
 
 // Sections lists every section in running order.
-var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecCNI, SecPolicy, SecPolicyV3, SecControlPlane}
+var Sections = []string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard, SecLatency, SecSetup, SecCNI, SecPolicy, SecPolicyV3, SecControlPlane, SecScale}
 
 // Plan holds every size and duration the sections use. DefaultPlan is the
 // full bench; QuickPlan a smoke run of a few minutes.
@@ -82,6 +84,13 @@ type Plan struct {
 	MeshSizes   []int
 	MeshTrials  int
 	IdleSeconds int
+
+	// Scale: the sizes a full-mesh world and a world with two route
+	// reflectors grow through, and new-block trials per size.
+	ScaleMeshSizes   []int
+	ScaleRRSizes     []int
+	ScaleTrials      int
+	ScaleIdleSeconds int
 }
 
 // DefaultPlan is what the issue asks for.
@@ -93,6 +102,7 @@ func DefaultPlan() Plan {
 		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 5,
 		V3Policies: 200, V3Changes: 40,
 		MeshSizes: []int{5, 10, 20}, MeshTrials: 5, IdleSeconds: 10,
+		ScaleMeshSizes: []int{10, 25, 50}, ScaleRRSizes: []int{10, 25, 50, 100}, ScaleTrials: 20, ScaleIdleSeconds: 20,
 	}
 }
 
@@ -106,6 +116,7 @@ func QuickPlan() Plan {
 		ScaleEndpoints: 100, ScaleProfiles: 10, AddAt: []int{10, 100}, AddSamples: 2,
 		V3Policies: 20, V3Changes: 10,
 		MeshSizes: []int{3, 5}, MeshTrials: 2, IdleSeconds: 3,
+		ScaleMeshSizes: []int{5}, ScaleRRSizes: []int{5, 10}, ScaleTrials: 5, ScaleIdleSeconds: 10,
 	}
 }
 
@@ -158,6 +169,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			continue
 		}
 		r.prog.section(i+1, len(selected), sec)
+		r.res.current = sec
 		t0 := time.Now()
 		err := sections[sec](ctx, r)
 		r.res.SectionSeconds[sec] = round(time.Since(t0).Seconds(), 1)
@@ -172,7 +184,6 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 	}
 	r.res.DurationSeconds = round(time.Since(start).Seconds(), 1)
-	r.res.finish()
 	r.prog.logf("writing %s", o.Out)
 	werr := write(r.res, o.Out)
 	if werr != nil {
@@ -196,6 +207,7 @@ var sections = map[string]func(context.Context, *runner) error{
 	SecPolicy:       runPolicy,
 	SecPolicyV3:     runPolicyV3,
 	SecControlPlane: runControlPlane,
+	SecScale:        runScale,
 }
 
 // selectSections validates --only and returns the sections in running order.

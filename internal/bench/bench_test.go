@@ -92,14 +92,14 @@ func TestWritersAllSections(t *testing.T) {
 	if err := write(res, dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{plotThroughput, plotSetup, plotLatency, plotControlPlane} {
+	for _, f := range []string{plotThroughput, plotSetup, plotLatency, plotControlPlane, plotScale} {
 		checkPNG(t, filepath.Join(dir, f))
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Label policy scale", "## Control plane", "**no**", "| yes |"} {
+	for _, want := range []string{"## Throughput", "## TCP latency", "## Endpoint setup", "## Policy scale", "## Label policy scale", "## Control plane", "## Scale", "### Datastore load model", "| 5000 |", "**no**", "| yes |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
@@ -109,7 +109,7 @@ func TestWritersAllSections(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatalf("results.json does not parse: %v", err)
 	}
-	if len(back.Plots) != 4 {
+	if len(back.Plots) != 5 {
 		t.Errorf("plots recorded: %v", back.Plots)
 	}
 }
@@ -129,7 +129,95 @@ func sampleResults() *Results {
 	r.Policy = &PolicyScale{Endpoints: 1000, Profiles: 100, AddOne: []AddOne{{Existing: 10, MedianMs: 40}, {Existing: 1000, MedianMs: 50}}}
 	r.PolicyV3 = &LabelPolicyScale{Endpoints: 1000, Profiles: 100, Policies: 200, Selectors: 50, ChangeMs: []float64{20, 30}, P50Ms: 25, P99Ms: 30, CalcChangeMs: []float64{40}, CalcComputeMs: []float64{15}}
 	r.ControlPlane = []MeshResult{{Hosts: 5, P50Ms: 80, MaxMs: 90}, {Hosts: 10, P50Ms: 100, MaxMs: 120}}
+	etcd := EtcdLoad{Keys: 500, Watchers: 50, IdleWritesPerSec: 5, WritesPerWorkload: 4, EventsPerWrite: 50, CPUPerWorkloadMs: 3,
+		HostAgentMsPerWl: 60, ElsewhereAgentMsPerW: 0.5, BaseWriteUs: 60, PerEventUs: 4, BytesPerEvent: 300, AgentPerEventUs: 20}
+	r.Scale = []ScaleResult{
+		{Mode: ScaleMesh, Hosts: 10, ConvergeSeconds: 2, P99Ms: 200, Etcd: etcd},
+		{Mode: ScaleReflectors, Hosts: 10, ConvergeSeconds: 1, P99Ms: 150, Etcd: etcd},
+		{Mode: ScaleReflectors, Hosts: 50, ConvergeSeconds: 3, P99Ms: 400, Etcd: etcd, ListBytes: 60000},
+	}
+	r.scaleModel()
 	return r
+}
+
+// TestScaleModel: the projections follow from the constants. At 50
+// hosts a workload was 4 writes of which 50 events per write over 50
+// watchers: 4 writes every agent is sent, none per host.
+func TestScaleModel(t *testing.T) {
+	m := sampleResults().ScaleModel
+	if m == nil || m.MeasuredAt != 50 || len(m.Projections) != len(ModelHosts) {
+		t.Fatalf("model = %+v", m)
+	}
+	if m.FanOutWritesPerWl != 4 || m.StatusWritesPerWlHost != 0 || m.HeartbeatsPerHostSec != 0.1 || m.ListBytesPerHost != 1200 {
+		t.Errorf("constants = %+v", m)
+	}
+	p := m.Projections[1] // 1000 hosts
+	churn := 1000.0 / 60
+	if want := round(churn*4*1000, 0); p.EventsPerSec != want {
+		t.Errorf("events/s at 1000 hosts = %v, want %v", p.EventsPerSec, want)
+	}
+	if want := round(((churn*4+100)*60+churn*4*1000*4)/1000/10, 1); p.EtcdCPUPercent != want {
+		t.Errorf("etcd CPU at 1000 hosts = %v%%, want %v%%", p.EtcdCPUPercent, want)
+	}
+	// Its own workload a minute at 60 ms, everyone's at 0.5 ms.
+	if want := round((60.0/60+churn*0.5)/10, 2); p.AgentCPUPercent != want {
+		t.Errorf("agent CPU at 1000 hosts = %v%%, want %v%%", p.AgentCPUPercent, want)
+	}
+}
+
+// TestKeepEarlier: a run of one section keeps every other section's
+// results (summary rows, details, findings, errors) from the results.json
+// it finds, and replaces its own; kept sections say where they come from.
+func TestKeepEarlier(t *testing.T) {
+	dir := t.TempDir()
+	old := sampleResults()
+	old.Started = "2026-01-01T00:00:00Z"
+	old.metric(SecScale, "old scale row", 1, "s", "", 0, "")
+	old.current = SecSetup
+	old.finding("setup finding")
+	old.current = SecScale
+	old.finding("old scale finding")
+	old.Errors = []string{"policy: broke", "scale: broke"}
+	if err := write(old, dir); err != nil {
+		t.Fatal(err)
+	}
+	res := newResults(Options{}, DefaultPlan(), []string{SecScale})
+	res.Scale = []ScaleResult{{Mode: ScaleMesh, Hosts: 50, ConvergeSeconds: 9}}
+	res.metric(SecScale, "new scale row", 2, "s", "", 0, "")
+	if err := write(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	var got Results
+	b, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Throughput) != 4 || got.Policy == nil || len(got.ControlPlane) != 2 {
+		t.Errorf("other sections' details not kept: %d throughput, policy %v, %d control plane", len(got.Throughput), got.Policy != nil, len(got.ControlPlane))
+	}
+	if len(got.Scale) != 1 || got.Scale[0].ConvergeSeconds != 9 {
+		t.Errorf("scale = %+v, want only the new run's", got.Scale)
+	}
+	var rows []string
+	for _, m := range got.Metrics {
+		rows = append(rows, m.Section+": "+m.Name)
+	}
+	joined := strings.Join(rows, "\n")
+	if !strings.Contains(joined, "throughput: cross / host") || !strings.Contains(joined, "scale: new scale row") || strings.Contains(joined, "old scale row") {
+		t.Errorf("summary rows:\n%s", joined)
+	}
+	if strings.Join(got.Findings, "|") != "setup finding" || strings.Join(got.Errors, "|") != "policy: broke" {
+		t.Errorf("findings %q, errors %q", got.Findings, got.Errors)
+	}
+	if len(got.Kept) == 0 || !strings.Contains(got.Kept[0], "(run of 2026-01-01T00:00:00Z") {
+		t.Errorf("kept = %q", got.Kept)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
+	for _, want := range []string{"Kept from earlier runs: throughput (run of 2026-01-01T00:00:00Z", "## Throughput", "## Scale"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
 }
 
 func checkPNG(t *testing.T, path string) {
@@ -215,4 +303,57 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestQuickScale runs the scale section at its smallest (a mesh of 3, a
+// reflector world of 4): every host gets every block, new blocks reach
+// every host, each agent holds one watch, and the agents' status
+// heartbeats are written but sent to no agent.
+func TestQuickScale(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test builds network namespaces and needs root (CI runs as root)")
+	}
+	bin := binDir(t)
+	plan := QuickPlan()
+	plan.ScaleMeshSizes, plan.ScaleRRSizes, plan.ScaleTrials, plan.ScaleIdleSeconds = []int{3}, []int{4}, 2, 11 // a heartbeat every 10 s
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Bin: bin, Out: t.TempDir(), Only: []string{SecScale}, Plan: &plan, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Scale) != 2 {
+		t.Fatalf("scale results: %+v", res.Scale)
+	}
+	for _, s := range res.Scale {
+		e := s.Etcd
+		if s.ConvergeSeconds <= 0 || len(s.PropagationMs) != 2 || s.RSSMeanMB <= 0 {
+			t.Errorf("%s %d: converged %.2f s, trials %v, RSS %.1f MB", s.Mode, s.Hosts, s.ConvergeSeconds, s.PropagationMs, s.RSSMeanMB)
+		}
+		if e.Watchers != s.Hosts || e.EventsPerWrite < float64(s.Hosts) {
+			t.Errorf("%s %d: %d watchers, %.1f events per write: want one watch per agent, every write sent to each", s.Mode, s.Hosts, e.Watchers, e.EventsPerWrite)
+		}
+		if e.IdleWritesPerSec <= 0 || e.IdleEventsPerSec != 0 {
+			t.Errorf("%s %d: idle, %.2f writes/s (heartbeats) made %.1f events/s: want heartbeats sent to no agent", s.Mode, s.Hosts, e.IdleWritesPerSec, e.IdleEventsPerSec)
+		}
+	}
+	if res.ScaleModel == nil || len(res.ScaleModel.Projections) != len(ModelHosts) {
+		t.Errorf("no load model: %+v", res.ScaleModel)
+	}
+}
+
+// TestMeshFits: with the default neighbour table (1024 entries for every
+// namespace together) a mesh of 25 fits and one of 50 is refused, naming the
+// sysctl to raise.
+func TestMeshFits(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+	if err != nil || strings.TrimSpace(string(b)) != "1024" {
+		t.Skip("the kernel's gc_thresh3 is not the default 1024")
+	}
+	if err := meshFits(25); err != nil {
+		t.Errorf("mesh of 25: %v", err)
+	}
+	if err := meshFits(50); err == nil || !strings.Contains(err.Error(), "net.ipv4.neigh.default.gc_thresh3") {
+		t.Errorf("mesh of 50: %v, want a refusal naming gc_thresh3", err)
+	}
 }

@@ -19,6 +19,7 @@ const (
 	plotSetup        = "setup-latency.png"
 	plotLatency      = "latency.png"
 	plotControlPlane = "controlplane.png"
+	plotScale        = "scale.png"
 
 	plotWidth  = 9 * vg.Inch
 	plotHeight = 5 * vg.Inch
@@ -37,6 +38,7 @@ func writePlots(res *Results, dir string) ([]string, error) {
 		{plotSetup, slices.ContainsFunc(res.Setup, func(m SetupMode) bool { return len(m.Samples) > 0 }), setupPlot},
 		{plotLatency, len(res.Latency) > 0, latencyPlot},
 		{plotControlPlane, len(res.ControlPlane) > 0, controlPlanePlot},
+		{plotScale, len(res.Scale) > 0, scalePlot},
 	} {
 		if !p.have {
 			continue
@@ -206,5 +208,39 @@ func controlPlanePlot(res *Results) (*plot.Plot, error) {
 	if err := plotutil.AddLinePoints(p, "every host, median", med, "every host, max", mx, "the workload's own host, median", own); err != nil {
 		return nil, err
 	}
+	return p, nil
+}
+
+// scalePlot: convergence after the last agent's start against host count,
+// one line per peering mode, and beside it a new block's p99 (in seconds
+// too, so both share the axis).
+func scalePlot(res *Results) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "Every block on every host, after the last agent's start"
+	p.X.Label.Text = "namespace hosts (agents sharing one etcd)"
+	p.Y.Label.Text = "seconds"
+	p.Y.Min, p.X.Min = 0, 0
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Add(plotter.NewGrid())
+	var args []any
+	top := 0.0
+	for _, mode := range []string{ScaleMesh, ScaleReflectors} {
+		var conv, p99 plotter.XYs
+		for _, s := range res.Scale {
+			if s.Mode == mode {
+				conv = append(conv, plotter.XY{X: float64(s.Hosts), Y: s.ConvergeSeconds})
+				p99 = append(p99, plotter.XY{X: float64(s.Hosts), Y: s.P99Ms / 1000})
+				top = max(top, s.ConvergeSeconds, s.P99Ms/1000)
+			}
+		}
+		if len(conv) > 0 {
+			args = append(args, mode+": converged", conv, mode+": a new block's route everywhere, p99", p99)
+		}
+	}
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
+		return nil, err
+	}
+	// Room above the lines for the legend.
+	p.Y.Max = top * 1.5
 	return p, nil
 }

@@ -8,8 +8,19 @@ import (
 	"strings"
 )
 
-// write draws the plots, then writes results.json and results.md to dir.
+// write draws the plots, then writes results.json and results.md to dir. A
+// run of some sections keeps the other sections' results found there.
 func write(res *Results, dir string) error {
+	if len(res.Sections) < len(Sections) {
+		if b, err := os.ReadFile(filepath.Join(dir, "results.json")); err == nil {
+			var old Results
+			if err := json.Unmarshal(b, &old); err != nil {
+				return fmt.Errorf("earlier %s does not parse (move it away to start afresh): %w", filepath.Join(dir, "results.json"), err)
+			}
+			keepEarlier(res, &old)
+		}
+	}
+	res.finish()
 	plots, perr := writePlots(res, dir)
 	res.Plots = plots
 	if perr != nil {
@@ -38,6 +49,9 @@ func markdown(res *Results) string {
 	}
 	fmt.Fprintf(&b, "# Benchmark results\n\n")
 	fmt.Fprintf(&b, "Run %s, %.0f s, plan %s, sections: %s.  \nMachine: %s.\n\n", res.Started, res.DurationSeconds, plan, strings.Join(res.Sections, ", "), res.Machine)
+	if len(res.Kept) > 0 {
+		fmt.Fprintf(&b, "Kept from earlier runs: %s.\n\n", strings.Join(res.Kept, "; "))
+	}
 	b.WriteString("Every host, router and workload is a network namespace on this one machine, so all of them share its CPUs; " +
 		"ratios are taken between paths measured in the same run. Numbers move with whatever else the machine is doing.\n\n")
 
@@ -105,6 +119,9 @@ func markdown(res *Results) string {
 		for _, m := range res.ControlPlane {
 			fmt.Fprintf(&b, "| %d | %.1f | %.1f | %.1f | %s | %.1f | %.2f | %.2f | %.1f |\n", m.Hosts, m.MeshSeconds, m.P50Ms, m.MaxMs, joinFloats(m.PropagationMs, 0), m.OwnHostP50Ms, m.IdleCPUPercent, m.IdleCPUMaxPercent, m.RSSMB)
 		}
+	}
+	if len(res.Scale) > 0 {
+		scaleMarkdown(&b, res)
 	}
 	if len(res.Findings) > 0 {
 		b.WriteString("\n## Findings\n\n")

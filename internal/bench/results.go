@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -27,13 +28,23 @@ type Results struct {
 	Policy       *PolicyScale       `json:"policy,omitempty"`
 	PolicyV3     *LabelPolicyScale  `json:"policyV3,omitempty"`
 	ControlPlane []MeshResult       `json:"controlPlane,omitempty"`
+	Scale        []ScaleResult      `json:"scale,omitempty"`
+	ScaleModel   *ScaleModel        `json:"scaleModel,omitempty"`
 
 	// Findings explain gaps: what the bench saw in the ruleset, MTUs,
-	// offloads and timings.
-	Findings []string `json:"findings,omitempty"`
+	// offloads and timings. FindingSections names each one's section
+	// (missing in results written before it existed).
+	Findings        []string `json:"findings,omitempty"`
+	FindingSections []string `json:"findingSections,omitempty"`
+	// Kept says which sections' results come from an earlier run: a run
+	// of some sections keeps the others' results from the results.json
+	// it finds.
+	Kept []string `json:"kept,omitempty"`
 	// Plots are the PNG files written, relative to the output directory.
 	Plots  []string `json:"plots,omitempty"`
 	Errors []string `json:"errors,omitempty"`
+
+	current string // the section running, for findings
 }
 
 // Metric is one row of the summary: a value, its target and whether the
@@ -98,6 +109,7 @@ func (r *Results) metric(section, name string, value float64, unit, op string, t
 
 func (r *Results) finding(format string, args ...any) {
 	r.Findings = append(r.Findings, fmt.Sprintf(format, args...))
+	r.FindingSections = append(r.FindingSections, r.current)
 }
 
 // finish orders the summary by section, in running order.
@@ -146,3 +158,90 @@ func minMax(xs []float64) (float64, float64) {
 
 // ms converts a duration to float milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// resultOwners says which sections fill each part of Results, for keeping
+// an earlier run's parts.
+var resultOwners = []struct {
+	sections []string
+	keep     func(res, old *Results)
+}{
+	{[]string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard}, func(res, old *Results) { res.Throughput = old.Throughput }},
+	{[]string{SecLatency}, func(res, old *Results) { res.Latency = old.Latency }},
+	{[]string{SecSetup}, func(res, old *Results) { res.Setup = old.Setup }},
+	{[]string{SecPolicy}, func(res, old *Results) { res.Policy = old.Policy }},
+	{[]string{SecControlPlane}, func(res, old *Results) { res.ControlPlane = old.ControlPlane }},
+	{[]string{SecScale}, func(res, old *Results) { res.Scale, res.ScaleModel = old.Scale, old.ScaleModel }},
+}
+
+// keepEarlier adds to res, a run of some sections, what old (the earlier
+// results.json in the same directory) has of the sections res did not run,
+// so `--only scale` does not wipe the other sections' results.
+func keepEarlier(res, old *Results) {
+	ran := func(sec string) bool { return slices.Contains(res.Sections, sec) }
+	var kept []string
+	for _, sec := range old.Sections {
+		if !ran(sec) {
+			kept = append(kept, sec)
+		}
+	}
+	for _, k := range old.Kept {
+		// Carried over before: "SECTION (run of ...)".
+		if sec, _, _ := strings.Cut(k, " "); !ran(sec) && !slices.Contains(kept, sec) {
+			kept = append(kept, sec)
+		}
+	}
+	if len(kept) == 0 {
+		return
+	}
+	for _, o := range resultOwners {
+		if !slices.ContainsFunc(o.sections, ran) {
+			o.keep(res, old)
+		}
+	}
+	var metrics []Metric
+	for _, m := range old.Metrics {
+		if !ran(m.Section) {
+			metrics = append(metrics, m)
+		}
+	}
+	res.Metrics = append(metrics, res.Metrics...)
+	var findings, findingSecs []string
+	for i, f := range old.Findings {
+		sec := ""
+		if i < len(old.FindingSections) {
+			sec = old.FindingSections[i]
+		}
+		// Findings of unknown section are kept: only a run of every
+		// section replaces them.
+		if sec == "" || !ran(sec) {
+			findings, findingSecs = append(findings, f), append(findingSecs, sec)
+		}
+	}
+	res.Findings = append(findings, res.Findings...)
+	res.FindingSections = append(findingSecs, res.FindingSections...)
+	for _, e := range old.Errors {
+		if sec, _, _ := strings.Cut(e, ":"); !ran(sec) {
+			res.Errors = append(res.Errors, e)
+		}
+	}
+	when := map[string]string{}
+	for _, k := range old.Kept {
+		sec, from, _ := strings.Cut(k, " ")
+		when[sec] = from
+	}
+	res.Kept = nil
+	for _, sec := range kept {
+		from, ok := when[sec]
+		if !ok {
+			plan := "full plan"
+			if old.Quick {
+				plan = "quick plan"
+			}
+			from = fmt.Sprintf("(run of %s, %s)", old.Started, plan)
+		}
+		res.Kept = append(res.Kept, sec+" "+from)
+		if s, ok := old.SectionSeconds[sec]; ok {
+			res.SectionSeconds[sec] = s
+		}
+	}
+}

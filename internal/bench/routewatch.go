@@ -26,7 +26,11 @@ type routeWatch struct {
 
 	mu     sync.Mutex
 	events map[string][]routeEvent // namespace name -> additions, in order
-	notify chan struct{}           // closed and replaced on every addition
+	// first is when each destination first appeared in each namespace: a
+	// lookup for checks over many hosts and blocks, where scanning the
+	// events would cost hosts times routes on every addition.
+	first  map[string]map[netip.Prefix]time.Time
+	notify chan struct{} // closed and replaced on every addition
 }
 
 type routeEvent struct {
@@ -35,27 +39,49 @@ type routeEvent struct {
 }
 
 func watchRoutes(nss ...*lab.Netns) (*routeWatch, error) {
-	rw := &routeWatch{done: make(chan struct{}), events: map[string][]routeEvent{}, notify: make(chan struct{})}
+	rw := &routeWatch{done: make(chan struct{}), events: map[string][]routeEvent{},
+		first: map[string]map[netip.Prefix]time.Time{}, notify: make(chan struct{})}
 	for _, ns := range nss {
-		h, err := netns.GetFromPath(ns.Path)
-		if err != nil {
+		if err := rw.add(ns); err != nil {
 			rw.close()
-			return nil, fmt.Errorf("bench: watching routes in %s: %w", ns.Name, err)
+			return nil, err
 		}
-		ch := make(chan netlink.RouteUpdate, 4096)
-		err = netlink.RouteSubscribeWithOptions(ch, rw.done, netlink.RouteSubscribeOptions{
-			Namespace:         &h,
-			ReceiveBufferSize: 4 << 20,
-		})
-		h.Close() // the subscription holds its own socket in the namespace
-		if err != nil {
-			rw.close()
-			return nil, fmt.Errorf("bench: watching routes in %s: %w", ns.Name, err)
-		}
-		rw.wg.Add(1)
-		go rw.collect(ns.Name, ch)
 	}
 	return rw, nil
+}
+
+// add watches one more namespace.
+func (rw *routeWatch) add(ns *lab.Netns) error {
+	h, err := netns.GetFromPath(ns.Path)
+	if err != nil {
+		return fmt.Errorf("bench: watching routes in %s: %w", ns.Name, err)
+	}
+	ch := make(chan netlink.RouteUpdate, 4096)
+	err = netlink.RouteSubscribeWithOptions(ch, rw.done, netlink.RouteSubscribeOptions{
+		Namespace:         &h,
+		ReceiveBufferSize: 4 << 20,
+	})
+	h.Close() // the subscription holds its own socket in the namespace
+	if err != nil {
+		return fmt.Errorf("bench: watching routes in %s: %w", ns.Name, err)
+	}
+	rw.wg.Add(1)
+	go rw.collect(ns.Name, ch)
+	return nil
+}
+
+// firstCovering is when a route covering ip first appeared in ns.
+func (rw *routeWatch) firstCovering(ns string, ip netip.Addr) (time.Time, bool) {
+	seen := rw.first[ns]
+	var at time.Time
+	found := false
+	for bits := ip.BitLen(); bits >= 0; bits-- {
+		p, _ := ip.Prefix(bits)
+		if t, ok := seen[p]; ok && (!found || t.Before(at)) {
+			at, found = t, true
+		}
+	}
+	return at, found
 }
 
 func (rw *routeWatch) collect(name string, ch chan netlink.RouteUpdate) {
@@ -71,7 +97,14 @@ func (rw *routeWatch) collect(name string, ch chan netlink.RouteUpdate) {
 		}
 		bits, _ := u.Dst.Mask.Size()
 		rw.mu.Lock()
-		rw.events[name] = append(rw.events[name], routeEvent{dst: netip.PrefixFrom(a.Unmap(), bits), at: now})
+		dst := netip.PrefixFrom(a.Unmap(), bits)
+		rw.events[name] = append(rw.events[name], routeEvent{dst: dst, at: now})
+		if rw.first[name] == nil {
+			rw.first[name] = map[netip.Prefix]time.Time{}
+		}
+		if _, ok := rw.first[name][dst]; !ok {
+			rw.first[name][dst] = now
+		}
 		close(rw.notify)
 		rw.notify = make(chan struct{})
 		rw.mu.Unlock()
@@ -120,7 +153,8 @@ func (rw *routeWatch) wait(ctx context.Context, nss []string, ip netip.Addr, exa
 	}
 }
 
-// forget drops recorded events, so long runs do not accumulate them.
+// forget drops recorded events, so long runs do not accumulate them (first
+// times stay: one entry per destination).
 func (rw *routeWatch) forget() {
 	rw.mu.Lock()
 	rw.events = map[string][]routeEvent{}

@@ -26,8 +26,9 @@ import (
 // client.AddWorkload in its own process rather than running calicoctl).
 type world struct {
 	*walkthrough.World
-	r   *runner
-	cli *client.Client
+	r    *runner
+	cli  *client.Client
+	etcd *clientv3.Client // cli's connection, for raw reads
 }
 
 // buildWorld builds a walkthrough world with the bench's prefix and binaries
@@ -38,12 +39,12 @@ func (r *runner) buildWorld(ctx context.Context, o walkthrough.Options) (*world,
 	if err != nil {
 		return nil, err
 	}
-	cli, err := connectIn(ctx, w.Hosts[0].Netns, w.Etcd)
+	cli, etcd, err := connectIn(ctx, w.Hosts[0].Netns, w.Etcd)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
-	return &world{World: w, r: r, cli: cli}, nil
+	return &world{World: w, r: r, cli: cli, etcd: etcd}, nil
 }
 
 // buildProfileWorld is buildWorld plus a nat-outgoing pool and the bench
@@ -80,8 +81,29 @@ func (w *world) close() {
 // connectIn connects to the world's etcd with every socket created inside
 // ns: the bench runs in the root namespace, which must never send to lab
 // addresses itself, and has no route to them anyway.
-func connectIn(ctx context.Context, ns *lab.Netns, endpoint string) (*client.Client, error) {
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+func connectIn(ctx context.Context, ns *lab.Netns, endpoint string) (*client.Client, *clientv3.Client, error) {
+	dial := dialIn(ns)
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{"http://" + endpoint},
+		DialTimeout: datastore.OpTimeout,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: datastore client for %s: %w", endpoint, err)
+	}
+	octx, cancel := context.WithTimeout(ctx, datastore.OpTimeout)
+	defer cancel()
+	if _, err := cli.Get(octx, datastore.KeyBGPConfig); err != nil {
+		cli.Close()
+		return nil, nil, fmt.Errorf("bench: datastore %s does not answer from %s: %w", endpoint, ns.Name, err)
+	}
+	return client.New(datastore.Adopt(cli)), cli, nil
+}
+
+// dialIn dials TCP from inside ns.
+func dialIn(ns *lab.Netns) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := ns.Do(func() error {
 			var err error
@@ -91,22 +113,6 @@ func connectIn(ctx context.Context, ns *lab.Netns, endpoint string) (*client.Cli
 		})
 		return c, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{"http://" + endpoint},
-		DialTimeout: datastore.OpTimeout,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bench: datastore client for %s: %w", endpoint, err)
-	}
-	octx, cancel := context.WithTimeout(ctx, datastore.OpTimeout)
-	defer cancel()
-	if _, err := cli.Get(octx, datastore.KeyBGPConfig); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("bench: datastore %s does not answer from %s: %w", endpoint, ns.Name, err)
-	}
-	return client.New(datastore.Adopt(cli)), nil
 }
 
 // addWorkload makes a namespace on h and attaches it through the in-process
@@ -144,14 +150,18 @@ func (w *world) attach(ctx context.Context, h *lab.Host, ns *lab.Netns, name, ip
 
 // agentPID reads the pid file `calicoctl node` wrote for h's agent.
 func (w *world) agentPID(h *lab.Host) (int, error) {
-	f := filepath.Join(w.StateDir, "run", "calico", h.Label, "calico-node.pid")
+	return readPID(filepath.Join(w.StateDir, "run", "calico", h.Label, "calico-node.pid"), "calico-node of "+h.Label)
+}
+
+// readPID reads a daemon's pid file; what names the daemon in errors.
+func readPID(f, what string) (int, error) {
 	b, err := os.ReadFile(f)
 	if err != nil {
-		return 0, fmt.Errorf("calico-node of %s: %w", h.Label, err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return 0, fmt.Errorf("calico-node of %s: bad pid file %s", h.Label, f)
+		return 0, fmt.Errorf("%s: bad pid file %s", what, f)
 	}
 	return pid, nil
 }
@@ -173,6 +183,26 @@ func cpuTime(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	return time.Duration(ut+st) * clockTick, nil
+}
+
+// cpuTimeAll is cpuTime plus the CPU time of the children the process has
+// waited for: an agent's nft runs (knftables execs nft for every
+// transaction) are its cost too.
+func cpuTimeAll(pid int) (time.Duration, error) {
+	f, err := lab.ProcStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	// utime, stime, cutime, cstime: fields 14 to 17.
+	for _, v := range f[11:15] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		}
+		sum += n
+	}
+	return time.Duration(sum) * clockTick, nil
 }
 
 // rssMB is a process's resident set (VmRSS) in MiB.

@@ -21,9 +21,14 @@ type SyncHandler interface {
 // revision) it lists again and hands over a fresh snapshot, so the handler is
 // level-triggered and never misses a change. It returns when ctx ends.
 func (c *Client) Sync(ctx context.Context, prefix string, h SyncHandler, log *slog.Logger) {
+	c.SyncRange(ctx, prefix, clientv3.GetPrefixRangeEnd(prefix), h, log)
+}
+
+// SyncRange is Sync over the keys from key up to (not including) end.
+func (c *Client) SyncRange(ctx context.Context, key, end string, h SyncHandler, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		rev, err := c.listInto(ctx, prefix, h)
+		rev, err := c.listInto(ctx, key, end, h)
 		if err != nil {
 			log.Warn("datastore list failed; retrying", "err", err, "in", backoff)
 			sleep(ctx, backoff)
@@ -31,7 +36,7 @@ func (c *Client) Sync(ctx context.Context, prefix string, h SyncHandler, log *sl
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		err = c.follow(ctx, prefix, rev, h)
+		err = c.follow(ctx, key, end, rev, h)
 		if ctx.Err() != nil {
 			return
 		}
@@ -40,12 +45,12 @@ func (c *Client) Sync(ctx context.Context, prefix string, h SyncHandler, log *sl
 	}
 }
 
-func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (int64, error) {
+func (c *Client) listInto(ctx context.Context, key, end string, h SyncHandler) (int64, error) {
 	// Always the full OpTimeout, never QuickTimeout: a large snapshot may
 	// take longer than a single record, and the syncer retries anyway.
 	octx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
-	resp, err := c.etcd.Get(octx, prefix, clientv3.WithPrefix())
+	resp, err := c.etcd.Get(octx, key, clientv3.WithRange(end))
 	if err != nil {
 		if isDeadline(err) {
 			return 0, &UnreachableError{Where: c.Where(), After: OpTimeout}
@@ -60,10 +65,10 @@ func (c *Client) listInto(ctx context.Context, prefix string, h SyncHandler) (in
 	return resp.Header.Revision, nil
 }
 
-func (c *Client) follow(ctx context.Context, prefix string, rev int64, h SyncHandler) error {
+func (c *Client) follow(ctx context.Context, key, end string, rev int64, h SyncHandler) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := c.etcd.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	wch := c.etcd.Watch(wctx, key, clientv3.WithRange(end), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	for resp := range wch {
 		// A compacted revision (rpctypes.ErrCompacted) or a lost leader both
 		// end this watch; the caller re-lists, which is always correct.

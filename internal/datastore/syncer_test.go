@@ -169,3 +169,37 @@ func TestSyncEmptyValueIsNotADeletion(t *testing.T) {
 	ds.DeleteKey(ctx, datastore.Root+"watched", 0)
 	eventually(t, "deletion", func() bool { v, known := p.has(datastore.Root + "watched"); return known && !v })
 }
+
+// TestSyncRangeLeavesOutStatus: an agent's range [Root, AgentKeysEnd) holds
+// a pool and a node written before and after the snapshot, and never a
+// status record: a heartbeat reaches no agent.
+func TestSyncRangeLeavesOutStatus(t *testing.T) {
+	url := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ds, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); ds.Close() })
+	for _, k := range []string{datastore.PoolKey("10.1.0.0/16"), datastore.StatusKey("host1")} {
+		if err := ds.Put(ctx, k, "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &recorder{}
+	go ds.SyncRange(ctx, datastore.Root, datastore.AgentKeysEnd, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	eventually(t, "snapshot", func() bool { v, n := r.get(datastore.PoolKey("10.1.0.0/16")); return v == `"before"` && n == 1 })
+	for _, k := range []string{datastore.StatusKey("host1"), datastore.StatusKey("host2"), datastore.NodeKey("host2")} {
+		if err := ds.Put(ctx, k, "after"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The node record is written last: once it arrived, the status
+	// records would have arrived before it.
+	eventually(t, "node record", func() bool { v, _ := r.get(datastore.NodeKey("host2")); return v == `"after"` })
+	for _, k := range []string{datastore.StatusKey("host1"), datastore.StatusKey("host2")} {
+		if v, _ := r.get(k); v != "" {
+			t.Errorf("%s reached the agent's range: %q", k, v)
+		}
+	}
+}

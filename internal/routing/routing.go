@@ -188,8 +188,20 @@ type Speaker struct {
 	kick    chan struct{} // the RIB may have changed; buffer 1
 	changes chan struct{} // Learned changed; buffer 1
 
-	opMu      sync.Mutex // serialises SetPeers, SetAnnounced, PeerStates and Stop
-	peers     map[netip.Addr]Peer
+	opMu  sync.Mutex // serialises SetPeers, SetAnnounced, PeerStates and Stop
+	peers map[netip.Addr]Peer
+	// statusGen counts what can change PeerStates: every session event
+	// GoBGP handles (a state change or an UPDATE; keepalives are none) and
+	// every change to peers. PeerStates asks GoBGP again only when it
+	// moved: the agent reads the states every second to see whether its
+	// status changed, and listing GoBGP's peers (a configuration and
+	// capabilities conversion per peer) was most of an idle agent's CPU,
+	// growing with its sessions (49 in a mesh of 50, 99 on a reflector of
+	// 100). states and statesGen are the last answer (under opMu).
+	statusGen atomic.Uint64
+	states    []calicoapi.PeerState
+	statesGen uint64
+	haveState bool
 	ibgpSet   map[netip.Addr]bool // the addresses in ibgpSetName
 	announced map[netip.Prefix]*api.Path
 	stopped   bool
@@ -320,7 +332,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		s.grSecs = uint32(ceilSeconds(cfg.GracefulRestartTime))
 	}
 
-	s.hook = &serveHook{onMessage: s.poke, ended: make(chan struct{})}
+	s.hook = &serveHook{onMessage: func() { s.statusGen.Add(1); s.poke() }, ended: make(chan struct{})}
 	s.bgp = server.NewBgpServer(server.LoggerOption(newSlogAdapter(cfg.Logger)), server.TimingHookOption(s.hook))
 	go s.bgp.Serve()
 
@@ -673,6 +685,7 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 			continue
 		}
 		delete(s.peers, addr)
+		s.statusGen.Add(1)
 		// The peer's paths left the RIB with it, without a message.
 		s.poke()
 	}
@@ -693,8 +706,11 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	for _, addr := range addrs {
 		w := want[addr]
-		if _, ok := s.peers[addr]; ok {
-			s.peers[addr] = w // same AS and client-ness; only what is reported differs
+		if cur, ok := s.peers[addr]; ok {
+			if cur != w {
+				s.peers[addr] = w // same AS and client-ness; only what is reported differs
+				s.statusGen.Add(1)
+			}
 			continue
 		}
 		if err := s.call(func() error { return s.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(w)}) }); err != nil {
@@ -702,6 +718,7 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 			continue
 		}
 		s.peers[addr] = w
+		s.statusGen.Add(1)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("routing: %w", errors.Join(errs...))
@@ -876,6 +893,12 @@ func (s *Speaker) PeerStates() []calicoapi.PeerState {
 	if s.stopped {
 		return nil
 	}
+	// Read before listing: an event during the listing moves it again, so
+	// the next call lists anew.
+	gen := s.statusGen.Load()
+	if s.haveState && gen == s.statesGen {
+		return slices.Clone(s.states)
+	}
 	types := make(map[netip.Addr]Peer, len(s.peers))
 	for a, p := range s.peers {
 		types[a] = p
@@ -922,7 +945,9 @@ func (s *Speaker) PeerStates() []calicoapi.PeerState {
 		b, _ := netip.ParseAddr(out[j].IP)
 		return a.Less(b)
 	})
-	return out
+	// A failed listing is not kept: the next call tries again.
+	s.states, s.statesGen, s.haveState = out, gen, err == nil
+	return slices.Clone(out)
 }
 
 // Stop stops the speaker. With graceful restart configured it ends the

@@ -344,3 +344,52 @@ func TestEveryRequestCounted(t *testing.T) {
 	}
 	settled("a refused DeletePeer")
 }
+
+// TestPeerStatesListsOnlyAfterAChange: PeerStates asks GoBGP once and then
+// answers from its last listing until something could have changed it (a
+// session event, or SetPeers changing the peers), so the agent's status check
+// every second costs an idle speaker nothing. The peer sorts below our own
+// address, so we wait for it to dial: nothing is sent.
+func TestPeerStatesListsOnlyAfterAChange(t *testing.T) {
+	sp, err := Start(context.Background(), quietConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Stop()
+	listings := func(f func()) int64 {
+		before := sp.calls.Load()
+		f()
+		return sp.calls.Load() - before
+	}
+	if n := listings(func() { sp.PeerStates(); sp.PeerStates(); sp.PeerStates() }); n != 1 {
+		t.Errorf("three PeerStates with nothing changed made %d GoBGP requests, want 1", n)
+	}
+	peer := Peer{Address: netip.MustParseAddr("10.98.0.1"), ASN: 64512, Type: PeerTypeNodeMesh}
+	if err := sp.SetPeers([]Peer{peer}); err != nil {
+		t.Fatal(err)
+	}
+	st := sp.PeerStates()
+	if len(st) != 1 || st[0].IP != "10.98.0.1" || st[0].Type != PeerTypeNodeMesh {
+		t.Fatalf("after SetPeers, PeerStates = %+v, want the new peer", st)
+	}
+	// The peer's type changes what is reported, not the session.
+	peer.Type = PeerTypeGlobal
+	if err := sp.SetPeers([]Peer{peer}); err != nil {
+		t.Fatal(err)
+	}
+	if st := sp.PeerStates(); len(st) != 1 || st[0].Type != PeerTypeGlobal {
+		t.Errorf("after the type changed, PeerStates = %+v, want type %s", st, PeerTypeGlobal)
+	}
+	// A caller's changes to the answer do not reach the next one.
+	st = sp.PeerStates()
+	st[0].State = "changed by the caller"
+	if again := sp.PeerStates(); again[0].State == st[0].State {
+		t.Error("PeerStates handed out its own copy")
+	}
+	if err := sp.SetPeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := sp.PeerStates(); len(st) != 0 {
+		t.Errorf("after removing the peer, PeerStates = %+v", st)
+	}
+}

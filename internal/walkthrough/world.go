@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -152,8 +153,9 @@ func Build(ctx context.Context, o Options) (_ *World, err error) {
 	return w, w.saveState()
 }
 
-// startNode runs `calicoctl node` on host h (the n-th host, for its IPv6 address).
-func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
+// startNode runs `calicoctl node` on host h (the n-th host, for its IPv6
+// address), with extra flags after the world's own.
+func (w *World) startNode(ctx context.Context, h *lab.Host, n int, extra ...string) error {
 	args := []string{"node", "--ip=" + h.Addr().String(), "--name=" + h.Label}
 	if w.opts.IPv6 {
 		ip6 := fmt.Sprintf("fd00::%d", n)
@@ -170,6 +172,7 @@ func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
 		}
 		args = append(args, more...)
 	}
+	args = append(args, extra...)
 	w.step("%s: export %s; calicoctl %s", h.Label, strings.Join(w.etcdEnv(), " "), strings.Join(args, " "))
 	_, err := w.Ctl(ctx, h, args...)
 	return err
@@ -177,12 +180,32 @@ func (w *World) startNode(ctx context.Context, h *lab.Host, n int) error {
 
 // AddHost adds one more host on host 1's fabric (same subnet) and starts its node.
 func (w *World) AddHost(ctx context.Context, label, ip string) (*lab.Host, error) {
+	h, err := w.NewHost(label, ip)
+	if err != nil {
+		return nil, err
+	}
+	return h, w.StartNode(ctx, h)
+}
+
+// NewHost adds one more host on host 1's fabric without starting its node,
+// so a caller can watch the host before its agent runs; StartNode starts it.
+func (w *World) NewHost(label, ip string) (*lab.Host, error) {
 	h, err := w.Lab.AddHost(label, w.fabric, ip, "10.0.0.254")
 	if err != nil {
 		return nil, err
 	}
 	w.Hosts = append(w.Hosts, h)
-	return h, w.startNode(ctx, h, len(w.Hosts))
+	return h, nil
+}
+
+// StartNode runs `calicoctl node` on one of the world's hosts, with extra
+// flags (such as --route-reflector) after the world's own.
+func (w *World) StartNode(ctx context.Context, h *lab.Host, extra ...string) error {
+	n := slices.Index(w.Hosts, h) + 1
+	if n == 0 {
+		return fmt.Errorf("walkthrough: %s is not a host of this world", h.Label)
+	}
+	return w.startNode(ctx, h, n, extra...)
 }
 
 // Host returns a host by label.

@@ -1,22 +1,17 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/lab"
@@ -56,7 +51,7 @@ func runCNI(ctx context.Context, r *runner) error {
 		return err
 	}
 	defer os.RemoveAll(cache)
-	rt := libcni.NewCNIConfigWithCacheDir([]string{r.opts.Bin}, cache, hostExec{h1})
+	rt := libcni.NewCNIConfigWithCacheDir([]string{r.opts.Bin}, cache, lab.CNIExec{Host: h1})
 	var mu sync.Mutex
 	var attached []*libcni.RuntimeConf
 	add := func(ctx context.Context, name string, _ netip.Addr, ns *lab.Netns, _ *client.Trace) (netip.Addr, error) {
@@ -102,40 +97,6 @@ func runCNI(ctx context.Context, r *runner) error {
 		l.rw.forget()
 	}
 	return nil
-}
-
-// hostExec runs plugins in a lab host's namespace, as a runtime on that
-// host would: the child is forked from a thread inside the namespace, so
-// no wrapper (ip netns exec) adds its own cost to the call.
-type hostExec struct{ host *lab.Host }
-
-func (e hostExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, pluginPath)
-	cmd.Env = environ
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// A child inherits the namespace of the thread that forks it.
-	if err := e.host.Do(cmd.Start); err != nil {
-		return nil, fmt.Errorf("%s: %w", pluginPath, err)
-	}
-	if err := cmd.Wait(); err != nil {
-		// A plugin's failure is a CNI error on stdout.
-		te := &types.Error{}
-		if json.Unmarshal(stdout.Bytes(), te) == nil && te.Msg != "" {
-			return nil, te
-		}
-		return nil, fmt.Errorf("%s: %w: %s%s", pluginPath, err, stdout.String(), stderr.String())
-	}
-	return stdout.Bytes(), nil
-}
-
-func (hostExec) FindInPath(plugin string, paths []string) (string, error) {
-	return invoke.FindInPath(plugin, paths)
-}
-
-func (hostExec) Decode(b []byte) (version.PluginInfo, error) {
-	return (&version.PluginDecoder{}).Decode(b)
 }
 
 // mustJSON marshals maps of strings, slices and maps, which cannot fail.

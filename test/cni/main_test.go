@@ -5,8 +5,6 @@
 package cni
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +15,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
@@ -66,39 +62,9 @@ func world(t *testing.T) *walkthrough.World {
 	return w
 }
 
-// hostExec runs plugins inside a lab host's namespace, as a runtime on
-// that host would: the host side of the veth lands there and the
-// datastore is reached over the host's fabric.
-type hostExec struct{ host *lab.Host }
-
-func (e hostExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.host.Name, pluginPath)
-	cmd.Env = environ
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		// A plugin's failure is a CNI error on stdout, as RawExec reads it.
-		te := &types.Error{}
-		if json.Unmarshal(stdout.Bytes(), te) == nil && te.Msg != "" {
-			return nil, te
-		}
-		return nil, fmt.Errorf("%s: %w: %s%s", pluginPath, err, stdout.String(), stderr.String())
-	}
-	return stdout.Bytes(), nil
-}
-
-func (hostExec) FindInPath(plugin string, paths []string) (string, error) {
-	return invoke.FindInPath(plugin, paths)
-}
-
-func (hostExec) Decode(b []byte) (version.PluginInfo, error) {
-	return (&version.PluginDecoder{}).Decode(b)
-}
-
 // runtime is libcni driving the plugins on host h.
 func runtime(t *testing.T, h *lab.Host) *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), hostExec{h})
+	return libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), lab.CNIExec{Host: h})
 }
 
 // conflist is a calico network named name reaching the world's datastore

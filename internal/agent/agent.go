@@ -125,6 +125,9 @@ type Agent struct {
 
 	metrics *metrics // nil without --prometheus-listen (metrics.go)
 	flows   *flowLog // recent denied packets (flows.go)
+	// named: the flow log and the drop metrics know the names of the
+	// policy last applied (afterPolicy).
+	named bool
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared
 	lastStatusTime time.Time
@@ -245,6 +248,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--prometheus-listen=%s: %w", cfg.PrometheusListen, err)
 		}
 		defer stopMetrics()
+		a.policy.SetBeforeRewrite(a.pollDrops)
 		a.log.Info("serving Prometheus metrics", "url", "http://"+cfg.PrometheusListen.String()+"/metrics")
 	}
 
@@ -478,7 +482,6 @@ func (a *Agent) pass(ctx context.Context) {
 			errs = append(errs, fmt.Errorf("wireguard: %w", err))
 		}
 	}
-	a.beforePolicy()
 	st, err := a.policy.Apply(res.Dataplane.Policy)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))

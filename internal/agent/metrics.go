@@ -200,12 +200,9 @@ func (a *Agent) countError(pick func(*metrics) prometheus.Counter) {
 	}
 }
 
-// beforePolicy reads the drop counters before a policy update can rewrite
-// (and so restart) them.
-func (a *Agent) beforePolicy() {
-	if a.metrics == nil {
-		return
-	}
+// pollDrops reads the drop counters before a policy update rewrites
+// their chains (the Enforcer calls it, nft.Enforcer.SetBeforeRewrite).
+func (a *Agent) pollDrops() {
 	if err := a.metrics.drops.poll(); err != nil {
 		a.log.Debug("cannot read the drop counters", "err", err)
 	}
@@ -215,9 +212,12 @@ func (a *Agent) beforePolicy() {
 // enforced means; after a failed Apply (ok false) the kernel may still
 // hold the previous one, whose names stay.
 func (a *Agent) afterPolicy(p calc.Policy, st nft.Stats, ok bool) {
-	if !ok {
+	// An update that wrote nothing left every chain, hence every name, as
+	// it was.
+	if !ok || st.Ops == 0 && a.named {
 		return
 	}
+	a.named = true
 	a.mu.Lock()
 	a.flows.setPolicy(p, a.snap, a.cfg.Name)
 	policies := len(a.snap.Policies)

@@ -96,6 +96,19 @@ type Enforcer struct {
 	// access is what workloads may send to this host (SetHostAccess) and
 	// to the control plane (SetControlPlaneAccess).
 	access access
+	// beforeRewrite runs before a transaction that rewrites chains, whose
+	// rules' counters then restart at zero (SetBeforeRewrite).
+	beforeRewrite func()
+}
+
+// SetBeforeRewrite makes f run before every transaction that rewrites
+// chains, and only then: a reader of the drop counters (DropCounter) reads
+// what they hold before they restart, without reading the table on the
+// passes that change nothing or only set elements.
+func (e *Enforcer) SetBeforeRewrite(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.beforeRewrite = f
 }
 
 // New checks that this host can run us: the nft binary is installed, and the
@@ -167,6 +180,9 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 			e.cur = next
 			return finish(st, next), nil
 		}
+		if st.ChainsWritten > 0 && e.beforeRewrite != nil {
+			e.beforeRewrite()
+		}
 		if incErr = e.runIncremental(tx, e.cur, next); incErr == nil {
 			e.cur = next
 			return finish(st, next), nil
@@ -176,6 +192,9 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 	tx := e.nft.NewTransaction()
 	st = planFull(tx, next)
 	st.FellBack = incErr != nil
+	if e.beforeRewrite != nil {
+		e.beforeRewrite()
+	}
 	if err := e.run(tx); err != nil {
 		if incErr != nil {
 			err = errors.Join(fmt.Errorf("incremental update: %w", incErr), err)

@@ -129,9 +129,9 @@ func getCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get TYPE [NAME]",
 		Short: "List resources of a type, or show one",
-		Long: `List resources of a type, or show one. -o yaml prints documents that
-apply, create and replace read back unchanged; -o json prints one object, or
-a list ("kind": "GlobalNetworkPolicyList") for several.
+		Long: `List resources of a type, or show one. -o yaml prints documents, -o json
+one object or a list ("kind": "GlobalNetworkPolicyList") for several; apply,
+create and replace read either back unchanged.
 
 ` + resourceTypes,
 		// Arguments are checked before the datastore is dialled.

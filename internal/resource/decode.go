@@ -73,20 +73,26 @@ func Decode(data []byte) ([]Resource, error) {
 		if n > MaxDocuments {
 			return nil, fmt.Errorf("more than %d documents; split the input", MaxDocuments)
 		}
-		r, err := decodeDoc(n, doc.Body)
+		items, err := decodeDoc(n, doc.Body)
 		if err != nil {
 			errs = append(errs, shiftLines(err, chunk.line-1))
 			continue
 		}
-		key := r.GetKind() + "/" + r.GetName()
-		if first, dup := seen[key]; dup {
-			p := posOf(doc.Body, "$.metadata.name")
-			errs = append(errs, &Error{Doc: n, Line: p.Line + chunk.line - 1, Column: p.Column,
-				Field: "metadata.name", Msg: fmt.Sprintf("%s %q is also defined in document %d", r.GetKind(), r.GetName(), first)})
-			continue
+		for _, it := range items {
+			r := it.r
+			key := r.GetKind() + "/" + r.GetName()
+			if first, dup := seen[key]; dup {
+				p := posOf(it.body, "$.metadata.name")
+				errs = append(errs, &Error{Doc: n, Line: p.Line + chunk.line - 1, Column: p.Column,
+					Field: it.field + "metadata.name", Msg: fmt.Sprintf("%s %q is also defined in document %d", r.GetKind(), r.GetName(), first)})
+				continue
+			}
+			seen[key] = n
+			out = append(out, r)
+			if len(out) > MaxDocuments {
+				return nil, fmt.Errorf("more than %d resources; split the input", MaxDocuments)
+			}
 		}
-		seen[key] = n
-		out = append(out, r)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -110,20 +116,125 @@ func nodeToValue(body ast.Node, v any, opts ...yaml.DecodeOption) (err error) {
 	return yaml.NodeToValue(body, v, opts...)
 }
 
-func decodeDoc(n int, body ast.Node) (Resource, error) {
-	if _, ok := body.(*ast.MappingNode); !ok {
-		if _, ok := body.(*ast.MappingValueNode); !ok {
-			p := body.GetToken().Position
-			return nil, &Error{Doc: n, Line: p.Line, Column: p.Column, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec"}
-		}
+// decoded is one resource of a document and the node it came from (the
+// document itself, or an item of a list), for positioned errors.
+type decoded struct {
+	r     Resource
+	body  ast.Node
+	field string // "" for a document, "items[3]." for an item of a list
+}
+
+// listSuffix ends the kind of a list document, as `calicoctl get -o json`
+// prints several resources ("kind": "GlobalNetworkPolicyList", "items":
+// [...]), so that output applies as it is. A plain "List" may hold items
+// of either kind.
+const listSuffix = "List"
+
+// decodeDoc reads one document: a resource, or a list of them.
+func decodeDoc(n int, body ast.Node) ([]decoded, error) {
+	if !isMapping(body) {
+		p := body.GetToken().Position
+		return nil, &Error{Doc: n, Line: p.Line, Column: p.Column, Msg: "a document must be a mapping with apiVersion, kind, metadata and spec"}
 	}
 	var tm TypeMeta
 	if err := nodeToValue(body, &tm); err != nil {
 		return nil, yamlError(n, err)
 	}
+	if !strings.HasSuffix(tm.Kind, listSuffix) {
+		r, err := decodeOne(n, body, "", "")
+		if err != nil {
+			return nil, err
+		}
+		return []decoded{{r, body, ""}}, nil
+	}
 	at := func(path, field, format string, args ...any) error {
 		p := posOf(body, path)
 		return &Error{Doc: n, Line: p.Line, Column: p.Column, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	itemKind := strings.TrimSuffix(tm.Kind, listSuffix)
+	switch itemKind {
+	case "", KindGlobalNetworkPolicy, KindGlobalNetworkSet:
+	default:
+		return nil, at("$.kind", "kind", "%q is not supported; want %s, %s or a list of them (%s%s)", tm.Kind, KindGlobalNetworkPolicy, KindGlobalNetworkSet, KindGlobalNetworkPolicy, listSuffix)
+	}
+	if tm.APIVersion != APIVersion {
+		return nil, at("$.apiVersion", "apiVersion", "%q is not supported; want %s", tm.APIVersion, APIVersion)
+	}
+	var items *ast.SequenceNode
+	for _, kv := range mappingValues(body) {
+		key := kv.Key.GetToken().Value // unquoted, for JSON's "items" too
+		switch key {
+		case "apiVersion", "kind", "metadata":
+		case "items":
+			seq, ok := kv.Value.(*ast.SequenceNode)
+			if !ok {
+				if _, null := kv.Value.(*ast.NullNode); !null {
+					return nil, at("$.items", "items", "must be a list of resources")
+				}
+				continue
+			}
+			items = seq
+		default:
+			p, _ := nodePos(kv.Key)
+			return nil, &Error{Doc: n, Line: p.Line, Column: p.Column, Field: key, Msg: "unknown field; a list has apiVersion, kind, metadata and items"}
+		}
+	}
+	if items == nil {
+		return nil, nil
+	}
+	var out []decoded
+	var errs []error
+	for i, item := range items.Values {
+		field := fmt.Sprintf("items[%d].", i)
+		if !isMapping(item) {
+			p := item.GetToken().Position
+			errs = append(errs, &Error{Doc: n, Line: p.Line, Column: p.Column, Field: field[:len(field)-1], Msg: "an item must be a mapping with apiVersion, kind, metadata and spec"})
+			continue
+		}
+		r, err := decodeOne(n, item, itemKind, field)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, decoded{r, item, field})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func isMapping(n ast.Node) bool {
+	switch n.(type) {
+	case *ast.MappingNode, *ast.MappingValueNode:
+		return true
+	}
+	return false
+}
+
+func mappingValues(n ast.Node) []*ast.MappingValueNode {
+	switch m := n.(type) {
+	case *ast.MappingNode:
+		return m.Values
+	case *ast.MappingValueNode:
+		return []*ast.MappingValueNode{m}
+	}
+	return nil
+}
+
+// decodeOne reads and validates one resource. want, when set, is the kind
+// its list holds; field prefixes the field paths of its errors.
+func decodeOne(n int, body ast.Node, want, field string) (Resource, error) {
+	var tm TypeMeta
+	if err := nodeToValue(body, &tm); err != nil {
+		return nil, yamlError(n, err)
+	}
+	at := func(path, f, format string, args ...any) error {
+		p := posOf(body, path)
+		return &Error{Doc: n, Line: p.Line, Column: p.Column, Field: field + f, Msg: fmt.Sprintf(format, args...)}
+	}
+	if want != "" && tm.Kind != "" && tm.Kind != want {
+		return nil, at("$.kind", "kind", "%q in a list of %s; a list holds one kind", tm.Kind, want)
 	}
 	if tm.APIVersion != APIVersion {
 		if tm.APIVersion == "" {

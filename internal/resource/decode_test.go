@@ -186,3 +186,41 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeList reads what `calicoctl get TYPE -o json` prints for several
+// resources (a "GlobalNetworkPolicyList"), so that output applies as it is,
+// and rejects lists that mix kinds, hold non-mappings or bad items, naming
+// the item.
+func TestDecodeList(t *testing.T) {
+	list := `{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicyList", "items": [
+  {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": {"name": "a"}, "spec": {"selector": "all()"}},
+  {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": {"name": "b"}, "spec": {"order": 5}}
+]}`
+	rs, err := Decode([]byte(list))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].GetName() != "a" || rs[1].GetName() != "b" {
+		t.Fatalf("got %v", rs)
+	}
+	generic := "apiVersion: projectcalico.org/v3\nkind: List\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkSet\n  metadata: {name: s}\n  spec: {nets: [10.0.0.0/8]}\n"
+	if rs, err := Decode([]byte(generic)); err != nil || len(rs) != 1 || rs[0].GetKind() != KindGlobalNetworkSet {
+		t.Fatalf("generic list: %v %v", rs, err)
+	}
+	for name, tc := range map[string]struct{ in, want string }{
+		"mixed kinds": {`{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSetList", "items": [
+  {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": {"name": "a"}, "spec": {}}]}`, `line 2, column 50: items[0].kind: "GlobalNetworkPolicy" in a list of GlobalNetworkSet`},
+		"bad item field": {"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicyList\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata: {name: a}\n  spec: {selector: \"app ==\"}\n",
+			`line 7, column 20: items[0].spec.selector`},
+		"scalar item":   {"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicyList\nitems:\n- 3\n", "line 4, column 3: items[0]: an item must be a mapping"},
+		"unknown field": {"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicyList\nspec: {}\n", "line 3, column 1: spec: unknown field"},
+		"unknown list":  {"apiVersion: projectcalico.org/v3\nkind: NodeList\n", `"NodeList" is not supported`},
+		"duplicate": {"apiVersion: projectcalico.org/v3\nkind: List\nitems:\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkSet, metadata: {name: s}, spec: {}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkSet, metadata: {name: s}, spec: {}}\n",
+			`items[1].metadata.name: GlobalNetworkSet "s" is also defined`},
+	} {
+		_, err := Decode([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
+	}
+}

@@ -64,6 +64,9 @@ func TestQuickThroughputPair(t *testing.T) {
 		if len(tr.Gbps) != 1 || tr.Median <= 0 {
 			t.Errorf("%s: no data moved: %+v", tr.Path, tr)
 		}
+		if len(tr.CPUPerGB) != 1 || tr.CPUPerGB[0] <= 0 {
+			t.Errorf("%s: no CPU per GB: %+v", tr.Path, tr)
+		}
 	}
 	if c := find(got.Throughput, pathCross, 1); c == nil || c.Ratio <= 0 {
 		t.Errorf("cross-host path has no ratio to host-to-host: %+v", c)

@@ -65,17 +65,23 @@ func markdown(res *Results) string {
 	}
 
 	if len(res.Throughput) > 0 {
-		b.WriteString("\n## Throughput (iperf3)\n\n| path | streams | median Gbit/s | min | max | runs | retransmits | ratio | against |\n|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("\n## Throughput (iperf3)\n\n| path | streams | median Gbit/s | min | max | runs | retransmits | ratio | against | CPU s per GB |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, t := range res.Throughput {
 			ratio := "-"
 			if t.Ratio > 0 {
 				ratio = fmt.Sprintf("%.3f", t.Ratio)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %d | %s | %s | %s |\n", t.Path, t.Streams, t.Median, t.Min, t.Max, len(t.Gbps),
-				joinInts(t.Retransmits), ratio, orDash(t.Baseline))
+			cpu := "-"
+			if len(t.CPUPerGB) > 0 {
+				cpu = fmt.Sprintf("%.2f", median(t.CPUPerGB))
+			}
+			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %d | %s | %s | %s | %s |\n", t.Path, t.Streams, t.Median, t.Min, t.Max, len(t.Gbps),
+				joinInts(t.Retransmits), ratio, orDash(t.Baseline), cpu)
 		}
 		b.WriteString("\nRuns are interleaved: round k runs every path once, in the order listed. A ratio is the median over rounds of the path's run " +
-			"divided by its baseline's run in the same round, which keeps a slow spell of the machine from landing on one side only.\n")
+			"divided by its baseline's run in the same round, which keeps a slow spell of the machine from landing on one side only. " +
+			"CPU s per GB (median over runs) is the user and system time of iperf3's client and server, and for the WireGuard path of both agents " +
+			"(wireguard-go runs in them), per GB received; softirq work done in their context is included, work deferred to ksoftirqd is not.\n")
 	}
 	if len(res.Latency) > 0 {
 		b.WriteString("\n## TCP latency across hosts\n\n| rules per direction and extra endpoints | profiles | tool | round trip µs (median) | runs | control pair µs | runs | ratio to control | bandwidth Gbit/s | added to round trip |\n|---|---|---|---|---|---|---|---|---|---|\n")

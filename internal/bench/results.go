@@ -70,6 +70,11 @@ type ThroughputResult struct {
 	Min         float64   `json:"min"`
 	Max         float64   `json:"max"`
 	Ratio       float64   `json:"ratio,omitempty"` // median / baseline's median
+	// CPUPerGB is each run's CPU seconds per GB received: iperf3's client
+	// and server, plus the processes the path charges (the agents, for
+	// the userspace WireGuard device). A shared machine's load moves
+	// Gbit/s far more than this.
+	CPUPerGB []float64 `json:"cpuSecPerGB,omitempty"`
 }
 
 func newResults(o Options, plan Plan, selected []string) *Results {

@@ -39,6 +39,7 @@ type tpath struct {
 	ip             netip.Addr
 	op             string // target on the ratio: ">=" or ""
 	target         float64
+	charge         []int // pids whose CPU time during a run counts toward the path's CPU per GB
 }
 
 // runThroughput measures, on one L2 fabric with policy and NAT active: host
@@ -292,9 +293,14 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 		for i := range res {
 			t := &res[i]
 			p := paths[slices.IndexFunc(paths, func(p tpath) bool { return p.name == t.Path })]
+			before, cerr := sumCPU(p.charge)
 			got, err := lab.Iperf3(ctx, p.server, p.client, p.ip, r.plan.Seconds, t.Streams)
 			if err != nil {
 				return nil, fmt.Errorf("iperf3 %s, %s, run %d: %w", p.name, streamsName(t.Streams), run, err)
+			}
+			after, aerr := sumCPU(p.charge)
+			if cerr == nil && aerr == nil && got.CPU > 0 && got.GB() > 0 {
+				t.CPUPerGB = append(t.CPUPerGB, round((got.CPU+after-before).Seconds()/got.GB(), 3))
 			}
 			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
 			t.Retransmits = append(t.Retransmits, got.Retransmits)

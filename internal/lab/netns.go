@@ -230,19 +230,32 @@ func (n *Netns) Do(fn func() error) error {
 // combined output. The error names the command and includes the output.
 // Cancelling ctx kills the command's whole process group.
 func (n *Netns) Run(ctx context.Context, argv ...string) (string, error) {
+	out, _, err := n.run(ctx, argv...)
+	return out, err
+}
+
+// run is Run returning also the exit state, whose rusage is argv's CPU
+// time (`ip netns exec` execs argv in its own process).
+func (n *Netns) run(ctx context.Context, argv ...string) (string, *os.ProcessState, error) {
 	if len(argv) == 0 {
-		return "", errors.New("lab: Run: empty command")
+		return "", nil, errors.New("lab: Run: empty command")
 	}
-	out, err := runCmd(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
+	out, st, err := runCmdState(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
 	if err != nil {
-		return out, fmt.Errorf("%s in %s: %w: %s", strings.Join(argv, " "), n.Name, err, strings.TrimSpace(out))
+		return out, st, fmt.Errorf("%s in %s: %w: %s", strings.Join(argv, " "), n.Name, err, strings.TrimSpace(out))
 	}
-	return out, nil
+	return out, st, nil
 }
 
 // runCmd runs a command in its own process group, killed as a group when ctx
 // ends and when this process dies.
 func runCmd(ctx context.Context, name string, args ...string) (string, error) {
+	out, _, err := runCmdState(ctx, name, args...)
+	return out, err
+}
+
+// runCmdState is runCmd returning also the exit state (nil if it never ran).
+func runCmdState(ctx context.Context, name string, args ...string) (string, *os.ProcessState, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	var buf bytes.Buffer
 	cmd.Stdout = &buf
@@ -251,10 +264,10 @@ func runCmd(ctx context.Context, name string, args ...string) (string, error) {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	if err := startUnlocked(cmd); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	err := cmd.Wait()
-	return buf.String(), err
+	return buf.String(), cmd.ProcessState, err
 }
 
 func procAttr() *syscall.SysProcAttr {
@@ -371,6 +384,15 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 func (p *Proc) Wait() error {
 	<-p.done
 	return p.waitErr
+}
+
+// CPU is the user plus system time the process used (with its waited-for
+// children); zero until it has exited.
+func (p *Proc) CPU() time.Duration {
+	if !p.Exited() || p.cmd.ProcessState == nil {
+		return 0
+	}
+	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
 }
 
 // Exited reports whether the process has exited.

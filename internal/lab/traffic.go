@@ -123,7 +123,14 @@ type Iperf3Result struct {
 	Gbps        float64
 	Retransmits int
 	Seconds     float64
+	// CPU is the client's and the server's user plus system time. With
+	// tick accounting the network stack's softirq work done in their
+	// context (a veth hop, the receiver's TCP) is charged to them too.
+	CPU time.Duration
 }
+
+// GB is the data the receiver got, in 10^9 bytes.
+func (r Iperf3Result) GB() float64 { return r.Gbps / 8 * r.Seconds }
 
 // Iperf3 measures TCP throughput from client to an iperf3 server started
 // (one-off, -1) in the server namespace on a free port, with streams
@@ -154,9 +161,21 @@ func Iperf3(ctx context.Context, server, client *Netns, serverIP netip.Addr, sec
 	if err := waitListening(ctx, server, port, srv); err != nil {
 		return Iperf3Result{}, fmt.Errorf("lab: iperf3 server in %s: %w; log: %s", server.Name, err, srv.Log())
 	}
-	out, runErr := client.Run(ctx, "iperf3", "-J", "-c", serverIP.String(), "-p", strconv.Itoa(port),
+	out, st, runErr := client.run(ctx, "iperf3", "-J", "-c", serverIP.String(), "-p", strconv.Itoa(port),
 		"-t", strconv.Itoa(seconds), "-P", strconv.Itoa(streams), "--connect-timeout", "3000")
 	res, err := parseIperf3(out)
+	if err == nil {
+		// The one-off server exits once the client has its results.
+		select {
+		case <-srv.Done():
+		case <-time.After(3 * time.Second):
+		}
+		srv.Stop()
+		res.CPU = srv.CPU()
+		if st != nil {
+			res.CPU += st.UserTime() + st.SystemTime()
+		}
+	}
 	if err != nil {
 		if runErr != nil {
 			return res, runErr

@@ -70,6 +70,11 @@ type ThroughputResult struct {
 	Min         float64   `json:"min"`
 	Max         float64   `json:"max"`
 	Ratio       float64   `json:"ratio,omitempty"` // median / baseline's median
+	// CPU time of iperf3's client and server per GB received, every run
+	// (see lab.Iperf3Result.CPUmsPerGB), and its paired ratio to the
+	// baseline's: the cost of the path with the machine's load taken out.
+	CPUmsPerGB []float64 `json:"cpu_ms_per_gb,omitempty"`
+	CPURatio   float64   `json:"cpu_ratio,omitempty"`
 }
 
 func newResults(o Options, plan Plan, selected []string) *Results {

@@ -298,8 +298,9 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 			}
 			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
 			t.Retransmits = append(t.Retransmits, got.Retransmits)
+			t.CPUmsPerGB = append(t.CPUmsPerGB, round(got.CPUmsPerGB, 0))
 			done++
-			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s", done, total, p.name, streamsName(t.Streams), got.Gbps)
+			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s, %.0f ms CPU per GB", done, total, p.name, streamsName(t.Streams), got.Gbps, got.CPUmsPerGB)
 		}
 	}
 	for i := range res {
@@ -311,6 +312,7 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 		t := &res[i]
 		if b := find(res, t.Baseline, t.Streams); b != nil {
 			t.Ratio = pairedRatio(t.Gbps, b.Gbps)
+			t.CPURatio = pairedRatio(t.CPUmsPerGB, b.CPUmsPerGB)
 		}
 	}
 	return res, nil
@@ -337,7 +339,7 @@ func (r *runner) addThroughput(sec string, paths []tpath, res []ThroughputResult
 		p := paths[slices.IndexFunc(paths, func(p tpath) bool { return p.name == t.Path })]
 		if p.baseline == "" {
 			r.res.metric(sec, fmt.Sprintf("%s, %s", t.Path, streamsName(t.Streams)), t.Median, "Gbit/s", "", 0,
-				fmt.Sprintf("baseline; min %.2f, max %.2f", t.Min, t.Max))
+				fmt.Sprintf("baseline; min %.2f, max %.2f; %.0f ms CPU per GB", t.Min, t.Max, median(t.CPUmsPerGB)))
 			continue
 		}
 		if t.Ratio == 0 {
@@ -345,6 +347,10 @@ func (r *runner) addThroughput(sec string, paths []tpath, res []ThroughputResult
 		}
 		r.res.metric(sec, fmt.Sprintf("%s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.Ratio, "ratio", p.op, p.target,
 			fmt.Sprintf("%.2f Gbit/s (min %.2f, max %.2f)", t.Median, t.Min, t.Max))
+		if t.CPURatio > 0 {
+			r.res.metric(sec, fmt.Sprintf("CPU per GB, %s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.CPURatio, "ratio", "", 0,
+				fmt.Sprintf("informational: iperf3 client and server CPU (softirq forwarding included) per GB, paired by round; %.0f ms per GB", median(t.CPUmsPerGB)))
+		}
 	}
 }
 

@@ -318,9 +318,26 @@ func TestIperf3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("iperf3 host2 -> host1 through the fabric bridge: %.2f Gbit/s, %d retransmits, %.1f s", res.Gbps, res.Retransmits, res.Seconds)
-	if res.Gbps <= 0 || res.Seconds < 1 {
+	t.Logf("iperf3 host2 -> host1 through the fabric bridge: %.2f Gbit/s, %d retransmits, %.1f s, %.0f ms CPU per GB", res.Gbps, res.Retransmits, res.Seconds, res.CPUmsPerGB)
+	if res.Gbps <= 0 || res.Seconds < 1 || res.CPUmsPerGB <= 0 {
 		t.Errorf("iperf3: %+v", res)
+	}
+}
+
+// TestParseIperf3CPU: the CPU per gigabyte comes from iperf3's own
+// client and server CPU percentages over the received bytes.
+func TestParseIperf3CPU(t *testing.T) {
+	// 2 s, 1.5 GB received; client 20 % and server 40 % of one CPU:
+	// 1.2 CPU-seconds for 1.5 GB = 800 ms per GB.
+	out := `{"end": {"sum_sent": {"retransmits": 3},
+		"sum_received": {"seconds": 2, "bytes": 1500000000, "bits_per_second": 6e9},
+		"cpu_utilization_percent": {"host_total": 20, "remote_total": 40}}}`
+	r, err := parseIperf3(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Gbps != 6 || r.Retransmits != 3 || r.CPUmsPerGB < 799.9 || r.CPUmsPerGB > 800.1 {
+		t.Errorf("parseIperf3: %+v, want 6 Gbit/s, 3 retransmits, 800 ms per GB", r)
 	}
 }
 

@@ -123,6 +123,13 @@ type Iperf3Result struct {
 	Gbps        float64
 	Retransmits int
 	Seconds     float64
+	// CPUmsPerGB is the CPU time client and server used together (their
+	// own getrusage, as iperf3 reports it: user, system and the softirq
+	// work the kernel ran on their behalf, which includes forwarding the
+	// packets through every namespace on the way) per gigabyte received,
+	// in milliseconds. On a loaded machine it varies far less than Gbps:
+	// waiting for a CPU costs throughput but no CPU time.
+	CPUmsPerGB float64
 }
 
 // Iperf3 measures TCP throughput from client to an iperf3 server started
@@ -179,8 +186,13 @@ func parseIperf3(out string) (Iperf3Result, error) {
 			} `json:"sum_sent"`
 			SumReceived struct {
 				Seconds       float64 `json:"seconds"`
+				Bytes         float64 `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
+			CPU struct {
+				Host   float64 `json:"host_total"`   // client, % of one CPU
+				Remote float64 `json:"remote_total"` // server
+			} `json:"cpu_utilization_percent"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
@@ -197,6 +209,9 @@ func parseIperf3(out string) (Iperf3Result, error) {
 	}
 	if r.Seconds == 0 {
 		return r, errors.New("lab: iperf3 reported no data received")
+	}
+	if gb := j.End.SumReceived.Bytes / 1e9; gb > 0 {
+		r.CPUmsPerGB = (j.End.CPU.Host + j.End.CPU.Remote) / 100 * r.Seconds * 1000 / gb
 	}
 	return r, nil
 }

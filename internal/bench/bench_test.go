@@ -68,8 +68,8 @@ func TestQuickThroughputPair(t *testing.T) {
 			t.Errorf("%s: no CPU per GB: %+v", tr.Path, tr)
 		}
 	}
-	if c := find(got.Throughput, pathCross, 1); c == nil || c.Ratio <= 0 {
-		t.Errorf("cross-host path has no ratio to host-to-host: %+v", c)
+	if c := find(got.Throughput, pathCross, 1); c == nil || c.Ratio <= 0 || c.CPURatio <= 0 {
+		t.Errorf("cross-host path has no throughput or CPU ratio to host-to-host: %+v", c)
 	}
 	if len(got.Metrics) != len(res.Metrics) || len(got.Metrics) == 0 {
 		t.Errorf("metrics in results.json: %d, in memory: %d", len(got.Metrics), len(res.Metrics))

@@ -73,7 +73,7 @@ func markdown(res *Results) string {
 			}
 			cpu := "-"
 			if len(t.CPUPerGB) > 0 {
-				cpu = fmt.Sprintf("%.2f", median(t.CPUPerGB))
+				cpu = fmt.Sprintf("%.2f", medianPositive(t.CPUPerGB))
 			}
 			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %d | %s | %s | %s | %s |\n", t.Path, t.Streams, t.Median, t.Min, t.Max, len(t.Gbps),
 				joinInts(t.Retransmits), ratio, orDash(t.Baseline), cpu)

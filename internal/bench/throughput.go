@@ -299,13 +299,15 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 				return nil, fmt.Errorf("iperf3 %s, %s, run %d: %w", p.name, streamsName(t.Streams), run, err)
 			}
 			after, aerr := sumCPU(p.charge)
+			cpu := 0.0 // a run without a figure keeps its place in the pairing
 			if cerr == nil && aerr == nil && got.CPU > 0 && got.GB() > 0 {
-				t.CPUPerGB = append(t.CPUPerGB, round((got.CPU+after-before).Seconds()/got.GB(), 3))
+				cpu = round((got.CPU+after-before).Seconds()/got.GB(), 3)
 			}
+			t.CPUPerGB = append(t.CPUPerGB, cpu)
 			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
 			t.Retransmits = append(t.Retransmits, got.Retransmits)
 			done++
-			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s", done, total, p.name, streamsName(t.Streams), got.Gbps)
+			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s, %.2f CPU s per GB", done, total, p.name, streamsName(t.Streams), got.Gbps, cpu)
 		}
 	}
 	for i := range res {
@@ -317,9 +319,21 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 		t := &res[i]
 		if b := find(res, t.Baseline, t.Streams); b != nil {
 			t.Ratio = pairedRatio(t.Gbps, b.Gbps)
+			t.CPURatio = pairedRatio(t.CPUPerGB, b.CPUPerGB)
 		}
 	}
 	return res, nil
+}
+
+// medianPositive is the median of the figures that were measured (> 0).
+func medianPositive(xs []float64) float64 {
+	var ps []float64
+	for _, x := range xs {
+		if x > 0 {
+			ps = append(ps, x)
+		}
+	}
+	return median(ps)
 }
 
 // pairedRatio is the median over rounds of a path's run divided by its
@@ -329,7 +343,7 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 func pairedRatio(path, baseline []float64) float64 {
 	var rs []float64
 	for k := range min(len(path), len(baseline)) {
-		if baseline[k] > 0 {
+		if baseline[k] > 0 && path[k] > 0 {
 			rs = append(rs, path[k]/baseline[k])
 		}
 	}
@@ -343,7 +357,7 @@ func (r *runner) addThroughput(sec string, paths []tpath, res []ThroughputResult
 		p := paths[slices.IndexFunc(paths, func(p tpath) bool { return p.name == t.Path })]
 		if p.baseline == "" {
 			r.res.metric(sec, fmt.Sprintf("%s, %s", t.Path, streamsName(t.Streams)), t.Median, "Gbit/s", "", 0,
-				fmt.Sprintf("baseline; min %.2f, max %.2f", t.Min, t.Max))
+				fmt.Sprintf("baseline; min %.2f, max %.2f; %.2f CPU s per GB", t.Min, t.Max, medianPositive(t.CPUPerGB)))
 			continue
 		}
 		if t.Ratio == 0 {
@@ -351,6 +365,10 @@ func (r *runner) addThroughput(sec string, paths []tpath, res []ThroughputResult
 		}
 		r.res.metric(sec, fmt.Sprintf("%s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.Ratio, "ratio", p.op, p.target,
 			fmt.Sprintf("%.2f Gbit/s (min %.2f, max %.2f)", t.Median, t.Min, t.Max))
+		if t.CPURatio > 0 {
+			r.res.metric(sec, fmt.Sprintf("CPU per GB, %s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.CPURatio, "ratio", "", 0,
+				fmt.Sprintf("informational: CPU of iperf3's client and server (the softirq forwarding in their context included) and of the processes the path charges, per GB, paired by round; %.2f s per GB", medianPositive(t.CPUPerGB)))
+		}
 	}
 }
 

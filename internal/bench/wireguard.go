@@ -97,7 +97,7 @@ func (r *runner) wireGuardBound(res []ThroughputResult) {
 		if t.Path != pathWG || b == nil || len(t.CPUPerGB) == 0 || len(b.CPUPerGB) == 0 {
 			continue
 		}
-		host, wg := median(b.CPUPerGB), median(t.CPUPerGB)
+		host, wg := medianPositive(b.CPUPerGB), medianPositive(t.CPUPerGB)
 		r.res.metric(SecWireGuard, fmt.Sprintf("CPU efficiency, host-to-host CPU per GB / encrypted CPU per GB, %s", streamsName(t.Streams)), round(host/wg, 3), "ratio", "", 0,
 			fmt.Sprintf("informational: the throughput ratio with equal CPU; host %.2f s/GB, encrypted %.2f s/GB (iperf3 and both agents)", host, wg))
 		if cipher > 0 {

@@ -178,7 +178,7 @@ func TestIncrementalMatchesFull(t *testing.T) {
 	prof := p2.Profiles["db:main"]
 	prof.Inbound = append([]api.Rule{{Action: "deny", Protocol: "udp"}}, prof.Inbound...)
 	p2.Profiles["db:main"] = prof
-	p2.MasqueradePools = nil
+	p2.MasqueradePools = nil // nat-out goes, p3 brings it back
 	p2.AllPools = prefixes("10.65.0.0/16")
 
 	p3 := samplePolicy() // an endpoint and a profile (and its tag) go away

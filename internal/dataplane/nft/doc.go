@@ -105,6 +105,15 @@
 // masq4/masq6) to anything outside every pool (pools4/pools6) is masqueraded,
 // IPv4 and IPv6 alike.
 //
+// The NAT base chains (nat-out; dnat-pre and dnat-out, which send traffic
+// to this host's addresses to the publish chain) exist only while they can
+// match: nat-out with a nat-outgoing pool, the DNAT chains with a published
+// port. A nat chain's hook runs for every tracked packet of the host, the
+// established ones included, so an empty one is a per-packet cost deciding
+// nothing (TestPacketCost measures the ablations). An incremental update
+// adds them with the first such pool or port and deletes them with the
+// last.
+//
 // Names of profiles, policies, selectors, tags and interfaces become nft names as prefix +
 // sanitized, truncated name + a hash of the exact name (see objName).
 //

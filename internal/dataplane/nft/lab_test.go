@@ -112,8 +112,10 @@ type lab struct {
 // set to ee:ee:ee:ee:ee:ee, as Calico does, so workloads can route to it.
 const gatewayV6 = "fe80::ecee:eeff:feee:eeee"
 
-func newLab(t *testing.T) *lab {
-	id := runID(t)
+func newLab(t *testing.T) *lab { return newLabID(t, runID(t)) }
+
+// newLabID is newLab with namespaces named id-h, id-o, id-NAME.
+func newLabID(t *testing.T, id string) *lab {
 	l := &lab{t: t, host: id + "-h", outside: id + "-o", wl: map[string]*workload{},
 		hostIP: netip.MustParseAddr("172.31.0.1"), outsideIP: netip.MustParseAddr("172.31.0.2")}
 	addNetns(t, l.host)

@@ -54,14 +54,26 @@ const (
 	prioIngress = knftables.FilterPriority
 )
 
+// natHooks says which NAT base chains the table needs. A nat chain is not
+// free when it decides nothing: its hook runs for every tracked packet of
+// the host (established ones included), so a chain that could match nothing
+// is left out.
+type natHooks struct {
+	// dnat: some port is published (dnat-pre, dnat-out).
+	dnat bool
+	// snat: some pool has nat-outgoing (nat-out).
+	snat bool
+}
+
 // addSkeleton adds the fixed part of the table: base chains, dispatch maps,
 // the anti-spoofing, control-plane and workload-to-host rules and the NAT
-// rules. It does not depend on the policy (only on the access modes), so
-// only full rewrites write it.
-func addSkeleton(tx *knftables.Transaction, a access) {
-	filter, nat := knftables.FilterType, knftables.NATType
-	pre, forward, input, post := knftables.PreroutingHook, knftables.ForwardHook, knftables.InputHook, knftables.PostroutingHook
-	prioRaw, prioEg, prioIn, prioSNAT := knftables.RawPriority, prioEgress, prioIngress, knftables.SNATPriority
+// chains needed. It does not depend on the policy (only on the access
+// modes) apart from the NAT chains, which planIncremental adds and removes,
+// so only full rewrites write it.
+func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
+	filter := knftables.FilterType
+	pre, forward, input := knftables.PreroutingHook, knftables.ForwardHook, knftables.InputHook
+	prioRaw, prioEg, prioIn := knftables.RawPriority, prioEgress, prioIngress
 
 	tx.Add(&knftables.Map{Name: mapFromWl, Type: "ifname : verdict",
 		Comment: knftables.PtrTo("workload interface -> its outbound policy chain")})
@@ -82,19 +94,7 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 		Comment: knftables.PtrTo("workloads to the host itself")})
 	tx.Add(&knftables.Chain{Name: chainWlToHost,
 		Comment: knftables.PtrTo("what a workload may send to the host: replies and neighbour discovery")})
-	tx.Add(&knftables.Chain{Name: chainNAT, Type: &nat, Hook: &post, Priority: &prioSNAT,
-		Comment: knftables.PtrTo("NAT outgoing: masquerade from nat-outgoing pools to outside every pool")})
-	output, prioDNAT := knftables.OutputHook, knftables.DNATPriority
-	tx.Add(&knftables.Chain{Name: chainDNATPre, Type: &nat, Hook: &pre, Priority: &prioDNAT,
-		Comment: knftables.PtrTo("published ports (docker run -p), from elsewhere")})
-	tx.Add(&knftables.Chain{Name: chainDNATOut, Type: &nat, Hook: &output, Priority: &prioDNAT,
-		Comment: knftables.PtrTo("published ports (docker run -p), from the host itself")})
-	// Only traffic to this host's own addresses is published, as the
-	// engine's bridge driver does; the publish chain (rendered) holds one
-	// DNAT rule per port.
-	for _, ch := range []string{chainDNATPre, chainDNATOut} {
-		tx.Add(&knftables.Rule{Chain: ch, Rule: "fib daddr type local jump " + chainPublish})
-	}
+	addNATChains(tx, nh)
 
 	wild := `"` + WorkloadIfacePrefix + `*"`
 	// The control plane, on every node address, whatever the profiles say:
@@ -172,9 +172,53 @@ func addSkeleton(tx *knftables.Transaction, a access) {
 	}
 	// Otherwise no host services (not even echo) for workloads.
 	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "drop"})
+}
 
-	tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip saddr @" + setMasq4 + " ip daddr != @" + setPools4 + " masquerade"})
-	tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip6 saddr @" + setMasq6 + " ip6 daddr != @" + setPools6 + " masquerade"})
+// addNATChains adds the NAT base chains that nh asks for, with their rules.
+func addNATChains(tx *knftables.Transaction, nh natHooks) {
+	nat, pre, post := knftables.NATType, knftables.PreroutingHook, knftables.PostroutingHook
+	prioSNAT := knftables.SNATPriority
+	if nh.snat {
+		tx.Add(&knftables.Chain{Name: chainNAT, Type: &nat, Hook: &post, Priority: &prioSNAT,
+			Comment: knftables.PtrTo("NAT outgoing: masquerade from nat-outgoing pools to outside every pool")})
+		tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip saddr @" + setMasq4 + " ip daddr != @" + setPools4 + " masquerade"})
+		tx.Add(&knftables.Rule{Chain: chainNAT, Rule: "ip6 saddr @" + setMasq6 + " ip6 daddr != @" + setPools6 + " masquerade"})
+	}
+	if nh.dnat {
+		output, prioDNAT := knftables.OutputHook, knftables.DNATPriority
+		tx.Add(&knftables.Chain{Name: chainDNATPre, Type: &nat, Hook: &pre, Priority: &prioDNAT,
+			Comment: knftables.PtrTo("published ports (docker run -p), from elsewhere")})
+		tx.Add(&knftables.Chain{Name: chainDNATOut, Type: &nat, Hook: &output, Priority: &prioDNAT,
+			Comment: knftables.PtrTo("published ports (docker run -p), from the host itself")})
+		// Only traffic to this host's own addresses is published, as the
+		// engine's bridge driver does; the publish chain (rendered) holds
+		// one DNAT rule per port.
+		for _, ch := range []string{chainDNATPre, chainDNATOut} {
+			tx.Add(&knftables.Rule{Chain: ch, Rule: "fib daddr type local jump " + chainPublish})
+		}
+	}
+}
+
+// natChains lists the NAT base chains that nh asks for.
+func natChains(nh natHooks) []string {
+	var out []string
+	if nh.snat {
+		out = append(out, chainNAT)
+	}
+	if nh.dnat {
+		out = append(out, chainDNATPre, chainDNATOut)
+	}
+	return out
+}
+
+// natHooks derives from the rendered sets and chains which NAT chains can
+// match anything: the masquerade rules need a nat-outgoing pool, the
+// publish chain a published port.
+func (rs *ruleset) natHooks() natHooks {
+	return natHooks{
+		dnat: len(rs.Chains[chainPublish].Rules) > 0,
+		snat: len(rs.Sets[setMasq4].Elems)+len(rs.Sets[setMasq6].Elems) > 0,
+	}
 }
 
 // counter tallies operations into Stats as they are queued.
@@ -267,7 +311,7 @@ func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
 	for _, name := range chains {
 		c.addChain(name, rs.Chains[name])
 	}
-	addSkeleton(tx, rs.access)
+	addSkeleton(tx, rs.access, rs.natHooks())
 	for _, name := range sortedKeys(rs.Sets) {
 		c.addElems(name, rs.Sets[name].Elems)
 	}
@@ -349,6 +393,16 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 				c.addDispatch(m.name, iface, m.next[iface])
 			}
 		}
+	}
+
+	// NAT base chains appear with the first nat-outgoing pool or published
+	// port (their sets and the publish chain exist by now) and go with the
+	// last one.
+	ph, nh := prev.natHooks(), next.natHooks()
+	addNATChains(tx, natHooks{dnat: nh.dnat && !ph.dnat, snat: nh.snat && !ph.snat})
+	for _, name := range natChains(natHooks{dnat: ph.dnat && !nh.dnat, snat: ph.snat && !nh.snat}) {
+		tx.Delete(&knftables.Chain{Name: name})
+		st.ChainsDeleted++
 	}
 
 	// Deleting a chain drops its rules and so their references. Chains go

@@ -178,7 +178,7 @@ func TestIncrementalMatchesFull(t *testing.T) {
 	prof := p2.Profiles["db:main"]
 	prof.Inbound = append([]api.Rule{{Action: "deny", Protocol: "udp"}}, prof.Inbound...)
 	p2.Profiles["db:main"] = prof
-	p2.MasqueradePools = nil
+	p2.MasqueradePools = nil // nat-out goes, p3 brings it back
 	p2.AllPools = prefixes("10.65.0.0/16")
 
 	p3 := samplePolicy() // an endpoint and a profile (and its tag) go away
@@ -351,4 +351,22 @@ func BenchmarkRenderAndPlanOneMore1000(b *testing.B) {
 	for b.Loop() {
 		planIncremental(f.NewTransaction(), prev, render(p2))
 	}
+}
+
+// BenchmarkRenderAndPlanFirstPublished1000 is the CPU side of the Apply
+// that publishes the first port on a host of 1000 endpoints: the DNAT
+// chains join the table incrementally (a handful of operations), not
+// through a full rewrite of every endpoint.
+func BenchmarkRenderAndPlanFirstPublished1000(b *testing.B) {
+	p := genPolicy(1000, 100)
+	p2 := p
+	p2.Published = []calc.Published{{Proto: "tcp", HostPort: 8080, Addr: netip.MustParseAddr("10.65.0.1"), Port: 80}}
+	prev := render(p)
+	f := knftables.NewFake(knftables.InetFamily, TableName)
+	b.ReportAllocs()
+	var ops int
+	for b.Loop() {
+		ops = planIncremental(f.NewTransaction(), prev, render(p2)).Ops
+	}
+	b.ReportMetric(float64(ops), "nft-ops")
 }

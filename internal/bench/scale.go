@@ -113,7 +113,11 @@ const (
 // sizes. At each size it times convergence after the last agent's start,
 // a new block's route on every host, and samples the idle agents and etcd.
 func runScale(ctx context.Context, r *runner) error {
-	if s := slices.Max(append(slices.Clone(r.plan.ScaleMeshSizes), r.plan.ScaleRRSizes...)); s > 250 {
+	all := append(slices.Clone(r.plan.ScaleMeshSizes), r.plan.ScaleRRSizes...)
+	if len(all) == 0 {
+		return errors.New("no scale sizes to run")
+	}
+	if s := slices.Max(all); s > 250 {
 		return fmt.Errorf("scale size %d does not fit the lab's /24 fabric", s)
 	}
 	// Reflectors first: the targets are theirs. A world that fails

@@ -1,7 +1,11 @@
 // Package agent is calico-node's wiring: the datastore syncer feeds a
 // snapshot, calc turns it into desired state, and the dataplane and BGP
-// speaker apply it. The loop is level-triggered: every pass converges the
+// speaker apply it. The loop is level-triggered: a pass converges the
 // kernel to the whole desired state, so a missed event or a restart heals.
+// Two changes that reach every agent in the cluster cost less: another
+// host's new workload skips the kernel when it leaves this host's desired
+// state as it was, and a route learned or withdrawn over BGP is one kernel
+// route (learnedPass); the resync converges everything every 30 s.
 package agent
 
 import (
@@ -13,7 +17,9 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,6 +97,10 @@ type Agent struct {
 	trigger chan struct{}
 	// dsChanged: a record that matters arrived since the last pass.
 	dsChanged bool
+	// converge: something other than another host's workload records
+	// asked for the next pass (kick), so it converges the kernel even if
+	// the desired state is as it was (see pass).
+	converge atomic.Bool
 
 	routes *netdev.RouteSyncer
 	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
@@ -134,6 +144,11 @@ type Agent struct {
 	// imports is nil while that pass was not clean.
 	imports *calc.RouteImport
 	learned map[netip.Prefix][]calc.LearnedPath
+	// applied is the desired state the last clean pass converged the
+	// kernel to (nil: none), and ifaceProblems what that pass found wrong
+	// with workload interfaces.
+	applied       *calc.Result
+	ifaceProblems []string
 
 	lastStatus     api.NodeStatus // as last written, Updated cleared and route counts zeroed
 	lastStatusTime time.Time
@@ -316,19 +331,46 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 // OnUpdate implements datastore.SyncHandler.
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
+	elsewhere := otherHosts(a.snap, key, a.cfg.Name)
 	relevant, err := decode.Into(a.snap, key, value)
+	elsewhere = elsewhere && otherHosts(a.snap, key, a.cfg.Name)
 	a.dsChanged = a.dsChanged || relevant
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 		return
 	}
-	if relevant {
+	switch {
+	case relevant && elsewhere:
+		a.poke()
+	case relevant:
 		a.kick()
 	}
 }
 
+// otherHosts says whether a record (as the snapshot has it) is another
+// host's workload or IPAM block. Every new workload anywhere writes both,
+// to every agent; a pass they cause that leaves this host's desired state
+// as it was need not read the kernel back (see pass).
+func otherHosts(s *calc.Snapshot, key, me string) bool {
+	if rest, ok := strings.CutPrefix(key, datastore.PrefixHosts); ok {
+		node, tail, _ := strings.Cut(rest, "/")
+		return node != me && strings.HasPrefix(tail, "endpoint/")
+	}
+	if rest, ok := strings.CutPrefix(key, datastore.PrefixBlocks); ok {
+		return s.Blocks[datastore.UnescapeCIDR(rest)].Affinity != me
+	}
+	return false
+}
+
+// kick asks for a pass that converges the kernel.
 func (a *Agent) kick() {
+	a.converge.Store(true)
+	a.poke()
+}
+
+// poke asks for a pass, which may find nothing to do.
+func (a *Agent) poke() {
 	select {
 	case a.trigger <- struct{}{}:
 	default:
@@ -363,18 +405,20 @@ func (a *Agent) loop(ctx context.Context) error {
 	status := time.NewTicker(time.Second)
 	defer status.Stop()
 	var bgpChanges <-chan struct{}
-	a.pass(ctx)
+	a.pass(ctx, true)
 	a.reportStatus(ctx)
 	for {
 		if a.speaker != nil {
 			bgpChanges = a.speaker.Changes()
 		}
+		converge := true
 		select {
 		case <-ctx.Done():
 			a.ready = false
 			a.reportStatus(context.WithoutCancel(ctx))
 			return nil
 		case <-a.trigger:
+			converge = false // unless a kick asked (below)
 		case <-bgpChanges:
 			// Coalesce a burst, as below; with nothing else to do, BGP's
 			// change alone costs a route or two (learnedPass).
@@ -396,16 +440,26 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-a.trigger:
 		default:
 		}
+		if a.converge.Swap(false) {
+			converge = true
+		}
 		wasReady := a.ready
-		a.pass(ctx)
+		a.pass(ctx, converge)
 		if !wasReady && a.ready {
 			a.reportStatus(ctx)
 		}
 	}
 }
 
-// pass computes the desired state and applies it everywhere.
-func (a *Agent) pass(ctx context.Context) {
+// pass computes the desired state and applies it everywhere. Without
+// converge (only other hosts' workloads changed), a desired state equal to
+// the one the last clean pass applied is not applied again: at 100 hosts
+// every new workload reached every agent twice (its block, its endpoint),
+// and reading back routes, links and tunnels for nothing was half of what
+// that cost. Drift made by hand is then put right by the next pass with
+// converge: any change of this host or of the cluster's configuration, a
+// BGP change, a timer (interface recheck, retry) or the resync.
+func (a *Agent) pass(ctx context.Context, converge bool) {
 	if a.metrics != nil {
 		defer a.metrics.observePass(time.Now())
 	}
@@ -434,6 +488,14 @@ func (a *Agent) pass(ctx context.Context) {
 	res := compute()
 	a.rejected = res.RejectedByNeighbor()
 	a.sweeper.noteIgnored(res.Ignored)
+	if !converge && a.startupOver && a.applied != nil && sameDesired(res, *a.applied) {
+		a.imports, a.learned = res.Imports, learned
+		a.problems = append(slices.Clone(res.Problems), a.ifaceProblems...)
+		a.scheduleRetry(false, dsChanged)
+		a.ready = true
+		return
+	}
+	a.applied = nil // until this pass is known clean
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -513,9 +575,16 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	a.problems = problems
 	a.ready = true
+	a.ifaceProblems = ifaceProblems
 	if len(errs) == 0 && !ipipFailed {
-		a.imports, a.learned = res.Imports, learned
+		a.imports, a.learned, a.applied = res.Imports, learned, &res
 	}
+}
+
+// sameDesired says whether two results ask the same of the kernel and of BGP.
+func sameDesired(a, b calc.Result) bool {
+	return a.ASN == b.ASN && slices.Equal(a.Announce, b.Announce) && slices.Equal(a.Peers, b.Peers) &&
+		reflect.DeepEqual(a.Dataplane, b.Dataplane)
 }
 
 // learnedPass applies a change of BGP's learned paths alone as the few

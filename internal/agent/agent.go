@@ -581,10 +581,32 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	}
 }
 
-// sameDesired says whether two results ask the same of the kernel and of BGP.
+// sameDesired says whether two results ask the same of the kernel and of
+// BGP. Routes are compared in any order: learnedPass appends to the list
+// of the pass before, which Compute sorts otherwise.
 func sameDesired(a, b calc.Result) bool {
-	return a.ASN == b.ASN && slices.Equal(a.Announce, b.Announce) && slices.Equal(a.Peers, b.Peers) &&
-		reflect.DeepEqual(a.Dataplane, b.Dataplane)
+	if a.ASN != b.ASN || !slices.Equal(a.Announce, b.Announce) || !slices.Equal(a.Peers, b.Peers) ||
+		!sameRoutes(a.Dataplane.Routes, b.Dataplane.Routes) {
+		return false
+	}
+	a.Dataplane.Routes, b.Dataplane.Routes = nil, nil
+	return reflect.DeepEqual(a.Dataplane, b.Dataplane)
+}
+
+func sameRoutes(a, b []calc.Route) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byDst := func(x, y calc.Route) int {
+		if c := x.Dst.Addr().Compare(y.Dst.Addr()); c != 0 {
+			return c
+		}
+		return x.Dst.Bits() - y.Dst.Bits()
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, byDst)
+	slices.SortFunc(b, byDst)
+	return slices.Equal(a, b)
 }
 
 // learnedPass applies a change of BGP's learned paths alone as the few
@@ -615,7 +637,16 @@ func (a *Agent) learnedPass() bool {
 	if len(delta.Add) > 0 || len(delta.Del) > 0 {
 		if err := a.routes.Patch(delta.Add, delta.Del); err != nil {
 			a.log.Info("learned routes: patch failed; converging with a full pass", "err", err)
+			a.applied = nil
 			return false
+		}
+		if a.applied != nil {
+			// What the kernel now has, for the next pass to compare with.
+			next := *a.applied
+			next.Dataplane.Routes = append(slices.DeleteFunc(slices.Clone(next.Dataplane.Routes), func(r calc.Route) bool {
+				return slices.Contains(delta.Del, r)
+			}), delta.Add...)
+			a.applied = &next
 		}
 	}
 	a.learned = learned

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -33,6 +34,7 @@ func benchCmd() *cobra.Command {
 	var quick bool
 	var only []string
 	var setupCount, burst int
+	var scaleRR, scaleMesh []int
 	cmd := &cobra.Command{
 		Use:   "calico-bench [--out DIR] [--quick] [--only SECTION,...]",
 		Short: "Measure throughput, latency, endpoint setup, policy scale and BGP convergence on namespace hosts",
@@ -82,7 +84,8 @@ not run.`,
 				return err
 			}
 			var plan *bench.Plan
-			if setupCount > 0 || burst > 0 {
+			scaleSet := cmd.Flags().Changed("scale-sizes") || cmd.Flags().Changed("scale-mesh-sizes")
+			if setupCount > 0 || burst > 0 || scaleSet {
 				p := bench.DefaultPlan()
 				if quick {
 					p = bench.QuickPlan()
@@ -92,6 +95,20 @@ not run.`,
 				}
 				if burst > 0 {
 					p.Burst = burst
+				}
+				for _, f := range []struct {
+					name string
+					val  []int
+					dst  *[]int
+				}{{"scale-sizes", scaleRR, &p.ScaleRRSizes}, {"scale-mesh-sizes", scaleMesh, &p.ScaleMeshSizes}} {
+					if !cmd.Flags().Changed(f.name) {
+						continue
+					}
+					sizes := slices.DeleteFunc(slices.Clone(f.val), func(n int) bool { return n == 0 })
+					if !slices.IsSorted(sizes) || len(slices.Compact(slices.Clone(sizes))) != len(sizes) {
+						return fmt.Errorf("--%s: the world grows, so sizes must ascend: %v", f.name, f.val)
+					}
+					*f.dst = sizes
 				}
 				plan = &p
 			}
@@ -123,5 +140,9 @@ not run.`,
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these sections (comma-separated): "+strings.Join(bench.Sections, ", "))
 	cmd.Flags().IntVar(&setupCount, "setup-count", 0, "workloads per mode in the setup and cni sections (default 200, --quick 20)")
 	cmd.Flags().IntVar(&burst, "burst", 0, "workloads added at once in the burst modes of setup and cni (default 20, --quick 10)")
+	// Sizes of the scale section, to iterate on one size (the issue's
+	// targets apply to the largest reflector size given).
+	cmd.Flags().IntSliceVar(&scaleRR, "scale-sizes", nil, "host counts the reflector world of the scale section grows through (default 10,25,50,100; 0: none)")
+	cmd.Flags().IntSliceVar(&scaleMesh, "scale-mesh-sizes", nil, "host counts the full-mesh world of the scale section grows through (default 10,25,50; 0: none)")
 	return cmd
 }

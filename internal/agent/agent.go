@@ -1,7 +1,11 @@
 // Package agent is calico-node's wiring: the datastore syncer feeds a
 // snapshot, calc turns it into desired state, and the dataplane and BGP
-// speaker apply it. The loop is level-triggered: every pass converges the
+// speaker apply it. The loop is level-triggered: a pass converges the
 // kernel to the whole desired state, so a missed event or a restart heals.
+// Two changes that reach every agent in the cluster cost less: another
+// host's new workload skips the kernel when it leaves this host's desired
+// state as it was, and a route learned or withdrawn over BGP is one kernel
+// route (learnedPass); the resync converges everything every 30 s.
 package agent
 
 import (
@@ -13,7 +17,9 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,6 +97,10 @@ type Agent struct {
 	trigger chan struct{}
 	// dsChanged: a record that matters arrived since the last pass.
 	dsChanged bool
+	// converge: something other than another host's workload records
+	// asked for the next pass (kick), so it converges the kernel even if
+	// the desired state is as it was (see pass).
+	converge atomic.Bool
 
 	routes *netdev.RouteSyncer
 	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
@@ -129,7 +139,18 @@ type Agent struct {
 	// policy last applied (afterPolicy).
 	named bool
 
-	lastStatus     api.NodeStatus // as last written, Updated cleared
+	// imports and learned: how the last pass turned BGP's paths into
+	// routes, and the paths the kernel's routes now follow (learnedPass);
+	// imports is nil while that pass was not clean.
+	imports *calc.RouteImport
+	learned map[netip.Prefix][]calc.LearnedPath
+	// applied is the desired state the last clean pass converged the
+	// kernel to (nil: none), and ifaceProblems what that pass found wrong
+	// with workload interfaces.
+	applied       *calc.Result
+	ifaceProblems []string
+
+	lastStatus     api.NodeStatus // as last written, Updated cleared and route counts zeroed
 	lastStatusTime time.Time
 
 	// Until BGP has converged after a start, learned routes already in the
@@ -310,19 +331,46 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 // OnUpdate implements datastore.SyncHandler.
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
+	elsewhere := otherHosts(a.snap, key, a.cfg.Name)
 	relevant, err := decode.Into(a.snap, key, value)
+	elsewhere = elsewhere && otherHosts(a.snap, key, a.cfg.Name)
 	a.dsChanged = a.dsChanged || relevant
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 		return
 	}
-	if relevant {
+	switch {
+	case relevant && elsewhere:
+		a.poke()
+	case relevant:
 		a.kick()
 	}
 }
 
+// otherHosts says whether a record (as the snapshot has it) is another
+// host's workload or IPAM block. Every new workload anywhere writes both,
+// to every agent; a pass they cause that leaves this host's desired state
+// as it was need not read the kernel back (see pass).
+func otherHosts(s *calc.Snapshot, key, me string) bool {
+	if rest, ok := strings.CutPrefix(key, datastore.PrefixHosts); ok {
+		node, tail, _ := strings.Cut(rest, "/")
+		return node != me && strings.HasPrefix(tail, "endpoint/")
+	}
+	if rest, ok := strings.CutPrefix(key, datastore.PrefixBlocks); ok {
+		return s.Blocks[datastore.UnescapeCIDR(rest)].Affinity != me
+	}
+	return false
+}
+
+// kick asks for a pass that converges the kernel.
 func (a *Agent) kick() {
+	a.converge.Store(true)
+	a.poke()
+}
+
+// poke asks for a pass, which may find nothing to do.
+func (a *Agent) poke() {
 	select {
 	case a.trigger <- struct{}{}:
 	default:
@@ -357,19 +405,27 @@ func (a *Agent) loop(ctx context.Context) error {
 	status := time.NewTicker(time.Second)
 	defer status.Stop()
 	var bgpChanges <-chan struct{}
-	a.pass(ctx)
+	a.pass(ctx, true)
 	a.reportStatus(ctx)
 	for {
 		if a.speaker != nil {
 			bgpChanges = a.speaker.Changes()
 		}
+		converge := true
 		select {
 		case <-ctx.Done():
 			a.ready = false
 			a.reportStatus(context.WithoutCancel(ctx))
 			return nil
 		case <-a.trigger:
+			converge = false // unless a kick asked (below)
 		case <-bgpChanges:
+			// Coalesce a burst, as below; with nothing else to do, BGP's
+			// change alone costs a route or two (learnedPass).
+			time.Sleep(2 * time.Millisecond)
+			if len(a.trigger) == 0 && a.learnedPass() {
+				continue
+			}
 		case <-resync.C:
 			// Rewrite the policy table atomically now and then, so drift
 			// made by hand is undone.
@@ -384,22 +440,34 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-a.trigger:
 		default:
 		}
+		if a.converge.Swap(false) {
+			converge = true
+		}
 		wasReady := a.ready
-		a.pass(ctx)
+		a.pass(ctx, converge)
 		if !wasReady && a.ready {
 			a.reportStatus(ctx)
 		}
 	}
 }
 
-// pass computes the desired state and applies it everywhere.
-func (a *Agent) pass(ctx context.Context) {
+// pass computes the desired state and applies it everywhere. Without
+// converge (only other hosts' workloads changed), a desired state equal to
+// the one the last clean pass applied is not applied again: at 100 hosts
+// every new workload reached every agent twice (its block, its endpoint),
+// and reading back routes, links and tunnels for nothing was half of what
+// that cost. Drift made by hand is then put right by the next pass with
+// converge: any change of this host or of the cluster's configuration, a
+// BGP change, a timer (interface recheck, retry) or the resync.
+func (a *Agent) pass(ctx context.Context, converge bool) {
 	if a.metrics != nil {
 		defer a.metrics.observePass(time.Now())
 	}
 	// dsChanged: a datastore change since the last pass, which may be the
 	// fix for a failure, so the retry series starts over.
 	dsChanged := false
+	var learned map[netip.Prefix][]calc.LearnedPath // what the last compute saw
+	a.imports = nil                                 // until this pass is known clean
 	compute := func() calc.Result {
 		ipipSupport := a.ipipSupport()
 		a.mu.Lock()
@@ -413,12 +481,21 @@ func (a *Agent) pass(ctx context.Context) {
 		if a.dsChanged {
 			dsChanged, a.dsChanged = true, false
 		}
+		learned = in.Learned
 		return calc.Compute(in)
 	}
 	a.checkRotation(ctx)
 	res := compute()
 	a.rejected = res.RejectedByNeighbor()
 	a.sweeper.noteIgnored(res.Ignored)
+	if !converge && a.startupOver && a.applied != nil && sameDesired(res, *a.applied) {
+		a.imports, a.learned = res.Imports, learned
+		a.problems = append(slices.Clone(res.Problems), a.ifaceProblems...)
+		a.scheduleRetry(false, dsChanged)
+		a.ready = true
+		return
+	}
+	a.applied = nil // until this pass is known clean
 
 	var errs []error
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
@@ -498,6 +575,82 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	a.problems = problems
 	a.ready = true
+	a.ifaceProblems = ifaceProblems
+	if len(errs) == 0 && !ipipFailed {
+		a.imports, a.learned, a.applied = res.Imports, learned, &res
+	}
+}
+
+// sameDesired says whether two results ask the same of the kernel and of
+// BGP. Routes are compared in any order: learnedPass appends to the list
+// of the pass before, which Compute sorts otherwise.
+func sameDesired(a, b calc.Result) bool {
+	if a.ASN != b.ASN || !slices.Equal(a.Announce, b.Announce) || !slices.Equal(a.Peers, b.Peers) ||
+		!sameRoutes(a.Dataplane.Routes, b.Dataplane.Routes) {
+		return false
+	}
+	a.Dataplane.Routes, b.Dataplane.Routes = nil, nil
+	return reflect.DeepEqual(a.Dataplane, b.Dataplane)
+}
+
+func sameRoutes(a, b []calc.Route) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byDst := func(x, y calc.Route) int {
+		if c := x.Dst.Addr().Compare(y.Dst.Addr()); c != 0 {
+			return c
+		}
+		return x.Dst.Bits() - y.Dst.Bits()
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, byDst)
+	slices.SortFunc(b, byDst)
+	return slices.Equal(a, b)
+}
+
+// learnedPass applies a change of BGP's learned paths alone as the few
+// kernel routes it adds or deletes (calc.RouteImport.Delta,
+// netdev.RouteSyncer.Patch), instead of a whole pass: every agent gets
+// every new block in the cluster, and a pass per agent per block was what
+// made a route take seconds to reach 100 hosts on two cores. It returns
+// false, having changed nothing or only routes the pass then converges,
+// when a pass is needed: a datastore change is waiting, the last pass was
+// not clean, start-up still holds stale routes, the change reaches beyond
+// routes (Delta), or the kernel refused a route.
+func (a *Agent) learnedPass() bool {
+	if a.speaker == nil || a.imports == nil || !a.startupOver {
+		return false
+	}
+	learned := toCalcPaths(a.speaker.Learned())
+	a.mu.Lock()
+	if a.dsChanged {
+		// The snapshot the imports read has moved on.
+		a.mu.Unlock()
+		return false
+	}
+	delta, ok := a.imports.Delta(a.learned, learned)
+	a.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if len(delta.Add) > 0 || len(delta.Del) > 0 {
+		if err := a.routes.Patch(delta.Add, delta.Del); err != nil {
+			a.log.Info("learned routes: patch failed; converging with a full pass", "err", err)
+			a.applied = nil
+			return false
+		}
+		if a.applied != nil {
+			// What the kernel now has, for the next pass to compare with.
+			next := *a.applied
+			next.Dataplane.Routes = append(slices.DeleteFunc(slices.Clone(next.Dataplane.Routes), func(r calc.Route) bool {
+				return slices.Contains(delta.Del, r)
+			}), delta.Add...)
+			a.applied = &next
+		}
+	}
+	a.learned = learned
+	return true
 }
 
 // ipipSupport is what the eBPF IPIP path can do here, unless the operator
@@ -636,6 +789,14 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	st.WireGuard = a.wg.Status()
 	cmp := st
 	cmp.Updated = ""
+	// Route counts only with the heartbeat: every route anywhere in the
+	// cluster moves them on every host, and writing 100 status records
+	// per new workload kept etcd busy for nothing a user waits for. A
+	// session's state, and a route refused, are written at once.
+	cmp.BGPPeers = slices.Clone(st.BGPPeers)
+	for i := range cmp.BGPPeers {
+		cmp.BGPPeers[i].Received = 0
+	}
 	// A new kind of denied packet is reported at once; the counts of
 	// known ones only with the heartbeat, so a steady stream of denied
 	// packets does not write the record every second.

@@ -272,10 +272,13 @@ type PeerState struct {
 	// Role is the session's part in route reflection: "client" (this node
 	// reflects the peer's routes), "reflector" (the peer is a route
 	// reflector), or "" (neither).
-	Role     string `json:"role,omitempty"`
-	State    string `json:"state"`
-	Since    string `json:"since,omitempty"`
-	Received int    `json:"received"`
+	Role  string `json:"role,omitempty"`
+	State string `json:"state"`
+	Since string `json:"since,omitempty"`
+	// Received is as of the report's time (Updated): a change of counts
+	// alone is written with the next heartbeat (10 s), not at once, since
+	// every route anywhere changes them on every host.
+	Received int `json:"received"`
 	// Rejected is how many of the routes received the node's import
 	// policy refuses (outside every pool, over a node address, another
 	// node's block or workload address).

@@ -84,8 +84,11 @@ type EtcdLoad struct {
 	// CPU: of the agent whose host got the workload, and of each agent
 	// elsewhere (mean of the agents that hosted no trial, reflectors left
 	// out).
-	WritesPerWorkload    float64 `json:"writesPerWorkload"`
-	EventsPerWrite       float64 `json:"eventsPerWrite"`
+	WritesPerWorkload float64 `json:"writesPerWorkload"`
+	EventsPerWrite    float64 `json:"eventsPerWrite"`
+	// EventsPerWorkload: events sent to watchers per new workload (status
+	// heartbeats, which no agent watches, send none).
+	EventsPerWorkload    float64 `json:"eventsPerWorkload"`
 	CPUPerWorkloadMs     float64 `json:"cpuPerWorkloadMs"`
 	HostAgentMsPerWl     float64 `json:"hostAgentMsPerWorkload"`
 	ElsewhereAgentMsPerW float64 `json:"elsewhereAgentMsPerWorkload"`
@@ -113,7 +116,11 @@ const (
 // sizes. At each size it times convergence after the last agent's start,
 // a new block's route on every host, and samples the idle agents and etcd.
 func runScale(ctx context.Context, r *runner) error {
-	if s := slices.Max(append(slices.Clone(r.plan.ScaleMeshSizes), r.plan.ScaleRRSizes...)); s > 250 {
+	all := append(slices.Clone(r.plan.ScaleMeshSizes), r.plan.ScaleRRSizes...)
+	if len(all) == 0 {
+		return errors.New("no scale sizes to run")
+	}
+	if s := slices.Max(all); s > 250 {
 		return fmt.Errorf("scale size %d does not fit the lab's /24 fabric", s)
 	}
 	// Reflectors first: the issue's targets are theirs. A world that fails
@@ -293,6 +300,7 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) (err 
 		writes := m1.get(mRevision) - m0.get(mRevision)
 		if writes > 0 && trials > 0 {
 			e.EventsPerWrite = round((m1.get(mEvents)-m0.get(mEvents))/writes, 1)
+			e.EventsPerWorkload = round((m1.get(mEvents)-m0.get(mEvents))/trials, 1)
 			e.CPUPerWorkloadMs = round(ms(c1-c0)/trials, 2)
 			var hostSum, elseSum time.Duration
 			elsewhere := 0

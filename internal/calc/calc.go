@@ -60,6 +60,9 @@ type Result struct {
 	// Ignored are the endpoint records, of every host, the calculation does
 	// not believe (see CheckEndpoints); this host's are also in Problems.
 	Ignored []IgnoredEndpoint
+	// Imports turns learned paths into routes as this result did, for a
+	// change of BGP's paths alone (RouteImport.Delta).
+	Imports *RouteImport
 }
 
 // Compute derives the host's desired state. It is pure and deterministic:
@@ -105,33 +108,31 @@ func Compute(in Input) Result {
 	vxlanPeers := map[netip.Addr]bool{}
 	var ipipLearned []IPIPRoute
 	r.Announce = announcements(ownBlocks, local)
-	imp := newImporter(s, in.Node, pools, r.Announce)
+	imports := &RouteImport{in: in, imp: newImporter(s, in.Node, pools, r.Announce), pools: pools, mine: myPrefix, wg: wg}
+	imports.in.Learned = nil
 	for _, dst := range sortedPrefixes(in.Learned) {
-		path, ok := imp.choose(dst, in.Learned[dst], &r.Rejected)
-		if !ok {
+		lr := imports.route(dst, in.Learned[dst])
+		r.Rejected = append(r.Rejected, lr.rejected...)
+		if !lr.ok {
 			continue
 		}
-		nh := path.NextHop
-		route := Route{Dst: dst, Kind: RouteVia, Gateway: nh}
-		if p := poolFor(pools, dst); p != nil && dst.Addr().Is4() {
-			if ipipPool(p) {
-				ipipLearned = append(ipipLearned, IPIPRoute{Dst: dst, Node: nh})
-			}
-			switch {
-			case encapNeeded(p.pool.IPIPMode, myPrefix, nh):
-				route = ipipRoute(in, dst, nh)
-			case encapNeeded(p.pool.VXLANMode, myPrefix, nh):
-				route = Route{Dst: dst, Kind: RouteVia, Gateway: nh, Dev: api.VXLANDevice, OnLink: true}
-				vxlanPeers[nh] = true
-			}
-			route = wg.route(dst, nh, route) // encryption wins over every encapsulation
+		if lr.ipip {
+			ipipLearned = append(ipipLearned, IPIPRoute{Dst: dst, Node: lr.nextHop})
 		}
-		r.Dataplane.Routes = append(r.Dataplane.Routes, route)
+		if lr.vxlanNH.IsValid() {
+			vxlanPeers[lr.vxlanNH] = true
+		}
+		r.Dataplane.Routes = append(r.Dataplane.Routes, lr.route)
 	}
 	if p := rejectedProblem(r.Rejected); p != "" {
 		r.Problems = append(r.Problems, p)
 	}
 	r.Dataplane.VXLAN = vxlanState(s, in.Node, myPrefix, pools, vxlanPeers)
+	imports.vxlanPeers = make(map[netip.Addr]bool, len(r.Dataplane.VXLAN.Peers))
+	for _, p := range r.Dataplane.VXLAN.Peers {
+		imports.vxlanPeers[p.HostIP] = true
+	}
+	r.Imports = imports
 	r.Dataplane.IPIP = ipipState(in, myPrefix, pools, ipipLearned)
 	r.Dataplane.WireGuard = wg.state(s)
 

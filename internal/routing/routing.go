@@ -588,7 +588,7 @@ func learnedRoute(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
 	if err != nil {
 		return netip.Prefix{}, netip.Addr{}, false, err
 	}
-	attrs, err := apiutil.GetNativePathAttributes(p)
+	attrs, err := nextHopAttributes(p)
 	if err != nil {
 		return netip.Prefix{}, netip.Addr{}, false, err
 	}
@@ -610,6 +610,35 @@ func learnedRoute(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
 		return netip.Prefix{}, netip.Addr{}, false, errors.New("no next hop")
 	}
 	return pfx, nh, true, nil
+}
+
+// nextHopAttributes decodes the attributes of p that carry its next hop.
+// The speaker reads its whole RIB after every UPDATE, and decoding every
+// attribute of every path (AS path, communities, a reflector's cluster
+// list) was most of that; in the binary form the listing asks for, the
+// others are skipped by their type code.
+func nextHopAttributes(p *api.Path) ([]bgp.PathAttributeInterface, error) {
+	if len(p.PattrsBinary) == 0 {
+		return apiutil.GetNativePathAttributes(p)
+	}
+	var out []bgp.PathAttributeInterface
+	for _, raw := range p.PattrsBinary {
+		if len(raw) < 2 {
+			return nil, errors.New("truncated path attribute")
+		}
+		if t := bgp.BGPAttrType(raw[1]); t != bgp.BGP_ATTR_TYPE_NEXT_HOP && t != bgp.BGP_ATTR_TYPE_MP_REACH_NLRI {
+			continue
+		}
+		a, err := bgp.GetPathAttribute(raw)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.DecodeFromBytes(raw); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // Learned returns every path learned from peers, per prefix, best first

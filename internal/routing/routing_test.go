@@ -196,10 +196,57 @@ func TestLearnedRoute(t *testing.T) {
 	for _, tc := range []struct {
 		p       *api.Path
 		pfx, nh string
-	}{{p4, "192.168.100.0/26", "10.99.0.2"}, {p6, "fd00:1::/122", "fd00:99::2"}} {
+	}{{p4, "192.168.100.0/26", "10.99.0.2"}, {p6, "fd00:1::/122", "fd00:99::2"}, {binaryPath(t, p4), "192.168.100.0/26", "10.99.0.2"}, {binaryPath(t, p6), "fd00:1::/122", "fd00:99::2"}} {
 		pfx, nh, ok, err := learnedRoute(tc.p)
 		if !ok || err != nil || pfx.String() != tc.pfx || nh.String() != tc.nh {
 			t.Errorf("learnedRoute = %s %s %v %v, want %s via %s", pfx, nh, ok, err, tc.pfx, tc.nh)
+		}
+	}
+}
+
+// binaryPath is p as a listing with EnableOnlyBinary gives it: NLRI and
+// attributes in wire form only.
+func binaryPath(t testing.TB, p *api.Path) *api.Path {
+	t.Helper()
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := apiutil.GetNativePathAttributes(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &api.Path{Family: p.Family, NeighborIp: p.NeighborIp}
+	if b.NlriBinary, err = nlri.Serialize(); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range attrs {
+		raw, err := a.Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.PattrsBinary = append(b.PattrsBinary, raw)
+	}
+	return b
+}
+
+// BenchmarkLearnedRoute is one path of a reflected route, as the speaker
+// decodes every path of its RIB after each UPDATE.
+func BenchmarkLearnedRoute(b *testing.B) {
+	nlri := bgp.NewIPAddrPrefix(26, "10.90.7.0")
+	p, err := apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{
+		bgp.NewPathAttributeOrigin(0), bgp.NewPathAttributeAsPath(nil), bgp.NewPathAttributeNextHop("10.0.0.7"),
+		bgp.NewPathAttributeLocalPref(100), bgp.NewPathAttributeOriginatorId("10.0.0.7"), bgp.NewPathAttributeClusterList([]string{"10.0.0.3"}),
+	}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.NeighborIp = "10.0.0.3"
+	bp := binaryPath(b, p)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, ok, err := learnedRoute(bp); !ok || err != nil {
+			b.Fatal(ok, err)
 		}
 	}
 }

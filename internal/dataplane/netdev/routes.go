@@ -535,3 +535,62 @@ func errnoText(err error) string {
 	}
 	return err.Error()
 }
+
+// Patch adds and deletes a few routes without reading the table: the
+// agent's path for a change of BGP's routes alone, where Apply would dump
+// every route to change one. It never replaces: a route to add whose key
+// is taken (by another protocol, or by one of ours the caller did not
+// expect) fails, and the caller converges with Apply, which tells the two
+// apart (and says which in its error). A route to delete is
+// named with our protocol, so the kernel deletes no other; one already
+// gone is no error. While KeepStale is on nothing is deleted. Errors join
+// one per route, like Apply's; the next Apply heals whatever Patch did not.
+func (s *RouteSyncer) Patch(add, del []calc.Route) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats = RouteStats{}
+	s.now = time.Now()
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range add {
+		n, err := normalizeRoute(r)
+		if err == nil {
+			err = s.program(h, &wantRoute{r: n})
+		}
+		if err != nil {
+			errs = append(errs, err)
+			s.stats.Failed++
+			continue
+		}
+		s.stats.Added++
+	}
+	for _, r := range del {
+		if s.keepStale {
+			break
+		}
+		n, err := normalizeRoute(r)
+		if err != nil {
+			errs = append(errs, err)
+			s.stats.Failed++
+			continue
+		}
+		spec := &netlink.Route{
+			Dst:      prefixToIPNet(n.Dst),
+			Protocol: s.o.proto,
+			Table:    unix.RT_TABLE_MAIN,
+			Type:     routeType(n.Kind),
+			Priority: defaultPriority(n.Dst),
+			Scope:    netlink.SCOPE_NOWHERE, // any scope
+		}
+		if err := h.RouteDel(spec); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete %s: %s", describeRoute(n), errnoText(err)))
+			s.stats.Failed++
+			continue
+		}
+		s.stats.Deleted++
+	}
+	return errors.Join(errs...)
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -288,6 +289,118 @@ func BenchmarkRouteSyncerApplyUnchanged(b *testing.B) {
 	if st := rs.Stats(); st.Changes() != 0 || st.Unchanged != 1000 {
 		b.Fatalf("steady state changed things: %+v", st)
 	}
+}
+
+func TestRouteSyncerPatch(t *testing.T) {
+	host, hostPath := routeHost(t)
+	ipCmd(t, "-n", host, "route", "add", "10.55.0.0/26", "via", "10.99.0.2", "proto", "static")
+	ipCmd(t, "-n", host, "-6", "route", "add", "fd55::/122", "via", "fd99::2", "proto", "static")
+	foreign := func() string {
+		return ipCmd(t, "-n", host, "route", "show", "proto", "static") + ipCmd(t, "-n", host, "-6", "route", "show", "proto", "static")
+	}
+	foreignBefore := foreign()
+	rs := NewRouteSyncer(InNetns(hostPath))
+	defer rs.Close()
+	base := []calc.Route{{Dst: pfx("10.60.0.1/32"), Kind: calc.RouteLocal, Dev: "ca0"}}
+	if err := rs.Apply(base); err != nil {
+		t.Fatal(err)
+	}
+	add := []calc.Route{
+		{Dst: pfx("10.61.0.0/26"), Kind: calc.RouteVia, Gateway: addr("10.99.0.2")},
+		{Dst: pfx("10.62.0.0/26"), Kind: calc.RouteVia, Gateway: addr("10.200.0.1"), Dev: "up0", OnLink: true},
+		{Dst: pfx("10.63.0.0/26"), Kind: calc.RouteUnreachable},
+		{Dst: pfx("fd61::/122"), Kind: calc.RouteVia, Gateway: addr("fd99::2")},
+	}
+	if err := rs.Patch(add, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := rs.Stats(); st.Added != len(add) || st.Failed != 0 {
+		t.Fatalf("Patch adding: %+v", st)
+	}
+	// Exactly what Apply makes of the same list: nothing left to change.
+	if err := rs.Apply(append(slices.Clone(base), add...)); err != nil {
+		t.Fatal(err)
+	}
+	if st := rs.Stats(); st.Changes() != 0 {
+		t.Fatalf("Apply after Patch changed things: %+v\n%s", st, ownedRoutes(t, host))
+	}
+
+	// A key another protocol holds is refused, not taken; deleting at a
+	// key that only another protocol holds deletes nothing.
+	err := rs.Patch([]calc.Route{{Dst: pfx("10.55.0.0/26"), Kind: calc.RouteVia, Gateway: addr("10.99.0.3")}},
+		[]calc.Route{{Dst: pfx("fd55::/122"), Kind: calc.RouteVia, Gateway: addr("fd99::2")}})
+	if err == nil || !strings.Contains(err.Error(), "of another protocol exists") {
+		t.Fatalf("Patch over a static route: %v", err)
+	}
+	if f := foreign(); f != foreignBefore {
+		t.Fatalf("foreign routes changed:\nbefore\n%s\nafter\n%s", foreignBefore, f)
+	}
+
+	// Deleting: ours go; one already gone is no error; KeepStale keeps them.
+	rs.KeepStale(true)
+	if err := rs.Patch(nil, add[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := ipCmd(t, "-n", host, "route", "show", "10.61.0.0/26"); got == "" {
+		t.Fatal("Patch deleted a route while KeepStale was on")
+	}
+	rs.KeepStale(false)
+	if err := rs.Patch(nil, append(slices.Clone(add), calc.Route{Dst: pfx("10.64.0.0/26"), Kind: calc.RouteVia, Gateway: addr("10.99.0.2")})); err != nil {
+		t.Fatal(err)
+	}
+	if got := ownedRoutes(t, host); strings.Count(got, "\n") != 1 || !strings.Contains(got, "10.60.0.1 dev ca0") {
+		t.Fatalf("after deleting, owned routes:\n%s", got)
+	}
+}
+
+// BenchmarkRouteSyncerOneRoute is one learned route coming and going among
+// 100 others (a new block in a cluster of 100 hosts), first through Apply
+// (a dump of every owned route per change), then through Patch.
+func BenchmarkRouteSyncerOneRoute(b *testing.B) {
+	_, hostPath := routeHost(b)
+	desired := make([]calc.Route, 0, 101)
+	for i := range 100 {
+		desired = append(desired, calc.Route{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 101, byte(i >> 2), byte(i << 6)}), 26), Kind: calc.RouteVia, Gateway: addr("10.99.0.2")})
+	}
+	one := calc.Route{Dst: pfx("10.102.0.0/26"), Kind: calc.RouteVia, Gateway: addr("10.99.0.2")}
+	with := append(slices.Clone(desired), one)
+	rs := NewRouteSyncer(InNetns(hostPath))
+	defer rs.Close()
+	if err := rs.Apply(desired); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Apply", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			list := desired
+			if i%2 == 0 {
+				list = with
+			}
+			if err := rs.Apply(list); err != nil || rs.Stats().Changes() != 1 {
+				b.Fatal(err, rs.Stats())
+			}
+		}
+		if err := rs.Apply(desired); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.Run("Patch", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			var err error
+			if i%2 == 0 {
+				err = rs.Patch([]calc.Route{one}, nil)
+			} else {
+				err = rs.Patch(nil, []calc.Route{one})
+			}
+			if err != nil || rs.Stats().Changes() != 1 {
+				b.Fatal(err, rs.Stats())
+			}
+		}
+		if err := rs.Apply(desired); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
 
 // WithProtocol makes a RouteSyncer own the routes of protocol p instead of

@@ -226,7 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
-	a.ifaces.RecheckEvery, a.ifaces.RecheckBatch = ifaceRecheckEvery, ifaceRecheckBatch
+	a.ifaces.RecheckEvery = ifaceRecheckEvery
 	a.vxlan = netdev.NewVXLANSyncer()
 
 	ds, err := datastore.Connect(ctx, cfg.Datastore)

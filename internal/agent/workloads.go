@@ -15,13 +15,6 @@ import (
 // reads only the new one's, not every interface's on the host.
 const ifaceRecheckEvery = time.Second
 
-// ifaceRecheckBatch bounds the interfaces read back each ifaceRecheckEvery
-// (netdev.WorkloadIfaceSyncer.RecheckBatch): up to 100 workloads a hand
-// edit is undone within a second, at 1000 within ten, and the agent's idle
-// CPU and the cost of one more workload no longer grow with the host's
-// workloads.
-const ifaceRecheckBatch = 100
-
 // applyWorkloadIfaces converges the host sides of this host's workload
 // veths (MTU, up, proxy ARP, forwarding, no router advertisements) from
 // calc's local endpoints, as the route and nftables syncers converge

@@ -81,8 +81,7 @@ func cpuNow(b *testing.B) time.Duration {
 // BenchmarkSyncerReadBack is the workload interface syncer's read-back
 // (every RecheckEvery) of 100 host sides whose workloads each have their
 // own namespace, as on a host with 100 workloads: ns/op is one due pass,
-// reading every host side (700 settings, none written) or, with
-// RecheckBatch 10, the next ten.
+// reading every host side (700 settings, none written).
 func BenchmarkSyncerReadBack(b *testing.B) {
 	const sides = 100
 	_, hostPath := newNetns(b, "h")
@@ -100,20 +99,16 @@ func BenchmarkSyncerReadBack(b *testing.B) {
 		}
 		want = append(want, HostSide{Name: spec.HostIface})
 	}
-	for _, batch := range []int{0, 10} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			s := NewWorkloadIfaceSyncer(in)
-			s.RecheckEvery, s.RecheckBatch = time.Nanosecond, batch // every Apply is due
-			if _, err := s.Apply(want); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				rep, err := s.Apply(want)
-				if err != nil || len(rep.Fixed) != 0 {
-					b.Fatalf("Apply: %v, fixed %q", err, rep.Fixed)
-				}
-			}
-		})
+	s := NewWorkloadIfaceSyncer(in)
+	s.RecheckEvery = time.Nanosecond // every Apply is due
+	if _, err := s.Apply(want); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		rep, err := s.Apply(want)
+		if err != nil || len(rep.Fixed) != 0 {
+			b.Fatalf("Apply: %v, fixed %q", err, rep.Fixed)
+		}
 	}
 }

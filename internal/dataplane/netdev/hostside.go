@@ -93,17 +93,9 @@ type WorkloadIfaceSyncer struct {
 	// interface on every pass was half of the agent's CPU time and delayed
 	// every new workload's route by a scan of all the others.
 	RecheckEvery time.Duration
-	// RecheckBatch, when not zero, bounds the verified host sides read back
-	// each RecheckEvery: the next RecheckBatch in turn, so every one is
-	// read back within RecheckEvery * ceil(host sides / RecheckBatch). A
-	// read-back of all of them every second made the agent's CPU grow with
-	// its workloads (1000: 7000 /proc files a second, 72% of its CPU while
-	// workloads were added, and what one more workload cost).
-	RecheckBatch int
 
 	verified map[string]verifiedSide // host sides whose sysctls were read back right
-	lastFull time.Time               // when host sides due were last read back
-	next     int                     // with RecheckBatch: where in want the next read-back starts
+	lastFull time.Time               // when every host side's sysctls were last read back
 }
 
 // verifiedSide is a host side as last verified: a veth re-created under the
@@ -153,15 +145,6 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 		byName[l.Attrs().Name] = l
 	}
 	full := s.RecheckEvery == 0 || time.Since(s.lastFull) >= s.RecheckEvery
-	var due map[string]bool // nil: all of them, when full
-	if full && s.RecheckEvery > 0 && s.RecheckBatch > 0 && len(want) > s.RecheckBatch {
-		due = make(map[string]bool, s.RecheckBatch)
-		start := s.next % len(want)
-		for i := range s.RecheckBatch {
-			due[want[(start+i)%len(want)].Name] = true
-		}
-		s.next = start + s.RecheckBatch
-	}
 	var errs []error
 	var settings []sysctl
 	checked := map[string]verifiedSide{}
@@ -185,7 +168,7 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 			}
 		}
 		v := verifiedSide{index: a.Index, hs: hs}
-		if (full && (due == nil || due[hs.Name])) || s.verified[hs.Name] != v {
+		if full || s.verified[hs.Name] != v {
 			settings = append(settings, hs.sysctls()...)
 			checked[hs.Name] = v
 		} else {

@@ -1,7 +1,6 @@
 package netdev
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -176,48 +175,5 @@ func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 	}
 	if got := readSysctlIn(t, hostPath, proxyARP(spec2.HostIface)...); got != "1" {
 		t.Errorf("a hand edit survived a due read-back: proxy_arp = %s", got)
-	}
-}
-
-// TestWorkloadIfaceSyncerRecheckBatch: with RecheckBatch 1, each due
-// Apply reads back the next verified host side in turn, so a hand edit on
-// each of three is undone within three Applies, one per Apply.
-func TestWorkloadIfaceSyncerRecheckBatch(t *testing.T) {
-	_, hostPath := hostWithUplink(t)
-	in := InNetns(hostPath)
-	var want []HostSide
-	for i := range 3 {
-		_, wl := newNetns(t, fmt.Sprintf("w%d", i))
-		spec := WorkloadSpec{NetnsPath: wl, HostIface: api.IfaceNameForID(fmt.Sprintf("%s%d", t.Name(), i)),
-			Addrs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, 102, byte(i + 1)}), 32)}}
-		if _, err := AddWorkload(spec, in); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, HostSide{Name: spec.HostIface})
-	}
-	ws := NewWorkloadIfaceSyncer(in)
-	ws.RecheckEvery, ws.RecheckBatch = time.Hour, 1
-	if _, err := ws.Apply(want); err != nil { // verifies all three
-		t.Fatal(err)
-	}
-	proxyARP := func(hs HostSide) []string { return strings.Split("net/ipv4/conf/"+hs.Name+"/proxy_arp", "/") }
-	for _, hs := range want {
-		writeSysctlIn(t, hostPath, "0", proxyARP(hs)...)
-	}
-	ws.RecheckEvery = time.Nanosecond // due on every Apply
-	for round := 1; round <= 3; round++ {
-		rep, err := ws.Apply(want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		restored := 0
-		for _, hs := range want {
-			if readSysctlIn(t, hostPath, proxyARP(hs)...) == "1" {
-				restored++
-			}
-		}
-		if restored != round {
-			t.Errorf("after due Apply %d: %d host sides restored, want %d (fixed %q)", round, restored, round, rep.Fixed)
-		}
 	}
 }

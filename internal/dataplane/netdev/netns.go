@@ -206,33 +206,35 @@ func setSysctls(path string, settings []sysctl, missingOK bool) (fixed []string,
 	return fixed, err
 }
 
-// sysctlDirs opens each setting relative to its top directory under
-// /proc/sys (net), opened once per call. The kernel's dentry cache holds a
-// /proc/sys/net for every network namespace on the machine under one name,
-// and a lookup by full path compares against each of them (proc_sys_compare
-// was 29% of the agent's CPU at 1000 workloads, each in its own namespace:
-// a full read-back of 7000 settings became quadratic in workloads). Relative
-// to an open directory that component is looked up once: 7000 reads took
-// 60 ms by full path and 15 ms relative, with 105 namespaces on the machine.
-// It is used on one thread, inside runInNetns: /proc/sys shows the
-// namespace of the thread that looks a name up.
+// sysctlDirs opens each setting relative to the directory holding its
+// interface's directory (/proc/sys/net/ipv4/conf for
+// net/ipv4/conf/IFACE/proxy_arp), opened once per call. The kernel's dentry
+// cache holds each of those directories once for every network namespace
+// on the machine under one name, and a lookup by full path compares against
+// each of them: proc_sys_compare was 29% of the agent's CPU at 1000
+// workloads, each in its own namespace (perf), so a read-back of all 7000
+// settings was quadratic in workloads. Relative to open directories only
+// the interface's own components are looked up per setting. It is used on
+// one thread, inside runInNetns: /proc/sys shows the namespace of the
+// thread that looks a name up.
 type sysctlDirs map[string]int
 
 func (d sysctlDirs) open(key []string, flags int) (*os.File, error) {
-	top, ok := d[key[0]]
+	split := max(len(key)-2, 1)
+	dir := sysctlPath(key[:split])
+	fd, ok := d[dir]
 	if !ok {
-		fd, err := unix.Open(sysctlPath(key[:1]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: sysctlPath(key[:1]), Err: err}
+		var err error
+		if fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
 		}
-		d[key[0]], top = fd, fd
+		d[dir] = fd
 	}
-	rel := filepath.Join(key[1:]...)
-	fd, err := unix.Openat(top, rel, flags|unix.O_CLOEXEC, 0)
+	f, err := unix.Openat(fd, filepath.Join(key[split:]...), flags|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: sysctlPath(key), Err: err}
 	}
-	return os.NewFile(uintptr(fd), sysctlPath(key)), nil
+	return os.NewFile(uintptr(f), sysctlPath(key)), nil
 }
 
 func (d sysctlDirs) read(key []string) ([]byte, error) {

@@ -29,14 +29,6 @@ func main() {
 	if len(args) > 0 {
 		var err error
 		switch args[0] {
-		case "datastore-run":
-			// The embedded etcd member `calicoctl datastore start` starts:
-			// here, so that calicoctl does not link etcd's server.
-			if err := runDatastore(args[1:]); err != nil {
-				fmt.Fprintln(os.Stderr, "error: "+err.Error())
-				os.Exit(1)
-			}
-			return
 		case "plugin-front":
 			if err := runFront(args[1:]); err != nil {
 				fmt.Fprintln(os.Stderr, "error: "+err.Error())

@@ -18,9 +18,9 @@ import (
 	"github.com/calico-go/calico/internal/datastore"
 )
 
-// datastoreRunCmd is calico-node's first argument to run an embedded etcd
-// member in the foreground.
-const datastoreRunCmd = "datastore-run"
+// datastoreProgram runs an embedded etcd member in the foreground, with the
+// flags of `datastore start`.
+const datastoreProgram = "calico-datastore"
 
 func datastoreCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -51,13 +51,13 @@ func datastoreCmd() *cobra.Command {
 					return fmt.Errorf("datastore TLS files in %s: %v", filepath.Join(dir, "tls"), err)
 				}
 			}
-			// calico-node runs the member: linking etcd's server here made
-			// every calicoctl command start 40% slower.
-			node, err := siblingBinary("calico-node")
+			// Its own program runs the member: linking etcd's server here
+			// made every calicoctl command start 40% slower.
+			prog, err := siblingBinary(datastoreProgram)
 			if err != nil {
 				return err
 			}
-			argv := []string{node, datastoreRunCmd}
+			argv := []string{prog}
 			cmd.Flags().Visit(func(f *pflag.Flag) {
 				if f.Name != "timeout" {
 					argv = append(argv, "--"+f.Name+"="+f.Value.String())
@@ -108,18 +108,18 @@ func datastoreCmd() *cobra.Command {
 	cfg.AddFlags(start.Flags(), &timeout)
 
 	// `calicoctl datastore run`, which `datastore start` used to start,
-	// runs calico-node's datastore-run in its place.
+	// runs calico-datastore in its place.
 	run := &cobra.Command{
 		Use:                "run",
-		Short:              "Run the embedded etcd in the foreground (calico-node " + datastoreRunCmd + ")",
+		Short:              "Run the embedded etcd in the foreground (" + datastoreProgram + ")",
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			node, err := siblingBinary("calico-node")
+			prog, err := siblingBinary(datastoreProgram)
 			if err != nil {
 				return err
 			}
-			return syscall.Exec(node, append([]string{node, datastoreRunCmd}, args...), os.Environ())
+			return syscall.Exec(prog, append([]string{prog}, args...), os.Environ())
 		},
 	}
 

@@ -1,3 +1,8 @@
+// Command calico-datastore runs an embedded etcd member in the foreground:
+// what `calicoctl datastore start` starts, with the same flags. It is its
+// own program so that neither calicoctl (every command paid etcd's server
+// start-up: 19 -> 11 ms of CPU for `calicoctl --help`) nor the agent links
+// etcd's server.
 package main
 
 import (
@@ -14,13 +19,18 @@ import (
 	"github.com/calico-go/calico/internal/datastore/etcdserver"
 )
 
-// runDatastore runs an embedded etcd member in the foreground until
-// SIGINT or SIGTERM (`calicoctl datastore stop`), with the flags of
-// `calicoctl datastore start`.
-func runDatastore(args []string) error {
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "error: "+err.Error())
+		os.Exit(1)
+	}
+}
+
+// run serves until SIGINT or SIGTERM (`calicoctl datastore stop`).
+func run(args []string) error {
 	var cfg datastore.ServerConfig
 	var timeout time.Duration
-	fs := pflag.NewFlagSet("calico-node datastore-run", pflag.ContinueOnError)
+	fs := pflag.NewFlagSet("calico-datastore", pflag.ContinueOnError)
 	cfg.AddFlags(fs, &timeout)
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: build deps test unit e2e demo bench clean vet generate docker-plugin
 
 build:
-	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench ./cmd/calico ./cmd/calico-ipam
+	CGO_ENABLED=0 go build -o $(BIN)/ ./cmd/calicoctl ./cmd/calico-node ./cmd/calico-bench ./cmd/calico ./cmd/calico-ipam ./cmd/calico-datastore
 
 deps:
 	bash scripts/install-deps.sh

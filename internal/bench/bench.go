@@ -243,9 +243,9 @@ func preflight(bin string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the bench builds network namespaces and needs root; run it with sudo")
 	}
-	for _, b := range []string{"calicoctl", "calico-node"} {
+	for _, b := range []string{"calicoctl", "calico-node", "calico-datastore"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			return fmt.Errorf("no %s in %s; build both programs with `make build`", b, bin)
+			return fmt.Errorf("no %s in %s; build them with `make build`", b, bin)
 		}
 	}
 	return lab.Require("ip", "ping", "nft", "iperf3")

@@ -21,7 +21,7 @@ func binDir(t *testing.T) string {
 		return d
 	}
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node", "../../cmd/calico-datastore")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building calicoctl and calico-node: %v\n%s", err, out)
@@ -220,6 +220,73 @@ func TestKeepEarlier(t *testing.T) {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
+	}
+}
+
+// TestKeepEarlierOnce: results.json read back and written again (as when
+// re-rendering results.md) lists each kept summary row and finding once,
+// as does the next partial run; a run of setup keeps the earlier cni modes
+// and the label policy results. Before the fix every kept row showed twice.
+func TestKeepEarlierOnce(t *testing.T) {
+	dir := t.TempDir()
+	full := sampleResults()
+	full.Setup = append(full.Setup, SetupMode{Mode: "CNI ADD, one by one", Via: "cni", Samples: []float64{30}})
+	full.current = SecLatency
+	full.finding("latency finding")
+	if err := write(full, dir); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *Results {
+		t.Helper()
+		var got Results
+		b, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		return &got
+	}
+	res := newResults(Options{}, DefaultPlan(), []string{SecSetup})
+	res.Setup = []SetupMode{{Mode: "calicoctl, one by one", Via: "calicoctl", Samples: []float64{40}}}
+	res.metric(SecSetup, "new setup row", 2, "ms", "", 0, "")
+	if err := write(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(read(), dir); err != nil { // re-render
+		t.Fatal(err)
+	}
+	again := newResults(Options{}, DefaultPlan(), []string{SecScale})
+	if err := write(again, dir); err != nil {
+		t.Fatal(err)
+	}
+	got := read()
+	rows := map[string]int{}
+	for _, m := range got.Metrics {
+		rows[m.Section+": "+m.Name]++
+	}
+	for row, n := range rows {
+		if n != 1 {
+			t.Errorf("summary row %q listed %d times", row, n)
+		}
+	}
+	if rows["throughput: cross / host"] != 1 || rows["setup: new setup row"] != 1 {
+		t.Errorf("summary rows: %v", rows)
+	}
+	if len(got.Findings) != 1 || got.Findings[0] != "latency finding" {
+		t.Errorf("findings %q", got.Findings)
+	}
+	var modes []string
+	for _, m := range got.Setup {
+		modes = append(modes, m.Mode)
+	}
+	if strings.Join(modes, "|") != "calicoctl, one by one|CNI ADD, one by one" {
+		t.Errorf("setup modes %q: want the new setup mode and the earlier cni one", modes)
+	}
+	if got.PolicyV3 == nil {
+		t.Error("label policy results not kept")
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "results.md"))
+	if n := strings.Count(string(md), "| throughput: cross / host |"); n != 1 {
+		t.Errorf("results.md lists the kept row %d times", n)
 	}
 }
 

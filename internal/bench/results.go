@@ -175,26 +175,37 @@ var resultOwners = []struct {
 }{
 	{[]string{SecThroughput, SecVXLAN, SecIPIP, SecWireGuard}, func(res, old *Results) { res.Throughput = old.Throughput }},
 	{[]string{SecLatency}, func(res, old *Results) { res.Latency = old.Latency }},
-	{[]string{SecSetup}, func(res, old *Results) { res.Setup = old.Setup }},
 	{[]string{SecPolicy}, func(res, old *Results) { res.Policy = old.Policy }},
+	{[]string{SecPolicyV3}, func(res, old *Results) { res.PolicyV3 = old.PolicyV3 }},
 	{[]string{SecControlPlane}, func(res, old *Results) { res.ControlPlane = old.ControlPlane }},
 	{[]string{SecScale}, func(res, old *Results) { res.Scale, res.ScaleModel = old.Scale, old.ScaleModel }},
 }
 
 // keepEarlier adds to res, a run of some sections, what old (the earlier
-// results.json in the same directory) has of the sections res did not run,
-// so `--only scale` does not wipe the other sections' results.
+// results.json in the same directory) has of the sections res does not
+// hold, so `--only scale` does not wipe the other sections' results. res
+// holds the sections it ran and those it already kept: a Results read back
+// from results.json and written again (re-rendering results.md) carries
+// its kept rows already, and adding old's again listed every kept row
+// twice. Each summary row and finding is carried once.
 func keepEarlier(res, old *Results) {
-	ran := func(sec string) bool { return slices.Contains(res.Sections, sec) }
+	held := map[string]bool{}
+	for _, sec := range res.Sections {
+		held[sec] = true
+	}
+	for _, k := range res.Kept {
+		sec, _, _ := strings.Cut(k, " ") // "SECTION (run of ...)"
+		held[sec] = true
+	}
+	has := func(sec string) bool { return held[sec] }
 	var kept []string
 	for _, sec := range old.Sections {
-		if !ran(sec) {
+		if !has(sec) && !slices.Contains(kept, sec) {
 			kept = append(kept, sec)
 		}
 	}
 	for _, k := range old.Kept {
-		// Carried over before: "SECTION (run of ...)".
-		if sec, _, _ := strings.Cut(k, " "); !ran(sec) && !slices.Contains(kept, sec) {
+		if sec, _, _ := strings.Cut(k, " "); !has(sec) && !slices.Contains(kept, sec) {
 			kept = append(kept, sec)
 		}
 	}
@@ -202,13 +213,28 @@ func keepEarlier(res, old *Results) {
 		return
 	}
 	for _, o := range resultOwners {
-		if !slices.ContainsFunc(o.sections, ran) {
+		if !slices.ContainsFunc(o.sections, has) {
 			o.keep(res, old)
 		}
 	}
+	// Setup holds the modes of two sections, setup and cni: keep the old
+	// modes of whichever did not run.
+	var modes []SetupMode
+	for _, m := range old.Setup {
+		if !has(m.section()) {
+			modes = append(modes, m)
+		}
+	}
+	res.Setup = append(modes, res.Setup...)
+	slices.SortStableFunc(res.Setup, func(a, b SetupMode) int {
+		return slices.Index(Sections, a.section()) - slices.Index(Sections, b.section())
+	})
+	type row struct{ section, name string }
+	seen := map[row]bool{}
 	var metrics []Metric
 	for _, m := range old.Metrics {
-		if !ran(m.Section) {
+		if k := (row{m.Section, m.Name}); !has(m.Section) && !seen[k] {
+			seen[k] = true
 			metrics = append(metrics, m)
 		}
 	}
@@ -221,14 +247,14 @@ func keepEarlier(res, old *Results) {
 		}
 		// Findings of unknown section are kept: only a run of every
 		// section replaces them.
-		if sec == "" || !ran(sec) {
+		if (sec == "" || !has(sec)) && !slices.Contains(findings, f) && !slices.Contains(res.Findings, f) {
 			findings, findingSecs = append(findings, f), append(findingSecs, sec)
 		}
 	}
 	res.Findings = append(findings, res.Findings...)
 	res.FindingSections = append(findingSecs, res.FindingSections...)
 	for _, e := range old.Errors {
-		if sec, _, _ := strings.Cut(e, ":"); !ran(sec) {
+		if sec, _, _ := strings.Cut(e, ":"); !has(sec) && !slices.Contains(res.Errors, e) {
 			res.Errors = append(res.Errors, e)
 		}
 	}
@@ -237,7 +263,6 @@ func keepEarlier(res, old *Results) {
 		sec, from, _ := strings.Cut(k, " ")
 		when[sec] = from
 	}
-	res.Kept = nil
 	for _, sec := range kept {
 		from, ok := when[sec]
 		if !ok {
@@ -248,6 +273,9 @@ func keepEarlier(res, old *Results) {
 			from = fmt.Sprintf("(run of %s, %s)", old.Started, plan)
 		}
 		res.Kept = append(res.Kept, sec+" "+from)
+		if res.SectionSeconds == nil {
+			res.SectionSeconds = map[string]float64{}
+		}
 		if s, ok := old.SectionSeconds[sec]; ok {
 			res.SectionSeconds[sec] = s
 		}

@@ -49,6 +49,14 @@ type SetupMode struct {
 	IPAMConflicts uint64 `json:"ipamConflicts,omitempty"`
 }
 
+// section is the bench section that measures this mode.
+func (m SetupMode) section() string {
+	if m.Via == "cni" {
+		return SecCNI
+	}
+	return SecSetup
+}
+
 // PhaseOrder lists the in-process call's phases as they happen.
 var PhaseOrder = []string{client.PhaseChecks, client.PhaseLock, client.PhaseRead, client.PhaseIPAM, client.PhaseVeth, client.PhaseRecord}
 

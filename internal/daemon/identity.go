@@ -27,7 +27,7 @@ type identity struct {
 
 // ourPrograms are the executables a pid file without an identity record
 // (written by an older calicoctl) may name; anything else is not ours.
-var ourPrograms = []string{"calico-node", "calicoctl"}
+var ourPrograms = []string{"calico-node", "calicoctl", "calico-datastore"}
 
 // identityFile is where the identity of pidFile's process is kept.
 func identityFile(pidFile string) string { return pidFile + ".id" }

@@ -15,7 +15,7 @@ import (
 	"github.com/calico-go/calico/internal/walkthrough"
 )
 
-// BinDir holds calicoctl and calico-node: $CALICO_BIN (make test sets it
+// BinDir holds calicoctl, calico-node and calico-datastore: $CALICO_BIN (make test sets it
 // to bin/), else a build made for this run.
 var BinDir string
 
@@ -33,7 +33,7 @@ func Main(m *testing.M, prefix string, setup func() error) {
 		}
 		cleanup = func() { os.RemoveAll(dir) }
 		// Test packages live in test/NAME, two levels below the module.
-		cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node")
+		cmd := exec.Command("go", "build", "-o", dir+"/", "../../cmd/calicoctl", "../../cmd/calico-node", "../../cmd/calico-datastore")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			cleanup()

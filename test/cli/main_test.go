@@ -31,7 +31,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
 		"github.com/calico-go/calico/cmd/calicoctl",
-		"github.com/calico-go/calico/cmd/calico-node")
+		"github.com/calico-go/calico/cmd/calico-node",
+		"github.com/calico-go/calico/cmd/calico-datastore")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "cli tests: building calicoctl and calico-node:", err)
@@ -42,7 +43,7 @@ func run(m *testing.M) int {
 }
 
 func haveBinaries(dir string) bool {
-	for _, b := range []string{"calicoctl", "calico-node"} {
+	for _, b := range []string{"calicoctl", "calico-node", "calico-datastore"} {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() {
 			return false
 		}

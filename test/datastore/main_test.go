@@ -27,7 +27,7 @@ import (
 // labPrefix names every lab of this package.
 const labPrefix = "cds"
 
-// binDir holds calicoctl and calico-node.
+// binDir holds calicoctl, calico-node and calico-datastore.
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -58,7 +58,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"github.com/calico-go/calico/cmd/calicoctl", "github.com/calico-go/calico/cmd/calico-node")
+		"github.com/calico-go/calico/cmd/calicoctl", "github.com/calico-go/calico/cmd/calico-node", "github.com/calico-go/calico/cmd/calico-datastore")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "test/datastore: building calicoctl and calico-node:", err)

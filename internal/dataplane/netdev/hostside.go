@@ -3,13 +3,12 @@ package netdev
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 )
 
 // HostSide is what the host side of a workload's veth should be. It is the
@@ -36,8 +35,21 @@ func (h HostSide) sysctls() []sysctl { return hostSideSysctls(h.Name, h.IPv6) }
 // up; netnsPath is the namespace link lives in ("" the caller's own).
 // Settings go before the link comes up: addr_gen_mode and accept_dad decide
 // how the link-local address (the workloads' IPv6 gateway) is made.
+//
+// addr_gen_mode goes through netlink, not /proc: its /proc handler takes
+// the kernel's global RTNL lock with a trylock that restarts the system
+// call until it gets it, reads included, so 20 workloads wired at once
+// spun on the lock each other's veth creation held (perf: 45% of the CPU
+// of BenchmarkAddWorkload/burst=20 under the sysctl reads and writes).
+// Netlink waits for the lock asleep. The syncer still reads it back under
+// /proc, once per new host side.
 func prepareHostSide(h *netlink.Handle, netnsPath string, link netlink.Link, hs HostSide) error {
-	if err := writeSysctls(netnsPath, hs.sysctls()); err != nil {
+	if err := h.LinkSetIP6AddrGenMode(link, nl.IN6_ADDR_GEN_MODE_EUI64); err != nil && hs.IPv6 {
+		// Without IPv6 addresses the setting is optional, as under /proc:
+		// a kernel without IPv6 refuses it.
+		return fmt.Errorf("set %s addrgenmode eui64: %w", hs.Name, err)
+	}
+	if err := writeSysctls(netnsPath, slices.DeleteFunc(hs.sysctls(), isAddrGenMode)); err != nil {
 		return err
 	}
 	if err := h.LinkSetUp(link); err != nil {
@@ -45,6 +57,8 @@ func prepareHostSide(h *netlink.Handle, netnsPath string, link netlink.Link, hs 
 	}
 	return nil
 }
+
+func isAddrGenMode(s sysctl) bool { return s.key[len(s.key)-1] == "addr_gen_mode" }
 
 // newHostVeth is the veth request both AddWorkload and AddEngineVeth send:
 // the host side with the fixed HostSideMAC and its MTU, the peer named peer.
@@ -203,37 +217,9 @@ func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]verif
 }
 
 // convergeSysctls writes the settings whose value differs, in the namespace
-// at path, and says which it wrote. Reading first keeps a pass that changes
-// nothing free of writes (some of these, addr_gen_mode among them, act on
-// every write).
+// at path, and says which it wrote. A setting whose file is missing is
+// skipped: an optional one the kernel lacks, or an interface that went away
+// meanwhile (the next pass reports it).
 func convergeSysctls(path string, settings []sysctl) (fixed []string, err error) {
-	if len(settings) == 0 {
-		return nil, nil
-	}
-	err = runInNetns(path, func() error {
-		var errs []error
-		for _, s := range settings {
-			p := sysctlPath(s.key)
-			have, err := os.ReadFile(p)
-			if err != nil {
-				// An optional setting the kernel lacks, or an interface
-				// that went away meanwhile (the next pass reports it).
-				if errors.Is(err, fs.ErrNotExist) {
-					continue
-				}
-				errs = append(errs, fmt.Errorf("sysctl %s: %w", p, err))
-				continue
-			}
-			if strings.TrimSpace(string(have)) == s.value {
-				continue
-			}
-			if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
-				errs = append(errs, fmt.Errorf("sysctl %s=%s in netns %s: %w", p, s.value, nsName(path), err))
-				continue
-			}
-			fixed = append(fixed, fmt.Sprintf("%s %s -> %s", strings.Join(s.key[1:], "."), strings.TrimSpace(string(have)), s.value))
-		}
-		return errors.Join(errs...)
-	})
-	return fixed, err
+	return setSysctls(path, settings, true)
 }

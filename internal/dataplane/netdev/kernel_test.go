@@ -57,3 +57,39 @@ func TestEnableForwarding(t *testing.T) {
 		}
 	}
 }
+
+// TestSysctlsWriteOnlyWhatDiffers: a new host side in a namespace with
+// forwarding on already forwards, so its forwarding settings (whose write
+// takes the kernel's RTNL lock) are read, not written; the others are
+// written and take effect. A missing file is an error unless optional.
+func TestSysctlsWriteOnlyWhatDiffers(t *testing.T) {
+	host, hostPath := newNetns(t, "h")
+	if err := EnableForwarding(InNetns(hostPath)); err != nil {
+		t.Fatal(err)
+	}
+	ipCmd(t, "-n", host, "link", "add", "sux0", "type", "veth", "peer", "name", "sux1")
+	fixed, err := setSysctls(hostPath, hostSideSysctls("sux0", false), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(fixed, "; ")
+	if strings.Contains(got, "forwarding") || strings.Contains(got, "addr_gen_mode") || !strings.Contains(got, "proxy_arp 0 -> 1") {
+		t.Errorf("written: %s; want proxy_arp and not forwarding or addr_gen_mode (already right)", got)
+	}
+	for _, k := range hostSideSysctls("sux0", false) {
+		if v := readSysctlIn(t, hostPath, k.key...); v != k.value {
+			t.Errorf("%v = %s, want %s", k.key, v, k.value)
+		}
+	}
+	if fixed, err := setSysctls(hostPath, hostSideSysctls("sux0", false), false); err != nil || len(fixed) != 0 {
+		t.Errorf("second run wrote %q (err %v), want nothing", fixed, err)
+	}
+	missing := []sysctl{{key: []string{"net", "ipv4", "conf", "sux9", "proxy_arp"}, value: "1"}}
+	if err := writeSysctls(hostPath, missing); err == nil {
+		t.Error("a missing interface's setting was not an error")
+	}
+	missing[0].optional = true
+	if err := writeSysctls(hostPath, missing); err != nil {
+		t.Errorf("a missing optional setting: %v", err)
+	}
+}

@@ -3,10 +3,12 @@ package netdev
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -155,20 +157,111 @@ func sysctlPath(key []string) string {
 
 // writeSysctls applies settings in the namespace at path. /proc/sys/net
 // shows the namespace of the thread that opens it, which is why this goes
-// through runInNetns instead of a netlink handle.
+// through runInNetns instead of a netlink handle. A missing file is an
+// error unless the setting is optional.
 func writeSysctls(path string, settings []sysctl) error {
-	return runInNetns(path, func() error {
+	_, err := setSysctls(path, settings, false)
+	return err
+}
+
+// setSysctls reads each setting and writes those whose value differs,
+// saying which it wrote; missingOK skips every missing file, not only
+// optional ones. Reading first matters beyond saving a write: some writes
+// act even when the value stays (addr_gen_mode), and writing an IPv4 or
+// IPv6 forwarding setting takes the kernel's global RTNL lock with a
+// trylock that restarts the system call until it gets it, so each of 20
+// workloads wired at once spun on the lock the others' veth creation held
+// (BenchmarkAddWorkload: a burst of 20 took 82-108 ms with the writes,
+// 20-51 ms without any). A new host side inherits forwarding=1 from the
+// namespace's default once forwarding is on, so that write is skipped.
+func setSysctls(path string, settings []sysctl, missingOK bool) (fixed []string, err error) {
+	if len(settings) == 0 {
+		return nil, nil
+	}
+	err = runInNetns(path, func() error {
+		dirs := sysctlDirs{}
+		defer dirs.close()
 		var errs []error
 		for _, s := range settings {
 			p := sysctlPath(s.key)
-			err := os.WriteFile(p, []byte(s.value), 0o644)
-			if err == nil || (s.optional && errors.Is(err, fs.ErrNotExist)) {
+			have, err := dirs.read(s.key)
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) && (missingOK || s.optional) {
+					continue
+				}
+				errs = append(errs, fmt.Errorf("sysctl %s in netns %s: %w", p, nsName(path), err))
 				continue
 			}
-			errs = append(errs, fmt.Errorf("sysctl %s=%s in netns %s: %w", p, s.value, nsName(path), err))
+			if strings.TrimSpace(string(have)) == s.value {
+				continue
+			}
+			if err := dirs.write(s.key, s.value); err != nil {
+				errs = append(errs, fmt.Errorf("sysctl %s=%s in netns %s: %w", p, s.value, nsName(path), err))
+				continue
+			}
+			fixed = append(fixed, fmt.Sprintf("%s %s -> %s", strings.Join(s.key[1:], "."), strings.TrimSpace(string(have)), s.value))
 		}
 		return errors.Join(errs...)
 	})
+	return fixed, err
+}
+
+// sysctlDirs opens each setting relative to the directory holding its
+// interface's directory (/proc/sys/net/ipv4/conf for
+// net/ipv4/conf/IFACE/proxy_arp), opened once per call. The kernel's dentry
+// cache holds each of those directories once for every network namespace
+// on the machine under one name, and a lookup by full path compares against
+// each of them: proc_sys_compare was 29% of the agent's CPU at 1000
+// workloads, each in its own namespace (perf), so a read-back of all 7000
+// settings was quadratic in workloads. Relative to open directories only
+// the interface's own components are looked up per setting. It is used on
+// one thread, inside runInNetns: /proc/sys shows the namespace of the
+// thread that looks a name up.
+type sysctlDirs map[string]int
+
+func (d sysctlDirs) open(key []string, flags int) (*os.File, error) {
+	split := max(len(key)-2, 1)
+	dir := sysctlPath(key[:split])
+	fd, ok := d[dir]
+	if !ok {
+		var err error
+		if fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
+		}
+		d[dir] = fd
+	}
+	f, err := unix.Openat(fd, filepath.Join(key[split:]...), flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: sysctlPath(key), Err: err}
+	}
+	return os.NewFile(uintptr(f), sysctlPath(key)), nil
+}
+
+func (d sysctlDirs) read(key []string) ([]byte, error) {
+	f, err := d.open(key, unix.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+func (d sysctlDirs) write(key []string, value string) error {
+	f, err := d.open(key, unix.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (d sysctlDirs) close() {
+	for _, fd := range d {
+		unix.Close(fd)
+	}
 }
 
 // maxDumpRetries bounds retries of dumps the kernel reports as interrupted

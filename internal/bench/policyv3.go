@@ -179,7 +179,7 @@ func (ls *LabelPolicyScale) throughCalc(ctx context.Context, r *runner, l *lab.L
 		}
 		k := (i * 37) % ls.Endpoints
 		app := (k + 1 + i/ls.Endpoints) % nft.ScaleSelectors
-		calc.Relabel(snap, k, app)
+		calc.LabelPolicyRelabel(snap, k, app)
 		st, wall, compute, err := pass()
 		if err != nil {
 			return err

@@ -91,6 +91,17 @@ type Agent struct {
 	trigger chan struct{}
 	// dsChanged: a record that matters arrived since the last pass.
 	dsChanged bool
+	// needFull: something since the last pass needs a full one (any
+	// record but an endpoint's new version, a timer, a resync).
+	// relabeled: the endpoint records that have a new version since the
+	// last pass, each as it was then; when they changed only their labels
+	// a label pass serves them (relabel.go).
+	needFull  bool
+	relabeled map[string]api.Endpoint
+	// last is what the last full pass computed, with the label passes
+	// since applied to it; nil after a pass that did not converge. Only
+	// the loop's goroutine uses it.
+	last *calc.Result
 
 	routes *netdev.RouteSyncer
 	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
@@ -189,7 +200,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now(),
-		backoff: retryBackoff{min: retryMin, max: retryMax}}
+		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{}}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -310,19 +321,39 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 // OnUpdate implements datastore.SyncHandler.
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
+	id, isEndpoint := decode.EndpointID(key)
+	old, had := a.snap.Endpoints[id]
 	relevant, err := decode.Into(a.snap, key, value)
 	a.dsChanged = a.dsChanged || relevant
+	newVersion := isEndpoint && had && value != nil && err == nil
+	if newVersion {
+		if _, pending := a.relabeled[id]; !pending {
+			a.relabeled[id] = old
+		}
+	}
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 		return
 	}
-	if relevant {
+	switch {
+	case newVersion:
+		a.wake() // the next pass finds out whether only labels changed
+	case relevant:
 		a.kick()
 	}
 }
 
+// kick asks for a full pass.
 func (a *Agent) kick() {
+	a.mu.Lock()
+	a.needFull = true
+	a.mu.Unlock()
+	a.wake()
+}
+
+// wake makes the loop run a pass, a label pass if nothing needs more.
+func (a *Agent) wake() {
 	select {
 	case a.trigger <- struct{}{}:
 	default:
@@ -370,10 +401,12 @@ func (a *Agent) loop(ctx context.Context) error {
 			return nil
 		case <-a.trigger:
 		case <-bgpChanges:
+			a.kick()
 		case <-resync.C:
 			// Rewrite the policy table atomically now and then, so drift
 			// made by hand is undone.
 			a.policy.Resync()
+			a.kick()
 		case <-status.C:
 			a.reportStatus(ctx)
 			continue
@@ -383,6 +416,9 @@ func (a *Agent) loop(ctx context.Context) error {
 		select {
 		case <-a.trigger:
 		default:
+		}
+		if a.labelPass() {
+			continue
 		}
 		wasReady := a.ready
 		a.pass(ctx)
@@ -413,6 +449,9 @@ func (a *Agent) pass(ctx context.Context) {
 		if a.dsChanged {
 			dsChanged, a.dsChanged = true, false
 		}
+		// This pass serves every change so far.
+		a.needFull = false
+		clear(a.relabeled)
 		return calc.Compute(in)
 	}
 	a.checkRotation(ctx)
@@ -488,6 +527,10 @@ func (a *Agent) pass(ctx context.Context) {
 		a.countError(func(m *metrics) prometheus.Counter { return m.nftErrors })
 	}
 	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
+	a.last = nil
+	if len(errs) == 0 && !ipipFailed {
+		a.last = &res
+	}
 	problems := append(slices.Clone(res.Problems), ifaceProblems...)
 	for _, e := range errs {
 		problems = append(problems, e.Error())

@@ -73,7 +73,7 @@ func runPolicy(ctx context.Context, r *runner) error {
 		if n > existing {
 			r.prog.logf("policy: filling %s to %d endpoints in %d profiles", h1.Label, n, nprof)
 			t0 := time.Now()
-			err := w.addMany(ctx, h1, "pe", existing, n, func(i int) string { return profileName("POL", i%nprof) }, "policy endpoints")
+			err := w.addMany(ctx, h1, "pe", existing, n, inProfile("POL", nprof), "policy endpoints")
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -194,7 +195,8 @@ func nextNamedApp(app, policies int) int {
 }
 
 // applyScalePolicies writes the label policies of nft.ScalePolicy (and
-// calc.LabelPolicySnapshot) through the client, one file of n documents.
+// calc.LabelPolicySnapshot) through the client, as `calicoctl apply` of
+// files of 100 documents.
 func (w *world) applyScalePolicies(ctx context.Context, n int) error {
 	var b strings.Builder
 	for j := range n {
@@ -219,8 +221,13 @@ spec:
 	if err != nil {
 		return err
 	}
-	_, err = w.cli.ChangeResources(ctx, client.Apply, rs, false)
-	return err
+	// A change is one datastore transaction, of at most 128 operations.
+	for chunk := range slices.Chunk(rs, 100) {
+		if _, err := w.cli.ChangeResources(ctx, client.Apply, chunk, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // workloadAddrs reads the IPv4 addresses of workloads PREFIX-0000 up to n

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -31,8 +32,13 @@ type AgentLabelPolicy struct {
 	ColdSeconds  float64 `json:"coldSeconds"`
 	ReadySeconds float64 `json:"readySeconds"`
 	// ColdCPUMs is the restarted agent's CPU time (its nft runs included)
-	// from its start to just after the table was complete and it settled.
+	// from its start until the table was complete: what the load does not
+	// inflate.
 	ColdCPUMs float64 `json:"coldCpuMs"`
+	// ColdRetries counts the restarted agent's passes that did not
+	// converge (retried with backoff), ColdWarning the first one's log line.
+	ColdRetries int    `json:"coldRetries,omitempty"`
+	ColdWarning string `json:"coldWarning,omitempty"`
 	// ChangeMs: one endpoint relabelled (SetLabels, the client's
 	// read and compare-and-swap write) until `nft monitor` on the host
 	// reports its address added to the new selector's set.
@@ -162,13 +168,10 @@ func (ls *LabelPolicyScale) throughAgent(ctx context.Context, r *runner) error {
 	if err := checkInSet(ctx, h1.Netns, nft.ScaleSelectorSet4(app[1]), addrs[1]); err != nil {
 		return fmt.Errorf("after the cold start: %w", err)
 	}
-	if pid, err = w.agentPID(h1); err == nil {
-		// Everything the new agent did from its start, the cold
-		// programming and a few passes of the start-up hold: the cost the
-		// load cannot inflate.
-		if cpu, err := cpuTimeAll(pid); err == nil {
-			res.ColdCPUMs = round(ms(cpu), 0)
-		}
+	res.ColdCPUMs = ps.ColdStartCPUMs
+	res.ColdRetries, res.ColdWarning = agentRetries(filepath.Join(w.StateDir, "log", "calico", h1.Label, "calico-node.log"))
+	if res.ColdRetries > 0 {
+		r.prog.logf("policy-v3: agent: the restarted agent retried %d pass(es): %s", res.ColdRetries, res.ColdWarning)
 	}
 	res.RSSMB = round(max(res.RSSMB, res.RSSAfterColdMB), 1) // the larger of the two
 	r.prog.logf("policy-v3: agent: cold %.3f s (ready %.3f s, agent CPU %.0f ms), RSS %.1f MB (%.1f MB after the restart)",
@@ -189,6 +192,32 @@ func nextNamedApp(app, policies int) int {
 		}
 	}
 	return app
+}
+
+// agentRetries counts, in an agent's log since its last start, the passes
+// that did not converge, and returns the first such line.
+func agentRetries(logFile string) (int, string) {
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		return 0, ""
+	}
+	text := string(b)
+	if i := strings.LastIndex(text, "in sync with the datastore"); i >= 0 {
+		text = text[i:]
+	}
+	n, first := 0, ""
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "not fully converged") {
+			if n == 0 {
+				first = line
+			}
+			n++
+		}
+	}
+	if len(first) > 300 {
+		first = first[:300]
+	}
+	return n, first
 }
 
 // waitIdle waits until an agent uses less than 5% of a CPU over 2 s (or

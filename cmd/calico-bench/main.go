@@ -58,8 +58,10 @@ side by side in one run:
   policy        1000 endpoints in 100 profiles on one host: cold start, cost
                 of one more endpoint, agent memory
   policy-v3     label policies: 1000 endpoints, 200 policies, 50 selectors
-                through the nftables Enforcer in a namespace: cold start,
-                p50/p99 of one label change to the kernel
+                through the nftables Enforcer in a namespace, then through
+                calico-node on a lab host: cold start, p50/p99 of one label
+                change (datastore write to the kernel's set), agent CPU per
+                change and RSS
   controlplane  BGP full mesh of 5, 10, 20 hosts: new route on every host,
                 idle agent CPU
   scale         a full mesh grown to 10, 25, 50 hosts and a world with two

@@ -101,6 +101,17 @@ type Agent struct {
 	// asked for the next pass (kick), so it converges the kernel even if
 	// the desired state is as it was (see pass).
 	converge atomic.Bool
+	// needFull: something since the last pass needs a full one (any
+	// record but an endpoint's new version, a timer, a resync).
+	// relabeled: the endpoint records that have a new version since the
+	// last pass, each as it was then; when they changed only their labels
+	// a label pass serves them (relabel.go).
+	needFull  bool
+	relabeled map[string]api.Endpoint
+	// last is what the last full pass computed, with the label passes
+	// since applied to it; nil after a pass that did not converge. Only
+	// the loop's goroutine uses it.
+	last *calc.Result
 
 	routes *netdev.RouteSyncer
 	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
@@ -210,7 +221,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now(),
-		backoff: retryBackoff{min: retryMin, max: retryMax}}
+		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{}}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -332,15 +343,30 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 func (a *Agent) OnUpdate(key string, value []byte) {
 	a.mu.Lock()
 	elsewhere := otherHosts(a.snap, key, a.cfg.Name)
+	id, isEndpoint := decode.EndpointID(key)
+	old, had := a.snap.Endpoints[id]
 	relevant, err := decode.Into(a.snap, key, value)
 	elsewhere = elsewhere && otherHosts(a.snap, key, a.cfg.Name)
 	a.dsChanged = a.dsChanged || relevant
+	newVersion := isEndpoint && had && value != nil && err == nil
+	if newVersion {
+		if _, pending := a.relabeled[id]; !pending {
+			a.relabeled[id] = old
+		}
+	}
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("skipping bad datastore record; keeping the last good value", "err", err)
 		return
 	}
 	switch {
+	case newVersion && elsewhere:
+		a.wake() // the next pass finds out whether only labels changed
+	case newVersion:
+		// This host's own workload: a pass that converges the kernel
+		// unless the label pass serves it.
+		a.converge.Store(true)
+		a.wake()
 	case relevant && elsewhere:
 		a.poke()
 	case relevant:
@@ -363,14 +389,29 @@ func otherHosts(s *calc.Snapshot, key, me string) bool {
 	return false
 }
 
-// kick asks for a pass that converges the kernel.
+// kick asks for a full pass that converges the kernel.
 func (a *Agent) kick() {
 	a.converge.Store(true)
 	a.poke()
 }
 
-// poke asks for a pass, which may find nothing to do.
+// poke asks for a full pass, which applies nothing when the desired state
+// is as the last clean pass left it.
 func (a *Agent) poke() {
+	a.needFullPass()
+	a.wake()
+}
+
+// needFullPass says the next pass may not be a label pass.
+func (a *Agent) needFullPass() {
+	a.mu.Lock()
+	a.needFull = true
+	a.mu.Unlock()
+}
+
+// wake makes the loop run a pass: a label pass when only endpoints'
+// labels changed, else a full one.
+func (a *Agent) wake() {
 	select {
 	case a.trigger <- struct{}{}:
 	default:
@@ -426,10 +467,12 @@ func (a *Agent) loop(ctx context.Context) error {
 			if len(a.trigger) == 0 && a.learnedPass() {
 				continue
 			}
+			a.needFullPass()
 		case <-resync.C:
 			// Rewrite the policy table atomically now and then, so drift
 			// made by hand is undone.
 			a.policy.Resync()
+			a.needFullPass()
 		case <-status.C:
 			a.reportStatus(ctx)
 			continue
@@ -442,6 +485,11 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 		if a.converge.Swap(false) {
 			converge = true
+		}
+		// A label pass serves a converge asked for by this host's own
+		// relabelled workload too: nothing but labels changed.
+		if a.labelPass() {
+			continue
 		}
 		wasReady := a.ready
 		a.pass(ctx, converge)
@@ -482,6 +530,9 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 			dsChanged, a.dsChanged = true, false
 		}
 		learned = in.Learned
+		// This pass serves every change so far.
+		a.needFull = false
+		clear(a.relabeled)
 		return calc.Compute(in)
 	}
 	a.checkRotation(ctx)
@@ -490,6 +541,7 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	a.sweeper.noteIgnored(res.Ignored)
 	if !converge && a.startupOver && a.applied != nil && sameDesired(res, *a.applied) {
 		a.imports, a.learned = res.Imports, learned
+		a.last = &res // the kernel holds it: the label pass may start from it
 		a.problems = append(slices.Clone(res.Problems), a.ifaceProblems...)
 		a.scheduleRetry(false, dsChanged)
 		a.ready = true
@@ -565,6 +617,10 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		a.countError(func(m *metrics) prometheus.Counter { return m.nftErrors })
 	}
 	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
+	a.last = nil
+	if len(errs) == 0 && !ipipFailed {
+		a.last = &res
+	}
 	problems := append(slices.Clone(res.Problems), ifaceProblems...)
 	for _, e := range errs {
 		problems = append(problems, e.Error())

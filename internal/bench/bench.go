@@ -40,7 +40,7 @@ const (
 	SecSetup        = "setup"        // container add -> reachable from another host
 	SecCNI          = "cni"          // CNI ADD (libcni, the calico plugin) -> reachable from another host
 	SecPolicy       = "policy"       // 1000 endpoints in 100 profiles on one host
-	SecPolicyV3     = "policy-v3"    // label policies: 1000 endpoints, 200 policies, 50 selectors (Enforcer in-process)
+	SecPolicyV3     = "policy-v3"    // label policies: 1000 endpoints, 200 policies, 50 selectors (Enforcer in-process, then the agent)
 	SecControlPlane = "controlplane" // route propagation in a 5/10/20 host mesh
 	SecScale        = "scale"        // 50 and 100 hosts: full mesh against two route reflectors
 )
@@ -100,7 +100,7 @@ func DefaultPlan() Plan {
 		LatencyLevels: []int{0, 100, 1000}, LatencySeconds: 3, LatencyRuns: 5,
 		SetupCount: 200, Burst: 20,
 		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 5,
-		V3Policies: 200, V3Changes: 40,
+		V3Policies: 200, V3Changes: 60,
 		MeshSizes: []int{5, 10, 20}, MeshTrials: 5, IdleSeconds: 10,
 		ScaleMeshSizes: []int{10, 25, 50}, ScaleRRSizes: []int{10, 25, 50, 100}, ScaleTrials: 20, ScaleIdleSeconds: 20,
 	}

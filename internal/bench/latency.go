@@ -103,7 +103,7 @@ func runLatency(ctx context.Context, r *runner) error {
 			if err := w.ensureProfiles(ctx, "LAT", nprof); err != nil {
 				return err
 			}
-			err := w.addMany(ctx, h1, "le", existing, level, func(i int) string { return profileName("LAT", i%nprof) }, "latency endpoints")
+			err := w.addMany(ctx, h1, "le", existing, level, inProfile("LAT", nprof), "latency endpoints")
 			if err != nil {
 				return err
 			}
@@ -203,9 +203,17 @@ func (w *world) setBenchRules(ctx context.Context, n int) error {
 	return w.cli.UpdateRules(ctx, benchProfile, b)
 }
 
+// inProfile puts workload i in profile PREFIX.(i mod n).
+func inProfile(prefix string, n int) func(int) client.WorkloadRequest {
+	return func(i int) client.WorkloadRequest {
+		return client.WorkloadRequest{Profiles: []string{profileName(prefix, i%n)}}
+	}
+}
+
 // addMany adds in-process workloads PREFIX-NNNN for NNNN in [from, to) on
-// h, each in profile prof(i), a few at a time.
-func (w *world) addMany(ctx context.Context, h *lab.Host, prefix string, from, to int, prof func(int) string, what string) error {
+// h, each as spec(i) says (profiles, labels), with an address from the
+// pools, a few at a time.
+func (w *world) addMany(ctx context.Context, h *lab.Host, prefix string, from, to int, spec func(int) client.WorkloadRequest, what string) error {
 	const parallel = 4
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -217,7 +225,12 @@ func (w *world) addMany(ctx context.Context, h *lab.Host, prefix string, from, t
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				_, err := w.addWorkload(ctx, h, fmt.Sprintf("%s-%04d", prefix, i), "auto", prof(i))
+				req := spec(i)
+				req.Name, req.IPs = fmt.Sprintf("%s-%04d", prefix, i), []string{"auto"}
+				ns, err := w.Lab.AddWorkloadNetns(h, req.Name)
+				if err == nil {
+					_, err = w.attachReq(ctx, h, ns, req)
+				}
 				mu.Lock()
 				if err != nil && first == nil {
 					first = err

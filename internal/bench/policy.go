@@ -24,8 +24,11 @@ type PolicyScale struct {
 	// nftables dispatch entry.
 	ColdStartReadySeconds float64 `json:"coldStartReadySeconds"`
 	ColdStartSeconds      float64 `json:"coldStartSeconds"`
-	RSSMB                 float64 `json:"rssMB"` // agent VmRSS with all endpoints, before the restart
-	RSSAfterRestartMB     float64 `json:"rssAfterRestartMB"`
+	// ColdStartCPUMs is the restarted agent's CPU time (its nft runs
+	// included) from its start to that moment.
+	ColdStartCPUMs    float64 `json:"coldStartCpuMs,omitempty"`
+	RSSMB             float64 `json:"rssMB"` // agent VmRSS with all endpoints, before the restart
+	RSSAfterRestartMB float64 `json:"rssAfterRestartMB"`
 }
 
 // AddOne is the cost of adding one endpoint next to Existing others.
@@ -73,7 +76,7 @@ func runPolicy(ctx context.Context, r *runner) error {
 		if n > existing {
 			r.prog.logf("policy: filling %s to %d endpoints in %d profiles", h1.Label, n, nprof)
 			t0 := time.Now()
-			err := w.addMany(ctx, h1, "pe", existing, n, func(i int) string { return profileName("POL", i%nprof) }, "policy endpoints")
+			err := w.addMany(ctx, h1, "pe", existing, n, inProfile("POL", nprof), "policy endpoints")
 			if err != nil {
 				return err
 			}
@@ -206,6 +209,11 @@ func (w *world) coldStart(ctx context.Context, r *runner, h *lab.Host, endpoints
 		}
 		if routes >= endpoints && entries >= endpoints {
 			ps.ColdStartSeconds = round(time.Since(t0).Seconds(), 3)
+			if pid, err := w.agentPID(h); err == nil {
+				if cpu, err := cpuTimeAll(pid); err == nil {
+					ps.ColdStartCPUMs = round(ms(cpu), 0)
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {

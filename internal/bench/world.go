@@ -128,11 +128,17 @@ func (w *world) addWorkload(ctx context.Context, h *lab.Host, name, ip string, p
 // attach is the in-process `container add` of an existing namespace. It runs
 // on a thread inside h's namespace, where the host end of the veth goes.
 func (w *world) attach(ctx context.Context, h *lab.Host, ns *lab.Netns, name, ip string, profiles ...string) (*walkthrough.Workload, error) {
+	return w.attachReq(ctx, h, ns, client.WorkloadRequest{Name: name, IPs: []string{ip}, Profiles: profiles})
+}
+
+// attachReq is attach of a request that may say more (labels); its node
+// and namespace are h's and ns.
+func (w *world) attachReq(ctx context.Context, h *lab.Host, ns *lab.Netns, req client.WorkloadRequest) (*walkthrough.Workload, error) {
+	name := req.Name
+	req.Node, req.NetnsPath = h.Label, ns.Path
 	var ipNet string
 	err := h.Do(func() error {
-		ep, err := w.cli.AddWorkload(ctx, client.WorkloadRequest{
-			Node: h.Label, Name: name, IPs: []string{ip}, NetnsPath: ns.Path, Profiles: profiles,
-		})
+		ep, err := w.cli.AddWorkload(ctx, req)
 		if err == nil && len(ep.IPv4Nets) > 0 {
 			ipNet = ep.IPv4Nets[0]
 		}

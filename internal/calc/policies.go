@@ -120,41 +120,16 @@ func labelPolicy(s *Snapshot, local []api.Endpoint, p *Policy, problems *[]strin
 	if len(s.Policies) == 0 {
 		return
 	}
-	tier := tierOrder(s, problems)
-	// Policies often share selectors: each distinct one is tested once
-	// per endpoint.
-	distinct := map[string]int{}
-	var sels []*selector.Selector
-	selOf := make([]int, len(tier))
-	for i, pol := range tier {
-		key := pol.sel.String()
-		j, ok := distinct[key]
-		if !ok {
-			j = len(sels)
-			distinct[key] = j
-			sels = append(sels, pol.sel)
-		}
-		selOf[i] = j
-	}
-	matched := make([]bool, len(sels))
+	tier := newTierMatcher(tierOrder(s, problems))
 	used := map[string]bool{}
 	for i, ep := range local {
-		labels := selector.Labels(ep.EffectiveLabels())
-		for j, sel := range sels {
-			matched[j] = sel.Matches(labels)
+		e := &p.Endpoints[i]
+		e.IngressPolicies, e.EgressPolicies = tier.applied(selector.Labels(ep.EffectiveLabels()))
+		for _, n := range e.IngressPolicies {
+			used[n] = true
 		}
-		for k, pol := range tier {
-			if !matched[selOf[k]] {
-				continue
-			}
-			if pol.in {
-				p.Endpoints[i].IngressPolicies = append(p.Endpoints[i].IngressPolicies, pol.name)
-				used[pol.name] = true
-			}
-			if pol.out {
-				p.Endpoints[i].EgressPolicies = append(p.Endpoints[i].EgressPolicies, pol.name)
-				used[pol.name] = true
-			}
+		for _, n := range e.EgressPolicies {
+			used[n] = true
 		}
 	}
 	if len(used) == 0 {
@@ -162,7 +137,7 @@ func labelPolicy(s *Snapshot, local []api.Endpoint, p *Policy, problems *[]strin
 	}
 	p.Policies = map[string]TierPolicy{}
 	selectors := map[string]*selector.Selector{}
-	for _, pol := range tier {
+	for _, pol := range tier.tier {
 		if !used[pol.name] {
 			continue
 		}
@@ -176,6 +151,53 @@ func labelPolicy(s *Snapshot, local []api.Endpoint, p *Policy, problems *[]strin
 		p.Policies[pol.name] = tp
 	}
 	p.SelectorMembers = selectorMembers(s, selectors)
+}
+
+// tierMatcher finds the policies of a tier that apply to an endpoint.
+// Policies often share selectors: each distinct one is tested once per
+// endpoint.
+type tierMatcher struct {
+	tier    []orderedPolicy
+	sels    []*selector.Selector // the distinct selectors
+	selOf   []int                // tier[k]'s selector is sels[selOf[k]]
+	matched []bool               // scratch, one per distinct selector
+}
+
+func newTierMatcher(tier []orderedPolicy) *tierMatcher {
+	t := &tierMatcher{tier: tier, selOf: make([]int, len(tier))}
+	distinct := map[string]int{}
+	for i, pol := range tier {
+		key := pol.sel.String()
+		j, ok := distinct[key]
+		if !ok {
+			j = len(t.sels)
+			distinct[key] = j
+			t.sels = append(t.sels, pol.sel)
+		}
+		t.selOf[i] = j
+	}
+	t.matched = make([]bool, len(t.sels))
+	return t
+}
+
+// applied lists, in tier order, the policies that apply to an endpoint
+// with these effective labels in each direction (nil for none).
+func (t *tierMatcher) applied(labels selector.Labels) (in, out []string) {
+	for j, sel := range t.sels {
+		t.matched[j] = sel.Matches(labels)
+	}
+	for k, pol := range t.tier {
+		if !t.matched[t.selOf[k]] {
+			continue
+		}
+		if pol.in {
+			in = append(in, pol.name)
+		}
+		if pol.out {
+			out = append(out, pol.name)
+		}
+	}
+	return in, out
 }
 
 // labelledEndpoint is an endpoint's effective labels and addresses,
@@ -317,11 +339,14 @@ func selectorMembers(s *Snapshot, selectors map[string]*selector.Selector) map[s
 }
 
 func sortUniquePrefixes(ps []netip.Prefix) []netip.Prefix {
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Bits(), b.Bits())
-	})
+	slices.SortFunc(ps, comparePrefix)
 	return slices.Compact(ps)
+}
+
+// comparePrefix orders prefixes by address, then length.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
 }

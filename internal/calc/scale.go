@@ -48,9 +48,9 @@ func labelPolicyAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 64, byte(i >> 8), byte(i)})
 }
 
-// Relabel gives endpoint i of a LabelPolicySnapshot the label app=a<app>,
+// LabelPolicyRelabel gives endpoint i of a LabelPolicySnapshot the label app=a<app>,
 // replacing the record as a client's write would.
-func Relabel(s *Snapshot, i, app int) {
+func LabelPolicyRelabel(s *Snapshot, i, app int) {
 	key := fmt.Sprintf("h0/w%d", i)
 	ep := s.Endpoints[key]
 	ep.Labels = map[string]string{"app": fmt.Sprintf("a%d", app)}

@@ -117,6 +117,16 @@ func Into(s *calc.Snapshot, key string, value []byte) (relevant bool, err error)
 	return true, nil
 }
 
+// EndpointID is the key of an endpoint record's place in
+// calc.Snapshot.Endpoints; ok is false for any other key.
+func EndpointID(key string) (id string, ok bool) {
+	l, ok := locate(key)
+	if !ok || l.kind != kindEndpoint {
+		return "", false
+	}
+	return l.id, true
+}
+
 // Snapshot builds a snapshot from a full listing. Pools go first, so
 // endpoints and blocks are checked against every pool whatever the listing's
 // order. A bad record keeps its value from old (the snapshot before this

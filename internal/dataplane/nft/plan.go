@@ -373,10 +373,8 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 	// before their chains are deleted.
 	maps := dispatchPairs(prev, next)
 	for _, m := range maps {
-		for _, iface := range sortedKeys(m.prev) {
-			if nc, ok := m.next[iface]; !ok || nc != m.prev[iface] {
-				c.delDispatch(m.name, iface)
-			}
+		for _, iface := range changedKeys(m.prev, m.next) {
+			c.delDispatch(m.name, iface)
 		}
 	}
 
@@ -388,10 +386,8 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 	}
 
 	for _, m := range maps {
-		for _, iface := range sortedKeys(m.next) {
-			if pc, ok := m.prev[iface]; !ok || pc != m.next[iface] {
-				c.addDispatch(m.name, iface, m.next[iface])
-			}
+		for _, iface := range changedKeys(m.next, m.prev) {
+			c.addDispatch(m.name, iface, m.next[iface])
 		}
 	}
 
@@ -466,6 +462,20 @@ func dispatchPairs(prev, next *ruleset) []dispatchPair {
 	for i := range p {
 		out[i] = dispatchPair{p[i].name, p[i].entries, n[i].entries}
 	}
+	return out
+}
+
+// changedKeys are the keys of a whose value b lacks or differs, sorted.
+// Only those are sorted: sorting every interface of both dispatch maps
+// was most of a label change's planning.
+func changedKeys(a, b map[string]string) []string {
+	var out []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

@@ -44,11 +44,16 @@ func (rs *ruleset) renderLabelPolicies(p calc.Policy) {
 		}
 	}
 	for key, m := range p.SelectorMembers {
-		v4, _ := splitPrefixes(m.V4)
-		_, v6 := splitPrefixes(m.V6)
-		rs.Sets[selectorSet4(key)] = setSpec{Type: "ipv4_addr", Interval: true, Comment: comment("selector " + key), Elems: v4}
-		rs.Sets[selectorSet6(key)] = setSpec{Type: "ipv6_addr", Interval: true, Comment: comment("selector " + key), Elems: v6}
+		rs.renderSelector(key, m)
 	}
+}
+
+// renderSelector writes a selector's two sets (IPv4, IPv6).
+func (rs *ruleset) renderSelector(key string, m calc.SelectorMembers) {
+	v4, _ := splitPrefixes(m.V4)
+	_, v6 := splitPrefixes(m.V6)
+	rs.Sets[selectorSet4(key)] = setSpec{Type: "ipv4_addr", Interval: true, Comment: comment("selector " + key), Elems: v4}
+	rs.Sets[selectorSet6(key)] = setSpec{Type: "ipv6_addr", Interval: true, Comment: comment("selector " + key), Elems: v6}
 }
 
 // endpointPolicyRules is the first stage of an endpoint's chain for one

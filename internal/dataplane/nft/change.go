@@ -1,0 +1,115 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/calico-go/calico/internal/calc"
+)
+
+// ErrNeedApply says ApplyChange cannot do the update it was given; the
+// caller goes back to Apply with the whole policy.
+var ErrNeedApply = errors.New("nftables: a partial update cannot be made; apply the whole policy")
+
+// ApplyChange is Apply for a policy that differs from the one last applied
+// only where ch says (calc.Relabel): it renders only those endpoints'
+// chains and those selectors' sets, and sends their difference, instead of
+// rendering and diffing the whole table. It returns ErrNeedApply, having
+// changed nothing, when that is not possible (no table written yet or a
+// Resync pending, an access mode changed, a named endpoint or selector the
+// last policy did not have, a rendering problem to report); another error
+// means the kernel refused the update, and the next Apply rewrites the
+// whole table.
+func (e *Enforcer) ApplyChange(p calc.Policy, ch calc.PolicyChange) (Stats, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur == nil || e.cur.access != e.access {
+		return Stats{}, ErrNeedApply
+	}
+	next, err := e.cur.withChange(p, ch)
+	if err != nil {
+		return Stats{}, err
+	}
+	tx := e.nft.NewTransaction()
+	st := planIncremental(tx, e.cur, next)
+	if st.Ops == 0 {
+		e.cur = next
+		return finish(st, next), nil
+	}
+	if st.ChainsWritten > 0 && e.beforeRewrite != nil {
+		e.beforeRewrite()
+	}
+	if err := e.runIncremental(tx, e.cur, next); err != nil {
+		e.cur = nil
+		return finish(st, next), fmt.Errorf("nftables: updating table %s: %w", TableName, err)
+	}
+	e.cur = next
+	return finish(st, next), nil
+}
+
+// withChange is rs with the endpoints and selectors ch names rendered from
+// p; rs itself is not modified (its maps are copied, the unchanged
+// entries shared).
+func (rs *ruleset) withChange(p calc.Policy, ch calc.PolicyChange) (*ruleset, error) {
+	next := *rs
+	next.Sets = maps.Clone(rs.Sets)
+	for _, key := range ch.Selectors {
+		m, ok := p.SelectorMembers[key]
+		if _, had := rs.Sets[selectorSet4(key)]; !ok || !had {
+			return nil, ErrNeedApply
+		}
+		next.renderSelector(key, m)
+	}
+	if len(ch.Endpoints) == 0 {
+		return &next, nil
+	}
+	next.Chains = maps.Clone(rs.Chains)
+	next.FromWl, next.ToWl = maps.Clone(rs.FromWl), maps.Clone(rs.ToWl)
+	next.PassIn, next.PassOut = maps.Clone(rs.PassIn), maps.Clone(rs.PassOut)
+	for _, iface := range ch.Endpoints {
+		i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface })
+		if i < 0 || rs.FromWl[iface] == "" {
+			return nil, ErrNeedApply
+		}
+		// Rendered alone, so what it writes is exactly its own objects.
+		one := &ruleset{Chains: map[string]chainSpec{}, Sets: map[string]setSpec{}, FromWl: map[string]string{}, ToWl: map[string]string{},
+			PassIn: map[string]string{}, PassOut: map[string]string{}}
+		one.renderEndpoint(p.Endpoints[i], p.Profiles)
+		if len(one.Problems) > 0 || !sameSourceElems(rs, one, iface) {
+			return nil, ErrNeedApply // Apply reports the problems; addresses never change here
+		}
+		for _, c := range []string{endpointOutChain(iface), endpointInChain(iface), endpointProfOut(iface), endpointProfIn(iface)} {
+			delete(next.Chains, c)
+		}
+		delete(next.PassIn, iface)
+		delete(next.PassOut, iface)
+		maps.Copy(next.Chains, one.Chains)
+		maps.Copy(next.FromWl, one.FromWl)
+		maps.Copy(next.ToWl, one.ToWl)
+		maps.Copy(next.PassIn, one.PassIn)
+		maps.Copy(next.PassOut, one.PassOut)
+	}
+	return &next, nil
+}
+
+// sameSourceElems says whether the anti-spoofing elements one renders for
+// iface are those rs holds for it (a label change does not move addresses).
+func sameSourceElems(rs, one *ruleset, iface string) bool {
+	for _, set := range []string{setWlSrc4, setWlSrc6} {
+		var had []string
+		for _, e := range rs.Sets[set].Elems {
+			if strings.HasPrefix(e, quoteIface(iface)+elemSep) {
+				had = append(had, e)
+			}
+		}
+		want := slices.Clone(one.Sets[set].Elems)
+		slices.Sort(want)
+		if !slices.Equal(had, want) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,148 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/calico-go/calico/internal/calc"
+)
+
+// TestApplyChangeIsApply: label changes applied by calc.Relabel and
+// ApplyChange leave the table exactly as a full Apply of the same policy
+// writes it, in our record and in the (fake) kernel, and send only the
+// changed objects. Endpoints move between selectors, into and out of
+// having any policy (apps a40-a49 have none: the profile stage and the
+// pass-in entry come and go).
+func TestApplyChangeIsApply(t *testing.T) {
+	s := calc.LabelPolicySnapshot(200, 40)
+	res := calc.Compute(calc.Input{Node: "h0", Snap: s})
+	e, f := newFakeEnforcer()
+	if _, err := e.Apply(res.Dataplane.Policy); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(14, 6))
+	partial, endpoints := 0, 0
+	for step := range 120 {
+		k := rng.IntN(200)
+		key := fmt.Sprintf("h0/w%d", k)
+		old := s.Endpoints[key]
+		calc.LabelPolicyRelabel(s, k, rng.IntN(50))
+		next, ch, ok := calc.Relabel(s, "h0", res, key, old)
+		if !ok {
+			next = calc.Compute(calc.Input{Node: "h0", Snap: s})
+			if _, err := e.Apply(next.Dataplane.Policy); err != nil {
+				t.Fatal(err)
+			}
+			res = next
+			continue
+		}
+		st, err := e.ApplyChange(next.Dataplane.Policy, ch)
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		res = next
+		partial++
+		if len(ch.Endpoints) > 0 {
+			endpoints++
+		}
+		if st.Full || st.ElementsAdded > 1+2*len(ch.Endpoints) || st.ChainsWritten > 3*len(ch.Endpoints) {
+			t.Errorf("step %d (%+v): %+v, more than the change", step, ch, st)
+		}
+		want := render(res.Dataplane.Policy)
+		want.access = e.access
+		if !reflect.DeepEqual(e.cur, want) {
+			t.Fatalf("step %d: the Enforcer's record differs from the rendered policy", step)
+		}
+		if step%10 != 0 {
+			continue // the kernel's side is checked every 10th step: a full Apply each is slow
+		}
+		full, ff := newFakeEnforcer()
+		if _, err := full.Apply(res.Dataplane.Policy); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fakeState(t, f), fakeState(t, ff); !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: the table differs from a full Apply's", step)
+		}
+	}
+	t.Logf("%d partial updates, %d with an endpoint chain", partial, endpoints)
+	if partial < 80 || endpoints < 50 {
+		t.Errorf("only %d partial updates, %d with an endpoint chain", partial, endpoints)
+	}
+}
+
+// TestApplyChangeNeedsApply: before any Apply, after Resync, and for a
+// selector the last policy did not have, ApplyChange declines and leaves
+// the table alone.
+func TestApplyChangeNeedsApply(t *testing.T) {
+	s := calc.LabelPolicySnapshot(100, 20)
+	p := calc.Compute(calc.Input{Node: "h0", Snap: s}).Dataplane.Policy
+	e, f := newFakeEnforcer()
+	if _, err := e.ApplyChange(p, calc.PolicyChange{}); !errors.Is(err, ErrNeedApply) {
+		t.Errorf("before any Apply: %v", err)
+	}
+	if _, err := e.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	before := fakeState(t, f)
+	if _, err := e.ApplyChange(p, calc.PolicyChange{Selectors: []string{`app == "nope"`}}); !errors.Is(err, ErrNeedApply) {
+		t.Errorf("an unknown selector: %v", err)
+	}
+	if _, err := e.ApplyChange(p, calc.PolicyChange{Endpoints: []string{"cali-nope"}}); !errors.Is(err, ErrNeedApply) {
+		t.Errorf("an unknown endpoint: %v", err)
+	}
+	e.Resync()
+	if _, err := e.ApplyChange(p, calc.PolicyChange{}); !errors.Is(err, ErrNeedApply) {
+		t.Errorf("after Resync: %v", err)
+	}
+	if !reflect.DeepEqual(fakeState(t, f), before) {
+		t.Error("a declined change touched the table")
+	}
+}
+
+// labelChangeAtScale is one label change at the issue's scale (1000
+// endpoints, 200 policies, 50 selectors) as calc.Relabel gives it: the
+// policy before and after, and what changed.
+func labelChangeAtScale(b *testing.B) (prev, next calc.Policy, ch calc.PolicyChange) {
+	s := calc.LabelPolicySnapshot(1000, 200)
+	res := calc.Compute(calc.Input{Node: "h0", Snap: s})
+	old := s.Endpoints["h0/w7"]
+	calc.LabelPolicyRelabel(s, 7, 8)
+	after, ch, ok := calc.Relabel(s, "h0", res, "h0/w7", old)
+	if !ok || len(ch.Endpoints) != 1 || len(ch.Selectors) != 2 {
+		b.Fatalf("relabel: %+v %v", ch, ok)
+	}
+	return res.Dataplane.Policy, after.Dataplane.Policy, ch
+}
+
+// BenchmarkLabelChangeApply is the CPU side of a label change through
+// Apply: render the whole policy, diff, plan (nft not run).
+func BenchmarkLabelChangeApply(b *testing.B) {
+	prev, next, _ := labelChangeAtScale(b)
+	cur := render(prev)
+	f := knftables.NewFake(knftables.InetFamily, TableName)
+	b.ReportAllocs()
+	for b.Loop() {
+		planIncremental(f.NewTransaction(), cur, render(next))
+	}
+}
+
+// BenchmarkLabelChangeApplyChange is the same through ApplyChange: render
+// the changed endpoint and selectors, diff, plan.
+func BenchmarkLabelChangeApplyChange(b *testing.B) {
+	prev, next, ch := labelChangeAtScale(b)
+	cur := render(prev)
+	f := knftables.NewFake(knftables.InetFamily, TableName)
+	b.ReportAllocs()
+	for b.Loop() {
+		rs, err := cur.withChange(next, ch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		planIncremental(f.NewTransaction(), cur, rs)
+	}
+}

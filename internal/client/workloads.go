@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -101,13 +102,8 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	if err := checkNetns(req.NetnsPath); err != nil {
 		return ep, fmt.Errorf("container %q: %v", req.Name, err)
 	}
-	if _, err := c.Node(ctx, req.Node); err != nil {
+	if err := c.checkRefs(ctx, req.Node, req.Profiles); err != nil {
 		return ep, err
-	}
-	for _, p := range req.Profiles {
-		if _, err := c.Profile(ctx, p); err != nil {
-			return ep, err
-		}
 	}
 	var fixed []netip.Addr
 	for _, s := range req.IPs {
@@ -240,6 +236,45 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		}
 	}
 	return ep, nil
+}
+
+// checkRefs makes sure the node and the profiles exist, as Node and
+// Profile would, in one round trip.
+func (c *Client) checkRefs(ctx context.Context, node string, profiles []string) error {
+	if err := api.ValidateName("node", node); err != nil {
+		return err
+	}
+	keys := []string{datastore.NodeKey(node)}
+	for _, p := range profiles {
+		if err := api.ValidateName("profile", p); err != nil {
+			return err
+		}
+		keys = append(keys, datastore.ProfileKey(p))
+	}
+	reads := make([]datastore.Read, len(keys))
+	for i, k := range keys {
+		reads[i] = datastore.ReadKey(k)
+	}
+	recs, _, err := c.DS.Read(ctx, reads...)
+	if err != nil {
+		return err
+	}
+	for i, r := range recs {
+		if len(r) == 0 {
+			if i == 0 {
+				return missing(unknownNode(node))
+			}
+			return missing(unknownProfile(profiles[i-1]).Error())
+		}
+		var v any = &api.Profile{}
+		if i == 0 {
+			v = &api.Node{}
+		}
+		if err := json.Unmarshal(r[0].Value, v); err != nil {
+			return fmt.Errorf("datastore record %s is not valid: %w", keys[i], err)
+		}
+	}
+	return nil
 }
 
 // wire makes the workload's veth pair for ep inside its namespace: the

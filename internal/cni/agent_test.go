@@ -40,13 +40,13 @@ func needRoot(t *testing.T) {
 	}
 }
 
-func testSocket(t *testing.T, what string) string {
+func testSocket(t testing.TB, what string) string {
 	return fmt.Sprintf("@calico-test/%s-%d-%d", what, os.Getpid(), time.Now().UnixNano())
 }
 
 // serve runs a Server for node "n1" on datastore http://192.0.2.1:2379 at
 // a fresh socket until the test ends.
-func serve(t *testing.T) string {
+func serve(t testing.TB) string {
 	t.Helper()
 	sock := testSocket(t, "agent")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -257,5 +257,22 @@ func TestAgentChecksEveryField(t *testing.T) {
 	r.Stdin = []byte(`{"cniVersion":"1.1.0","name":"net1","type":"calico","etcd_endpoints":"http://192.0.2.1:2379","nodename":"n2","ipam":{"type":"calico-ipam"}}`)
 	if rep, err := cniagent.Call(sock, r, 10*time.Second); err != nil || !strings.Contains(rep.Elsewhere, "n2") {
 		t.Errorf("a call for node n2: %+v, %v; want elsewhere naming n2", rep, err)
+	}
+}
+
+// BenchmarkAgentCall is the wire's own cost per call: connect, both
+// credential checks, the request checked and answered (elsewhere: no
+// datastore here).
+func BenchmarkAgentCall(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	sock := serve(b)
+	req := honest()
+	b.ReportAllocs()
+	for b.Loop() {
+		if rep, err := cniagent.Call(sock, req, 10*time.Second); err != nil || rep.Elsewhere == "" {
+			b.Fatal(rep, err)
+		}
 	}
 }

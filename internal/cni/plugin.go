@@ -101,8 +101,8 @@ func cniError(err error, doing string) error {
 	return types.NewError(code, fmt.Sprintf("calico: %s: %v", doing, err), "")
 }
 
-// add wires the container: the network's profile (created if missing),
-// then client.AddWorkload. A second ADD of the same attachment finds its
+// add wires the container with client.AddWorkload, which creates the
+// network's profile if missing. A second ADD of the same attachment finds its
 // record and returns the same result (no second address).
 func add(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
 	ips, err := s.conf.requestedIPs()
@@ -113,16 +113,10 @@ func add(ctx context.Context, s *session, args *skel.CmdArgs, name string) (type
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range s.conf.Profiles {
-		if err := s.c.AddProfile(ctx, p, true); err != nil {
-			return nil, cniError(err, "creating profile "+p)
-		}
-	}
-	client.MarkPhase(ctx, "profile")
 	ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
 		Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
 		Orchestrator: api.OrchestratorCNI, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
-		Pools: s.conf.IPAM.pools(), Labels: labels,
+		CreateProfiles: true, Pools: s.conf.IPAM.pools(), Labels: labels,
 	})
 	if err != nil {
 		return nil, cniError(err, "adding container "+args.ContainerID)

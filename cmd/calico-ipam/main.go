@@ -1,7 +1,7 @@
 // Command calico-ipam is the CNI IPAM plugin: addresses from Calico's
 // pools for main plugins other than calico. It also holds the full calico
-// plugin, which the calico front runs as calico-ipam with
-// CALICO_CNI_PLUGIN=calico when no agent does the work. See internal/cni.
+// plugin, which the calico front runs (calico-ipam with argv[0] "calico")
+// when no agent does the work. See internal/cni and internal/cniagent.
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 )
 
 func main() {
-	if os.Getenv(cniagent.FullPluginEnv) == "calico" {
+	if os.Args[0] == cniagent.FullPluginName {
 		skel.PluginMainFuncs(cni.Funcs(), version.All, "calico: Calico-style L3 networking (calico-go)")
 		return
 	}

@@ -28,7 +28,8 @@ const callTimeout = 30 * time.Second
 
 // Funcs are the full calico plugin's commands, for skel.PluginMainFuncs:
 // what cniagent's front runs when the agent does not (the calico-ipam
-// binary with cniagent.FullPluginEnv), and what the agent's Server runs.
+// binary started as cniagent.FullPluginName), and what the agent's Server
+// runs.
 func Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: traced("ADD", add), Del: traced("DEL", del), Check: traced("CHECK", check), GC: GC, Status: Status}
 }

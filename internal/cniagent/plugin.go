@@ -19,13 +19,15 @@ import (
 // The calico plugin binary is this front: it hands ADD, DEL and CHECK to
 // the agent, and everything else, or a call the agent does not take, to
 // the full plugin, which lives in the calico-ipam binary (it holds the
-// datastore client anyway) and runs as calico when FullPluginEnv says so.
+// datastore client anyway) and runs as calico when started under the name
+// FullPluginName (argv[0], as a multi-call binary; an environment
+// variable would also reach calico-ipam when a runtime runs it as IPAM).
 // So the common call starts a small process, and the full one starts only
 // without an agent.
 
-// FullPluginEnv, set to "calico" in calico-ipam's environment, makes it
-// run the calico plugin itself.
-const FullPluginEnv = "CALICO_CNI_PLUGIN"
+// FullPluginName is the argv[0] that makes calico-ipam run the calico
+// plugin itself.
+const FullPluginName = "calico"
 
 // FullPluginBinary is the binary holding the full plugin: beside this one,
 // else on CNI_PATH.
@@ -82,7 +84,7 @@ func handOver(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInternal, "calico: "+err.Error(), "install calico-ipam beside calico")
 	}
 	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(), FullPluginEnv+"=calico")
+	cmd.Args = []string{FullPluginName}
 	cmd.Stdin = strings.NewReader(string(args.StdinData))
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	err = cmd.Run()

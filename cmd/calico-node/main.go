@@ -95,10 +95,12 @@ func run(log *slog.Logger, o *options.Node, endpoints string, managed bool) erro
 		}
 	}
 	dockerStopped, dockerProblems := startDocker(ctx, log, name, cfg.Datastore, o, managed)
+	cniStopped := startCNI(ctx, log, name, cfg.Datastore)
 	cfg.MoreProblems = dockerProblems
 	err = agent.Run(ctx, cfg)
 	stop()
 	dockerStopped()
+	cniStopped()
 	return err
 }
 

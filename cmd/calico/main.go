@@ -1,15 +1,11 @@
 // Command calico is the CNI plugin: a runtime (podman, containerd, a
-// kubelet) runs it to give a container its Calico endpoint. See
-// internal/cni.
+// kubelet) runs it to give a container its Calico endpoint. It is a small
+// front (internal/cniagent): this host's agent does the work, or, without
+// one, the full plugin in calico-ipam (internal/cni).
 package main
 
-import (
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/version"
-
-	"github.com/calico-go/calico/internal/cni"
-)
+import "github.com/calico-go/calico/internal/cniagent"
 
 func main() {
-	skel.PluginMainFuncs(cni.Funcs(), version.All, "calico: Calico-style L3 networking (calico-go)")
+	cniagent.PluginMain("calico: Calico-style L3 networking (calico-go)")
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -81,11 +82,21 @@ func lockedPath(f *os.File, path string) bool {
 // heldBy lists the addresses IPAM allocates to handle: those its record
 // names that the blocks agree on (the block is authoritative).
 func (c *Client) heldBy(ctx context.Context, handle string) ([]netip.Addr, error) {
-	h, _, err := datastore.Get[api.Handle](ctx, c.DS, datastore.HandleKey(handle))
-	if errors.Is(err, datastore.ErrNotFound) {
-		return nil, nil
-	} else if err != nil {
+	recs, _, err := c.DS.Read(ctx, datastore.ReadKey(datastore.HandleKey(handle)))
+	if err != nil {
 		return nil, err
+	}
+	return c.heldIn(ctx, handle, recs[0])
+}
+
+// heldIn is heldBy with the handle's record already read (none: nothing).
+func (c *Client) heldIn(ctx context.Context, handle string, rec []datastore.Record) ([]netip.Addr, error) {
+	if len(rec) == 0 {
+		return nil, nil
+	}
+	var h api.Handle
+	if err := json.Unmarshal(rec[0].Value, &h); err != nil {
+		return nil, fmt.Errorf("datastore record %s is not valid: %w", rec[0].Key, err)
 	}
 	var out []netip.Addr
 	for _, s := range h.IPs {

@@ -19,9 +19,13 @@ func (c *Client) Node(ctx context.Context, name string) (api.Node, error) {
 	}
 	n, _, err := datastore.Get[api.Node](ctx, c.DS, datastore.NodeKey(name))
 	if err != nil {
-		return n, notFound(err, "no calico node %q in the datastore; start it on that host with `calicoctl node --ip=HOST_IP`", name)
+		return n, notFound(err, "%s", unknownNode(name))
 	}
 	return n, nil
+}
+
+func unknownNode(name string) string {
+	return fmt.Sprintf("no calico node %q in the datastore; start it on that host with `calicoctl node --ip=HOST_IP`", name)
 }
 
 // nodeRecords lists the registered nodes' records: their keys first, then

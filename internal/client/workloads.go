@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -37,6 +38,10 @@ type WorkloadRequest struct {
 	// Routes, when set, are what the workload routes through us, instead
 	// of everything (it keeps its default route on another network).
 	Routes []netip.Prefix
+	// CreateProfiles creates the profiles that do not exist, with the
+	// seed's defaults, as AddProfile(ifMissing) would (CNI's network
+	// profile); else a missing one is an error.
+	CreateProfiles bool
 }
 
 // Endpoint reads one workload's endpoint.
@@ -101,13 +106,8 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	if err := checkNetns(req.NetnsPath); err != nil {
 		return ep, fmt.Errorf("container %q: %v", req.Name, err)
 	}
-	if _, err := c.Node(ctx, req.Node); err != nil {
+	if err := c.checkRefs(ctx, req.Node, req.Profiles, req.CreateProfiles); err != nil {
 		return ep, err
-	}
-	for _, p := range req.Profiles {
-		if _, err := c.Profile(ctx, p); err != nil {
-			return ep, err
-		}
 	}
 	var fixed []netip.Addr
 	for _, s := range req.IPs {
@@ -131,19 +131,26 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	defer unlock()
 	mark(ctx, PhaseLock)
 
+	// The record and the handle, in one round trip.
 	key := datastore.EndpointKey(req.Node, req.Name)
-	if old, rev, err := datastore.Get[api.Endpoint](ctx, c.DS, key); err == nil {
+	handle := api.WorkloadHandle(req.Node, req.Name)
+	recs, _, err := c.DS.Read(ctx, datastore.ReadKey(key), datastore.ReadKey(datastore.HandleKey(handle)))
+	if err != nil {
+		return ep, err
+	}
+	if len(recs[0]) > 0 {
+		var old api.Endpoint
+		if err := json.Unmarshal(recs[0][0].Value, &old); err != nil {
+			return ep, fmt.Errorf("datastore record %s is not valid: %w", key, err)
+		}
 		if !sameWorkload(old, req, fixed) {
 			return ep, fmt.Errorf("container %q already has an endpoint on host %s; remove it first with `calicoctl container remove %s`", req.Name, req.Node, req.Name)
 		}
-		return c.rewire(ctx, old, rev, req.Routes)
-	} else if !errors.Is(err, datastore.ErrNotFound) {
-		return ep, err
+		return c.rewire(ctx, old, recs[0][0].Rev, req.Routes)
 	}
 
 	// No record: the handle and the derived veth hold at most what an
 	// interrupted run left, and are ours to reuse or remove.
-	handle := api.WorkloadHandle(req.Node, req.Name)
 	iface := api.WorkloadIfaceName(req.Node, req.Name)
 	fail := func(err error) (api.Endpoint, error) {
 		if lerr := c.removeLeftovers(context.WithoutCancel(ctx), req.Node, req.Name, nil); lerr != nil {
@@ -155,7 +162,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		}
 		return api.Endpoint{}, err
 	}
-	held, err := c.heldBy(ctx, handle)
+	held, err := c.heldIn(ctx, handle, recs[1])
 	if err != nil {
 		return ep, err
 	}
@@ -240,6 +247,52 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		}
 	}
 	return ep, nil
+}
+
+// checkRefs makes sure the node and the profiles exist, as Node and
+// Profile would, in one round trip; with create, it makes the missing
+// profiles, as AddProfile(ifMissing) would.
+func (c *Client) checkRefs(ctx context.Context, node string, profiles []string, create bool) error {
+	if err := api.ValidateName("node", node); err != nil {
+		return err
+	}
+	keys := []string{datastore.NodeKey(node)}
+	for _, p := range profiles {
+		if err := api.ValidateName("profile", p); err != nil {
+			return err
+		}
+		keys = append(keys, datastore.ProfileKey(p))
+	}
+	reads := make([]datastore.Read, len(keys))
+	for i, k := range keys {
+		reads[i] = datastore.ReadKey(k)
+	}
+	recs, _, err := c.DS.Read(ctx, reads...)
+	if err != nil {
+		return err
+	}
+	if len(recs[0]) == 0 {
+		return missing(unknownNode(node))
+	}
+	for i, r := range recs {
+		if len(r) == 0 {
+			if create {
+				if err := c.AddProfile(ctx, profiles[i-1], true); err != nil {
+					return err
+				}
+				continue
+			}
+			return missing(unknownProfile(profiles[i-1]).Error())
+		}
+		var v any = &api.Profile{}
+		if i == 0 {
+			v = &api.Node{}
+		}
+		if err := json.Unmarshal(r[0].Value, v); err != nil {
+			return fmt.Errorf("datastore record %s is not valid: %w", keys[i], err)
+		}
+	}
+	return nil
 }
 
 // wire makes the workload's veth pair for ep inside its namespace: the

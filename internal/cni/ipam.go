@@ -35,15 +35,15 @@ func IPAMHandle(node, workload string) string { return node + "~~cni~" + workloa
 // IPAMAdd gives the attachment its addresses: those its handle already
 // holds (a repeated ADD takes nothing more), else new ones.
 func IPAMAdd(args *skel.CmdArgs) error {
-	return attach(args, func(ctx context.Context, s *session, name string) error {
+	return attach(args, func(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
 		handle := IPAMHandle(s.node, name)
 		held, err := s.c.HeldBy(ctx, handle)
 		if err != nil {
-			return cniError(err, "reading handle "+handle)
+			return nil, cniError(err, "reading handle "+handle)
 		}
 		want, err := s.conf.requestedIPs()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var got []netip.Addr
 		// A failed ADD leaves nothing: the runtime will not DEL what it never
@@ -70,20 +70,20 @@ func IPAMAdd(args *skel.CmdArgs) error {
 			}
 			if err != nil {
 				undo()
-				return cniError(err, "assigning an address")
+				return nil, cniError(err, "assigning an address")
 			}
 			got = append(got, a)
 		}
 		for _, a := range held { // held from an earlier request, not asked for now
 			if err := s.c.IPAM.ReleaseFrom(ctx, a, handle); err != nil && !errors.Is(err, ipam.ErrNotAssigned) {
-				return cniError(err, "releasing "+a.String())
+				return nil, cniError(err, "releasing "+a.String())
 			}
 		}
 		res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 		for _, a := range got {
 			res.IPs = append(res.IPs, &current.IPConfig{Address: net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}})
 		}
-		return types.PrintResult(res, s.conf.CNIVersion)
+		return res, nil
 	})
 }
 
@@ -108,24 +108,24 @@ func indexOf(as []netip.Addr, a netip.Addr) int {
 
 // IPAMDel releases what the attachment's handle holds; nothing is no error.
 func IPAMDel(args *skel.CmdArgs) error {
-	return attach(args, func(ctx context.Context, s *session, name string) error {
+	return attach(args, func(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
 		if _, err := s.c.IPAM.ReleaseHandle(ctx, IPAMHandle(s.node, name)); err != nil && !errors.Is(err, datastore.ErrNotFound) {
-			return cniError(err, "releasing the attachment's addresses")
+			return nil, cniError(err, "releasing the attachment's addresses")
 		}
-		return nil
+		return nil, nil
 	})
 }
 
 // IPAMCheck makes sure the attachment's handle still holds addresses.
 func IPAMCheck(args *skel.CmdArgs) error {
-	return attach(args, func(ctx context.Context, s *session, name string) error {
+	return attach(args, func(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
 		held, err := s.c.HeldBy(ctx, IPAMHandle(s.node, name))
 		if err != nil {
-			return cniError(err, "reading the attachment's handle")
+			return nil, cniError(err, "reading the attachment's handle")
 		}
 		if len(held) == 0 {
-			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico-ipam: container %s holds no address; re-create its network (DEL then ADD)", args.ContainerID), "")
+			return nil, types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico-ipam: container %s holds no address; re-create its network (DEL then ADD)", args.ContainerID), "")
 		}
-		return nil
+		return nil, nil
 	})
 }

@@ -26,10 +26,29 @@ import (
 // deadline, and an answer saying "try again" beats being killed midway.
 const callTimeout = 30 * time.Second
 
-// Funcs are the calico plugin's commands, for skel.PluginMainFuncs.
+// Funcs are the full calico plugin's commands, for skel.PluginMainFuncs:
+// what cniagent's front runs when the agent does not (the calico-ipam
+// binary started as cniagent.FullPluginName), and what the agent's Server
+// runs.
 func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
+	return skel.CNIFuncs{Add: traced("ADD", add), Del: traced("DEL", del), Check: traced("CHECK", check), GC: GC, Status: Status}
 }
+
+// traced is fn as a plugin command, traced (cniagent.TraceEnv).
+func traced(command string, fn op) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		ctx, done := startTrace(context.Background(), command)
+		defer done()
+		return runHere(ctx, args, fn)
+	}
+}
+
+// op is one command on one attachment (workload name) with a session;
+// the result, when not nil, is what the plugin prints.
+type op func(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error)
+
+// ops are the commands the agent serves, by CNI_COMMAND.
+var ops = map[string]op{"ADD": add, "DEL": del, "CHECK": check}
 
 // session is what every command starts with: the configuration, a
 // datastore client and this host's node name.
@@ -44,10 +63,15 @@ func open(ctx context.Context, stdin []byte) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	client.MarkPhase(ctx, "config")
 	c, err := client.Connect(ctx, conf.EtcdEndpoints)
 	if err != nil {
 		return nil, cniError(err, "connecting to the datastore")
 	}
+	if t := client.TraceFrom(ctx); t != nil {
+		t.CountWith(c.DS.Calls)
+	}
+	client.MarkPhase(ctx, "connect")
 	node := conf.Nodename
 	if node == "" {
 		if node, err = c.ThisNode(ctx); err != nil {
@@ -59,6 +83,7 @@ func open(ctx context.Context, stdin []byte) (*session, error) {
 		c.Close()
 		return nil, cniError(err, fmt.Sprintf("node %q (start it with `calicoctl node`, or set \"nodename\" in the conflist)", node))
 	}
+	client.MarkPhase(ctx, "node")
 	return &session{conf: conf, c: c, node: node}, nil
 }
 
@@ -77,41 +102,35 @@ func cniError(err error, doing string) error {
 	return types.NewError(code, fmt.Sprintf("calico: %s: %v", doing, err), "")
 }
 
-// Add wires the container: the network's profile (created if missing),
-// then client.AddWorkload. A second ADD of the same attachment finds its
+// add wires the container with client.AddWorkload, which creates the
+// network's profile if missing. A second ADD of the same attachment finds its
 // record and returns the same result (no second address).
-func Add(args *skel.CmdArgs) error {
-	return attach(args, func(ctx context.Context, s *session, name string) error {
-		ips, err := s.conf.requestedIPs()
-		if err != nil {
-			return err
-		}
-		labels, err := s.conf.endpointLabels(args.Args)
-		if err != nil {
-			return err
-		}
-		for _, p := range s.conf.Profiles {
-			if err := s.c.AddProfile(ctx, p, true); err != nil {
-				return cniError(err, "creating profile "+p)
-			}
-		}
-		ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
-			Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
-			Orchestrator: api.OrchestratorCNI, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
-			Pools: s.conf.IPAM.pools(), Labels: labels,
-		})
-		if err != nil {
-			return cniError(err, "adding container "+args.ContainerID)
-		}
-		res, err := result(ep)
-		if err != nil {
-			return cniError(err, "describing the result")
-		}
-		if res, err = chained(&s.conf.NetConf, res); err != nil {
-			return err
-		}
-		return types.PrintResult(res, s.conf.CNIVersion)
+func add(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
+	ips, err := s.conf.requestedIPs()
+	if err != nil {
+		return nil, err
+	}
+	labels, err := s.conf.endpointLabels(args.Args)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := s.c.AddWorkload(ctx, client.WorkloadRequest{
+		Node: s.node, Name: name, IPs: ips, NetnsPath: args.Netns, Interface: args.IfName,
+		Orchestrator: api.OrchestratorCNI, ContainerID: args.ContainerID, Profiles: s.conf.Profiles,
+		CreateProfiles: true, Pools: s.conf.IPAM.pools(), Labels: labels,
 	})
+	if err != nil {
+		return nil, cniError(err, "adding container "+args.ContainerID)
+	}
+	res, err := result(ep)
+	if err != nil {
+		return nil, cniError(err, "describing the result")
+	}
+	out, err := chained(&s.conf.NetConf, res)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // result is ep as CNI reports it: the host side and the container's
@@ -178,44 +197,40 @@ func chained(conf *types.NetConf, res *current.Result) (*current.Result, error) 
 	return prev, nil
 }
 
-// Del removes the attachment: record, veth, addresses. An attachment we
+// del removes the attachment: record, veth, addresses. An attachment we
 // do not know is no error (the spec's DEL is idempotent).
-func Del(args *skel.CmdArgs) error {
-	return attach(args, func(ctx context.Context, s *session, name string) error {
-		if _, err := s.c.RemoveWorkload(ctx, s.node, name); err != nil && !errors.Is(err, datastore.ErrNotFound) {
-			return cniError(err, "removing container "+args.ContainerID)
-		}
-		return nil
-	})
+func del(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
+	if _, err := s.c.RemoveWorkload(ctx, s.node, name); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return nil, cniError(err, "removing container "+args.ContainerID)
+	}
+	return nil, nil
 }
 
-// Check compares the attachment with the kernel: the record, its host
+// check compares the attachment with the kernel: the record, its host
 // side, and inside the container the interface, every address and the
 // default route via the gateway. Each missing piece is an error naming it.
-func Check(args *skel.CmdArgs) error {
-	return attach(args, func(ctx context.Context, s *session, name string) error {
-		ep, _, err := s.c.Endpoint(ctx, s.node, name)
-		if errors.Is(err, datastore.ErrNotFound) {
-			return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico: container %s has no endpoint on node %s; add it again (DEL then ADD)", args.ContainerID, s.node), "")
-		} else if err != nil {
-			return cniError(err, "reading the endpoint")
-		}
-		if !netdev.LinkExists(ep.InterfaceName) {
-			return broken(args, "its host-side interface %s is missing", ep.InterfaceName)
-		}
-		var problem string
-		err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-			problem = checkInside(ep, args.IfName)
-			return nil
-		})
-		if err != nil {
-			return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("calico: container %s: netns %s: %v", args.ContainerID, args.Netns, err), "")
-		}
-		if problem != "" {
-			return broken(args, "%s", problem)
-		}
+func check(ctx context.Context, s *session, args *skel.CmdArgs, name string) (types.Result, error) {
+	ep, _, err := s.c.Endpoint(ctx, s.node, name)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, types.NewError(types.ErrUnknownContainer, fmt.Sprintf("calico: container %s has no endpoint on node %s; add it again (DEL then ADD)", args.ContainerID, s.node), "")
+	} else if err != nil {
+		return nil, cniError(err, "reading the endpoint")
+	}
+	if !netdev.LinkExists(ep.InterfaceName) {
+		return nil, broken(args, "its host-side interface %s is missing", ep.InterfaceName)
+	}
+	var problem string
+	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		problem = checkInside(ep, args.IfName)
 		return nil
 	})
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("calico: container %s: netns %s: %v", args.ContainerID, args.Netns, err), "")
+	}
+	if problem != "" {
+		return nil, broken(args, "%s", problem)
+	}
+	return nil, nil
 }
 
 func broken(args *skel.CmdArgs, format string, a ...any) error {
@@ -277,10 +292,15 @@ func isZeroMask(m net.IPMask) bool {
 }
 
 // attach runs fn for one attachment (container id and interface) with a
-// connected session, all of it within callTimeout: the prologue of every
-// command but STATUS.
-func attach(args *skel.CmdArgs, fn func(ctx context.Context, s *session, name string) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+// session of its own, all of it within callTimeout, and prints fn's
+// result: the prologue of every command but GC and STATUS.
+func attach(args *skel.CmdArgs, fn op) error {
+	return runHere(context.Background(), args, fn)
+}
+
+// runHere is attach under ctx (which may carry a trace).
+func runHere(ctx context.Context, args *skel.CmdArgs, fn op) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	name, err := WorkloadName(args.ContainerID, args.IfName)
 	if err != nil {
@@ -291,7 +311,11 @@ func attach(args *skel.CmdArgs, fn func(ctx context.Context, s *session, name st
 		return err
 	}
 	defer s.c.Close()
-	return fn(ctx, s, name)
+	res, err := fn(ctx, s, args, name)
+	if err != nil || res == nil {
+		return err
+	}
+	return types.PrintResult(res, s.conf.CNIVersion)
 }
 
 // GC (CNI 1.1) removes what the runtime no longer has: every endpoint of

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,10 +51,16 @@ type Config struct {
 // ETCD_AUTHORITY (host:port, the seed's variable), else 127.0.0.1:2379,
 // and the ETCD_*_FILE TLS settings. flagEndpoints, when set, wins.
 func ConfigFromEnv(flagEndpoints string) Config {
+	return ConfigFrom(flagEndpoints, os.Getenv)
+}
+
+// ConfigFrom is ConfigFromEnv with the variables read by getenv (the agent
+// reads those a CNI plugin forwarded).
+func ConfigFrom(flagEndpoints string, getenv func(string) string) Config {
 	c := Config{
-		CAFile:   os.Getenv("ETCD_CA_CERT_FILE"),
-		CertFile: os.Getenv("ETCD_CERT_FILE"),
-		KeyFile:  os.Getenv("ETCD_KEY_FILE"),
+		CAFile:   getenv("ETCD_CA_CERT_FILE"),
+		CertFile: getenv("ETCD_CERT_FILE"),
+		KeyFile:  getenv("ETCD_KEY_FILE"),
 	}
 	scheme := "http://"
 	if c.CAFile != "" || c.CertFile != "" {
@@ -61,10 +68,10 @@ func ConfigFromEnv(flagEndpoints string) Config {
 	}
 	raw, src := flagEndpoints, "--etcd-endpoints"
 	if raw == "" {
-		raw, src = os.Getenv("ETCD_ENDPOINTS"), "ETCD_ENDPOINTS"
+		raw, src = getenv("ETCD_ENDPOINTS"), "ETCD_ENDPOINTS"
 	}
 	if raw == "" {
-		if a := os.Getenv("ETCD_AUTHORITY"); a != "" {
+		if a := getenv("ETCD_AUTHORITY"); a != "" {
 			raw, src = a, "ETCD_AUTHORITY"
 		} else {
 			raw, src = "127.0.0.1:2379", "the default"
@@ -83,6 +90,12 @@ func ConfigFromEnv(flagEndpoints string) Config {
 		c.Endpoints = append(c.Endpoints, e)
 	}
 	return c
+}
+
+// Same says whether c and o name the same datastore with the same
+// credentials (endpoints in the same order, as given with a scheme).
+func (c Config) Same(o Config) bool {
+	return slices.Equal(c.Endpoints, o.Endpoints) && c.CAFile == o.CAFile && c.CertFile == o.CertFile && c.KeyFile == o.KeyFile
 }
 
 // Validate checks the endpoints' syntax, so a typo fails at once instead of
@@ -233,6 +246,14 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, errors.New(unreachableText(where, err.Error()))
 	}
 	return c, nil
+}
+
+// Calls is how many calls (round trips) c has made.
+func (c *Client) Calls() int64 {
+	if c.calls == nil {
+		return 0
+	}
+	return c.calls.n.Load()
 }
 
 // Adopt makes a Client of an etcd client connected some other way (the

@@ -31,6 +31,8 @@ type Calls struct {
 	// silent is set when a call ran out of time, and cleared by the next
 	// call the datastore answers (with success or a refusal alike).
 	silent atomic.Bool
+	// n counts the calls made (round trips, as a trace reports them).
+	n atomic.Int64
 }
 
 // newCalls makes the deadline keeper for the datastore at where (its
@@ -49,6 +51,7 @@ func (k *Calls) Do(ctx context.Context, fn func(context.Context) error) error {
 		// gets OpTimeout, nothing is remembered.
 		k = &Calls{}
 	}
+	k.n.Add(1)
 	limit := OpTimeout
 	if k.silent.Load() {
 		limit = QuickTimeout

@@ -6,6 +6,8 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/cniagent"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/ipam"
 	"github.com/calico-go/calico/internal/lab"
@@ -134,6 +137,40 @@ func hostLinks(t *testing.T, h *lab.Host) []string {
 // STATUS, a bad configuration and an unreachable datastore (a CNI error,
 // nothing left behind).
 func TestLibcniSpec(t *testing.T) {
+	// The same cases whoever does the work: the host's agent (the CNI
+	// socket), or the full plugin when no agent serves it.
+	for _, via := range []string{"agent", "plugin"} {
+		t.Run(via, func(t *testing.T) {
+			trace := filepath.Join(t.TempDir(), "trace")
+			t.Setenv(cniagent.TraceEnv, trace)
+			if via == "plugin" {
+				t.Setenv("CALICO_CNI_SOCKET", "none")
+			}
+			libcniSpec(t)
+			b, err := os.ReadFile(trace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Through the agent, only the ADD naming a dead datastore is
+			// the full plugin's.
+			others := 0
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var line cniagent.TraceLine
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatal(err)
+				}
+				if line.Via != via {
+					others++
+				}
+			}
+			if want := map[string]int{"agent": 1, "plugin": 0}[via]; others != want {
+				t.Errorf("%d calls went another way than via %s, want %d:\n%s", others, via, want, b)
+			}
+		})
+	}
+}
+
+func libcniSpec(t *testing.T) {
 	w := world(t)
 	ctx := e2etest.Ctx(t, 4*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]

@@ -169,6 +169,11 @@ func (r *runner) scaleWorld(ctx context.Context, mode string, sizes []int) (err 
 	if err := h1.Fabric.PinNeighbours(); err != nil {
 		return err
 	}
+	// The lab is IPv4 only, and each IPv6 interface would hold IPv6
+	// neighbour entries (its multicast groups) in the machine's one table.
+	if err := w.Lab.DisableIPv6(); err != nil {
+		return err
+	}
 	for _, pool := range []string{scaleBlockPool, scaleTrialPool} {
 		if _, err := w.Ctl(ctx, h1, "pool", "add", pool); err != nil {
 			return err

@@ -199,6 +199,33 @@ func TestPinnedNeighbours(t *testing.T) {
 	}
 }
 
+// TestDisableIPv6: after DisableIPv6 no interface of the lab, made before or
+// after, holds an IPv6 address (so none joins a group or holds a neighbour
+// entry), and IPv4 still flows.
+func TestDisableIPv6(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	ctx := ctxT(t)
+	f := must[*Fabric](t)(l.AddFabric("fab", "10.0.0.0/24"))
+	h1 := must[*Host](t)(l.AddHost("host1", f, "10.0.0.1/24", ""))
+	if err := l.DisableIPv6(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := must[*Host](t)(l.AddHost("host2", f, "10.0.0.2/24", ""))
+	for _, ns := range []*Netns{f.Netns, h1.Netns, h2.Netns} {
+		addrs, err := ns.Netlink().AddrList(nil, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(addrs) != 0 {
+			t.Errorf("%s: IPv6 addresses %v after DisableIPv6", ns.Label, addrs)
+		}
+	}
+	if !Reachable(ctx, h2.Netns, h1.Addr()) {
+		t.Error("host2 cannot reach host1 over IPv4")
+	}
+}
+
 func TestOutsideThroughGateway(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)

@@ -411,19 +411,3 @@ func TestQuickScale(t *testing.T) {
 		t.Errorf("no load model: %+v", res.ScaleModel)
 	}
 }
-
-// TestMeshFits: with the default neighbour table (1024 entries for every
-// namespace together) a mesh of 25 fits and one of 50 is refused, naming the
-// sysctl to raise.
-func TestMeshFits(t *testing.T) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-	if err != nil || strings.TrimSpace(string(b)) != "1024" {
-		t.Skip("the kernel's gc_thresh3 is not the default 1024")
-	}
-	if err := meshFits(25); err != nil {
-		t.Errorf("mesh of 25: %v", err)
-	}
-	if err := meshFits(50); err == nil || !strings.Contains(err.Error(), "net.ipv4.neigh.default.gc_thresh3") {
-		t.Errorf("mesh of 50: %v, want a refusal naming gc_thresh3", err)
-	}
-}

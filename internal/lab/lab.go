@@ -71,6 +71,7 @@ type Lab struct {
 	procs     []*Proc
 	listeners []net.Listener
 	nprocs    int
+	noIPv6    bool // DisableIPv6 was called
 }
 
 // New makes a lab whose namespace names all start with its run id: prefix

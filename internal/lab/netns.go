@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,7 +104,53 @@ func (l *Lab) AddNetns(label string) (*Netns, error) {
 	if err := n.linkUp("lo"); err != nil {
 		return nil, err
 	}
+	// Read after fd and nl are set: DisableIPv6 sets the flag before it
+	// lists the namespaces that are ready, so one of the two reaches n.
+	l.mu.Lock()
+	noIPv6 := l.noIPv6
+	l.mu.Unlock()
+	if noIPv6 {
+		if err := n.disableIPv6(); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
+}
+
+// DisableIPv6 turns IPv6 off in every namespace of the lab, now and made
+// later, before their interfaces appear where it can. For labs of many
+// namespaces that use IPv4 only: each interface with IPv6 on joins
+// multicast groups (MLD reports, router and DAD solicitations) and so
+// holds IPv6 neighbour entries, and the kernel keeps one IPv6 neighbour
+// table for all namespaces of the machine (net.ipv6.neigh.default.
+// gc_thresh3, 1024 by default): a 50-host lab held about 400 of them,
+// enough with other labs running to overflow it ("ndisc_cache: neighbor
+// table overflow") for everyone.
+func (l *Lab) DisableIPv6() error {
+	l.mu.Lock()
+	l.noIPv6 = true
+	nss := slices.Clone(l.nss)
+	l.mu.Unlock()
+	for _, n := range nss {
+		if n.Netlink() == nil {
+			continue // still being made, or closed: AddNetns sees the flag
+		}
+		if err := n.disableIPv6(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// disableIPv6 turns IPv6 off on the namespace's interfaces and on those it
+// gets later (default: veths made in or moved into it).
+func (n *Netns) disableIPv6() error {
+	for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+		if err := n.SetSysctl(k, "1"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // release closes the lab's own references to the namespace, so deleting the

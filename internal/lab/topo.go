@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"sync"
@@ -22,6 +23,21 @@ type Fabric struct {
 	mu    sync.Mutex
 	ports map[string]bool
 	addrs map[netip.Addr]string // address -> who holds it, to refuse duplicates
+	// members are what is plugged in with an address, and pinned says
+	// every member holds a permanent neighbour entry for every other
+	// (PinNeighbours). plugMu orders plugging against pinning, so no
+	// member joins between PinNeighbours' listing and its flag.
+	plugMu  sync.Mutex
+	members []member
+	pinned  bool
+}
+
+// member is one address on the fabric: the interface holding it.
+type member struct {
+	ns    *Netns
+	index int // the interface's index in ns
+	addr  netip.Addr
+	mac   net.HardwareAddr
 }
 
 // AddFabric makes a fabric for subnet ("10.0.0.0/24"). The subnet is only
@@ -124,6 +140,83 @@ func (f *Fabric) attach(ns *Netns, ifname string) error {
 	return ns.linkUp(ifname)
 }
 
+// plug attaches ns to the fabric on ifname with address pfx (claimed
+// already) and records it as a member; on a pinned fabric the new member
+// and every other get permanent neighbour entries for each other.
+func (f *Fabric) plug(ns *Netns, ifname string, pfx netip.Prefix) error {
+	if err := f.attach(ns, ifname); err != nil {
+		return err
+	}
+	if err := ns.AddAddr(ifname, pfx.String()); err != nil {
+		return err
+	}
+	m := member{ns: ns, addr: pfx.Addr()}
+	err := ns.withNL(func(h *netlink.Handle) error {
+		link, err := h.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("lab: %s in %s: %w", ifname, ns.Name, err)
+		}
+		m.index, m.mac = link.Attrs().Index, link.Attrs().HardwareAddr
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	f.plugMu.Lock()
+	defer f.plugMu.Unlock()
+	if f.pinned {
+		for _, o := range f.members {
+			if err := pinPair(m, o); err != nil {
+				return err
+			}
+		}
+	}
+	f.members = append(f.members, m)
+	return nil
+}
+
+// PinNeighbours gives every member of the fabric, now and later, a
+// permanent neighbour entry (IPv4) for every other member's address.
+//
+// Why: the kernel keeps one IPv4 neighbour table for all namespaces, and
+// past net.ipv4.neigh.default.gc_thresh3 entries (1024 by default) it
+// refuses new ones, in every namespace of the machine. A lab of n hosts
+// that all talk to each other (a BGP full mesh) resolves n*(n-1)
+// addresses: 36 hosts overflow it, and new hosts cannot even reach the
+// datastore. Permanent entries are exempt from that limit (Linux 4.19 on),
+// and once one exists no resolved entry is made for the address. Each
+// namespace then holds what a real host's own table would, without the
+// machine's sysctls changing; what is lost is only the first ARP exchange
+// of each pair, and the lab's MACs never change.
+func (f *Fabric) PinNeighbours() error {
+	f.plugMu.Lock()
+	defer f.plugMu.Unlock()
+	for i, a := range f.members {
+		for _, b := range f.members[:i] {
+			if err := pinPair(a, b); err != nil {
+				return err
+			}
+		}
+	}
+	f.pinned = true
+	return nil
+}
+
+// pinPair gives a and b permanent neighbour entries for each other.
+func pinPair(a, b member) error {
+	for _, p := range [][2]member{{a, b}, {b, a}} {
+		on, to := p[0], p[1]
+		err := on.ns.withNL(func(h *netlink.Handle) error {
+			return h.NeighSet(&netlink.Neigh{LinkIndex: on.index, Family: netlink.FAMILY_V4,
+				State: netlink.NUD_PERMANENT, IP: to.addr.AsSlice(), HardwareAddr: to.mac})
+		})
+		if err != nil {
+			return fmt.Errorf("lab: neighbour %s in %s: %w", to.addr, on.ns.Name, err)
+		}
+	}
+	return nil
+}
+
 // Host is a namespace standing for one machine, with one NIC on a fabric.
 type Host struct {
 	*Netns
@@ -174,10 +267,7 @@ func (l *Lab) AddHost(label string, f *Fabric, ip, gateway string) (_ *Host, err
 	if err := setForwarding(ns, "0"); err != nil {
 		return nil, err
 	}
-	if err := f.attach(ns, h.Iface); err != nil {
-		return nil, err
-	}
-	if err := ns.AddAddr(h.Iface, pfx.String()); err != nil {
+	if err := f.plug(ns, h.Iface, pfx); err != nil {
 		return nil, err
 	}
 	if gw.IsValid() {
@@ -225,10 +315,7 @@ func (l *Lab) AddRouter(label string, legs map[*Fabric]string) (_ *Netns, err er
 	}
 	for i, f := range fabrics {
 		dev := fmt.Sprintf("eth%d", i)
-		if err := f.attach(ns, dev); err != nil {
-			return nil, err
-		}
-		if err := ns.AddAddr(dev, addrs[i].String()); err != nil {
+		if err := f.plug(ns, dev, addrs[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -302,10 +389,7 @@ func (l *Lab) AddOutside(label string, f *Fabric, gatewayIP, outsideNet string) 
 	if err != nil {
 		return nil, err
 	}
-	if err := f.attach(gw, "eth0"); err != nil {
-		return nil, err
-	}
-	if err := gw.AddAddr("eth0", gwPfx.String()); err != nil {
+	if err := f.plug(gw, "eth0", gwPfx); err != nil {
 		return nil, err
 	}
 	if err := addVeth(gw, "eth1", out, "eth0"); err != nil {

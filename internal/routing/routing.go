@@ -235,6 +235,9 @@ type Speaker struct {
 	// watching: the RIB watch is registered; its unregistering is one
 	// more GoBGP request, made by GoBGP's own goroutine (see stop).
 	watching bool
+	// wholeReads and someReads count the rebuilds that read the whole RIB
+	// and those that read some prefixes (tests).
+	wholeReads, someReads atomic.Int64
 }
 
 // serveHook is GoBGP's timing hook, which GoBGP calls on its Serve
@@ -652,6 +655,11 @@ func (s *Speaker) rebuildLoop(ctx context.Context) {
 		all, prefixes := s.takeDirty()
 		if !all && len(prefixes) == 0 {
 			continue
+		}
+		if all {
+			s.wholeReads.Add(1)
+		} else {
+			s.someReads.Add(1)
 		}
 		m, err := s.listPaths(ctx, all, prefixes)
 		if err != nil {

@@ -790,10 +790,11 @@ func learnedRoute(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
 }
 
 // nextHopAttributes decodes the attributes of p that carry its next hop.
-// The speaker reads its whole RIB after every UPDATE, and decoding every
-// attribute of every path (AS path, communities, a reflector's cluster
-// list) was most of that; in the binary form the listing asks for, the
-// others are skipped by their type code.
+// The speaker reads its whole RIB on session events (and used to after
+// every UPDATE); decoding every attribute of every path (AS path,
+// communities, a reflector's cluster list) was most of that. In the
+// binary form the listing asks for, the others are skipped by their type
+// code.
 func nextHopAttributes(p *api.Path) ([]bgp.PathAttributeInterface, error) {
 	if len(p.PattrsBinary) == 0 {
 		return apiutil.GetNativePathAttributes(p)

@@ -231,7 +231,7 @@ func binaryPath(t testing.TB, p *api.Path) *api.Path {
 }
 
 // BenchmarkLearnedRoute is one path of a reflected route, as the speaker
-// decodes every path of its RIB after each UPDATE.
+// decodes every path it reads from its RIB.
 func BenchmarkLearnedRoute(b *testing.B) {
 	nlri := bgp.NewIPAddrPrefix(26, "10.90.7.0")
 	p, err := apiutil.NewPath(nlri, false, []bgp.PathAttributeInterface{

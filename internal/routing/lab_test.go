@@ -71,6 +71,8 @@ type helperResp struct {
 	Err        string
 	Learned    map[netip.Prefix][]Path
 	Changes    int64 // signals received from Changes() so far
+	WholeReads int64 // rebuilds that read the whole RIB so far
+	SomeReads  int64 // rebuilds that read some prefixes so far
 	States     []calicoapi.PeerState
 	Goroutines int    // goroutines: how many the process has
 	Stacks     string // goroutines: their stacks
@@ -138,6 +140,7 @@ func helperMain() {
 		case req.Op == "learned":
 			resp.Learned = sp.Learned()
 			resp.Changes = changes.Load()
+			resp.WholeReads, resp.SomeReads = sp.wholeReads.Load(), sp.someReads.Load()
 		case req.Op == "states":
 			resp.States = sp.PeerStates()
 		case req.Op == "stop":

@@ -91,3 +91,44 @@ func TestRouteReflector(t *testing.T) {
 		t.Errorf("the eBGP router learned %v from the reflector after the changes, want nothing", got)
 	}
 }
+
+// TestUpdateReadsOnlyItsPrefixes: once the sessions are up, a block
+// announced or withdrawn through a reflector reaches its other client
+// with a read of that prefix alone, not of the whole RIB (which every
+// agent used to pay for each new block anywhere in the cluster), and the
+// paths learned are exactly those a whole read gives.
+func TestUpdateReadsOnlyItsPrefixes(t *testing.T) {
+	t.Parallel()
+	hs := newLab(t, "a", "b", "r")
+	ha, hb, hr := hs[0], hs[1], hs[2]
+	a := spawn(t, ha, ha.config(meshAS))
+	b := spawn(t, hb, hb.config(meshAS))
+	r := spawn(t, hr, hr.config(meshAS))
+	a.announce(blockA)
+	toR := Peer{Address: hr.ip4, ASN: meshAS, Type: PeerTypeGlobal, Role: RoleReflector}
+	a.peers(toR)
+	b.peers(toR)
+	r.peers(
+		Peer{Address: ha.ip4, ASN: meshAS, Type: PeerTypeGlobal, Role: RoleClient},
+		Peer{Address: hb.ip4, ASN: meshAS, Type: PeerTypeGlobal, Role: RoleClient},
+	)
+	waitEstablished(t, r, 20*time.Second, ha, hb)
+	viaR := func(nh netip.Addr) []Path { return []Path{{Neighbor: hr.ip4, NextHop: nh}} }
+	waitPaths(t, b, 10*time.Second, map[netip.Prefix][]Path{blockA: viaR(ha.ip4)})
+	// Let the End-of-RIB and session events of the start settle.
+	time.Sleep(time.Second)
+	before := b.must(helperReq{Op: "learned"})
+
+	a.announce(blockA, blockA2)
+	waitPaths(t, b, 10*time.Second, map[netip.Prefix][]Path{blockA: viaR(ha.ip4), blockA2: viaR(ha.ip4)})
+	a.announce(blockA2)
+	waitPaths(t, b, 10*time.Second, map[netip.Prefix][]Path{blockA2: viaR(ha.ip4)})
+
+	after := b.must(helperReq{Op: "learned"})
+	if after.WholeReads != before.WholeReads {
+		t.Errorf("b read its whole RIB %d times for one announcement and one withdrawal, want 0", after.WholeReads-before.WholeReads)
+	}
+	if after.SomeReads < before.SomeReads+2 {
+		t.Errorf("b read some prefixes %d times, want at least 2 (one per UPDATE)", after.SomeReads-before.SomeReads)
+	}
+}

@@ -36,9 +36,15 @@
 //     from there with runtime.Goexit (see serveHook), once its own last
 //     request is provably the next one Serve handles.
 //   - The same hook says when a BGP message or session change has been
-//     handled, which is when the RIB may have changed. A watch on best
-//     paths would not do: Learned reports every path, and a new path that
-//     does not win best-path selection changes it too.
+//     handled (PeerStates uses it). What changed in the RIB comes from a
+//     watch instead (see watchRIB): a watch on best paths would not do, as
+//     Learned reports every path and a new path that does not win
+//     best-path selection changes it too, but the pre-policy Adj-RIB-In
+//     watch reports every path of every UPDATE, withdrawals included, on
+//     Serve's goroutine before the RIB is changed. Everything else that
+//     changes the RIB without an UPDATE is a session event (a peer down
+//     flushing or marking stale, a restart timer expiring), an End-of-RIB
+//     (stale paths dropped) or a peer deleted by SetPeers.
 package routing
 
 import (
@@ -102,6 +108,17 @@ const (
 	// It adds to every new workload's time to reachable on other hosts
 	// (bench: 20 ms was about half of it), so it stays short.
 	rebuildDelay = 5 * time.Millisecond
+
+	// maxDirty bounds the prefixes remembered between two rebuilds: past
+	// it (a peer sending its whole table, or flooding UPDATEs) the next
+	// rebuild reads the whole RIB instead, which then costs less than as
+	// many lookups, and memory stays bounded whatever a peer sends.
+	maxDirty = 256
+
+	// relistEvery is how often the whole RIB is read even when no event
+	// asked for it: a safety net, should a change ever reach the RIB
+	// without an event saying so, that costs one listing a minute.
+	relistEvery = time.Minute
 
 	exportPolicyName = "calico-export"
 	// ibgpSetName is the neighbour set of this node's iBGP peers: the only
@@ -208,6 +225,19 @@ type Speaker struct {
 
 	mu      sync.RWMutex
 	learned map[netip.Prefix][]Path
+
+	// dirty is what the next rebuild reads again: the prefixes of the
+	// paths UPDATEs brought, or the whole RIB (dirtyAll). Filled by the
+	// RIB watch and SetPeers, emptied by rebuildLoop.
+	dirtyMu  sync.Mutex
+	dirty    map[netip.Prefix]bool
+	dirtyAll bool
+	// watching: the RIB watch is registered; its unregistering is one
+	// more GoBGP request, made by GoBGP's own goroutine (see stop).
+	watching bool
+	// wholeReads and someReads count the rebuilds that read the whole RIB
+	// and those that read some prefixes (tests).
+	wholeReads, someReads atomic.Int64
 }
 
 // serveHook is GoBGP's timing hook, which GoBGP calls on its Serve
@@ -324,6 +354,8 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		ibgpSet:    map[netip.Addr]bool{},
 		announced:  map[netip.Prefix]*api.Path{},
 		learned:    map[netip.Prefix][]Path{},
+		dirty:      map[netip.Prefix]bool{},
+		dirtyAll:   true, // the first rebuild reads the whole RIB
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -332,7 +364,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		s.grSecs = uint32(ceilSeconds(cfg.GracefulRestartTime))
 	}
 
-	s.hook = &serveHook{onMessage: func() { s.statusGen.Add(1); s.poke() }, ended: make(chan struct{})}
+	s.hook = &serveHook{onMessage: func() { s.statusGen.Add(1) }, ended: make(chan struct{})}
 	s.bgp = server.NewBgpServer(server.LoggerOption(newSlogAdapter(cfg.Logger)), server.TimingHookOption(s.hook))
 	go s.bgp.Serve()
 
@@ -357,20 +389,123 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 		return fail(err)
 	}
 
-	// The hook only says "something changed"; rebuildLoop reads the table.
-	// Applying each message's paths to the map would be O(1) per change
-	// instead of O(routes), but it needs every corner right (a best path
-	// moving from a peer to our own, a stale path replaced, the initial
-	// dump racing the first events); a snapshot of the RIB is consistent
-	// by construction. The table holds a route or two per block of each
-	// host (a few thousand in a large cluster) and bursts are coalesced,
-	// so a rebuild stays in the millisecond range.
+	// The watch only says which prefixes changed; rebuildLoop reads
+	// their paths again from the RIB. Applying each event's paths to the
+	// map instead would need every corner right (a best path moving from
+	// a peer to our own, a stale path replaced, the initial dump racing
+	// the first events); reading a prefix's destination is consistent by
+	// construction, and each path read goes through learnedRoute as in a
+	// whole listing. Reading the whole RIB after every UPDATE (a route or
+	// two per block of each host) was the agent's largest CPU cost at
+	// scale: every host re-read 100 hosts' routes for each new block.
 	wctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	if err := s.watchRIB(wctx); err != nil {
+		cancel()
+		return fail(err)
+	}
 	s.wg.Add(1)
 	go s.rebuildLoop(wctx)
 	s.poke()
 	return s, nil
+}
+
+// watchRIB registers the watch that tells rebuildLoop what to read again.
+// It is registered before the first rebuild, which reads the whole RIB, so
+// no change falls between the two. GoBGP calls fn on a goroutine of its
+// own, in order, never blocking Serve (the watch's queue is unbounded); fn
+// only marks and pokes.
+func (s *Speaker) watchRIB(ctx context.Context) error {
+	req := &api.WatchEventRequest{
+		Peer: &api.WatchEventRequest_Peer{},
+		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
+			{Type: api.WatchEventRequest_Table_Filter_ADJIN},
+			{Type: api.WatchEventRequest_Table_Filter_EOR},
+		}},
+	}
+	err := s.call(func() error { return s.bgp.WatchEvent(ctx, req, s.onWatchEvent) })
+	if err != nil {
+		return fmt.Errorf("watch the RIB: %w", err)
+	}
+	s.watching = true
+	return nil
+}
+
+// onWatchEvent marks what an event may have changed: a session event or
+// an End-of-RIB the whole RIB, an UPDATE's paths their prefixes.
+func (s *Speaker) onWatchEvent(ev *api.WatchEventResponse) {
+	var prefixes []netip.Prefix
+	all := false
+	switch e := ev.Event.(type) {
+	case *api.WatchEventResponse_Peer:
+		if e.Peer.GetType() == api.WatchEventResponse_PeerEvent_STATE {
+			all = true
+		}
+	case *api.WatchEventResponse_Table:
+		for _, p := range e.Table.GetPaths() {
+			pfx, ok := watchedPrefix(p)
+			if !ok {
+				// An End-of-RIB (no NLRI), or a path we cannot place:
+				// read everything rather than miss a change.
+				all = true
+				break
+			}
+			prefixes = append(prefixes, pfx)
+		}
+	}
+	if !all && len(prefixes) == 0 {
+		return
+	}
+	s.markDirty(all, prefixes)
+}
+
+// watchedPrefix is the prefix of a path of a watch event.
+func watchedPrefix(p *api.Path) (netip.Prefix, bool) {
+	if p.GetNlri() == nil && len(p.GetNlriBinary()) == 0 {
+		return netip.Prefix{}, false
+	}
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	pfx, err := netip.ParsePrefix(nlri.String())
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	return pfx, true
+}
+
+// markDirty makes the next rebuild read prefixes again, or the whole RIB.
+func (s *Speaker) markDirty(all bool, prefixes []netip.Prefix) {
+	s.dirtyMu.Lock()
+	if all {
+		s.dirtyAll = true
+	}
+	if !s.dirtyAll {
+		for _, p := range prefixes {
+			s.dirty[p] = true
+		}
+		if len(s.dirty) > maxDirty {
+			s.dirtyAll = true
+		}
+	}
+	if s.dirtyAll {
+		clear(s.dirty)
+	}
+	s.dirtyMu.Unlock()
+	s.poke()
+}
+
+// takeDirty returns what the next rebuild must read, and forgets it.
+func (s *Speaker) takeDirty() (all bool, prefixes []netip.Prefix) {
+	s.dirtyMu.Lock()
+	defer s.dirtyMu.Unlock()
+	all, s.dirtyAll = s.dirtyAll, false
+	if !all {
+		prefixes = slices.Collect(maps.Keys(s.dirty))
+	}
+	clear(s.dirty)
+	return all, prefixes
 }
 
 // call makes one GoBGP request, and counts it. Every request this package
@@ -494,10 +629,15 @@ func (s *Speaker) rebuildLoop(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTimer(0)
 	<-t.C
+	relist := time.NewTicker(relistEvery)
+	defer relist.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-relist.C:
+			s.markDirty(true, nil)
+			continue
 		case <-s.kick:
 		}
 		t.Reset(rebuildDelay)
@@ -512,19 +652,44 @@ func (s *Speaker) rebuildLoop(ctx context.Context) {
 		case <-s.kick:
 		default:
 		}
-		m, err := s.listPaths(ctx)
+		all, prefixes := s.takeDirty()
+		if !all && len(prefixes) == 0 {
+			continue
+		}
+		if all {
+			s.wholeReads.Add(1)
+		} else {
+			s.someReads.Add(1)
+		}
+		m, err := s.listPaths(ctx, all, prefixes)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			s.log.Warn("routing: reading the RIB failed; retrying", "err", err)
-			s.poke()
+			s.markDirty(all, prefixes)
 			continue
 		}
 		s.mu.Lock()
-		changed := !maps.EqualFunc(m, s.learned, slices.Equal)
-		if changed {
-			s.learned = m
+		var changed bool
+		if all {
+			changed = !maps.EqualFunc(m, s.learned, slices.Equal)
+			if changed {
+				s.learned = m
+			}
+		} else {
+			for _, p := range prefixes {
+				paths, ok := m[p]
+				if slices.Equal(paths, s.learned[p]) {
+					continue
+				}
+				changed = true
+				if ok {
+					s.learned[p] = paths
+				} else {
+					delete(s.learned, p)
+				}
+			}
 		}
 		s.mu.Unlock()
 		if changed {
@@ -536,18 +701,30 @@ func (s *Speaker) rebuildLoop(ctx context.Context) {
 	}
 }
 
-// listPaths reads every path of every prefix in the global RIB that a peer
-// sent, in GoBGP's order (best first), leaving out our own.
-func (s *Speaker) listPaths(ctx context.Context) (map[netip.Prefix][]Path, error) {
+// listPaths reads every path that a peer sent of every prefix in the
+// global RIB (all) or of the given prefixes only, in GoBGP's order (best
+// first), leaving out our own. A prefix with no such path is absent.
+func (s *Speaker) listPaths(ctx context.Context, all bool, prefixes []netip.Prefix) (map[netip.Prefix][]Path, error) {
 	m := map[netip.Prefix][]Path{}
 	var errs []error
 	for _, fam := range []*api.Family{familyV4, familyV6} {
+		req := &api.ListPathRequest{
+			TableType:        api.TableType_GLOBAL,
+			Family:           fam,
+			EnableOnlyBinary: true, // skips marshalling every path to protobuf Any
+		}
+		if !all {
+			for _, p := range prefixes {
+				if p.Addr().Is4() == (fam == familyV4) {
+					req.Prefixes = append(req.Prefixes, &api.TableLookupPrefix{Prefix: p.String(), Type: api.TableLookupPrefix_EXACT})
+				}
+			}
+			if len(req.Prefixes) == 0 {
+				continue
+			}
+		}
 		err := s.call(func() error {
-			return s.bgp.ListPath(ctx, &api.ListPathRequest{
-				TableType:        api.TableType_GLOBAL,
-				Family:           fam,
-				EnableOnlyBinary: true, // skips marshalling every path to protobuf Any
-			}, func(d *api.Destination) {
+			return s.bgp.ListPath(ctx, req, func(d *api.Destination) {
 				for _, p := range d.Paths {
 					pfx, nh, ok, err := learnedRoute(p)
 					if err != nil {
@@ -613,10 +790,11 @@ func learnedRoute(p *api.Path) (netip.Prefix, netip.Addr, bool, error) {
 }
 
 // nextHopAttributes decodes the attributes of p that carry its next hop.
-// The speaker reads its whole RIB after every UPDATE, and decoding every
-// attribute of every path (AS path, communities, a reflector's cluster
-// list) was most of that; in the binary form the listing asks for, the
-// others are skipped by their type code.
+// The speaker reads its whole RIB on session events (and used to after
+// every UPDATE); decoding every attribute of every path (AS path,
+// communities, a reflector's cluster list) was most of that. In the
+// binary form the listing asks for, the others are skipped by their type
+// code.
 func nextHopAttributes(p *api.Path) ([]bgp.PathAttributeInterface, error) {
 	if len(p.PattrsBinary) == 0 {
 		return apiutil.GetNativePathAttributes(p)
@@ -716,7 +894,7 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 		delete(s.peers, addr)
 		s.statusGen.Add(1)
 		// The peer's paths left the RIB with it, without a message.
-		s.poke()
+		s.markDirty(true, nil)
 	}
 	ibgp := map[netip.Addr]bool{}
 	for a, p := range want {
@@ -998,6 +1176,11 @@ func (s *Speaker) stop(flush bool) {
 		return
 	}
 	s.stopped = true
+	if s.watching {
+		// Cancelling the watch makes GoBGP's watch goroutine unregister
+		// it, a request endServe must count.
+		s.calls.Add(1)
+	}
 	s.cancel()
 	s.wg.Wait()
 	if !flush {

@@ -59,9 +59,14 @@ type Manager struct {
 	log  *slog.Logger
 	mode string
 
-	mu      sync.Mutex
-	key     wgtypes.Key
-	hasKey  bool
+	mu     sync.Mutex
+	key    wgtypes.Key
+	hasKey bool
+	// pub is key's public half as text, derived once per SetKey: the
+	// derivation (a curve25519 scalar multiplication, about 0.1 ms) was
+	// paid on every computation of the agent's desired state, which
+	// asks for Support each time.
+	pub     string
 	b       backend // nil while there is no device
 	keySet  wgtypes.Key
 	port    int
@@ -102,7 +107,7 @@ func (m *Manager) Mode() string { return m.mode }
 func (m *Manager) SetKey(k wgtypes.Key) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.key, m.hasKey = k, true
+	m.key, m.hasKey, m.pub = k, true, k.PublicKey().String()
 }
 
 // PublicKey is the public half of the host's key, "" without one.
@@ -112,7 +117,7 @@ func (m *Manager) PublicKey() string {
 	if !m.hasKey || m.off {
 		return ""
 	}
-	return m.key.PublicKey().String()
+	return m.pub
 }
 
 // Support is what calc needs to know about this host.
@@ -121,7 +126,7 @@ func (m *Manager) Support() calc.WireGuardSupport {
 	defer m.mu.Unlock()
 	s := calc.WireGuardSupport{Problem: m.problem}
 	if m.hasKey && !m.off {
-		s.PublicKey = m.key.PublicKey().String()
+		s.PublicKey = m.pub
 	}
 	return s
 }
@@ -266,7 +271,7 @@ func (m *Manager) Status() *api.WireGuardStatus {
 	if m.b == nil {
 		return nil
 	}
-	st := &api.WireGuardStatus{Mode: m.mode, Device: calc.WireGuardDevice, PublicKey: m.key.PublicKey().String()}
+	st := &api.WireGuardStatus{Mode: m.mode, Device: calc.WireGuardDevice, PublicKey: m.pub}
 	peers, err := m.b.peers()
 	if err != nil {
 		return st

@@ -10,16 +10,18 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
 
-// ifaceRecheckEvery spaces the read-back of workload interfaces' sysctls
+// ifaceRecheckEvery spaces the full read-back of workload interfaces
 // (netdev.WorkloadIfaceSyncer.RecheckEvery): a pass per new workload then
-// reads only the new one's, not every interface's on the host.
+// looks up and reads back only the new one, not every interface on the
+// host.
 const ifaceRecheckEvery = time.Second
 
 // applyWorkloadIfaces converges the host sides of this host's workload
 // veths (MTU, up, proxy ARP, forwarding, no router advertisements) from
 // calc's local endpoints, as the route and nftables syncers converge
-// theirs: whatever was changed by hand or lost is put back on this pass
-// (the sysctls of interfaces already found right: within a second).
+// theirs: a new or changed interface is converged on this pass, whatever
+// was changed by hand or lost on an interface already found right on the
+// read-back within a second (ifaceRecheckEvery), which this arms.
 // The agent never creates a veth (the workload's side lives in a namespace
 // only the entry point that made it knows), so a believed endpoint without
 // its interface, or with something else under its name, is a problem line

@@ -27,6 +27,28 @@ const ifaceRecheckEvery = time.Second
 // its interface, or with something else under its name, is a problem line
 // in status until it is removed or added again.
 func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []string, err error) {
+	problems, _, err = a.convergeWorkloadIfaces(want)
+	return problems, err
+}
+
+// ifaceAudit is the due read-back of the host sides alone: at 1000
+// workloads a whole pass for it (calc, every route, the nft render) cost
+// as much again as the read-back, once per new workload. It reads back
+// what the last clean pass applied, and says whether that was all: false
+// (nothing clean to start from, something put back, an error, problems
+// that differ) asks for a whole pass, which also brings back routes that
+// a link set down by hand lost.
+func (a *Agent) ifaceAudit() bool {
+	if a.applied == nil {
+		return false
+	}
+	problems, fixed, err := a.convergeWorkloadIfaces(a.applied.Dataplane.Workloads)
+	return err == nil && !fixed && slices.Equal(problems, a.ifaceProblems)
+}
+
+// convergeWorkloadIfaces is applyWorkloadIfaces, saying too whether it put
+// anything back.
+func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface) (problems []string, fixed bool, err error) {
 	hs := make([]netdev.HostSide, len(want))
 	workload := make(map[string]string, len(want))
 	for i, w := range want {
@@ -35,7 +57,12 @@ func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []strin
 	}
 	rep, err := a.ifaces.Apply(hs)
 	if rep.Recheck > 0 {
-		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, a.kick)
+		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, func() {
+			select {
+			case a.ifaceDue <- struct{}{}:
+			default:
+			}
+		})
 	}
 	if len(rep.Fixed) > 0 {
 		a.log.Info("restored workload interface settings", "changes", rep.Fixed)
@@ -63,5 +90,5 @@ func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []strin
 		}
 		a.lastMissing = rep.Missing
 	}
-	return problems, err
+	return problems, len(rep.Fixed) > 0, err
 }

@@ -87,9 +87,10 @@ type WorkloadIfaceSyncer struct {
 	// RecheckEvery, when not zero, makes the syncer incremental. An Apply
 	// then looks up only the host sides it has not checked yet (new, or
 	// wanted differently), one by name, and converges them in full (MTU,
-	// link state, sysctls); the others are read back in full (one link
-	// dump and every sysctl) at most this often, and Apply says when that
-	// is due (WorkloadIfaceReport.Recheck). The first Apply checks the
+	// link state, sysctls); the others are all read back (one link dump,
+	// every sysctl) by the first Apply RecheckEvery after one that left
+	// them unread, and Apply says when that is due
+	// (WorkloadIfaceReport.Recheck). The first Apply checks the
 	// MTU and link state of every host side at once but leaves their
 	// sysctls (set when each veth was made) for that read-back.
 	//
@@ -105,9 +106,13 @@ type WorkloadIfaceSyncer struct {
 	// checked are the host sides converged since the last full read-back,
 	// as wanted then. A veth re-created under a checked name (a new index)
 	// is found by the full read-back, as a hand edit is.
-	checked  map[string]HostSide
-	lastFull time.Time // when every host side was last read back in full
-	started  bool      // an Apply has looked at every host side once
+	checked map[string]HostSide
+	// due is when the full read-back is due (zero: none pending). It is
+	// set RecheckEvery after an Apply that left checked host sides unread,
+	// so an Apply that finds something new after a quiet spell converges
+	// only that, and the read-back follows on its own.
+	due     time.Time
+	started bool // an Apply has looked at every host side once
 }
 
 // NewWorkloadIfaceSyncer makes a syncer for the caller's namespace, or
@@ -141,7 +146,7 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 		return rep, nil
 	}
 	incremental := s.RecheckEvery > 0
-	full := !incremental || time.Since(s.lastFull) >= s.RecheckEvery
+	full := !incremental || !s.due.IsZero() && !time.Now().Before(s.due)
 	first := incremental && !s.started
 	if first {
 		full = false // every host side is looked at, its sysctls later
@@ -211,7 +216,10 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 	ok := errors.Join(errs...) == nil
 	s.remember(want, checked, full, first, ok)
 	if skipped {
-		rep.Recheck = max(s.RecheckEvery-time.Since(s.lastFull), time.Millisecond)
+		if s.due.IsZero() {
+			s.due = time.Now().Add(s.RecheckEvery)
+		}
+		rep.Recheck = max(time.Until(s.due), time.Millisecond)
 	}
 	return rep, errors.Join(errs...)
 }
@@ -251,13 +259,13 @@ func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]HostS
 		return
 	}
 	if !ok {
-		s.checked, s.lastFull, s.started = nil, time.Time{}, true
+		s.checked, s.due, s.started = nil, time.Now(), true
 		return
 	}
 	s.started = true
 	if full || first {
 		s.checked = checked
-		s.lastFull = time.Now() // first: the sysctls' read-back is due RecheckEvery from now
+		s.due = time.Time{} // first: Apply sets it, the sysctls are read back when due
 		return
 	}
 	keep := make(map[string]HostSide, len(want))

@@ -183,7 +183,7 @@ func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 	// included.
 	writeSysctlIn(t, hostPath, "0", proxyARP(spec2.HostIface)...)
 	ipCmd(t, "-n", host, "link", "set", spec1.HostIface, "mtu", "1300")
-	ws.RecheckEvery = time.Nanosecond
+	ws.due = time.Now() // as if the hour had passed
 	rep, err = ws.Apply([]HostSide{hs1, hs2})
 	if err != nil || rep.Recheck != 0 {
 		t.Fatalf("due Apply: %+v %v", rep, err)

@@ -60,7 +60,10 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(log, o, *endpoints, managed); err != nil {
+	stopProfile := startCPUProfile(log)
+	err := run(log, o, *endpoints, managed)
+	stopProfile()
+	if err != nil {
 		log.Error("calico-node stopped", "err", err)
 		fmt.Fprintln(os.Stderr, "error: "+err.Error())
 		os.Exit(1)

@@ -115,10 +115,12 @@ type Agent struct {
 
 	routes *netdev.RouteSyncer
 	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
-	// ifaceRecheck runs a pass when host sides' sysctls are due to be read
+	// ifaceRecheck signals ifaceDue when host sides are due to be read
 	// back (ifaceRecheckEvery), so a setting changed by hand is restored
-	// within about a second even with no other change.
+	// within about a second even with no other change. The loop then
+	// reads them back alone (ifaceAudit), not in a whole pass.
 	ifaceRecheck *time.Timer
+	ifaceDue     chan struct{}
 	// lastMissing: the endpoints without an interface last pass, logged on change.
 	lastMissing []string
 	vxlan       *netdev.VXLANSyncer
@@ -220,7 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), started: time.Now(),
+	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), ifaceDue: make(chan struct{}, 1), started: time.Now(),
 		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{}}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
@@ -476,6 +478,13 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-status.C:
 			a.reportStatus(ctx)
 			continue
+		case <-a.ifaceDue:
+			if a.ifaceAudit() {
+				continue
+			}
+			// It found something: a whole pass (routes through a link
+			// that was down come back).
+			a.needFullPass()
 		}
 		// Coalesce bursts: one pass covers every change that arrived meanwhile.
 		time.Sleep(2 * time.Millisecond)

@@ -10,21 +10,45 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
 
-// ifaceRecheckEvery spaces the read-back of workload interfaces' sysctls
+// ifaceRecheckEvery spaces the full read-back of workload interfaces
 // (netdev.WorkloadIfaceSyncer.RecheckEvery): a pass per new workload then
-// reads only the new one's, not every interface's on the host.
+// looks up and reads back only the new one, not every interface on the
+// host.
 const ifaceRecheckEvery = time.Second
 
 // applyWorkloadIfaces converges the host sides of this host's workload
 // veths (MTU, up, proxy ARP, forwarding, no router advertisements) from
 // calc's local endpoints, as the route and nftables syncers converge
-// theirs: whatever was changed by hand or lost is put back on this pass
-// (the sysctls of interfaces already found right: within a second).
+// theirs: a new or changed interface is converged on this pass, whatever
+// was changed by hand or lost on an interface already found right on the
+// read-back within a second (ifaceRecheckEvery), which this arms.
 // The agent never creates a veth (the workload's side lives in a namespace
 // only the entry point that made it knows), so a believed endpoint without
 // its interface, or with something else under its name, is a problem line
 // in status until it is removed or added again.
 func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []string, err error) {
+	problems, _, err = a.convergeWorkloadIfaces(want)
+	return problems, err
+}
+
+// ifaceAudit is the due read-back of the host sides alone: at 1000
+// workloads a whole pass for it (calc, every route, the nft render) cost
+// as much again as the read-back, once per new workload. It reads back
+// what the last clean pass applied, and says whether that was all: false
+// (nothing clean to start from, something put back, an error, problems
+// that differ) asks for a whole pass, which also brings back routes that
+// a link set down by hand lost.
+func (a *Agent) ifaceAudit() bool {
+	if a.applied == nil {
+		return false
+	}
+	problems, fixed, err := a.convergeWorkloadIfaces(a.applied.Dataplane.Workloads)
+	return err == nil && !fixed && slices.Equal(problems, a.ifaceProblems)
+}
+
+// convergeWorkloadIfaces is applyWorkloadIfaces, saying too whether it put
+// anything back.
+func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface) (problems []string, fixed bool, err error) {
 	hs := make([]netdev.HostSide, len(want))
 	workload := make(map[string]string, len(want))
 	for i, w := range want {
@@ -33,7 +57,12 @@ func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []strin
 	}
 	rep, err := a.ifaces.Apply(hs)
 	if rep.Recheck > 0 {
-		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, a.kick)
+		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, func() {
+			select {
+			case a.ifaceDue <- struct{}{}:
+			default:
+			}
+		})
 	}
 	if len(rep.Fixed) > 0 {
 		a.log.Info("restored workload interface settings", "changes", rep.Fixed)
@@ -61,5 +90,5 @@ func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []strin
 		}
 		a.lastMissing = rep.Missing
 	}
-	return problems, err
+	return problems, len(rep.Fixed) > 0, err
 }

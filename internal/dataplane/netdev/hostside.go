@@ -71,11 +71,10 @@ func newHostVeth(hs HostSide, peer string) *netlink.Veth {
 }
 
 // WorkloadIfaceSyncer owns the host sides of this host's workload veths, as
-// RouteSyncer owns the routes: each Apply compares every wanted host side
-// with the kernel and puts back what differs (MTU, up, proxy ARP,
-// forwarding, no router advertisements...), so a setting changed by hand
-// or lost is restored on the next pass (sysctls: on the next read-back,
-// see RecheckEvery).
+// RouteSyncer owns the routes: it compares wanted host sides with the
+// kernel and puts back what differs (MTU, up, proxy ARP, forwarding, no
+// router advertisements...), so a setting changed by hand or lost is
+// restored (see RecheckEvery for when).
 //
 // It never creates a veth: the workload's side lives in another namespace
 // that only the entry point making the workload (calicoctl, the Docker
@@ -85,24 +84,35 @@ func newHostVeth(hs HostSide, peer string) *netlink.Veth {
 // job).
 type WorkloadIfaceSyncer struct {
 	o options
-	// RecheckEvery, when not zero, spaces the read-back of the sysctls of
-	// host sides already found right: each Apply still converges the MTU
-	// and link state of every host side (one link dump) and the sysctls of
-	// any it has not verified (new, re-created or changed), but reads the
-	// others back at most this often. Reading seven /proc/sys files per
-	// interface on every pass was half of the agent's CPU time and delayed
-	// every new workload's route by a scan of all the others.
+	// RecheckEvery, when not zero, makes the syncer incremental. An Apply
+	// then looks up only the host sides it has not checked yet (new, or
+	// wanted differently), one by name, and converges them in full (MTU,
+	// link state, sysctls); the others are all read back (one link dump,
+	// every sysctl) by the first Apply RecheckEvery after one that left
+	// them unread, and Apply says when that is due
+	// (WorkloadIfaceReport.Recheck). The first Apply checks the
+	// MTU and link state of every host side at once but leaves their
+	// sysctls (set when each veth was made) for that read-back.
+	//
+	// Why: at 1000 workloads the link dump alone was a quarter of the
+	// agent's CPU per new workload (the kernel resolves every veth's peer
+	// namespace, a walk of all namespace ids, so the dump grows with the
+	// square of the workloads), and reading seven /proc/sys files per
+	// interface half of it before the read-back was spaced out. A dump
+	// whose interrupted retry repeats it is no cheaper. With RecheckEvery
+	// zero every Apply reads everything back.
 	RecheckEvery time.Duration
 
-	verified map[string]verifiedSide // host sides whose sysctls were read back right
-	lastFull time.Time               // when every host side's sysctls were last read back
-}
-
-// verifiedSide is a host side as last verified: a veth re-created under the
-// same name has a new index, so it is verified again.
-type verifiedSide struct {
-	index int
-	hs    HostSide
+	// checked are the host sides converged since the last full read-back,
+	// as wanted then. A veth re-created under a checked name (a new index)
+	// is found by the full read-back, as a hand edit is.
+	checked map[string]HostSide
+	// due is when the full read-back is due (zero: none pending). It is
+	// set RecheckEvery after an Apply that left checked host sides unread,
+	// so an Apply that finds something new after a quiet spell converges
+	// only that, and the read-back follows on its own.
+	due     time.Time
+	started bool // an Apply has looked at every host side once
 }
 
 // NewWorkloadIfaceSyncer makes a syncer for the caller's namespace, or
@@ -119,101 +129,155 @@ type WorkloadIfaceReport struct {
 	Missing []string
 	// Foreign are wanted names held by something that is not our veth.
 	Foreign []string
-	// Recheck, when not zero, says the sysctls of some verified host sides
-	// were not read back this time (RecheckEvery): Apply again within
-	// Recheck to verify them.
+	// Recheck, when not zero, says some host sides were not read back this
+	// time (RecheckEvery): Apply again within Recheck to verify them.
 	Recheck time.Duration
 }
 
-// Apply converges every wanted host side that exists.
+// maxLookups is how many host sides an incremental Apply looks up one by
+// one; more, and one dump is cheaper than that many requests.
+const maxLookups = 16
+
+// Apply converges the wanted host sides that exist: every one, or with
+// RecheckEvery only those not checked yet (see RecheckEvery).
 func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error) {
 	var rep WorkloadIfaceReport
 	if len(want) == 0 {
 		return rep, nil
 	}
-	h, err := openHandle(s.o.netns)
-	if err != nil {
-		return rep, err
+	incremental := s.RecheckEvery > 0
+	full := !incremental || !s.due.IsZero() && !time.Now().Before(s.due)
+	first := incremental && !s.started
+	if first {
+		full = false // every host side is looked at, its sysctls later
 	}
-	defer h.Close()
-	links, err := retryDump("links", h.LinkList)
-	if err != nil {
-		return rep, fmt.Errorf("list interfaces: %w", err)
+	// todo: the host sides this Apply looks at.
+	todo := want
+	if !full && !first {
+		todo = nil
+		for _, hs := range want {
+			if c, ok := s.checked[hs.Name]; !ok || c != hs {
+				todo = append(todo, hs)
+			}
+		}
 	}
-	byName := make(map[string]netlink.Link, len(links))
-	for _, l := range links {
-		byName[l.Attrs().Name] = l
-	}
-	full := s.RecheckEvery == 0 || time.Since(s.lastFull) >= s.RecheckEvery
+	skipped := len(todo) < len(want) || first
 	var errs []error
 	var settings []sysctl
-	checked := map[string]verifiedSide{}
-	skipped := false
-	for _, hs := range want {
-		l, ok := byName[hs.Name]
-		if !ok {
-			rep.Missing = append(rep.Missing, hs.Name)
-			continue
+	checked := map[string]HostSide{}
+	if len(todo) > 0 {
+		h, err := openHandle(s.o.netns)
+		if err != nil {
+			return rep, err
 		}
-		a := l.Attrs()
-		if l.Type() != "veth" || a.HardwareAddr.String() != HostSideMAC {
-			rep.Foreign = append(rep.Foreign, hs.Name)
-			continue
+		defer h.Close()
+		find, err := linkFinder(h, len(todo))
+		if err != nil {
+			return rep, err
 		}
-		if a.MTU != hs.mtu() {
-			if err := h.LinkSetMTU(l, hs.mtu()); err != nil {
-				errs = append(errs, fmt.Errorf("set %s mtu %d: %w", hs.Name, hs.mtu(), err))
-			} else {
-				rep.Fixed = append(rep.Fixed, fmt.Sprintf("%s mtu %d -> %d", hs.Name, a.MTU, hs.mtu()))
+		for _, hs := range todo {
+			l, err := find(hs.Name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
 			}
-		}
-		v := verifiedSide{index: a.Index, hs: hs}
-		if full || s.verified[hs.Name] != v {
-			settings = append(settings, hs.sysctls()...)
-			checked[hs.Name] = v
-		} else {
-			skipped = true
-		}
-		if a.Flags&net.FlagUp == 0 {
-			if err := h.LinkSetUp(l); err != nil {
-				errs = append(errs, fmt.Errorf("set %s up: %w", hs.Name, err))
-			} else {
-				rep.Fixed = append(rep.Fixed, hs.Name+" up")
+			if l == nil {
+				rep.Missing = append(rep.Missing, hs.Name)
+				continue
 			}
+			a := l.Attrs()
+			if l.Type() != "veth" || a.HardwareAddr.String() != HostSideMAC {
+				rep.Foreign = append(rep.Foreign, hs.Name)
+				continue
+			}
+			if a.MTU != hs.mtu() {
+				if err := h.LinkSetMTU(l, hs.mtu()); err != nil {
+					errs = append(errs, fmt.Errorf("set %s mtu %d: %w", hs.Name, hs.mtu(), err))
+				} else {
+					rep.Fixed = append(rep.Fixed, fmt.Sprintf("%s mtu %d -> %d", hs.Name, a.MTU, hs.mtu()))
+				}
+			}
+			if a.Flags&net.FlagUp == 0 {
+				if err := h.LinkSetUp(l); err != nil {
+					errs = append(errs, fmt.Errorf("set %s up: %w", hs.Name, err))
+				} else {
+					rep.Fixed = append(rep.Fixed, hs.Name+" up")
+				}
+			}
+			if !first {
+				settings = append(settings, hs.sysctls()...)
+			}
+			checked[hs.Name] = hs
 		}
 	}
 	fixed, err := convergeSysctls(s.o.netns, settings)
 	rep.Fixed = append(rep.Fixed, fixed...)
 	errs = append(errs, err)
-	s.remember(want, checked, full, err == nil)
+	ok := errors.Join(errs...) == nil
+	s.remember(want, checked, full, first, ok)
 	if skipped {
-		rep.Recheck = max(s.RecheckEvery-time.Since(s.lastFull), time.Millisecond)
+		if s.due.IsZero() {
+			s.due = time.Now().Add(s.RecheckEvery)
+		}
+		rep.Recheck = max(time.Until(s.due), time.Millisecond)
 	}
 	return rep, errors.Join(errs...)
 }
 
-// remember records which host sides Apply verified: those it read back
-// (when every read and write succeeded; otherwise all are read again next
-// time), and forgets those no longer wanted.
-func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]verifiedSide, full, ok bool) {
+// linkFinder returns a lookup of links by name (nil: there is none): one
+// request per name for a few, else one dump.
+func linkFinder(h *netlink.Handle, n int) (func(string) (netlink.Link, error), error) {
+	if n <= maxLookups {
+		return func(name string) (netlink.Link, error) {
+			l, err := h.LinkByName(name)
+			if isNotFound(err) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("look up %s: %w", name, err)
+			}
+			return l, nil
+		}, nil
+	}
+	links, err := retryDump("links", h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	byName := make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+	return func(name string) (netlink.Link, error) { return byName[name], nil }, nil
+}
+
+// remember records which host sides Apply checked. A full Apply's are all
+// there are; an incremental one adds its own to those checked before that
+// are still wanted as they were. After a failure nothing is remembered
+// and the next Apply reads everything back.
+func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]HostSide, full, first, ok bool) {
 	if s.RecheckEvery == 0 {
 		return
 	}
-	keep := make(map[string]verifiedSide, len(want))
+	if !ok {
+		s.checked, s.due, s.started = nil, time.Now(), true
+		return
+	}
+	s.started = true
+	if full || first {
+		s.checked = checked
+		s.due = time.Time{} // first: Apply sets it, the sysctls are read back when due
+		return
+	}
+	keep := make(map[string]HostSide, len(want))
 	for _, hs := range want {
-		if v, found := s.verified[hs.Name]; found && ok {
-			keep[hs.Name] = v
+		if c, found := s.checked[hs.Name]; found && c == hs {
+			keep[hs.Name] = c
 		}
 	}
-	if ok {
-		for n, v := range checked {
-			keep[n] = v
-		}
-		if full {
-			s.lastFull = time.Now()
-		}
+	for n, v := range checked {
+		keep[n] = v
 	}
-	s.verified = keep
+	s.checked = keep
 }
 
 // convergeSysctls writes the settings whose value differs, in the namespace

@@ -106,11 +106,13 @@ func TestWorkloadIfaceSyncerRestoresHandEdits(t *testing.T) {
 	}
 }
 
-// With RecheckEvery, an Apply reads back the sysctls of host sides it has
-// not verified (new, or re-created under the same name) and leaves the
-// verified ones for the next read-back, saying when that is due; MTU and
-// link state are converged on every Apply regardless. When due, a hand
-// edit is put back.
+// With RecheckEvery, an Apply looks at the host sides it has not checked
+// (new, or wanted differently) and converges them in full, and leaves the
+// checked ones, hand edits included, to the full read-back it says is due
+// (a pass per new workload must not cost a scan of all the others). The
+// first Apply converges every host side's MTU and link state at once and
+// leaves their sysctls, set when the veth was made, to that read-back.
+// When due, every hand edit is put back.
 func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 	host, hostPath := hostWithUplink(t)
 	_, w1 := newNetns(t, "w1")
@@ -121,23 +123,33 @@ func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 	if _, err := AddWorkload(spec1, in); err != nil {
 		t.Fatal(err)
 	}
+	proxyARP := func(iface string) []string { return strings.Split("net/ipv4/conf/"+iface+"/proxy_arp", "/") }
 	ws := NewWorkloadIfaceSyncer(in)
 	ws.RecheckEvery = time.Hour
 	hs1 := HostSide{Name: spec1.HostIface}
-	if rep, err := ws.Apply([]HostSide{hs1}); err != nil || rep.Recheck != 0 {
-		t.Fatalf("first Apply: %+v %v", rep, err)
-	}
-	proxyARP := func(iface string) []string { return strings.Split("net/ipv4/conf/"+iface+"/proxy_arp", "/") }
-	writeSysctlIn(t, hostPath, "0", proxyARP(spec1.HostIface)...)
+	// Broken while no agent ran: the first Apply puts the MTU back at
+	// once, the sysctl on the read-back.
 	ipCmd(t, "-n", host, "link", "set", spec1.HostIface, "mtu", "1300")
-	// A new workload: its settings are read (and right), workload 1's
-	// sysctls are not read this time, its MTU is.
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec1.HostIface)...)
+	rep, err := ws.Apply([]HostSide{hs1})
+	if err != nil || rep.Recheck <= 0 || rep.Recheck > time.Hour {
+		t.Fatalf("first Apply: %+v %v, want a Recheck within the hour", rep, err)
+	}
+	if !slices.Contains(rep.Fixed, spec1.HostIface+" mtu 1300 -> 1500") {
+		t.Errorf("the first Apply did not converge the MTU: %q", rep.Fixed)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "0" {
+		t.Errorf("the first Apply read sysctls back before due (proxy_arp %s)", got)
+	}
+	ipCmd(t, "-n", host, "link", "set", spec1.HostIface, "mtu", "1300")
+	// A new workload: it is converged (its sysctl was lost), workload 1
+	// is not looked at.
 	if _, err := AddWorkload(spec2, in); err != nil {
 		t.Fatal(err)
 	}
 	hs2 := HostSide{Name: spec2.HostIface}
 	writeSysctlIn(t, hostPath, "0", proxyARP(spec2.HostIface)...) // as if AddWorkload had failed to set it
-	rep, err := ws.Apply([]HostSide{hs1, hs2})
+	rep, err = ws.Apply([]HostSide{hs1, hs2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,15 +159,15 @@ func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 	if got := readSysctlIn(t, hostPath, proxyARP(spec2.HostIface)...); got != "1" {
 		t.Errorf("the new host side's proxy_arp = %s, want 1", got)
 	}
-	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "0" {
-		t.Errorf("a verified host side's sysctls were read back before due (proxy_arp %s)", got)
+	if len(rep.Fixed) != 1 {
+		t.Errorf("Fixed %q, want only the new host side's proxy_arp", rep.Fixed)
 	}
-	if !slices.Contains(rep.Fixed, spec1.HostIface+" mtu 1300 -> 1500") {
-		t.Errorf("the MTU was not converged on this Apply: %q", rep.Fixed)
-	}
-	// Re-created under the same name: verified again at once.
+	// Removed (a pass without it) and made again: new, converged at once.
 	if err := RemoveWorkload(spec1.HostIface, in); err != nil {
 		t.Fatal(err)
+	}
+	if rep, err := ws.Apply([]HostSide{hs2}); err != nil || len(rep.Fixed)+len(rep.Missing) != 0 {
+		t.Fatalf("Apply without workload 1: %+v %v", rep, err)
 	}
 	if _, err := AddWorkload(spec1, in); err != nil {
 		t.Fatal(err)
@@ -167,13 +179,19 @@ func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "1" {
 		t.Errorf("a re-created host side's proxy_arp = %s after Apply, want 1", got)
 	}
-	// Due: every host side is read back.
+	// Due: every host side is read back, hand edits of checked ones
+	// included.
 	writeSysctlIn(t, hostPath, "0", proxyARP(spec2.HostIface)...)
-	ws.RecheckEvery = time.Nanosecond
-	if rep, err := ws.Apply([]HostSide{hs1, hs2}); err != nil || rep.Recheck != 0 {
+	ipCmd(t, "-n", host, "link", "set", spec1.HostIface, "mtu", "1300")
+	ws.due = time.Now() // as if the hour had passed
+	rep, err = ws.Apply([]HostSide{hs1, hs2})
+	if err != nil || rep.Recheck != 0 {
 		t.Fatalf("due Apply: %+v %v", rep, err)
 	}
 	if got := readSysctlIn(t, hostPath, proxyARP(spec2.HostIface)...); got != "1" {
 		t.Errorf("a hand edit survived a due read-back: proxy_arp = %s", got)
+	}
+	if !slices.Contains(rep.Fixed, spec1.HostIface+" mtu 1300 -> 1500") {
+		t.Errorf("the due read-back did not converge the MTU: %q", rep.Fixed)
 	}
 }

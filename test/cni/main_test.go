@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,33 @@ func world(t *testing.T) *walkthrough.World {
 	if _, err := w.Ctl(ctx, w.Hosts[0], "pool", "add", walkthrough.Pool); err != nil {
 		t.Fatal(err)
 	}
+	waitCNIServed(t, w)
 	return w
+}
+
+// waitCNIServed waits until every host's agent serves the CNI socket (it
+// starts once the node record is there, a moment after `calicoctl node`
+// returns): before that the plugin rightly runs the full plugin itself,
+// and the tests that count which way calls went would see it.
+func waitCNIServed(t *testing.T, w *walkthrough.World) {
+	t.Helper()
+	if os.Getenv("CALICO_CNI_SOCKET") == "none" {
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, h := range w.Hosts {
+		logf := filepath.Join(w.StateDir, "log", "calico", h.Label, "calico-node.log")
+		for {
+			b, _ := os.ReadFile(logf)
+			if strings.Contains(string(b), `msg="serving the CNI plugin"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the agent does not serve the CNI socket after 30s (see %s)", h.Label, logf)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // runtime is libcni driving the plugins on host h.

@@ -222,7 +222,7 @@ func TestDockerWalkthrough(t *testing.T) {
 	t.Run("stop, start and rm release and re-take addresses", func(t *testing.T) {
 		dw.docker(t, h1, "stop", "-t", "1", w1)
 		waitFor(t, 10*time.Second, "endpoint of stopped "+w1+" gone", func() error { return dw.noEndpoint(h1, w1) })
-		dw.expectAssigned(t, "192.168.100.1", false)
+		dw.awaitReleased(t, "192.168.100.1")
 		dw.docker(t, h1, "start", w1)
 		dw.mustCtl(t, h1, "container", "add", w1, "192.168.100.1")
 		// Added by name, then named by its id, as Docker users do.
@@ -241,7 +241,7 @@ func TestDockerWalkthrough(t *testing.T) {
 		qip2 := dw.endpointIP(t, h2, q2)
 		dw.docker(t, h2, "rm", "-f", q2)
 		waitFor(t, 10*time.Second, "endpoint of removed "+q2+" gone", func() error { return dw.noEndpoint(h2, q2) })
-		dw.expectAssigned(t, qip2, false)
+		dw.awaitReleased(t, qip2)
 
 		// A libnetwork container stops: the engine calls the driver.
 		dw.docker(t, h1, "stop", "-t", "1", c2)
@@ -260,7 +260,7 @@ func TestDockerWalkthrough(t *testing.T) {
 		dw.mustCtl(t, h1, "node", "--ip="+dw.Host(h1).Addr().String(), "--ip6=fd00::1", "--name="+h1, "--libnetwork")
 		waitFor(t, 20*time.Second, "endpoint of "+q1+" gone after resync", func() error { return dw.noEndpoint(h1, q1) })
 		waitFor(t, 20*time.Second, "endpoint of "+c3+" gone after reconcile", func() error { return dw.noEndpoint(h1, "docker-"+c3ep[:12]) })
-		dw.expectAssigned(t, "192.168.0.50", false)
+		dw.awaitReleased(t, "192.168.0.50")
 	})
 	t.Run("throughput between containers on two hosts, beside host to host", func(t *testing.T) {
 		nip2 := dw.ipOn(t, h1, c2, net1)

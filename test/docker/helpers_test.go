@@ -66,17 +66,36 @@ func (dw *dockerWorld) noEndpoint(host, workload string) error {
 	return nil
 }
 
-// expectAssigned checks IPAM's view of one address.
+// expectAssigned checks IPAM's view of one address now.
 func (dw *dockerWorld) expectAssigned(t *testing.T, ip string, want bool) {
+	t.Helper()
+	if got, out := dw.assigned(t, ip); got != want {
+		t.Errorf("address %s assigned=%v, want %v; ipam info: %s", ip, got, want, out)
+	}
+}
+
+// awaitReleased waits for the agent to release ip after it removed a
+// workload on its own (a container's event): the endpoint record goes
+// first, then the interface, and the address last, so that it is never
+// handed out while the old interface still holds it.
+func (dw *dockerWorld) awaitReleased(t *testing.T, ip string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "address "+ip+" released", func() error {
+		if got, out := dw.assigned(t, ip); got {
+			return errString("still assigned: " + out)
+		}
+		return nil
+	})
+}
+
+func (dw *dockerWorld) assigned(t *testing.T, ip string) (bool, string) {
 	t.Helper()
 	out, err := dw.ctl(t, "host1", "ipam", "info", ip, "-o", "json")
 	var info struct{ Assigned bool }
 	if err != nil || json.Unmarshal([]byte(out), &info) != nil {
 		t.Fatalf("ipam info %s: %v: %s", ip, err, out)
 	}
-	if info.Assigned != want {
-		t.Errorf("address %s assigned=%v, want %v; ipam info: %s", ip, info.Assigned, want, out)
-	}
+	return info.Assigned, out
 }
 
 // iperf3 measures one TCP stream from the namespace at client to server's

@@ -322,6 +322,8 @@ func comparisonPanel(res *Results, panel int, title, ylabel string, width vg.Len
 	if res.BaselineRun != "" {
 		before = "before: run of " + res.BaselineRun
 	}
+	// The values are written last, over the target lines.
+	var values []plot.Plotter
 	for i, s := range []struct {
 		name  string
 		value func(Comparison) *float64
@@ -361,8 +363,8 @@ func comparisonPanel(res *Results, panel int, title, ylabel string, width vg.Len
 			labels.TextStyle[k].XAlign = text.XCenter
 			labels.TextStyle[k].Font.Size = vg.Points(8)
 		}
-		labels.Offset = vg.Point{X: off, Y: vg.Points(2)}
-		p.Add(labels)
+		labels.Offset = vg.Point{X: off, Y: vg.Points(3)}
+		values = append(values, labels)
 	}
 	for j, c := range rows {
 		l, err := plotter.NewLine(plotter.XYs{{X: float64(j) - 0.4, Y: c.target}, {X: float64(j) + 0.4, Y: c.target}})
@@ -376,6 +378,7 @@ func comparisonPanel(res *Results, panel int, title, ylabel string, width vg.Len
 			p.Legend.Add("target", l)
 		}
 	}
+	p.Add(values...)
 	p.NominalX(ticks...)
 	p.X.Min, p.X.Max = -0.6, float64(len(rows))-0.4
 	// Room above the bars for their labels and the legend.

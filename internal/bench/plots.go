@@ -20,6 +20,7 @@ const (
 	plotLatency      = "latency.png"
 	plotControlPlane = "controlplane.png"
 	plotScale        = "scale.png"
+	plotRatios       = "ratios.png" // issue 19's targets, before and now
 
 	plotWidth  = 9 * vg.Inch
 	plotHeight = 5 * vg.Inch
@@ -33,14 +34,24 @@ func writePlots(res *Results, dir string) ([]string, error) {
 		file string
 		have bool
 		draw func(*Results) (*plot.Plot, error)
+		// drawFile, for a figure of several plots, draws and saves it.
+		drawFile func(*Results, string) error
 	}{
-		{plotThroughput, len(res.Throughput) > 0, throughputPlot},
-		{plotSetup, slices.ContainsFunc(res.Setup, func(m SetupMode) bool { return len(m.Samples) > 0 }), setupPlot},
-		{plotLatency, len(res.Latency) > 0, latencyPlot},
-		{plotControlPlane, len(res.ControlPlane) > 0, controlPlanePlot},
-		{plotScale, len(res.Scale) > 0, scalePlot},
+		{plotThroughput, len(res.Throughput) > 0, throughputPlot, nil},
+		{plotSetup, slices.ContainsFunc(res.Setup, func(m SetupMode) bool { return len(m.Samples) > 0 }), setupPlot, nil},
+		{plotLatency, len(res.Latency) > 0, latencyPlot, nil},
+		{plotControlPlane, len(res.ControlPlane) > 0, controlPlanePlot, nil},
+		{plotScale, len(res.Scale) > 0, scalePlot, nil},
+		{plotRatios, len(res.BeforeAfter) > 0, nil, ratiosPlot},
 	} {
 		if !p.have {
+			continue
+		}
+		if p.drawFile != nil {
+			if err := p.drawFile(res, filepath.Join(dir, p.file)); err != nil {
+				return files, fmt.Errorf("plot %s: %w", p.file, err)
+			}
+			files = append(files, p.file)
 			continue
 		}
 		pl, err := p.draw(res)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +10,9 @@ import (
 )
 
 // write draws the plots, then writes results.json and results.md to dir. A
-// run of some sections keeps the other sections' results found there.
+// run of some sections keeps the other sections' results found there, and
+// baseline.json there, when present, gives the before column of issue 19's
+// before/after table and plot.
 func write(res *Results, dir string) error {
 	if len(res.Sections) < len(Sections) {
 		if b, err := os.ReadFile(filepath.Join(dir, "results.json")); err == nil {
@@ -21,6 +24,10 @@ func write(res *Results, dir string) error {
 		}
 	}
 	res.finish()
+	// A broken baseline costs the before column, not the run's results:
+	// they are written and the error returned after.
+	base, berr := readBaseline(dir)
+	res.compare(base)
 	plots, perr := writePlots(res, dir)
 	res.Plots = plots
 	if perr != nil {
@@ -36,7 +43,7 @@ func write(res *Results, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(res)), 0o644); err != nil {
 		return err
 	}
-	return perr
+	return errors.Join(perr, berr)
 }
 
 // markdown renders the results: the summary table first (metric, value,
@@ -63,6 +70,7 @@ func markdown(res *Results) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", name, valueText(m), orDash(m.Target), metText(m.Met))
 	}
+	beforeAfterMarkdown(&b, res)
 
 	if len(res.Throughput) > 0 {
 		b.WriteString("\n## Throughput (iperf3)\n\n| path | streams | median Gbit/s | min | max | runs | retransmits | ratio | against | CPU s per GB |\n|---|---|---|---|---|---|---|---|---|---|\n")

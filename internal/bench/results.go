@@ -40,6 +40,11 @@ type Results struct {
 	// of some sections keeps the others' results from the results.json
 	// it finds.
 	Kept []string `json:"kept,omitempty"`
+	// BeforeAfter holds issue 19's targets against the before run
+	// (baseline.json in the output directory, started at BaselineRun) and
+	// this one; recomputed whenever results are written.
+	BeforeAfter []Comparison `json:"beforeAfter,omitempty"`
+	BaselineRun string       `json:"baselineRun,omitempty"`
 	// Plots are the PNG files written, relative to the output directory.
 	Plots  []string `json:"plots,omitempty"`
 	Errors []string `json:"errors,omitempty"`

@@ -168,7 +168,7 @@ func runSetup(ctx context.Context, r *runner) error {
 		if err != nil {
 			return err
 		}
-		r.summarizeSetup(SecSetup, m, 50, 150)
+		r.summarizeSetup(SecSetup, m, target19SetupP50, target19SetupP99)
 		r.res.Setup = append(r.res.Setup, *m) // kept even if a later mode fails
 		// Start every mode from the same state: only the probe.
 		if err := w.removeAll(ctx, h1, names); err != nil {
@@ -378,7 +378,7 @@ func (r *runner) summarizeSetup(sec string, m *SetupMode, p50Target, p99Target f
 	if m.Burst > 1 {
 		// Bursts: the issues set p99 only, and only for the in-process
 		// call and CNI; twenty calicoctl processes at once are a figure.
-		p50Target, p99Target = 0, 200
+		p50Target, p99Target = 0, target19BurstP99
 		if m.Via == "calicoctl" {
 			p99Target = 0
 		}

@@ -41,7 +41,8 @@ type tpath struct {
 	ip             netip.Addr
 	op             string // target on the ratio: ">=" or ""
 	target         float64
-	charge         []int // pids whose CPU time during a run counts toward the path's CPU per GB
+	oneStream      float64 // the target at one stream, where an issue set a stricter one there
+	charge         []int   // pids whose CPU time during a run counts toward the path's CPU per GB
 }
 
 // runThroughput measures, on one L2 fabric with policy and NAT active: host
@@ -65,8 +66,8 @@ func runThroughput(ctx context.Context, r *runner) error {
 	paths := []tpath{
 		{name: pathHost, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
 		{name: pathRawVeth, server: rawA, client: rawB, ip: netip.MustParseAddr("10.99.0.1")},
-		{name: pathCross, baseline: pathHost, server: wls[0].Netns, client: wls[2].Netns, ip: wls[0].IP, op: ">=", target: 0.95},
-		{name: pathSameHost, baseline: pathHost, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 1.0},
+		{name: pathCross, baseline: pathHost, server: wls[0].Netns, client: wls[2].Netns, ip: wls[0].IP, op: ">=", target: 0.95, oneStream: target19Cross}, // 0.95: issue 5's, kept at 4 streams
+		{name: pathSameHost, baseline: pathHost, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: target19SameHost},
 	}
 	if len(r.plan.Paths) > 0 {
 		paths = slices.DeleteFunc(paths, func(p tpath) bool { return !slices.Contains(r.plan.Paths, p.name) })
@@ -110,7 +111,7 @@ func runVXLAN(ctx context.Context, r *runner) error {
 	}
 	paths := []tpath{
 		{name: pathHostRtr, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
-		{name: pathVXLAN, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 0.90},
+		{name: pathVXLAN, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: target19VXLAN},
 	}
 	res, err := r.iperfPaths(ctx, paths)
 	if err != nil {
@@ -224,14 +225,27 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 		}
 		full := find(res, pathTable, st)
 		none.Ratio = pairedRatio(none.Gbps, full.Gbps)
-		r.res.metric(SecThroughput, fmt.Sprintf("cross-host with the ruleset / without it, %s", streamsName(st)), full.Ratio, "ratio", "", 0,
-			fmt.Sprintf("informational, agents stopped: %.2f against %.2f Gbit/s", full.Median, none.Median))
+		r.res.policyCostMetric(st, full, none)
 		ns, fo := find(res, pathNoSpoof, st), find(res, pathFwdOnly, st)
 		r.res.finding("policy cost ablation, cross-host, agents stopped, %s (paired ratios to no ruleset): full ruleset %.3f, without the anti-spoof chain %.3f, forward chains only %.3f (conntrack stays in both; the rest of the gap to 1 is conntrack and the forward hooks).",
 			streamsName(st), full.Ratio, ns.Ratio, fo.Ratio)
 	}
 	r.res.Throughput = append(r.res.Throughput, res...)
 	return nil
+}
+
+// policyCostRow names the summary rows of the ruleset's cost: the
+// cross-host pair with the agents' saved ruleset over the pair without one.
+const policyCostRow = "cross-host with the ruleset / without it"
+
+// policyCostMetric adds the summary row of the ruleset's cost at st
+// streams: issue 19 allows policy 2% against the ruleset removed.
+func (r *Results) policyCostMetric(st int, full, none *ThroughputResult) {
+	if full.Ratio == 0 {
+		return // no round had both figures: nothing to compare
+	}
+	r.metric(SecThroughput, fmt.Sprintf("%s, %s", policyCostRow, streamsName(st)), full.Ratio, "ratio", ">=", target19PolicyCost,
+		fmt.Sprintf("agents stopped: %.2f against %.2f Gbit/s", full.Median, none.Median))
 }
 
 type wlSpec struct {
@@ -392,13 +406,21 @@ func (r *runner) addThroughput(sec string, paths []tpath, res []ThroughputResult
 		if t.Ratio == 0 {
 			continue // baseline not measured (filtered out)
 		}
-		r.res.metric(sec, fmt.Sprintf("%s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.Ratio, "ratio", p.op, p.target,
+		r.res.metric(sec, fmt.Sprintf("%s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.Ratio, "ratio", p.op, p.targetAt(t.Streams),
 			fmt.Sprintf("%.2f Gbit/s (min %.2f, max %.2f)", t.Median, t.Min, t.Max))
 		if t.CPURatio > 0 {
 			r.res.metric(sec, fmt.Sprintf("CPU per GB, %s / %s, %s", t.Path, p.baseline, streamsName(t.Streams)), t.CPURatio, "ratio", "", 0,
 				fmt.Sprintf("informational: CPU of iperf3's client and server (the softirq forwarding in their context included) and of the processes the path charges, per GB, paired by round; %.2f s per GB", medianPositive(t.CPUPerGB)))
 		}
 	}
+}
+
+// targetAt is the path's target at a stream count.
+func (p tpath) targetAt(streams int) float64 {
+	if streams == 1 && p.oneStream != 0 {
+		return p.oneStream
+	}
+	return p.target
 }
 
 func find(res []ThroughputResult, path string, streams int) *ThroughputResult {

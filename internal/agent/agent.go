@@ -471,8 +471,12 @@ func (a *Agent) loop(ctx context.Context) error {
 			}
 			a.needFullPass()
 		case <-resync.C:
-			// Rewrite the policy table atomically now and then, so drift
-			// made by hand is undone.
+			// Undo drift made by hand now and then: the full pass
+			// converges routes and links, and the policy table is
+			// rewritten atomically unless the kernel's nftables
+			// generation shows no commit since our last write (then the
+			// pass writes nothing to nft, and a label change arriving
+			// meanwhile does not wait for a rewrite).
 			a.policy.Resync()
 			a.needFullPass()
 		case <-status.C:
@@ -624,6 +628,12 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
 		a.countError(func(m *metrics) prometheus.Counter { return m.nftErrors })
+	}
+	if err == nil && st.ResyncRewrite {
+		// Something committed to nftables since our last write (a hand
+		// edit of our table, or any other table's change): worth knowing,
+		// as each such resync costs a whole rewrite.
+		a.log.Info("policy table rewritten by the periodic resync: the nftables ruleset changed since our last write", "ops", st.Ops)
 	}
 	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
 	a.last = nil

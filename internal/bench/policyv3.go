@@ -159,6 +159,10 @@ func runPolicyV3(ctx context.Context, r *runner) error {
 			fmt.Sprintf("calico-node restarted on an empty table: every route and dispatch entry; ready after %.2f s; agent CPU %.0f ms", a.ReadySeconds, a.ColdCPUMs))
 		r.res.metric(SecPolicyV3, "agent: one label change, datastore write to the kernel, p99", a.P99Ms, "ms", "<=", 100,
 			fmt.Sprintf("p50 %.1f ms over %d changes (nft monitor); agent CPU %.2f ms per change, its nft runs included", a.P50Ms, len(a.ChangeMs), a.CPUPerChangeMs))
+		r.res.metric(SecPolicyV3, "agent: label change across a periodic resync, p99", a.AcrossResyncP99Ms, "ms", "<=", 100,
+			fmt.Sprintf("max %.1f ms over %d changes made one after another for a resync interval", a.AcrossResyncMaxMs, len(a.AcrossResyncMs)))
+		r.res.metric(SecPolicyV3, "agent: one periodic resync, nothing drifted, CPU", a.ResyncCPUMs, "ms", "", 0,
+			"the idle agent over one resync interval (its nft runs included), less its idle rate")
 		r.res.metric(SecPolicyV3, "agent RSS with that policy", a.RSSMB, "MB", "<=", 80,
 			fmt.Sprintf("the larger of after the label changes and after the cold start (%.1f MB)", a.RSSAfterColdMB))
 	}

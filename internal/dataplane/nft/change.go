@@ -18,8 +18,8 @@ var ErrNeedApply = errors.New("nftables: a partial update cannot be made; apply 
 // only where ch says (calc.Relabel): it renders only those endpoints'
 // chains and those selectors' sets, and sends their difference, instead of
 // rendering and diffing the whole table. It returns ErrNeedApply, having
-// changed nothing, when that is not possible (no table written yet or a
-// Resync pending, an access mode changed, a named endpoint or selector the
+// changed nothing, when that is not possible (no table written yet, a
+// Resync pending that cannot rule out drift, an access mode changed, a named endpoint or selector the
 // last policy did not have, a rendering problem to report); another error
 // means the kernel refused the update, and the next Apply rewrites the
 // whole table.
@@ -28,6 +28,14 @@ func (e *Enforcer) ApplyChange(p calc.Policy, ch calc.PolicyChange) (Stats, erro
 	defer e.mu.Unlock()
 	if e.cur == nil || e.cur.access != e.access {
 		return Stats{}, ErrNeedApply
+	}
+	if e.verify {
+		// A resync is due: go on from our record only if it provably
+		// still holds; otherwise Apply rewrites the table.
+		if !e.unchanged() {
+			return Stats{}, ErrNeedApply
+		}
+		e.verify = false
 	}
 	next, err := e.cur.withChange(p, ch)
 	if err != nil {
@@ -42,7 +50,7 @@ func (e *Enforcer) ApplyChange(p calc.Policy, ch calc.PolicyChange) (Stats, erro
 	if st.ChainsWritten > 0 && e.beforeRewrite != nil {
 		e.beforeRewrite()
 	}
-	if err := e.runIncremental(tx, e.cur, next); err != nil {
+	if err := e.write(false, func() error { return e.runIncremental(tx, e.cur, next) }); err != nil {
 		e.cur = nil
 		return finish(st, next), fmt.Errorf("nftables: updating table %s: %w", TableName, err)
 	}

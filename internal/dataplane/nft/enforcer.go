@@ -99,6 +99,29 @@ type Enforcer struct {
 	// beforeRewrite runs before a transaction that rewrites chains, whose
 	// rules' counters then restart at zero (SetBeforeRewrite).
 	beforeRewrite func()
+
+	// gen reads the kernel's ruleset generation (readGeneration); nil with
+	// a knftables.Fake, where every resync rewrites the table.
+	gen func() (uint32, error)
+	// trusted says the kernel held cur when its generation was trustedGen:
+	// our last write was the only commit between the generations read
+	// around it, and it either replaced the table whole or started from a
+	// state we trusted. A generation still at trustedGen then means no
+	// drift, whoever might have written.
+	trusted    bool
+	trustedGen uint32
+	// verify: Resync asked the next Apply to check for drift.
+	verify bool
+	// writes counts the nft transactions run (Writes).
+	writes int
+}
+
+// Writes is the number of nft transactions the Enforcer has run: a
+// resync that found nothing to repair adds none.
+func (e *Enforcer) Writes() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.writes
 }
 
 // SetBeforeRewrite makes f run before every transaction that rewrites
@@ -125,6 +148,7 @@ func New() (*Enforcer, error) {
 	}
 	e := newWith(nft)
 	e.nftPath = path
+	e.gen = readGeneration
 	return e, nil
 }
 
@@ -156,9 +180,11 @@ func (e *Enforcer) SetControlPlaneAccess(c ControlPlaneAccess) {
 	e.access.controlPlane = c
 }
 
-// Apply makes the kernel enforce p. The first call, and the first after
-// Resync, replaces the whole table in one atomic transaction; later calls send
-// only the difference from the last successful Apply. If an incremental
+// Apply makes the kernel enforce p. The first call replaces the whole table
+// in one atomic transaction; later calls send only the difference from the
+// last successful Apply. The first call after Resync checks for drift
+// first (unchanged), and replaces the whole table if it cannot rule it
+// out. If an incremental
 // transaction fails (the table was changed or removed behind our back), Apply
 // falls back to a full rewrite at once. An error means the kernel may not
 // enforce p; retry later. Problems in p itself are reported in Stats.Problems
@@ -167,6 +193,13 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 
+	resynced := false
+	if e.verify {
+		e.verify = false
+		if !e.unchanged() {
+			e.cur, resynced = nil, true
+		}
+	}
 	next := render(p)
 	next.access = e.access
 	var st Stats
@@ -183,7 +216,7 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 		if st.ChainsWritten > 0 && e.beforeRewrite != nil {
 			e.beforeRewrite()
 		}
-		if incErr = e.runIncremental(tx, e.cur, next); incErr == nil {
+		if incErr = e.write(false, func() error { return e.runIncremental(tx, e.cur, next) }); incErr == nil {
 			e.cur = next
 			return finish(st, next), nil
 		}
@@ -192,10 +225,11 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 	tx := e.nft.NewTransaction()
 	st = planFull(tx, next)
 	st.FellBack = incErr != nil
+	st.ResyncRewrite = resynced
 	if e.beforeRewrite != nil {
 		e.beforeRewrite()
 	}
-	if err := e.run(tx); err != nil {
+	if err := e.write(true, func() error { return e.run(tx) }); err != nil {
 		if incErr != nil {
 			err = errors.Join(fmt.Errorf("incremental update: %w", incErr), err)
 		}
@@ -230,14 +264,57 @@ func (e *Enforcer) runIncremental(tx *knftables.Transaction, prev, next *ruleset
 	return runScript(ctx, e.nftPath, cacheFree(tx.String(), prev, next))
 }
 
-// Resync forgets what we believe the kernel holds, so the next Apply rewrites
-// the whole table atomically. Called periodically, it repairs any drift
-// (rules edited or elements removed by hand) that incremental updates, which
-// trust our own record, would not see.
+// Resync makes the next Apply check whether the kernel may have drifted
+// from what we last wrote (rules edited, elements removed or the table
+// deleted by hand), which incremental updates, trusting our own record,
+// would not see, and if so rewrite the whole table atomically. Called
+// periodically, it repairs such drift within one period. The check costs
+// one netlink request: when the kernel's ruleset generation is still the
+// one our last write left, nothing was committed since, by anyone, and
+// nothing is written; when it moved, even by another table's change, our
+// table is rewritten (see gen.go).
 func (e *Enforcer) Resync() {
 	e.mu.Lock()
-	e.cur = nil
+	e.verify = true
 	e.mu.Unlock()
+}
+
+// unchanged says whether the kernel provably still holds cur: no commit
+// since the one our last trusted write made.
+func (e *Enforcer) unchanged() bool {
+	if !e.trusted || e.cur == nil {
+		return false
+	}
+	g, err := e.readGen()
+	return err == nil && g == e.trustedGen
+}
+
+func (e *Enforcer) readGen() (uint32, error) {
+	if e.gen == nil {
+		return 0, errNoGeneration
+	}
+	return e.gen()
+}
+
+// write runs one nft transaction (run) and reads the ruleset generation
+// before and after it, to know whether the kernel now holds exactly what
+// the transaction leaves: the generation moved by one (our commit and
+// nobody else's), and before it the kernel held what we trusted, or the
+// transaction replaced our table whole (full). Reading after the commit
+// is what makes an attacker's commit racing ours visible: it moves the
+// generation by one more.
+func (e *Enforcer) write(full bool, run func() error) error {
+	g0, err0 := e.readGen()
+	e.writes++
+	if err := run(); err != nil {
+		e.trusted = false
+		return err
+	}
+	g1, err1 := e.readGen()
+	from := full || (e.trusted && g0 == e.trustedGen)
+	e.trusted = err0 == nil && err1 == nil && from && g1 == nextGeneration(g0)
+	e.trustedGen = g1
+	return nil
 }
 
 // Cleanup deletes our table, and with it all policy and NAT we installed.
@@ -245,7 +322,8 @@ func (e *Enforcer) Resync() {
 func (e *Enforcer) Cleanup() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.cur = nil
+	e.cur, e.trusted = nil, false
+	e.writes++
 	tx := e.nft.NewTransaction()
 	tx.Add(&knftables.Table{}) // makes the delete valid when the table is absent
 	tx.Delete(&knftables.Table{})

@@ -287,16 +287,74 @@ func TestKernelPolicy(t *testing.T) {
 	})
 
 	t.Run("resync", func(t *testing.T) {
+		// Nothing committed since our last write: the resync writes nothing.
+		writes := h.e.Writes()
 		h.e.Resync()
 		st := h.apply(p)
-		if !st.Full {
-			t.Errorf("Apply after Resync: %+v", st)
+		if st.Full || st.ResyncRewrite || st.Ops != 0 || h.e.Writes() != writes {
+			t.Errorf("Apply after Resync without drift: %+v, %d nft transactions", st, h.e.Writes()-writes)
 		}
 		expect(t, "w1 -> w2 tcp 8081 after resync", true, l.tcp(w1.ns, w2.ip4, 8081))
 		expect(t, "w1 -> w3 tcp after resync", false, l.tcp(w1.ns, w3.ip4, 8080))
 		if st := h.apply(p); st.Ops != 0 {
 			t.Errorf("unchanged Apply: %+v", st)
 		}
+	})
+
+	// Drift made by hand, with the policy unchanged (so no incremental
+	// transaction fails to reveal it): the next resync repairs it.
+	resyncRepairs := func(t *testing.T) {
+		t.Helper()
+		h.e.Resync()
+		if st := h.apply(p); !st.Full || !st.ResyncRewrite {
+			t.Errorf("Apply after Resync with drift: %+v", st)
+		}
+	}
+	t.Run("resync repairs a deleted rule", func(t *testing.T) {
+		// The anti-spoofing chain's final drop, deleted by its handle.
+		out := h.nft("-a", "list", "chain", "inet", TableName, chainSource)
+		handle := ""
+		for _, line := range strings.Split(out, "\n") {
+			if rule, hd, ok := strings.Cut(strings.TrimSpace(line), " # handle "); ok && rule == "drop" {
+				handle = hd
+			}
+		}
+		if handle == "" {
+			t.Fatalf("no final drop in %s:\n%s", chainSource, out)
+		}
+		h.nft("delete", "rule", "inet", TableName, chainSource, "handle", handle)
+		expect(t, "w1 (spoofed) -> w2 ping with the rule deleted", true, l.ping(w1.ns, spoof, w2.ip4))
+		if st := h.apply(p); st.Ops != 0 {
+			t.Errorf("unchanged Apply before the resync: %+v", st)
+		}
+		resyncRepairs(t)
+		expect(t, "w1 (spoofed) -> w2 ping after resync", false, l.ping(w1.ns, spoof, w2.ip4))
+		expect(t, "w1 (own address) -> w2 ping after resync", true, l.ping(w1.ns, w1.ip4, w2.ip4))
+	})
+	t.Run("resync repairs a removed set element", func(t *testing.T) {
+		h.nft("delete", "element", "inet", TableName, tagSet4(profA), "{", w1.ip4.String(), "}")
+		expect(t, "w1 -> w2 tcp 8081 with w1 out of the tag set", false, l.tcp(w1.ns, w2.ip4, 8081))
+		resyncRepairs(t)
+		expect(t, "w1 -> w2 tcp 8081 after resync", true, l.tcp(w1.ns, w2.ip4, 8081))
+	})
+	t.Run("resync repairs a deleted table", func(t *testing.T) {
+		h.nft("delete", "table", "inet", TableName)
+		expect(t, "w1 -> w3 tcp without our table", true, l.tcp(w1.ns, w3.ip4, 8080))
+		resyncRepairs(t)
+		expect(t, "w1 -> w3 tcp after resync", false, l.tcp(w1.ns, w3.ip4, 8080))
+		expect(t, "w1 -> w2 tcp 8081 after resync", true, l.tcp(w1.ns, w2.ip4, 8081))
+	})
+	t.Run("resync checks ours after another table changed", func(t *testing.T) {
+		// The generation cannot say which table a commit changed: ours is
+		// rewritten, then left alone again.
+		h.nft("add", "chain", "inet", "other", "c2")
+		resyncRepairs(t)
+		writes := h.e.Writes()
+		h.e.Resync()
+		if st := h.apply(p); st.Ops != 0 || h.e.Writes() != writes {
+			t.Errorf("second resync: %+v", st)
+		}
+		expect(t, "w1 -> w2 tcp 8081 after resync", true, l.tcp(w1.ns, w2.ip4, 8081))
 	})
 
 	t.Run("drift", func(t *testing.T) {

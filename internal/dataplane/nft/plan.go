@@ -15,11 +15,16 @@ import (
 // constant for one more endpoint however many exist.
 type Stats struct {
 	// Full is true when the whole table was replaced in one transaction (the
-	// first Apply, after Resync, or after an incremental transaction failed).
+	// first Apply, after a Resync that found possible drift, or after an
+	// incremental transaction failed).
 	Full bool
 	// FellBack is true when an incremental transaction failed (the kernel had
 	// drifted from what we last wrote) and a full rewrite replaced it.
 	FellBack bool
+	// ResyncRewrite is true when a Resync's check could not rule out drift
+	// (the ruleset generation moved since our last write) and the whole
+	// table was rewritten.
+	ResyncRewrite bool
 	// Ops is the number of nft operations sent; 0 means nft was not run.
 	Ops int
 	// ChainsWritten counts regular chains created, or flushed and refilled.

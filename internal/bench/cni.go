@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/calico-go/calico/internal/client"
+	"github.com/calico-go/calico/internal/cniagent"
 	"github.com/calico-go/calico/internal/lab"
 )
 
@@ -51,6 +53,11 @@ func runCNI(ctx context.Context, r *runner) error {
 		return err
 	}
 	defer os.RemoveAll(cache)
+	// The plugin traces each call (the agent's phases and round trips);
+	// libcni hands the plugin this process's environment.
+	tracePath := filepath.Join(cache, "trace")
+	os.Setenv(cniagent.TraceEnv, tracePath)
+	defer os.Unsetenv(cniagent.TraceEnv)
 	rt := libcni.NewCNIConfigWithCacheDir([]string{r.opts.Bin}, cache, lab.CNIExec{Host: h1})
 	var mu sync.Mutex
 	var attached []*libcni.RuntimeConf
@@ -77,9 +84,11 @@ func runCNI(ctx context.Context, r *runner) error {
 	}
 	for i := range modes {
 		m := &modes[i]
+		os.Remove(tracePath)
 		if _, err := r.setupMode(ctx, l, m, fmt.Sprintf("c%d", i+1), nil, add); err != nil {
 			return err
 		}
+		m.PhaseP50, m.CallRoundTrips = addTrace(tracePath)
 		r.summarizeSetup(SecCNI, m, 30, 150)
 		r.res.Setup = append(r.res.Setup, *m)
 		// DEL, as the runtime does when the container goes; timed.
@@ -97,6 +106,38 @@ func runCNI(ctx context.Context, r *runner) error {
 		l.rw.forget()
 	}
 	return nil
+}
+
+// addTrace is the medians of the ADD calls the agent served, from the
+// plugin's trace: each phase's time (ms), and the datastore round trips of
+// a call.
+func addTrace(path string) (map[string]float64, float64) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0
+	}
+	phases := map[string][]float64{}
+	var trips []float64
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var line cniagent.TraceLine
+		if json.Unmarshal([]byte(l), &line) != nil || line.Command != "ADD" || line.Via != "agent" {
+			continue
+		}
+		var n int64
+		for _, p := range line.Phases {
+			phases[p.Phase] = append(phases[p.Phase], p.Ms)
+			n += p.Calls
+		}
+		trips = append(trips, float64(n))
+	}
+	if len(trips) == 0 {
+		return nil, 0
+	}
+	out := map[string]float64{}
+	for p, v := range phases {
+		out[p] = round(median(v), 2)
+	}
+	return out, median(trips)
 }
 
 // mustJSON marshals maps of strings, slices and maps, which cannot fail.

@@ -19,6 +19,7 @@ const (
 	mWatchStreams = "etcd_debugging_mvcc_watch_stream_total"
 	mEvents       = "etcd_debugging_mvcc_events_total"          // events sent to watchers
 	mSentBytes    = "etcd_network_client_grpc_sent_bytes_total" // to all clients
+	mRPCs         = "grpc_server_started_total"                 // RPCs (and streams) begun
 )
 
 // metrics is one scrape: each metric's value summed over its label sets.

@@ -47,6 +47,15 @@ type SetupMode struct {
 	// IPAMConflicts counts compare-and-swap transactions of the in-process
 	// calls that lost a race and were retried (calicoctl's are not visible).
 	IPAMConflicts uint64 `json:"ipamConflicts,omitempty"`
+	// CallRoundTrips is the median of the datastore round trips one call
+	// made: the in-process client's, or for CNI the agent's (its trace);
+	// exact one by one, other calls' mixed in during bursts.
+	CallRoundTrips float64 `json:"callRoundTripsP50,omitempty"`
+	// Per workload, everyone's (the callers', both agents'): etcd RPCs
+	// started and revisions written (write transactions) over the mode.
+	// Counts, which the machine's load does not move.
+	EtcdRPCs   float64 `json:"etcdRpcsPerWorkload,omitempty"`
+	EtcdWrites float64 `json:"etcdWritesPerWorkload,omitempty"`
 }
 
 // section is the bench section that measures this mode.
@@ -206,6 +215,7 @@ func (r *runner) setupMode(ctx context.Context, l *setupLab, m *SetupMode, prefi
 		return nil, err
 	}
 	caller0 := callerCPU(m.Via)
+	etcd0, _ := w.etcdMetrics(ctx)
 	for start := 0; start < count; start += m.Burst {
 		size := min(m.Burst, count-start)
 		// The namespaces exist before the timer starts, as a container's
@@ -242,6 +252,9 @@ func (r *runner) setupMode(ctx context.Context, l *setupLab, m *SetupMode, prefi
 					pr = p.watch(b.ip)
 				}
 				tr := &client.Trace{}
+				if m.Via == "in-process" {
+					tr.Count = w.cli.DS.Calls
+				}
 				ip, err := add(ctx, b.name, b.ip, b.ns, tr)
 				// The call has returned: the record is written and the
 				// profile set.
@@ -290,17 +303,26 @@ func (r *runner) setupMode(ctx context.Context, l *setupLab, m *SetupMode, prefi
 		m.AgentCPUMs = round(ms(agent1-agent0)/float64(count), 2)
 	}
 	m.CallerCPUMs = round(ms(callerCPU(m.Via)-caller0)/float64(count), 2)
+	if etcd1, err := w.etcdMetrics(ctx); err == nil && etcd0 != nil {
+		m.EtcdRPCs = round((etcd1.get(mRPCs)-etcd0.get(mRPCs))/float64(count), 2)
+		m.EtcdWrites = round((etcd1.get(mRevision)-etcd0.get(mRevision))/float64(count), 2)
+	}
 	if m.Via == "in-process" {
 		m.IPAMConflicts = w.cli.IPAM.Conflicts() - conflicts0
 	}
-	var calls, routes, reaches []float64
+	var calls, routes, reaches, trips []float64
 	phases := map[string][]float64{}
 	var slowest *sample
 	for i := range samples {
 		s := &samples[i]
 		calls = append(calls, ms(s.call))
+		var n int64
 		for _, mk := range s.phases {
 			phases[mk.Phase] = append(phases[mk.Phase], ms(mk.Took))
+			n += mk.Calls
+		}
+		if m.Via == "in-process" {
+			trips = append(trips, float64(n))
 		}
 		if !s.ok {
 			m.Failed++
@@ -314,6 +336,9 @@ func (r *runner) setupMode(ctx context.Context, l *setupLab, m *SetupMode, prefi
 		if slowest == nil || s.total > slowest.total {
 			slowest = s
 		}
+	}
+	if len(trips) > 0 {
+		m.CallRoundTrips = median(trips)
 	}
 	m.CallP50 = round(median(calls), 2)
 	m.RouteP50 = round(median(routes), 2)
@@ -395,7 +420,13 @@ func (r *runner) summarizeSetup(sec string, m *SetupMode, p50Target, p99Target f
 	extra := ""
 	if len(m.PhaseP50) > 0 {
 		var ps []string
-		for _, ph := range PhaseOrder {
+		order := PhaseOrder
+		if m.Via == "cni" {
+			// The agent's phases around AddWorkload's, then the call as
+			// the plugin waited for it.
+			order = append(append([]string{"request"}, PhaseOrder...), "result", "agent")
+		}
+		for _, ph := range order {
 			if v, ok := m.PhaseP50[ph]; ok {
 				ps = append(ps, fmt.Sprintf("%s %.1f", ph, v))
 			}
@@ -404,6 +435,12 @@ func (r *runner) summarizeSetup(sec string, m *SetupMode, p50Target, p99Target f
 	}
 	if m.Via == "in-process" {
 		extra += fmt.Sprintf(" IPAM transactions retried after losing a race: %d.", m.IPAMConflicts)
+	}
+	if m.CallRoundTrips > 0 {
+		extra += fmt.Sprintf(" Datastore round trips per call (median): %.0f.", m.CallRoundTrips)
+	}
+	if m.EtcdRPCs > 0 {
+		extra += fmt.Sprintf(" etcd per workload (everyone's): %.1f RPCs, %.1f writes.", m.EtcdRPCs, m.EtcdWrites)
 	}
 	r.res.finding("%s, %s: %s %.1f ms; the agent's /32 route appears %.1f ms after the call returns; the first echo reply comes %.1f ms after it (medians). CPU per workload: agent %.1f ms, caller %.1f ms.%s Slowest: %s.",
 		sec, m.Mode, what, m.CallP50, m.RouteP50, m.ReachP50, m.AgentCPUMs, m.CallerCPUMs, extra, m.Slowest)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/ipam"
@@ -106,7 +107,7 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	if err := checkNetns(req.NetnsPath); err != nil {
 		return ep, fmt.Errorf("container %q: %v", req.Name, err)
 	}
-	if err := c.checkRefs(ctx, req.Node, req.Profiles, req.CreateProfiles); err != nil {
+	if err := validateRefs(req.Node, req.Profiles); err != nil {
 		return ep, err
 	}
 	var fixed []netip.Addr
@@ -131,13 +132,25 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	defer unlock()
 	mark(ctx, PhaseLock)
 
-	// The record and the handle, in one round trip.
+	// Everything the call reads, in one round trip: the node and the
+	// profiles, the record and the handle, and the pools and the encryption
+	// setting that decide the veth's MTU. They were four round trips, each
+	// a few milliseconds when a burst of adds loads etcd.
 	key := datastore.EndpointKey(req.Node, req.Name)
 	handle := api.WorkloadHandle(req.Node, req.Name)
-	recs, _, err := c.DS.Read(ctx, datastore.ReadKey(key), datastore.ReadKey(datastore.HandleKey(handle)))
+	reads := refReads(req.Node, req.Profiles)
+	nrefs := len(reads)
+	reads = append(reads, datastore.ReadKey(key), datastore.ReadKey(datastore.HandleKey(handle)),
+		datastore.ReadPrefix(datastore.PrefixPools), datastore.ReadKey(datastore.KeyEncryption))
+	all, _, err := c.DS.Read(ctx, reads...)
 	if err != nil {
 		return ep, err
 	}
+	if err := c.checkRefRecs(ctx, req.Node, req.Profiles, req.CreateProfiles, all[:nrefs]); err != nil {
+		return ep, err
+	}
+	recs := all[nrefs:]
+	pools, enc := recs[2], recs[3]
 	if len(recs[0]) > 0 {
 		var old api.Endpoint
 		if err := json.Unmarshal(recs[0][0].Value, &old); err != nil {
@@ -223,7 +236,12 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	if err := netdev.RemoveWorkload(iface); err != nil {
 		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
 	}
-	if ep.MAC, err = c.wire(ctx, ep, req.Routes); err != nil {
+	mtu, err := mtuFrom(pools, enc, addrs)
+	if err != nil {
+		return fail(err)
+	}
+	hs := netdev.HostSide{Name: ep.InterfaceName, MTU: mtu, IPv6: len(ep.IPv6Nets) > 0}
+	if ep.MAC, err = wireWith(ep, hs, req.Routes); err != nil {
 		return fail(err)
 	}
 	faultPoint("after-veth")
@@ -249,28 +267,32 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 	return ep, nil
 }
 
-// checkRefs makes sure the node and the profiles exist, as Node and
-// Profile would, in one round trip; with create, it makes the missing
-// profiles, as AddProfile(ifMissing) would.
-func (c *Client) checkRefs(ctx context.Context, node string, profiles []string, create bool) error {
+// validateRefs checks the names refReads reads.
+func validateRefs(node string, profiles []string) error {
 	if err := api.ValidateName("node", node); err != nil {
 		return err
 	}
-	keys := []string{datastore.NodeKey(node)}
 	for _, p := range profiles {
 		if err := api.ValidateName("profile", p); err != nil {
 			return err
 		}
-		keys = append(keys, datastore.ProfileKey(p))
 	}
-	reads := make([]datastore.Read, len(keys))
-	for i, k := range keys {
-		reads[i] = datastore.ReadKey(k)
+	return nil
+}
+
+// refReads read the node's record, then each profile's.
+func refReads(node string, profiles []string) []datastore.Read {
+	reads := []datastore.Read{datastore.ReadKey(datastore.NodeKey(node))}
+	for _, p := range profiles {
+		reads = append(reads, datastore.ReadKey(datastore.ProfileKey(p)))
 	}
-	recs, _, err := c.DS.Read(ctx, reads...)
-	if err != nil {
-		return err
-	}
+	return reads
+}
+
+// checkRefRecs makes sure the node and the profiles exist, as Node and
+// Profile would, from refReads' records; with create, it makes the missing
+// profiles, as AddProfile(ifMissing) would.
+func (c *Client) checkRefRecs(ctx context.Context, node string, profiles []string, create bool, recs [][]datastore.Record) error {
 	if len(recs[0]) == 0 {
 		return missing(unknownNode(node))
 	}
@@ -289,10 +311,30 @@ func (c *Client) checkRefs(ctx context.Context, node string, profiles []string, 
 			v = &api.Node{}
 		}
 		if err := json.Unmarshal(r[0].Value, v); err != nil {
-			return fmt.Errorf("datastore record %s is not valid: %w", keys[i], err)
+			return fmt.Errorf("datastore record %s is not valid: %w", r[0].Key, err)
 		}
 	}
 	return nil
+}
+
+// mtuFrom is workloadMTU with the pools (every record under
+// datastore.PrefixPools; undecodable ones skipped, as Pools does) and the
+// encryption setting (none: off) already read.
+func mtuFrom(pools, enc []datastore.Record, addrs []netip.Addr) (int, error) {
+	var ps []api.Pool
+	for _, r := range pools {
+		var p api.Pool
+		if json.Unmarshal(r.Value, &p) == nil {
+			ps = append(ps, p)
+		}
+	}
+	var cfg api.EncryptionConfig
+	if len(enc) > 0 {
+		if err := json.Unmarshal(enc[0].Value, &cfg); err != nil {
+			return 0, fmt.Errorf("datastore record %s is not valid: %w", enc[0].Key, err)
+		}
+	}
+	return calc.WorkloadMTU(ps, cfg.Enabled, addrs), nil
 }
 
 // wire makes the workload's veth pair for ep inside its namespace: the
@@ -305,6 +347,11 @@ func (c *Client) wire(ctx context.Context, ep api.Endpoint, routes []netip.Prefi
 	if err != nil {
 		return "", err
 	}
+	return wireWith(ep, hs, routes)
+}
+
+// wireWith is wire with the host side's MTU known.
+func wireWith(ep api.Endpoint, hs netdev.HostSide, routes []netip.Prefix) (string, error) {
 	var prefixes []netip.Prefix
 	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
 		p, err := netip.ParsePrefix(n)

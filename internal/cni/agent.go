@@ -74,6 +74,13 @@ const requestWait = 5 * time.Second
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
+	// Where this call's time goes, for the plugin's trace: a few clock
+	// reads, so every call carries it.
+	t := &client.Trace{}
+	if s.C != nil && s.C.DS != nil {
+		t.Count = s.C.DS.Calls // the connection's: exact one call at a time
+	}
+	ctx = client.WithTrace(ctx, t)
 	if err := cniagent.CheckPeer(c); err != nil {
 		s.Log.Warn("CNI socket: caller refused", "err", err)
 		return // not a word to a stranger
@@ -86,7 +93,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	if err := dec.Decode(&req); err != nil {
 		rep = errorReply(types.NewError(types.ErrDecodingFailure, "calico agent: reading the request: "+err.Error(), ""))
 	} else {
+		client.MarkPhase(ctx, "request")
 		rep = s.handle(ctx, &req)
+		client.MarkPhase(ctx, "result")
+		for _, m := range t.Marks() {
+			rep.Phases = append(rep.Phases, cniagent.TracePhase{Phase: m.Phase, Ms: float64(m.Took.Microseconds()) / 1000, Calls: m.Calls})
+		}
 	}
 	c.SetWriteDeadline(time.Now().Add(requestWait))
 	if err := json.NewEncoder(c).Encode(&rep); err != nil {

@@ -57,7 +57,15 @@ func viaAgent(command string) func(*skel.CmdArgs) error {
 		if errors.Is(err, ErrNoAgent) || err == nil && rep.Elsewhere != "" {
 			return handOver(args)
 		}
-		WriteTrace(command, "agent", []TracePhase{{Phase: "agent", Ms: float64(time.Since(t0).Microseconds()) / 1000}})
+		if Tracing() {
+			// The agent's own phases, then the whole call as the plugin
+			// waited for it.
+			var phases []TracePhase
+			if rep != nil {
+				phases = rep.Phases
+			}
+			WriteTrace(command, "agent", append(phases, TracePhase{Phase: "agent", Ms: float64(time.Since(t0).Microseconds()) / 1000}))
+		}
 		switch {
 		case err != nil:
 			// The agent may be doing it still: running it here too could

@@ -77,6 +77,10 @@ type Reply struct {
 	Stdout    []byte          `json:"stdout,omitempty"`
 	Error     json.RawMessage `json:"error,omitempty"`
 	Elsewhere string          `json:"elsewhere,omitempty"`
+	// Phases say where the agent's time went (and its datastore round
+	// trips), for the plugin's trace (TraceEnv). A plugin that does not
+	// trace ignores them; they cost the agent a clock read per phase.
+	Phases []TracePhase `json:"phases,omitempty"`
 }
 
 // ErrNoAgent means no agent serves this namespace's socket (none runs, or

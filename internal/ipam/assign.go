@@ -39,7 +39,7 @@ func (m *IPAM) Assign(ctx context.Context, ip netip.Addr, handle, node string) e
 	m.mu.Unlock()
 	unlock, err := m.lockNode(ctx, node)
 	if err != nil {
-		if m.withdraw(node, req) {
+		if withdraw(m, m.pending, node, req) {
 			return err
 		}
 		// Another caller's batch took it: its answer comes within the
@@ -65,16 +65,16 @@ type assignReq struct {
 	done   chan error // buffered: the answer, sent once
 }
 
-// withdraw takes req out of node's queue; false when a batch already took it.
-func (m *IPAM) withdraw(node string, req *assignReq) bool {
+// withdraw takes req out of node's queue q; false when a batch already
+// took it.
+func withdraw[R comparable](m *IPAM, q map[string][]R, node string, req R) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q := m.pending[node]
-	i := slices.Index(q, req)
+	i := slices.Index(q[node], req)
 	if i < 0 {
 		return false
 	}
-	m.pending[node] = slices.Delete(q, i, i+1)
+	q[node] = slices.Delete(q[node], i, i+1)
 	return true
 }
 
@@ -263,6 +263,13 @@ func (m *IPAM) assignOne(ctx context.Context, ip netip.Addr, handle, node string
 // (of an enabled pool of that family, only the named pools when pools is not
 // empty), then from a block no node owns (claiming it), and last, when every
 // block is claimed, borrowed from another node's block.
+//
+// Within this process the calls for one node take turns, as Assign's do,
+// and whoever gets the turn takes every call waiting for the node
+// (autoBatch): the agent serving a burst of 20 CNI ADDs, one at a time,
+// queued the 20th behind 19 rounds of two reads and an etcd commit
+// (CNI bursts of 20: p50 330 ms, p99 618 ms in the bench). A batch whose
+// addresses fit in the node's own blocks is one read and one transaction.
 func (m *IPAM) AutoAssign(ctx context.Context, handle, node string, family int, pools []string) (netip.Addr, error) {
 	if err := checkNames(handle, node); err != nil {
 		return netip.Addr{}, err
@@ -278,13 +285,38 @@ func (m *IPAM) AutoAssign(ctx context.Context, handle, node string, family int, 
 		}
 		restrict = append(restrict, p.Masked())
 	}
+	req := &autoReq{handle: handle, family: family, restrict: restrict, done: make(chan autoAnswer, 1)}
+	m.mu.Lock()
+	m.pendingAuto[node] = append(m.pendingAuto[node], req)
+	m.mu.Unlock()
 	unlock, err := m.lockNode(ctx, node)
 	if err != nil {
-		return netip.Addr{}, err
+		if withdraw(m, m.pendingAuto, node, req) {
+			return netip.Addr{}, err
+		}
+		// Another caller's batch took it: its answer comes within the
+		// datastore's deadlines.
+		a := <-req.done
+		return a.ip, a.err
 	}
 	defer unlock()
+	m.mu.Lock()
+	batch := m.pendingAuto[node]
+	delete(m.pendingAuto, node)
+	m.mu.Unlock()
+	if len(batch) > 0 {
+		// Others' calls too: finish them even if this caller gives up.
+		m.autoBatch(context.WithoutCancel(ctx), node, batch)
+	}
+	a := <-req.done
+	return a.ip, a.err
+}
+
+// autoAssignOne is one AutoAssign on its own, under the node's turn: every
+// strategy, retried from a fresh read after a lost race.
+func (m *IPAM) autoAssignOne(ctx context.Context, handle, node string, family int, restrict []netip.Prefix) (netip.Addr, error) {
 	var got netip.Addr
-	err = m.retry(ctx, func() (bool, error) {
+	err := m.retry(ctx, func() (bool, error) {
 		var done bool
 		var err error
 		got, done, err = m.tryAutoAssign(ctx, handle, node, family, restrict)

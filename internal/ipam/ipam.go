@@ -43,7 +43,7 @@ type IPAM struct {
 	store Store
 
 	mu sync.Mutex
-	// nodeLocks serializes AutoAssign per node within this process. Callers
+	// nodeLocks serializes assignment per node within this process. Callers
 	// on one host assign from the same block, so letting them race would
 	// only turn into transaction conflicts and retries; across processes
 	// and hosts the transactions alone keep assignment correct.
@@ -51,6 +51,13 @@ type IPAM struct {
 	// pending are the Assign calls waiting for their node's turn; the
 	// caller that gets it answers them all (assignBatch).
 	pending map[string][]*assignReq
+	// pendingAuto are the AutoAssign calls waiting for their node's turn
+	// (autoBatch).
+	pendingAuto map[string][]*autoReq
+	// lastClaims are the block keys a node's affinity claims named when
+	// last read, so the next batch reads those blocks with the claims
+	// instead of after them (checked against the claims it reads).
+	lastClaims map[string][]string
 
 	// decoded caches decoded blocks by key and ModRevision. A host's full
 	// blocks are read on every AutoAssign but rarely change, and decoding
@@ -83,7 +90,10 @@ type Store interface {
 
 // New returns an allocator whose transactions store runs.
 func New(store Store) *IPAM {
-	return &IPAM{store: store, nodeLocks: map[string]chan struct{}{}, pending: map[string][]*assignReq{}, decoded: map[string]cachedBlock{}}
+	return &IPAM{
+		store: store, nodeLocks: map[string]chan struct{}{}, pending: map[string][]*assignReq{},
+		pendingAuto: map[string][]*autoReq{}, lastClaims: map[string][]string{}, decoded: map[string]cachedBlock{},
+	}
 }
 
 type cachedBlock struct {

@@ -1,0 +1,238 @@
+// AutoAssign in batches: the calls waiting for one node's turn, answered
+// from the node's own blocks in one read and one transaction.
+
+package ipam
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+// autoReq is one AutoAssign waiting for its node's turn.
+type autoReq struct {
+	handle   string
+	family   int
+	restrict []netip.Prefix
+	done     chan autoAnswer // buffered: the answer, sent once
+}
+
+type autoAnswer struct {
+	ip  netip.Addr
+	err error
+}
+
+// autoBatch answers every request of batch (all for node). Rounds of
+// autoRound take what fits in the node's own blocks, all at once; when a
+// round places nothing (the blocks are full, or a handle is asked for in
+// every request left), the first request left runs every strategy alone
+// (autoAssignOne: a new block, an orphan, a borrowed address), which makes
+// room for the next round.
+func (m *IPAM) autoBatch(ctx context.Context, node string, batch []*autoReq) {
+	rest := batch
+	for len(rest) > 0 {
+		left, err := m.autoRound(ctx, node, rest)
+		if err != nil {
+			for _, r := range rest {
+				r.done <- autoAnswer{err: err}
+			}
+			return
+		}
+		if len(left) == len(rest) {
+			r := left[0]
+			left = left[1:]
+			ip, err := m.autoAssignOne(ctx, r.handle, node, r.family, r.restrict)
+			r.done <- autoAnswer{ip: ip, err: err}
+		}
+		rest = left
+	}
+}
+
+// blockPlan is one block's record as a round is changing it.
+type blockPlan struct {
+	sb   storedBlock
+	rec  api.Block // a copy: the decoded state may be shared
+	used bitmap    // sb's, plus this round's picks
+	pool poolInfo
+}
+
+// autoRound takes, for the requests of batch in order, the lowest free
+// address of the node's own blocks in each one's candidate pools, in one
+// read (pools, the node's claims, the handles, and the blocks the claims
+// named last time) and one transaction guarded by every block, pool and
+// handle it read; a lost race reruns the round from a fresh read. It
+// answers the requests it placed or that failed on their own (a pool they
+// name is gone, a handle record is corrupt), and returns the others: those
+// that found no room, and a second request for a handle already in the
+// round (it goes in a later round, seeing the first one's write). An error
+// is the round's as a whole (the datastore's), for every request of batch.
+func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]*autoReq, error) {
+	var left []*autoReq
+	ips := map[*autoReq]netip.Addr{}
+	failed := map[*autoReq]error{}
+	err := m.retry(ctx, func() (bool, error) {
+		left = nil
+		clear(ips)
+		clear(failed)
+		m.mu.Lock()
+		guess := slices.Clone(m.lastClaims[node])
+		m.mu.Unlock()
+		reads := []datastore.Read{datastore.ReadPrefix(datastore.PrefixPools), datastore.ReadPrefix(datastore.AffinityPrefix(node))}
+		for _, r := range batch {
+			reads = append(reads, datastore.ReadKey(datastore.HandleKey(r.handle)))
+		}
+		for _, k := range guess {
+			reads = append(reads, datastore.ReadKey(k))
+		}
+		rs, err := m.read(ctx, reads...)
+		if err != nil {
+			return false, err
+		}
+		pools := parsePools(rs[0])
+		mine, err := m.ownBlocks(ctx, node, pools, rs[1], guess, rs[2+len(batch):])
+		if err != nil {
+			return false, err
+		}
+		plans := map[string]*blockPlan{}
+		handles := map[string]storedHandle{}
+		var took []*autoReq
+		for i, r := range batch {
+			if _, twice := handles[r.handle]; twice {
+				left = append(left, r)
+				continue
+			}
+			cands, err := selectPools(pools, r.family, r.restrict)
+			if err != nil {
+				failed[r] = err
+				continue
+			}
+			h, err := handleFrom(datastore.HandleKey(r.handle), rs[2+i])
+			if err != nil {
+				failed[r] = err
+				continue
+			}
+			ip, ok := pickOwn(mine, cands, plans, r.handle)
+			if !ok {
+				left = append(left, r)
+				continue
+			}
+			ips[r] = ip
+			handles[r.handle] = h
+			took = append(took, r)
+		}
+		if len(took) == 0 {
+			return true, nil
+		}
+		var guards []datastore.Guard
+		var writes []datastore.Write
+		poolGuarded := map[string]bool{}
+		for _, p := range plans {
+			guards = append(guards, datastore.Unchanged(p.sb.key, p.sb.rev))
+			writes = append(writes, datastore.WriteJSON(p.sb.key, p.rec))
+			if !poolGuarded[p.pool.key] {
+				poolGuarded[p.pool.key] = true
+				guards = append(guards, datastore.Unchanged(p.pool.key, p.pool.rev))
+			}
+		}
+		for _, r := range took {
+			h := handles[r.handle]
+			guards = append(guards, datastore.Unchanged(h.key, h.rev))
+			writes = append(writes, datastore.WriteJSON(h.key, h.withIP(r.handle, ips[r])))
+		}
+		return m.commit(ctx, guards, writes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range batch {
+		if err, ok := failed[r]; ok {
+			r.done <- autoAnswer{err: err}
+		} else if ip, ok := ips[r]; ok {
+			r.done <- autoAnswer{ip: ip}
+		}
+	}
+	return left, nil
+}
+
+// ownBlocks are the blocks node's claims name whose records agree (a
+// claim whose block says otherwise is stale: the block decides), in address
+// order: those among the guessed keys from their read (got), the others
+// read now. The keys the claims name are remembered for the next guess.
+func (m *IPAM) ownBlocks(ctx context.Context, node string, pools []poolInfo, claims []kv, guess []string, got [][]kv) ([]storedBlock, error) {
+	var keys []string
+	for _, kv := range claims {
+		c := parseClaimKV(kv.key, kv.value, kv.rev)
+		p, err := netip.ParsePrefix(c.cidr)
+		if err != nil {
+			continue
+		}
+		if _, ok := poolForBlock(pools, p); ok {
+			keys = append(keys, datastore.BlockKey(p.String()))
+		}
+	}
+	m.mu.Lock()
+	m.lastClaims[node] = keys
+	m.mu.Unlock()
+	var recs []kv
+	var missing []datastore.Read
+	for _, k := range keys {
+		if i := slices.Index(guess, k); i >= 0 {
+			recs = append(recs, got[i]...)
+		} else {
+			missing = append(missing, datastore.ReadKey(k))
+		}
+	}
+	if len(missing) > 0 {
+		// A claim made since the last read (by another process, or by
+		// autoAssignOne): read in a second round trip. The transaction's
+		// guards keep the two reads honest.
+		rb, err := m.read(ctx, missing...)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rb {
+			recs = append(recs, r...)
+		}
+	}
+	var mine []storedBlock
+	for _, kv := range recs {
+		if sb := m.parseBlock(kv); sb.err == nil && sb.st.rec.Affinity == node {
+			mine = append(mine, sb)
+		}
+	}
+	sortBlocks(mine)
+	return mine, nil
+}
+
+// pickOwn takes the lowest free address for handle in the first of blocks
+// that lies in a candidate pool and has room, as planned so far (plans,
+// by block key, get the pick); false when none has room.
+func pickOwn(blocks []storedBlock, cands []poolInfo, plans map[string]*blockPlan, handle string) (netip.Addr, bool) {
+	for _, sb := range blocks {
+		pool, ok := poolForBlock(cands, sb.st.prefix)
+		if !ok {
+			continue
+		}
+		used := sb.st.used
+		p := plans[sb.key]
+		if p != nil {
+			used = p.used
+		}
+		first, last := pool.reservedIn(sb.st.prefix)
+		ord := used.firstFree(sb.st.size, first, last)
+		if ord < 0 {
+			continue
+		}
+		if p == nil {
+			p = &blockPlan{sb: sb, rec: sb.st.without(), used: slices.Clone(sb.st.used), pool: pool}
+			plans[sb.key] = p
+		}
+		p.used.set(ord)
+		p.rec.Allocations[ord] = handle
+		return sb.st.addr(ord), true
+	}
+	return netip.Addr{}, false
+}

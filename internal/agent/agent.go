@@ -5,7 +5,10 @@
 // Two changes that reach every agent in the cluster cost less: another
 // host's new workload skips the kernel when it leaves this host's desired
 // state as it was, and a route learned or withdrawn over BGP is one kernel
-// route (learnedPass); the resync converges everything every 30 s.
+// route (learnedPass); this host's own container starting or stopping is
+// its interface, routes and nftables objects (endpointPass), a label
+// change its policy objects (labelPass); the resync converges everything
+// every 30 s.
 package agent
 
 import (

@@ -178,9 +178,14 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			if newIfaces[ep.InterfaceName] {
 				return prev, ch, false
 			}
-			for _, p := range endpointPrefixes(ep) {
-				if newAddrs[p.Addr()] || released[p.Addr()] {
-					return prev, ch, false
+			for _, nets := range [2][]string{ep.IPv4Nets, ep.IPv6Nets} {
+				for _, n := range nets {
+					// As endpointPrefixes reads it, without its allocations:
+					// this runs over every endpoint of the cluster.
+					a, ok := netAddr(n)
+					if ok && (newAddrs[a] || released[a]) {
+						return prev, ch, false
+					}
 				}
 			}
 		}
@@ -351,6 +356,16 @@ func nthAddr(p netip.Prefix, n int) (netip.Addr, bool) {
 		a = a.Unmap()
 	}
 	return a, p.Contains(a)
+}
+
+// netAddr is the address of one of an endpoint's nets, as
+// endpointPrefixes reads it.
+func netAddr(n string) (netip.Addr, bool) {
+	if p, err := netip.ParsePrefix(n); err == nil {
+		return p.Addr(), true
+	}
+	a, err := netip.ParseAddr(n)
+	return a, err == nil
 }
 
 // localRoutes are Compute's routes to a local endpoint.

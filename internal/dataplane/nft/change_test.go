@@ -222,3 +222,32 @@ func TestApplyChangeEndpoints(t *testing.T) {
 		t.Fatal("after the run, the policy differs from Compute's")
 	}
 }
+
+// BenchmarkOneMoreEndpointApplyChange is the CPU side of one more
+// endpoint next to 1000 through ApplyChange (calc.Reendpoint's change):
+// render the endpoint, its tag's sets, diff, plan (nft not run). Compare
+// BenchmarkRenderAndPlanOneMore1000, the same through Apply.
+func BenchmarkOneMoreEndpointApplyChange(b *testing.B) {
+	s := calc.LabelPolicySnapshot(1000, 200)
+	for cidr, bl := range s.Blocks {
+		bl.Affinity = "h0"
+		s.Blocks[cidr] = bl
+	}
+	in := calc.Input{Node: "h0", Snap: s}
+	prev := calc.Compute(in)
+	eps, blocks := calc.LabelPolicyAdd(s, 1000, 7)
+	next, ch, ok := calc.Reendpoint(in, prev, eps, blocks)
+	if !ok {
+		b.Fatal("Reendpoint declined")
+	}
+	cur := render(prev.Dataplane.Policy)
+	f := knftables.NewFake(knftables.InetFamily, TableName)
+	b.ReportAllocs()
+	for b.Loop() {
+		rs, err := cur.withChange(next.Dataplane.Policy, ch.Policy)
+		if err != nil {
+			b.Fatal(err)
+		}
+		planIncremental(f.NewTransaction(), cur, rs)
+	}
+}

@@ -5,7 +5,10 @@
 // Two changes that reach every agent in the cluster cost less: another
 // host's new workload skips the kernel when it leaves this host's desired
 // state as it was, and a route learned or withdrawn over BGP is one kernel
-// route (learnedPass); the resync converges everything every 30 s.
+// route (learnedPass); this host's own container starting or stopping is
+// its interface, routes and nftables objects (endpointPass), a label
+// change its policy objects (labelPass); the resync converges everything
+// every 30 s.
 package agent
 
 import (
@@ -108,6 +111,12 @@ type Agent struct {
 	// a label pass serves them (relabel.go).
 	needFull  bool
 	relabeled map[string]api.Endpoint
+	// epEdits and blockEdits: this host's endpoint records added, removed
+	// or rewritten since the last pass, and this host's IPAM blocks whose
+	// allocations alone changed, each as it was then; an endpoint pass
+	// serves them when it can (endpoints.go).
+	epEdits    map[string]calc.EndpointEdit
+	blockEdits map[string]calc.BlockEdit
 	// last is what the last full pass computed, with the label passes
 	// since applied to it; nil after a pass that did not converge. Only
 	// the loop's goroutine uses it.
@@ -223,7 +232,8 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), ifaceDue: make(chan struct{}, 1), started: time.Now(),
-		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{}}
+		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{},
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{}}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -347,6 +357,8 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	elsewhere := otherHosts(a.snap, key, a.cfg.Name)
 	id, isEndpoint := decode.EndpointID(key)
 	old, had := a.snap.Endpoints[id]
+	blockID, isBlock := decode.BlockID(key)
+	oldBlock, hadBlock := a.snap.Blocks[blockID]
 	relevant, err := decode.Into(a.snap, key, value)
 	elsewhere = elsewhere && otherHosts(a.snap, key, a.cfg.Name)
 	a.dsChanged = a.dsChanged || relevant
@@ -354,6 +366,22 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	if newVersion {
 		if _, pending := a.relabeled[id]; !pending {
 			a.relabeled[id] = old
+		}
+	}
+	// This host's own container starting or stopping: its record comes
+	// or goes, its address is taken or released in one of our blocks.
+	ownEndpoint := isEndpoint && err == nil && !newVersion && strings.HasPrefix(id, a.cfg.Name+"/")
+	if ownEndpoint {
+		if _, pending := a.epEdits[id]; !pending {
+			a.epEdits[id] = calc.EndpointEdit{Key: id, Old: old, Had: had}
+		}
+	}
+	cur, hasBlock := a.snap.Blocks[blockID]
+	ownAllocation := isBlock && err == nil && hadBlock && hasBlock && oldBlock.Affinity == a.cfg.Name &&
+		oldBlock.CIDR == cur.CIDR && oldBlock.Affinity == cur.Affinity
+	if ownAllocation {
+		if _, pending := a.blockEdits[blockID]; !pending {
+			a.blockEdits[blockID] = calc.BlockEdit{CIDR: blockID, Old: oldBlock}
 		}
 	}
 	a.mu.Unlock()
@@ -364,9 +392,9 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	switch {
 	case newVersion && elsewhere:
 		a.wake() // the next pass finds out whether only labels changed
-	case newVersion:
+	case newVersion, ownEndpoint, ownAllocation:
 		// This host's own workload: a pass that converges the kernel
-		// unless the label pass serves it.
+		// unless the label or the endpoint pass serves it.
 		a.converge.Store(true)
 		a.wake()
 	case relevant && elsewhere:
@@ -500,8 +528,9 @@ func (a *Agent) loop(ctx context.Context) error {
 			converge = true
 		}
 		// A label pass serves a converge asked for by this host's own
-		// relabelled workload too: nothing but labels changed.
-		if a.labelPass() {
+		// relabelled workload too: nothing but labels changed; an
+		// endpoint pass one of its workloads starting or stopping.
+		if a.labelPass() || a.endpointPass() {
 			continue
 		}
 		wasReady := a.ready
@@ -546,6 +575,8 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		// This pass serves every change so far.
 		a.needFull = false
 		clear(a.relabeled)
+		clear(a.epEdits)
+		clear(a.blockEdits)
 		return calc.Compute(in)
 	}
 	a.checkRotation(ctx)

@@ -39,6 +39,10 @@ type flowLog struct {
 	policies map[string]calc.TierPolicy
 	flows    map[flowKey]*api.DeniedFlow
 	seen     map[flowKey]time.Time
+	// pending is the policy last set, until resolve makes the tables
+	// above from it and byIface (interface -> workload).
+	pending *calc.Policy
+	byIface map[string]string
 }
 
 type flowEndpoint struct {
@@ -62,7 +66,10 @@ func newFlowLog() *flowLog {
 }
 
 // setPolicy tells the log what the enforced policy means: which chain is
-// which profile, which address which workload.
+// which profile, which address which workload. The tables themselves are
+// made when a denied packet first needs them (resolve): at 1000 endpoints
+// making them on every pass was a fifth of the cost of a new workload,
+// and most passes see no denied packet before the next one.
 func (f *flowLog) setPolicy(p calc.Policy, snap *calc.Snapshot, node string) {
 	byIface := map[string]string{}
 	for _, ep := range snap.Endpoints {
@@ -70,9 +77,21 @@ func (f *flowLog) setPolicy(p calc.Policy, snap *calc.Snapshot, node string) {
 			byIface[ep.InterfaceName] = ep.Workload
 		}
 	}
+	f.mu.Lock()
+	f.pending, f.byIface = &p, byIface
+	f.mu.Unlock()
+}
+
+// resolve makes the tables of the policy setPolicy was last given, if
+// not made yet. f.mu is held.
+func (f *flowLog) resolve() {
+	if f.pending == nil {
+		return
+	}
+	p := *f.pending
 	eps := map[netip.Addr]flowEndpoint{}
 	for _, ep := range p.Endpoints {
-		fe := flowEndpoint{workload: byIface[ep.Interface], profiles: ep.Profiles, in: ep.IngressPolicies, out: ep.EgressPolicies}
+		fe := flowEndpoint{workload: f.byIface[ep.Interface], profiles: ep.Profiles, in: ep.IngressPolicies, out: ep.EgressPolicies}
 		if fe.workload == "" {
 			fe.workload = ep.Interface
 		}
@@ -80,10 +99,8 @@ func (f *flowLog) setPolicy(p calc.Policy, snap *calc.Snapshot, node string) {
 			eps[a] = fe
 		}
 	}
-	names := nft.NewDropNames(p)
-	f.mu.Lock()
-	f.names, f.eps, f.profiles, f.policies = names, eps, p.Profiles, p.Policies
-	f.mu.Unlock()
+	f.names, f.eps, f.profiles, f.policies = nft.NewDropNames(p), eps, p.Profiles, p.Policies
+	f.pending, f.byIface = nil, nil
 }
 
 // runLogged reads the drop log until ctx ends. If the group cannot be read
@@ -114,6 +131,7 @@ func (f *flowLog) add(p nflog.Packet) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.resolve()
 	src, ok := f.names.Source(p.Prefix)
 	if !ok {
 		return

@@ -22,7 +22,7 @@ import (
 // nothing, when a full pass is needed instead.
 func (a *Agent) labelPass() bool {
 	a.mu.Lock()
-	if a.needFull || a.last == nil || len(a.relabeled) == 0 {
+	if a.needFull || a.last == nil || len(a.relabeled) == 0 || len(a.epEdits) > 0 || len(a.blockEdits) > 0 {
 		a.mu.Unlock()
 		return false
 	}

@@ -27,7 +27,16 @@ const ifaceRecheckEvery = time.Second
 // its interface, or with something else under its name, is a problem line
 // in status until it is removed or added again.
 func (a *Agent) applyWorkloadIfaces(want []calc.WorkloadIface) (problems []string, err error) {
-	problems, _, err = a.convergeWorkloadIfaces(want)
+	problems, _, err = a.convergeWorkloadIfaces(want, a.ifaces.Apply)
+	return problems, err
+}
+
+// changeWorkloadIfaces is applyWorkloadIfaces for the endpoint pass: it
+// converges the new host sides and leaves the others' read-back to the
+// next whole pass (netdev.WorkloadIfaceSyncer.ApplyChanged), as the label
+// and learned-route passes leave interfaces alone.
+func (a *Agent) changeWorkloadIfaces(want []calc.WorkloadIface) (problems []string, err error) {
+	problems, _, err = a.convergeWorkloadIfaces(want, a.ifaces.ApplyChanged)
 	return problems, err
 }
 
@@ -42,20 +51,20 @@ func (a *Agent) ifaceAudit() bool {
 	if a.applied == nil {
 		return false
 	}
-	problems, fixed, err := a.convergeWorkloadIfaces(a.applied.Dataplane.Workloads)
+	problems, fixed, err := a.convergeWorkloadIfaces(a.applied.Dataplane.Workloads, a.ifaces.Apply)
 	return err == nil && !fixed && slices.Equal(problems, a.ifaceProblems)
 }
 
 // convergeWorkloadIfaces is applyWorkloadIfaces, saying too whether it put
 // anything back.
-func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface) (problems []string, fixed bool, err error) {
+func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface, apply func([]netdev.HostSide) (netdev.WorkloadIfaceReport, error)) (problems []string, fixed bool, err error) {
 	hs := make([]netdev.HostSide, len(want))
 	workload := make(map[string]string, len(want))
 	for i, w := range want {
 		hs[i] = netdev.HostSide{Name: w.Interface, MTU: w.MTU, IPv6: w.IPv6}
 		workload[w.Interface] = w.Workload
 	}
-	rep, err := a.ifaces.Apply(hs)
+	rep, err := apply(hs)
 	if rep.Recheck > 0 {
 		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, func() {
 			select {

@@ -24,15 +24,19 @@ import (
 
 // PolicyChange names what Relabel changed in a Policy, so the dataplane
 // rewrites only those objects: the local endpoints (by interface) whose
-// policy lists changed, and the selectors (keys of
-// Policy.SelectorMembers) whose members changed. Both are sorted.
+// policy lists changed (or that were added or removed: Reendpoint), the
+// selectors (keys of Policy.SelectorMembers) and the tags (keys of
+// Policy.TagMembers) whose members changed. All are sorted.
 type PolicyChange struct {
 	Endpoints []string
 	Selectors []string
+	Tags      []string
 }
 
 // Empty says whether nothing changed.
-func (c PolicyChange) Empty() bool { return len(c.Endpoints) == 0 && len(c.Selectors) == 0 }
+func (c PolicyChange) Empty() bool {
+	return len(c.Endpoints) == 0 && len(c.Selectors) == 0 && len(c.Tags) == 0
+}
 
 // Relabel is Compute for a snapshot that differs from the one prev was
 // computed from (for node) only in the labels of endpoint records: key's

@@ -2,6 +2,7 @@ package calc
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -92,4 +93,54 @@ func allocate(s *Snapshot, a netip.Addr, handle string) {
 	}
 	p := netip.PrefixFrom(a, bits).Masked()
 	s.Blocks[p.String()] = api.Block{CIDR: p.String(), Allocations: map[int]string{ordinal(p, a): handle}}
+}
+
+// LabelPolicyAdd adds endpoint i (h0/w<i>, labelled app=a<app>) to a
+// LabelPolicySnapshot as a client writes it: its address taken in its
+// block, then its record. It returns the changes as an agent records
+// them for Reendpoint.
+func LabelPolicyAdd(s *Snapshot, i, app int) ([]EndpointEdit, []BlockEdit) {
+	a := labelPolicyAddr(i)
+	name := fmt.Sprintf("w%d", i)
+	blocks := setAllocation(s, a, api.WorkloadHandle("h0", name))
+	key := "h0/" + name
+	old, had := s.Endpoints[key]
+	s.Endpoints[key] = api.Endpoint{Node: "h0", Workload: name, InterfaceName: api.WorkloadIfaceName("h0", name),
+		IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": fmt.Sprintf("a%d", app)}}
+	return []EndpointEdit{{Key: key, Old: old, Had: had}}, blocks
+}
+
+// LabelPolicyRemove removes endpoint i of a LabelPolicySnapshot and
+// releases its address, as LabelPolicyAdd's changes.
+func LabelPolicyRemove(s *Snapshot, i int) ([]EndpointEdit, []BlockEdit) {
+	key := fmt.Sprintf("h0/w%d", i)
+	old, had := s.Endpoints[key]
+	delete(s.Endpoints, key)
+	return []EndpointEdit{{Key: key, Old: old, Had: had}}, setAllocation(s, labelPolicyAddr(i), "")
+}
+
+// setAllocation allocates (handle != "") or releases a in the block that
+// holds it, replacing the block as a decoder does (a new map), and
+// returns the block's edit.
+func setAllocation(s *Snapshot, a netip.Addr, handle string) []BlockEdit {
+	for cidr, b := range s.Blocks {
+		p := netip.MustParsePrefix(cidr)
+		if !p.Contains(a) {
+			continue
+		}
+		edit := BlockEdit{CIDR: cidr, Old: b}
+		b.Allocations = maps.Clone(b.Allocations)
+		if b.Allocations == nil {
+			b.Allocations = map[int]string{}
+		}
+		if handle == "" {
+			delete(b.Allocations, ordinal(p, a))
+		} else {
+			b.Allocations[ordinal(p, a)] = handle
+		}
+		s.Blocks[cidr] = b
+		return []BlockEdit{edit}
+	}
+	allocate(s, a, handle)
+	return nil
 }

@@ -127,6 +127,16 @@ func EndpointID(key string) (id string, ok bool) {
 	return l.id, true
 }
 
+// BlockID is the key of an IPAM block record's place in
+// calc.Snapshot.Blocks (its CIDR); ok is false for any other key.
+func BlockID(key string) (id string, ok bool) {
+	l, ok := locate(key)
+	if !ok || l.kind != kindBlock {
+		return "", false
+	}
+	return l.id, true
+}
+
 // Snapshot builds a snapshot from a full listing. Pools go first, so
 // endpoints and blocks are checked against every pool whatever the listing's
 // order. A bad record keeps its value from old (the snapshot before this

@@ -141,6 +141,25 @@ const maxLookups = 16
 // Apply converges the wanted host sides that exist: every one, or with
 // RecheckEvery only those not checked yet (see RecheckEvery).
 func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error) {
+	return s.apply(want, true)
+}
+
+// ApplyChanged is Apply for a change of a few host sides (a workload
+// started or stopped): with RecheckEvery, after a first Apply, it
+// converges only the host sides not checked yet and, unlike Apply, does
+// not make the full read-back of the others due: nothing about them
+// changed, and at 1000 workloads that read-back (a link dump whose kernel
+// cost grows with the square of the workloads, seven sysctls each) cost
+// ten times the change. A read-back already due still is (Recheck says
+// when). Without RecheckEvery, or before any Apply, it is Apply.
+func (s *WorkloadIfaceSyncer) ApplyChanged(want []HostSide) (WorkloadIfaceReport, error) {
+	if s.RecheckEvery == 0 || !s.started {
+		return s.apply(want, true)
+	}
+	return s.apply(want, false)
+}
+
+func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceReport, error) {
 	var rep WorkloadIfaceReport
 	if len(want) == 0 {
 		return rep, nil
@@ -215,7 +234,7 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 	errs = append(errs, err)
 	ok := errors.Join(errs...) == nil
 	s.remember(want, checked, full, first, ok)
-	if skipped {
+	if skipped && (arm || !s.due.IsZero()) {
 		if s.due.IsZero() {
 			s.due = time.Now().Add(s.RecheckEvery)
 		}

@@ -195,3 +195,60 @@ func TestWorkloadIfaceSyncerRecheck(t *testing.T) {
 		t.Errorf("the due read-back did not converge the MTU: %q", rep.Fixed)
 	}
 }
+
+// ApplyChanged converges a new host side in full, leaves the checked
+// ones alone and, unlike Apply, makes no read-back of them due: a hand
+// edit of one survives it (the next whole pass's read-back puts it back).
+// A read-back already due stays due.
+func TestWorkloadIfaceSyncerApplyChanged(t *testing.T) {
+	_, hostPath := hostWithUplink(t)
+	_, w1 := newNetns(t, "w1")
+	_, w2 := newNetns(t, "w2")
+	in := InNetns(hostPath)
+	spec1 := WorkloadSpec{NetnsPath: w1, HostIface: api.IfaceNameForID(t.Name() + "1"), Addrs: []netip.Prefix{pfx("192.168.102.1/32")}}
+	spec2 := WorkloadSpec{NetnsPath: w2, HostIface: api.IfaceNameForID(t.Name() + "2"), Addrs: []netip.Prefix{pfx("192.168.102.2/32")}}
+	if _, err := AddWorkload(spec1, in); err != nil {
+		t.Fatal(err)
+	}
+	proxyARP := func(iface string) []string { return strings.Split("net/ipv4/conf/"+iface+"/proxy_arp", "/") }
+	ws := NewWorkloadIfaceSyncer(in)
+	ws.RecheckEvery = time.Hour
+	hs1, hs2 := HostSide{Name: spec1.HostIface}, HostSide{Name: spec2.HostIface}
+	if _, err := ws.Apply([]HostSide{hs1}); err != nil {
+		t.Fatal(err)
+	}
+	ws.due = time.Now()
+	if rep, err := ws.Apply([]HostSide{hs1}); err != nil || rep.Recheck != 0 {
+		t.Fatalf("the read-back: %+v %v", rep, err)
+	}
+	// Nothing due now. A hand edit of workload 1, then workload 2 starts.
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec1.HostIface)...)
+	if _, err := AddWorkload(spec2, in); err != nil {
+		t.Fatal(err)
+	}
+	writeSysctlIn(t, hostPath, "0", proxyARP(spec2.HostIface)...) // as if AddWorkload had failed to set it
+	rep, err := ws.ApplyChanged([]HostSide{hs1, hs2})
+	if err != nil || rep.Recheck != 0 || !ws.due.IsZero() {
+		t.Fatalf("ApplyChanged: %+v %v (due %v), want no read-back due", rep, err, ws.due)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec2.HostIface)...); got != "1" {
+		t.Errorf("the new host side's proxy_arp = %s, want 1", got)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "0" {
+		t.Errorf("ApplyChanged read back a checked host side (proxy_arp %s)", got)
+	}
+	// A whole pass makes the read-back due; ApplyChanged keeps it due.
+	if rep, err := ws.Apply([]HostSide{hs1, hs2}); err != nil || rep.Recheck <= 0 {
+		t.Fatalf("Apply: %+v %v, want a read-back due", rep, err)
+	}
+	if rep, err := ws.ApplyChanged([]HostSide{hs1, hs2}); err != nil || rep.Recheck <= 0 {
+		t.Fatalf("ApplyChanged with a read-back pending: %+v %v, want it still due", rep, err)
+	}
+	ws.due = time.Now()
+	if _, err := ws.ApplyChanged([]HostSide{hs1, hs2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readSysctlIn(t, hostPath, proxyARP(spec1.HostIface)...); got != "1" {
+		t.Errorf("a hand edit survived the due read-back: proxy_arp = %s", got)
+	}
+}

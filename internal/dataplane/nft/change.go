@@ -58,9 +58,10 @@ func (e *Enforcer) ApplyChange(p calc.Policy, ch calc.PolicyChange) (Stats, erro
 	return finish(st, next), nil
 }
 
-// withChange is rs with the endpoints and selectors ch names rendered from
-// p; rs itself is not modified (its maps are copied, the unchanged
-// entries shared).
+// withChange is rs with the endpoints, selectors and tags ch names
+// rendered from p; rs itself is not modified (its maps are copied, the
+// unchanged entries shared). An endpoint ch names that p lacks is removed,
+// one rs lacks is added.
 func (rs *ruleset) withChange(p calc.Policy, ch calc.PolicyChange) (*ruleset, error) {
 	next := *rs
 	next.Sets = maps.Clone(rs.Sets)
@@ -71,6 +72,16 @@ func (rs *ruleset) withChange(p calc.Policy, ch calc.PolicyChange) (*ruleset, er
 		}
 		next.renderSelector(key, m)
 	}
+	for _, tag := range ch.Tags {
+		m, ok := p.TagMembers[tag]
+		s4, had4 := rs.Sets[tagSet4(tag)]
+		s6, had6 := rs.Sets[tagSet6(tag)]
+		if !ok || !had4 || !had6 {
+			return nil, ErrNeedApply // a tag no rule named: its sets are new
+		}
+		s4.Elems, s6.Elems = splitAddrs(m.V4, m.V6)
+		next.Sets[tagSet4(tag)], next.Sets[tagSet6(tag)] = s4, s6
+	}
 	if len(ch.Endpoints) == 0 {
 		return &next, nil
 	}
@@ -79,21 +90,31 @@ func (rs *ruleset) withChange(p calc.Policy, ch calc.PolicyChange) (*ruleset, er
 	next.PassIn, next.PassOut = maps.Clone(rs.PassIn), maps.Clone(rs.PassOut)
 	for _, iface := range ch.Endpoints {
 		i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface })
-		if i < 0 || rs.FromWl[iface] == "" {
+		_, had := rs.FromWl[iface]
+		if i < 0 && !had {
 			return nil, ErrNeedApply
-		}
-		// Rendered alone, so what it writes is exactly its own objects.
-		one := &ruleset{Chains: map[string]chainSpec{}, Sets: map[string]setSpec{}, FromWl: map[string]string{}, ToWl: map[string]string{},
-			PassIn: map[string]string{}, PassOut: map[string]string{}}
-		one.renderEndpoint(p.Endpoints[i], p.Profiles)
-		if len(one.Problems) > 0 || !sameSourceElems(rs, one, iface) {
-			return nil, ErrNeedApply // Apply reports the problems; addresses never change here
 		}
 		for _, c := range []string{endpointOutChain(iface), endpointInChain(iface), endpointProfOut(iface), endpointProfIn(iface)} {
 			delete(next.Chains, c)
 		}
+		delete(next.FromWl, iface)
+		delete(next.ToWl, iface)
 		delete(next.PassIn, iface)
 		delete(next.PassOut, iface)
+		// Rendered alone, so what it writes is exactly its own objects.
+		one := &ruleset{Chains: map[string]chainSpec{}, Sets: map[string]setSpec{}, FromWl: map[string]string{}, ToWl: map[string]string{},
+			PassIn: map[string]string{}, PassOut: map[string]string{}}
+		if i >= 0 {
+			one.renderEndpoint(p.Endpoints[i], p.Profiles)
+			if len(one.Problems) > 0 {
+				return nil, ErrNeedApply // Apply reports the problems
+			}
+		}
+		for _, set := range []string{setWlSrc4, setWlSrc6} {
+			s := next.Sets[set]
+			s.Elems = replaceIfaceElems(s.Elems, iface, one.Sets[set].Elems)
+			next.Sets[set] = s
+		}
 		maps.Copy(next.Chains, one.Chains)
 		maps.Copy(next.FromWl, one.FromWl)
 		maps.Copy(next.ToWl, one.ToWl)
@@ -103,21 +124,23 @@ func (rs *ruleset) withChange(p calc.Policy, ch calc.PolicyChange) (*ruleset, er
 	return &next, nil
 }
 
-// sameSourceElems says whether the anti-spoofing elements one renders for
-// iface are those rs holds for it (a label change does not move addresses).
-func sameSourceElems(rs, one *ruleset, iface string) bool {
-	for _, set := range []string{setWlSrc4, setWlSrc6} {
-		var had []string
-		for _, e := range rs.Sets[set].Elems {
-			if strings.HasPrefix(e, quoteIface(iface)+elemSep) {
-				had = append(had, e)
-			}
-		}
-		want := slices.Clone(one.Sets[set].Elems)
-		slices.Sort(want)
-		if !slices.Equal(had, want) {
-			return false
-		}
+// replaceIfaceElems is a sorted anti-spoofing list (interface . address)
+// with iface's elements replaced by elems. They are contiguous: every one
+// starts with the quoted name and the separator. The list is copied, never
+// modified (the last ruleset holds it).
+func replaceIfaceElems(list []string, iface string, elems []string) []string {
+	pre := quoteIface(iface) + elemSep
+	lo, _ := slices.BinarySearch(list, pre)
+	hi := lo
+	for hi < len(list) && strings.HasPrefix(list[hi], pre) {
+		hi++
 	}
-	return true
+	want := slices.Clone(elems)
+	slices.Sort(want)
+	if slices.Equal(list[lo:hi], want) {
+		return list
+	}
+	out := make([]string, 0, len(list)-(hi-lo)+len(want))
+	out = append(append(append(out, list[:lo]...), want...), list[hi:]...)
+	return out
 }

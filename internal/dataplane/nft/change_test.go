@@ -146,3 +146,108 @@ func BenchmarkLabelChangeApplyChange(b *testing.B) {
 		planIncremental(f.NewTransaction(), cur, rs)
 	}
 }
+
+// TestApplyChangeEndpoints: containers starting and stopping, applied by
+// calc.Reendpoint and ApplyChange, leave the table exactly as a full Apply
+// of the same policy writes it, in our record and in the (fake) kernel:
+// the endpoint's chains and dispatch entries come and go, its addresses
+// join and leave the anti-spoofing, tag and selector sets.
+func TestApplyChangeEndpoints(t *testing.T) {
+	s := calc.LabelPolicySnapshot(200, 40)
+	for cidr, b := range s.Blocks {
+		b.Affinity = "h0"
+		s.Blocks[cidr] = b
+	}
+	in := calc.Input{Node: "h0", Snap: s}
+	res := calc.Compute(in)
+	e, f := newFakeEnforcer()
+	if _, err := e.Apply(res.Dataplane.Policy); err != nil {
+		t.Fatal(err)
+	}
+	present := map[int]bool{}
+	for i := range 200 {
+		present[i] = true
+	}
+	rng := rand.New(rand.NewPCG(19, 4))
+	partial := 0
+	for step := range 100 {
+		i := rng.IntN(250) // 200-249: in the last block, not there yet
+		var eps []calc.EndpointEdit
+		var blocks []calc.BlockEdit
+		if present[i] {
+			eps, blocks = calc.LabelPolicyRemove(s, i)
+		} else {
+			eps, blocks = calc.LabelPolicyAdd(s, i, rng.IntN(40)) // apps every policy uses already
+		}
+		present[i] = !present[i]
+		next, ch, ok := calc.Reendpoint(in, res, eps, blocks)
+		if !ok {
+			// A policy whose last endpoint went, or came back.
+			res = calc.Compute(in)
+			if _, err := e.Apply(res.Dataplane.Policy); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		st, err := e.ApplyChange(next.Dataplane.Policy, ch.Policy)
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		res = next
+		partial++
+		if st.Full || st.ChainsWritten > 4 {
+			t.Errorf("step %d (%+v): %+v, more than the change", step, ch.Policy, st)
+		}
+		want := render(res.Dataplane.Policy)
+		want.access = e.access
+		if !reflect.DeepEqual(e.cur, want) {
+			t.Fatalf("step %d: the Enforcer's record differs from the rendered policy", step)
+		}
+		if step%10 != 0 {
+			continue
+		}
+		full, ff := newFakeEnforcer()
+		if _, err := full.Apply(res.Dataplane.Policy); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fakeState(t, f), fakeState(t, ff); !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: the table differs from a full Apply's", step)
+		}
+	}
+	t.Logf("%d of 100 changes partial", partial)
+	if partial < 70 {
+		t.Errorf("only %d of 100 changes partial", partial)
+	}
+	if want := calc.Compute(in).Dataplane.Policy; !reflect.DeepEqual(res.Dataplane.Policy, want) {
+		t.Fatal("after the run, the policy differs from Compute's")
+	}
+}
+
+// BenchmarkOneMoreEndpointApplyChange is the CPU side of one more
+// endpoint next to 1000 through ApplyChange (calc.Reendpoint's change):
+// render the endpoint, its tag's sets, diff, plan (nft not run). Compare
+// BenchmarkRenderAndPlanOneMore1000, the same through Apply.
+func BenchmarkOneMoreEndpointApplyChange(b *testing.B) {
+	s := calc.LabelPolicySnapshot(1000, 200)
+	for cidr, bl := range s.Blocks {
+		bl.Affinity = "h0"
+		s.Blocks[cidr] = bl
+	}
+	in := calc.Input{Node: "h0", Snap: s}
+	prev := calc.Compute(in)
+	eps, blocks := calc.LabelPolicyAdd(s, 1000, 7)
+	next, ch, ok := calc.Reendpoint(in, prev, eps, blocks)
+	if !ok {
+		b.Fatal("Reendpoint declined")
+	}
+	cur := render(prev.Dataplane.Policy)
+	f := knftables.NewFake(knftables.InetFamily, TableName)
+	b.ReportAllocs()
+	for b.Loop() {
+		rs, err := cur.withChange(next.Dataplane.Policy, ch.Policy)
+		if err != nil {
+			b.Fatal(err)
+		}
+		planIncremental(f.NewTransaction(), cur, rs)
+	}
+}

@@ -1,0 +1,428 @@
+package calc
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/resource"
+)
+
+// epincWorld is what a container starting or stopping on h0 can meet: local
+// endpoints with IPv4 and IPv6 addresses in h0's blocks, in profiles whose
+// rules name tags (one tag carried by two profiles, one profile named by
+// endpoints but missing), label policies in both directions (one no
+// endpoint matches yet), a network set holding a local address, and
+// another host's endpoints in the same tags and selectors.
+func epincWorld() *Snapshot {
+	s := LabelPolicySnapshot(40, 20)
+	s.Pools["fd10::/64"] = api.Pool{CIDR: "fd10::/64", BlockSize: 122}
+	s.Nodes["h1"] = api.Node{Name: "h1", IPv4: "10.0.0.2/24"}
+	q := api.NewProfile("Q")
+	q.Tags = []string{"Q", "shared"}
+	q.Inbound = append(q.Inbound, api.Rule{Action: api.ActionAllow, Src: api.EntityMatch{Tag: "shared"}}, api.Rule{Action: api.ActionAllow, Src: api.EntityMatch{Tag: "P"}})
+	s.Profiles["Q"] = q
+	p := s.Profiles["P"]
+	p.Tags = []string{"P", "shared"}
+	s.Profiles["P"] = p
+	for key, ep := range s.Endpoints {
+		i := len(key) // some spread, deterministic
+		if i%2 == 0 {
+			ep.IPv6Nets = []string{fmt.Sprintf("fd10::%x/128", 0x100+i*7%50)}
+		}
+		if i%3 == 0 {
+			ep.Profiles = []string{"Q", "P"}
+		}
+		s.Endpoints[key] = ep
+	}
+	// Unique IPv6 addresses: the spread above repeats.
+	n := 0
+	for _, key := range sortedKeys(s.Endpoints) {
+		ep := s.Endpoints[key]
+		if len(ep.IPv6Nets) > 0 {
+			ep.IPv6Nets = []string{fmt.Sprintf("fd10::%x/128", n+1)}
+			n++
+		}
+		s.Endpoints[key] = ep
+	}
+	for i := range 15 {
+		s.Endpoints[fmt.Sprintf("h1/r%d", i)] = api.Endpoint{Node: "h1", Workload: fmt.Sprintf("r%d", i),
+			IPv4Nets: []string{fmt.Sprintf("10.65.0.%d/32", i+1)}, IPv6Nets: []string{fmt.Sprintf("fd11::%x/128", i+1)},
+			Profiles: []string{"P"}, Labels: map[string]string{"app": fmt.Sprintf("a%d", i%7)}}
+	}
+	honest(s)
+	for cidr, b := range s.Blocks {
+		b.Affinity = "h0"
+		if pf := netip.MustParsePrefix(cidr); netip.MustParsePrefix("10.65.0.0/16").Overlaps(pf) || netip.MustParsePrefix("fd11::/64").Overlaps(pf) {
+			b.Affinity = "h1"
+		}
+		s.Blocks[cidr] = b
+	}
+	// Room for more local endpoints: a /26 and a /122 more of h0's.
+	s.Blocks["10.64.0.64/26"] = api.Block{CIDR: "10.64.0.64/26", Affinity: "h0", Allocations: map[int]string{}}
+	s.Blocks["fd10::40/122"] = api.Block{CIDR: "fd10::40/122", Affinity: "h0", Allocations: map[int]string{}}
+	order := 5.5
+	s.Policies["egress-db"] = resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: "egress-db"}, Spec: resource.GlobalNetworkPolicySpec{
+		Order: &order, Selector: "has(tier)", Types: []string{"Ingress", "Egress"},
+		Ingress: []resource.Rule{{Action: resource.ActionDeny, Source: resource.EntityRule{NotSelector: "tier == 'db'"}}},
+		Egress:  []resource.Rule{{Action: resource.ActionAllow, Destination: resource.EntityRule{Selector: "tier in {'db', 'cache'}"}}},
+	}}
+	s.Policies["rare"] = resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: "rare"}, Spec: resource.GlobalNetworkPolicySpec{
+		Selector: "app == 'rare'", Ingress: []resource.Rule{{Action: resource.ActionAllow}}}}
+	s.NetworkSets["ext"] = resource.GlobalNetworkSet{Metadata: resource.ObjectMeta{Name: "ext", Labels: map[string]string{"tier": "db"}},
+		Spec: resource.GlobalNetworkSetSpec{Nets: []string{LabelPolicyAddr(3) + "/32", "192.0.2.0/24"}}}
+	for _, k := range []string{"h0/w0", "h0/w1", "h1/r0"} {
+		ep := s.Endpoints[k]
+		ep.Labels = map[string]string{"app": ep.Labels["app"], "tier": "db"}
+		s.Endpoints[k] = ep
+	}
+	return s
+}
+
+// epincEdits records what a client's writes change, as the agent does:
+// each endpoint record and block as it was before its first change.
+type epincEdits struct {
+	eps    map[string]EndpointEdit
+	blocks map[string]BlockEdit
+}
+
+func newEpincEdits() *epincEdits {
+	return &epincEdits{eps: map[string]EndpointEdit{}, blocks: map[string]BlockEdit{}}
+}
+
+func (e *epincEdits) endpoint(s *Snapshot, key string) {
+	if _, ok := e.eps[key]; !ok {
+		old, had := s.Endpoints[key]
+		e.eps[key] = EndpointEdit{Key: key, Old: old, Had: had}
+	}
+}
+
+func (e *epincEdits) block(s *Snapshot, cidr string) {
+	if _, ok := e.blocks[cidr]; !ok {
+		old := s.Blocks[cidr]
+		old.Allocations = maps.Clone(old.Allocations) // the test edits the map in place; a decoder never does
+		e.blocks[cidr] = BlockEdit{CIDR: cidr, Old: old}
+	}
+}
+
+func (e *epincEdits) lists() ([]EndpointEdit, []BlockEdit) {
+	return slices.Collect(maps.Values(e.eps)), slices.Collect(maps.Values(e.blocks))
+}
+
+// setAlloc allocates (handle != "") or releases a in its block, recording
+// the block's edit.
+func setAlloc(t *testing.T, s *Snapshot, e *epincEdits, a netip.Addr, handle string) {
+	t.Helper()
+	for cidr, b := range s.Blocks {
+		p := netip.MustParsePrefix(cidr)
+		if !p.Contains(a) {
+			continue
+		}
+		e.block(s, cidr)
+		b.Allocations = maps.Clone(b.Allocations)
+		if b.Allocations == nil {
+			b.Allocations = map[int]string{}
+		}
+		if handle == "" {
+			delete(b.Allocations, ordinal(p, a))
+		} else {
+			b.Allocations[ordinal(p, a)] = handle
+		}
+		s.Blocks[cidr] = b
+		return
+	}
+	t.Fatalf("no block holds %s", a)
+}
+
+// sameResult compares two Results as the agent uses them (Imports is a
+// function of the input; Reendpoint's is checked by Delta's tests).
+func sameResult(a, b Result) bool {
+	a.Imports, b.Imports = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// TestReendpointIsCompute: containers starting, stopping and changing on
+// h0 (IPv4 and IPv6, profiles with tags, label policies in both
+// directions), each written as a client writes it (the address taken in
+// IPAM first, then the record; the record removed, then the address
+// released), and each write applied by Reendpoint on the last Result,
+// give exactly Compute's Result of the changed snapshot. Where Reendpoint
+// declines, something it must not serve did change.
+func TestReendpointIsCompute(t *testing.T) {
+	s := epincWorld()
+	in := Input{Node: "h0", Snap: s}
+	res := Compute(in)
+	if len(res.Ignored) != 0 || len(res.Dataplane.Policy.Policies) == 0 || len(res.Dataplane.Policy.TagMembers["shared"].V6) == 0 {
+		t.Fatalf("world: %d ignored, %d policies, shared tag %v: %v", len(res.Ignored), len(res.Dataplane.Policy.Policies),
+			res.Dataplane.Policy.TagMembers["shared"], res.Problems)
+	}
+	rng := rand.New(rand.NewPCG(19, 4))
+	apps := []string{"a0", "a1", "a2", "a17", "zz", "rare"}
+	tiers := []string{"", "db", "cache"}
+	profiles := [][]string{{"P"}, {"Q"}, {"Q", "P"}, {"P", "missing"}}
+	labels := func() map[string]string {
+		l := map[string]string{"app": apps[rng.IntN(len(apps))]}
+		if tr := tiers[rng.IntN(len(tiers))]; tr != "" {
+			l["tier"] = tr
+		}
+		return l
+	}
+	free := func(p netip.Prefix) netip.Addr {
+		for {
+			a, _ := nthAddr(p, 1+rng.IntN(60))
+			if _, held := indexBlocks(s).holder(a); !held {
+				return a
+			}
+		}
+	}
+	served, declined := 0, 0
+	step := func(what string, e *epincEdits) {
+		t.Helper()
+		want := Compute(in)
+		eps, blocks := e.lists()
+		got, ch, ok := Reendpoint(in, res, eps, blocks)
+		if !ok {
+			// Only the declines the world provokes: a policy or profile
+			// coming into or going out of use, a released address.
+			if slices.Equal(slices.Sorted(maps.Keys(want.Dataplane.Policy.Policies)), slices.Sorted(maps.Keys(res.Dataplane.Policy.Policies))) &&
+				slices.Equal(slices.Sorted(maps.Keys(want.Dataplane.Policy.Profiles)), slices.Sorted(maps.Keys(res.Dataplane.Policy.Profiles))) && what != "release" {
+				t.Errorf("%s: declined, though the policies and profiles in use did not change", what)
+			}
+			declined++
+			res = want
+			return
+		}
+		if !sameResult(got, want) {
+			t.Fatalf("%s: Reendpoint's Result differs from Compute's:\n got %+v\nwant %+v", what, got.Dataplane, want.Dataplane)
+		}
+		if !got.Imports.imp.mine[netip.MustParsePrefix("10.64.0.0/26")] && len(got.Announce) > 0 {
+			t.Fatalf("%s: imports lost what this host announces", what)
+		}
+		checkChange(t, what, res, got, ch)
+		served++
+		res = got
+	}
+	added, removed, changed, n := 0, 0, 0, 0
+	for i := range 300 {
+		switch op := rng.IntN(3); {
+		case op == 0 || len(s.Endpoints) < 45:
+			// A container starts: its addresses, then its record.
+			name := fmt.Sprintf("new%d", i)
+			ep := api.Endpoint{Node: "h0", Workload: name, InterfaceName: api.WorkloadIfaceName("h0", name),
+				Profiles: profiles[rng.IntN(len(profiles))], Labels: labels()}
+			e := newEpincEdits()
+			a4 := free(netip.MustParsePrefix("10.64.0.64/26"))
+			setAlloc(t, s, e, a4, api.WorkloadHandle("h0", name))
+			ep.IPv4Nets = []string{a4.String() + "/32"}
+			if rng.IntN(2) == 0 {
+				a6 := free(netip.MustParsePrefix("fd10::40/122"))
+				setAlloc(t, s, e, a6, api.WorkloadHandle("h0", name))
+				ep.IPv6Nets = []string{a6.String() + "/128"}
+			}
+			step("allocate", e)
+			e = newEpincEdits()
+			e.endpoint(s, "h0/"+name)
+			s.Endpoints["h0/"+name] = ep
+			step("add "+name, e)
+			added++
+		case op == 1:
+			// A container stops: its record, then its addresses.
+			keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h0" })
+			key := keys[rng.IntN(len(keys))]
+			ep := s.Endpoints[key]
+			e := newEpincEdits()
+			e.endpoint(s, key)
+			delete(s.Endpoints, key)
+			step("remove "+key, e)
+			e = newEpincEdits()
+			for _, p := range endpointPrefixes(ep) {
+				setAlloc(t, s, e, p.Addr(), "")
+			}
+			step("release", e)
+			removed++
+		default:
+			// A record rewritten: other labels, other profiles.
+			keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h0" })
+			key := keys[rng.IntN(len(keys))]
+			e := newEpincEdits()
+			e.endpoint(s, key)
+			ep := s.Endpoints[key]
+			ep.Labels = labels()
+			ep.Profiles = profiles[rng.IntN(len(profiles))]
+			s.Endpoints[key] = ep
+			step("change "+key, e)
+			changed++
+		}
+		n++
+	}
+	t.Logf("%d steps: %d added, %d removed, %d changed; %d writes served, %d left to Compute", n, added, removed, changed, served, declined)
+	if served < 3*declined {
+		t.Errorf("only %d writes served, %d left to Compute", served, declined)
+	}
+}
+
+// checkChange: the change Reendpoint reports names what differs between
+// the two Results, and the routes it adds and deletes are exactly the
+// difference of the route lists.
+func checkChange(t *testing.T, what string, prev, next Result, ch EndpointChange) {
+	t.Helper()
+	if ch.Workloads != !slices.Equal(prev.Dataplane.Workloads, next.Dataplane.Workloads) {
+		t.Errorf("%s: Workloads %v, but the lists differ: %v", what, ch.Workloads, !ch.Workloads)
+	}
+	var add, del []Route
+	for _, r := range next.Dataplane.Routes {
+		if !slices.Contains(prev.Dataplane.Routes, r) {
+			add = append(add, r)
+		}
+	}
+	for _, r := range prev.Dataplane.Routes {
+		if !slices.Contains(next.Dataplane.Routes, r) {
+			del = append(del, r)
+		}
+	}
+	if !slices.Equal(add, ch.AddRoutes) || !slices.Equal(del, ch.DelRoutes) {
+		t.Errorf("%s: routes +%v -%v, change says +%v -%v", what, add, del, ch.AddRoutes, ch.DelRoutes)
+	}
+	pp, np := prev.Dataplane.Policy, next.Dataplane.Policy
+	for tag, m := range np.TagMembers {
+		if !reflect.DeepEqual(m, pp.TagMembers[tag]) && !slices.Contains(ch.Policy.Tags, tag) {
+			t.Errorf("%s: tag %s changed, not named", what, tag)
+		}
+	}
+	for key, m := range np.SelectorMembers {
+		if !reflect.DeepEqual(m, pp.SelectorMembers[key]) && !slices.Contains(ch.Policy.Selectors, key) {
+			t.Errorf("%s: selector %s changed, not named", what, key)
+		}
+	}
+	for _, e := range np.Endpoints {
+		i := slices.IndexFunc(pp.Endpoints, func(x EndpointPolicy) bool { return x.Interface == e.Interface })
+		if (i < 0 || !reflect.DeepEqual(pp.Endpoints[i], e)) && !slices.Contains(ch.Policy.Endpoints, e.Interface) {
+			t.Errorf("%s: endpoint %s changed, not named", what, e.Interface)
+		}
+	}
+	for _, e := range pp.Endpoints {
+		if !slices.ContainsFunc(np.Endpoints, func(x EndpointPolicy) bool { return x.Interface == e.Interface }) && !slices.Contains(ch.Policy.Endpoints, e.Interface) {
+			t.Errorf("%s: endpoint %s gone, not named", what, e.Interface)
+		}
+	}
+}
+
+// TestReendpointDeclines: what Reendpoint must leave to Compute.
+func TestReendpointDeclines(t *testing.T) {
+	base := func() (*Snapshot, Result) {
+		s := epincWorld()
+		return s, Compute(Input{Node: "h0", Snap: s})
+	}
+	add := func(s *Snapshot, name string, a netip.Addr, mod func(*api.Endpoint)) []EndpointEdit {
+		ep := api.Endpoint{Node: "h0", Workload: name, InterfaceName: api.WorkloadIfaceName("h0", name),
+			IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+		allocate(s, a, api.WorkloadHandle("h0", name))
+		if mod != nil {
+			mod(&ep)
+		}
+		key := "h0/" + name
+		old, had := s.Endpoints[key]
+		s.Endpoints[key] = ep
+		return []EndpointEdit{{Key: key, Old: old, Had: had}}
+	}
+	free := netip.MustParseAddr("10.64.0.70")
+	for _, tc := range []struct {
+		name string
+		do   func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit)
+	}{
+		{"a lying interface", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			return add(s, "liar", free, func(ep *api.Endpoint) { ep.InterfaceName = api.WorkloadIfaceName("h0", "w1") }), nil
+		}},
+		{"another's address", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			eps := add(s, "thief", free, nil)
+			ep := s.Endpoints["h0/thief"]
+			ep.IPv4Nets = []string{LabelPolicyAddr(2) + "/32"}
+			s.Endpoints["h0/thief"] = ep
+			return eps, nil
+		}},
+		{"an address outside this host's blocks", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			return add(s, "borrower", netip.MustParseAddr("10.64.1.5"), nil), nil
+		}},
+		{"a learned route to its address", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			in.Learned = map[netip.Prefix][]LearnedPath{netip.PrefixFrom(free, 32): {{Neighbor: netip.MustParseAddr("10.0.0.2"), NextHop: netip.MustParseAddr("10.0.0.2")}}}
+			return add(s, "contested", free, nil), nil
+		}},
+		{"a profile not in use yet", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			s.Profiles["R"] = api.NewProfile("R")
+			return add(s, "newprof", free, func(ep *api.Endpoint) { ep.Profiles = []string{"R"} }), nil
+		}},
+		{"a policy not in use yet", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			return add(s, "rare", free, func(ep *api.Endpoint) { ep.Labels = map[string]string{"app": "rare"} }), nil
+		}},
+		{"published ports", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			return add(s, "web", free, func(ep *api.Endpoint) { ep.Ports = []api.PortMapping{{Proto: "tcp", HostPort: 8080, Port: 80}} }), nil
+		}},
+		{"another host's endpoint", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			key := "h1/r3"
+			old := s.Endpoints[key]
+			delete(s.Endpoints, key)
+			return []EndpointEdit{{Key: key, Old: old, Had: true}}, nil
+		}},
+		{"an address released that a record still claims", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			a := netip.MustParseAddr(LabelPolicyAddr(5))
+			for cidr, b := range s.Blocks {
+				p := netip.MustParsePrefix(cidr)
+				if p.Contains(a) {
+					old := b
+					old.Allocations = maps.Clone(b.Allocations)
+					b.Allocations = maps.Clone(b.Allocations)
+					delete(b.Allocations, ordinal(p, a))
+					s.Blocks[cidr] = b
+					return nil, []BlockEdit{{CIDR: cidr, Old: old}}
+				}
+			}
+			t.Fatal("no block")
+			return nil, nil
+		}},
+		{"a block that changed hands", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			b := s.Blocks["10.64.0.64/26"]
+			old := b
+			b.Affinity = "h1"
+			s.Blocks["10.64.0.64/26"] = b
+			return nil, []BlockEdit{{CIDR: "10.64.0.64/26", Old: old}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, res := base()
+			in := Input{Node: "h0", Snap: s}
+			eps, blocks := tc.do(s, &in)
+			got, ch, ok := Reendpoint(in, res, eps, blocks)
+			if ok {
+				t.Fatalf("served: %+v", ch)
+			}
+			if !sameResult(got, res) || !ch.Empty() {
+				t.Errorf("declined, but changed the Result or reported a change")
+			}
+		})
+	}
+}
+
+func BenchmarkReendpoint1000(b *testing.B) {
+	s := LabelPolicySnapshot(1000, 200)
+	for cidr, bl := range s.Blocks {
+		bl.Affinity = "h0"
+		s.Blocks[cidr] = bl
+	}
+	in := Input{Node: "h0", Snap: s}
+	res := Compute(in)
+	a := labelPolicyAddr(1000)
+	allocate(s, a, api.WorkloadHandle("h0", "one"))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Endpoints["h0/one"] = api.Endpoint{Node: "h0", Workload: "one", InterfaceName: api.WorkloadIfaceName("h0", "one"),
+			IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+		if _, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h0/one"}}, nil); !ok {
+			b.Fatal("declined")
+		}
+	}
+}

@@ -445,19 +445,7 @@ func editSelectors(s *Snapshot, prev, cur map[string]SelectorMembers, sels map[s
 		if cur == nil {
 			cur = maps.Clone(prev)
 		}
-		m := cur[key]
-		for _, p := range ps {
-			list := &m.V4
-			if p.Addr().Is6() {
-				list = &m.V6
-			}
-			if add {
-				*list = insertPrefix(*list, p)
-			} else if !netSetsHold(s, sel, p) {
-				*list = removePrefix(*list, p)
-			}
-		}
-		cur[key] = m
+		cur[key] = cur[key].moved(s, sel, ps, add)
 		changed[key] = true
 	}
 	return cur, true

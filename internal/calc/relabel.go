@@ -96,19 +96,7 @@ func Relabel(s *Snapshot, node string, prev Result, key string, old api.Endpoint
 		if members == nil {
 			members = maps.Clone(p.SelectorMembers)
 		}
-		m := members[key]
-		for _, a := range addrs {
-			list := &m.V4
-			if a.Addr().Is6() {
-				list = &m.V6
-			}
-			if after {
-				*list = insertPrefix(*list, a)
-			} else if !netSetsHold(s, sel, a) {
-				*list = removePrefix(*list, a)
-			}
-		}
-		members[key] = m
+		members[key] = members[key].moved(s, sel, addrs, after)
 		ch.Selectors = append(ch.Selectors, key)
 	}
 	if members != nil {
@@ -170,6 +158,23 @@ func netSetsHold(s *Snapshot, sel *selector.Selector, p netip.Prefix) bool {
 // insertPrefix and removePrefix keep a list sorted and unique as
 // sortUniquePrefixes leaves it. Both copy: the list is shared with the
 // previous Result.
+// moved is m with an endpoint's addresses added (add) or taken out; a
+// network set the selector matches that holds an address keeps it in.
+func (m SelectorMembers) moved(s *Snapshot, sel *selector.Selector, addrs []netip.Prefix, add bool) SelectorMembers {
+	for _, a := range addrs {
+		list := &m.V4
+		if a.Addr().Is6() {
+			list = &m.V6
+		}
+		if add {
+			*list = insertPrefix(*list, a)
+		} else if !netSetsHold(s, sel, a) {
+			*list = removePrefix(*list, a)
+		}
+	}
+	return m
+}
+
 func insertPrefix(ps []netip.Prefix, p netip.Prefix) []netip.Prefix {
 	i, found := slices.BinarySearchFunc(ps, p, comparePrefix)
 	if found {

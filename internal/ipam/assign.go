@@ -160,24 +160,15 @@ func (m *IPAM) assignBatch(ctx context.Context, node string, batch []*assignReq)
 		if len(took) == 0 {
 			return true, nil
 		}
-		var guards []datastore.Guard
-		var writes []datastore.Write
-		poolGuarded := map[string]bool{}
+		var tx batchTxn
 		for _, bw := range blocks {
-			guards = append(guards, datastore.Unchanged(bw.sb.key, bw.sb.rev))
-			writes = append(writes, datastore.WriteJSON(bw.sb.key, bw.rec))
-			if !poolGuarded[bw.pool.key] {
-				poolGuarded[bw.pool.key] = true
-				guards = append(guards, datastore.Unchanged(bw.pool.key, bw.pool.rev))
-			}
+			tx.block(*bw.sb, bw.rec, bw.pool)
 		}
 		for _, r := range took {
-			h := handles[r.handle]
-			guards = append(guards, datastore.Unchanged(h.key, h.rev))
-			writes = append(writes, datastore.WriteJSON(h.key, h.withIP(r.handle, r.ip)))
+			tx.handle(handles[r.handle], r.handle, r.ip)
 			answers[r] = nil
 		}
-		return m.commit(ctx, guards, writes)
+		return m.commit(ctx, tx.guards, tx.writes)
 	})
 	for _, r := range batch {
 		if slices.Contains(alone, r) {

@@ -126,23 +126,14 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 		if len(took) == 0 {
 			return true, nil
 		}
-		var guards []datastore.Guard
-		var writes []datastore.Write
-		poolGuarded := map[string]bool{}
+		var tx batchTxn
 		for _, p := range plans {
-			guards = append(guards, datastore.Unchanged(p.sb.key, p.sb.rev))
-			writes = append(writes, datastore.WriteJSON(p.sb.key, p.rec))
-			if !poolGuarded[p.pool.key] {
-				poolGuarded[p.pool.key] = true
-				guards = append(guards, datastore.Unchanged(p.pool.key, p.pool.rev))
-			}
+			tx.block(p.sb, p.rec, p.pool)
 		}
 		for _, r := range took {
-			h := handles[r.handle]
-			guards = append(guards, datastore.Unchanged(h.key, h.rev))
-			writes = append(writes, datastore.WriteJSON(h.key, h.withIP(r.handle, ips[r])))
+			tx.handle(handles[r.handle], r.handle, ips[r])
 		}
-		return m.commit(ctx, guards, writes)
+		return m.commit(ctx, tx.guards, tx.writes)
 	})
 	if err != nil {
 		return nil, err

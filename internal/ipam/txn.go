@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"time"
 
 	"github.com/calico-go/calico/internal/api"
@@ -63,6 +64,32 @@ func (m *IPAM) commit(ctx context.Context, cmps []datastore.Guard, ops []datasto
 		return false, fmt.Errorf("writing IPAM data to etcd: %w", err)
 	}
 	return ok, nil
+}
+
+// batchTxn gathers the guards and writes of one batched assignment:
+// each block written, its pool and each handle must be unchanged since
+// they were read, so a batch that raced another writer writes nothing.
+type batchTxn struct {
+	guards []datastore.Guard
+	writes []datastore.Write
+	pools  map[string]bool
+}
+
+func (b *batchTxn) block(sb storedBlock, rec api.Block, pool poolInfo) {
+	b.guards = append(b.guards, datastore.Unchanged(sb.key, sb.rev))
+	b.writes = append(b.writes, datastore.WriteJSON(sb.key, rec))
+	if b.pools == nil {
+		b.pools = map[string]bool{}
+	}
+	if !b.pools[pool.key] {
+		b.pools[pool.key] = true
+		b.guards = append(b.guards, datastore.Unchanged(pool.key, pool.rev))
+	}
+}
+
+func (b *batchTxn) handle(h storedHandle, handle string, ip netip.Addr) {
+	b.guards = append(b.guards, datastore.Unchanged(h.key, h.rev))
+	b.writes = append(b.writes, datastore.WriteJSON(h.key, h.withIP(handle, ip)))
 }
 
 // handleOp writes a handle record, deleting it once it holds nothing.

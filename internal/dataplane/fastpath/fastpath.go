@@ -11,14 +11,15 @@
 // Off by default (calico-node turns it on with CALICO_FASTPATH=on). The
 // A/B measurement this package's TestMeasureCPUPerGB makes (real agents and
 // ruleset, nat-outgoing pool, 1-stream iperf3, off and on alternated) found
-// no gain of 5% or more in CPU seconds per GB on this kernel: 36 paired
-// rounds gave a median on/off ratio of 0.995 across hosts and 0.985 on one
-// host (geometric means 0.968 and 0.976, spread 0.91-1.05). The cause: the
-// forwarding path works per GSO superpacket (about 56 KB each, 18k per GB
-// across hosts), so what the fast path skips (netfilter, 7% of the flow's
-// CPU samples; a second backlog) is small next to the copies between user
-// and kernel (35-40%) and TCP, which host-to-host pays too; and its own
-// conntrack and FIB lookups take back about 1.5%.
+// no gain of 5% or more in CPU seconds per GB on this kernel (2026-12-03,
+// 48 paired rounds in four runs on a loaded machine): on/off ratio across
+// hosts median 0.980, geometric mean 0.961 (95% interval 0.928-0.995); on
+// one host 0.985 and 0.977 (0.940-1.014). The cause: the forwarding path
+// works per GSO superpacket (about 56 KB each, 18k per GB across hosts),
+// so what the fast path skips (netfilter, 7% of the flow's CPU samples; a
+// second backlog) is small next to the copies between user and kernel
+// (35-40%) and TCP, which host-to-host pays too; and its own conntrack and
+// FIB lookups take back about 1.5%.
 //
 // Why it is shaped like this:
 //

@@ -31,7 +31,7 @@ bench: deps build
 
 # Regenerate the committed BPF objects from their C (needs clang, libbpf-dev).
 generate:
-	go generate ./internal/dataplane/ipip
+	go generate ./internal/dataplane/ipip ./internal/dataplane/fastpath
 
 # A Docker managed plugin bundle from the local build (no registry):
 # docker plugin create calico bin/docker-plugin

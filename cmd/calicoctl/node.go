@@ -384,6 +384,9 @@ func statusCmd() *cobra.Command {
 			if st.IPIP != "" {
 				fmt.Println("IPIP: " + st.IPIP)
 			}
+			if st.FastPath != "" {
+				fmt.Println("eBPF fast path: " + st.FastPath)
+			}
 			printWireGuard(st.WireGuard)
 			if st.ClusterID != "" {
 				fmt.Println("BGP role: route reflector, cluster ID " + st.ClusterID)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/fastpath"
 	"github.com/calico-go/calico/internal/dataplane/ipip"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/nft"
@@ -136,10 +137,14 @@ type Agent struct {
 	ipip        *ipip.Manager
 	ipipOff     string // why the eBPF IPIP path is off by the operator's choice
 	policy      *nft.Enforcer
-	speaker     *routing.Speaker
-	asn         uint32
-	wg          *wireguard.Manager
-	wgRot       int // the rotation count the WireGuard key was last checked against
+	// fastpath: the eBPF short cut for flows nftables already accepted,
+	// on only with CALICO_FASTPATH=on (fastpathOn).
+	fastpath   *fastpath.Manager
+	fastpathOn bool
+	speaker    *routing.Speaker
+	asn        uint32
+	wg         *wireguard.Manager
+	wgRot      int // the rotation count the WireGuard key was last checked against
 
 	problems []string
 	ready    bool
@@ -259,6 +264,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if a.policy, err = nft.New(); err != nil {
 		return err
 	}
+	a.fastpath = fastpath.New()
+	defer a.fastpath.Close() // programs stay: the next agent replaces them in place
+	a.fastpathOn = os.Getenv("CALICO_FASTPATH") == "on"
 	a.policy.SetHostAccess(cfg.WorkloadToHost)
 	a.policy.SetControlPlaneAccess(cfg.WorkloadToControlPlane)
 	a.controlHosts, a.controlPorts = controlPlane(cfg)
@@ -667,6 +675,12 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		a.log.Info("policy table rewritten by the periodic resync: the nftables ruleset changed since our last write", "ops", st.Ops)
 	}
 	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
+	// After the ruleset: the fast path's anti-spoofing map must never run
+	// ahead of the ruleset's. A ruleset that failed to apply takes it down
+	// (everything then goes the normal way, which is always right).
+	if ferr := a.fastpath.Apply(fastpathDesired(a.fastpathOn && err == nil, a.cfg.IP, res.Dataplane.Policy)); ferr != nil {
+		a.log.Warn("eBPF fast path failed; traffic takes the normal path", "err", ferr)
+	}
 	a.last = nil
 	if len(errs) == 0 && !ipipFailed {
 		a.last = &res
@@ -892,6 +906,9 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	}
 	st.Flows = a.flows.list()
 	st.IPIP = a.ipip.Status()
+	if a.fastpathOn {
+		st.FastPath = a.fastpath.Status()
+	}
 	st.WireGuard = a.wg.Status()
 	cmp := st
 	cmp.Updated = ""

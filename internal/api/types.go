@@ -214,6 +214,8 @@ type NodeStatus struct {
 	Endpoints int         `json:"endpoints"`
 	// IPIP says how this node carries IPIP pools, when it does.
 	IPIP string `json:"ipip,omitempty"`
+	// FastPath says whether the eBPF fast path for accepted flows is on.
+	FastPath string `json:"fastPath,omitempty"`
 	// ClusterID is set when the node is a route reflector: its cluster ID.
 	ClusterID string `json:"routeReflectorClusterID,omitempty"`
 	// Swept is what the node lately removed as leftovers of interrupted

@@ -1,0 +1,119 @@
+package fastpath
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/calico-go/calico/internal/e2etest"
+	"github.com/calico-go/calico/internal/lab"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// progsOn lists our programs attached to dev in h, with their IDs.
+func progsOn(t *testing.T, h *lab.Host, dev string) map[string][]ebpf.ProgramID {
+	t.Helper()
+	out := map[string][]ebpf.ProgramID{}
+	err := h.Do(func() error {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		for _, p := range []string{progWL, progUplink} {
+			ids, err := attachedByName(l.Attrs().Index, p)
+			if err != nil {
+				return err
+			}
+			if len(ids) > 0 {
+				out[p] = ids
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s %s: %v", h.Label, dev, err)
+	}
+	return out
+}
+
+// TestAgentFastPath: calico-node with CALICO_FASTPATH=on attaches the
+// programs to its workload interfaces and uplink and says so in `calicoctl
+// status`; traffic takes the fast path; a restarted agent replaces the
+// programs in place (attach before detach) and traffic goes on; the last
+// endpoint's removal takes them away.
+func TestAgentFastPath(t *testing.T) {
+	t.Setenv("CALICO_FASTPATH", "on") // `calicoctl node` passes it on to calico-node
+	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
+	ctx := e2etest.Ctx(t, 4*time.Minute)
+	w := fw.w
+	h1, h2 := fw.hosts[0], fw.hosts[1]
+	a1, b1 := fw.wls["fp-a1"], fw.wls["fp-b1"]
+	statusLine := func(h *fpHost) string {
+		out, err := w.Ctl(ctx, h.Host, "status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "eBPF fast path: ") {
+				return l
+			}
+		}
+		return ""
+	}
+	for _, h := range fw.hosts {
+		e2etest.WaitFor(t, 15*time.Second, h.Label+" reports the fast path on", func() (bool, string) {
+			l := statusLine(h)
+			return strings.HasPrefix(l, "eBPF fast path: on"), l
+		})
+	}
+	if p := progsOn(t, h1.Host, a1.iface); len(p[progWL]) != 1 {
+		t.Errorf("host1 %s: programs %v, want one %s", a1.iface, p, progWL)
+	}
+	up := progsOn(t, h1.Host, h1.Iface)
+	if len(up[progUplink]) != 1 {
+		t.Errorf("host1 %s: programs %v, want one %s", h1.Iface, up, progUplink)
+	}
+	if _, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 2, 1); err != nil {
+		t.Fatalf("iperf3 across hosts with the agents' fast path: %v", err)
+	}
+
+	// Restart host1's agent under a running flow: the programs are
+	// replaced in place, the flow survives.
+	stream := make(chan error, 1)
+	go func() { _, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 6, 1); stream <- err }()
+	time.Sleep(time.Second)
+	if _, err := w.Ctl(ctx, h1.Host, "node", "stop"); err != nil {
+		t.Fatal(err)
+	}
+	if p := progsOn(t, h1.Host, h1.Iface); len(p[progUplink]) != 1 {
+		t.Errorf("host1 with its agent stopped: uplink programs %v, want them left in place", p)
+	}
+	if err := w.StartNode(ctx, h1.Host); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 15*time.Second, "the restarted agent replaces the uplink program", func() (bool, string) {
+		p := progsOn(t, h1.Host, h1.Iface)
+		ids := p[progUplink]
+		return len(ids) == 1 && ids[0] != up[progUplink][0], fmt.Sprintf("%v (before %v)", p, up)
+	})
+	if err := <-stream; err != nil {
+		t.Errorf("a flow across the agent's restart: %v", err)
+	}
+
+	// The last endpoint goes: so does the fast path.
+	if _, err := w.Ctl(ctx, h1.Host, "container", "remove", "fp-a1"); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 15*time.Second, "host1's fast path goes with its last endpoint", func() (bool, string) {
+		p := progsOn(t, h1.Host, h1.Iface)
+		return len(p) == 0 && statusLine(h1) == "eBPF fast path: off", fmt.Sprintf("uplink programs %v, status %q", p, statusLine(h1))
+	})
+	if l := statusLine(h2); !strings.HasPrefix(l, "eBPF fast path: on") {
+		t.Errorf("host2, which still has an endpoint: %q", l)
+	}
+	_ = walkthrough.Pool
+}

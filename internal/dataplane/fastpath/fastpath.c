@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+// A fast path for IPv4 TCP flows that nftables has already accepted.
+//
+// fp_from_wl runs at tcx ingress of every workload interface (host side),
+// fp_from_uplink at tcx ingress of the uplink. A packet is moved straight to
+// its next device, skipping the veth backlog, routing and the netfilter
+// hooks, only when all of this holds; anything else returns TCX_NEXT and
+// takes the normal path, where every policy decision is made as before:
+//
+//   - IPv4 without options or fragmentation, TCP with none of SYN, FIN or
+//     RST (so conntrack sees every packet that opens or closes a
+//     connection, and keeps its state machine);
+//   - from a workload: (ingress ifindex, source address) is in fp_wl_src,
+//     the same pairs the prerouting chain from-wl-src accepts. That chain
+//     runs after tc ingress, so a redirected packet would skip it: the
+//     check must be made here, and a mismatch goes the normal way, where
+//     nftables drops it;
+//   - conntrack holds an entry for the packet's tuple that is confirmed (it
+//     passed every hook once: policy accepted the first packet), has seen a
+//     reply, is assured (ESTABLISHED), is not dying, and has no NAT in
+//     either direction. A flow
+//     nftables never accepted has no confirmed entry, so nothing is
+//     fast-pathed that the ruleset did not let through;
+//   - the FIB forwards it (not to this host) out of a device in fp_ifaces
+//     (a workload interface or the uplink), with its neighbour resolved and
+//     within its MTU, and TTL > 1 (the kernel sends the ICMP otherwise).
+//
+// Conntrack no longer sees these packets, so two things it would do must be
+// arranged: the agent sets nf_conntrack_tcp_be_liberal=1 (its TCP window
+// bookkeeping goes stale, and the closing FIN, which goes the normal way,
+// would otherwise be "invalid" and dropped), and the program refreshes the
+// entry's timeout now and then (an ESTABLISHED entry left alone expires
+// after five days; the next packet would be picked up mid-stream as a new
+// flow, perhaps in the direction policy forbids).
+//
+// The TTL is decremented as a router does. Into a local workload the packet
+// goes with bpf_redirect_peer (straight into the workload's namespace, no
+// backlog); towards the uplink with bpf_redirect.
+
+#include <stddef.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/pkt_cls.h>
+#include <linux/netfilter/nf_conntrack_common.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+#define BPF_F_CURRENT_NETNS (-1)
+// Not ours to decide: the next tcx program, or the normal path (TC_ACT_OK
+// would end the tcx chain and skip programs attached after us).
+#define PASS (-1) /* TCX_NEXT; these uapi headers predate it */
+
+// The kernel's struct nf_conn, only the field we read; CO-RE finds its
+// offset in the running kernel's BTF.
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u16 ct_zone_id;
+	__u8 ct_zone_dir;
+	__u8 reserved[3];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
+					 __u32 tuple__sz, struct bpf_ct_opts *opts,
+					 __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
+
+// The kernel's default nf_conntrack_tcp_timeout_established, in ms.
+#define CT_ESTABLISHED_MS (5U * 24 * 3600 * 1000)
+
+// (workload interface, source address) pairs a workload may send from.
+struct wl_src_key {
+	__u32 ifindex;
+	__be32 addr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct wl_src_key);
+	__type(value, __u32);
+} fp_wl_src SEC(".maps");
+
+// Devices a packet may be redirected to: ifindex -> IFACE_WORKLOAD or
+// IFACE_UPLINK.
+enum {
+	IFACE_WORKLOAD = 1,
+	IFACE_UPLINK = 2,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} fp_ifaces SEC(".maps");
+
+// Counters, one slot per outcome (Go mirrors the names).
+enum {
+	STAT_FWD_WORKLOAD = 0, // redirected into a local workload
+	STAT_FWD_UPLINK,       // redirected out of the uplink
+	STAT_PASS_NOT_TCP,     // not IPv4 TCP without options/fragments, or SYN/FIN/RST
+	STAT_PASS_SPOOF,       // source not the workload's: nftables drops it
+	STAT_PASS_NO_CT,       // no conntrack entry
+	STAT_PASS_CT_STATE,    // entry unconfirmed, not yet assured, dying, or NATed
+	STAT_PASS_FIB,         // not forwarded, no neighbour, MTU, or a device not ours
+	STAT_PASS_TTL,
+	STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} fp_stats SEC(".maps");
+
+static __always_inline void count(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&fp_stats, &what);
+	if (v)
+		*v += 1;
+}
+
+// Confirmed: it passed every hook once. Seen reply and assured: conntrack
+// saw the handshake's last ACK and holds the connection as ESTABLISHED
+// (a fast-pathed final ACK would leave it in SYN_RECV, which expires in a
+// minute and would be picked up again mid-stream, maybe the wrong way).
+#define CT_WANT (IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED)
+
+#define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+
+static __always_inline int forward(struct __sk_buff *skb, int from_wl)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_ct_opts opts = {};
+	struct bpf_fib_lookup fib = {};
+	struct nf_conn *ct;
+	unsigned long status;
+	__u32 *kind;
+	__u32 check;
+	__u8 tos;
+	__u32 out_kind;
+	int rc;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return PASS; // IPv6 and ARP: not counted, the normal way
+	// The headers we read and write must be in the linear part.
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + L4_OFF + sizeof(struct tcphdr) > data_end) {
+		if (bpf_skb_pull_data(skb, L4_OFF + sizeof(struct tcphdr)) < 0)
+			return PASS;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + L4_OFF + sizeof(struct tcphdr) > data_end)
+			return PASS;
+	}
+	eth = data;
+	ip = data + ETH_HLEN;
+	tcp = data + L4_OFF;
+	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_TCP ||
+	    (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) || tcp->syn || tcp->fin || tcp->rst) {
+		count(STAT_PASS_NOT_TCP);
+		return PASS;
+	}
+	if (from_wl) {
+		struct wl_src_key k = { .ifindex = skb->ingress_ifindex, .addr = ip->saddr };
+		if (!bpf_map_lookup_elem(&fp_wl_src, &k)) {
+			count(STAT_PASS_SPOOF);
+			return PASS;
+		}
+	}
+	if (ip->ttl <= 1) {
+		count(STAT_PASS_TTL);
+		return PASS;
+	}
+
+	// Packet pointers do not survive the calls below: keep what we need.
+	tos = ip->tos;
+	tuple.ipv4.saddr = ip->saddr;
+	tuple.ipv4.daddr = ip->daddr;
+	tuple.ipv4.sport = tcp->source;
+	tuple.ipv4.dport = tcp->dest;
+
+	// The FIB first: it is the cheaper test, and it turns away the host's
+	// own traffic (not forwarded) before any conntrack lookup.
+	fib.family = AF_INET;
+	fib.tos = tos;
+	fib.l4_protocol = IPPROTO_TCP;
+	fib.ipv4_src = tuple.ipv4.saddr;
+	fib.ipv4_dst = tuple.ipv4.daddr;
+	fib.ifindex = skb->ingress_ifindex;
+	// tot_len 0: the helper checks the (GSO-aware) skb against the egress MTU.
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex == skb->ingress_ifindex) {
+		count(STAT_PASS_FIB);
+		return PASS;
+	}
+	kind = bpf_map_lookup_elem(&fp_ifaces, &fib.ifindex);
+	if (!kind || (!from_wl && *kind != IFACE_WORKLOAD)) {
+		count(STAT_PASS_FIB);
+		return PASS;
+	}
+	out_kind = *kind;
+
+	opts.netns_id = BPF_F_CURRENT_NETNS;
+	opts.l4proto = IPPROTO_TCP;
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+	if (!ct) {
+		count(STAT_PASS_NO_CT);
+		return PASS;
+	}
+	status = ct->status;
+	// One packet in 256: cheap, and a busy flow's entry never ages out.
+	if ((status & CT_WANT) == CT_WANT && !(bpf_get_prandom_u32() & 0xff))
+		bpf_ct_change_timeout(ct, CT_ESTABLISHED_MS);
+	bpf_ct_release(ct);
+	if ((status & CT_WANT) != CT_WANT ||
+	    (status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_DYING))) {
+		count(STAT_PASS_CT_STATE);
+		return PASS;
+	}
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + L4_OFF > data_end)
+		return PASS;
+	eth = data;
+	ip = data + ETH_HLEN;
+	// As ip_decrease_ttl: the checksum moves by the TTL's weight.
+	check = ip->check;
+	check += bpf_htons(0x0100);
+	ip->check = (__u16)(check + (check >= 0xFFFF));
+	ip->ttl--;
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+
+	if (out_kind == IFACE_WORKLOAD) {
+		count(STAT_FWD_WORKLOAD);
+		return bpf_redirect_peer(fib.ifindex, 0);
+	}
+	count(STAT_FWD_UPLINK);
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+SEC("tc")
+int fp_from_wl(struct __sk_buff *skb)
+{
+	return forward(skb, 1);
+}
+
+SEC("tc")
+int fp_from_uplink(struct __sk_buff *skb)
+{
+	return forward(skb, 0);
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -24,7 +25,7 @@ func progsOn(t *testing.T, h *lab.Host, dev string) map[string][]ebpf.ProgramID 
 			return err
 		}
 		for _, p := range []string{progWL, progUplink} {
-			ids, err := attachedByName(l.Attrs().Index, p)
+			ids, err := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, p)
 			if err != nil {
 				return err
 			}

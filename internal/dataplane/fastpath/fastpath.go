@@ -46,9 +46,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -57,6 +55,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/dataplane/netdev"
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 )
 
 // Program names as the kernel reports them (at most 15 characters).
@@ -163,7 +162,7 @@ func (m *Manager) apply(d Desired) error {
 		return fmt.Errorf("find the uplink %s: %w", upName, err)
 	}
 	if m.objs == nil {
-		reuse := existingMaps(uplink.Attrs().Index)
+		reuse := tcx.ExistingMaps(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, "fp_wl_src", "fp_ifaces", "fp_stats")
 		objs, err := load(reuse)
 		for _, mp := range reuse {
 			mp.Close()
@@ -199,10 +198,10 @@ func (m *Manager) apply(d Desired) error {
 		}
 	}
 	// Maps first: a program attached now must find its entries.
-	if err := errors.Join(syncMap(m.objs.FpIfaces, wantIfaces), syncMap(m.objs.FpWlSrc, wantSrc)); err != nil {
+	if err := errors.Join(tcx.SyncMap(m.objs.FpIfaces, wantIfaces, false), tcx.SyncMap(m.objs.FpWlSrc, wantSrc, false)); err != nil {
 		return err
 	}
-	if err := attach(uplink.Attrs().Index, progUplink, m.objs.FpFromUplink); err != nil {
+	if err := tcx.Attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
 		return fmt.Errorf("attach %s to %s ingress: %w", progUplink, upName, err)
 	}
 	names := make([]string, 0, len(wlIndex))
@@ -214,7 +213,7 @@ func (m *Manager) apply(d Desired) error {
 		if m.attached[n] == wlIndex[n] {
 			continue // attached by this process to this very interface
 		}
-		if err := attach(wlIndex[n], progWL, m.objs.FpFromWl); err != nil {
+		if err := tcx.Attach(wlIndex[n], ebpf.AttachTCXIngress, progWL, m.objs.FpFromWl, link.Tail()); err != nil {
 			return fmt.Errorf("attach %s to %s ingress: %w", progWL, n, err)
 		}
 		m.attached[n] = wlIndex[n]
@@ -231,7 +230,7 @@ func (m *Manager) apply(d Desired) error {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		for _, l := range links {
-			if ids, _ := attachedByName(l.Attrs().Index, progWL); len(ids) > 0 {
+			if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, progWL); len(ids) > 0 {
 				stale[l.Attrs().Name] = true
 			}
 		}
@@ -242,7 +241,7 @@ func (m *Manager) apply(d Desired) error {
 			continue
 		}
 		if l, err := netlink.LinkByName(n); err == nil {
-			if err := detach(l.Attrs().Index, progWL); err != nil {
+			if err := tcx.Detach(l.Attrs().Index, ebpf.AttachTCXIngress, progWL); err != nil {
 				return err
 			}
 		}
@@ -266,7 +265,7 @@ func (m *Manager) teardown() error {
 	var errs []error
 	for _, l := range links {
 		for _, name := range []string{progWL, progUplink} {
-			errs = append(errs, detach(l.Attrs().Index, name))
+			errs = append(errs, tcx.Detach(l.Attrs().Index, ebpf.AttachTCXIngress, name))
 		}
 	}
 	if m.status != "" || m.objs != nil {
@@ -301,153 +300,9 @@ func load(reuse map[string]*ebpf.Map) (*fastpathObjects, error) {
 		err = spec.LoadAndAssign(&objs, nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load the eBPF fast path: %s", oneLine(err))
+		return nil, fmt.Errorf("load the eBPF fast path: %s", tcx.OneLine(err))
 	}
 	return &objs, nil
-}
-
-// existingMaps returns the maps of a predecessor's uplink program, by name.
-func existingMaps(ifindex int) map[string]*ebpf.Map {
-	ids, err := attachedByName(ifindex, progUplink)
-	if err != nil || len(ids) == 0 {
-		return nil
-	}
-	prog, err := ebpf.NewProgramFromID(ids[0])
-	if err != nil {
-		return nil
-	}
-	defer prog.Close()
-	info, err := prog.Info()
-	if err != nil {
-		return nil
-	}
-	mapIDs, _ := info.MapIDs()
-	out := map[string]*ebpf.Map{}
-	for _, id := range mapIDs {
-		mp, err := ebpf.NewMapFromID(id)
-		if err != nil {
-			continue
-		}
-		mi, err := mp.Info()
-		if err != nil || !slices.Contains([]string{"fp_wl_src", "fp_ifaces", "fp_stats"}, mi.Name) {
-			mp.Close()
-			continue
-		}
-		out[mi.Name] = mp
-	}
-	return out
-}
-
-func attachedByName(ifindex int, name string) ([]ebpf.ProgramID, error) {
-	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		return nil, err
-	}
-	var out []ebpf.ProgramID
-	for _, ap := range res.Programs {
-		p, err := ebpf.NewProgramFromID(ap.ID)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && info.Name == name {
-			out = append(out, ap.ID)
-		}
-	}
-	return out, nil
-}
-
-// attach makes prog the one program called name at ifindex's tcx ingress,
-// replacing a predecessor in one step. New programs go last, after other
-// programs (ipip_decap must see the uplink's packets first).
-func attach(ifindex int, name string, prog *ebpf.Program) error {
-	info, err := prog.Info()
-	if err != nil {
-		return err
-	}
-	mine, _ := info.ID()
-	ids, err := attachedByName(ifindex, name)
-	if err != nil {
-		return err
-	}
-	placed := false
-	for _, id := range ids {
-		if id == mine && !placed {
-			placed = true
-			continue
-		}
-		old, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if !placed {
-			err = link.RawAttachProgram(link.RawAttachProgramOptions{Target: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.ReplaceProgram(old)})
-			placed = err == nil
-		} else {
-			err = link.RawDetachProgram(link.RawDetachProgramOptions{Target: ifindex, Program: old, Attach: ebpf.AttachTCXIngress})
-		}
-		old.Close()
-		if err != nil {
-			return err
-		}
-	}
-	if !placed {
-		return link.RawAttachProgram(link.RawAttachProgramOptions{Target: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Tail()})
-	}
-	return nil
-}
-
-func detach(ifindex int, name string) error {
-	ids, err := attachedByName(ifindex, name)
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	var errs []error
-	for _, id := range ids {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: ifindex, Program: p, Attach: ebpf.AttachTCXIngress}); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("detach %s: %w", name, err))
-		}
-		p.Close()
-	}
-	return errors.Join(errs...)
-}
-
-func syncMap[K comparable, V comparable](mp *ebpf.Map, want map[K]V) error {
-	var errs []error
-	var k K
-	var v V
-	have := map[K]V{}
-	it := mp.Iterate()
-	for it.Next(&k, &v) {
-		have[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read map: %w", err)
-	}
-	for k, v := range want {
-		if hv, ok := have[k]; ok && hv == v {
-			continue
-		}
-		if err := mp.Put(k, v); err != nil {
-			errs = append(errs, fmt.Errorf("update map: %w", err))
-		}
-	}
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, fmt.Errorf("delete from map: %w", err))
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Stats sums the programs' counters over CPUs; nil when nothing is loaded.
@@ -457,23 +312,5 @@ func (m *Manager) Stats() map[string]uint64 {
 	if m.objs == nil {
 		return nil
 	}
-	out := map[string]uint64{}
-	for i, name := range statNames {
-		var per []uint64
-		if err := m.objs.FpStats.Lookup(uint32(i), &per); err != nil {
-			continue
-		}
-		for _, v := range per {
-			out[name] += v
-		}
-	}
-	return out
-}
-
-func oneLine(err error) string {
-	s := err.Error()
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i] + " (more in the agent's log)"
-	}
-	return s
+	return tcx.SumStats(m.objs.FpStats, statNames)
 }

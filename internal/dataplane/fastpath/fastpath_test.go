@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -598,7 +600,7 @@ func TestFastPathAttacks(t *testing.T) {
 			}
 			for _, l := range links {
 				for _, p := range []string{progWL, progUplink} {
-					if ids, _ := attachedByName(l.Attrs().Index, p); len(ids) > 0 {
+					if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, p); len(ids) > 0 {
 						return fmt.Errorf("%s still on %s", p, l.Attrs().Name)
 					}
 				}

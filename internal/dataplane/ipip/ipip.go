@@ -32,8 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +41,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 )
 
 // Program names as the kernel reports them (at most 15 characters).
@@ -128,7 +127,7 @@ func (m *Manager) Support() calc.IPIPSupport {
 }
 
 func (m *Manager) fail(err error) {
-	m.failedAt, m.failure = time.Now(), "the eBPF IPIP programs cannot be used: "+oneLine(err)
+	m.failedAt, m.failure = time.Now(), "the eBPF IPIP programs cannot be used: "+tcx.OneLine(err)
 }
 
 // Status is one line for `calicoctl status`: which IPIP path this host uses.
@@ -196,7 +195,7 @@ func (m *Manager) apply(d calc.IPIP) error {
 	}
 	if m.objs == nil || m.objsIP != d.LocalIP || m.objsDecap != decap {
 		m.closeObjs()
-		reuse := existingMaps(uplink.Attrs().Index)
+		reuse := tcx.ExistingMaps(uplink.Attrs().Index, ebpf.AttachTCXIngress, progDecap, "ipip_routes", "ipip_nodes", "ipip_stats")
 		objs, err := load(d.LocalIP, decap, reuse)
 		for _, mp := range reuse {
 			mp.Close()
@@ -210,11 +209,11 @@ func (m *Manager) apply(d calc.IPIP) error {
 	if err := m.syncMaps(d); err != nil {
 		return err
 	}
-	if err := attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progDecap, m.objs.IpipDecap); err != nil {
+	if err := tcx.Attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progDecap, m.objs.IpipDecap, link.Head()); err != nil {
 		return fmt.Errorf("attach %s to %s ingress: %w", progDecap, uplink.Attrs().Name, err)
 	}
 	if decap {
-		if err := attach(dev.Attrs().Index, ebpf.AttachTCXEgress, progEncap, m.objs.IpipEncap); err != nil {
+		if err := tcx.Attach(dev.Attrs().Index, ebpf.AttachTCXEgress, progEncap, m.objs.IpipEncap, link.Head()); err != nil {
 			return fmt.Errorf("attach %s to %s egress: %w", progEncap, d.Device, err)
 		}
 		m.status = fmt.Sprintf("eBPF (tcx: %s on %s ingress, %s on %s egress), MTU %d", progDecap, uplink.Attrs().Name, progEncap, d.Device, d.MTU)
@@ -231,7 +230,7 @@ func (m *Manager) teardown(local netip.Addr) error {
 	var errs []error
 	if local.Is4() {
 		if uplink, err := uplinkOf(local); err == nil {
-			errs = append(errs, detach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progDecap))
+			errs = append(errs, tcx.Detach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progDecap))
 		}
 	}
 	errs = append(errs, deleteTun(calc.IPIPBPFDevice))
@@ -273,123 +272,6 @@ func load(local netip.Addr, decap bool, reuse map[string]*ebpf.Map) (*ipipObject
 	return &objs, nil
 }
 
-// existingMaps returns the maps of the ipip_decap program attached to the
-// uplink by an earlier agent, by name, or nil.
-func existingMaps(ifindex int) map[string]*ebpf.Map {
-	ids, err := attachedByName(ifindex, ebpf.AttachTCXIngress, progDecap)
-	if err != nil || len(ids) == 0 {
-		return nil
-	}
-	prog, err := ebpf.NewProgramFromID(ids[0])
-	if err != nil {
-		return nil
-	}
-	defer prog.Close()
-	info, err := prog.Info()
-	if err != nil {
-		return nil
-	}
-	mapIDs, _ := info.MapIDs()
-	out := map[string]*ebpf.Map{}
-	for _, id := range mapIDs {
-		mp, err := ebpf.NewMapFromID(id)
-		if err != nil {
-			continue
-		}
-		mi, err := mp.Info()
-		if err != nil || (mi.Name != "ipip_routes" && mi.Name != "ipip_nodes" && mi.Name != "ipip_stats") {
-			mp.Close()
-			continue
-		}
-		out[mi.Name] = mp
-	}
-	return out
-}
-
-// attachedByName lists the programs called name attached at (ifindex, typ).
-func attachedByName(ifindex int, typ ebpf.AttachType, name string) ([]ebpf.ProgramID, error) {
-	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: typ})
-	if err != nil {
-		return nil, err
-	}
-	var out []ebpf.ProgramID
-	for _, ap := range res.Programs {
-		p, err := ebpf.NewProgramFromID(ap.ID)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && info.Name == name {
-			out = append(out, ap.ID)
-		}
-	}
-	return out, nil
-}
-
-// attach makes prog the one program called name at (ifindex, typ):
-// already there, it stays; a predecessor is replaced in one step, so no
-// packet passes between the two; extra copies are detached.
-func attach(ifindex int, typ ebpf.AttachType, name string, prog *ebpf.Program) error {
-	info, err := prog.Info()
-	if err != nil {
-		return err
-	}
-	mine, _ := info.ID()
-	ids, err := attachedByName(ifindex, typ, name)
-	if err != nil {
-		return err
-	}
-	placed := false
-	for _, id := range ids {
-		if id == mine && !placed {
-			placed = true
-			continue
-		}
-		old, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // detached meanwhile
-		}
-		if !placed {
-			err = link.RawAttachProgram(link.RawAttachProgramOptions{Target: ifindex, Program: prog, Attach: typ, Anchor: link.ReplaceProgram(old)})
-			placed = err == nil
-		} else {
-			err = link.RawDetachProgram(link.RawDetachProgramOptions{Target: ifindex, Program: old, Attach: typ})
-		}
-		old.Close()
-		if err != nil {
-			return err
-		}
-	}
-	if !placed {
-		return link.RawAttachProgram(link.RawAttachProgramOptions{Target: ifindex, Program: prog, Attach: typ, Anchor: link.Head()})
-	}
-	return nil
-}
-
-// detach removes every program called name at (ifindex, typ).
-func detach(ifindex int, typ ebpf.AttachType, name string) error {
-	ids, err := attachedByName(ifindex, typ, name)
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return nil // no tcx here: nothing of ours can be attached
-		}
-		return err
-	}
-	var errs []error
-	for _, id := range ids {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if err := link.RawDetachProgram(link.RawDetachProgramOptions{Target: ifindex, Program: p, Attach: typ}); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("detach %s: %w", name, err))
-		}
-		p.Close()
-	}
-	return errors.Join(errs...)
-}
-
 type routeKey struct {
 	Prefixlen uint32
 	Addr      [4]byte
@@ -416,46 +298,7 @@ func (m *Manager) syncMaps(d calc.IPIP) error {
 			wantNodes[n.As4()] = 1
 		}
 	}
-	return errors.Join(syncMap(m.objs.IpipRoutes, wantRoutes, m.keepStale), syncMap(m.objs.IpipNodes, wantNodes, m.keepStale))
-}
-
-func syncMap[K comparable, V comparable](mp *ebpf.Map, want map[K]V, keepStale bool) error {
-	var errs []error
-	var k K
-	var v V
-	have := map[K]V{}
-	it := mp.Iterate()
-	for it.Next(&k, &v) {
-		have[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read map %s: %w", mapName(mp), err)
-	}
-	for k, v := range want {
-		if hv, ok := have[k]; ok && hv == v {
-			continue
-		}
-		if err := mp.Put(k, v); err != nil {
-			errs = append(errs, fmt.Errorf("update map %s: %w", mapName(mp), err))
-		}
-	}
-	if !keepStale {
-		for k := range have {
-			if _, ok := want[k]; !ok {
-				if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-					errs = append(errs, fmt.Errorf("delete from map %s: %w", mapName(mp), err))
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func mapName(mp *ebpf.Map) string {
-	if mi, err := mp.Info(); err == nil {
-		return mi.Name
-	}
-	return "?"
+	return errors.Join(tcx.SyncMap(m.objs.IpipRoutes, wantRoutes, m.keepStale), tcx.SyncMap(m.objs.IpipNodes, wantNodes, m.keepStale))
 }
 
 // Stats sums the programs' counters over CPUs (see statNames), for tests
@@ -466,30 +309,7 @@ func (m *Manager) Stats() map[string]uint64 {
 	if m.objs == nil {
 		return nil
 	}
-	return readStats(m.objs.IpipStats)
-}
-
-func readStats(mp *ebpf.Map) map[string]uint64 {
-	out := map[string]uint64{}
-	for i, name := range statNames {
-		var per []uint64
-		if err := mp.Lookup(uint32(i), &per); err != nil {
-			continue
-		}
-		for _, v := range per {
-			out[name] += v
-		}
-	}
-	return out
-}
-
-// oneLine keeps the first line of an error (a verifier log runs to pages).
-func oneLine(err error) string {
-	s := err.Error()
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i] + " (more in the agent's log)"
-	}
-	return s
+	return tcx.SumStats(m.objs.IpipStats, statNames)
 }
 
 // Attached lists the IPIP programs attached to dev in the calling thread's
@@ -505,7 +325,7 @@ func Attached(dev string) ([]string, error) {
 		name string
 	}{{ebpf.AttachTCXIngress, "ingress"}, {ebpf.AttachTCXEgress, "egress"}} {
 		for _, prog := range []string{progDecap, progEncap} {
-			ids, err := attachedByName(l.Attrs().Index, at.typ, prog)
+			ids, err := tcx.Attached(l.Attrs().Index, at.typ, prog)
 			if err != nil {
 				return nil, err
 			}
@@ -528,11 +348,11 @@ func Uninstall() (removed []string, err error) {
 	}
 	var errs []error
 	for _, l := range links {
-		ids, qerr := attachedByName(l.Attrs().Index, ebpf.AttachTCXIngress, progDecap)
+		ids, qerr := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, progDecap)
 		if qerr != nil || len(ids) == 0 {
 			continue // no tcx, or nothing of ours
 		}
-		if derr := detach(l.Attrs().Index, ebpf.AttachTCXIngress, progDecap); derr != nil {
+		if derr := tcx.Detach(l.Attrs().Index, ebpf.AttachTCXIngress, progDecap); derr != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", l.Attrs().Name, derr))
 			continue
 		}

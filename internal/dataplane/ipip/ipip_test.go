@@ -15,6 +15,7 @@ import (
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/ipip/ipiptest"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 )
@@ -129,7 +130,7 @@ func attached(t *testing.T, h *tHost, dev string, typ ebpf.AttachType) (names []
 			return err
 		}
 		for _, name := range []string{progDecap, progEncap} {
-			got, err := attachedByName(l.Attrs().Index, typ, name)
+			got, err := tcx.Attached(l.Attrs().Index, typ, name)
 			if err != nil {
 				return err
 			}

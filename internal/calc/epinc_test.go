@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/calico-go/calico/internal/api"
-	"github.com/calico-go/calico/internal/resource"
 )
 
 // epincWorld is what a container starting or stopping on h0 can meet: local
@@ -66,21 +65,7 @@ func epincWorld() *Snapshot {
 	// Room for more local endpoints: a /26 and a /122 more of h0's.
 	s.Blocks["10.64.0.64/26"] = api.Block{CIDR: "10.64.0.64/26", Affinity: "h0", Allocations: map[int]string{}}
 	s.Blocks["fd10::40/122"] = api.Block{CIDR: "fd10::40/122", Affinity: "h0", Allocations: map[int]string{}}
-	order := 5.5
-	s.Policies["egress-db"] = resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: "egress-db"}, Spec: resource.GlobalNetworkPolicySpec{
-		Order: &order, Selector: "has(tier)", Types: []string{"Ingress", "Egress"},
-		Ingress: []resource.Rule{{Action: resource.ActionDeny, Source: resource.EntityRule{NotSelector: "tier == 'db'"}}},
-		Egress:  []resource.Rule{{Action: resource.ActionAllow, Destination: resource.EntityRule{Selector: "tier in {'db', 'cache'}"}}},
-	}}
-	s.Policies["rare"] = resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: "rare"}, Spec: resource.GlobalNetworkPolicySpec{
-		Selector: "app == 'rare'", Ingress: []resource.Rule{{Action: resource.ActionAllow}}}}
-	s.NetworkSets["ext"] = resource.GlobalNetworkSet{Metadata: resource.ObjectMeta{Name: "ext", Labels: map[string]string{"tier": "db"}},
-		Spec: resource.GlobalNetworkSetSpec{Nets: []string{LabelPolicyAddr(3) + "/32", "192.0.2.0/24"}}}
-	for _, k := range []string{"h0/w0", "h0/w1", "h1/r0"} {
-		ep := s.Endpoints[k]
-		ep.Labels = map[string]string{"app": ep.Labels["app"], "tier": "db"}
-		s.Endpoints[k] = ep
-	}
+	addTierPolicies(s)
 	return s
 }
 
@@ -118,23 +103,12 @@ func (e *epincEdits) lists() ([]EndpointEdit, []BlockEdit) {
 // the block's edit.
 func setAlloc(t *testing.T, s *Snapshot, e *epincEdits, a netip.Addr, handle string) {
 	t.Helper()
-	for cidr, b := range s.Blocks {
-		p := netip.MustParsePrefix(cidr)
-		if !p.Contains(a) {
-			continue
+	for cidr := range s.Blocks {
+		if netip.MustParsePrefix(cidr).Contains(a) {
+			e.block(s, cidr)
+			setAllocation(s, a, handle)
+			return
 		}
-		e.block(s, cidr)
-		b.Allocations = maps.Clone(b.Allocations)
-		if b.Allocations == nil {
-			b.Allocations = map[int]string{}
-		}
-		if handle == "" {
-			delete(b.Allocations, ordinal(p, a))
-		} else {
-			b.Allocations[ordinal(p, a)] = handle
-		}
-		s.Blocks[cidr] = b
-		return
 	}
 	t.Fatalf("no block holds %s", a)
 }

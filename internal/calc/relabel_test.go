@@ -27,6 +27,14 @@ func relabelWorld() *Snapshot {
 	// Lies about its address: ignored, whatever its labels.
 	s.Endpoints["h0/liar"] = api.Endpoint{Node: "h0", Workload: "liar", InterfaceName: api.WorkloadIfaceName("h0", "liar"),
 		IPv4Nets: []string{"10.64.0.1/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+	addTierPolicies(s)
+	return s
+}
+
+// addTierPolicies adds two label policies (one selecting by a tier label
+// in both directions, one selecting nothing yet) and a network set, and
+// gives some endpoints a tier, so egress-db is in use from the start.
+func addTierPolicies(s *Snapshot) {
 	order := 5.5
 	s.Policies["egress-db"] = resource.GlobalNetworkPolicy{Metadata: resource.ObjectMeta{Name: "egress-db"}, Spec: resource.GlobalNetworkPolicySpec{
 		Order: &order, Selector: "has(tier)", Types: []string{"Ingress", "Egress"},
@@ -37,13 +45,11 @@ func relabelWorld() *Snapshot {
 		Selector: "app == 'rare'", Ingress: []resource.Rule{{Action: resource.ActionAllow}}}}
 	s.NetworkSets["ext"] = resource.GlobalNetworkSet{Metadata: resource.ObjectMeta{Name: "ext", Labels: map[string]string{"tier": "db"}},
 		Spec: resource.GlobalNetworkSetSpec{Nets: []string{LabelPolicyAddr(3) + "/32", "192.0.2.0/24"}}}
-	// Some endpoints carry a tier, so egress-db is in use from the start.
 	for _, k := range []string{"h0/w0", "h0/w1", "h1/r0"} {
 		ep := s.Endpoints[k]
 		ep.Labels = map[string]string{"app": ep.Labels["app"], "tier": "db"}
 		s.Endpoints[k] = ep
 	}
-	return s
 }
 
 // TestRelabelIsCompute: a long run of random label changes (local and

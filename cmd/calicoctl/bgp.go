@@ -58,18 +58,26 @@ func bgpCmd() *cobra.Command {
 // peerCmd serves both `bgp peer` (global) and `node bgp peer` (this node).
 func peerCmd(nodeOf func(*cobra.Command, *client.Client) (string, error)) *cobra.Command {
 	cmd := &cobra.Command{Use: "peer", Short: "Manage BGP peers"}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "add IP as AS",
+	var maxPrefixes int
+	add := &cobra.Command{
+		Use:   "add IP as AS [--max-prefixes N]",
 		Short: "Add a BGP peer",
-		Args:  peerArgs,
+		Long: fmt.Sprintf(`Add a BGP peer. A peer that sends more than --max-prefixes prefixes of one
+address family has its session reset (default %d); calicoctl status says so.`, api.DefaultMaxPrefixes),
+		Args: peerArgs,
 		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if cmd.Flags().Changed("max-prefixes") && (maxPrefixes < 1 || maxPrefixes > api.MaxMaxPrefixes) {
+				return fmt.Errorf("--max-prefixes %d: must be 1 to %d", maxPrefixes, api.MaxMaxPrefixes)
+			}
 			node, err := nodeOf(cmd, c)
 			if err != nil {
 				return err
 			}
-			return c.AddPeer(cmd.Context(), node, args[0], args[2])
+			return c.AddPeer(cmd.Context(), node, args[0], args[2], maxPrefixes)
 		}),
-	})
+	}
+	add.Flags().IntVar(&maxPrefixes, "max-prefixes", 0, fmt.Sprintf("reset the session when the peer sends more prefixes than this per address family (default %d)", api.DefaultMaxPrefixes))
+	cmd.AddCommand(add)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "remove IP",
 		Short: "Remove a BGP peer",
@@ -104,9 +112,13 @@ func peerCmd(nodeOf func(*cobra.Command, *client.Client) (string, error)) *cobra
 				peers = []api.BGPPeer{}
 			}
 			return output.Print(os.Stdout, f, peers, func() *output.Table {
-				t := &output.Table{Header: []string{"peer address", "as number"}}
+				t := &output.Table{Header: []string{"peer address", "as number", "max prefixes"}}
 				for _, p := range peers {
-					t.Add(p.IP, strconv.FormatUint(uint64(p.ASNumber), 10))
+					limit := strconv.Itoa(p.EffectiveMaxPrefixes())
+					if p.MaxPrefixes == 0 {
+						limit += " (default)"
+					}
+					t.Add(p.IP, strconv.FormatUint(uint64(p.ASNumber), 10), limit)
 				}
 				return t
 			})

@@ -409,7 +409,20 @@ func statusCmd() *cobra.Command {
 				}
 				t.Add(p.IP, typ, strconv.FormatUint(uint64(p.ASNumber), 10), p.State, orDash(p.Since), strconv.Itoa(p.Received), strconv.Itoa(p.Rejected))
 			}
-			return t.Write(os.Stdout)
+			if err := t.Write(os.Stdout); err != nil {
+				return err
+			}
+			for _, p := range st.BGPPeers {
+				if p.LimitResets > 0 {
+					add := "bgp peer add"
+					if p.Type == "node" {
+						add = "node bgp peer add"
+					}
+					fmt.Printf("prefix limit: %s sent more than %d prefixes; session reset %d time(s), last %s (to accept them: `calicoctl %s %s as %d --max-prefixes N`)\n",
+						p.IP, p.MaxPrefixes, p.LimitResets, p.LastLimitReset, add, p.IP, p.ASNumber)
+				}
+			}
+			return nil
 		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "node name (default: this host)")

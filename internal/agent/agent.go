@@ -828,7 +828,7 @@ func toCalcPaths(m map[netip.Prefix][]routing.Path) map[netip.Prefix][]calc.Lear
 func toRoutingPeers(ps []calc.Peer) []routing.Peer {
 	out := make([]routing.Peer, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, routing.Peer{Address: p.IP, ASN: p.ASN, Type: p.Type, Role: p.Role})
+		out = append(out, routing.Peer{Address: p.IP, ASN: p.ASN, Type: p.Type, Role: p.Role, MaxPrefixes: p.MaxPrefixes})
 	}
 	return out
 }

@@ -186,6 +186,29 @@ type BGPPeer struct {
 	IP       string `json:"ip"`
 	ASNumber uint32 `json:"asNumber"`
 	Node     string `json:"node,omitempty"`
+	// MaxPrefixes is how many prefixes per address family the peer may
+	// send; one more and the session is reset (a Cease, "maximum number
+	// of prefixes reached"), so a router that leaks a full table or a
+	// hostile speaker cannot fill this node's memory. 0 means
+	// DefaultMaxPrefixes.
+	MaxPrefixes int `json:"maxPrefixes,omitempty"`
+}
+
+// DefaultMaxPrefixes limits a configured peer that names no limit of its
+// own: a pool's blocks and borrowed addresses are far fewer, and a full
+// Internet table (about a million routes) is refused at once.
+// MaxMaxPrefixes bounds what a record may ask for.
+const (
+	DefaultMaxPrefixes = 10000
+	MaxMaxPrefixes     = 10_000_000
+)
+
+// EffectiveMaxPrefixes is the limit a peer record stands for.
+func (p BGPPeer) EffectiveMaxPrefixes() int {
+	if p.MaxPrefixes == 0 {
+		return DefaultMaxPrefixes
+	}
+	return p.MaxPrefixes
 }
 
 // Block is a range of addresses (a /26 or /122) that one host claims.
@@ -285,4 +308,11 @@ type PeerState struct {
 	// policy refuses (outside every pool, over a node address, another
 	// node's block or workload address).
 	Rejected int `json:"rejected"`
+	// MaxPrefixes is the session's prefix limit per family (0: none, the
+	// sessions between our own nodes); LimitResets counts the times the
+	// peer went over it and the session was reset, LastLimitReset the
+	// latest (RFC 3339).
+	MaxPrefixes    int    `json:"maxPrefixes,omitempty"`
+	LimitResets    int    `json:"limitResets,omitempty"`
+	LastLimitReset string `json:"lastLimitReset,omitempty"`
 }

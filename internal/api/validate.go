@@ -491,6 +491,9 @@ func ValidateBGPPeer(p BGPPeer) error {
 	if p.ASNumber == 0 {
 		return fmt.Errorf("BGP peer %s: missing AS number; AS 0 is reserved", p.IP)
 	}
+	if p.MaxPrefixes < 0 || p.MaxPrefixes > MaxMaxPrefixes {
+		return fmt.Errorf("BGP peer %s: max prefixes %d: must be 1 to %d (0 or absent: %d)", p.IP, p.MaxPrefixes, MaxMaxPrefixes, DefaultMaxPrefixes)
+	}
 	if p.Node == "" {
 		return nil
 	}

@@ -44,6 +44,11 @@ type Peer struct {
 	ASN  uint32
 	Type string // PeerTypeNodeMesh, PeerTypeGlobal or PeerTypeNode
 	Role string // RoleClient, RoleReflector or ""
+	// MaxPrefixes limits what a configured peer may send per family (see
+	// api.BGPPeer); 0 for sessions between our own nodes, whose routes the
+	// import policy holds to their blocks and whose count grows with the
+	// cluster.
+	MaxPrefixes int
 }
 
 // Result is the desired state of the host: kernel, BGP, and what is wrong.
@@ -416,7 +421,7 @@ func peers(s *Snapshot, node string, myIP netip.Addr) []Peer {
 		}
 	}
 	byIP := map[netip.Addr]Peer{}
-	add := func(ip netip.Addr, asn uint32, typ, role string) {
+	add := func(ip netip.Addr, asn uint32, typ, role string, maxPrefixes int) {
 		if !ip.IsValid() || ip == myIP || ip == my6 {
 			return
 		}
@@ -427,7 +432,7 @@ func peers(s *Snapshot, node string, myIP netip.Addr) []Peer {
 			role = RoleReflector
 		}
 		if _, dup := byIP[ip]; !dup {
-			byIP[ip] = Peer{IP: ip, ASN: asn, Type: typ, Role: role}
+			byIP[ip] = Peer{IP: ip, ASN: asn, Type: typ, Role: role, MaxPrefixes: maxPrefixes}
 		}
 	}
 	parse := func(a string) netip.Addr {
@@ -462,17 +467,32 @@ func peers(s *Snapshot, node string, myIP netip.Addr) []Peer {
 			if n.RouteReflector {
 				role = RoleReflector // another reflector: a non-client
 			}
-			add(v4, n.ASNumber, typ, role)
+			add(v4, n.ASNumber, typ, role, 0)
 		}
 	}
-	// Explicit peers win over the mesh for the same address.
+	// Explicit peers win over the mesh for the same address. A record that
+	// names one of our own nodes (a reflector topology written as peers)
+	// gets no prefix limit: that node passes on the cluster's routes, as
+	// many as the cluster has, and the import policy holds each to its block.
+	nodeAddr := make(map[netip.Addr]bool, len(s.Nodes))
+	for _, n := range s.Nodes {
+		v4, v6 := api.NodeAddrs(n)
+		nodeAddr[v4], nodeAddr[v6] = true, true
+	}
+	delete(nodeAddr, netip.Addr{})
+	limit := func(p api.BGPPeer) int {
+		if nodeAddr[parse(p.IP)] {
+			return 0
+		}
+		return p.EffectiveMaxPrefixes()
+	}
 	for _, p := range s.NodePeers {
 		if p.Node == node {
-			add(parse(p.IP), p.ASNumber, PeerTypeNode, "")
+			add(parse(p.IP), p.ASNumber, PeerTypeNode, "", limit(p))
 		}
 	}
 	for _, p := range s.GlobalPeers {
-		add(parse(p.IP), p.ASNumber, PeerTypeGlobal, "")
+		add(parse(p.IP), p.ASNumber, PeerTypeGlobal, "", limit(p))
 	}
 	if s.BGP.NodeMesh {
 		for name, n := range s.Nodes {
@@ -480,7 +500,7 @@ func peers(s *Snapshot, node string, myIP netip.Addr) []Peer {
 				continue
 			}
 			if v4, _ := api.NodeAddrs(n); v4.IsValid() {
-				add(v4, n.ASNumber, PeerTypeNodeMesh, "")
+				add(v4, n.ASNumber, PeerTypeNodeMesh, "", 0)
 			}
 		}
 	}

@@ -135,18 +135,30 @@ func TestPeers(t *testing.T) {
 	s.GlobalPeers["10.0.1.250"] = api.BGPPeer{IP: "10.0.1.250", ASNumber: 65000}
 	s.NodePeers["h1/10.0.1.2"] = api.BGPPeer{IP: "10.0.1.2", ASNumber: 64512, Node: "h1"}
 	s.NodePeers["h2/10.0.1.251"] = api.BGPPeer{IP: "10.0.1.251", ASNumber: 65001, Node: "h2"}
+	s.NodePeers["h1/10.0.1.9"] = api.BGPPeer{IP: "10.0.1.9", ASNumber: 65009, Node: "h1", MaxPrefixes: 50}
 	got := Compute(Input{Node: "h1", Snap: s}).Peers
+	// Configured peers get their limit or the default; the mesh and
+	// records naming one of our nodes (10.0.1.2 is h2) have none.
 	want := []Peer{
-		{netip.MustParseAddr("10.0.1.2"), 64512, "node", ""},
-		{netip.MustParseAddr("10.0.1.250"), 65000, "global", ""},
-		{netip.MustParseAddr("10.0.2.3"), 64512, "node-mesh", ""},
+		{netip.MustParseAddr("10.0.1.2"), 64512, "node", "", 0},
+		{netip.MustParseAddr("10.0.1.9"), 65009, "node", "", 50},
+		{netip.MustParseAddr("10.0.1.250"), 65000, "global", "", api.DefaultMaxPrefixes},
+		{netip.MustParseAddr("10.0.2.3"), 64512, "node-mesh", "", 0},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("peers = %+v, want %+v", got, want)
 	}
 	s.BGP.NodeMesh = false
-	if got := Compute(Input{Node: "h1", Snap: s}).Peers; len(got) != 2 {
+	if got := Compute(Input{Node: "h1", Snap: s}).Peers; len(got) != 3 {
 		t.Errorf("mesh off: peers = %+v", got)
+	}
+	// A peer record that names one of our nodes (h3) passes on the
+	// cluster's routes: no limit, whatever the record says.
+	s.GlobalPeers["10.0.2.3"] = api.BGPPeer{IP: "10.0.2.3", ASNumber: 64512, MaxPrefixes: 5}
+	for _, p := range Compute(Input{Node: "h1", Snap: s}).Peers {
+		if p.IP == netip.MustParseAddr("10.0.2.3") && (p.Type != "global" || p.MaxPrefixes != 0) {
+			t.Errorf("peer record naming node h3: %+v, want type global without a limit", p)
+		}
 	}
 }
 

@@ -50,13 +50,15 @@ func (c *Client) SetNodeMesh(ctx context.Context, on bool) error {
 	return c.updateBGP(ctx, func(b *api.BGPConfig) { b.NodeMesh = on })
 }
 
-// AddPeer adds a BGP peer, global when node is "".
-func (c *Client) AddPeer(ctx context.Context, node, ip, as string) error {
+// AddPeer adds a BGP peer, global when node is "". maxPrefixes 0 leaves
+// the limit at api.DefaultMaxPrefixes. Adding a peer that exists replaces
+// its record (a new AS or limit).
+func (c *Client) AddPeer(ctx context.Context, node, ip, as string, maxPrefixes int) error {
 	n, err := api.ParseASNumber(as)
 	if err != nil {
 		return err
 	}
-	peer := api.BGPPeer{IP: ip, ASNumber: n, Node: node}
+	peer := api.BGPPeer{IP: ip, ASNumber: n, Node: node, MaxPrefixes: maxPrefixes}
 	if err := api.ValidateBGPPeer(peer); err != nil {
 		return err
 	}

@@ -145,6 +145,8 @@ func TestDecodeRefusesHostileRecords(t *testing.T) {
 		{"node key mismatch", "/calico/v1/host/h1/node", `{"name":"h9","ipv4":"10.0.0.1/24"}`, "is stored under"},
 		{"peer AS 0", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":0}`, "AS 0 is reserved"},
 		{"peer loopback", "/calico/v1/bgp/peer/127.0.0.1", `{"ip":"127.0.0.1","asNumber":1}`, "loopback"},
+		{"peer negative prefix limit", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":1,"maxPrefixes":-1}`, "max prefixes -1"},
+		{"peer huge prefix limit", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":1,"maxPrefixes":99999999999}`, "max prefixes"},
 		{"global peer naming a node", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.254","asNumber":1,"node":"h1"}`, "stored for all nodes"},
 		{"node peer for another node", "/calico/v1/host/h1/bgp/peer/10.0.0.253", `{"ip":"10.0.0.253","asNumber":1,"node":"h2"}`, "stored for node h1"},
 		{"peer key mismatch", "/calico/v1/bgp/peer/10.0.0.254", `{"ip":"10.0.0.9","asNumber":1}`, "is stored under"},

@@ -17,7 +17,15 @@ import (
 type slogAdapter struct {
 	l     *slog.Logger
 	level atomic.Uint32 // a gobgplog.LogLevel; messages above it are dropped
+	// onPrefixLimit is told the neighbour whose session GoBGP resets for
+	// going over its prefix limit: GoBGP says so only in this warning.
+	onPrefixLimit func(neighbour string)
 }
+
+// prefixLimitMsg is GoBGP's warning for a peer over its prefix limit. With
+// a "Pct" field it is only the early warning at a threshold, which we do
+// not configure; without, the session is being reset.
+const prefixLimitMsg = "prefix limit reached"
 
 func newSlogAdapter(l *slog.Logger) *slogAdapter {
 	if l == nil {
@@ -68,6 +76,14 @@ func (a *slogAdapter) Error(msg string, fields gobgplog.Fields) {
 }
 
 func (a *slogAdapter) Warn(msg string, fields gobgplog.Fields) {
+	if msg == prefixLimitMsg && a.onPrefixLimit != nil {
+		if _, early := fields["Pct"]; !early {
+			if k, ok := fields["Key"].(string); ok {
+				a.onPrefixLimit(k)
+				return // the callback logs it in our words
+			}
+		}
+	}
 	a.log(gobgplog.WarnLevel, slog.LevelWarn, msg, fields)
 }
 

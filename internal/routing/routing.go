@@ -177,6 +177,10 @@ type Peer struct {
 	ASN     uint32
 	Type    string // PeerTypeNodeMesh, PeerTypeGlobal or PeerTypeNode
 	Role    string // RoleClient, RoleReflector or ""
+	// MaxPrefixes: more prefixes than this in one family and GoBGP resets
+	// the session (Cease, "maximum number of prefixes reached"); the
+	// UPDATE that crossed it is dropped whole. 0: no limit.
+	MaxPrefixes int
 }
 
 // Path is one route a peer sent us for a prefix.
@@ -216,12 +220,16 @@ type Speaker struct {
 	// growing with its sessions (49 in a mesh of 50, 99 on a reflector of
 	// 100). states and statesGen are the last answer (under opMu).
 	statusGen atomic.Uint64
-	states    []calicoapi.PeerState
-	statesGen uint64
-	haveState bool
-	ibgpSet   map[netip.Addr]bool // the addresses in ibgpSetName
-	announced map[netip.Prefix]*api.Path
-	stopped   bool
+	// limitResets counts, per neighbour address, the sessions GoBGP reset
+	// for going over the prefix limit, and when the last one was.
+	limitMu     sync.Mutex
+	limitResets map[string]limitReset
+	states      []calicoapi.PeerState
+	statesGen   uint64
+	haveState   bool
+	ibgpSet     map[netip.Addr]bool // the addresses in ibgpSetName
+	announced   map[netip.Prefix]*api.Path
+	stopped     bool
 
 	mu      sync.RWMutex
 	learned map[netip.Prefix][]Path
@@ -365,7 +373,9 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	}
 
 	s.hook = &serveHook{onMessage: func() { s.statusGen.Add(1) }, ended: make(chan struct{})}
-	s.bgp = server.NewBgpServer(server.LoggerOption(newSlogAdapter(cfg.Logger)), server.TimingHookOption(s.hook))
+	logger := newSlogAdapter(cfg.Logger)
+	logger.onPrefixLimit = s.noteLimitReset
+	s.bgp = server.NewBgpServer(server.LoggerOption(logger), server.TimingHookOption(s.hook))
 	go s.bgp.Serve()
 
 	global := &api.Global{
@@ -884,7 +894,9 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 	ctx := context.Background()
 	var errs []error
 	for addr, cur := range s.peers {
-		if w, ok := want[addr]; ok && w.ASN == cur.ASN && (w.Role == RoleClient) == (cur.Role == RoleClient) {
+		// A new prefix limit re-creates the session too: one that was reset
+		// for going over the old limit starts again under the new one.
+		if w, ok := want[addr]; ok && w.ASN == cur.ASN && (w.Role == RoleClient) == (cur.Role == RoleClient) && w.MaxPrefixes == cur.MaxPrefixes {
 			continue
 		}
 		if err := s.call(func() error { return s.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}) }); err != nil {
@@ -942,6 +954,7 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 			// for the family and the peer drops that family's routes
 			// instead of keeping them.
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: gr}},
+			PrefixLimits:      &api.PrefixLimit{Family: f, MaxPrefixes: uint32(p.MaxPrefixes)},
 		}
 	}
 	ap := &api.Peer{
@@ -984,6 +997,39 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 // nodes too (both ends compute the role). Other peers (routers) may be
 // passive themselves, so we always dial them; a node that does not listen
 // must dial everyone.
+type limitReset struct {
+	count int
+	last  time.Time
+}
+
+// noteLimitReset records that GoBGP reset the session with neighbour (its
+// address as GoBGP prints it) for going over the prefix limit. GoBGP
+// reports this only through its log (see slogAdapter.Warn); the session's
+// state alone cannot tell it from any other reset.
+func (s *Speaker) noteLimitReset(neighbour string) {
+	if a, err := netip.ParseAddr(neighbour); err == nil {
+		neighbour = a.Unmap().String()
+	}
+	s.limitMu.Lock()
+	if s.limitResets == nil {
+		s.limitResets = map[string]limitReset{}
+	}
+	r := s.limitResets[neighbour]
+	now := time.Now()
+	// UPDATEs already read when the limit was crossed each say so again
+	// before the session ends: one reset, not several.
+	if now.Sub(r.last) < time.Second {
+		s.limitMu.Unlock()
+		return
+	}
+	r.count++
+	r.last = now
+	s.limitResets[neighbour] = r
+	s.limitMu.Unlock()
+	s.statusGen.Add(1)
+	s.log.Warn("routing: BGP peer sent more prefixes than its limit; session reset (raise it with `calicoctl bgp peer add IP as AS --max-prefixes N` if the routes are wanted)", "peer", neighbour)
+}
+
 func (s *Speaker) passiveTowards(p Peer) bool {
 	if (p.Type != PeerTypeNodeMesh && p.Role == "") || s.listenPort <= 0 {
 		return false
@@ -1141,6 +1187,12 @@ func (s *Speaker) PeerStates() []calicoapi.PeerState {
 					ps.Received += int(st.Received)
 				}
 			}
+			ps.MaxPrefixes = types[addr].MaxPrefixes
+			s.limitMu.Lock()
+			if r, ok := s.limitResets[addr.String()]; ok {
+				ps.LimitResets, ps.LastLimitReset = r.count, r.last.UTC().Format(time.RFC3339)
+			}
+			s.limitMu.Unlock()
 			out = append(out, ps)
 		})
 	})

@@ -427,8 +427,8 @@ func testBGP(t *testing.T, s *store) {
 	if !s.get(prefixPeers+"192.0.2.1", &pr) || pr.ASNumber != 65537 {
 		t.Errorf("asdot peer stored %+v", pr)
 	}
-	rows := table(t, s.ok("bgp", "peer", "show"), "peer address", "as number")
-	want := [][]string{{"10.0.0.254", "65000"}, {"192.0.2.1", "65537"}, {"fd00::fe", "65001"}}
+	rows := table(t, s.ok("bgp", "peer", "show"), "peer address", "as number", "max prefixes")
+	want := [][]string{{"10.0.0.254", "65000", "10000 (default)"}, {"192.0.2.1", "65537", "10000 (default)"}, {"fd00::fe", "65001", "10000 (default)"}}
 	if !reflect.DeepEqual(rows, want) {
 		t.Errorf("bgp peer show %q, want %q", rows, want)
 	}
@@ -486,8 +486,8 @@ func testNodes(t *testing.T, s *store) {
 	if !s.get(prefixHosts+"h2/bgp/peer/10.0.0.200", &pr) || pr != (peerJSON{"10.0.0.200", 65200, "h2"}) {
 		t.Errorf("h2 peer stored %+v", pr)
 	}
-	rows = table(t, s.ok("node", "bgp", "peer", "show"), "peer address", "as number")
-	if want := [][]string{{"10.0.0.100", "65100"}, {"fd00::100", "65101"}}; !reflect.DeepEqual(rows, want) {
+	rows = table(t, s.ok("node", "bgp", "peer", "show"), "peer address", "as number", "max prefixes")
+	if want := [][]string{{"10.0.0.100", "65100", "10000 (default)"}, {"fd00::100", "65101", "10000 (default)"}}; !reflect.DeepEqual(rows, want) {
 		t.Errorf("node bgp peer show (h1) %q, want %q", rows, want)
 	}
 	var peers []peerJSON

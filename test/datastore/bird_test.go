@@ -161,3 +161,106 @@ func TestBIRDInterop(t *testing.T) {
 	})
 	t.Logf("FIGURE: BIRD interop: routes withdrawn on both sides %s after `node bgp peer remove`", withdrawn.Round(time.Millisecond))
 }
+
+// TestBIRDPrefixLimit: a foreign peer that sends more prefixes than its
+// limit (`--max-prefixes`) has its session reset before any of them reach
+// the kernel and kept down, and `calicoctl status` says so and how to
+// accept them; the same peer under a new limit it keeps to gets its
+// routes installed. BIRD
+// plays a router leaking 40 routes inside the pool, where the import
+// policy alone would accept every one.
+func TestBIRDPrefixLimit(t *testing.T) {
+	w := newWorld(t, 1)
+	h1 := w.hosts[0]
+	birdHost, err := w.lab.AddHost("bird", w.fab, "10.0.0.10/24", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.startEtcd(h1)
+	w.startNode(h1)
+	w.ok(h1, "pool", "add", "192.168.80.0/20")
+	// 40 /30s in the pool's last /24, which no host claims a block of.
+	var leaked []string
+	for i := 0; i < 40; i++ {
+		leaked = append(leaked, fmt.Sprintf("192.168.95.%d/30", 4*i))
+	}
+	dir := t.TempDir()
+	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
+	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), h1.Addr(), leaked...)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bird, err := birdHost.Start("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- BIRD log\n%s", clip(bird.Log()))
+		}
+		bird.Stop()
+	})
+	birdRoutes := func() int { // routes the node installed with BIRD as the gateway
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, _ := h1.Run(ctx, "ip", "-4", "route", "show", "proto", "80")
+		n := 0
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "192.168.95.") && strings.Contains(l, "via "+birdHost.Addr().String()) {
+				n++
+			}
+		}
+		return n
+	}
+	peer := birdHost.Addr().String()
+
+	w.ok(h1, "node", "bgp", "peer", "add", peer, "as", "65010", "--max-prefixes", "20")
+	shows := w.ok(h1, "node", "bgp", "peer", "show")
+	if !strings.Contains(shows, peer) || !strings.Contains(shows, "20") {
+		t.Errorf("node bgp peer show does not list the limit:\n%s", shows)
+	}
+	waitFor(t, 90*time.Second, "calicoctl status to report the session reset for going over 20 prefixes", func() (bool, string) {
+		status := w.ok(h1, "status")
+		return strings.Contains(status, "prefix limit: "+peer+" sent more than 20 prefixes") &&
+			strings.Contains(status, "calicoctl node bgp peer add "+peer+" as 65010 --max-prefixes N"), status
+	})
+	// The UPDATE that went over the limit was dropped whole and the
+	// session with it: none of the leaked routes is in the kernel, now or
+	// after BIRD's next attempts.
+	if n := birdRoutes(); n != 0 {
+		t.Errorf("%d of BIRD's 40 routes installed although it went over its limit of 20", n)
+	}
+	// GoBGP keeps a session reset for its limit down (administratively,
+	// until the limit changes): no flapping, and still nothing installed.
+	out := w.ok(h1, "status", "-o", "json")
+	var st struct {
+		BGPPeers []struct {
+			IP          string `json:"ip"`
+			State       string `json:"state"`
+			MaxPrefixes int    `json:"maxPrefixes"`
+			LimitResets int    `json:"limitResets"`
+		} `json:"bgpPeers"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.BGPPeers) != 1 ||
+		st.BGPPeers[0].State == "Established" || st.BGPPeers[0].MaxPrefixes != 20 || st.BGPPeers[0].LimitResets != 1 {
+		t.Errorf("status after the reset: want the session down, limit 20, 1 reset: %v\n%s", err, out)
+	}
+	if n := birdRoutes(); n != 0 {
+		t.Errorf("%d of BIRD's 40 routes installed after its session was reset", n)
+	}
+
+	// Honest: the same peer under a limit it keeps to.
+	w.ok(h1, "node", "bgp", "peer", "add", peer, "as", "65010", "--max-prefixes", "100")
+	waitFor(t, 90*time.Second, "the node to install BIRD's 40 routes under a limit of 100", func() (bool, string) {
+		n := birdRoutes()
+		return n == 40, fmt.Sprintf("%d routes", n)
+	})
+
+	// Bad input: refused with a line that says what is allowed, nothing stored.
+	r := w.ctl(h1, "node", "bgp", "peer", "add", "10.0.0.11", "as", "65011", "--max-prefixes", "0")
+	if r.code == 0 || !strings.Contains(r.stderr, "--max-prefixes 0: must be 1 to") {
+		t.Errorf("--max-prefixes 0 accepted or unclear: %+v", r)
+	}
+	if out := w.ok(h1, "node", "bgp", "peer", "show"); strings.Contains(out, "10.0.0.11") {
+		t.Errorf("a refused peer was stored:\n%s", out)
+	}
+}

@@ -127,7 +127,7 @@ type Agent struct {
 	// conntrack forgets the flows of addresses that leave a local
 	// workload (conntrack.go).
 	conntrack *netdev.EndpointConntrack
-	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
+	ifaces    *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
 	// ifaceRecheck signals ifaceDue when host sides are due to be read
 	// back (ifaceRecheckEvery), so a setting changed by hand is restored
 	// within about a second even with no other change. The loop then

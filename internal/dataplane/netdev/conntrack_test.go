@@ -1,0 +1,116 @@
+package netdev
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ctFlow is a UDP conntrack entry: original src -> dst, reply rsrc -> rdst
+// (the reply differs from the mirror image under NAT).
+type ctFlow struct{ src, dst, rsrc, rdst string }
+
+func (f ctFlow) create(t *testing.T, h *netlink.Handle) {
+	t.Helper()
+	s, d, rs, rd := addr(f.src), addr(f.dst), addr(f.rsrc), addr(f.rdst)
+	fam := uint8(unix.AF_INET)
+	if s.Is6() {
+		fam = unix.AF_INET6
+	}
+	flow := &netlink.ConntrackFlow{FamilyType: fam, TimeOut: 600,
+		Forward: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: net.IP(s.AsSlice()), DstIP: net.IP(d.AsSlice()), SrcPort: 1000, DstPort: 2000},
+		Reverse: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: net.IP(rs.AsSlice()), DstIP: net.IP(rd.AsSlice()), SrcPort: 2000, DstPort: 1000}}
+	if err := h.ConntrackCreate(netlink.ConntrackTable, netlink.InetFamily(fam), flow); err != nil {
+		t.Fatalf("create conntrack entry %v: %v", f, err)
+	}
+}
+
+// ctList is every entry's original source and destination, as "src>dst".
+func ctList(t *testing.T, h *netlink.Handle) []string {
+	t.Helper()
+	var out []string
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		flows, err := h.ConntrackTableList(netlink.ConntrackTable, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range flows {
+			out = append(out, f.Forward.SrcIP.String()+">"+f.Forward.DstIP.String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The entries of an address that leaves a local workload go, in either
+// direction and as source, destination or NAT target, IPv4 and IPv6; those
+// of other addresses stay; nothing is owed on the first Note or twice.
+func TestEndpointConntrack(t *testing.T) {
+	_, path := newNetns(t, "ct")
+	h, err := openHandleFamily(path, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, f := range []ctFlow{
+		{"10.1.0.5", "10.9.9.9", "10.9.9.9", "10.1.0.5"},   // the workload's outbound flow
+		{"10.9.9.9", "10.1.0.5", "10.1.0.5", "10.9.9.9"},   // a peer's flow into it
+		{"10.9.9.8", "192.0.2.1", "10.1.0.5", "10.9.9.8"},  // DNAT to it: only the reply names it
+		{"10.9.9.9", "10.1.0.7", "10.1.0.7", "10.9.9.9"},   // another workload's
+		{"fd00::5", "fd00::99", "fd00::99", "fd00::5"},     // IPv6, the workload's
+		{"fd00::99", "fd00::7", "fd00::7", "fd00::99"},     // IPv6, another's
+		{"10.9.9.9", "10.1.0.50", "10.1.0.50", "10.9.9.9"}, // no workload's: not ours to touch
+	} {
+		f.create(t, h)
+	}
+	ct := NewEndpointConntrack(InNetns(path))
+	defer ct.Close()
+	a5, a7, b5, b7 := addr("10.1.0.5"), addr("10.1.0.7"), addr("fd00::5"), addr("fd00::7")
+
+	ct.Note(map[netip.Addr]string{a5: "caliA", b5: "caliA", a7: "caliB", b7: "caliB"})
+	if n, addrs, err := ct.Flush(); n != 0 || len(addrs) != 0 || err != nil {
+		t.Fatalf("first Note owes nothing; Flush = %d %v %v", n, addrs, err)
+	}
+	// A removed.
+	ct.Note(map[netip.Addr]string{a7: "caliB", b7: "caliB"})
+	if got := ct.Owed(); !slices.Equal(got, []netip.Addr{a5, b5}) {
+		t.Fatalf("owed %v, want %v", got, []netip.Addr{a5, b5})
+	}
+	n, addrs, err := ct.Flush()
+	if err != nil || n != 4 || !slices.Equal(addrs, []netip.Addr{a5, b5}) {
+		t.Fatalf("Flush = %d %v %v, want 4 entries of %v", n, addrs, err, []netip.Addr{a5, b5})
+	}
+	want := []string{"10.9.9.9>10.1.0.50", "10.9.9.9>10.1.0.7", "fd00::99>fd00::7"}
+	if got := ctList(t, h); !slices.Equal(got, want) {
+		t.Fatalf("left %v, want %v", got, want)
+	}
+	// Idempotent: the same state again owes nothing.
+	ct.Note(map[netip.Addr]string{a7: "caliB", b7: "caliB"})
+	if n, addrs, err := ct.Flush(); n != 0 || len(addrs) != 0 || err != nil {
+		t.Fatalf("unchanged Note: Flush = %d %v %v", n, addrs, err)
+	}
+	// 10.1.0.7 moves to another workload: flushed before the routes
+	// (FlushMoved, still owed) and after (Flush).
+	ct.Note(map[netip.Addr]string{a7: "caliC", b7: "caliB"})
+	if n, addrs, err := ct.FlushMoved(); err != nil || n != 1 || !slices.Equal(addrs, []netip.Addr{a7}) {
+		t.Fatalf("FlushMoved = %d %v %v, want 1 entry of %s", n, addrs, err, a7)
+	}
+	if got := ct.Owed(); !slices.Equal(got, []netip.Addr{a7}) {
+		t.Fatalf("after FlushMoved owed %v, want %s", got, a7)
+	}
+	if n, addrs, err := ct.Flush(); err != nil || n != 0 || !slices.Equal(addrs, []netip.Addr{a7}) {
+		t.Fatalf("Flush after FlushMoved = %d %v %v", n, addrs, err)
+	}
+	if got := ct.Owed(); len(got) != 0 {
+		t.Fatalf("owed %v after a clean Flush", got)
+	}
+	want = []string{"10.9.9.9>10.1.0.50", "fd00::99>fd00::7"}
+	if got := ctList(t, h); !slices.Equal(got, want) {
+		t.Fatalf("left %v, want %v", got, want)
+	}
+}

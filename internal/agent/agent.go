@@ -659,7 +659,9 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 			time.AfterFunc(time.Second, a.kick)
 		}
 	}
-	a.conntrack.Note(localAddrs(res.Dataplane))
+	if err := a.noteConntrack(res.Dataplane); err != nil {
+		errs = append(errs, err)
+	}
 	if err := a.flushMovedConntrack(); err != nil {
 		errs = append(errs, err)
 	}

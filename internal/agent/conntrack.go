@@ -3,9 +3,62 @@ package agent
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
+
+// maxFreeBlockBits bounds the blocks whose free addresses a starting agent
+// lists (freeAddrs): IPAM's blocks are /26 and /122 (6 bits).
+const maxFreeBlockBits = 10
+
+// noteConntrack hands the local workload addresses of dp to the conntrack
+// owner before the routes change; the first pass primes it with what the
+// kernel and the datastore show (EndpointConntrack.Prime). If the kernel's
+// routes cannot be read, the next pass (the retry) tries again.
+func (a *Agent) noteConntrack(dp calc.Dataplane) error {
+	local := localAddrs(dp)
+	if a.conntrack.Primed() {
+		a.conntrack.Note(local)
+		return nil
+	}
+	kernel, err := netdev.WorkloadRoutes()
+	if err != nil {
+		return fmt.Errorf("conntrack: read the workload routes: %w", err)
+	}
+	a.conntrack.Prime(local, kernel, a.freeAddrs(dp))
+	return nil
+}
+
+// freeAddrs lists the addresses of this host's blocks (dp's blackhole
+// routes) that no endpoint record, of any host, holds.
+func (a *Agent) freeAddrs(dp calc.Dataplane) []netip.Addr {
+	held := map[netip.Addr]bool{}
+	a.mu.Lock()
+	for _, ep := range a.snap.Endpoints {
+		for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
+			if p, err := netip.ParsePrefix(n); err == nil {
+				held[p.Addr()] = true
+			} else if ad, err := netip.ParseAddr(n); err == nil {
+				held[ad] = true
+			}
+		}
+	}
+	a.mu.Unlock()
+	var out []netip.Addr
+	for _, r := range dp.Routes {
+		if r.Kind != calc.RouteBlackhole || r.Dst.Addr().BitLen()-r.Dst.Bits() > maxFreeBlockBits {
+			continue
+		}
+		for ad := r.Dst.Masked().Addr(); r.Dst.Contains(ad); ad = ad.Next() {
+			if !held[ad] {
+				out = append(out, ad)
+			}
+		}
+	}
+	return out
+}
 
 // localAddrs is each local workload address of dp with its host-side
 // interface: the routes into workload interfaces (WireGuard's routes are

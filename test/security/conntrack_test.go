@@ -17,8 +17,20 @@ import (
 // the forward chain's first rule accepts established flows, so only the
 // agent forgetting the old address's conntrack entries keeps those packets
 // out of worker-5. worker-2 (PROF_2) reaching worker-5 on a new flow is the
-// honest traffic.
+// honest traffic. The same with host1's agent stopped while worker-1 goes
+// (and worker-5 comes, or comes after the restart): `container remove` and
+// `add` need no agent, and a starting agent must not trust the kernel's
+// conntrack table.
 func TestReusedAddressGetsNoOldFlow(t *testing.T) {
+	t.Run("AgentRunning", func(t *testing.T) { reuseAttack(t, false, false) })
+	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true) })
+	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false) })
+}
+
+// reuseAttack runs the attack; with down, host1's agent is stopped before
+// worker-1's removal and started after it (and, with addWhileDown, after
+// worker-5's addition too).
+func reuseAttack(t *testing.T, down, addWhileDown bool) {
 	w := world(t, walkthrough.Options{}, true)
 	ctx := e2etest.Ctx(t, 5*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
@@ -36,10 +48,28 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 		return ctr1.Count("before") >= 2, fmt.Sprint(ctr1.Count("before"), " received")
 	})
 
+	if down {
+		ctl(t, ctx, w, h1, "node", "stop")
+	}
 	ctl(t, ctx, w, h1, "container", "remove", "worker-1")
-	w5, err := w.AddWorkload(ctx, h1, "worker-5", w1.IP.String())
-	if err != nil {
-		t.Fatal(err)
+	add := func() *walkthrough.Workload {
+		w5, err := w.AddWorkload(ctx, h1, "worker-5", w1.IP.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w5
+	}
+	var w5 *walkthrough.Workload
+	if addWhileDown {
+		w5 = add()
+	}
+	if down {
+		if err := w.StartNode(ctx, h1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w5 == nil {
+		w5 = add()
 	}
 	if w5.IP != w1.IP {
 		t.Fatalf("worker-5 got %s, not worker-1's %s", w5.IP, w1.IP)

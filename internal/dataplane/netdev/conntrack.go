@@ -64,11 +64,93 @@ func (c *EndpointConntrack) Close() {
 	}
 }
 
+// Primed says whether Prime or Note has run.
+func (c *EndpointConntrack) Primed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.primed
+}
+
+// Prime is an agent's first Note. Workloads may have come and gone while
+// no agent ran (`container remove` needs none), and what the last agent
+// saw is lost, so it owes a flush to the local addresses the kernel does
+// not yet route to their interface (kernel: the workload routes found,
+// WorkloadRoutes; a workload that is new, or whose address was another's),
+// flushed before the routes too, and to the free addresses (addresses of
+// this host's blocks that no workload holds now: the entries of a workload
+// removed meanwhile, waiting for the address's next holder).
+func (c *EndpointConntrack) Prime(local, kernel map[netip.Addr]string, free []netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, dev := range local {
+		if kernel[a] != dev {
+			c.owed[a] = true
+		}
+	}
+	for _, a := range free {
+		if _, ok := c.owed[a]; !ok {
+			c.owed[a] = false
+		}
+	}
+	c.primed = true
+	clear(c.owner)
+	for a, dev := range local {
+		c.owner[a] = dev
+	}
+}
+
+// WorkloadRoutes lists the owned routes (RouteProtocol unless
+// WithProtocol) of the main table that lead into an interface without a
+// gateway, to a single address: the local workload routes an agent left,
+// address -> interface.
+func WorkloadRoutes(opts ...Option) (map[netip.Addr]string, error) {
+	o := buildOptions(opts)
+	h, err := openHandle(o.netns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: o.proto, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	links, err := retryDump("links", h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	out := map[netip.Addr]string{}
+	for _, r := range routes {
+		if r.Dst == nil || r.Gw != nil || r.Type != unix.RTN_UNICAST || names[r.LinkIndex] == "" {
+			continue
+		}
+		p, ok := netipPrefix(r.Dst)
+		if ok && p.IsSingleIP() {
+			out[p.Addr()] = names[r.LinkIndex]
+		}
+	}
+	return out, nil
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	bits, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), bits), true
+}
+
 // Note records the local workloads' addresses (address -> host-side
 // interface) about to be applied. An address that was a local workload's
 // at the last Note and is no longer one, or is now another interface's,
-// is owed a flush. The first Note only learns: what a predecessor agent
-// saw is not known.
+// is owed a flush. A first Note (without Prime) only learns.
 func (c *EndpointConntrack) Note(local map[netip.Addr]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

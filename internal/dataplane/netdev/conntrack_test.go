@@ -114,3 +114,46 @@ func TestEndpointConntrack(t *testing.T) {
 		t.Fatalf("left %v, want %v", got, want)
 	}
 }
+
+// A starting agent owes a flush to the local addresses the kernel does not
+// route to their interface yet, before the routes too, and to the free
+// addresses it is given; WorkloadRoutes finds the workload routes an
+// agent left, and nothing else.
+func TestEndpointConntrackPrime(t *testing.T) {
+	name, path := newNetns(t, "ctp")
+	ipCmd(t, "-n", name, "link", "add", "caliA", "type", "veth", "peer", "name", "caliB")
+	ipCmd(t, "-n", name, "link", "set", "caliA", "up")
+	ipCmd(t, "-n", name, "link", "set", "caliB", "up")
+	ipCmd(t, "-n", name, "route", "add", "10.1.0.5/32", "dev", "caliA", "proto", "80", "scope", "link")
+	ipCmd(t, "-n", name, "route", "add", "10.1.0.7/32", "dev", "caliA", "proto", "80", "scope", "link") // now caliB's
+	ipCmd(t, "-n", name, "route", "add", "10.1.0.8/32", "dev", "caliB")                                 // not ours
+	ipCmd(t, "-n", name, "route", "add", "blackhole", "10.1.0.0/26", "proto", "80")
+	kernel, err := WorkloadRoutes(InNetns(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kernel) != 2 || kernel[addr("10.1.0.5")] != "caliA" || kernel[addr("10.1.0.7")] != "caliA" {
+		t.Fatalf("WorkloadRoutes = %v, want 10.1.0.5 and 10.1.0.7 on caliA", kernel)
+	}
+	ct := NewEndpointConntrack(InNetns(path))
+	defer ct.Close()
+	if ct.Primed() {
+		t.Fatal("primed before the first Prime")
+	}
+	ct.Prime(map[netip.Addr]string{addr("10.1.0.5"): "caliA", addr("10.1.0.6"): "caliB", addr("10.1.0.7"): "caliB"},
+		kernel, []netip.Addr{addr("10.1.0.9")})
+	if got, want := ct.Owed(), []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.9")}; !slices.Equal(got, want) {
+		t.Fatalf("owed %v, want %v", got, want)
+	}
+	if _, moved, err := ct.FlushMoved(); err != nil || !slices.Equal(moved, []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7")}) {
+		t.Fatalf("FlushMoved flushed %v (%v), want the two without their route", moved, err)
+	}
+	if _, all, err := ct.Flush(); err != nil || len(all) != 3 || len(ct.Owed()) != 0 {
+		t.Fatalf("Flush flushed %v (%v), owed after: %v", all, err, ct.Owed())
+	}
+	// From now on Note compares with what Prime learnt.
+	ct.Note(map[netip.Addr]string{addr("10.1.0.5"): "caliA", addr("10.1.0.6"): "caliB", addr("10.1.0.7"): "caliB"})
+	if got := ct.Owed(); len(got) != 0 {
+		t.Fatalf("owed %v after an unchanged Note", got)
+	}
+}

@@ -2,6 +2,7 @@ package security
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -22,25 +23,35 @@ import (
 // `add` need no agent, and a starting agent must not trust the kernel's
 // conntrack table.
 func TestReusedAddressGetsNoOldFlow(t *testing.T) {
-	t.Run("AgentRunning", func(t *testing.T) { reuseAttack(t, false, false) })
-	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true) })
-	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false) })
+	t.Run("AgentRunning", func(t *testing.T) { reuseAttack(t, false, false, false) })
+	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true, false) })
+	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
+	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
 }
 
 // reuseAttack runs the attack; with down, host1's agent is stopped before
 // worker-1's removal and started after it (and, with addWhileDown, after
-// worker-5's addition too).
-func reuseAttack(t *testing.T, down, addWhileDown bool) {
+// worker-5's addition too). With second, the old flow goes to a second
+// address of worker-1's, which `container worker-1 ip remove` takes away
+// (worker-1 stays) before worker-5 gets it.
+func reuseAttack(t *testing.T, down, addWhileDown, second bool) {
 	w := world(t, walkthrough.Options{}, true)
 	ctx := e2etest.Ctx(t, 5*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
-	routed(t, ctx, h2, w1.IP, h1)
+	addr := w1.IP
+	if second {
+		addr = netip.MustParseAddr("192.168.100.50")
+		ctl(t, ctx, w, h1, "container", "worker-1", "ip", "add", addr.String())
+	}
+	routed(t, ctx, h2, addr, h1)
 
 	// The old flow: worker-3:5555 <-> worker-1:7777, echoed, so conntrack
 	// on host1 holds it as established.
-	oldSrc, dst := e2etest.AP(w3.IP, 5555), e2etest.AP(w1.IP, 7777)
-	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, "0.0.0.0:7777")
+	oldSrc, dst := e2etest.AP(w3.IP, 5555), e2etest.AP(addr, 7777)
+	// Bound to the address, so that the echo leaves from it (the reply
+	// direction of the flow), not from worker-1's first address.
+	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, dst.String())
 	e2etest.WaitFor(t, 30*time.Second, "worker-1 receives worker-3's flow (PROF_1 lets PROF_1 in)", func() (bool, string) {
 		if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "before", 2); err != nil {
 			return false, err.Error()
@@ -51,9 +62,13 @@ func reuseAttack(t *testing.T, down, addWhileDown bool) {
 	if down {
 		ctl(t, ctx, w, h1, "node", "stop")
 	}
-	ctl(t, ctx, w, h1, "container", "remove", "worker-1")
+	if second {
+		ctl(t, ctx, w, h1, "container", "worker-1", "ip", "remove", addr.String())
+	} else {
+		ctl(t, ctx, w, h1, "container", "remove", "worker-1")
+	}
 	add := func() *walkthrough.Workload {
-		w5, err := w.AddWorkload(ctx, h1, "worker-5", w1.IP.String())
+		w5, err := w.AddWorkload(ctx, h1, "worker-5", addr.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,8 +86,8 @@ func reuseAttack(t *testing.T, down, addWhileDown bool) {
 	if w5 == nil {
 		w5 = add()
 	}
-	if w5.IP != w1.IP {
-		t.Fatalf("worker-5 got %s, not worker-1's %s", w5.IP, w1.IP)
+	if w5.IP != addr {
+		t.Fatalf("worker-5 got %s, not worker-1's %s", w5.IP, addr)
 	}
 	ctl(t, ctx, w, h1, "container", "worker-5", "profile", "append", "PROF_2")
 	ctr5 := e2etest.NewUDPCounter(t, w5.Netns, "0.0.0.0:7777")

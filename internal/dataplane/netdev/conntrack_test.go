@@ -1,11 +1,14 @@
 package netdev
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"sort"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -50,7 +53,15 @@ func ctList(t *testing.T, h *netlink.Handle) []string {
 // The entries of an address that leaves a local workload go, in either
 // direction and as source, destination or NAT target, IPv4 and IPv6; those
 // of other addresses stay; nothing is owed on the first Note or twice.
+// Both ways of finding them: the kernel's filtered dumps (which this
+// kernel must honour) and one whole dump.
 func TestEndpointConntrack(t *testing.T) {
+	for _, whole := range []bool{false, true} {
+		t.Run(fmt.Sprintf("whole=%v", whole), func(t *testing.T) { testEndpointConntrack(t, whole) })
+	}
+}
+
+func testEndpointConntrack(t *testing.T, whole bool) {
 	_, path := newNetns(t, "ct")
 	h, err := openHandleFamily(path, unix.NETLINK_NETFILTER)
 	if err != nil {
@@ -70,6 +81,15 @@ func TestEndpointConntrack(t *testing.T) {
 	}
 	ct := NewEndpointConntrack(InNetns(path))
 	defer ct.Close()
+	if ct.ct, err = openConntrack(path); err != nil {
+		t.Fatal(err)
+	}
+	ct.ct.unfiltered = whole
+	defer func() {
+		if !whole && ct.ct.unfiltered {
+			t.Error("the kernel did not honour the filtered dumps (Linux 5.8+ does)")
+		}
+	}()
 	a5, a7, b5, b7 := addr("10.1.0.5"), addr("10.1.0.7"), addr("fd00::5"), addr("fd00::7")
 
 	ct.Note(map[netip.Addr]string{a5: "caliA", b5: "caliA", a7: "caliB", b7: "caliB"})
@@ -155,5 +175,85 @@ func TestEndpointConntrackPrime(t *testing.T) {
 	ct.Note(map[netip.Addr]string{addr("10.1.0.5"): "caliA", addr("10.1.0.6"): "caliB", addr("10.1.0.7"): "caliB"})
 	if got := ct.Owed(); len(got) != 0 {
 		t.Fatalf("owed %v after an unchanged Note", got)
+	}
+}
+
+// BenchmarkDeleteConntrackOf is what one endpoint removal costs the agent
+// (EndpointConntrack.Flush) against conntrack tables of several sizes, with
+// the kernel's filtered dumps (what one address gets) and with one whole
+// dump matched here (many addresses, or a kernel without filtering).
+// cpu-ms/op is the process's user and system CPU (the kernel walks the
+// table and fills the dump in our recvmsg calls, so its work is there).
+func BenchmarkDeleteConntrackOf(b *testing.B) {
+	for _, size := range []int{1_000, 10_000, 50_000} {
+		for _, whole := range []bool{false, true} {
+			b.Run(fmt.Sprintf("entries=%d/whole=%v", size, whole), func(b *testing.B) {
+				_, path := newNetns(b, "ctb")
+				h, err := openHandleFamily(path, unix.NETLINK_NETFILTER)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer h.Close()
+				for i := range size {
+					src := netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})
+					flow := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+						Forward: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: net.IP(src.AsSlice()), DstIP: net.IPv4(10, 1, 0, 7), SrcPort: uint16(1000 + i%50000), DstPort: 53},
+						Reverse: netlink.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: net.IPv4(10, 1, 0, 7), DstIP: net.IP(src.AsSlice()), SrcPort: 53, DstPort: uint16(1000 + i%50000)}}
+					if err := h.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, flow); err != nil {
+						b.Fatalf("entry %d: %v", i, err)
+					}
+				}
+				ct, err := openConntrack(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ct.Close()
+				ct.unfiltered = whole
+				gone := []netip.Addr{addr("10.1.0.5")} // no entry: finding them is the cost
+				var cpu time.Duration
+				for b.Loop() {
+					c0 := cpuTime()
+					if _, err := ct.deleteOf(gone); err != nil {
+						b.Fatal(err)
+					}
+					cpu += cpuTime() - c0
+				}
+				b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			})
+		}
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Whatever a kernel's filter does (this one's IPv6 tuple filter sends the
+// entries that do NOT have the address), only entries that name an address
+// asked for are deleted: each dumped entry is checked here.
+func TestConntrackFilterChecked(t *testing.T) {
+	_, path := newNetns(t, "ctf")
+	h, err := openHandleFamily(path, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctFlow{"fd00::5", "fd00::99", "fd00::99", "fd00::5"}.create(t, h)
+	ctFlow{"fd00::99", "fd00::7", "fd00::7", "fd00::99"}.create(t, h)
+	c, err := openConntrack(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a := addr("fd00::5")
+	if _, err := c.deleteMatching(map[netip.Addr]bool{a: true}, unix.AF_INET6, &ctFilter{ctField{}, a}); err != nil {
+		t.Fatal(err)
+	}
+	left := ctList(t, h)
+	t.Logf("kernel honours the IPv6 filter: %v; left %v", !c.unfiltered, left)
+	if !slices.Contains(left, "fd00::99>fd00::7") {
+		t.Fatalf("an entry of another address was deleted: left %v", left)
 	}
 }

@@ -257,3 +257,31 @@ func TestConntrackFilterChecked(t *testing.T) {
 		t.Fatalf("an entry of another address was deleted: left %v", left)
 	}
 }
+
+// A pass that changes no local address (every resync) costs no netlink:
+// the tracker does not even open its socket.
+func TestEndpointConntrackIdleIsFree(t *testing.T) {
+	ct := NewEndpointConntrack(InNetns("/nonexistent/netns")) // any netlink use would fail
+	defer ct.Close()
+	local := map[netip.Addr]string{addr("10.1.0.5"): "caliA", addr("fd00::5"): "caliA"}
+	for range 3 {
+		ct.Note(local)
+		if _, _, err := ct.FlushMoved(); err != nil {
+			t.Fatal(err)
+		}
+		if n, addrs, err := ct.Flush(); n != 0 || len(addrs) != 0 || err != nil {
+			t.Fatalf("Flush = %d %v %v", n, addrs, err)
+		}
+	}
+	if ct.ct != nil {
+		t.Fatal("a socket was opened with nothing to flush")
+	}
+	// Something owed: now it must try (and here fail, keeping it owed).
+	ct.Note(map[netip.Addr]string{addr("fd00::5"): "caliA"})
+	if _, _, err := ct.Flush(); err == nil {
+		t.Fatal("a flush in a namespace that does not exist succeeded")
+	}
+	if got := ct.Owed(); !slices.Equal(got, []netip.Addr{addr("10.1.0.5")}) {
+		t.Fatalf("after a failed flush owed %v, want 10.1.0.5 still", got)
+	}
+}

@@ -124,7 +124,10 @@ type Agent struct {
 	last *calc.Result
 
 	routes *netdev.RouteSyncer
-	ifaces *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
+	// conntrack forgets the flows of addresses that leave a local
+	// workload (conntrack.go).
+	conntrack *netdev.EndpointConntrack
+	ifaces    *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
 	// ifaceRecheck signals ifaceDue when host sides are due to be read
 	// back (ifaceRecheckEvery), so a setting changed by hand is restored
 	// within about a second even with no other change. The loop then
@@ -277,6 +280,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
+	a.conntrack = netdev.NewEndpointConntrack()
+	defer a.conntrack.Close()
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
 	a.ifaces.RecheckEvery = ifaceRecheckEvery
 	a.vxlan = netdev.NewVXLANSyncer()
@@ -654,6 +659,12 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 			time.AfterFunc(time.Second, a.kick)
 		}
 	}
+	if err := a.noteConntrack(res.Dataplane); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.flushMovedConntrack(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := a.routes.Apply(res.Dataplane.Routes); err != nil {
 		errs = append(errs, fmt.Errorf("routes: %w", err))
 		a.countError(func(m *metrics) prometheus.Counter { return m.routeErrors })
@@ -675,6 +686,9 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		a.log.Info("policy table rewritten by the periodic resync: the nftables ruleset changed since our last write", "ops", st.Ops)
 	}
 	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
+	if err := a.flushConntrack(); err != nil {
+		errs = append(errs, err)
+	}
 	// After the ruleset: the fast path's anti-spoofing map must never run
 	// ahead of the ruleset's. A ruleset that failed to apply takes it down
 	// (everything then goes the normal way, which is always right).

@@ -75,6 +75,12 @@ func (a *Agent) endpointPass() bool {
 			return false
 		}
 	}
+	a.conntrack.Note(localAddrs(res.Dataplane))
+	if err := a.flushMovedConntrack(); err != nil {
+		a.log.Info("endpoint change: conntrack flush failed; converging with a full pass", "err", err)
+		a.applied = nil
+		return false
+	}
 	if len(ch.AddRoutes) > 0 || len(ch.DelRoutes) > 0 {
 		if err := a.routes.Patch(ch.AddRoutes, ch.DelRoutes); err != nil {
 			a.log.Info("endpoint routes: patch failed; converging with a full pass", "err", err)
@@ -93,6 +99,12 @@ func (a *Agent) endpointPass() bool {
 			return false
 		}
 		a.afterPolicy(res.Dataplane.Policy, st, true)
+	}
+	if err := a.flushConntrack(); err != nil {
+		// Still owed: the full pass flushes again.
+		a.log.Info("endpoint change: conntrack flush failed; converging with a full pass", "err", err)
+		a.applied = nil
+		return false
 	}
 	a.last, a.applied, a.imports = &res, &res, res.Imports
 	if a.metrics != nil {

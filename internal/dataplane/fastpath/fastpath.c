@@ -31,9 +31,11 @@
 // arranged: the agent sets nf_conntrack_tcp_be_liberal=1 (its TCP window
 // bookkeeping goes stale, and the closing FIN, which goes the normal way,
 // would otherwise be "invalid" and dropped), and the program refreshes the
-// entry's timeout now and then (an ESTABLISHED entry left alone expires
-// after five days; the next packet would be picked up mid-stream as a new
-// flow, perhaps in the direction policy forbids).
+// entry's timeout now and then, to the host's configured
+// nf_conntrack_tcp_timeout_established (fp_config; five days by default):
+// an ESTABLISHED entry left alone expires, and the next packet would be
+// picked up mid-stream as a new flow, perhaps in the direction policy
+// forbids.
 //
 // The TTL is decremented as a router does. Into a local workload the packet
 // goes with bpf_redirect_peer (straight into the workload's namespace, no
@@ -82,8 +84,24 @@ extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 
-// The kernel's default nf_conntrack_tcp_timeout_established, in ms.
-#define CT_ESTABLISHED_MS (5U * 24 * 3600 * 1000)
+// What Go keeps here (fastpath.go, config*): the host's
+// nf_conntrack_tcp_timeout_established in ms, the timeout a refresh sets (0:
+// no refresh), read from the sysctl on every Apply rather than assumed; and
+// the operator's nf_conntrack_tcp_be_liberal from before the fast path set
+// it, which the program never reads (it lives here so that it lasts exactly
+// as long as the programs: a restarted agent reuses this map).
+enum {
+	CONFIG_CT_ESTABLISHED_MS = 0,
+	CONFIG_SAVED_LIBERAL,
+	CONFIG_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CONFIG_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} fp_config SEC(".maps");
 
 // (workload interface, source address) pairs a workload may send from.
 struct wl_src_key {
@@ -234,8 +252,13 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 	}
 	status = ct->status;
 	// One packet in 256: cheap, and a busy flow's entry never ages out.
-	if ((status & CT_WANT) == CT_WANT && !(bpf_get_prandom_u32() & 0xff))
-		bpf_ct_change_timeout(ct, CT_ESTABLISHED_MS);
+	if ((status & CT_WANT) == CT_WANT && !(bpf_get_prandom_u32() & 0xff)) {
+		__u32 key = CONFIG_CT_ESTABLISHED_MS;
+		__u32 *ms = bpf_map_lookup_elem(&fp_config, &key);
+
+		if (ms && *ms)
+			bpf_ct_change_timeout(ct, *ms);
+	}
 	bpf_ct_release(ct);
 	if ((status & CT_WANT) != CT_WANT ||
 	    (status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_DYING))) {

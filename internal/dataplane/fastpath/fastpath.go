@@ -33,7 +33,15 @@
 //     out of window, "ct state invalid" and dropped. Apply therefore sets
 //     net.netfilter.nf_conntrack_tcp_be_liberal=1 in the host's namespace
 //     while the fast path is on (state tracking stays; only the window
-//     check is skipped; teardown sets it back to 0).
+//     check is skipped). The operator's value from before is kept in
+//     fp_config, beside the programs, so an agent restarted since still
+//     knows it; teardown puts it back if the sysctl still holds our 1, and
+//     leaves an operator's 1 (or a later change) alone.
+//   - The programs refresh a fast-pathed flow's conntrack timeout (the
+//     entry would otherwise expire under a busy flow) to the host's
+//     nf_conntrack_tcp_timeout_established, which Apply reads into
+//     fp_config every time, so an operator's shorter (or longer) timeout
+//     holds for these flows too.
 //   - Programs are attached with tcx's program API (BPF_PROG_ATTACH), as
 //     ipip's are: they stay when the agent exits and go with their
 //     interfaces. A starting agent finds its predecessor's programs by name,
@@ -44,9 +52,12 @@ package fastpath
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -76,7 +87,21 @@ var statNames = []string{
 	"pass_no_ct", "pass_ct_state", "pass_fib", "pass_ttl",
 }
 
-const beLiberal = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
+// The sysctls the fast path reads and sets, in the namespace of the thread
+// that calls Apply.
+const (
+	beLiberal     = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
+	ctEstablished = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"
+)
+
+// Slots of fp_config, as enum CONFIG_ in fastpath.c.
+const (
+	configCTEstablishedMS uint32 = 0
+	// configSavedLiberal: the operator's nf_conntrack_tcp_be_liberal plus
+	// one, from before the fast path set it to 1; 0 when it did not (it
+	// was 1 already, the operator's).
+	configSavedLiberal uint32 = 1
+)
 
 // Workload is one local workload interface and the IPv4 addresses it may
 // send from.
@@ -162,7 +187,7 @@ func (m *Manager) apply(d Desired) error {
 		return fmt.Errorf("find the uplink %s: %w", upName, err)
 	}
 	if m.objs == nil {
-		reuse := tcx.ExistingMaps(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, "fp_wl_src", "fp_ifaces", "fp_stats")
+		reuse := tcx.ExistingMaps(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, "fp_wl_src", "fp_ifaces", "fp_stats", "fp_config")
 		objs, err := load(reuse)
 		for _, mp := range reuse {
 			mp.Close()
@@ -172,8 +197,12 @@ func (m *Manager) apply(d Desired) error {
 		}
 		m.objs = objs
 	}
-	if err := os.WriteFile(beLiberal, []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("set nf_conntrack_tcp_be_liberal: %w", err)
+	ms, err := establishedTimeoutMS()
+	if err != nil {
+		return err
+	}
+	if err := m.objs.FpConfig.Put(configCTEstablishedMS, ms); err != nil {
+		return fmt.Errorf("fp_config: %w", err)
 	}
 	// Which interfaces exist now; a workload whose interface is not there
 	// yet gets its programs on a later Apply.
@@ -203,6 +232,11 @@ func (m *Manager) apply(d Desired) error {
 	}
 	if err := tcx.Attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
 		return fmt.Errorf("attach %s to %s ingress: %w", progUplink, upName, err)
+	}
+	// After the uplink program is attached: fp_config, where the
+	// operator's value is saved, then outlives this process.
+	if err := setLiberal(m.objs.FpConfig); err != nil {
+		return err
 	}
 	names := make([]string, 0, len(wlIndex))
 	for n := range wlIndex {
@@ -262,22 +296,105 @@ func (m *Manager) teardown() error {
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
+	// What the operator had, read before the programs (and fp_config with
+	// them) go: from our own map, else from a predecessor's.
+	saved := savedLiberal(m.objs)
 	var errs []error
 	for _, l := range links {
+		if saved == 0 && m.objs == nil {
+			if mp := tcx.ExistingMaps(l.Attrs().Index, ebpf.AttachTCXIngress, progUplink, "fp_config")["fp_config"]; mp != nil {
+				saved = savedLiberalIn(mp)
+				mp.Close()
+			}
+		}
 		for _, name := range []string{progWL, progUplink} {
 			errs = append(errs, tcx.Detach(l.Attrs().Index, ebpf.AttachTCXIngress, name))
 		}
 	}
-	if m.status != "" || m.objs != nil {
-		if err := os.WriteFile(beLiberal, []byte("0"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("reset nf_conntrack_tcp_be_liberal: %w", err))
-		}
-	}
+	errs = append(errs, restoreLiberal(saved))
 	m.closeObjs()
 	clear(m.attached)
 	m.status = ""
 	m.scanned = true
 	return errors.Join(errs...)
+}
+
+// setLiberal turns nf_conntrack_tcp_be_liberal on, first saving in config
+// what it was unless it is on already. An operator who sets it back to 0
+// while the fast path runs gets 1 again, and 0 back at teardown.
+func setLiberal(config *ebpf.Map) error {
+	cur, err := readSysctl(beLiberal)
+	if err != nil {
+		return err
+	}
+	if cur == 1 {
+		return nil
+	}
+	if err := config.Put(configSavedLiberal, cur+1); err != nil {
+		return fmt.Errorf("fp_config: %w", err)
+	}
+	if err := os.WriteFile(beLiberal, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("set nf_conntrack_tcp_be_liberal: %w", err)
+	}
+	return nil
+}
+
+// restoreLiberal puts back the operator's nf_conntrack_tcp_be_liberal
+// (saved: the value plus one; 0 means there is nothing of ours to undo),
+// only while the sysctl still holds the 1 the fast path set.
+func restoreLiberal(saved uint32) error {
+	if saved == 0 {
+		return nil
+	}
+	cur, err := readSysctl(beLiberal)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // no conntrack here any more: nothing to restore
+	}
+	if err != nil || cur != 1 {
+		return err
+	}
+	if err := os.WriteFile(beLiberal, []byte(strconv.FormatUint(uint64(saved-1), 10)), 0o644); err != nil {
+		return fmt.Errorf("restore nf_conntrack_tcp_be_liberal to %d: %w", saved-1, err)
+	}
+	return nil
+}
+
+func savedLiberal(objs *fastpathObjects) uint32 {
+	if objs == nil {
+		return 0
+	}
+	return savedLiberalIn(objs.FpConfig)
+}
+
+func savedLiberalIn(config *ebpf.Map) uint32 {
+	var v uint32
+	if err := config.Lookup(configSavedLiberal, &v); err != nil {
+		return 0
+	}
+	return v
+}
+
+// establishedTimeoutMS is the host's nf_conntrack_tcp_timeout_established
+// in milliseconds, the unit bpf_ct_change_timeout takes (at most about 49
+// days fit its 32 bits; a longer setting is cut to that).
+func establishedTimeoutMS() (uint32, error) {
+	s, err := readSysctl(ctEstablished)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(min(uint64(s)*1000, math.MaxUint32)), nil
+}
+
+func readSysctl(path string) (uint32, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return uint32(v), nil
 }
 
 // nativeOf reinterprets 4 network-order bytes as the uint32 a little-endian

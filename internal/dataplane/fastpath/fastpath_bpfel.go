@@ -23,6 +23,7 @@ type fastpathWlSrcKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	fastpathMapFpConfig      = "fp_config"
 	fastpathMapFpIfaces      = "fp_ifaces"
 	fastpathMapFpStats       = "fp_stats"
 	fastpathMapFpWlSrc       = "fp_wl_src"
@@ -80,6 +81,7 @@ type fastpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathMapSpecs struct {
+	FpConfig *ebpf.MapSpec `ebpf:"fp_config"`
 	FpIfaces *ebpf.MapSpec `ebpf:"fp_ifaces"`
 	FpStats  *ebpf.MapSpec `ebpf:"fp_stats"`
 	FpWlSrc  *ebpf.MapSpec `ebpf:"fp_wl_src"`
@@ -111,6 +113,7 @@ func (o *fastpathObjects) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathMaps struct {
+	FpConfig *ebpf.Map `ebpf:"fp_config"`
 	FpIfaces *ebpf.Map `ebpf:"fp_ifaces"`
 	FpStats  *ebpf.Map `ebpf:"fp_stats"`
 	FpWlSrc  *ebpf.Map `ebpf:"fp_wl_src"`
@@ -118,6 +121,7 @@ type fastpathMaps struct {
 
 func (m *fastpathMaps) Close() error {
 	return _FastpathClose(
+		m.FpConfig,
 		m.FpIfaces,
 		m.FpStats,
 		m.FpWlSrc,

@@ -126,25 +126,31 @@ func specFor(specs []wlSpec, name string) wlSpec {
 	return wlSpec{}
 }
 
-// ifaceTo is the interface h routes ip out of (the workload's cali*).
+// ifaceTo is the interface h routes ip out of (the workload's cali*),
+// once h's agent has routed it: `container add` returns before the agent
+// has seen the new endpoint (until then the block's blackhole route
+// answers, and RouteGet fails).
 func ifaceTo(t *testing.T, h *fpHost, ip netip.Addr) string {
 	t.Helper()
 	var name string
-	err := h.Do(func() error {
-		rs, err := netlink.RouteGet(ip.AsSlice())
-		if err != nil || len(rs) == 0 {
-			return fmt.Errorf("route to %s: %v", ip, err)
-		}
-		l, err := netlink.LinkByIndex(rs[0].LinkIndex)
+	e2etest.WaitFor(t, 15*time.Second, fmt.Sprintf("%s routes %s into a workload interface", h.Label, ip), func() (bool, string) {
+		err := h.Do(func() error {
+			rs, err := netlink.RouteGet(ip.AsSlice())
+			if err != nil || len(rs) == 0 {
+				return fmt.Errorf("route to %s: %v", ip, err)
+			}
+			l, err := netlink.LinkByIndex(rs[0].LinkIndex)
+			if err != nil {
+				return err
+			}
+			name = l.Attrs().Name
+			return nil
+		})
 		if err != nil {
-			return err
+			return false, err.Error()
 		}
-		name = l.Attrs().Name
-		return nil
+		return strings.HasPrefix(name, "cali"), name
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return name
 }
 

@@ -46,21 +46,27 @@ const netlinkTimeout = 10 * time.Second
 
 // openHandle returns a route-netlink handle in the namespace at path ("" =
 // the calling thread's namespace). Only NETLINK_ROUTE is opened: the default
-// set also opens XFRM and netfilter sockets this package never uses.
+// set also opens XFRM and netfilter sockets that route work never uses.
 func openHandle(path string) (*netlink.Handle, error) {
+	return openHandleFamily(path, unix.NETLINK_ROUTE)
+}
+
+// openHandleFamily is openHandle for one netlink family (NETLINK_NETFILTER
+// for conntrack).
+func openHandleFamily(path string, family int) (*netlink.Handle, error) {
 	var (
 		h   *netlink.Handle
 		err error
 	)
 	if path == "" {
-		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		h, err = netlink.NewHandle(family)
 	} else {
 		ns, nerr := netns.GetFromPath(path)
 		if nerr != nil {
 			return nil, fmt.Errorf("open netns %s: %w", path, nerr)
 		}
 		defer ns.Close()
-		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+		h, err = netlink.NewHandleAt(ns, family)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open netlink socket in netns %s: %w", nsName(path), err)

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
+)
+
+// maxFreeBlockBits bounds the blocks whose free addresses a starting agent
+// lists (freeAddrs): IPAM's blocks are /26 and /122 (6 bits).
+const maxFreeBlockBits = 10
+
+// noteConntrack hands the local workload addresses of dp to the conntrack
+// owner before the routes change; the first pass primes it with what the
+// kernel and the datastore show (EndpointConntrack.Prime). If the kernel's
+// routes cannot be read, the next pass (the retry) tries again.
+func (a *Agent) noteConntrack(dp calc.Dataplane) error {
+	local := localAddrs(dp)
+	if a.conntrack.Primed() {
+		a.conntrack.Note(local)
+		return nil
+	}
+	kernel, err := netdev.WorkloadRoutes()
+	if err != nil {
+		return fmt.Errorf("conntrack: read the workload routes: %w", err)
+	}
+	a.conntrack.Prime(local, kernel, a.freeAddrs(dp))
+	return nil
+}
+
+// freeAddrs lists the addresses of this host's blocks (dp's blackhole
+// routes) that no endpoint record, of any host, holds.
+func (a *Agent) freeAddrs(dp calc.Dataplane) []netip.Addr {
+	held := map[netip.Addr]bool{}
+	a.mu.Lock()
+	for _, ep := range a.snap.Endpoints {
+		for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
+			if p, err := netip.ParsePrefix(n); err == nil {
+				held[p.Addr()] = true
+			} else if ad, err := netip.ParseAddr(n); err == nil {
+				held[ad] = true
+			}
+		}
+	}
+	a.mu.Unlock()
+	var out []netip.Addr
+	for _, r := range dp.Routes {
+		if r.Kind != calc.RouteBlackhole || r.Dst.Addr().BitLen()-r.Dst.Bits() > maxFreeBlockBits {
+			continue
+		}
+		for ad := r.Dst.Masked().Addr(); r.Dst.Contains(ad); ad = ad.Next() {
+			if !held[ad] {
+				out = append(out, ad)
+			}
+		}
+	}
+	return out
+}
+
+// localAddrs is each local workload address of dp with its host-side
+// interface: the routes into workload interfaces (WireGuard's routes are
+// local routes too, into its device, and are no workload's).
+func localAddrs(dp calc.Dataplane) map[netip.Addr]string {
+	ifaces := make(map[string]bool, len(dp.Workloads))
+	for _, w := range dp.Workloads {
+		ifaces[w.Interface] = true
+	}
+	out := make(map[netip.Addr]string, len(dp.Workloads))
+	for _, r := range dp.Routes {
+		if r.Kind == calc.RouteLocal && ifaces[r.Dev] && r.Dst.IsSingleIP() {
+			out[r.Dst.Addr()] = r.Dev
+		}
+	}
+	return out
+}
+
+// flushMovedConntrack runs before the routes change: the flows of an
+// address that moved to another local workload go before its new route
+// makes the old entries reach the new workload (EndpointConntrack).
+func (a *Agent) flushMovedConntrack() error {
+	n, addrs, err := a.conntrack.FlushMoved()
+	if len(addrs) > 0 {
+		a.log.Debug("deleted conntrack entries of addresses moving to another workload", "entries", n, "addresses", addrs)
+	}
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	return nil
+}
+
+// flushConntrack runs after routes and policy: the flows of every address
+// that left a local workload, or moved, go (EndpointConntrack).
+func (a *Agent) flushConntrack() error {
+	n, addrs, err := a.conntrack.Flush()
+	if len(addrs) > 0 {
+		a.log.Debug("deleted conntrack entries of former workload addresses", "entries", n, "addresses", addrs)
+	}
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package security
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/calico-go/calico/internal/e2etest"
+	"github.com/calico-go/calico/internal/walkthrough"
+)
+
+// TestReusedAddressGetsNoOldFlow: a removed workload's address goes to the
+// next workload, but its established flows must not. worker-3 (host2,
+// PROF_1) holds a UDP flow with worker-1 (host1, PROF_1, which lets PROF_1
+// in); worker-1 is removed and worker-5 gets its address with PROF_2,
+// which does not let worker-3 in. worker-3 keeps sending on the old flow:
+// the forward chain's first rule accepts established flows, so only the
+// agent forgetting the old address's conntrack entries keeps those packets
+// out of worker-5. worker-2 (PROF_2) reaching worker-5 on a new flow is the
+// honest traffic. The same with host1's agent stopped while worker-1 goes
+// (and worker-5 comes, or comes after the restart): `container remove` and
+// `add` need no agent, and a starting agent must not trust the kernel's
+// conntrack table.
+func TestReusedAddressGetsNoOldFlow(t *testing.T) {
+	t.Run("AgentRunning", func(t *testing.T) { reuseAttack(t, false, false, false) })
+	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true, false) })
+	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
+	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
+}
+
+// reuseAttack runs the attack; with down, host1's agent is stopped before
+// worker-1's removal and started after it (and, with addWhileDown, after
+// worker-5's addition too). With second, the old flow goes to a second
+// address of worker-1's, which `container worker-1 ip remove` takes away
+// (worker-1 stays) before worker-5 gets it.
+func reuseAttack(t *testing.T, down, addWhileDown, second bool) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	addr := w1.IP
+	if second {
+		addr = netip.MustParseAddr("192.168.100.50")
+		ctl(t, ctx, w, h1, "container", "worker-1", "ip", "add", addr.String())
+	}
+	routed(t, ctx, h2, addr, h1)
+
+	// The old flow: worker-3:5555 <-> worker-1:7777, echoed, so conntrack
+	// on host1 holds it as established.
+	oldSrc, dst := e2etest.AP(w3.IP, 5555), e2etest.AP(addr, 7777)
+	// Bound to the address, so that the echo leaves from it (the reply
+	// direction of the flow), not from worker-1's first address.
+	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, dst.String())
+	e2etest.WaitFor(t, 30*time.Second, "worker-1 receives worker-3's flow (PROF_1 lets PROF_1 in)", func() (bool, string) {
+		if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "before", 2); err != nil {
+			return false, err.Error()
+		}
+		return ctr1.Count("before") >= 2, fmt.Sprint(ctr1.Count("before"), " received")
+	})
+
+	if down {
+		ctl(t, ctx, w, h1, "node", "stop")
+	}
+	if second {
+		ctl(t, ctx, w, h1, "container", "worker-1", "ip", "remove", addr.String())
+	} else {
+		ctl(t, ctx, w, h1, "container", "remove", "worker-1")
+	}
+	add := func() *walkthrough.Workload {
+		w5, err := w.AddWorkload(ctx, h1, "worker-5", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w5
+	}
+	var w5 *walkthrough.Workload
+	if addWhileDown {
+		w5 = add()
+	}
+	if down {
+		if err := w.StartNode(ctx, h1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w5 == nil {
+		w5 = add()
+	}
+	if w5.IP != addr {
+		t.Fatalf("worker-5 got %s, not worker-1's %s", w5.IP, addr)
+	}
+	ctl(t, ctx, w, h1, "container", "worker-5", "profile", "append", "PROF_2")
+	ctr5 := e2etest.NewUDPCounter(t, w5.Netns, "0.0.0.0:7777")
+	// Honest: worker-2 (PROF_2) reaches worker-5 on a new flow, which also
+	// shows host1's agent has applied worker-5's route and policy.
+	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> worker-5 (PROF_2, new flow)", func() (bool, string) {
+		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr5.Count("honest") > 0, fmt.Sprint(ctr5.Count("honest"), " received")
+	})
+
+	// The attack: worker-3 keeps sending on the old flow, and on a new one.
+	const n = 20
+	if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "old-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2etest.SendUDP(w3.Netns, e2etest.AP(w3.IP, 5556), dst, "new-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	// Sent after the attack on the same host's path into worker-5: once it
+	// has arrived, so would have the attack's packets.
+	before := ctr5.Count("honest")
+	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> worker-5 after the attack", func() (bool, string) {
+		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr5.Count("honest") > before, fmt.Sprint(ctr5.Count("honest")-before, " received")
+	})
+	old, fresh := ctr5.Count("old-flow"), ctr5.Count("new-flow")
+	t.Logf("FIGURE: worker-5 (PROF_2, worker-1's old address) received %d/%d packets of worker-3's old flow and %d/%d of a new one; honest worker-2 -> worker-5: %d received",
+		old, n, fresh, n, ctr5.Count("honest"))
+	if old != 0 {
+		t.Errorf("worker-5 received %d of %d packets of worker-1's old flow from worker-3, which PROF_2 does not let in", old, n)
+	}
+	if fresh != 0 {
+		t.Errorf("worker-5 received %d of %d packets of a new flow from worker-3, which PROF_2 does not let in", fresh, n)
+	}
+}

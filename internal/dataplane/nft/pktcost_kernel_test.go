@@ -16,6 +16,7 @@ package nft
 //
 //	CALICO_PKTCOST=1 [CALICO_PKTCOST_ROUNDS=3] [CALICO_PKTCOST_MB=1024] \
 //	  [CALICO_PKTCOST_NOGSO=1] [CALICO_PKTCOST_PROFILE=1] [CALICO_PKTCOST_ONLY=names] \
+//	  [CALICO_PKTCOST_STREAMS=4] \
 //	  go test -count=1 -run TestPacketCost -v ./internal/dataplane/nft
 //
 // Findings (kernel 6.18 VM, 2 cores, load average ~30; Dec 2026):
@@ -73,6 +74,12 @@ var costVariants = []costVariant{
 	{name: "no table", none: true},
 	{name: "full ruleset"},
 	{name: "anti-spoof chain removed", edit: "flush chain inet calico from-wl-src; delete chain inet calico from-wl-src"},
+	// Candidate (a): the same check in an inet ingress chain bound to the
+	// endpoints' interfaces ({DEVS}), so only their packets walk it.
+	{name: "anti-spoof at ingress", edit: "flush chain inet calico from-wl-src; delete chain inet calico from-wl-src; " + ingressSpoofEdit},
+	// Candidate (c), its upper bound: one forward base chain instead of
+	// two (the inbound chain simply removed; not a safe ruleset).
+	{name: "one forward chain (bound)", edit: "flush chain inet calico fwd-to-wl; delete chain inet calico fwd-to-wl"},
 	{name: "forward chains only", edit: "flush chain inet calico from-wl-src; delete chain inet calico from-wl-src; " +
 		"flush chain inet calico nat-out; delete chain inet calico nat-out"},
 	// The table as planned before the NAT chains became conditional: the
@@ -87,6 +94,14 @@ var costVariants = []costVariant{
 	{name: "notrack", edit: "add chain inet calico pk-notrack { type filter hook prerouting priority -300 ; }; " +
 		"add rule inet calico pk-notrack ip saddr 10.66.0.0/16 notrack; add rule inet calico pk-notrack ip daddr 10.66.0.0/16 notrack"},
 }
+
+// ingressSpoofEdit adds the anti-spoofing rules as an inet ingress chain on
+// the workloads' interfaces ({DEVS} is replaced by their names).
+const ingressSpoofEdit = "add chain inet calico pk-spoof-ingress { type filter hook ingress devices = { {DEVS} } priority -500 ; }; " +
+	"add rule inet calico pk-spoof-ingress iifname . ip saddr @wl-src4 accept; " +
+	"add rule inet calico pk-spoof-ingress iifname . ip6 saddr @wl-src6 accept; " +
+	"add rule inet calico pk-spoof-ingress ip6 saddr { ::, fe80::/10 } meta l4proto ipv6-icmp accept; " +
+	"add rule inet calico pk-spoof-ingress drop"
 
 // Symbol groups whose share of the sender's samples is reported.
 var costGroups = []struct{ name, re string }{
@@ -165,7 +180,8 @@ func TestPacketCost(t *testing.T) {
 		}
 		sh(t, "ip", "netns", "exec", l.host, "nft", "-f", saved)
 		if v.edit != "" {
-			sh(t, "ip", "netns", "exec", l.host, "nft", v.edit)
+			edit := strings.ReplaceAll(v.edit, "{DEVS}", `"`+w1.iface+`", "`+w2.iface+`"`)
+			sh(t, "ip", "netns", "exec", l.host, "nft", edit)
 		}
 	}
 	variants := costVariants
@@ -309,7 +325,7 @@ func iperfRun(server, client string, ip netip.Addr, port, mb int, wrapS, wrapC [
 	for try := 0; try < 50; try++ {
 		time.Sleep(100 * time.Millisecond)
 		cargs := append(slices.Clone(wrapC), "ip", "netns", "exec", client, "iperf3", "-c", ip.String(), "-p", strconv.Itoa(port),
-			"-n", strconv.Itoa(mb)+"M", "-l", "128K")
+			"-n", strconv.Itoa(mb)+"M", "-l", "128K", "-P", strconv.Itoa(envInt("CALICO_PKTCOST_STREAMS", 1)))
 		out, err := exec.Command(cargs[0], cargs[1:]...).CombinedOutput()
 		if err == nil {
 			return nil

@@ -33,11 +33,48 @@ package nft
 //   - Empty DNAT chains (no published port): below the noise here; they
 //     are gone anyway (natHooks), deciding nothing.
 //   - No flowtable fast path on this kernel (CONFIG_NF_FLOW_TABLE unset).
-//     Kernel 6.18 does accept inet ingress chains for devices that do not
-//     exist yet (attached when they appear) and with several devices: an
-//     ingress anti-spoof chain on the endpoints' interfaces is possible,
-//     but a cali* interface without an endpoint would then go unchecked
-//     (nft 1.0.6 cannot write a wildcard device), so it is not done.
+//
+// Issue 19.1 (a cheaper anti-spoof check; same VM, load average 8-17 from
+// other benchmarks; Dec 3 2026). Candidates as variants: "anti-spoof at
+// ingress" (the check in an inet ingress chain bound to the endpoints'
+// interfaces, so the uplink's packets walk nothing at prerouting raw) and
+// "one forward chain (bound)" (fwd-to-wl deleted: the most that merging the
+// two forward base chains could save). Median CPU ms/GB over 10 rounds,
+// with GSO, 1 stream, as no table / full / anti-spoof removed / at ingress
+// / one forward chain / forward chains only:
+//     workload -> other host  637 / 646 / 637 / 647 / 658 / 641
+//     other host -> workload  614 / 658 / 648 / 643 / 651 / 639
+//     same host               620 / 656 / 660 / 625 / 640 / 646
+// and with 4 streams (CALICO_PKTCOST_STREAMS=4):
+//     workload -> other host  662 / 657 / 670 / 681 / 667 / 658
+//     other host -> workload  643 / 666 / 678 / 669 / 668 / 682
+//     same host               660 / 663 / 659 / 663 / 676 / 674
+//   - The whole ruleset costs 0.99-1.07x no table; no variant is cheaper
+//     than the full ruleset in all three paths, and their order changes
+//     from path to path: the differences are the machine's noise (~3-5%).
+//   - Why: with GSO each base chain sees ~22-25k skbs per GB (47 KB on
+//     average, counters above), so at ~50-80 ns per chain walk (the no-GSO
+//     profile) the anti-spoof chain is ~0.3% of the 620-660 ms/GB, and so
+//     is each forward chain. Removing the chain outright is the ceiling of
+//     what moving it (ingress chain, tcx program) could save: not
+//     measurable. Without GSO (~750k skbs/GB, 15 rounds) the variants were
+//     within the noise of each other as well (full 1.14-1.23x no table,
+//     chain removed 1.15-1.24x, at ingress 1.21-1.27x, one forward chain
+//     1.23-1.32x).
+//   - The bench's ablation, now with CPU per GB (GSO, agents stopped, 3
+//     runs): ruleset / no table 0.957 (1 stream) and 1.000 (4 streams) in
+//     CPU per GB, while the Gbit/s ratios of the same runs went from 0.54
+//     to 1.48 between states: the 0.834 at 4 streams of the quiet run is a
+//     Gbit/s figure of 3 runs, not a per-packet cost of the anti-spoof chain.
+//   - The ingress candidate is not safe as it stands: a cali* interface
+//     without an endpoint is not among the chain's devices. This kernel
+//     takes no wildcard device (tried over netlink: a device name "cali"
+//     sent without its NUL bound to no cali* device; nft 1.0.6 cannot
+//     write one at all); rp_filter acts after conntrack (a forged RST
+//     would already have closed the flow's entry) and not for IPv6. A
+//     forged datagram from such an interface gets into another workload's
+//     established flow (TestKernelPolicy, "spoofed packet from an
+//     interface without an endpoint"). The check stays in prerouting.
 
 import (
 	"bufio"

@@ -62,10 +62,15 @@ package nft
 //     chain removed 1.15-1.24x, at ingress 1.21-1.27x, one forward chain
 //     1.23-1.32x).
 //   - The bench's ablation, now with CPU per GB (GSO, agents stopped, 3
-//     runs): ruleset / no table 0.957 (1 stream) and 1.000 (4 streams) in
-//     CPU per GB, while the Gbit/s ratios of the same runs went from 0.54
-//     to 1.48 between states: the 0.834 at 4 streams of the quiet run is a
-//     Gbit/s figure of 3 runs, not a per-packet cost of the anti-spoof chain.
+//     runs; two bench runs): ruleset / no table 0.957 and 1.039 (1 stream),
+//     1.000 and 1.042 (4 streams) in CPU per GB, while the Gbit/s ratios of
+//     the same runs were 0.992 and 0.745 (1 stream), 1.480 and 1.233 (4
+//     streams); ablated states ranged 0.54-1.19 in Gbit/s and 0.95-1.07 in
+//     CPU per GB, in no steady order. The 0.834 at 4 streams of the quiet
+//     run is a Gbit/s figure of 3 runs, not a per-packet cost of the
+//     anti-spoof chain. (The bench's CPU figure is iperf3's own user and
+//     system time: softirq work that ksoftirqd takes over under load is
+//     not in it.)
 //   - The ingress candidate is not safe as it stands: a cali* interface
 //     without an endpoint is not among the chain's devices. This kernel
 //     takes no wildcard device (tried over netlink: a device name "cali"

@@ -411,3 +411,28 @@ func TestQuickScale(t *testing.T) {
 		t.Errorf("no load model: %+v", res.ScaleModel)
 	}
 }
+
+func TestIngressSpoofScript(t *testing.T) {
+	table := `table inet calico {
+	comment "calico-go workload policy and NAT; owned by calico-node, edits are overwritten"
+	map from-wl {
+		type ifname : verdict
+		elements = { "calitpa1" : jump ep-out-calitpa1, "calitpa2" : jump ep-out-calitpa2 }
+	}
+	set wl-src4 {
+		type ifname . ipv4_addr
+		elements = { "calitpa1" . 192.168.100.1, "calitpa2" . 192.168.100.2 }
+	}
+	chain from-wl-src {
+		iifname != "cali*" accept
+	}
+}`
+	got := ingressSpoofScript(table)
+	want := `devices = { "calitpa1", "calitpa2" }`
+	if !strings.Contains(got, want) {
+		t.Errorf("ingress chain of\n%s\nis\n%s\nwant it bound to %s (not to the wildcard or the comment)", table, got, want)
+	}
+	if ingressSpoofScript("table inet calico {\n}") != "" {
+		t.Error("a table without workload interfaces got an ingress chain")
+	}
+}

@@ -14,6 +14,16 @@
 //	from-wl-src (priority raw): iifname != "cali*" accept;
 //	                            iifname . ip(6) saddr @wl-src4/6 accept; drop
 //
+// Every packet of the host walks this chain, most of them leaving at its
+// first rule. It stays in prerouting because it must cover every "cali*"
+// interface, also one that no endpoint names yet (or any more): an inet
+// ingress chain can only be bound to named devices (no wildcard on this
+// kernel and nft), rp_filter acts after conntrack and not for IPv6, and
+// TestKernelPolicy shows the forged datagram that gets in otherwise.
+// Measured (issue 19.1, TestPacketCost and the bench's ablation), the
+// chain's cost is within the noise, so a cheaper place would gain nothing
+// measurable either (see the findings in pktcost_kernel_test.go).
+//
 // Forward hook, two base chains, so a packet between two workloads on this
 // host needs both the sender's outbound and the receiver's inbound policy (an
 // accept only ends one base chain; a drop ends the packet):

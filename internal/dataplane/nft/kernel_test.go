@@ -63,6 +63,9 @@ func TestKernelPolicy(t *testing.T) {
 	w1 := l.addWorkload("w1", "10.65.0.1", "fd00::1")
 	w2 := l.addWorkload("w2", "10.65.0.2", "fd00::2")
 	w3 := l.addWorkload("w3", "10.65.0.3", "fd00::3")
+	// A workload interface that no endpoint names (one being set up or
+	// torn down): an attacker behind it has no policy at all.
+	w4 := l.addWorkload("w4", "10.65.0.4", "fd00::4")
 	// A second address on w1 for the spoofing test, routed back to w1 so
 	// that only anti-spoofing can stop it.
 	spoof := netip.MustParseAddr("10.65.0.99")
@@ -174,6 +177,53 @@ func TestKernelPolicy(t *testing.T) {
 		h.apply(p)
 		if injected() {
 			t.Error("after the rewrite, the forged datagram got through again")
+		}
+	})
+	t.Run("spoofed packet from an interface without an endpoint", func(t *testing.T) {
+		// As above, but the forger is behind a "cali*" interface that no
+		// endpoint names. The check must cover every workload interface,
+		// not only the endpoints': a check bound to the endpoints'
+		// interfaces (an ingress chain listing them: issue 19.1's
+		// candidate a) lets this datagram into the flow, since the
+		// forward chains accept established traffic before the "cali*"
+		// catch-all drop, and rp_filter would only act after conntrack.
+		got := udpEcho(t, w1.ns, "10.65.0.1:7778")
+		flow, dst := netip.MustParseAddrPort("10.65.0.2:5556"), netip.MustParseAddrPort("10.65.0.1:7778")
+		if err := udpSend(w2.ns, flow, dst, "real", reachTimeout); err != nil {
+			t.Fatalf("w2 -> w1 udp flow: %v", err)
+		}
+		sh(t, "ip", "-n", w4.ns, "addr", "add", "10.65.0.2/32", "dev", "eth0")
+		defer sh(t, "ip", "-n", w4.ns, "addr", "del", "10.65.0.2/32", "dev", "eth0")
+		injected := func() bool {
+			for len(got) > 0 {
+				<-got
+			}
+			udpSend(w4.ns, flow, dst, "forged", 0)
+			select {
+			case <-got:
+				return true
+			case <-time.After(blockedTimeout):
+				return false
+			}
+		}
+		if injected() {
+			t.Error("w4 (no endpoint) injected a datagram into w2's established flow to w1")
+		}
+		expect(t, "w4 (no endpoint, own address) -> w1 ping", false, l.ping(w4.ns, w4.ip4, w1.ip4))
+		// The same check moved to an ingress chain on the endpoints'
+		// interfaces: w4's datagram gets through.
+		h.nft("flush chain inet " + TableName + " " + chainSource + "; delete chain inet " + TableName + " " + chainSource +
+			"; add chain inet " + TableName + " t-ingress { type filter hook ingress devices = { " +
+			strings.Join([]string{quoteIface(w1.iface), quoteIface(w2.iface), quoteIface(w3.iface)}, ", ") + " } priority -500 ; }" +
+			"; add rule inet " + TableName + " t-ingress iifname . ip saddr @" + setWlSrc4 + " accept" +
+			"; add rule inet " + TableName + " t-ingress drop")
+		if !injected() {
+			t.Error("with the check bound to the endpoints' interfaces only, w4's forged datagram still did not arrive; the test proves nothing")
+		}
+		h.e.Resync()
+		h.apply(p)
+		if injected() {
+			t.Error("after the rewrite, w4's forged datagram got through again")
 		}
 	})
 	t.Run("host", func(t *testing.T) {

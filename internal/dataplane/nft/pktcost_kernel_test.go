@@ -16,6 +16,7 @@ package nft
 //
 //	CALICO_PKTCOST=1 [CALICO_PKTCOST_ROUNDS=3] [CALICO_PKTCOST_MB=1024] \
 //	  [CALICO_PKTCOST_NOGSO=1] [CALICO_PKTCOST_PROFILE=1] [CALICO_PKTCOST_ONLY=names] \
+//	  [CALICO_PKTCOST_STREAMS=4] \
 //	  go test -count=1 -run TestPacketCost -v ./internal/dataplane/nft
 //
 // Findings (kernel 6.18 VM, 2 cores, load average ~30; Dec 2026):
@@ -32,11 +33,53 @@ package nft
 //   - Empty DNAT chains (no published port): below the noise here; they
 //     are gone anyway (natHooks), deciding nothing.
 //   - No flowtable fast path on this kernel (CONFIG_NF_FLOW_TABLE unset).
-//     Kernel 6.18 does accept inet ingress chains for devices that do not
-//     exist yet (attached when they appear) and with several devices: an
-//     ingress anti-spoof chain on the endpoints' interfaces is possible,
-//     but a cali* interface without an endpoint would then go unchecked
-//     (nft 1.0.6 cannot write a wildcard device), so it is not done.
+//
+// Issue 19.1 (a cheaper anti-spoof check; same VM, load average 8-17 from
+// other benchmarks; Dec 3 2026). Candidates as variants: "anti-spoof at
+// ingress" (the check in an inet ingress chain bound to the endpoints'
+// interfaces, so the uplink's packets walk nothing at prerouting raw) and
+// "one forward chain (bound)" (fwd-to-wl deleted: the most that merging the
+// two forward base chains could save). Median CPU ms/GB over 10 rounds,
+// with GSO, 1 stream, as no table / full / anti-spoof removed / at ingress
+// / one forward chain / forward chains only:
+//     workload -> other host  637 / 646 / 637 / 647 / 658 / 641
+//     other host -> workload  614 / 658 / 648 / 643 / 651 / 639
+//     same host               620 / 656 / 660 / 625 / 640 / 646
+// and with 4 streams (CALICO_PKTCOST_STREAMS=4):
+//     workload -> other host  662 / 657 / 670 / 681 / 667 / 658
+//     other host -> workload  643 / 666 / 678 / 669 / 668 / 682
+//     same host               660 / 663 / 659 / 663 / 676 / 674
+//   - The whole ruleset costs 0.99-1.07x no table; no variant is cheaper
+//     than the full ruleset in all three paths, and their order changes
+//     from path to path: the differences are the machine's noise (~3-5%).
+//   - Why: with GSO each base chain sees ~22-25k skbs per GB (47 KB on
+//     average, counters above), so at ~50-80 ns per chain walk (the no-GSO
+//     profile) the anti-spoof chain is ~0.3% of the 620-660 ms/GB, and so
+//     is each forward chain. Removing the chain outright is the ceiling of
+//     what moving it (ingress chain, tcx program) could save: not
+//     measurable. Without GSO (~750k skbs/GB, 15 rounds) the variants were
+//     within the noise of each other as well (full 1.14-1.23x no table,
+//     chain removed 1.15-1.24x, at ingress 1.21-1.27x, one forward chain
+//     1.23-1.32x).
+//   - The bench's ablation, now with CPU per GB (GSO, agents stopped, 3
+//     runs; two bench runs): ruleset / no table 0.957 and 1.039 (1 stream),
+//     1.000 and 1.042 (4 streams) in CPU per GB, while the Gbit/s ratios of
+//     the same runs were 0.992 and 0.745 (1 stream), 1.480 and 1.233 (4
+//     streams); ablated states ranged 0.54-1.19 in Gbit/s and 0.95-1.07 in
+//     CPU per GB, in no steady order. The 0.834 at 4 streams of the quiet
+//     run is a Gbit/s figure of 3 runs, not a per-packet cost of the
+//     anti-spoof chain. (The bench's CPU figure is iperf3's own user and
+//     system time: softirq work that ksoftirqd takes over under load is
+//     not in it.)
+//   - The ingress candidate is not safe as it stands: a cali* interface
+//     without an endpoint is not among the chain's devices. This kernel
+//     takes no wildcard device (tried over netlink: a device name "cali"
+//     sent without its NUL bound to no cali* device; nft 1.0.6 cannot
+//     write one at all); rp_filter acts after conntrack (a forged RST
+//     would already have closed the flow's entry) and not for IPv6. A
+//     forged datagram from such an interface gets into another workload's
+//     established flow (TestKernelPolicy, "spoofed packet from an
+//     interface without an endpoint"). The check stays in prerouting.
 
 import (
 	"bufio"
@@ -73,6 +116,12 @@ var costVariants = []costVariant{
 	{name: "no table", none: true},
 	{name: "full ruleset"},
 	{name: "anti-spoof chain removed", edit: "flush chain inet calico from-wl-src; delete chain inet calico from-wl-src"},
+	// Candidate (a): the same check in an inet ingress chain bound to the
+	// endpoints' interfaces ({DEVS}), so only their packets walk it.
+	{name: "anti-spoof at ingress", edit: "flush chain inet calico from-wl-src; delete chain inet calico from-wl-src; " + ingressSpoofEdit},
+	// Candidate (c), its upper bound: one forward base chain instead of
+	// two (the inbound chain simply removed; not a safe ruleset).
+	{name: "one forward chain (bound)", edit: "flush chain inet calico fwd-to-wl; delete chain inet calico fwd-to-wl"},
 	{name: "forward chains only", edit: "flush chain inet calico from-wl-src; delete chain inet calico from-wl-src; " +
 		"flush chain inet calico nat-out; delete chain inet calico nat-out"},
 	// The table as planned before the NAT chains became conditional: the
@@ -87,6 +136,14 @@ var costVariants = []costVariant{
 	{name: "notrack", edit: "add chain inet calico pk-notrack { type filter hook prerouting priority -300 ; }; " +
 		"add rule inet calico pk-notrack ip saddr 10.66.0.0/16 notrack; add rule inet calico pk-notrack ip daddr 10.66.0.0/16 notrack"},
 }
+
+// ingressSpoofEdit adds the anti-spoofing rules as an inet ingress chain on
+// the workloads' interfaces ({DEVS} is replaced by their names).
+const ingressSpoofEdit = "add chain inet calico pk-spoof-ingress { type filter hook ingress devices = { {DEVS} } priority -500 ; }; " +
+	"add rule inet calico pk-spoof-ingress iifname . ip saddr @wl-src4 accept; " +
+	"add rule inet calico pk-spoof-ingress iifname . ip6 saddr @wl-src6 accept; " +
+	"add rule inet calico pk-spoof-ingress ip6 saddr { ::, fe80::/10 } meta l4proto ipv6-icmp accept; " +
+	"add rule inet calico pk-spoof-ingress drop"
 
 // Symbol groups whose share of the sender's samples is reported.
 var costGroups = []struct{ name, re string }{
@@ -165,7 +222,8 @@ func TestPacketCost(t *testing.T) {
 		}
 		sh(t, "ip", "netns", "exec", l.host, "nft", "-f", saved)
 		if v.edit != "" {
-			sh(t, "ip", "netns", "exec", l.host, "nft", v.edit)
+			edit := strings.ReplaceAll(v.edit, "{DEVS}", `"`+w1.iface+`", "`+w2.iface+`"`)
+			sh(t, "ip", "netns", "exec", l.host, "nft", edit)
 		}
 	}
 	variants := costVariants
@@ -309,7 +367,7 @@ func iperfRun(server, client string, ip netip.Addr, port, mb int, wrapS, wrapC [
 	for try := 0; try < 50; try++ {
 		time.Sleep(100 * time.Millisecond)
 		cargs := append(slices.Clone(wrapC), "ip", "netns", "exec", client, "iperf3", "-c", ip.String(), "-p", strconv.Itoa(port),
-			"-n", strconv.Itoa(mb)+"M", "-l", "128K")
+			"-n", strconv.Itoa(mb)+"M", "-l", "128K", "-P", strconv.Itoa(envInt("CALICO_PKTCOST_STREAMS", 1)))
 		out, err := exec.Command(cargs[0], cargs[1:]...).CombinedOutput()
 		if err == nil {
 			return nil

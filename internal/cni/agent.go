@@ -36,6 +36,7 @@ type Server struct {
 	Node      string
 	Datastore datastore.Config
 	Log       *slog.Logger
+	refused   refusedLog
 }
 
 // maxCalls bounds the calls served at once; more wait to be accepted.
@@ -82,7 +83,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	}
 	ctx = client.WithTrace(ctx, t)
 	if err := cniagent.CheckPeer(c); err != nil {
-		s.Log.Warn("CNI socket: caller refused", "err", err)
+		s.refused.note(s.Log, err)
 		return // not a word to a stranger
 	}
 	c.SetReadDeadline(time.Now().Add(requestWait))

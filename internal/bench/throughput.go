@@ -350,7 +350,11 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
 			t.Retransmits = append(t.Retransmits, got.Retransmits)
 			done++
-			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s, %.2f CPU s per GB", done, total, p.name, streamsName(t.Streams), got.Gbps, cpu)
+			charged := ""
+			if len(p.charge) > 0 && cpu > 0 {
+				charged = fmt.Sprintf(" (%.2f of them in the charged processes)", (after-before).Seconds()/got.GB())
+			}
+			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s, %.2f CPU s per GB%s", done, total, p.name, streamsName(t.Streams), got.Gbps, cpu, charged)
 		}
 	}
 	for i := range res {

@@ -80,6 +80,9 @@ type ThroughputResult struct {
 	// the userspace WireGuard device). A shared machine's load moves
 	// Gbit/s far more than this.
 	CPUPerGB []float64 `json:"cpuSecPerGB,omitempty"`
+	// ChargedCPUPerGB is the part of CPUPerGB spent by the charged
+	// processes alone (the agents), run by run.
+	ChargedCPUPerGB []float64 `json:"chargedCpuSecPerGB,omitempty"`
 	// CPURatio is the paired ratio of CPUPerGB to the baseline's: the
 	// path's cost with the machine's load taken out.
 	CPURatio float64 `json:"cpuRatio,omitempty"`

@@ -392,15 +392,23 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 				return nil, fmt.Errorf("iperf3 %s, %s, run %d: %w", p.name, streamsName(t.Streams), run, err)
 			}
 			after, aerr := sumCPU(p.charge)
-			cpu := 0.0 // a run without a figure keeps its place in the pairing
+			cpu, charged := 0.0, 0.0 // a run without a figure keeps its place in the pairing
 			if cerr == nil && aerr == nil && got.CPU > 0 && got.GB() > 0 {
 				cpu = round((got.CPU+after-before).Seconds()/got.GB(), 3)
+				charged = round((after-before).Seconds()/got.GB(), 3)
 			}
 			t.CPUPerGB = append(t.CPUPerGB, cpu)
+			if len(p.charge) > 0 {
+				t.ChargedCPUPerGB = append(t.ChargedCPUPerGB, charged)
+			}
 			t.Gbps = append(t.Gbps, round(got.Gbps, 3))
 			t.Retransmits = append(t.Retransmits, got.Retransmits)
 			done++
-			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s, %.2f CPU s per GB", done, total, p.name, streamsName(t.Streams), got.Gbps, cpu)
+			of := ""
+			if len(p.charge) > 0 && cpu > 0 {
+				of = fmt.Sprintf(" (%.2f of them in the charged processes)", charged)
+			}
+			r.prog.logf("iperf3 %d/%d: %s, %s: %.2f Gbit/s, %.2f CPU s per GB%s", done, total, p.name, streamsName(t.Streams), got.Gbps, cpu, of)
 		}
 	}
 	for i := range res {

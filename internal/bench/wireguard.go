@@ -104,6 +104,21 @@ func (r *runner) wireGuardBound(res []ThroughputResult) {
 			r.res.metric(SecWireGuard, fmt.Sprintf("ratio bound from the cipher alone, %s", streamsName(t.Streams)), round(host/(host+cipher), 3), "ratio", "", 0,
 				fmt.Sprintf("informational: host %.2f s/GB / (host + seal and open %.2f s/GB); every other cost of the device lowers it", host, cipher))
 		}
+		// Where the encrypted path's CPU goes: the agents run wireguard-go
+		// (its TUN and UDP syscalls, and the kernel work they carry, count
+		// to them); iperf3 costs about what it costs host to host.
+		if len(t.ChargedCPUPerGB) == len(t.CPUPerGB) {
+			var iperf []float64
+			for i, c := range t.ChargedCPUPerGB {
+				if c > 0 {
+					iperf = append(iperf, t.CPUPerGB[i]-c)
+				}
+			}
+			if agents := medianPositive(t.ChargedCPUPerGB); agents > 0 {
+				r.res.finding("WireGuard world, %s: of the encrypted path's %.2f CPU s per GB (medians over runs), the two agents (wireguard-go) spend %.2f and iperf3 %.2f (%.2f host to host); seal and open alone cost %.2f on one thread here.",
+					streamsName(t.Streams), wg, agents, medianPositive(iperf), host, cipher)
+			}
+		}
 	}
 }
 

@@ -59,4 +59,5 @@ func cpuBench(b *testing.B, size int, f func()) {
 	ns := float64(t1.Nano() - t0.Nano())
 	b.ReportMetric(ns/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(size)*float64(b.N)/ns*1e3, "cpu-MB/s")
+	b.ReportMetric(ns/(float64(size)*float64(b.N)), "cpu-s/GB")
 }

@@ -100,13 +100,21 @@ func cacheFree(script string, prev, next *ruleset) string {
 				rules = append(rules, r)
 				i++
 			}
-			// nft resolves a named set only from its cache or from the
-			// script itself: declare the sets these rules use (an "add
-			// set" of an existing set with the same type changes nothing).
+			// nft resolves a named set or map only from its cache or from
+			// the script itself: declare the sets and maps these rules use
+			// (an "add set" or "add map" of an existing one with the same
+			// type changes nothing).
 			for _, r := range rules {
 				for _, m := range setRefRE.FindAllStringSubmatch(r, -1) {
-					if s, ok := next.Sets[m[1]]; ok && !declared[m[1]] {
+					if declared[m[1]] {
+						continue
+					}
+					if s, ok := next.Sets[m[1]]; ok {
 						fmt.Fprintf(&b, "add set inet %s %s { %s }\n", TableName, m[1], setDecl(s))
+						declared[m[1]] = true
+					} else if isDispatchMap(m[1]) {
+						// A label policy's Pass: "vmap @pass-in".
+						fmt.Fprintf(&b, "add map inet %s %s { type %s ; }\n", TableName, m[1], dispatchMapType)
 						declared[m[1]] = true
 					}
 				}

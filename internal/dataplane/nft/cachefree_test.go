@@ -53,13 +53,14 @@ func TestCacheFree(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s\nfrom\n%s", got, want, tx.String())
 	}
 
-	// A chain using a set whose elements this script does not touch
-	// declares it first, so nft finds it without listing the table.
+	// A chain using a set or a map whose elements this script does not
+	// touch declares it first, so nft finds it without listing the table.
 	tx = knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
 	c = counter{tx, &Stats{}}
-	c.fillChain("pol-in-p", chainSpec{Rules: []string{"ip saddr @sel4-a tcp dport 80 accept"}})
+	c.fillChain("pol-in-p", chainSpec{Rules: []string{"ip saddr @sel4-a tcp dport 80 accept", "icmp oifname vmap @pass-in"}})
 	want = "add set inet calico sel4-a { type ipv4_addr ; flags interval ; }\n" +
-		"add chain inet calico pol-in-p { ip saddr @sel4-a tcp dport 80 accept ; }\n"
+		"add map inet calico pass-in { type ifname : verdict ; }\n" +
+		"add chain inet calico pol-in-p { ip saddr @sel4-a tcp dport 80 accept ; icmp oifname vmap @pass-in ; }\n"
 	if got := cacheFree(tx.String(), next, next); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/lab"
 )
 
@@ -38,6 +40,12 @@ type AddOne struct {
 	CPUMs     []float64 `json:"agentCpuMs"`
 	MedianMs  float64   `json:"medianMs"`
 	CPUMedMs  float64   `json:"agentCpuMedianMs"`
+	// Where the time went (medians, ms): the in-process call's phases
+	// (client.Trace, in PhaseOrder) and from the call's return to the
+	// first echo reply (the agent's watch, calc, interface, routes and
+	// nftables, and BGP when the workload's block is new on host 2).
+	PhaseP50   map[string]float64 `json:"phaseP50Ms,omitempty"`
+	ReachP50Ms float64            `json:"reachAfterCallP50Ms"`
 }
 
 const policyPool = "10.66.0.0/16"
@@ -90,18 +98,31 @@ func runPolicy(ctx context.Context, r *runner) error {
 			break // the fill to the full count is not an AddAt point
 		}
 		a := AddOne{Existing: existing}
+		phases := map[string][]float64{}
+		var reach []float64
 		for k := range r.plan.AddSamples {
-			lat, cpu, err := w.timeOneMore(ctx, h1, fmt.Sprintf("one-%d-%d", n, k), p)
+			tr := &client.Trace{}
+			lat, call, cpu, err := w.timeOneMore(ctx, h1, fmt.Sprintf("one-%d-%d", n, k), p, tr)
 			if err != nil {
 				return err
 			}
 			a.LatencyMs = append(a.LatencyMs, round(ms(lat), 2))
 			a.CPUMs = append(a.CPUMs, round(ms(cpu), 1))
+			reach = append(reach, ms(lat-call))
+			for _, m := range tr.Marks() {
+				phases[m.Phase] = append(phases[m.Phase], ms(m.Took))
+			}
 			existing++
 		}
 		a.MedianMs = round(median(a.LatencyMs), 2)
 		a.CPUMedMs = round(median(a.CPUMs), 1)
-		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable, agent CPU %.0f ms", a.Existing, a.MedianMs, a.CPUMedMs)
+		a.ReachP50Ms = round(median(reach), 2)
+		a.PhaseP50 = map[string]float64{}
+		for ph, v := range phases {
+			a.PhaseP50[ph] = round(median(v), 2)
+		}
+		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.0f ms",
+			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMedMs)
 		ps.AddOne = append(ps.AddOne, a)
 		ps.Endpoints = existing
 	}
@@ -157,38 +178,51 @@ func (r *Results) addOneRatios(ps *PolicyScale) {
 // timeOneMore adds one workload in profile BENCH through the in-process
 // call and measures until the probe on host 2 gets echo replies, and the
 // agent CPU time it cost (until the agent is idle again).
-func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *prober) (time.Duration, time.Duration, error) {
+func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *prober, tr *client.Trace) (reach, call, cpu time.Duration, err error) {
 	pid, err := w.agentPID(h)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	ns, err := w.Lab.AddWorkloadNetns(h, name)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cpu0, err := cpuTime(pid)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	t0 := time.Now()
-	wl, err := w.attach(ctx, h, ns, name, "auto", benchProfile)
+	wl, err := w.attach(client.WithTrace(ctx, tr), h, ns, name, "auto", benchProfile)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
+	call = time.Since(t0)
 	// The address is known once the call returns; pinging starts then, and
 	// a workload already programmed answers the first echo.
 	at, err := p.wait(ctx, p.watch(wl.IP), setupTimeout)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s (%s) on %s: %w", name, wl.IP, h.Label, err)
+		return 0, 0, 0, fmt.Errorf("%s (%s) on %s: %w", name, wl.IP, h.Label, err)
 	}
 	if _, err := w.settle(ctx, h, 20*time.Second); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cpu1, err := cpuTime(pid)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return at.Sub(t0), cpu1 - cpu0, nil
+	return at.Sub(t0), call, cpu1 - cpu0, nil
+}
+
+// phaseSummary is "checks 0.1, lock 0.0, ..." of the phases present, in
+// PhaseOrder.
+func phaseSummary(p map[string]float64) string {
+	var parts []string
+	for _, ph := range PhaseOrder {
+		if v, ok := p[ph]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1f", ph, v))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // coldStart stops h's agent, deletes what it programmed (our nftables table

@@ -115,9 +115,13 @@ func markdown(res *Results) string {
 		fmt.Fprintf(&b, "\n## Policy scale on one host\n\n%d endpoints in %d profiles. Cold start (agent stopped, its table and routes deleted, `calicoctl node` again): "+
 			"ready after %.2f s, every endpoint programmed after %.2f s. Agent RSS %.1f MB before the restart, %.1f MB after.\n\n",
 			p.Endpoints, p.Profiles, p.ColdStartReadySeconds, p.ColdStartSeconds, p.RSSMB, p.RSSAfterRestartMB)
-		b.WriteString("| existing endpoints | add one: ms to reachable (median) | samples | agent CPU ms (median) | samples |\n|---|---|---|---|---|\n")
+		b.WriteString("| existing endpoints | add one: ms to reachable (median) | samples | call phases ms (medians) | reply after the call ms (median) | agent CPU ms (median) | samples |\n|---|---|---|---|---|---|---|\n")
 		for _, a := range p.AddOne {
-			fmt.Fprintf(&b, "| %d | %.1f | %s | %.0f | %s |\n", a.Existing, a.MedianMs, joinFloats(a.LatencyMs, 1), a.CPUMedMs, joinFloats(a.CPUMs, 0))
+			ph := phaseSummary(a.PhaseP50)
+			if ph == "" {
+				ph = "-"
+			}
+			fmt.Fprintf(&b, "| %d | %.1f | %s | %s | %.1f | %.0f | %s |\n", a.Existing, a.MedianMs, joinFloats(a.LatencyMs, 1), ph, a.ReachP50Ms, a.CPUMedMs, joinFloats(a.CPUMs, 0))
 		}
 	}
 	if p := res.PolicyV3; p != nil {

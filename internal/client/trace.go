@@ -94,7 +94,7 @@ const (
 	PhaseChecks = "checks" // validation; the node and profiles read
 	PhaseLock   = "lock"   // the per-workload lock
 	PhaseRead   = "read"   // the existing record and the handle read
-	PhaseIPAM   = "ipam"   // addresses taken
-	PhaseVeth   = "veth"   // the pools' MTU read, the veth pair, sysctls, addresses, routes
+	PhaseIPAM   = "ipam"   // addresses taken (the veth pair is made meanwhile)
+	PhaseVeth   = "veth"   // the wait for the veth pair, then its addresses and routes
 	PhaseRecord = "record" // the endpoint record written
 )

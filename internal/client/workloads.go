@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-go/calico/internal/api"
@@ -180,6 +181,16 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		return ep, err
 	}
 	mark(ctx, PhaseRead)
+	// The veth pair needs the MTU the addresses' pools decide, not the
+	// addresses: it is made while IPAM takes them (datastore round trips,
+	// the longer wait in a burst), and only the addresses and routes wait
+	// for IPAM. The MTU is the one the pools the call may take from give;
+	// if IPAM's addresses say otherwise, the pair is made again.
+	early := c.prepareEarly(req, iface, fixed, pools, enc)
+	failEarly := func(err error) (api.Endpoint, error) {
+		early.abort()
+		return fail(err)
+	}
 	adopted := 0
 	take := func(a netip.Addr) bool {
 		if i := slices.Index(held, a); i >= 0 {
@@ -215,13 +226,13 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 			}
 		}
 		if err != nil {
-			return fail(err)
+			return failEarly(err)
 		}
 		addrs = append(addrs, a)
 	}
 	for _, a := range held { // taken by an interrupted run, not asked for now
 		if err := c.IPAM.ReleaseFrom(ctx, a, handle); err != nil && !errors.Is(err, ipam.ErrNotAssigned) && !errors.Is(err, ipam.ErrNotHolder) {
-			return fail(err)
+			return failEarly(err)
 		}
 	}
 	faultPoint("after-address")
@@ -232,16 +243,25 @@ func (c *Client) AddWorkload(ctx context.Context, req WorkloadRequest) (api.Endp
 		NetnsPath: req.NetnsPath, Interface: req.Interface, Addrs: addrs, Profiles: req.Profiles,
 		Labels: req.Labels, ContainerName: req.ContainerName,
 	})
-	// A veth of the derived name without a record is an interrupted run's.
-	if err := netdev.RemoveWorkload(iface); err != nil {
-		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
-	}
 	mtu, err := mtuFrom(pools, enc, addrs)
 	if err != nil {
-		return fail(err)
+		return failEarly(err)
 	}
 	hs := netdev.HostSide{Name: ep.InterfaceName, MTU: mtu, IPv6: len(ep.IPv6Nets) > 0}
-	if ep.MAC, err = wireWith(ep, hs, req.Routes); err != nil {
+	prepared, err := early.wait(hs)
+	if err != nil {
+		return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
+	}
+	if prepared != nil {
+		ep.MAC, err = finishWire(ep, prepared)
+	} else {
+		// A veth of the derived name without a record is an interrupted run's.
+		if err := netdev.RemoveWorkload(iface); err != nil {
+			return fail(fmt.Errorf("container %q: wiring its interface: %w", req.Name, err))
+		}
+		ep.MAC, err = wireWith(ep, hs, req.Routes)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	faultPoint("after-veth")
@@ -368,6 +388,112 @@ func wireWith(ep api.Endpoint, hs netdev.HostSide, routes []netip.Prefix) (strin
 		MTU:           hs.MTU,
 		Routes:        routes,
 	})
+	if err != nil {
+		return "", fmt.Errorf("container %q: wiring its interface: %w", ep.Workload, err)
+	}
+	return mac, nil
+}
+
+// earlyVeth is a veth pair being made while IPAM runs (prepareEarly);
+// its zero value (nil) is none.
+type earlyVeth struct {
+	hs   netdev.HostSide
+	done chan struct{}
+	p    *netdev.PreparedWorkload
+	err  error
+}
+
+// prepareEarly starts making the workload's veth pair for req, with the
+// MTU the pools it may take addresses from give (fixed ones included),
+// and IPv6 if it asks for any IPv6 address. The calling thread's network
+// namespace is the host's (the call may run on a thread locked into a
+// lab host), so the goroutine, which may run on another thread, is given
+// it by path.
+func (c *Client) prepareEarly(req WorkloadRequest, iface string, fixed []netip.Addr, pools, enc []datastore.Record) *earlyVeth {
+	candidates := slices.Clone(fixed)
+	v6 := slices.ContainsFunc(fixed, netip.Addr.Is6)
+	for _, s := range req.IPs {
+		if s != "auto" && s != "auto6" {
+			continue
+		}
+		v6 = v6 || s == "auto6"
+		for _, r := range pools {
+			var p api.Pool
+			if json.Unmarshal(r.Value, &p) != nil {
+				continue
+			}
+			cidr, err := netip.ParsePrefix(p.CIDR)
+			if err == nil && cidr.Addr().Is4() == (s == "auto") && (len(req.Pools) == 0 || slices.Contains(req.Pools, p.CIDR)) {
+				candidates = append(candidates, cidr.Masked().Addr())
+			}
+		}
+	}
+	mtu, err := mtuFrom(pools, enc, candidates)
+	if err != nil {
+		return nil // wired after IPAM, which reports it
+	}
+	hostNs, err := netns.Get()
+	if err != nil {
+		return nil
+	}
+	e := &earlyVeth{hs: netdev.HostSide{Name: iface, MTU: mtu, IPv6: v6}, done: make(chan struct{})}
+	spec := netdev.WorkloadSpec{NetnsPath: req.NetnsPath, HostIface: iface, WorkloadIface: req.Interface, MTU: mtu, Routes: req.Routes}
+	go func() {
+		defer close(e.done)
+		defer hostNs.Close()
+		in := netdev.InNetns(fmt.Sprintf("/proc/self/fd/%d", int(hostNs)))
+		// A veth of the derived name without a record is an interrupted run's.
+		if e.err = netdev.RemoveWorkload(iface, in); e.err == nil {
+			e.p, e.err = netdev.PrepareWorkload(spec, v6, in)
+		}
+	}()
+	return e
+}
+
+// wait is the prepared pair when it is what hs describes; nil (the caller
+// wires it now) when there is none or it was prepared for another MTU or
+// without IPv6, which it then removes.
+func (e *earlyVeth) wait(hs netdev.HostSide) (*netdev.PreparedWorkload, error) {
+	if e == nil {
+		return nil, nil
+	}
+	<-e.done
+	if e.err != nil {
+		return nil, e.err
+	}
+	if e.hs.MTU != hs.MTU || hs.IPv6 && !e.hs.IPv6 {
+		if err := e.p.Abort(); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	return e.p, nil
+}
+
+// abort waits for the pair and removes it (the call failed).
+func (e *earlyVeth) abort() {
+	if e == nil {
+		return
+	}
+	<-e.done
+	if e.p != nil {
+		e.p.Abort()
+	}
+}
+
+// finishWire gives a prepared pair ep's addresses and routes, as wireWith
+// does for a new one.
+func finishWire(ep api.Endpoint, p *netdev.PreparedWorkload) (string, error) {
+	var prefixes []netip.Prefix
+	for _, n := range append(slices.Clone(ep.IPv4Nets), ep.IPv6Nets...) {
+		pr, err := netip.ParsePrefix(n)
+		if err != nil {
+			p.Abort()
+			return "", fmt.Errorf("container %q: bad address %q", ep.Workload, n)
+		}
+		prefixes = append(prefixes, pr)
+	}
+	mac, err := p.Finish(prefixes)
 	if err != nil {
 		return "", fmt.Errorf("container %q: wiring its interface: %w", ep.Workload, err)
 	}

@@ -143,98 +143,161 @@ func families(addrs []netip.Prefix) (v4, v6 bool) {
 // changed. An existing interface of either name is an error and is left
 // alone.
 func AddWorkload(spec WorkloadSpec, opts ...Option) (mac string, err error) {
+	_, wantV6 := families(spec.Addrs)
+	p, err := PrepareWorkload(spec, wantV6, opts...)
+	if err != nil {
+		return "", err
+	}
+	return p.Finish(spec.Addrs)
+}
+
+// PreparedWorkload is a workload's veth pair made before its addresses
+// are known: PrepareWorkload does everything AddWorkload does but add
+// the addresses and the routes through the gateway, which Finish does.
+// A caller that still has to take the addresses (IPAM's datastore round
+// trips) makes the pair meanwhile. Exactly one of Finish and Abort must
+// follow.
+type PreparedWorkload struct {
+	spec             WorkloadSpec
+	v6               bool
+	hostH, wlH       *netlink.Handle
+	hostLink, wlLink netlink.Link
+}
+
+// PrepareWorkload makes spec's veth pair as AddWorkload does, without
+// spec.Addrs: the host side as HostSide describes, the workload side with
+// its sysctls (ipv6: the addresses Finish gets may include IPv6 ones), both
+// up. On failure nothing of it is left.
+func PrepareWorkload(spec WorkloadSpec, ipv6 bool, opts ...Option) (_ *PreparedWorkload, err error) {
 	o := buildOptions(opts)
+	spec.Addrs = nil
 	spec, err = spec.normalize()
 	if err != nil {
-		return "", fmt.Errorf("workload %s: %w", spec.HostIface, err)
+		return nil, fmt.Errorf("workload %s: %w", spec.HostIface, err)
 	}
-	wantV4, wantV6 := families(spec.Addrs)
 
 	hostNs, err := openNetns(o.netns)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer hostNs.Close()
 	wlNs, err := openNetns(spec.NetnsPath)
 	if err != nil {
-		return "", fmt.Errorf("workload netns: %w", err)
+		return nil, fmt.Errorf("workload netns: %w", err)
 	}
 	defer wlNs.Close()
 	if hostNs.Equal(wlNs) {
-		return "", fmt.Errorf("workload netns %s is the host's own namespace", spec.NetnsPath)
+		return nil, fmt.Errorf("workload netns %s is the host's own namespace", spec.NetnsPath)
 	}
 
-	hostH, err := openHandle(o.netns)
-	if err != nil {
-		return "", err
+	// p, not the result: "return nil, err" clears the result before the
+	// deferred undo reads it.
+	p := &PreparedWorkload{spec: spec, v6: ipv6}
+	if p.hostH, err = openHandle(o.netns); err != nil {
+		return nil, err
 	}
-	defer hostH.Close()
-	wlH, err := openHandle(spec.NetnsPath)
-	if err != nil {
-		return "", err
+	if p.wlH, err = openHandle(spec.NetnsPath); err != nil {
+		p.hostH.Close()
+		return nil, err
 	}
-	defer wlH.Close()
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
 
 	// Check names first, so an existing interface (somebody else's) gives a
 	// clear error and is never mistaken for ours during cleanup.
-	if _, err := hostH.LinkByName(spec.HostIface); err == nil {
-		return "", fmt.Errorf("host interface %s already exists", spec.HostIface)
+	if _, err := p.hostH.LinkByName(spec.HostIface); err == nil {
+		return nil, fmt.Errorf("host interface %s already exists", spec.HostIface)
 	} else if !isNotFound(err) {
-		return "", fmt.Errorf("look up host interface %s: %w", spec.HostIface, err)
+		return nil, fmt.Errorf("look up host interface %s: %w", spec.HostIface, err)
 	}
-	if _, err := wlH.LinkByName(spec.WorkloadIface); err == nil {
-		return "", fmt.Errorf("interface %s already exists in workload netns %s", spec.WorkloadIface, spec.NetnsPath)
+	if _, err := p.wlH.LinkByName(spec.WorkloadIface); err == nil {
+		return nil, fmt.Errorf("interface %s already exists in workload netns %s", spec.WorkloadIface, spec.NetnsPath)
 	} else if !isNotFound(err) {
-		return "", fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
+		return nil, fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
 	}
 
-	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: wantV6}
-	hostLink, err := addHostVeth(hostH, o.netns, hs, spec.WorkloadIface, int(wlNs))
-	if err != nil {
-		return "", err
+	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: ipv6}
+	if p.hostLink, err = addHostVeth(p.hostH, o.netns, hs, spec.WorkloadIface, int(wlNs)); err != nil {
+		return nil, err
 	}
 	// From here on every failure removes the pair.
 	defer func() {
 		if err != nil {
-			err = undoVeth(hostH, spec.HostIface, err)
+			err = undoVeth(p.hostH, spec.HostIface, err)
 		}
 	}()
-	wlLink, err := wlH.LinkByName(spec.WorkloadIface)
-	if err != nil {
-		return "", fmt.Errorf("look up new interface %s in workload: %w", spec.WorkloadIface, err)
+	if p.wlLink, err = p.wlH.LinkByName(spec.WorkloadIface); err != nil {
+		return nil, fmt.Errorf("look up new interface %s in workload: %w", spec.WorkloadIface, err)
 	}
 	// Sysctls go before the link comes up: accept_dad decides whether the
 	// workload's addresses are usable at once.
-	if err := writeSysctls(spec.NetnsPath, workloadSideSysctls(spec.WorkloadIface, wantV6)); err != nil {
-		return "", err
+	if err := writeSysctls(spec.NetnsPath, workloadSideSysctls(spec.WorkloadIface, ipv6)); err != nil {
+		return nil, err
 	}
-	if err := wlH.LinkSetUp(wlLink); err != nil {
-		return "", fmt.Errorf("set %s up in workload: %w", spec.WorkloadIface, err)
+	if err := p.wlH.LinkSetUp(p.wlLink); err != nil {
+		return nil, fmt.Errorf("set %s up in workload: %w", spec.WorkloadIface, err)
 	}
+	return p, nil
+}
 
+// Finish gives the prepared workload its addresses (each a single address;
+// IPv6 ones only if prepared for IPv6), a default route via GatewayIPv4
+// on-link with IPv4 ones and via GatewayIPv6 with IPv6 ones (or the
+// spec's Routes instead), and returns the workload side's MAC. On failure
+// it removes the pair.
+func (p *PreparedWorkload) Finish(addrs []netip.Prefix) (mac string, err error) {
+	defer p.close()
+	defer func() {
+		if err != nil {
+			err = undoVeth(p.hostH, p.spec.HostIface, err)
+		}
+	}()
+	spec := p.spec
+	spec.Addrs = addrs
+	if spec, err = spec.normalize(); err != nil {
+		return "", fmt.Errorf("workload %s: %w", spec.HostIface, err)
+	}
+	wantV4, wantV6 := families(spec.Addrs)
+	if wantV6 && !p.v6 {
+		return "", fmt.Errorf("workload %s: an IPv6 address for a pair prepared without IPv6", spec.HostIface)
+	}
 	for _, a := range spec.Addrs {
-		if err := addWorkloadAddr(wlH, wlLink, a); err != nil {
+		if err := addWorkloadAddr(p.wlH, p.wlLink, a); err != nil {
 			return "", err
 		}
 	}
 	if wantV4 {
-		if err := addGatewayRoutes(wlH, wlLink, GatewayIPv4, spec.Routes); err != nil {
+		if err := addGatewayRoutes(p.wlH, p.wlLink, GatewayIPv4, spec.Routes); err != nil {
 			return "", err
 		}
 	}
 	if wantV6 {
-		gw := waitLinkLocal(hostH, hostLink.Attrs().Index, 2*time.Second)
-		if err := addGatewayRoutes(wlH, wlLink, gw, spec.Routes); err != nil {
+		gw := waitLinkLocal(p.hostH, p.hostLink.Attrs().Index, 2*time.Second)
+		if err := addGatewayRoutes(p.wlH, p.wlLink, gw, spec.Routes); err != nil {
 			return "", err
 		}
 	}
 
 	// Read the MAC back: the kernel chose it.
-	wlLink, err = wlH.LinkByIndex(wlLink.Attrs().Index)
+	wlLink, err := p.wlH.LinkByIndex(p.wlLink.Attrs().Index)
 	if err != nil {
 		return "", fmt.Errorf("read back %s in workload: %w", spec.WorkloadIface, err)
 	}
 	return wlLink.Attrs().HardwareAddr.String(), nil
+}
+
+// Abort removes the prepared pair.
+func (p *PreparedWorkload) Abort() error {
+	defer p.close()
+	return deleteLinkByName(p.hostH, p.spec.HostIface)
+}
+
+func (p *PreparedWorkload) close() {
+	p.hostH.Close()
+	p.wlH.Close()
 }
 
 func hostSideSysctls(iface string, wantV6 bool) []sysctl {

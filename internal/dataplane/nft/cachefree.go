@@ -28,8 +28,14 @@ import (
 //     content as above, for sets of at most rewriteSetLimit elements (larger
 //     ones keep their "delete element" lines and pay for the cache).
 //
-// Dispatch map elements are left as they are (endpoints coming and going,
-// not label changes).
+//   - elements added to a dispatch map (an endpoint coming):
+//     "add map M { type ifname : verdict ; elements = { ... } ; }", which on
+//     the existing map only adds them. With 1000 endpoints "add element"
+//     made nft list every element of every set first (~5000): most of the
+//     time one more endpoint's nft run grew by with the endpoints there.
+//
+// Elements deleted from a dispatch map (an endpoint going) keep their
+// "delete element" lines: rewriting a map of every endpoint costs more.
 
 // rewriteSetLimit bounds the sets whose deletions are sent as a rewrite of
 // the whole set: beyond it, writing every element costs more than nft's
@@ -44,6 +50,20 @@ func cacheFree(script string, prev, next *ruleset) string {
 	lines := strings.Split(strings.TrimSuffix(script, "\n"), "\n")
 	for i := 0; i < len(lines); i++ {
 		line := lines[i]
+		if name, elems, ok := dispatchAdd(line); ok {
+			// Consecutive adds to the same map go in one statement; a
+			// delete between them keeps its place.
+			for i+1 < len(lines) {
+				n, e, ok := dispatchAdd(lines[i+1])
+				if !ok || n != name {
+					break
+				}
+				elems += ", " + e
+				i++
+			}
+			fmt.Fprintf(&b, "add map inet %s %s { type %s ; elements = { %s } ; }\n", TableName, name, dispatchMapType, elems)
+			continue
+		}
 		if name, ok := elementTarget(line); ok {
 			if _, isSet := next.Sets[name]; !isSet || keep[name] {
 				b.WriteString(line + "\n")
@@ -80,13 +100,21 @@ func cacheFree(script string, prev, next *ruleset) string {
 				rules = append(rules, r)
 				i++
 			}
-			// nft resolves a named set only from its cache or from the
-			// script itself: declare the sets these rules use (an "add
-			// set" of an existing set with the same type changes nothing).
+			// nft resolves a named set or map only from its cache or from
+			// the script itself: declare the sets and maps these rules use
+			// (an "add set" or "add map" of an existing one with the same
+			// type changes nothing).
 			for _, r := range rules {
 				for _, m := range setRefRE.FindAllStringSubmatch(r, -1) {
-					if s, ok := next.Sets[m[1]]; ok && !declared[m[1]] {
+					if declared[m[1]] {
+						continue
+					}
+					if s, ok := next.Sets[m[1]]; ok {
 						fmt.Fprintf(&b, "add set inet %s %s { %s }\n", TableName, m[1], setDecl(s))
+						declared[m[1]] = true
+					} else if isDispatchMap(m[1]) {
+						// A label policy's Pass: "vmap @pass-in".
+						fmt.Fprintf(&b, "add map inet %s %s { type %s ; }\n", TableName, m[1], dispatchMapType)
 						declared[m[1]] = true
 					}
 				}
@@ -124,6 +152,33 @@ func elementTarget(line string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// dispatchAdd is the map and the elements ("key : verdict", comma
+// separated) of an "add element" line for one of our dispatch maps.
+func dispatchAdd(line string) (name, elems string, ok bool) {
+	rest, ok := strings.CutPrefix(line, "add element inet "+TableName+" ")
+	if !ok {
+		return "", "", false
+	}
+	name, rest, _ = strings.Cut(rest, " ")
+	if !isDispatchMap(name) {
+		return "", "", false
+	}
+	elems, ok = strings.CutPrefix(rest, "{ ")
+	if elems, ok = strings.CutSuffix(elems, " }"); !ok || elems == "" {
+		return "", "", false
+	}
+	return name, elems, true
+}
+
+// isDispatchMap says whether name is one of the interface -> verdict maps.
+func isDispatchMap(name string) bool {
+	switch name {
+	case mapFromWl, mapToWl, mapPassIn, mapPassOut:
+		return true
+	}
+	return false
 }
 
 // ruleOf splits an "add rule" line of our table into its chain and rule.

@@ -10,7 +10,8 @@ import (
 // TestCacheFree: a label change's transaction (one element moved between
 // two interval sets, one chain rewritten with a rule using a named set)
 // comes out in forms that need no nft cache, in the same order; a large
-// set keeps its element deletes, and dispatch map elements stay.
+// set keeps its element deletes, and so do dispatch maps, whose added
+// elements (endpoints coming) go in one "add map" per run of one map.
 func TestCacheFree(t *testing.T) {
 	sel := func(elems ...string) setSpec { return setSpec{Type: "ipv4_addr", Interval: true, Elems: elems} }
 	big := make([]string, rewriteSetLimit+2)
@@ -29,6 +30,9 @@ func TestCacheFree(t *testing.T) {
 	c.addElems("sel4-b", []string{"10.0.0.1/32"})
 	c.delElems("sel4-big", big[:1])
 	c.delDispatch(mapToWl, "cali1")
+	c.addDispatch(mapToWl, "cali2", "ep-in-y")
+	c.addDispatch(mapToWl, "cali3", "ep-in-z")
+	c.addDispatch(mapPassIn, "cali2", "eprof-in-y")
 	tx.Flush(&knftables.Chain{Name: "ep-in-x"})
 	c.fillChain("ep-in-x", chainSpec{Rules: []string{"jump pol-in-p", "ip saddr @sel4-b accept", "drop"}})
 	c.fillChain("ep-out-x", chainSpec{Rules: []string{"accept"}})
@@ -39,6 +43,8 @@ func TestCacheFree(t *testing.T) {
 		"add set inet calico sel4-b { type ipv4_addr ; flags interval ; elements = { 10.0.0.1/32 } ; }",
 		"delete element inet calico sel4-big { 10.64.0.0/32 }",
 		`delete element inet calico to-wl { "cali1" }`,
+		`add map inet calico to-wl { type ifname : verdict ; elements = { "cali2" : jump ep-in-y, "cali3" : jump ep-in-z } ; }`,
+		`add map inet calico pass-in { type ifname : verdict ; elements = { "cali2" : goto eprof-in-y } ; }`,
 		"flush chain inet calico ep-in-x",
 		"add chain inet calico ep-in-x { jump pol-in-p ; ip saddr @sel4-b accept ; drop ; }",
 		"add chain inet calico ep-out-x { accept ; }",
@@ -47,13 +53,14 @@ func TestCacheFree(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s\nfrom\n%s", got, want, tx.String())
 	}
 
-	// A chain using a set whose elements this script does not touch
-	// declares it first, so nft finds it without listing the table.
+	// A chain using a set or a map whose elements this script does not
+	// touch declares it first, so nft finds it without listing the table.
 	tx = knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
 	c = counter{tx, &Stats{}}
-	c.fillChain("pol-in-p", chainSpec{Rules: []string{"ip saddr @sel4-a tcp dport 80 accept"}})
+	c.fillChain("pol-in-p", chainSpec{Rules: []string{"ip saddr @sel4-a tcp dport 80 accept", "icmp oifname vmap @pass-in"}})
 	want = "add set inet calico sel4-a { type ipv4_addr ; flags interval ; }\n" +
-		"add chain inet calico pol-in-p { ip saddr @sel4-a tcp dport 80 accept ; }\n"
+		"add map inet calico pass-in { type ifname : verdict ; }\n" +
+		"add chain inet calico pol-in-p { ip saddr @sel4-a tcp dport 80 accept ; icmp oifname vmap @pass-in ; }\n"
 	if got := cacheFree(tx.String(), next, next); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

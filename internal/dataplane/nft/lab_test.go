@@ -30,7 +30,7 @@ import (
 // requireKernel fails tests that need root, ip and nft when they are
 // missing: as every root test of the project, it fails rather than skips,
 // so a run without them cannot pass by hiding the kernel tests.
-func requireKernel(t *testing.T) {
+func requireKernel(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("kernel tests need root (they make network namespaces); CI runs as root")
@@ -42,7 +42,7 @@ func requireKernel(t *testing.T) {
 	}
 }
 
-func runID(t *testing.T) string {
+func runID(t testing.TB) string {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func runID(t *testing.T) string {
 	return "nf" + hex.EncodeToString(b)
 }
 
-func sh(t *testing.T, args ...string) string {
+func sh(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -61,7 +61,7 @@ func sh(t *testing.T, args ...string) string {
 
 // addNetns creates a namespace and registers its removal first, so nothing
 // made afterwards can outlive a failed test.
-func addNetns(t *testing.T, name string) {
+func addNetns(t testing.TB, name string) {
 	t.Helper()
 	sh(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {

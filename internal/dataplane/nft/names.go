@@ -36,6 +36,8 @@ const (
 	// sending one).
 	mapPassIn  = "pass-in"
 	mapPassOut = "pass-out"
+	// dispatchMapType is every dispatch map's type.
+	dispatchMapType = "ifname : verdict"
 
 	setWlSrc4 = "wl-src4" // workload interface . its IPv4 address: what it may send from
 	setWlSrc6 = "wl-src6" // same, IPv6

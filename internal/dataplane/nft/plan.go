@@ -80,13 +80,13 @@ func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
 	pre, forward, input := knftables.PreroutingHook, knftables.ForwardHook, knftables.InputHook
 	prioRaw, prioEg, prioIn := knftables.RawPriority, prioEgress, prioIngress
 
-	tx.Add(&knftables.Map{Name: mapFromWl, Type: "ifname : verdict",
+	tx.Add(&knftables.Map{Name: mapFromWl, Type: dispatchMapType,
 		Comment: knftables.PtrTo("workload interface -> its outbound policy chain")})
-	tx.Add(&knftables.Map{Name: mapToWl, Type: "ifname : verdict",
+	tx.Add(&knftables.Map{Name: mapToWl, Type: dispatchMapType,
 		Comment: knftables.PtrTo("workload interface -> its inbound policy chain")})
-	tx.Add(&knftables.Map{Name: mapPassIn, Type: "ifname : verdict",
+	tx.Add(&knftables.Map{Name: mapPassIn, Type: dispatchMapType,
 		Comment: knftables.PtrTo("receiving workload -> its profile stage (label policy Pass)")})
-	tx.Add(&knftables.Map{Name: mapPassOut, Type: "ifname : verdict",
+	tx.Add(&knftables.Map{Name: mapPassOut, Type: dispatchMapType,
 		Comment: knftables.PtrTo("sending workload -> its profile stage (label policy Pass)")})
 
 	tx.Add(&knftables.Chain{Name: chainSource, Type: &filter, Hook: &pre, Priority: &prioRaw,

@@ -241,7 +241,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), ifaceDue: make(chan struct{}, 1), started: time.Now(),
 		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{},
-		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{}}
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+		// Before any datastore update: OnUpdate tells it of records going.
+		conntrack: netdev.NewEndpointConntrack()}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -280,7 +282,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
-	a.conntrack = netdev.NewEndpointConntrack()
 	defer a.conntrack.Close()
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
 	a.ifaces.RecheckEvery = ifaceRecheckEvery
@@ -384,6 +385,23 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	// This host's own container starting or stopping: its record comes
 	// or goes, its address is taken or released in one of our blocks.
 	ownEndpoint := isEndpoint && err == nil && !newVersion && strings.HasPrefix(id, a.cfg.Name+"/")
+	if isEndpoint && had && err == nil && strings.HasPrefix(id, a.cfg.Name+"/") {
+		// An address leaving one of our records: its flows are owed a
+		// flush even if the next pass finds it on the same interface again
+		// (removed and added again under the same name meanwhile).
+		cur, still := a.snap.Endpoints[id]
+		keep := map[netip.Addr]bool{}
+		if still {
+			for _, ad := range endpointAddrs(cur) {
+				keep[ad] = true
+			}
+		}
+		for _, ad := range endpointAddrs(old) {
+			if !keep[ad] {
+				a.conntrack.Left(ad, old.InterfaceName)
+			}
+		}
+	}
 	if ownEndpoint {
 		if _, pending := a.epEdits[id]; !pending {
 			a.epEdits[id] = calc.EndpointEdit{Key: id, Old: old, Had: had}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
@@ -37,12 +38,8 @@ func (a *Agent) freeAddrs(dp calc.Dataplane) []netip.Addr {
 	held := map[netip.Addr]bool{}
 	a.mu.Lock()
 	for _, ep := range a.snap.Endpoints {
-		for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
-			if p, err := netip.ParsePrefix(n); err == nil {
-				held[p.Addr()] = true
-			} else if ad, err := netip.ParseAddr(n); err == nil {
-				held[ad] = true
-			}
+		for _, ad := range endpointAddrs(ep) {
+			held[ad] = true
 		}
 	}
 	a.mu.Unlock()
@@ -55,6 +52,20 @@ func (a *Agent) freeAddrs(dp calc.Dataplane) []netip.Addr {
 			if !held[ad] {
 				out = append(out, ad)
 			}
+		}
+	}
+	return out
+}
+
+// endpointAddrs lists the addresses of ep's IPv4 and IPv6 nets (an
+// address with or without its /32 or /128).
+func endpointAddrs(ep api.Endpoint) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
+		if p, err := netip.ParsePrefix(n); err == nil {
+			out = append(out, p.Addr().Unmap())
+		} else if ad, err := netip.ParseAddr(n); err == nil {
+			out = append(out, ad.Unmap())
 		}
 	}
 	return out

@@ -51,12 +51,18 @@ type EndpointConntrack struct {
 	// another local workload (its new route may appear before the flush
 	// that follows the routes, so it is flushed before them too).
 	owed map[netip.Addr]bool
+	// left: addresses whose endpoint record went, or dropped them, since
+	// the last Note, with the interface the record named. A workload
+	// removed and added again under the same name between two passes has
+	// the same address and interface at both Notes; only the records'
+	// coming and going show the address changed hands.
+	left map[netip.Addr]string
 }
 
 // NewEndpointConntrack returns a tracker for the caller's namespace, or the
 // one given by InNetns. It touches nothing until a flush is owed.
 func NewEndpointConntrack(opts ...Option) *EndpointConntrack {
-	return &EndpointConntrack{o: buildOptions(opts), owner: map[netip.Addr]string{}, owed: map[netip.Addr]bool{}}
+	return &EndpointConntrack{o: buildOptions(opts), owner: map[netip.Addr]string{}, owed: map[netip.Addr]bool{}, left: map[netip.Addr]string{}}
 }
 
 // Close releases the netlink socket.
@@ -98,10 +104,23 @@ func (c *EndpointConntrack) Prime(local, kernel map[netip.Addr]string, free []ne
 		}
 	}
 	c.primed = true
+	clear(c.left) // the kernel's routes told what changed hands
 	clear(c.owner)
 	for a, dev := range local {
 		c.owner[a] = dev
 	}
+}
+
+// Left records that an endpoint record of this host naming iface went, or
+// no longer holds addr. The next Note owes addr a flush if it was that
+// interface's at the last Note, even if it is again now (the workload
+// removed and added again between the two: same name, same interface,
+// same address, new flows owed nothing). A record naming an address that
+// was another interface's (which the agents ignore) changes nothing.
+func (c *EndpointConntrack) Left(addr netip.Addr, iface string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.left[addr.Unmap()] = iface
 }
 
 // WorkloadRoutes lists the owned routes (RouteProtocol unless
@@ -171,7 +190,24 @@ func (c *EndpointConntrack) Note(local map[netip.Addr]string) {
 				c.owed[a] = true
 			}
 		}
+		for a, dev := range c.left {
+			if c.owner[a] != dev {
+				continue
+			}
+			if _, ok := c.owed[a]; !ok {
+				c.owed[a] = false
+			}
+		}
+		// An address owed a flush that is a local workload's again (back
+		// on the same interface, or a flush that failed before another
+		// workload got it) is flushed before its route appears too.
+		for a := range local {
+			if _, ok := c.owed[a]; ok {
+				c.owed[a] = true
+			}
+		}
 	}
+	clear(c.left)
 	c.primed = true
 	clear(c.owner)
 	for a, dev := range local {

@@ -3,6 +3,11 @@ package security
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +32,87 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true, false) })
 	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
 	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
+	t.Run("ReaddedUnderSameNameInOnePass", readdAttack)
+}
+
+// readdAttack: worker-1 is removed and added again under its name, with
+// its address, while host1's agent is frozen (SIGSTOP), so that its next
+// pass sees both at once: the same name gives the same host-side
+// interface, and the address is on it before and after. The new worker-1
+// has PROF_2 only; worker-3's old flow must not reach it.
+func readdAttack(t *testing.T) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	addr := w1.IP
+	routed(t, ctx, h2, addr, h1)
+	oldSrc, dst := e2etest.AP(w3.IP, 5555), e2etest.AP(addr, 7777)
+	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, dst.String())
+	e2etest.WaitFor(t, 30*time.Second, "worker-1 receives worker-3's flow (PROF_1 lets PROF_1 in)", func() (bool, string) {
+		if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "before", 2); err != nil {
+			return false, err.Error()
+		}
+		return ctr1.Count("before") >= 2, fmt.Sprint(ctr1.Count("before"), " received")
+	})
+
+	pidFile := filepath.Join(w.StateDir, "run", "calico", h1.Label, "calico-node.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", pidFile, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP host1's calico-node (pid %d): %v", pid, err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("SIGCONT host1's calico-node (pid %d): %v", pid, err)
+			}
+		}
+	}
+	defer thaw()
+	ctl(t, ctx, w, h1, "container", "remove", "worker-1")
+	ns, err := w.Lab.AddWorkloadNetns(h1, "worker-1-again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl(t, ctx, w, h1, "container", "add", "worker-1", addr.String(), "--netns", ns.Path)
+	ctl(t, ctx, w, h1, "container", "worker-1", "profile", "set", "PROF_2")
+	thaw()
+
+	ctr := e2etest.NewUDPCounter(t, ns, "0.0.0.0:7777")
+	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> new worker-1 (PROF_2, new flow)", func() (bool, string) {
+		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr.Count("honest") > 0, fmt.Sprint(ctr.Count("honest"), " received")
+	})
+	const n = 20
+	if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "old-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	before := ctr.Count("honest")
+	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> new worker-1 after the attack", func() (bool, string) {
+		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr.Count("honest") > before, fmt.Sprint(ctr.Count("honest")-before, " received")
+	})
+	old := ctr.Count("old-flow")
+	t.Logf("FIGURE: the new worker-1 (PROF_2, re-added under its name with its address in one agent pass) received %d/%d packets of worker-3's old flow; honest worker-2 -> it: %d received",
+		old, n, ctr.Count("honest"))
+	if old != 0 {
+		t.Errorf("the re-added worker-1 received %d of %d packets of the old worker-1's flow from worker-3, which PROF_2 does not let in", old, n)
+	}
 }
 
 // reuseAttack runs the attack; with down, host1's agent is stopped before

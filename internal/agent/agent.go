@@ -385,10 +385,13 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	// This host's own container starting or stopping: its record comes
 	// or goes, its address is taken or released in one of our blocks.
 	ownEndpoint := isEndpoint && err == nil && !newVersion && strings.HasPrefix(id, a.cfg.Name+"/")
-	if isEndpoint && had && err == nil && strings.HasPrefix(id, a.cfg.Name+"/") {
+	if isEndpoint && had && err == nil {
 		// An address leaving one of our records: its flows are owed a
 		// flush even if the next pass finds it on the same interface again
-		// (removed and added again under the same name meanwhile).
+		// (removed and added again under the same name meanwhile). One
+		// leaving another host's: our workloads' flows with it are owed one
+		// too, before its next holder answers on them.
+		mine := strings.HasPrefix(id, a.cfg.Name+"/")
 		cur, still := a.snap.Endpoints[id]
 		keep := map[netip.Addr]bool{}
 		if still {
@@ -397,8 +400,12 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 			}
 		}
 		for _, ad := range endpointAddrs(old) {
-			if !keep[ad] {
+			switch {
+			case keep[ad]:
+			case mine:
 				a.conntrack.Left(ad, old.InterfaceName)
+			default:
+				a.conntrack.LeftElsewhere(ad)
 			}
 		}
 	}
@@ -618,7 +625,15 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		a.imports, a.learned = res.Imports, learned
 		a.last = &res // the kernel holds it: the label pass may start from it
 		a.problems = append(slices.Clone(res.Problems), a.ifaceProblems...)
-		a.scheduleRetry(false, dsChanged)
+		// Another host's workload went: this host applies nothing new, but
+		// its flows with that address go (EndpointConntrack.LeftElsewhere;
+		// a map comparison and no netlink when nothing is owed).
+		a.conntrack.Note(localAddrs(res.Dataplane))
+		ctErr := a.flushConntrack()
+		if ctErr != nil {
+			a.log.Warn("conntrack flush failed; retrying", "err", ctErr)
+		}
+		a.scheduleRetry(ctErr != nil, dsChanged)
 		a.ready = true
 		return
 	}

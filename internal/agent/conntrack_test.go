@@ -71,4 +71,30 @@ func TestReaddedWorkloadOwesFlush(t *testing.T) {
 	if got := a2.conntrack.Owed(); len(got) != 0 {
 		t.Errorf("a record naming w1's address on another interface came and went: owed %v, want none", got)
 	}
+
+	// Another host's workload removed: this host's flows with its
+	// address are owed a flush (its next holder would answer on them).
+	a3 := &Agent{cfg: Config{Name: "h1"}, log: slog.New(slog.DiscardHandler), snap: calc.NewSnapshot(),
+		trigger: make(chan struct{}, 1), relabeled: map[string]api.Endpoint{},
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+		conntrack: netdev.NewEndpointConntrack()}
+	defer a3.conntrack.Close()
+	a3.snap.Pools[pool.CIDR] = pool
+	remote := netip.MustParseAddr("10.90.2.7")
+	b, err := json.Marshal(api.Endpoint{Node: "h2", Workload: "w9", Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName("h2", "w9"),
+		WorkloadIface: "eth0", IPv4Nets: []string{remote.String() + "/32"}, Profiles: []string{"P"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rkey := datastore.EndpointKey("h2", "w9")
+	a3.OnUpdate(rkey, b)
+	if _, ok := a3.snap.Endpoints["h2/w9"]; !ok {
+		t.Fatal("h2's endpoint record refused")
+	}
+	a3.conntrack.Note(nil)
+	a3.OnUpdate(rkey, nil)
+	a3.conntrack.Note(nil)
+	if got := a3.conntrack.Owed(); !slices.Equal(got, []netip.Addr{remote}) {
+		t.Errorf("h2's w9 removed: owed %v here, want %s", got, remote)
+	}
 }

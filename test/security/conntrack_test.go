@@ -33,6 +33,73 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
 	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
 	t.Run("ReaddedUnderSameNameInOnePass", readdAttack)
+	t.Run("ReusedOnAnotherHost", remoteReuseAttack)
+}
+
+// remoteReuseAttack: the reuse seen from the other end. worker-1 (host1,
+// PROF_1) holds a UDP flow with worker-3 (host2, PROF_1); worker-3 is
+// removed and worker-5 gets its address on host2 with PROF_2, which
+// worker-1's PROF_1 does not let in. worker-5 sends from the old flow's
+// address and port to worker-1's: host1's conntrack entry of the old flow
+// would take it as a reply, past worker-1's policy, unless host1's agent
+// forgets the flows of an address that leaves a workload on any host.
+// worker-5 -> worker-2 (PROF_2 lets PROF_2 in) is the honest traffic.
+func remoteReuseAttack(t *testing.T) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	addr := w3.IP
+	routed(t, ctx, h1, addr, h2)
+	src, peer := e2etest.AP(w1.IP, 5555), e2etest.AP(addr, 7777)
+	ctr3 := e2etest.NewUDPCounter(t, w3.Netns, peer.String()) // echoes: the flow is established on host1
+	e2etest.WaitFor(t, 30*time.Second, "worker-3 receives worker-1's flow", func() (bool, string) {
+		if err := e2etest.SendUDP(w1.Netns, src, peer, "before", 2); err != nil {
+			return false, err.Error()
+		}
+		return ctr3.Count("before") >= 2, fmt.Sprint(ctr3.Count("before"), " received")
+	})
+	ctl(t, ctx, w, h2, "container", "remove", "worker-3")
+	w5, err := w.AddWorkload(ctx, h2, "worker-5", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w5.IP != addr {
+		t.Fatalf("worker-5 got %s, not worker-3's %s", w5.IP, addr)
+	}
+	ctl(t, ctx, w, h2, "container", "worker-5", "profile", "append", "PROF_2")
+	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, src.String())
+	ctr2 := e2etest.NewUDPCounter(t, w2.Netns, "0.0.0.0:7777")
+	honest := func(what string) {
+		before := ctr2.Count("honest")
+		e2etest.WaitFor(t, 30*time.Second, what, func() (bool, string) {
+			if err := e2etest.SendUDP(w5.Netns, e2etest.AP(addr, 6000), e2etest.AP(w2.IP, 7777), "honest", 1); err != nil {
+				return false, err.Error()
+			}
+			time.Sleep(50 * time.Millisecond)
+			return ctr2.Count("honest") > before, fmt.Sprint(ctr2.Count("honest")-before, " received")
+		})
+	}
+	honest("worker-5 -> worker-2 (PROF_2, new flow)")
+	const n = 20
+	if err := e2etest.SendUDP(w5.Netns, peer, src, "old-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2etest.SendUDP(w5.Netns, e2etest.AP(addr, 7778), src, "new-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	// Sent after the attack, across the same hosts: once it has arrived,
+	// so would have the attack's packets.
+	honest("worker-5 -> worker-2 after the attack")
+	old, fresh := ctr1.Count("old-flow"), ctr1.Count("new-flow")
+	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, worker-3's old address on host2) on worker-3's old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
+		old, n, fresh, n, ctr2.Count("honest"))
+	if old != 0 {
+		t.Errorf("worker-1 received %d of %d packets from worker-5 on worker-3's old flow, which PROF_1 does not let in", old, n)
+	}
+	if fresh != 0 {
+		t.Errorf("worker-1 received %d of %d packets from worker-5 on a new flow, which PROF_1 does not let in", fresh, n)
+	}
 }
 
 // readdAttack: worker-1 is removed and added again under its name, with

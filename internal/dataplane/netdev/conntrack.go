@@ -57,12 +57,18 @@ type EndpointConntrack struct {
 	// the same address and interface at both Notes; only the records'
 	// coming and going show the address changed hands.
 	left map[netip.Addr]string
+	// leftElsewhere: addresses that left another host's workload since the
+	// last Note. This host's entries of their flows (its workloads' flows
+	// with them) would take the next holder's packets as replies, past
+	// this host's policy.
+	leftElsewhere map[netip.Addr]bool
 }
 
 // NewEndpointConntrack returns a tracker for the caller's namespace, or the
 // one given by InNetns. It touches nothing until a flush is owed.
 func NewEndpointConntrack(opts ...Option) *EndpointConntrack {
-	return &EndpointConntrack{o: buildOptions(opts), owner: map[netip.Addr]string{}, owed: map[netip.Addr]bool{}, left: map[netip.Addr]string{}}
+	return &EndpointConntrack{o: buildOptions(opts), owner: map[netip.Addr]string{}, owed: map[netip.Addr]bool{},
+		left: map[netip.Addr]string{}, leftElsewhere: map[netip.Addr]bool{}}
 }
 
 // Close releases the netlink socket.
@@ -104,7 +110,9 @@ func (c *EndpointConntrack) Prime(local, kernel map[netip.Addr]string, free []ne
 		}
 	}
 	c.primed = true
-	clear(c.left) // the kernel's routes told what changed hands
+	// The kernel's routes and the free addresses told what changed hands.
+	clear(c.left)
+	clear(c.leftElsewhere)
 	clear(c.owner)
 	for a, dev := range local {
 		c.owner[a] = dev
@@ -121,6 +129,16 @@ func (c *EndpointConntrack) Left(addr netip.Addr, iface string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.left[addr.Unmap()] = iface
+}
+
+// LeftElsewhere records that addr left a workload of another host (its
+// record went, or no longer holds it): the next Note owes it a flush here
+// too, since IPAM may give it to a workload that this host's policy
+// treats differently.
+func (c *EndpointConntrack) LeftElsewhere(addr netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leftElsewhere[addr.Unmap()] = true
 }
 
 // WorkloadRoutes lists the owned routes (RouteProtocol unless
@@ -198,6 +216,11 @@ func (c *EndpointConntrack) Note(local map[netip.Addr]string) {
 				c.owed[a] = false
 			}
 		}
+		for a := range c.leftElsewhere {
+			if _, ok := c.owed[a]; !ok {
+				c.owed[a] = false
+			}
+		}
 		// An address owed a flush that is a local workload's again (back
 		// on the same interface, or a flush that failed before another
 		// workload got it) is flushed before its route appears too.
@@ -208,6 +231,7 @@ func (c *EndpointConntrack) Note(local map[netip.Addr]string) {
 		}
 	}
 	clear(c.left)
+	clear(c.leftElsewhere)
 	c.primed = true
 	clear(c.owner)
 	for a, dev := range local {

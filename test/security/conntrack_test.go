@@ -33,7 +33,8 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
 	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
 	t.Run("ReaddedUnderSameNameInOnePass", readdAttack)
-	t.Run("ReusedOnAnotherHost", remoteReuseAttack)
+	t.Run("ReusedOnAnotherHost", func(t *testing.T) { remoteReuseAttack(t, false) })
+	t.Run("RemovedOnAnotherHostWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, true) })
 }
 
 // remoteReuseAttack: the reuse seen from the other end. worker-1 (host1,
@@ -44,11 +45,25 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 // would take it as a reply, past worker-1's policy, unless host1's agent
 // forgets the flows of an address that leaves a workload on any host.
 // worker-5 -> worker-2 (PROF_2 lets PROF_2 in) is the honest traffic.
-func remoteReuseAttack(t *testing.T) {
+// With down, the old flow's end is worker-6, added to host2 with an
+// address of host2's own block (worker-3's is borrowed from host1's), and
+// host1's agent is stopped while worker-6 goes and started before worker-5
+// gets its address: the starting agent must forget the flows of every free
+// address, not only its own blocks'. (An address that changes hands
+// entirely while the agent is down is not caught: see the report.)
+func remoteReuseAttack(t *testing.T, down bool) {
 	w := world(t, walkthrough.Options{}, true)
 	ctx := e2etest.Ctx(t, 5*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	if down {
+		w6, err := w.AddWorkload(ctx, h2, "worker-6", "auto")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl(t, ctx, w, h2, "container", "worker-6", "profile", "append", "PROF_1")
+		w3 = w6
+	}
 	addr := w3.IP
 	routed(t, ctx, h1, addr, h2)
 	src, peer := e2etest.AP(w1.IP, 5555), e2etest.AP(addr, 7777)
@@ -59,13 +74,21 @@ func remoteReuseAttack(t *testing.T) {
 		}
 		return ctr3.Count("before") >= 2, fmt.Sprint(ctr3.Count("before"), " received")
 	})
-	ctl(t, ctx, w, h2, "container", "remove", "worker-3")
+	if down {
+		ctl(t, ctx, w, h1, "node", "stop")
+	}
+	ctl(t, ctx, w, h2, "container", "remove", w3.Name)
+	if down {
+		if err := w.StartNode(ctx, h1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w5, err := w.AddWorkload(ctx, h2, "worker-5", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if w5.IP != addr {
-		t.Fatalf("worker-5 got %s, not worker-3's %s", w5.IP, addr)
+		t.Fatalf("worker-5 got %s, not %s's %s", w5.IP, w3.Name, addr)
 	}
 	ctl(t, ctx, w, h2, "container", "worker-5", "profile", "append", "PROF_2")
 	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, src.String())
@@ -92,10 +115,10 @@ func remoteReuseAttack(t *testing.T) {
 	// so would have the attack's packets.
 	honest("worker-5 -> worker-2 after the attack")
 	old, fresh := ctr1.Count("old-flow"), ctr1.Count("new-flow")
-	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, worker-3's old address on host2) on worker-3's old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
-		old, n, fresh, n, ctr2.Count("honest"))
+	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, %s's old address on host2, agent down: %v) on the old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
+		old, n, w3.Name, down, fresh, n, ctr2.Count("honest"))
 	if old != 0 {
-		t.Errorf("worker-1 received %d of %d packets from worker-5 on worker-3's old flow, which PROF_1 does not let in", old, n)
+		t.Errorf("worker-1 received %d of %d packets from worker-5 on %s's old flow, which PROF_1 does not let in", old, n, w3.Name)
 	}
 	if fresh != 0 {
 		t.Errorf("worker-1 received %d of %d packets from worker-5 on a new flow, which PROF_1 does not let in", fresh, n)

@@ -62,6 +62,10 @@ type EndpointConntrack struct {
 	// with them) would take the next holder's packets as replies, past
 	// this host's policy.
 	leftElsewhere map[netip.Addr]bool
+	// unheld, set by OweUnheld, owes a flush to every address it accepts
+	// (a starting agent's: pool addresses no workload holds); the next
+	// Flush takes one whole dump per family for it.
+	unheld func(netip.Addr) bool
 }
 
 // NewEndpointConntrack returns a tracker for the caller's namespace, or the
@@ -139,6 +143,18 @@ func (c *EndpointConntrack) LeftElsewhere(addr netip.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.leftElsewhere[addr.Unmap()] = true
+}
+
+// OweUnheld makes the next Flush also delete the entries that name an
+// address unheld accepts: a starting agent's addresses that no workload
+// holds anywhere, in any block or none (blocks are released when empty).
+// An address that left another host's workload while no agent ran here,
+// or one this host had borrowed, is in none of this host's blocks, and
+// its entries here would carry its next holder's packets as replies.
+func (c *EndpointConntrack) OweUnheld(unheld func(netip.Addr) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.unheld = unheld
 }
 
 // WorkloadRoutes lists the owned routes (RouteProtocol unless
@@ -272,7 +288,36 @@ func (c *EndpointConntrack) Flush() (deleted int, addrs []netip.Addr, err error)
 	if err == nil {
 		clear(c.owed)
 	}
+	if c.unheld != nil {
+		n, uerr := c.flushUnheld()
+		deleted += n
+		err = errors.Join(err, uerr)
+	}
 	return deleted, addrs, err
+}
+
+// flushUnheld deletes the entries unheld accepts, with one whole dump per
+// family; unheld is done with once that worked.
+func (c *EndpointConntrack) flushUnheld() (int, error) {
+	if c.ct == nil {
+		ct, err := openConntrack(c.o.netns)
+		if err != nil {
+			return 0, err
+		}
+		c.ct = ct
+	}
+	total := 0
+	var errs []error
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		n, err := c.ct.deleteMatching(c.unheld, fam, nil)
+		total += n
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		c.unheld = nil
+	}
+	return total, err
 }
 
 func (c *EndpointConntrack) flush(addrs []netip.Addr) (int, error) {
@@ -365,7 +410,7 @@ func (c *conntrackConn) deleteOf(addrs []netip.Addr) (int, error) {
 		errs = append(errs, err)
 	}
 	if len(v6) > 0 {
-		n, err := c.deleteMatching(v6, unix.AF_INET6, nil)
+		n, err := c.deleteMatching(inSet(v6), unix.AF_INET6, nil)
 		total += n
 		errs = append(errs, err)
 	}
@@ -380,7 +425,7 @@ func (c *conntrackConn) deleteV4(set map[netip.Addr]bool) (int, error) {
 	if len(set) <= ctFilteredMax && !c.unfiltered {
 		for _, a := range sortedSet(set) {
 			for _, f := range ctFilterFields {
-				n, err := c.deleteMatching(set, unix.AF_INET, &ctFilter{f, a})
+				n, err := c.deleteMatching(inSet(set), unix.AF_INET, &ctFilter{f, a})
 				total += n
 				if err != nil {
 					return total, err
@@ -388,14 +433,18 @@ func (c *conntrackConn) deleteV4(set map[netip.Addr]bool) (int, error) {
 				if c.unfiltered {
 					// What it deleted was matched here too; a whole
 					// dump finishes the job.
-					n, err := c.deleteMatching(set, unix.AF_INET, nil)
+					n, err := c.deleteMatching(inSet(set), unix.AF_INET, nil)
 					return total + n, err
 				}
 			}
 		}
 		return total, nil
 	}
-	return c.deleteMatching(set, unix.AF_INET, nil)
+	return c.deleteMatching(inSet(set), unix.AF_INET, nil)
+}
+
+func inSet(set map[netip.Addr]bool) func(netip.Addr) bool {
+	return func(a netip.Addr) bool { return set[a] }
 }
 
 type ctFilter struct {
@@ -404,11 +453,11 @@ type ctFilter struct {
 }
 
 // deleteMatching dumps the entries of family fam (AF_UNSPEC: all), only those
-// matching filter if given, and deletes those that name an address of
-// set. An entry outside the filter shows the kernel ignored it
+// matching filter if given, and deletes those that name an address match
+// accepts. An entry outside the filter shows the kernel ignored it
 // (unfiltered is set). Every entry is checked here whatever the kernel
 // did, so a kernel that ignores a filter costs time, never a wrong delete.
-func (c *conntrackConn) deleteMatching(set map[netip.Addr]bool, fam uint8, filter *ctFilter) (int, error) {
+func (c *conntrackConn) deleteMatching(match func(netip.Addr) bool, fam uint8, filter *ctFilter) (int, error) {
 	req := c.request(nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP, fam)
 	if filter != nil {
 		addFilter(req, filter)
@@ -423,7 +472,7 @@ func (c *conntrackConn) deleteMatching(set map[netip.Addr]bool, fam uint8, filte
 			c.unfiltered = true
 		}
 		for _, a := range addrs {
-			if set[a] {
+			if match(a) {
 				doomed = append(doomed, slices.Clone(msg))
 				break
 			}

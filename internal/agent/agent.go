@@ -355,6 +355,14 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 	a.mu.Lock()
 	resync := a.synced
 	a.snap, a.synced, a.dsChanged = fresh, true, true
+	if resync {
+		// Deletions missed while the watch was down come as a new
+		// snapshot, not as updates: their addresses left all the same.
+		for id, ep := range old.Endpoints {
+			cur, still := fresh.Endpoints[id]
+			a.noteLeft(id, ep, cur, still)
+		}
+	}
 	a.mu.Unlock()
 	if m := a.metrics; m != nil {
 		m.inSync.Set(1)
@@ -386,28 +394,8 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	// or goes, its address is taken or released in one of our blocks.
 	ownEndpoint := isEndpoint && err == nil && !newVersion && strings.HasPrefix(id, a.cfg.Name+"/")
 	if isEndpoint && had && err == nil {
-		// An address leaving one of our records: its flows are owed a
-		// flush even if the next pass finds it on the same interface again
-		// (removed and added again under the same name meanwhile). One
-		// leaving another host's: our workloads' flows with it are owed one
-		// too, before its next holder answers on them.
-		mine := strings.HasPrefix(id, a.cfg.Name+"/")
 		cur, still := a.snap.Endpoints[id]
-		keep := map[netip.Addr]bool{}
-		if still {
-			for _, ad := range endpointAddrs(cur) {
-				keep[ad] = true
-			}
-		}
-		for _, ad := range endpointAddrs(old) {
-			switch {
-			case keep[ad]:
-			case mine:
-				a.conntrack.Left(ad, old.InterfaceName)
-			default:
-				a.conntrack.LeftElsewhere(ad)
-			}
-		}
+		a.noteLeft(id, old, cur, still)
 	}
 	if ownEndpoint {
 		if _, pending := a.epEdits[id]; !pending {
@@ -439,6 +427,34 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 		a.poke()
 	case relevant:
 		a.kick()
+	}
+}
+
+// noteLeft tells the conntrack owner of the addresses that endpoint id's
+// record old held and its record now (cur, if still) does not: the
+// flows of an address leaving one of our records are owed a flush even if
+// the next pass finds it on the same interface again (removed and added
+// again under the same name meanwhile); those of one leaving another
+// host's are owed one here too, before its next holder answers on them.
+// A record of another container (a new id or MAC) holds nothing of the
+// old one's.
+func (a *Agent) noteLeft(id string, old, cur api.Endpoint, still bool) {
+	mine := strings.HasPrefix(id, a.cfg.Name+"/")
+	keep := map[netip.Addr]bool{}
+	other := func(a, b string) bool { return a != "" && b != "" && a != b }
+	if still && !other(old.ContainerID, cur.ContainerID) && !other(old.MAC, cur.MAC) {
+		for _, ad := range endpointAddrs(cur) {
+			keep[ad] = true
+		}
+	}
+	for _, ad := range endpointAddrs(old) {
+		switch {
+		case keep[ad]:
+		case mine:
+			a.conntrack.Left(ad, old.InterfaceName)
+		default:
+			a.conntrack.LeftElsewhere(ad)
+		}
 	}
 }
 

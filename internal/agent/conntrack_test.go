@@ -98,3 +98,47 @@ func TestReaddedWorkloadOwesFlush(t *testing.T) {
 		t.Errorf("h2's w9 removed: owed %v here, want %s", got, remote)
 	}
 }
+
+// A resync (a new snapshot after the watch was down) shows deletions only
+// by their absence: the addresses of the records gone, here and on other
+// hosts, are owed a flush all the same.
+func TestResyncOwesFlushOfRecordsGone(t *testing.T) {
+	a := &Agent{cfg: Config{Name: "h1"}, log: slog.New(slog.DiscardHandler), snap: calc.NewSnapshot(),
+		trigger: make(chan struct{}, 1), relabeled: map[string]api.Endpoint{},
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+		conntrack: netdev.NewEndpointConntrack()}
+	defer a.conntrack.Close()
+	pool, err := json.Marshal(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := func(node, workload string, ip netip.Addr) []byte {
+		b, err := json.Marshal(api.Endpoint{Node: node, Workload: workload, Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName(node, workload),
+			WorkloadIface: "eth0", IPv4Nets: []string{ip.String() + "/32"}, Profiles: []string{"P"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	mine, theirs, stays := netip.MustParseAddr("10.90.1.5"), netip.MustParseAddr("10.90.2.7"), netip.MustParseAddr("10.90.1.6")
+	a.OnSnapshot(map[string][]byte{
+		datastore.PoolKey("10.90.0.0/16"): pool,
+		datastore.EndpointKey("h1", "w1"): ep("h1", "w1", mine),
+		datastore.EndpointKey("h1", "w2"): ep("h1", "w2", stays),
+		datastore.EndpointKey("h2", "w9"): ep("h2", "w9", theirs),
+	})
+	if len(a.snap.Endpoints) != 3 {
+		t.Fatalf("snapshot holds %d endpoints, want 3", len(a.snap.Endpoints))
+	}
+	local := map[netip.Addr]string{mine: api.WorkloadIfaceName("h1", "w1"), stays: api.WorkloadIfaceName("h1", "w2")}
+	a.conntrack.Note(local)
+	// w1 and h2's w9 removed while the watch was down.
+	a.OnSnapshot(map[string][]byte{
+		datastore.PoolKey("10.90.0.0/16"): pool,
+		datastore.EndpointKey("h1", "w2"): ep("h1", "w2", stays),
+	})
+	a.conntrack.Note(map[netip.Addr]string{stays: api.WorkloadIfaceName("h1", "w2")})
+	if got, want := a.conntrack.Owed(), []netip.Addr{mine, theirs}; !slices.Equal(got, want) {
+		t.Errorf("after a resync without w1 and h2's w9: owed %v, want %v", got, want)
+	}
+}

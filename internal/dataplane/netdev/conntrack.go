@@ -27,6 +27,15 @@ import (
 // the next packet of such a flow is new to conntrack and meets the new
 // workload's policy.
 //
+// The same holds for this host's entries of another host's workload
+// address (its local peers' flows with it): the next holder would answer
+// on them past this host's policy. The agent therefore also reports every
+// address that leaves an endpoint record, here or elsewhere (Left,
+// LeftElsewhere: a workload removed and added again under its name between
+// two passes keeps its interface and address, so only the records show
+// it), and a starting agent owes a flush to every pool address no record
+// holds (OweUnheld).
+//
 // It is fed the desired local addresses on every pass (Note) and compares
 // them with the last ones, so a resync that changes nothing costs a map
 // comparison and no netlink at all. Addresses owed a flush stay owed until

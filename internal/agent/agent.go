@@ -241,7 +241,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), ifaceDue: make(chan struct{}, 1), started: time.Now(),
 		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{},
-		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{}}
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+		// Before any datastore update: OnUpdate tells it of records going.
+		conntrack: netdev.NewEndpointConntrack()}
 
 	hostNet, _, err := netdev.HostIPPrefix(cfg.IP)
 	if err != nil {
@@ -280,7 +282,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
-	a.conntrack = netdev.NewEndpointConntrack()
 	defer a.conntrack.Close()
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
 	a.ifaces.RecheckEvery = ifaceRecheckEvery
@@ -354,6 +355,14 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 	a.mu.Lock()
 	resync := a.synced
 	a.snap, a.synced, a.dsChanged = fresh, true, true
+	if resync {
+		// Deletions missed while the watch was down come as a new
+		// snapshot, not as updates: their addresses left all the same.
+		for id, ep := range old.Endpoints {
+			cur, still := fresh.Endpoints[id]
+			a.noteLeft(id, ep, cur, still)
+		}
+	}
 	a.mu.Unlock()
 	if m := a.metrics; m != nil {
 		m.inSync.Set(1)
@@ -384,6 +393,10 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 	// This host's own container starting or stopping: its record comes
 	// or goes, its address is taken or released in one of our blocks.
 	ownEndpoint := isEndpoint && err == nil && !newVersion && strings.HasPrefix(id, a.cfg.Name+"/")
+	if isEndpoint && had && err == nil {
+		cur, still := a.snap.Endpoints[id]
+		a.noteLeft(id, old, cur, still)
+	}
 	if ownEndpoint {
 		if _, pending := a.epEdits[id]; !pending {
 			a.epEdits[id] = calc.EndpointEdit{Key: id, Old: old, Had: had}
@@ -414,6 +427,34 @@ func (a *Agent) OnUpdate(key string, value []byte) {
 		a.poke()
 	case relevant:
 		a.kick()
+	}
+}
+
+// noteLeft tells the conntrack owner of the addresses that endpoint id's
+// record old held and its record now (cur, if still) does not: the
+// flows of an address leaving one of our records are owed a flush even if
+// the next pass finds it on the same interface again (removed and added
+// again under the same name meanwhile); those of one leaving another
+// host's are owed one here too, before its next holder answers on them.
+// A record of another container (a new id or MAC) holds nothing of the
+// old one's.
+func (a *Agent) noteLeft(id string, old, cur api.Endpoint, still bool) {
+	mine := strings.HasPrefix(id, a.cfg.Name+"/")
+	keep := map[netip.Addr]bool{}
+	other := func(a, b string) bool { return a != "" && b != "" && a != b }
+	if still && !other(old.ContainerID, cur.ContainerID) && !other(old.MAC, cur.MAC) {
+		for _, ad := range endpointAddrs(cur) {
+			keep[ad] = true
+		}
+	}
+	for _, ad := range endpointAddrs(old) {
+		switch {
+		case keep[ad]:
+		case mine:
+			a.conntrack.Left(ad, old.InterfaceName)
+		default:
+			a.conntrack.LeftElsewhere(ad)
+		}
 	}
 }
 
@@ -600,7 +641,15 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		a.imports, a.learned = res.Imports, learned
 		a.last = &res // the kernel holds it: the label pass may start from it
 		a.problems = append(slices.Clone(res.Problems), a.ifaceProblems...)
-		a.scheduleRetry(false, dsChanged)
+		// Another host's workload went: this host applies nothing new, but
+		// its flows with that address go (EndpointConntrack.LeftElsewhere;
+		// a map comparison and no netlink when nothing is owed).
+		a.conntrack.Note(localAddrs(res.Dataplane))
+		ctErr := a.flushConntrack()
+		if ctErr != nil {
+			a.log.Warn("conntrack flush failed; retrying", "err", ctErr)
+		}
+		a.scheduleRetry(ctErr != nil, dsChanged)
 		a.ready = true
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 )
@@ -28,7 +29,43 @@ func (a *Agent) noteConntrack(dp calc.Dataplane) error {
 		return fmt.Errorf("conntrack: read the workload routes: %w", err)
 	}
 	a.conntrack.Prime(local, kernel, a.freeAddrs(dp))
+	a.conntrack.OweUnheld(a.unheldAddrs())
 	return nil
+}
+
+// unheldAddrs accepts the pool addresses that no endpoint record, of any
+// host, holds: a starting agent cannot know which of them changed hands
+// while no agent ran here, and no live workload's flow names one.
+func (a *Agent) unheldAddrs() func(netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held := map[netip.Addr]bool{}
+	for _, ep := range a.snap.Endpoints {
+		for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
+			if p, err := netip.ParsePrefix(n); err == nil {
+				held[p.Addr().Unmap()] = true
+			} else if ad, err := netip.ParseAddr(n); err == nil {
+				held[ad.Unmap()] = true
+			}
+		}
+	}
+	var pools []netip.Prefix
+	for _, p := range a.snap.Pools {
+		if pp, err := netip.ParsePrefix(p.CIDR); err == nil {
+			pools = append(pools, pp.Masked())
+		}
+	}
+	return func(ad netip.Addr) bool {
+		if held[ad] {
+			return false
+		}
+		for _, p := range pools {
+			if p.Contains(ad) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // freeAddrs lists the addresses of this host's blocks (dp's blackhole
@@ -37,12 +74,8 @@ func (a *Agent) freeAddrs(dp calc.Dataplane) []netip.Addr {
 	held := map[netip.Addr]bool{}
 	a.mu.Lock()
 	for _, ep := range a.snap.Endpoints {
-		for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
-			if p, err := netip.ParsePrefix(n); err == nil {
-				held[p.Addr()] = true
-			} else if ad, err := netip.ParseAddr(n); err == nil {
-				held[ad] = true
-			}
+		for _, ad := range endpointAddrs(ep) {
+			held[ad] = true
 		}
 	}
 	a.mu.Unlock()
@@ -55,6 +88,20 @@ func (a *Agent) freeAddrs(dp calc.Dataplane) []netip.Addr {
 			if !held[ad] {
 				out = append(out, ad)
 			}
+		}
+	}
+	return out
+}
+
+// endpointAddrs lists the addresses of ep's IPv4 and IPv6 nets (an
+// address with or without its /32 or /128).
+func endpointAddrs(ep api.Endpoint) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range slices.Concat(ep.IPv4Nets, ep.IPv6Nets) {
+		if p, err := netip.ParsePrefix(n); err == nil {
+			out = append(out, p.Addr().Unmap())
+		} else if ad, err := netip.ParseAddr(n); err == nil {
+			out = append(out, ad.Unmap())
 		}
 	}
 	return out

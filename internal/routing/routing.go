@@ -904,6 +904,11 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 			continue
 		}
 		delete(s.peers, addr)
+		// Its limit resets went with the session: a session made again
+		// under a new limit (or AS) must not be reported as over it.
+		s.limitMu.Lock()
+		delete(s.limitResets, addr.String())
+		s.limitMu.Unlock()
 		s.statusGen.Add(1)
 		// The peer's paths left the RIB with it, without a message.
 		s.markDirty(true, nil)

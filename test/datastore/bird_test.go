@@ -254,6 +254,16 @@ func TestBIRDPrefixLimit(t *testing.T) {
 		n := birdRoutes()
 		return n == 40, fmt.Sprintf("%d routes", n)
 	})
+	// The reset belonged to the session under the old limit: status must
+	// not say the peer went over the new one.
+	var status string
+	waitFor(t, 60*time.Second, "calicoctl status to show the session under the new limit established", func() (bool, string) {
+		status = w.ok(h1, "status")
+		return strings.Contains(status, "Established"), status
+	})
+	if strings.Contains(status, "prefix limit: "+peer) {
+		t.Errorf("status still reports a prefix limit reset after the limit was raised and the routes accepted:\n%s", status)
+	}
 
 	// Bad input: refused with a line that says what is allowed, nothing stored.
 	r := w.ctl(h1, "node", "bgp", "peer", "add", "10.0.0.11", "as", "65011", "--max-prefixes", "0")

@@ -3,6 +3,11 @@ package security
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +32,177 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true, false) })
 	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
 	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
+	t.Run("ReaddedUnderSameNameInOnePass", readdAttack)
+	t.Run("ReusedOnAnotherHost", func(t *testing.T) { remoteReuseAttack(t, false) })
+	t.Run("RemovedOnAnotherHostWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, true) })
+}
+
+// remoteReuseAttack: the reuse seen from the other end. worker-1 (host1,
+// PROF_1) holds a UDP flow with worker-3 (host2, PROF_1); worker-3 is
+// removed and worker-5 gets its address on host2 with PROF_2, which
+// worker-1's PROF_1 does not let in. worker-5 sends from the old flow's
+// address and port to worker-1's: host1's conntrack entry of the old flow
+// would take it as a reply, past worker-1's policy, unless host1's agent
+// forgets the flows of an address that leaves a workload on any host.
+// worker-5 -> worker-2 (PROF_2 lets PROF_2 in) is the honest traffic.
+// With down, the old flow's end is worker-6, added to host2 with an
+// address of host2's own block (worker-3's is borrowed from host1's), and
+// host1's agent is stopped while worker-6 goes and started before worker-5
+// gets its address: the starting agent must forget the flows of every free
+// address, not only its own blocks'. (An address that changes hands
+// entirely while the agent is down is not caught: see the report.)
+func remoteReuseAttack(t *testing.T, down bool) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	if down {
+		w6, err := w.AddWorkload(ctx, h2, "worker-6", "auto")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl(t, ctx, w, h2, "container", "worker-6", "profile", "append", "PROF_1")
+		w3 = w6
+	}
+	addr := w3.IP
+	routed(t, ctx, h1, addr, h2)
+	src, peer := e2etest.AP(w1.IP, 5555), e2etest.AP(addr, 7777)
+	ctr3 := e2etest.NewUDPCounter(t, w3.Netns, peer.String()) // echoes: the flow is established on host1
+	e2etest.WaitFor(t, 30*time.Second, "worker-3 receives worker-1's flow", func() (bool, string) {
+		if err := e2etest.SendUDP(w1.Netns, src, peer, "before", 2); err != nil {
+			return false, err.Error()
+		}
+		return ctr3.Count("before") >= 2, fmt.Sprint(ctr3.Count("before"), " received")
+	})
+	if down {
+		ctl(t, ctx, w, h1, "node", "stop")
+	}
+	ctl(t, ctx, w, h2, "container", "remove", w3.Name)
+	if down {
+		if err := w.StartNode(ctx, h1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w5, err := w.AddWorkload(ctx, h2, "worker-5", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w5.IP != addr {
+		t.Fatalf("worker-5 got %s, not %s's %s", w5.IP, w3.Name, addr)
+	}
+	ctl(t, ctx, w, h2, "container", "worker-5", "profile", "append", "PROF_2")
+	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, src.String())
+	ctr2 := e2etest.NewUDPCounter(t, w2.Netns, "0.0.0.0:7777")
+	honest := func(what string) {
+		before := ctr2.Count("honest")
+		e2etest.WaitFor(t, 30*time.Second, what, func() (bool, string) {
+			if err := e2etest.SendUDP(w5.Netns, e2etest.AP(addr, 6000), e2etest.AP(w2.IP, 7777), "honest", 1); err != nil {
+				return false, err.Error()
+			}
+			time.Sleep(50 * time.Millisecond)
+			return ctr2.Count("honest") > before, fmt.Sprint(ctr2.Count("honest")-before, " received")
+		})
+	}
+	honest("worker-5 -> worker-2 (PROF_2, new flow)")
+	const n = 20
+	if err := e2etest.SendUDP(w5.Netns, peer, src, "old-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2etest.SendUDP(w5.Netns, e2etest.AP(addr, 7778), src, "new-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	// Sent after the attack, across the same hosts: once it has arrived,
+	// so would have the attack's packets.
+	honest("worker-5 -> worker-2 after the attack")
+	old, fresh := ctr1.Count("old-flow"), ctr1.Count("new-flow")
+	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, %s's old address on host2, agent down: %v) on the old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
+		old, n, w3.Name, down, fresh, n, ctr2.Count("honest"))
+	if old != 0 {
+		t.Errorf("worker-1 received %d of %d packets from worker-5 on %s's old flow, which PROF_1 does not let in", old, n, w3.Name)
+	}
+	if fresh != 0 {
+		t.Errorf("worker-1 received %d of %d packets from worker-5 on a new flow, which PROF_1 does not let in", fresh, n)
+	}
+}
+
+// readdAttack: worker-1 is removed and added again under its name, with
+// its address, while host1's agent is frozen (SIGSTOP), so that its next
+// pass sees both at once: the same name gives the same host-side
+// interface, and the address is on it before and after. The new worker-1
+// has PROF_2 only; worker-3's old flow must not reach it.
+func readdAttack(t *testing.T) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
+	addr := w1.IP
+	routed(t, ctx, h2, addr, h1)
+	oldSrc, dst := e2etest.AP(w3.IP, 5555), e2etest.AP(addr, 7777)
+	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, dst.String())
+	e2etest.WaitFor(t, 30*time.Second, "worker-1 receives worker-3's flow (PROF_1 lets PROF_1 in)", func() (bool, string) {
+		if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "before", 2); err != nil {
+			return false, err.Error()
+		}
+		return ctr1.Count("before") >= 2, fmt.Sprint(ctr1.Count("before"), " received")
+	})
+
+	pidFile := filepath.Join(w.StateDir, "run", "calico", h1.Label, "calico-node.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", pidFile, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP host1's calico-node (pid %d): %v", pid, err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("SIGCONT host1's calico-node (pid %d): %v", pid, err)
+			}
+		}
+	}
+	defer thaw()
+	ctl(t, ctx, w, h1, "container", "remove", "worker-1")
+	ns, err := w.Lab.AddWorkloadNetns(h1, "worker-1-again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl(t, ctx, w, h1, "container", "add", "worker-1", addr.String(), "--netns", ns.Path)
+	ctl(t, ctx, w, h1, "container", "worker-1", "profile", "set", "PROF_2")
+	thaw()
+
+	ctr := e2etest.NewUDPCounter(t, ns, "0.0.0.0:7777")
+	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> new worker-1 (PROF_2, new flow)", func() (bool, string) {
+		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr.Count("honest") > 0, fmt.Sprint(ctr.Count("honest"), " received")
+	})
+	const n = 20
+	if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "old-flow", n); err != nil {
+		t.Fatal(err)
+	}
+	before := ctr.Count("honest")
+	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> new worker-1 after the attack", func() (bool, string) {
+		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr.Count("honest") > before, fmt.Sprint(ctr.Count("honest")-before, " received")
+	})
+	old := ctr.Count("old-flow")
+	t.Logf("FIGURE: the new worker-1 (PROF_2, re-added under its name with its address in one agent pass) received %d/%d packets of worker-3's old flow; honest worker-2 -> it: %d received",
+		old, n, ctr.Count("honest"))
+	if old != 0 {
+		t.Errorf("the re-added worker-1 received %d of %d packets of the old worker-1's flow from worker-3, which PROF_2 does not let in", old, n)
+	}
 }
 
 // reuseAttack runs the attack; with down, host1's agent is stopped before

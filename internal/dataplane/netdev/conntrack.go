@@ -27,6 +27,15 @@ import (
 // the next packet of such a flow is new to conntrack and meets the new
 // workload's policy.
 //
+// The same holds for this host's entries of another host's workload
+// address (its local peers' flows with it): the next holder would answer
+// on them past this host's policy. The agent therefore also reports every
+// address that leaves an endpoint record, here or elsewhere (Left,
+// LeftElsewhere: a workload removed and added again under its name between
+// two passes keeps its interface and address, so only the records show
+// it), and a starting agent owes a flush to every pool address no record
+// holds (OweUnheld).
+//
 // It is fed the desired local addresses on every pass (Note) and compares
 // them with the last ones, so a resync that changes nothing costs a map
 // comparison and no netlink at all. Addresses owed a flush stay owed until
@@ -51,12 +60,28 @@ type EndpointConntrack struct {
 	// another local workload (its new route may appear before the flush
 	// that follows the routes, so it is flushed before them too).
 	owed map[netip.Addr]bool
+	// left: addresses whose endpoint record went, or dropped them, since
+	// the last Note, with the interface the record named. A workload
+	// removed and added again under the same name between two passes has
+	// the same address and interface at both Notes; only the records'
+	// coming and going show the address changed hands.
+	left map[netip.Addr]string
+	// leftElsewhere: addresses that left another host's workload since the
+	// last Note. This host's entries of their flows (its workloads' flows
+	// with them) would take the next holder's packets as replies, past
+	// this host's policy.
+	leftElsewhere map[netip.Addr]bool
+	// unheld, set by OweUnheld, owes a flush to every address it accepts
+	// (a starting agent's: pool addresses no workload holds); the next
+	// Flush takes one whole dump per family for it.
+	unheld func(netip.Addr) bool
 }
 
 // NewEndpointConntrack returns a tracker for the caller's namespace, or the
 // one given by InNetns. It touches nothing until a flush is owed.
 func NewEndpointConntrack(opts ...Option) *EndpointConntrack {
-	return &EndpointConntrack{o: buildOptions(opts), owner: map[netip.Addr]string{}, owed: map[netip.Addr]bool{}}
+	return &EndpointConntrack{o: buildOptions(opts), owner: map[netip.Addr]string{}, owed: map[netip.Addr]bool{},
+		left: map[netip.Addr]string{}, leftElsewhere: map[netip.Addr]bool{}}
 }
 
 // Close releases the netlink socket.
@@ -98,10 +123,47 @@ func (c *EndpointConntrack) Prime(local, kernel map[netip.Addr]string, free []ne
 		}
 	}
 	c.primed = true
+	// The kernel's routes and the free addresses told what changed hands.
+	clear(c.left)
+	clear(c.leftElsewhere)
 	clear(c.owner)
 	for a, dev := range local {
 		c.owner[a] = dev
 	}
+}
+
+// Left records that an endpoint record of this host naming iface went, or
+// no longer holds addr. The next Note owes addr a flush if it was that
+// interface's at the last Note, even if it is again now (the workload
+// removed and added again between the two: same name, same interface,
+// same address, new flows owed nothing). A record naming an address that
+// was another interface's (which the agents ignore) changes nothing.
+func (c *EndpointConntrack) Left(addr netip.Addr, iface string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.left[addr.Unmap()] = iface
+}
+
+// LeftElsewhere records that addr left a workload of another host (its
+// record went, or no longer holds it): the next Note owes it a flush here
+// too, since IPAM may give it to a workload that this host's policy
+// treats differently.
+func (c *EndpointConntrack) LeftElsewhere(addr netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leftElsewhere[addr.Unmap()] = true
+}
+
+// OweUnheld makes the next Flush also delete the entries that name an
+// address unheld accepts: a starting agent's addresses that no workload
+// holds anywhere, in any block or none (blocks are released when empty).
+// An address that left another host's workload while no agent ran here,
+// or one this host had borrowed, is in none of this host's blocks, and
+// its entries here would carry its next holder's packets as replies.
+func (c *EndpointConntrack) OweUnheld(unheld func(netip.Addr) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.unheld = unheld
 }
 
 // WorkloadRoutes lists the owned routes (RouteProtocol unless
@@ -171,7 +233,30 @@ func (c *EndpointConntrack) Note(local map[netip.Addr]string) {
 				c.owed[a] = true
 			}
 		}
+		for a, dev := range c.left {
+			if c.owner[a] != dev {
+				continue
+			}
+			if _, ok := c.owed[a]; !ok {
+				c.owed[a] = false
+			}
+		}
+		for a := range c.leftElsewhere {
+			if _, ok := c.owed[a]; !ok {
+				c.owed[a] = false
+			}
+		}
+		// An address owed a flush that is a local workload's again (back
+		// on the same interface, or a flush that failed before another
+		// workload got it) is flushed before its route appears too.
+		for a := range local {
+			if _, ok := c.owed[a]; ok {
+				c.owed[a] = true
+			}
+		}
 	}
+	clear(c.left)
+	clear(c.leftElsewhere)
 	c.primed = true
 	clear(c.owner)
 	for a, dev := range local {
@@ -212,7 +297,36 @@ func (c *EndpointConntrack) Flush() (deleted int, addrs []netip.Addr, err error)
 	if err == nil {
 		clear(c.owed)
 	}
+	if c.unheld != nil {
+		n, uerr := c.flushUnheld()
+		deleted += n
+		err = errors.Join(err, uerr)
+	}
 	return deleted, addrs, err
+}
+
+// flushUnheld deletes the entries unheld accepts, with one whole dump per
+// family; unheld is done with once that worked.
+func (c *EndpointConntrack) flushUnheld() (int, error) {
+	if c.ct == nil {
+		ct, err := openConntrack(c.o.netns)
+		if err != nil {
+			return 0, err
+		}
+		c.ct = ct
+	}
+	total := 0
+	var errs []error
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		n, err := c.ct.deleteMatching(c.unheld, fam, nil)
+		total += n
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		c.unheld = nil
+	}
+	return total, err
 }
 
 func (c *EndpointConntrack) flush(addrs []netip.Addr) (int, error) {
@@ -305,7 +419,7 @@ func (c *conntrackConn) deleteOf(addrs []netip.Addr) (int, error) {
 		errs = append(errs, err)
 	}
 	if len(v6) > 0 {
-		n, err := c.deleteMatching(v6, unix.AF_INET6, nil)
+		n, err := c.deleteMatching(inSet(v6), unix.AF_INET6, nil)
 		total += n
 		errs = append(errs, err)
 	}
@@ -320,7 +434,7 @@ func (c *conntrackConn) deleteV4(set map[netip.Addr]bool) (int, error) {
 	if len(set) <= ctFilteredMax && !c.unfiltered {
 		for _, a := range sortedSet(set) {
 			for _, f := range ctFilterFields {
-				n, err := c.deleteMatching(set, unix.AF_INET, &ctFilter{f, a})
+				n, err := c.deleteMatching(inSet(set), unix.AF_INET, &ctFilter{f, a})
 				total += n
 				if err != nil {
 					return total, err
@@ -328,14 +442,18 @@ func (c *conntrackConn) deleteV4(set map[netip.Addr]bool) (int, error) {
 				if c.unfiltered {
 					// What it deleted was matched here too; a whole
 					// dump finishes the job.
-					n, err := c.deleteMatching(set, unix.AF_INET, nil)
+					n, err := c.deleteMatching(inSet(set), unix.AF_INET, nil)
 					return total + n, err
 				}
 			}
 		}
 		return total, nil
 	}
-	return c.deleteMatching(set, unix.AF_INET, nil)
+	return c.deleteMatching(inSet(set), unix.AF_INET, nil)
+}
+
+func inSet(set map[netip.Addr]bool) func(netip.Addr) bool {
+	return func(a netip.Addr) bool { return set[a] }
 }
 
 type ctFilter struct {
@@ -344,11 +462,11 @@ type ctFilter struct {
 }
 
 // deleteMatching dumps the entries of family fam (AF_UNSPEC: all), only those
-// matching filter if given, and deletes those that name an address of
-// set. An entry outside the filter shows the kernel ignored it
+// matching filter if given, and deletes those that name an address match
+// accepts. An entry outside the filter shows the kernel ignored it
 // (unfiltered is set). Every entry is checked here whatever the kernel
 // did, so a kernel that ignores a filter costs time, never a wrong delete.
-func (c *conntrackConn) deleteMatching(set map[netip.Addr]bool, fam uint8, filter *ctFilter) (int, error) {
+func (c *conntrackConn) deleteMatching(match func(netip.Addr) bool, fam uint8, filter *ctFilter) (int, error) {
 	req := c.request(nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP, fam)
 	if filter != nil {
 		addFilter(req, filter)
@@ -363,7 +481,7 @@ func (c *conntrackConn) deleteMatching(set map[netip.Addr]bool, fam uint8, filte
 			c.unfiltered = true
 		}
 		for _, a := range addrs {
-			if set[a] {
+			if match(a) {
 				doomed = append(doomed, slices.Clone(msg))
 				break
 			}

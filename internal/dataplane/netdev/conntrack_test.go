@@ -248,7 +248,7 @@ func TestConntrackFilterChecked(t *testing.T) {
 	}
 	defer c.Close()
 	a := addr("fd00::5")
-	if _, err := c.deleteMatching(map[netip.Addr]bool{a: true}, unix.AF_INET6, &ctFilter{ctField{}, a}); err != nil {
+	if _, err := c.deleteMatching(inSet(map[netip.Addr]bool{a: true}), unix.AF_INET6, &ctFilter{ctField{}, a}); err != nil {
 		t.Fatal(err)
 	}
 	left := ctList(t, h)
@@ -283,5 +283,38 @@ func TestEndpointConntrackIdleIsFree(t *testing.T) {
 	}
 	if got := ct.Owed(); !slices.Equal(got, []netip.Addr{addr("10.1.0.5")}) {
 		t.Fatalf("after a failed flush owed %v, want 10.1.0.5 still", got)
+	}
+}
+
+// OweUnheld: the next Flush deletes the entries that name an address the
+// predicate accepts (a starting agent's unheld pool addresses), in either
+// family and either direction, and only those; then it is done with.
+func TestEndpointConntrackUnheld(t *testing.T) {
+	_, path := newNetns(t, "ctu")
+	h, err := openHandleFamily(path, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctFlow{"10.1.0.5", "10.2.0.9", "10.2.0.9", "10.1.0.5"}.create(t, h) // to an unheld address
+	ctFlow{"10.2.0.9", "10.1.0.6", "10.1.0.6", "10.2.0.9"}.create(t, h) // from it
+	ctFlow{"10.1.0.5", "10.2.0.8", "10.2.0.8", "10.1.0.5"}.create(t, h) // to a held one
+	ctFlow{"fd00::5", "fd00:2::9", "fd00:2::9", "fd00::5"}.create(t, h) // IPv6, unheld
+	ctFlow{"fd00::5", "fd00:2::8", "fd00:2::8", "fd00::5"}.create(t, h) // IPv6, held
+	ct := NewEndpointConntrack(InNetns(path))
+	defer ct.Close()
+	unheld := map[netip.Addr]bool{addr("10.2.0.9"): true, addr("fd00:2::9"): true}
+	ct.Prime(nil, nil, nil)
+	ct.OweUnheld(func(a netip.Addr) bool { return unheld[a] })
+	if n, _, err := ct.Flush(); err != nil || n != 3 {
+		t.Fatalf("Flush deleted %d entries (%v), want the 3 naming an unheld address", n, err)
+	}
+	want := []string{"10.1.0.5>10.2.0.8", "fd00::5>fd00:2::8"}
+	if got := ctList(t, h); !slices.Equal(got, want) {
+		t.Fatalf("left %v, want %v", got, want)
+	}
+	ctFlow{"10.1.0.5", "10.2.0.9", "10.2.0.9", "10.1.0.5"}.create(t, h)
+	if n, _, err := ct.Flush(); err != nil || n != 0 {
+		t.Fatalf("a second Flush deleted %d entries (%v): the unheld addresses are owed only once", n, err)
 	}
 }

@@ -43,6 +43,29 @@ protocol bgp calico {
 `, routerID, nodeIP, routes.String())
 }
 
+// startBIRD runs BIRD on birdHost as birdConfig describes, peering with
+// node and originating routes, until the test ends; it returns the control
+// socket for birdc.
+func startBIRD(t *testing.T, birdHost, node *lab.Host, originate ...string) (sock string) {
+	t.Helper()
+	dir := t.TempDir()
+	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
+	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), node.Addr(), originate...)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bird, err := birdHost.Start("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- BIRD log\n%s", clip(bird.Log()))
+		}
+		bird.Stop() // by its process group; before the lab closes
+	})
+	return sock
+}
+
 // TestBIRDInterop: BIRD 2, a foreign BGP implementation, peers with a calico
 // node added as a node-specific peer (`calicoctl node bgp peer add`). BIRD
 // learns the node's workload block and installs it in its own kernel table;
@@ -80,21 +103,7 @@ func TestBIRDInterop(t *testing.T) {
 		}
 	}
 
-	dir := t.TempDir()
-	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
-	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), h1.Addr(), originated, outside)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bird, err := birdHost.Start("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- BIRD log\n%s", clip(bird.Log()))
-		}
-		bird.Stop() // by its process group; before the lab closes
-	})
+	sock := startBIRD(t, birdHost, h1, originated, outside)
 	birdc := func(args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -184,21 +193,7 @@ func TestBIRDPrefixLimit(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		leaked = append(leaked, fmt.Sprintf("192.168.95.%d/30", 4*i))
 	}
-	dir := t.TempDir()
-	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
-	if err := os.WriteFile(conf, []byte(birdConfig(birdHost.Addr(), h1.Addr(), leaked...)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bird, err := birdHost.Start("bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- BIRD log\n%s", clip(bird.Log()))
-		}
-		bird.Stop()
-	})
+	startBIRD(t, birdHost, h1, leaked...)
 	birdRoutes := func() int { // routes the node installed with BIRD as the gateway
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -178,18 +178,7 @@ func TestKernelPolicy(t *testing.T) {
 		}
 		sh(t, "ip", "-n", w3.ns, "addr", "add", "10.65.0.2/32", "dev", "eth0")
 		defer sh(t, "ip", "-n", w3.ns, "addr", "del", "10.65.0.2/32", "dev", "eth0")
-		injected := func() bool {
-			for len(got) > 0 {
-				<-got
-			}
-			udpSend(w3.ns, flow, forged, "forged", 0)
-			select {
-			case <-got:
-				return true
-			case <-time.After(blockedTimeout):
-				return false
-			}
-		}
+		injected := func() bool { return injectForged(got, w3.ns, flow, forged) }
 		if injected() {
 			t.Error("w3 injected a datagram into w2's established flow to w1 with a forged source")
 		}
@@ -220,18 +209,7 @@ func TestKernelPolicy(t *testing.T) {
 		}
 		sh(t, "ip", "-n", w4.ns, "addr", "add", "10.65.0.2/32", "dev", "eth0")
 		defer sh(t, "ip", "-n", w4.ns, "addr", "del", "10.65.0.2/32", "dev", "eth0")
-		injected := func() bool {
-			for len(got) > 0 {
-				<-got
-			}
-			udpSend(w4.ns, flow, dst, "forged", 0)
-			select {
-			case <-got:
-				return true
-			case <-time.After(blockedTimeout):
-				return false
-			}
-		}
+		injected := func() bool { return injectForged(got, w4.ns, flow, dst) }
 		if injected() {
 			t.Error("w4 (no endpoint) injected a datagram into w2's established flow to w1")
 		}

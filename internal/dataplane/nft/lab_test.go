@@ -338,6 +338,22 @@ func udpEcho(t *testing.T, ns, addr string) <-chan string {
 
 // udpSend sends payload from src to dst inside ns; with wait > 0 it also
 // waits that long for the echo.
+// injectForged sends one datagram from ns with the forged source flow to
+// dst and says whether the echo server behind got received it (earlier
+// datagrams drained first).
+func injectForged(got <-chan string, ns string, flow, dst netip.AddrPort) bool {
+	for len(got) > 0 {
+		<-got
+	}
+	udpSend(ns, flow, dst, "forged", 0)
+	select {
+	case <-got:
+		return true
+	case <-time.After(blockedTimeout):
+		return false
+	}
+}
+
 func udpSend(ns string, src, dst netip.AddrPort, payload string, wait time.Duration) error {
 	return runIn(ns, func() error {
 		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))

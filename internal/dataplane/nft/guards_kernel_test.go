@@ -32,10 +32,13 @@ func vxlanPeers(t *testing.T, l *lab) {
 	}
 	sh(t, "ip", "-n", l.outside, "addr", "add", "10.66.0.1/32", "dev", "lo")
 	sh(t, "ip", "-n", l.outside, "addr", "add", "10.67.0.1/32", "dev", "lo")
+	for _, a := range []string{"10.66.0.200/32", "10.66.0.201/32"} {
+		sh(t, "ip", "-n", l.outside, "addr", "add", a, "dev", "lo")
+	}
 }
 
 // TestKernelVXLANGuard: datagrams that the kernel's own VXLAN device sends
-// are checked against vxlan-src before the receiving device decapsulates
+// are checked against the vxlan-src-N sets before the receiving device decapsulates
 // them: the raw payload offsets match what the kernel puts on the wire,
 // honest inner sources pass, an inner source the sending node does not own
 // is dropped, and nothing is accepted from an address that is no node.
@@ -72,6 +75,21 @@ func TestKernelVXLANGuard(t *testing.T) {
 	expect(t, "guard: owned inner source 10.66.0.1", true, from("10.66.0.1"))
 	expect(t, "guard: the node's own address as inner source", true, from(l.outsideIP.String()))
 	expect(t, "guard: foreign inner source 10.67.0.1", false, from("10.67.0.1"))
+
+	// Inner prefixes of several lengths (a block, a single address
+	// borrowed outside it): each length is its own hashed set, looked up
+	// with the inner source masked to that length. Addresses next to an
+	// owned one, but in no owned prefix, stay out.
+	split := base
+	split.VXLAN = calc.VXLANGuard{Enabled: true, Senders: []calc.VXLANSender{
+		{Addr: l.outsideIP, Inner: prefixes(l.outsideIP.String()+"/32", "10.66.0.0/25", "10.66.0.200/32")},
+	}}
+	h.apply(split)
+	expect(t, "split: inner source 10.66.0.1 in the /25", true, from("10.66.0.1"))
+	expect(t, "split: inner source 10.66.0.200, a /32 of its own", true, from("10.66.0.200"))
+	expect(t, "split: inner source 10.66.0.201, owned by no one", false, from("10.66.0.201"))
+	expect(t, "split: the node's own address as inner source", true, from(l.outsideIP.String()))
+	expect(t, "split: foreign inner source 10.67.0.1", false, from("10.67.0.1"))
 
 	// The same sender when it is no node: nothing from it.
 	notANode := base

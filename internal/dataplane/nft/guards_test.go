@@ -34,21 +34,25 @@ func TestRenderGuards(t *testing.T) {
 		setCPHosts4: {"10.0.0.1", "10.0.0.2"},
 		setCPHosts6: {"fd00::1"},
 		setCPPorts:  {"tcp . 179", "tcp . 2379", "tcp . 2380", "udp . 4789"},
-		setVXLANSrc: {
-			"10.0.0.2 . 0x0a000002",
-			"10.0.0.2 . 0xc0a86440-0xc0a8647f",
-			"10.0.0.3 . 0x0a000003",
-			"10.0.0.3 . 0xc0a86442",
-		},
+		// One hashed set per inner prefix length, keyed by the network.
+		vxlanSrcSet(26): {"10.0.0.2 . 0xc0a86440"},
+		vxlanSrcSet(32): {"10.0.0.2 . 0x0a000002", "10.0.0.3 . 0x0a000003", "10.0.0.3 . 0xc0a86442"},
 	} {
 		if got := rs.Sets[name].Elems; !slices.Equal(got, want) {
 			t.Errorf("set %s = %q, want %q", name, got, want)
 		}
 	}
-	if s := rs.Sets[setVXLANSrc]; s.TypeOf != "ip saddr . @th,336,32" || !s.Interval || s.Type != "" {
-		t.Errorf("vxlan-src declared as %+v", s)
+	for _, n := range []int{26, 32} {
+		if s := rs.Sets[vxlanSrcSet(n)]; s.TypeOf != "ip saddr . @th,336,32" || s.Interval || s.Type != "" {
+			t.Errorf("%s declared as %+v", vxlanSrcSet(n), s)
+		}
 	}
-	want := []string{"@th,224,16 0x0800 ip saddr . @th,336,32 @vxlan-src accept", "drop"}
+	// Blocks (the workloads' traffic) first, each length one hash probe.
+	want := []string{
+		"@th,224,16 0x0800 ip saddr . @th,336,32 & 0xffffffc0 @vxlan-src-26 accept",
+		"@th,224,16 0x0800 ip saddr . @th,336,32 @vxlan-src-32 accept",
+		"drop",
+	}
 	if got := rs.Chains[chainVXLANIn].Rules; !slices.Equal(got, want) {
 		t.Errorf("vxlan-in = %q, want %q", got, want)
 	}
@@ -58,8 +62,9 @@ func TestRenderGuards(t *testing.T) {
 	p.ControlPlane.Ports = append(p.ControlPlane.Ports, calc.L4Port{Proto: "sctp", Port: 9}, calc.L4Port{Proto: "tcp"})
 	p.VXLAN.Senders = append(p.VXLAN.Senders, calc.VXLANSender{Addr: netip.MustParseAddr("fd00::9"), Inner: prefixes("fd00:1::/64")})
 	rs = render(p)
-	if len(rs.Problems) != 3 || len(rs.Sets[setCPPorts].Elems) != 4 || len(rs.Sets[setVXLANSrc].Elems) != 4 {
-		t.Errorf("problems %q, ports %q, vxlan %q", rs.Problems, rs.Sets[setCPPorts].Elems, rs.Sets[setVXLANSrc].Elems)
+	vx := len(rs.Sets[vxlanSrcSet(26)].Elems) + len(rs.Sets[vxlanSrcSet(32)].Elems)
+	if len(rs.Problems) != 3 || len(rs.Sets[setCPPorts].Elems) != 4 || vx != 4 || len(rs.Sets) != len(render(guardedPolicy()).Sets) {
+		t.Errorf("problems %q, ports %q, vxlan elements %d, sets %v", rs.Problems, rs.Sets[setCPPorts].Elems, vx, sortedKeys(rs.Sets))
 	}
 }
 

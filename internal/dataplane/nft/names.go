@@ -3,6 +3,7 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -49,9 +50,12 @@ const (
 	setCPHosts4 = "cp-hosts4" // control-plane hosts: every node address, the datastore's hosts
 	setCPHosts6 = "cp-hosts6"
 	setCPPorts  = "cp-ports"   // control-plane ports on them: l4proto . port
-	setVXLANSrc = "vxlan-src"  // node address . inner IPv4 source range it may send through VXLAN
 	setPub4     = "published4" // workload address . l4proto . port reached through a published port
 )
+
+// vxlanSrcSet names the set of (node address . inner IPv4 network) pairs
+// whose inner prefixes are bits long.
+func vxlanSrcSet(bits int) string { return "vxlan-src-" + strconv.Itoa(bits) }
 
 // Prefixes of the per-object names. The endpoint prefix lets the incremental
 // planner delete endpoint chains before the profile chains they jump to.

@@ -96,7 +96,6 @@ func TestPlanFullText(t *testing.T) {
 		"add rule inet calico fwd-to-wl oifname vmap @to-wl\n",
 		"add rule inet calico input meta nfproto ipv4 udp dport 4789 jump vxlan-in\n" +
 			`add rule inet calico input iifname "cali*" goto wl-to-host`,
-		"add set inet calico vxlan-src { typeof ip saddr . @th,336,32 ; flags interval ;",
 		"add set inet calico cp-ports { type inet_proto . inet_service ;",
 		"add rule inet calico wl-to-host icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n" +
 			"add rule inet calico wl-to-host drop\n",

@@ -236,12 +236,12 @@ func TestRenderPolicy(t *testing.T) {
 		// Anti-spoofing: each workload's own addresses, by interface.
 		setWlSrc4: {`"caliaaaa" . 10.65.0.1`, `"calibbbb" . 10.65.0.2`},
 		setWlSrc6: {`"caliaaaa" . fd00::1`},
-		// No control plane or VXLAN senders given: empty, but present,
-		// since the skeleton's rules name them.
+		// No control plane given: empty, but present, since the
+		// skeleton's rules name them. No VXLAN senders: no vxlan-src-N
+		// set (only vxlan-in names them).
 		setCPHosts4: nil,
 		setCPHosts6: nil,
 		setCPPorts:  nil,
-		setVXLANSrc: nil,
 		setPub4:     nil,
 	}
 	if len(rs.Sets) != len(wantSets) {

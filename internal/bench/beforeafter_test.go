@@ -52,7 +52,7 @@ func issue19Results(t *testing.T) *Results {
 	} {
 		r.summarizeSetup(m.sec, &m.mode, m.p50, m.p99)
 	}
-	r.res.addOneRatios(&PolicyScale{AddOne: []AddOne{{Existing: 10, MedianMs: 40, CPUMedMs: 10}, {Existing: 100, MedianMs: 44, CPUMedMs: 11}, {Existing: 1000, MedianMs: 48, CPUMedMs: 20}}})
+	r.res.addOneRatios(&PolicyScale{AddOne: []AddOne{{Existing: 10, MedianMs: 40, CPUMeanMs: 10}, {Existing: 100, MedianMs: 44, CPUMeanMs: 11}, {Existing: 1000, MedianMs: 48, CPUMeanMs: 20}}})
 	return r.res
 }
 

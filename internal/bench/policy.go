@@ -40,6 +40,10 @@ type AddOne struct {
 	CPUMs     []float64 `json:"agentCpuMs"`
 	MedianMs  float64   `json:"medianMs"`
 	CPUMedMs  float64   `json:"agentCpuMedianMs"`
+	// CPUMeanMs is the mean of CPUMs: the kernel counts a process's CPU in
+	// 10 ms ticks, so one add reads 0 or 10 ms and the median of a few is
+	// either; the mean of several resolves what one add costs.
+	CPUMeanMs float64 `json:"agentCpuMeanMs"`
 	// Where the time went (medians, ms): the in-process call's phases
 	// (client.Trace, in PhaseOrder) and from the call's return to the
 	// first echo reply (the agent's watch, calc, interface, routes and
@@ -116,13 +120,14 @@ func runPolicy(ctx context.Context, r *runner) error {
 		}
 		a.MedianMs = round(median(a.LatencyMs), 2)
 		a.CPUMedMs = round(median(a.CPUMs), 1)
+		a.CPUMeanMs = round(mean(a.CPUMs), 1)
 		a.ReachP50Ms = round(median(reach), 2)
 		a.PhaseP50 = map[string]float64{}
 		for ph, v := range phases {
 			a.PhaseP50[ph] = round(median(v), 2)
 		}
-		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.0f ms",
-			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMedMs)
+		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.1f ms (mean)",
+			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMeanMs)
 		ps.AddOne = append(ps.AddOne, a)
 		ps.Endpoints = existing
 	}
@@ -142,7 +147,7 @@ func runPolicy(ctx context.Context, r *runner) error {
 		fmt.Sprintf("agent ready after %.2f s", ps.ColdStartReadySeconds))
 	for _, a := range ps.AddOne {
 		r.res.metric(SecPolicy, fmt.Sprintf("add one endpoint next to %d", a.Existing), a.MedianMs, "ms", "", 0,
-			fmt.Sprintf("to reachable from host 2; agent CPU %.0f ms", a.CPUMedMs))
+			fmt.Sprintf("to reachable from host 2; agent CPU %.1f ms (mean of %d)", a.CPUMeanMs, len(a.CPUMs)))
 	}
 	r.res.addOneRatios(ps)
 	r.res.metric(SecPolicy, fmt.Sprintf("agent RSS at %d endpoints", ps.Endpoints), round(ps.RSSMB, 1), "MB", "<=", 60,
@@ -169,9 +174,9 @@ func (r *Results) addOneRatios(ps *PolicyScale) {
 		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneRatioRow, hi.Existing, lo.Existing), round(hi.MedianMs/lo.MedianMs, 2), "ratio", "<=", target19AddOne,
 			fmt.Sprintf("time to reachable: %.1f ms against %.1f ms", hi.MedianMs, lo.MedianMs))
 	}
-	if lo.CPUMedMs > 0 {
-		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneCPURow, hi.Existing, lo.Existing), round(hi.CPUMedMs/lo.CPUMedMs, 2), "ratio", "<=", target19AddOne,
-			fmt.Sprintf("%.0f ms against %.0f ms", hi.CPUMedMs, lo.CPUMedMs))
+	if lo.CPUMeanMs > 0 {
+		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneCPURow, hi.Existing, lo.Existing), round(hi.CPUMeanMs/lo.CPUMeanMs, 2), "ratio", "<=", target19AddOne,
+			fmt.Sprintf("%.1f ms against %.1f ms (means of %d adds; 10 ms ticks)", hi.CPUMeanMs, lo.CPUMeanMs, len(lo.CPUMs)))
 	}
 }
 

@@ -166,6 +166,20 @@ func (c *EndpointConntrack) OweUnheld(unheld func(netip.Addr) bool) {
 	c.unheld = unheld
 }
 
+// Owe owes a flush to addrs (after the routes; one that is also owed
+// before them stays so): a starting agent's addresses of endpoint records
+// changed since the last agent's saved revision, which may have changed
+// hands while no agent ran here, though a workload holds them again.
+func (c *EndpointConntrack) Owe(addrs []netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		if _, ok := c.owed[a.Unmap()]; !ok {
+			c.owed[a.Unmap()] = false
+		}
+	}
+}
+
 // WorkloadRoutes lists the owned routes (RouteProtocol unless
 // WithProtocol) of the main table that lead into an interface without a
 // gateway, to a single address: the local workload routes an agent left,

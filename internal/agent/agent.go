@@ -129,12 +129,16 @@ type Agent struct {
 	// workload (conntrack.go).
 	conntrack *netdev.EndpointConntrack
 	// dsCluster and dsRev: the datastore and the revision of the last
-	// snapshot or change applied to snap; epRev: each endpoint record's
+	// snapshot or change applied to snap; dsEpoch: the creation revision
+	// of this node's record (etcd's cluster ID is the same for every
+	// datastore started with the same member URLs and token: a datastore
+	// wiped and filled again has the same, but this record is new); epRev: each endpoint record's
 	// last modification (by id). A starting agent flushes the addresses
 	// of the records modified after the revision the last agent saved in
 	// revFile (conntrack.go); ctRev is dsRev as of the last Note or Prime,
 	// saved once the flush that follows succeeds (savedRev: last saved).
 	dsCluster uint64
+	dsEpoch   int64
 	dsRev     int64
 	epRev     map[string]int64
 	ctRev     int64
@@ -376,6 +380,7 @@ func (a *Agent) OnSnapshotAt(kvs map[string][]byte, revs datastore.Revisions) {
 	a.snap, a.synced, a.dsChanged = fresh, true, true
 	if revs.Rev != 0 {
 		a.dsCluster, a.dsRev = revs.Cluster, revs.Rev
+		a.dsEpoch = revs.Created[datastore.NodeKey(a.cfg.Name)]
 		a.epRev = map[string]int64{}
 		for k, r := range revs.Mod {
 			if id, ok := decode.EndpointID(k); ok {

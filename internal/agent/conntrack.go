@@ -68,7 +68,7 @@ func (a *Agent) changedAddrsLocked() []netip.Addr {
 	if a.revFile == "" || a.dsRev == 0 {
 		return nil
 	}
-	saved, why := loadConntrackRev(a.revFile, a.dsCluster, a.dsRev)
+	saved, why := loadConntrackRev(a.revFile, ctDatastore{a.dsCluster, a.dsEpoch}, a.dsRev)
 	var out []netip.Addr
 	if why != "" {
 		for id, ep := range a.snap.Endpoints {
@@ -207,10 +207,10 @@ func (a *Agent) flushConntrack() error {
 		return fmt.Errorf("conntrack: %w", err)
 	}
 	a.mu.Lock()
-	rev, cluster := a.ctRev, a.dsCluster
+	rev, ds := a.ctRev, ctDatastore{a.dsCluster, a.dsEpoch}
 	a.mu.Unlock()
 	if a.revFile != "" && rev > a.savedRev {
-		if err := saveConntrackRev(a.revFile, cluster, rev); err != nil {
+		if err := saveConntrackRev(a.revFile, ds, rev); err != nil {
 			// An old revision only costs the next start more flushes.
 			a.log.Warn("conntrack: cannot save the datastore revision; the next start flushes more", "err", err)
 		} else {

@@ -10,12 +10,19 @@ import (
 
 // conntrackRevFile, in the state directory, holds the datastore revision up
 // to which this host's conntrack entries of changed endpoint records were
-// flushed (flushConntrack), and the datastore's cluster ID.
+// flushed (flushConntrack), and which datastore that revision is of.
 const conntrackRevFile = "conntrack-revision"
 
+// ctDatastore tells datastores apart: etcd's cluster ID, and the creation
+// revision of this node's record (agent.dsEpoch).
+type ctDatastore struct {
+	cluster uint64
+	epoch   int64
+}
+
 // formatConntrackRev is the file's one line.
-func formatConntrackRev(cluster uint64, rev int64) string {
-	return fmt.Sprintf("cluster=%x revision=%d\n", cluster, rev)
+func formatConntrackRev(ds ctDatastore, rev int64) string {
+	return fmt.Sprintf("cluster=%x epoch=%d revision=%d\n", ds.cluster, ds.epoch, rev)
 }
 
 // loadConntrackRev reads the saved revision. why is set when there is none
@@ -25,7 +32,7 @@ func formatConntrackRev(cluster uint64, rev int64) string {
 // datastore's revision now (restored from a backup: records made since
 // may carry revisions below it). The caller then flushes more, never
 // less; nothing here is fatal.
-func loadConntrackRev(path string, cluster uint64, now int64) (rev int64, why string) {
+func loadConntrackRev(path string, ds ctDatastore, now int64) (rev int64, why string) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, "none saved (first start)"
@@ -33,13 +40,13 @@ func loadConntrackRev(path string, cluster uint64, now int64) (rev int64, why st
 	if err != nil {
 		return 0, "unreadable: " + err.Error()
 	}
-	var c uint64
+	var d ctDatastore
 	var r int64
-	if _, err := fmt.Sscanf(string(b), "cluster=%x revision=%d\n", &c, &r); err != nil || r <= 0 || formatConntrackRev(c, r) != string(b) {
+	if _, err := fmt.Sscanf(string(b), "cluster=%x epoch=%d revision=%d\n", &d.cluster, &d.epoch, &r); err != nil || r <= 0 || formatConntrackRev(d, r) != string(b) {
 		return 0, fmt.Sprintf("corrupt (%q)", truncate(string(b), 64))
 	}
-	if c != cluster {
-		return 0, fmt.Sprintf("saved for datastore cluster %x, now %x", c, cluster)
+	if d != ds {
+		return 0, fmt.Sprintf("saved for another datastore (cluster %x, node record created at %d; now %x, %d)", d.cluster, d.epoch, ds.cluster, ds.epoch)
 	}
 	if r > now {
 		return 0, fmt.Sprintf("saved revision %d is ahead of the datastore's %d", r, now)
@@ -52,7 +59,7 @@ func loadConntrackRev(path string, cluster uint64, now int64) (rev int64, why st
 // crash can at worst lose the newest line or leave an empty file, which
 // is an older revision or none, and only costs the next start more
 // flushes.
-func saveConntrackRev(path string, cluster uint64, rev int64) error {
+func saveConntrackRev(path string, ds ctDatastore, rev int64) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -62,7 +69,7 @@ func saveConntrackRev(path string, cluster uint64, rev int64) error {
 		return err
 	}
 	tmp := f.Name()
-	_, werr := f.WriteString(formatConntrackRev(cluster, rev))
+	_, werr := f.WriteString(formatConntrackRev(ds, rev))
 	cerr := f.Close()
 	if err := errors.Join(werr, cerr, os.Chmod(tmp, 0o644)); err != nil {
 		os.Remove(tmp)

@@ -29,11 +29,12 @@ type RevisionHandler interface {
 
 // Revisions places a snapshot in the datastore's history: the cluster
 // (revisions of another datastore mean nothing), the revision listed, and
-// each key's last modification.
+// each key's creation and last modification.
 type Revisions struct {
 	Cluster uint64
 	Rev     int64
 	Mod     map[string]int64
+	Created map[string]int64
 }
 
 // Sync lists prefix, hands the handler a snapshot, then follows changes with a
@@ -82,9 +83,11 @@ func (c *Client) listInto(ctx context.Context, key, end string, h SyncHandler) (
 		kvs[string(kv.Key)] = present(kv.Value)
 	}
 	if rh, ok := h.(RevisionHandler); ok {
-		revs := Revisions{Cluster: resp.Header.ClusterId, Rev: resp.Header.Revision, Mod: make(map[string]int64, len(resp.Kvs))}
+		revs := Revisions{Cluster: resp.Header.ClusterId, Rev: resp.Header.Revision,
+			Mod: make(map[string]int64, len(resp.Kvs)), Created: make(map[string]int64, len(resp.Kvs))}
 		for _, kv := range resp.Kvs {
 			revs.Mod[string(kv.Key)] = kv.ModRevision
+			revs.Created[string(kv.Key)] = kv.CreateRevision
 		}
 		rh.OnSnapshotAt(kvs, revs)
 	} else {

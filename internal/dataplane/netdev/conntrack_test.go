@@ -162,13 +162,16 @@ func TestEndpointConntrackPrime(t *testing.T) {
 	}
 	ct.Prime(map[netip.Addr]string{addr("10.1.0.5"): "caliA", addr("10.1.0.6"): "caliB", addr("10.1.0.7"): "caliB"},
 		kernel, []netip.Addr{addr("10.1.0.9")})
-	if got, want := ct.Owed(), []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.9")}; !slices.Equal(got, want) {
+	// Records changed since the saved revision: another host's address,
+	// and one already owed before the routes, which stays so.
+	ct.Owe([]netip.Addr{addr("10.2.0.4"), addr("10.1.0.7")})
+	if got, want := ct.Owed(), []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.9"), addr("10.2.0.4")}; !slices.Equal(got, want) {
 		t.Fatalf("owed %v, want %v", got, want)
 	}
 	if _, moved, err := ct.FlushMoved(); err != nil || !slices.Equal(moved, []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7")}) {
 		t.Fatalf("FlushMoved flushed %v (%v), want the two without their route", moved, err)
 	}
-	if _, all, err := ct.Flush(); err != nil || len(all) != 3 || len(ct.Owed()) != 0 {
+	if _, all, err := ct.Flush(); err != nil || len(all) != 4 || len(ct.Owed()) != 0 {
 		t.Fatalf("Flush flushed %v (%v), owed after: %v", all, err, ct.Owed())
 	}
 	// From now on Note compares with what Prime learnt.

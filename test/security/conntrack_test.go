@@ -150,6 +150,15 @@ func remoteReuseAttack(t *testing.T, m remoteReuse) {
 	// so would have the attack's packets.
 	honest("worker-5 -> worker-2 after the attack")
 	old, fresh := ctr1.Count("old-flow"), ctr1.Count("new-flow")
+	if down {
+		// What host1's starting agent chose to flush, for the record.
+		b, _ := os.ReadFile(filepath.Join(w.StateDir, "log", "calico", h1.Label, "calico-node.log"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "conntrack: ") {
+				t.Logf("host1: %s", line)
+			}
+		}
+	}
 	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, %s's old address on host2, agent down: %v, added while down: %v, saved revision corrupted: %v) on the old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
 		old, n, w3.Name, down, addWhileDown, m.corruptRev, fresh, n, ctr2.Count("honest"))
 	if old != 0 {

@@ -136,15 +136,18 @@ type Agent struct {
 	// last modification (by id). A starting agent flushes the addresses
 	// of the records modified after the revision the last agent saved in
 	// revFile (conntrack.go); ctRev is dsRev as of the last Note or Prime,
-	// saved once the flush that follows succeeds (savedRev: last saved).
-	dsCluster uint64
-	dsEpoch   int64
-	dsRev     int64
-	epRev     map[string]int64
-	ctRev     int64
-	savedRev  int64
-	revFile   string
-	ifaces    *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
+	// flushedRev ctRev as of the last flush that succeeded, savedRev the
+	// last one saved, at savedAt.
+	dsCluster  uint64
+	dsEpoch    int64
+	dsRev      int64
+	epRev      map[string]int64
+	ctRev      int64
+	flushedRev int64
+	savedRev   int64
+	savedAt    time.Time
+	revFile    string
+	ifaces     *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
 	// ifaceRecheck signals ifaceDue when host sides are due to be read
 	// back (ifaceRecheckEvery), so a setting changed by hand is restored
 	// within about a second even with no other change. The loop then
@@ -591,6 +594,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-ctx.Done():
 			a.ready = false
 			a.reportStatus(context.WithoutCancel(ctx))
+			a.saveConntrackRev(true)
 			return nil
 		case <-a.trigger:
 			converge = false // unless a kick asked (below)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
@@ -207,15 +208,33 @@ func (a *Agent) flushConntrack() error {
 		return fmt.Errorf("conntrack: %w", err)
 	}
 	a.mu.Lock()
-	rev, ds := a.ctRev, ctDatastore{a.dsCluster, a.dsEpoch}
+	a.flushedRev = a.ctRev
 	a.mu.Unlock()
-	if a.revFile != "" && rev > a.savedRev {
-		if err := saveConntrackRev(a.revFile, ds, rev); err != nil {
-			// An old revision only costs the next start more flushes.
-			a.log.Warn("conntrack: cannot save the datastore revision; the next start flushes more", "err", err)
-		} else {
-			a.savedRev = rev
-		}
-	}
+	a.saveConntrackRev(false)
 	return nil
+}
+
+// ctRevSaveEvery spaces the saves of the revision: each costs about 0.1 ms
+// (a file written and renamed, BenchmarkSaveConntrackRev), a tenth of
+// a pass for another host's workload, and an older revision only makes
+// the next start flush the records changed since (the resync pass and the
+// agent's exit save the newest).
+const ctRevSaveEvery = time.Second
+
+// saveConntrackRev saves the revision of the last successful flush, if
+// newer than the one saved and (unless now) ctRevSaveEvery after the last
+// save.
+func (a *Agent) saveConntrackRev(now bool) {
+	a.mu.Lock()
+	rev, ds := a.flushedRev, ctDatastore{a.dsCluster, a.dsEpoch}
+	a.mu.Unlock()
+	if a.revFile == "" || rev <= a.savedRev || (!now && time.Since(a.savedAt) < ctRevSaveEvery) {
+		return
+	}
+	if err := saveConntrackRev(a.revFile, ds, rev); err != nil {
+		// An old revision only costs the next start more flushes.
+		a.log.Warn("conntrack: cannot save the datastore revision; the next start flushes more", "err", err)
+		return
+	}
+	a.savedRev, a.savedAt = rev, time.Now()
 }

@@ -185,7 +185,32 @@ func TestStartOwesChangedRecords(t *testing.T) {
 	if rev, why := loadConntrackRev(a.revFile, ds, 70); rev != 60 {
 		t.Errorf("after a flush: saved %d (%s), want 60", rev, why)
 	}
+	// Within ctRevSaveEvery of that save, the next flush's revision waits
+	// for the agent's exit (or a later flush).
+	a.noteConntrackAgain(nil)
+	if err := a.flushConntrack(); err != nil {
+		t.Fatal(err)
+	}
+	if rev, _ := loadConntrackRev(a.revFile, ds, 70); rev != 60 {
+		t.Errorf("a second flush at once: saved %d, want 60 still", rev)
+	}
+	a.saveConntrackRev(true)
+	if rev, why := loadConntrackRev(a.revFile, ds, 70); rev != 70 {
+		t.Errorf("at exit: saved %d (%s), want 70", rev, why)
+	}
 	if got := a.conntrack.Owed(); len(got) != 0 {
 		t.Errorf("owed after the flush: %v", got)
+	}
+}
+
+// BenchmarkSaveConntrackRev: what a flush that saw a new revision adds to
+// its pass (a temporary file written and renamed into place).
+func BenchmarkSaveConntrackRev(b *testing.B) {
+	path := filepath.Join(b.TempDir(), conntrackRevFile)
+	ds := ctDatastore{cluster: 0xabc, epoch: 3}
+	for i := range b.N {
+		if err := saveConntrackRev(path, ds, int64(i+1)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -26,7 +26,9 @@ import (
 // honest traffic. The same with host1's agent stopped while worker-1 goes
 // (and worker-5 comes, or comes after the restart): `container remove` and
 // `add` need no agent, and a starting agent must not trust the kernel's
-// conntrack table.
+// conntrack table. remoteReuseAttack does the same from the other end
+// (the address changes hands on another host), including while host1's
+// agent is down.
 func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("AgentRunning", func(t *testing.T) { reuseAttack(t, false, false, false) })
 	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true, false) })

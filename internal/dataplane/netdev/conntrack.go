@@ -34,7 +34,9 @@ import (
 // LeftElsewhere: a workload removed and added again under its name between
 // two passes keeps its interface and address, so only the records show
 // it), and a starting agent owes a flush to every pool address no record
-// holds (OweUnheld).
+// holds (OweUnheld) and to the addresses of the records changed since the
+// last agent's saved datastore revision (Owe: an address that changed
+// hands while no agent ran here is held again).
 //
 // It is fed the desired local addresses on every pass (Note) and compares
 // them with the last ones, so a resync that changes nothing costs a map

@@ -131,13 +131,13 @@ type Agent struct {
 	// dsCluster and dsRev: the datastore and the revision of the last
 	// snapshot or change applied to snap; dsEpoch: the creation revision
 	// of this node's record (etcd's cluster ID is the same for every
-	// datastore started with the same member URLs and token: a datastore
-	// wiped and filled again has the same, but this record is new); epRev: each endpoint record's
-	// last modification (by id). A starting agent flushes the addresses
-	// of the records modified after the revision the last agent saved in
-	// revFile (conntrack.go); ctRev is dsRev as of the last Note or Prime,
-	// flushedRev ctRev as of the last flush that succeeded, savedRev the
-	// last one saved, at savedAt.
+	// datastore started with the same member URLs and token, so one wiped
+	// and filled again has the same; this record is new in it); epRev:
+	// each endpoint record's last modification (by id). A starting agent
+	// flushes the addresses of the records modified after the revision
+	// the last agent saved in revFile (conntrack.go); ctRev is dsRev as
+	// of the last Note or Prime, flushedRev ctRev as of the last flush
+	// that succeeded, savedRev the last one saved, at savedAt.
 	dsCluster  uint64
 	dsEpoch    int64
 	dsRev      int64

@@ -3,6 +3,7 @@ package netdev
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -309,14 +310,23 @@ func (c *EndpointConntrack) Flush() (deleted int, addrs []netip.Addr, err error)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	addrs = sortedAddrs(c.owed, false)
+	if unheld := c.unheld; unheld != nil {
+		// A starting agent's whole dumps for unheld serve the addresses
+		// owed too (after an upgrade, every other host's: more than
+		// filtered dumps are worth).
+		owed := maps.Clone(c.owed)
+		c.unheld = func(a netip.Addr) bool { _, ok := owed[a]; return ok || unheld(a) }
+		deleted, err = c.flushUnheld()
+		if err != nil {
+			c.unheld = unheld
+			return deleted, addrs, err
+		}
+		clear(c.owed)
+		return deleted, addrs, nil
+	}
 	deleted, err = c.flush(addrs)
 	if err == nil {
 		clear(c.owed)
-	}
-	if c.unheld != nil {
-		n, uerr := c.flushUnheld()
-		deleted += n
-		err = errors.Join(err, uerr)
 	}
 	return deleted, addrs, err
 }

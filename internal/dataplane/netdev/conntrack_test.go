@@ -304,13 +304,15 @@ func TestEndpointConntrackUnheld(t *testing.T) {
 	ctFlow{"10.1.0.5", "10.2.0.8", "10.2.0.8", "10.1.0.5"}.create(t, h) // to a held one
 	ctFlow{"fd00::5", "fd00:2::9", "fd00:2::9", "fd00::5"}.create(t, h) // IPv6, unheld
 	ctFlow{"fd00::5", "fd00:2::8", "fd00:2::8", "fd00::5"}.create(t, h) // IPv6, held
+	ctFlow{"10.1.0.5", "10.2.0.7", "10.2.0.7", "10.1.0.5"}.create(t, h) // held, but owed (Owe)
 	ct := NewEndpointConntrack(InNetns(path))
 	defer ct.Close()
 	unheld := map[netip.Addr]bool{addr("10.2.0.9"): true, addr("fd00:2::9"): true}
 	ct.Prime(nil, nil, nil)
 	ct.OweUnheld(func(a netip.Addr) bool { return unheld[a] })
-	if n, _, err := ct.Flush(); err != nil || n != 3 {
-		t.Fatalf("Flush deleted %d entries (%v), want the 3 naming an unheld address", n, err)
+	ct.Owe([]netip.Addr{addr("10.2.0.7")})
+	if n, _, err := ct.Flush(); err != nil || n != 4 || len(ct.Owed()) != 0 {
+		t.Fatalf("Flush deleted %d entries (%v), owed after: %v; want the 3 naming an unheld address and the owed one's", n, err, ct.Owed())
 	}
 	want := []string{"10.1.0.5>10.2.0.8", "fd00::5>fd00:2::8"}
 	if got := ctList(t, h); !slices.Equal(got, want) {

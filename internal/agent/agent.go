@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -127,7 +128,26 @@ type Agent struct {
 	// conntrack forgets the flows of addresses that leave a local
 	// workload (conntrack.go).
 	conntrack *netdev.EndpointConntrack
-	ifaces    *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
+	// dsCluster and dsRev: the datastore and the revision of the last
+	// snapshot or change applied to snap; dsEpoch: the creation revision
+	// of this node's record (etcd's cluster ID is the same for every
+	// datastore started with the same member URLs and token, so one wiped
+	// and filled again has the same; this record is new in it); epRev:
+	// each endpoint record's last modification (by id). A starting agent
+	// flushes the addresses of the records modified after the revision
+	// the last agent saved in revFile (conntrack.go); ctRev is dsRev as
+	// of the last Note or Prime, flushedRev ctRev as of the last flush
+	// that succeeded, savedRev the last one saved, at savedAt.
+	dsCluster  uint64
+	dsEpoch    int64
+	dsRev      int64
+	epRev      map[string]int64
+	ctRev      int64
+	flushedRev int64
+	savedRev   int64
+	savedAt    time.Time
+	revFile    string
+	ifaces     *netdev.WorkloadIfaceSyncer // the host sides of local workloads (workloads.go)
 	// ifaceRecheck signals ifaceDue when host sides are due to be read
 	// back (ifaceRecheckEvery), so a setting changed by hand is restored
 	// within about a second even with no other change. The loop then
@@ -283,6 +303,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.routes = netdev.NewRouteSyncer()
 	defer a.routes.Close()
 	defer a.conntrack.Close()
+	a.revFile = filepath.Join(a.stateDir(), conntrackRevFile)
 	a.ifaces = netdev.NewWorkloadIfaceSyncer()
 	a.ifaces.RecheckEvery = ifaceRecheckEvery
 	a.vxlan = netdev.NewVXLANSyncer()
@@ -345,6 +366,11 @@ func (a *Agent) register(ctx context.Context) error {
 
 // OnSnapshot implements datastore.SyncHandler.
 func (a *Agent) OnSnapshot(kvs map[string][]byte) {
+	a.OnSnapshotAt(kvs, datastore.Revisions{})
+}
+
+// OnSnapshotAt implements datastore.RevisionHandler.
+func (a *Agent) OnSnapshotAt(kvs map[string][]byte, revs datastore.Revisions) {
 	a.mu.Lock()
 	old := a.snap
 	a.mu.Unlock()
@@ -355,6 +381,16 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 	a.mu.Lock()
 	resync := a.synced
 	a.snap, a.synced, a.dsChanged = fresh, true, true
+	if revs.Rev != 0 {
+		a.dsCluster, a.dsRev = revs.Cluster, revs.Rev
+		a.dsEpoch = revs.Created[datastore.NodeKey(a.cfg.Name)]
+		a.epRev = map[string]int64{}
+		for k, r := range revs.Mod {
+			if id, ok := decode.EndpointID(k); ok {
+				a.epRev[id] = r
+			}
+		}
+	}
 	if resync {
 		// Deletions missed while the watch was down come as a new
 		// snapshot, not as updates: their addresses left all the same.
@@ -375,9 +411,26 @@ func (a *Agent) OnSnapshot(kvs map[string][]byte) {
 
 // OnUpdate implements datastore.SyncHandler.
 func (a *Agent) OnUpdate(key string, value []byte) {
+	a.OnUpdateAt(key, value, 0)
+}
+
+// OnUpdateAt implements datastore.RevisionHandler.
+func (a *Agent) OnUpdateAt(key string, value []byte, rev int64) {
 	a.mu.Lock()
 	elsewhere := otherHosts(a.snap, key, a.cfg.Name)
 	id, isEndpoint := decode.EndpointID(key)
+	if rev > 0 {
+		// Under the lock that noteLeft below runs in: a Note that sees
+		// this revision has seen the addresses it took away (ctRev).
+		a.dsRev = max(a.dsRev, rev)
+		if isEndpoint && a.epRev != nil {
+			if value == nil {
+				delete(a.epRev, id)
+			} else {
+				a.epRev[id] = rev
+			}
+		}
+	}
 	old, had := a.snap.Endpoints[id]
 	blockID, isBlock := decode.BlockID(key)
 	oldBlock, hadBlock := a.snap.Blocks[blockID]
@@ -541,6 +594,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-ctx.Done():
 			a.ready = false
 			a.reportStatus(context.WithoutCancel(ctx))
+			a.saveConntrackRev(true)
 			return nil
 		case <-a.trigger:
 			converge = false // unless a kick asked (below)
@@ -644,7 +698,7 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		// Another host's workload went: this host applies nothing new, but
 		// its flows with that address go (EndpointConntrack.LeftElsewhere;
 		// a map comparison and no netlink when nothing is owed).
-		a.conntrack.Note(localAddrs(res.Dataplane))
+		a.noteConntrackAgain(localAddrs(res.Dataplane))
 		ctErr := a.flushConntrack()
 		if ctErr != nil {
 			a.log.Warn("conntrack flush failed; retrying", "err", ctErr)
@@ -999,17 +1053,21 @@ func (a *Agent) reportStatus(ctx context.Context) {
 // loadKey reads (or makes) this host's WireGuard key for the cluster's
 // rotation count.
 func (a *Agent) loadKey(rotation int) error {
-	dir := a.cfg.StateDir
-	if dir == "" {
-		dir = "/var/lib/calico/" + a.cfg.Name
-	}
-	k, err := wireguard.LoadOrCreateKey(dir, rotation)
+	k, err := wireguard.LoadOrCreateKey(a.stateDir(), rotation)
 	if err != nil {
 		return err
 	}
 	a.wg.SetKey(k)
 	a.wgRot = rotation
 	return nil
+}
+
+// stateDir is where this node's private files live.
+func (a *Agent) stateDir() string {
+	if a.cfg.StateDir == "" {
+		return "/var/lib/calico/" + a.cfg.Name
+	}
+	return a.cfg.StateDir
 }
 
 // checkRotation makes a new key when `calicoctl encryption rotate` asked

@@ -75,7 +75,7 @@ func (a *Agent) endpointPass() bool {
 			return false
 		}
 	}
-	a.conntrack.Note(localAddrs(res.Dataplane))
+	a.noteConntrackAgain(localAddrs(res.Dataplane))
 	if err := a.flushMovedConntrack(); err != nil {
 		a.log.Info("endpoint change: conntrack flush failed; converging with a full pass", "err", err)
 		a.applied = nil

@@ -16,6 +16,27 @@ type SyncHandler interface {
 	OnUpdate(key string, value []byte)
 }
 
+// RevisionHandler is a SyncHandler that also learns where each change sits
+// in the datastore's history; the syncer then calls these instead of
+// OnSnapshot and OnUpdate.
+type RevisionHandler interface {
+	SyncHandler
+	// OnSnapshotAt is OnSnapshot with the list's revisions.
+	OnSnapshotAt(kvs map[string][]byte, revs Revisions)
+	// OnUpdateAt is OnUpdate with the change's revision.
+	OnUpdateAt(key string, value []byte, rev int64)
+}
+
+// Revisions places a snapshot in the datastore's history: the cluster
+// (revisions of another datastore mean nothing), the revision listed, and
+// each key's creation and last modification.
+type Revisions struct {
+	Cluster uint64
+	Rev     int64
+	Mod     map[string]int64
+	Created map[string]int64
+}
+
 // Sync lists prefix, hands the handler a snapshot, then follows changes with a
 // watch. When the watch breaks (datastore down, history compacted past our
 // revision) it lists again and hands over a fresh snapshot, so the handler is
@@ -61,7 +82,17 @@ func (c *Client) listInto(ctx context.Context, key, end string, h SyncHandler) (
 	for _, kv := range resp.Kvs {
 		kvs[string(kv.Key)] = present(kv.Value)
 	}
-	h.OnSnapshot(kvs)
+	if rh, ok := h.(RevisionHandler); ok {
+		revs := Revisions{Cluster: resp.Header.ClusterId, Rev: resp.Header.Revision,
+			Mod: make(map[string]int64, len(resp.Kvs)), Created: make(map[string]int64, len(resp.Kvs))}
+		for _, kv := range resp.Kvs {
+			revs.Mod[string(kv.Key)] = kv.ModRevision
+			revs.Created[string(kv.Key)] = kv.CreateRevision
+		}
+		rh.OnSnapshotAt(kvs, revs)
+	} else {
+		h.OnSnapshot(kvs)
+	}
 	return resp.Header.Revision, nil
 }
 
@@ -75,11 +106,17 @@ func (c *Client) follow(ctx context.Context, key, end string, rev int64, h SyncH
 		if err := resp.Err(); err != nil {
 			return err
 		}
+		rh, _ := h.(RevisionHandler)
 		for _, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				h.OnUpdate(string(ev.Kv.Key), nil)
+			var v []byte
+			if ev.Type != clientv3.EventTypeDelete {
+				v = present(ev.Kv.Value)
+			}
+			// A deletion's ModRevision is the deletion's own.
+			if rh != nil {
+				rh.OnUpdateAt(string(ev.Kv.Key), v, ev.Kv.ModRevision)
 			} else {
-				h.OnUpdate(string(ev.Kv.Key), present(ev.Kv.Value))
+				h.OnUpdate(string(ev.Kv.Key), v)
 			}
 		}
 	}

@@ -203,3 +203,80 @@ func TestSyncRangeLeavesOutStatus(t *testing.T) {
 		}
 	}
 }
+
+// revRecorder is a RevisionHandler: it keeps each key's revision.
+type revRecorder struct {
+	recorder
+	revs  map[string]int64
+	snaps []datastore.Revisions
+}
+
+func (r *revRecorder) OnSnapshotAt(kvs map[string][]byte, revs datastore.Revisions) {
+	r.recorder.OnSnapshot(kvs)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.snaps = append(r.snaps, revs)
+	r.revs = map[string]int64{}
+	for k, v := range revs.Mod {
+		r.revs[k] = v
+	}
+}
+
+func (r *revRecorder) OnUpdateAt(key string, value []byte, rev int64) {
+	r.recorder.OnUpdate(key, value)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revs[key] = rev
+}
+
+func (r *revRecorder) rev(key string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.revs[key]
+}
+
+// TestSyncHandsRevisions: a RevisionHandler learns the listed revision,
+// the cluster, each listed key's creation and modification, and each
+// change's revision (a deletion's own), as etcd reports them.
+func TestSyncHandsRevisions(t *testing.T) {
+	url := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ds, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); ds.Close() })
+	raw := etcdtest.Dial(t, url)
+	a := datastore.Root + "a"
+	created, err := raw.Put(ctx, a, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	modified, err := raw.Put(ctx, a, "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &revRecorder{}
+	go ds.Sync(ctx, datastore.Root, r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	eventually(t, "snapshot", func() bool { v, n := r.get(a); return v == "2" && n == 1 })
+	r.mu.Lock()
+	s := r.snaps[0]
+	r.mu.Unlock()
+	if s.Rev != modified.Header.Revision || s.Cluster != modified.Header.ClusterId || s.Cluster == 0 {
+		t.Errorf("snapshot at %d of cluster %x, want %d of %x", s.Rev, s.Cluster, modified.Header.Revision, modified.Header.ClusterId)
+	}
+	if s.Created[a] != created.Header.Revision || s.Mod[a] != modified.Header.Revision {
+		t.Errorf("%s created at %d, modified at %d; want %d, %d", a, s.Created[a], s.Mod[a], created.Header.Revision, modified.Header.Revision)
+	}
+	b := datastore.Root + "b"
+	put, err := raw.Put(ctx, b, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "update", func() bool { return r.rev(b) == put.Header.Revision })
+	del, err := raw.Delete(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deletion", func() bool { return r.rev(b) == del.Header.Revision })
+}

@@ -26,15 +26,26 @@ import (
 // honest traffic. The same with host1's agent stopped while worker-1 goes
 // (and worker-5 comes, or comes after the restart): `container remove` and
 // `add` need no agent, and a starting agent must not trust the kernel's
-// conntrack table.
+// conntrack table. remoteReuseAttack does the same from the other end
+// (the address changes hands on another host), including while host1's
+// agent is down.
 func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("AgentRunning", func(t *testing.T) { reuseAttack(t, false, false, false) })
 	t.Run("RemovedAndReaddedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, true, false) })
 	t.Run("RemovedWhileAgentDown", func(t *testing.T) { reuseAttack(t, true, false, false) })
 	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
 	t.Run("ReaddedUnderSameNameInOnePass", readdAttack)
-	t.Run("ReusedOnAnotherHost", func(t *testing.T) { remoteReuseAttack(t, false) })
-	t.Run("RemovedOnAnotherHostWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, true) })
+	t.Run("ReusedOnAnotherHost", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{}) })
+	t.Run("RemovedOnAnotherHostWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{down: true}) })
+	t.Run("ChangedHandsElsewhereWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{down: true, addWhileDown: true}) })
+	t.Run("ChangedHandsElsewhereRevisionLost", func(t *testing.T) {
+		remoteReuseAttack(t, remoteReuse{down: true, addWhileDown: true, corruptRev: true})
+	})
+}
+
+// remoteReuse is how remoteReuseAttack swaps the address (see there).
+type remoteReuse struct {
+	down, addWhileDown, corruptRev bool
 }
 
 // remoteReuseAttack: the reuse seen from the other end. worker-1 (host1,
@@ -49,9 +60,14 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 // address of host2's own block (worker-3's is borrowed from host1's), and
 // host1's agent is stopped while worker-6 goes and started before worker-5
 // gets its address: the starting agent must forget the flows of every free
-// address, not only its own blocks'. (An address that changes hands
-// entirely while the agent is down is not caught: see the report.)
-func remoteReuseAttack(t *testing.T, down bool) {
+// address, not only its own blocks'. With addWhileDown, worker-5 gets the
+// address before host1's agent starts: the address is held again, so only
+// the record's revision, newer than the one host1's last agent saved,
+// shows it changed hands. With corruptRev, that saved revision is
+// overwritten with garbage while the agent is down: the starting agent
+// must then take every other host's address as changed.
+func remoteReuseAttack(t *testing.T, m remoteReuse) {
+	down, addWhileDown := m.down, m.addWhileDown
 	w := world(t, walkthrough.Options{}, true)
 	ctx := e2etest.Ctx(t, 5*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
@@ -76,21 +92,42 @@ func remoteReuseAttack(t *testing.T, down bool) {
 	})
 	if down {
 		ctl(t, ctx, w, h1, "node", "stop")
+		// What the starting agent goes by (a lab host's state dir).
+		revFile := filepath.Join(w.StateDir, "lib", "calico", h1.Label, "conntrack-revision")
+		b, err := os.ReadFile(revFile)
+		if err != nil {
+			t.Fatalf("host1's agent saved no datastore revision: %v", err)
+		}
+		t.Logf("host1's saved revision: %q", b)
+		if m.corruptRev {
+			if err := os.WriteFile(revFile, []byte("cluster=zz revision=\x00\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	ctl(t, ctx, w, h2, "container", "remove", w3.Name)
+	var w5 *walkthrough.Workload
+	add := func() {
+		var err error
+		if w5, err = w.AddWorkload(ctx, h2, "worker-5", addr.String()); err != nil {
+			t.Fatal(err)
+		}
+		if w5.IP != addr {
+			t.Fatalf("worker-5 got %s, not %s's %s", w5.IP, w3.Name, addr)
+		}
+		ctl(t, ctx, w, h2, "container", "worker-5", "profile", "append", "PROF_2")
+	}
+	if addWhileDown {
+		add()
+	}
 	if down {
 		if err := w.StartNode(ctx, h1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	w5, err := w.AddWorkload(ctx, h2, "worker-5", addr.String())
-	if err != nil {
-		t.Fatal(err)
+	if w5 == nil {
+		add()
 	}
-	if w5.IP != addr {
-		t.Fatalf("worker-5 got %s, not %s's %s", w5.IP, w3.Name, addr)
-	}
-	ctl(t, ctx, w, h2, "container", "worker-5", "profile", "append", "PROF_2")
 	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, src.String())
 	ctr2 := e2etest.NewUDPCounter(t, w2.Netns, "0.0.0.0:7777")
 	honest := func(what string) {
@@ -115,8 +152,17 @@ func remoteReuseAttack(t *testing.T, down bool) {
 	// so would have the attack's packets.
 	honest("worker-5 -> worker-2 after the attack")
 	old, fresh := ctr1.Count("old-flow"), ctr1.Count("new-flow")
-	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, %s's old address on host2, agent down: %v) on the old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
-		old, n, w3.Name, down, fresh, n, ctr2.Count("honest"))
+	if down {
+		// What host1's starting agent chose to flush, for the record.
+		b, _ := os.ReadFile(filepath.Join(w.StateDir, "log", "calico", h1.Label, "calico-node.log"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "conntrack: ") {
+				t.Logf("host1: %s", line)
+			}
+		}
+	}
+	t.Logf("FIGURE: worker-1 (PROF_1) received %d/%d packets from worker-5 (PROF_2, %s's old address on host2, agent down: %v, added while down: %v, saved revision corrupted: %v) on the old flow and %d/%d on a new one; honest worker-5 -> worker-2: %d received",
+		old, n, w3.Name, down, addWhileDown, m.corruptRev, fresh, n, ctr2.Count("honest"))
 	if old != 0 {
 		t.Errorf("worker-1 received %d of %d packets from worker-5 on %s's old flow, which PROF_1 does not let in", old, n, w3.Name)
 	}

@@ -3,6 +3,7 @@ package netdev
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -34,7 +35,9 @@ import (
 // LeftElsewhere: a workload removed and added again under its name between
 // two passes keeps its interface and address, so only the records show
 // it), and a starting agent owes a flush to every pool address no record
-// holds (OweUnheld).
+// holds (OweUnheld) and to the addresses of the records changed since the
+// last agent's saved datastore revision (Owe: an address that changed
+// hands while no agent ran here is held again).
 //
 // It is fed the desired local addresses on every pass (Note) and compares
 // them with the last ones, so a resync that changes nothing costs a map
@@ -166,6 +169,20 @@ func (c *EndpointConntrack) OweUnheld(unheld func(netip.Addr) bool) {
 	c.unheld = unheld
 }
 
+// Owe owes a flush to addrs (after the routes; one that is also owed
+// before them stays so): a starting agent's addresses of endpoint records
+// changed since the last agent's saved revision, which may have changed
+// hands while no agent ran here, though a workload holds them again.
+func (c *EndpointConntrack) Owe(addrs []netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		if _, ok := c.owed[a.Unmap()]; !ok {
+			c.owed[a.Unmap()] = false
+		}
+	}
+}
+
 // WorkloadRoutes lists the owned routes (RouteProtocol unless
 // WithProtocol) of the main table that lead into an interface without a
 // gateway, to a single address: the local workload routes an agent left,
@@ -293,14 +310,23 @@ func (c *EndpointConntrack) Flush() (deleted int, addrs []netip.Addr, err error)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	addrs = sortedAddrs(c.owed, false)
+	if unheld := c.unheld; unheld != nil {
+		// A starting agent's whole dumps for unheld serve the addresses
+		// owed too (after an upgrade, every other host's: more than
+		// filtered dumps are worth).
+		owed := maps.Clone(c.owed)
+		c.unheld = func(a netip.Addr) bool { _, ok := owed[a]; return ok || unheld(a) }
+		deleted, err = c.flushUnheld()
+		if err != nil {
+			c.unheld = unheld
+			return deleted, addrs, err
+		}
+		clear(c.owed)
+		return deleted, addrs, nil
+	}
 	deleted, err = c.flush(addrs)
 	if err == nil {
 		clear(c.owed)
-	}
-	if c.unheld != nil {
-		n, uerr := c.flushUnheld()
-		deleted += n
-		err = errors.Join(err, uerr)
 	}
 	return deleted, addrs, err
 }

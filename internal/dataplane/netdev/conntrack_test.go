@@ -162,13 +162,16 @@ func TestEndpointConntrackPrime(t *testing.T) {
 	}
 	ct.Prime(map[netip.Addr]string{addr("10.1.0.5"): "caliA", addr("10.1.0.6"): "caliB", addr("10.1.0.7"): "caliB"},
 		kernel, []netip.Addr{addr("10.1.0.9")})
-	if got, want := ct.Owed(), []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.9")}; !slices.Equal(got, want) {
+	// Records changed since the saved revision: another host's address,
+	// and one already owed before the routes, which stays so.
+	ct.Owe([]netip.Addr{addr("10.2.0.4"), addr("10.1.0.7")})
+	if got, want := ct.Owed(), []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.9"), addr("10.2.0.4")}; !slices.Equal(got, want) {
 		t.Fatalf("owed %v, want %v", got, want)
 	}
 	if _, moved, err := ct.FlushMoved(); err != nil || !slices.Equal(moved, []netip.Addr{addr("10.1.0.6"), addr("10.1.0.7")}) {
 		t.Fatalf("FlushMoved flushed %v (%v), want the two without their route", moved, err)
 	}
-	if _, all, err := ct.Flush(); err != nil || len(all) != 3 || len(ct.Owed()) != 0 {
+	if _, all, err := ct.Flush(); err != nil || len(all) != 4 || len(ct.Owed()) != 0 {
 		t.Fatalf("Flush flushed %v (%v), owed after: %v", all, err, ct.Owed())
 	}
 	// From now on Note compares with what Prime learnt.
@@ -301,13 +304,15 @@ func TestEndpointConntrackUnheld(t *testing.T) {
 	ctFlow{"10.1.0.5", "10.2.0.8", "10.2.0.8", "10.1.0.5"}.create(t, h) // to a held one
 	ctFlow{"fd00::5", "fd00:2::9", "fd00:2::9", "fd00::5"}.create(t, h) // IPv6, unheld
 	ctFlow{"fd00::5", "fd00:2::8", "fd00:2::8", "fd00::5"}.create(t, h) // IPv6, held
+	ctFlow{"10.1.0.5", "10.2.0.7", "10.2.0.7", "10.1.0.5"}.create(t, h) // held, but owed (Owe)
 	ct := NewEndpointConntrack(InNetns(path))
 	defer ct.Close()
 	unheld := map[netip.Addr]bool{addr("10.2.0.9"): true, addr("fd00:2::9"): true}
 	ct.Prime(nil, nil, nil)
 	ct.OweUnheld(func(a netip.Addr) bool { return unheld[a] })
-	if n, _, err := ct.Flush(); err != nil || n != 3 {
-		t.Fatalf("Flush deleted %d entries (%v), want the 3 naming an unheld address", n, err)
+	ct.Owe([]netip.Addr{addr("10.2.0.7")})
+	if n, _, err := ct.Flush(); err != nil || n != 4 || len(ct.Owed()) != 0 {
+		t.Fatalf("Flush deleted %d entries (%v), owed after: %v; want the 3 naming an unheld address and the owed one's", n, err, ct.Owed())
 	}
 	want := []string{"10.1.0.5>10.2.0.8", "fd00::5>fd00:2::8"}
 	if got := ctList(t, h); !slices.Equal(got, want) {

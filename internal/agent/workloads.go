@@ -59,10 +59,8 @@ func (a *Agent) ifaceAudit() bool {
 // anything back.
 func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface, apply func([]netdev.HostSide) (netdev.WorkloadIfaceReport, error)) (problems []string, fixed bool, err error) {
 	hs := make([]netdev.HostSide, len(want))
-	workload := make(map[string]string, len(want))
 	for i, w := range want {
 		hs[i] = netdev.HostSide{Name: w.Interface, MTU: w.MTU, IPv6: w.IPv6}
-		workload[w.Interface] = w.Workload
 	}
 	rep, err := apply(hs)
 	if rep.Recheck > 0 {
@@ -83,7 +81,13 @@ func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface, apply func([]n
 				parts = append(parts, fmt.Sprintf("and %d more", len(ifaces)-i))
 				break
 			}
-			parts = append(parts, fmt.Sprintf("%s (%s)", workload[n], n))
+			// Looked up only for a problem: a map of every workload cost
+			// each endpoint pass at 1000 endpoints for nothing.
+			wl := ""
+			if j := slices.IndexFunc(want, func(w calc.WorkloadIface) bool { return w.Interface == n }); j >= 0 {
+				wl = want[j].Workload
+			}
+			parts = append(parts, fmt.Sprintf("%s (%s)", wl, n))
 		}
 		return strings.Join(parts, ", ")
 	}

@@ -287,16 +287,31 @@ func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]HostS
 		s.due = time.Time{} // first: Apply sets it, the sysctls are read back when due
 		return
 	}
-	keep := make(map[string]HostSide, len(want))
+	// Usually only host sides were added or changed (one new container):
+	// update the record in place. Only when some host side it holds is no
+	// longer wanted as it was is it rebuilt (at 1000 endpoints, rebuilding
+	// it on each new container was most of this syncer's cost).
+	still := 0
 	for _, hs := range want {
 		if c, found := s.checked[hs.Name]; found && c == hs {
-			keep[hs.Name] = c
+			still++
 		}
 	}
-	for n, v := range checked {
-		keep[n] = v
+	if still < len(s.checked) {
+		keep := make(map[string]HostSide, len(want))
+		for _, hs := range want {
+			if c, found := s.checked[hs.Name]; found && c == hs {
+				keep[hs.Name] = c
+			}
+		}
+		s.checked = keep
 	}
-	s.checked = keep
+	if s.checked == nil {
+		s.checked = make(map[string]HostSide, len(checked))
+	}
+	for n, v := range checked {
+		s.checked[n] = v
+	}
 }
 
 // convergeSysctls writes the settings whose value differs, in the namespace

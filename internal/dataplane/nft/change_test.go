@@ -41,6 +41,7 @@ func TestApplyChangeIsApply(t *testing.T) {
 			res = next
 			continue
 		}
+		samePlans(t, step, e.cur, next.Dataplane.Policy, ch)
 		st, err := e.ApplyChange(next.Dataplane.Policy, ch)
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)
@@ -139,11 +140,11 @@ func BenchmarkLabelChangeApplyChange(b *testing.B) {
 	f := knftables.NewFake(knftables.InetFamily, TableName)
 	b.ReportAllocs()
 	for b.Loop() {
-		rs, err := cur.withChange(next, ch)
+		rs, t, err := cur.withChange(next, ch)
 		if err != nil {
 			b.Fatal(err)
 		}
-		planIncremental(f.NewTransaction(), cur, rs)
+		planChange(f.NewTransaction(), cur, rs, t)
 	}
 }
 
@@ -189,6 +190,7 @@ func TestApplyChangeEndpoints(t *testing.T) {
 			}
 			continue
 		}
+		samePlans(t, step, e.cur, next.Dataplane.Policy, ch.Policy)
 		st, err := e.ApplyChange(next.Dataplane.Policy, ch.Policy)
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)
@@ -244,10 +246,69 @@ func BenchmarkOneMoreEndpointApplyChange(b *testing.B) {
 	f := knftables.NewFake(knftables.InetFamily, TableName)
 	b.ReportAllocs()
 	for b.Loop() {
-		rs, err := cur.withChange(next.Dataplane.Policy, ch.Policy)
+		rs, t, err := cur.withChange(next.Dataplane.Policy, ch.Policy)
 		if err != nil {
 			b.Fatal(err)
 		}
-		planIncremental(f.NewTransaction(), cur, rs)
+		planChange(f.NewTransaction(), cur, rs, t)
+	}
+}
+
+// samePlans holds planChange to planIncremental: for the ruleset
+// withChange derives from cur, both queue the same operations in the same
+// order (the walk over every chain and dispatch entry is what planChange
+// leaves out, not any operation).
+func samePlans(t *testing.T, step int, cur *ruleset, p calc.Policy, ch calc.PolicyChange) {
+	t.Helper()
+	next, touched, err := cur.withChange(p, ch)
+	if errors.Is(err, ErrNeedApply) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("step %d: %v", step, err)
+	}
+	f := knftables.NewFake(knftables.InetFamily, TableName)
+	whole, part := f.NewTransaction(), f.NewTransaction()
+	stWhole, stPart := planIncremental(whole, cur, next), planChange(part, cur, next, touched)
+	if whole.String() != part.String() || !reflect.DeepEqual(stWhole, stPart) {
+		t.Fatalf("step %d: planChange differs from planIncremental:\n%s\nagainst\n%s", step, part, whole)
+	}
+}
+
+// BenchmarkPlanOneMoreEndpoint is ApplyChange's Go side for one more
+// endpoint next to 10 and next to 1000 (withChange and the plan; nft not
+// run), through planChange and, for comparison, planIncremental.
+func BenchmarkPlanOneMoreEndpoint(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		s := calc.LabelPolicySnapshot(n, 20)
+		for cidr, bl := range s.Blocks {
+			bl.Affinity = "h0"
+			s.Blocks[cidr] = bl
+		}
+		in := calc.Input{Node: "h0", Snap: s}
+		prev := calc.Compute(in)
+		eps, blocks := calc.LabelPolicyAdd(s, n, 7)
+		next, ch, ok := calc.Reendpoint(in, prev, eps, blocks)
+		if !ok {
+			b.Fatal("Reendpoint declined")
+		}
+		cur := render(prev.Dataplane.Policy)
+		f := knftables.NewFake(knftables.InetFamily, TableName)
+		for _, planner := range []string{"planChange", "planIncremental"} {
+			b.Run(fmt.Sprintf("%d/%s", n, planner), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					rs, t, err := cur.withChange(next.Dataplane.Policy, ch.Policy)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if planner == "planChange" {
+						planChange(f.NewTransaction(), cur, rs, t)
+					} else {
+						planIncremental(f.NewTransaction(), cur, rs)
+					}
+				}
+			})
+		}
 	}
 }

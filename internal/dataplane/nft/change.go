@@ -218,33 +218,10 @@ func planChange(tx *knftables.Transaction, prev, next *ruleset, t *touched) Stat
 	}
 
 	ifaces := sortedKeys(t.ifaces)
-	pairs := dispatchPairs(prev, next)
-	for _, m := range pairs {
-		for _, iface := range ifaces {
-			if v, had := m.prev[iface]; had {
-				if w, has := m.next[iface]; !has || w != v {
-					c.delDispatch(m.name, iface)
-				}
-			}
-		}
+	if ifaces == nil {
+		ifaces = []string{} // none touched; nil would mean every interface
 	}
-
-	for _, name := range changed {
-		if _, existed := prev.Chains[name]; existed {
-			tx.Flush(&knftables.Chain{Name: name})
-		}
-		c.fillChain(name, next.Chains[name])
-	}
-
-	for _, m := range pairs {
-		for _, iface := range ifaces {
-			if w, has := m.next[iface]; has {
-				if v, had := m.prev[iface]; !had || w != v {
-					c.addDispatch(m.name, iface, w)
-				}
-			}
-		}
-	}
+	c.rewriteChains(prev, next, changed, ifaces)
 
 	ph, nh := prev.natHooks(), next.natHooks()
 	addNATChains(tx, natHooks{dnat: nh.dnat && !ph.dnat, snat: nh.snat && !ph.snat})

@@ -374,27 +374,7 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 		c.addElems(name, add)
 	}
 
-	// Dispatch entries of endpoints that went away (or changed chain) go
-	// before their chains are deleted.
-	maps := dispatchPairs(prev, next)
-	for _, m := range maps {
-		for _, iface := range changedKeys(m.prev, m.next) {
-			c.delDispatch(m.name, iface)
-		}
-	}
-
-	for _, name := range changed {
-		if _, existed := prev.Chains[name]; existed {
-			tx.Flush(&knftables.Chain{Name: name})
-		}
-		c.fillChain(name, next.Chains[name])
-	}
-
-	for _, m := range maps {
-		for _, iface := range changedKeys(m.next, m.prev) {
-			c.addDispatch(m.name, iface, m.next[iface])
-		}
-	}
+	c.rewriteChains(prev, next, changed, nil)
 
 	// NAT base chains appear with the first nat-outgoing pool or published
 	// port (their sets and the publish chain exist by now) and go with the
@@ -466,6 +446,47 @@ func dispatchPairs(prev, next *ruleset) []dispatchPair {
 	out := make([]dispatchPair, len(p))
 	for i := range p {
 		out[i] = dispatchPair{p[i].name, p[i].entries, n[i].entries}
+	}
+	return out
+}
+
+// rewriteChains refills the changed chains (flushing those that existed)
+// between the dispatch edits: entries of endpoints that went away or
+// changed chain go before their chains change, new and changed ones after.
+// among lists the interfaces whose entries may differ (sorted; nil: any).
+func (c counter) rewriteChains(prev, next *ruleset, changed, among []string) {
+	pairs := dispatchPairs(prev, next)
+	for _, m := range pairs {
+		for _, iface := range movedKeys(m.prev, m.next, among) {
+			c.delDispatch(m.name, iface)
+		}
+	}
+	for _, name := range changed {
+		if _, existed := prev.Chains[name]; existed {
+			c.tx.Flush(&knftables.Chain{Name: name})
+		}
+		c.fillChain(name, next.Chains[name])
+	}
+	for _, m := range pairs {
+		for _, iface := range movedKeys(m.next, m.prev, among) {
+			c.addDispatch(m.name, iface, m.next[iface])
+		}
+	}
+}
+
+// movedKeys are the keys of a, among the given ones (nil: all), whose
+// value b lacks or differs, sorted.
+func movedKeys(a, b map[string]string, among []string) []string {
+	if among == nil {
+		return changedKeys(a, b)
+	}
+	var out []string
+	for _, k := range among {
+		if v, ok := a[k]; ok {
+			if w, ok := b[k]; !ok || w != v {
+				out = append(out, k)
+			}
+		}
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/calico-go/calico/internal/e2etest"
+	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
 
@@ -131,14 +132,7 @@ func remoteReuseAttack(t *testing.T, m remoteReuse) {
 	ctr1 := e2etest.NewUDPCounter(t, w1.Netns, src.String())
 	ctr2 := e2etest.NewUDPCounter(t, w2.Netns, "0.0.0.0:7777")
 	honest := func(what string) {
-		before := ctr2.Count("honest")
-		e2etest.WaitFor(t, 30*time.Second, what, func() (bool, string) {
-			if err := e2etest.SendUDP(w5.Netns, e2etest.AP(addr, 6000), e2etest.AP(w2.IP, 7777), "honest", 1); err != nil {
-				return false, err.Error()
-			}
-			time.Sleep(50 * time.Millisecond)
-			return ctr2.Count("honest") > before, fmt.Sprint(ctr2.Count("honest")-before, " received")
-		})
+		awaitHonest(t, what, w5.Netns, e2etest.AP(addr, 6000), e2etest.AP(w2.IP, 7777), ctr2)
 	}
 	honest("worker-5 -> worker-2 (PROF_2, new flow)")
 	const n = 20
@@ -224,25 +218,12 @@ func readdAttack(t *testing.T) {
 	thaw()
 
 	ctr := e2etest.NewUDPCounter(t, ns, "0.0.0.0:7777")
-	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> new worker-1 (PROF_2, new flow)", func() (bool, string) {
-		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
-			return false, err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-		return ctr.Count("honest") > 0, fmt.Sprint(ctr.Count("honest"), " received")
-	})
+	awaitHonest(t, "worker-2 -> new worker-1 (PROF_2, new flow)", w2.Netns, e2etest.AP(w2.IP, 6000), dst, ctr)
 	const n = 20
 	if err := e2etest.SendUDP(w3.Netns, oldSrc, dst, "old-flow", n); err != nil {
 		t.Fatal(err)
 	}
-	before := ctr.Count("honest")
-	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> new worker-1 after the attack", func() (bool, string) {
-		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
-			return false, err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-		return ctr.Count("honest") > before, fmt.Sprint(ctr.Count("honest")-before, " received")
-	})
+	awaitHonest(t, "worker-2 -> new worker-1 after the attack", w2.Netns, e2etest.AP(w2.IP, 6000), dst, ctr)
 	old := ctr.Count("old-flow")
 	t.Logf("FIGURE: the new worker-1 (PROF_2, re-added under its name with its address in one agent pass) received %d/%d packets of worker-3's old flow; honest worker-2 -> it: %d received",
 		old, n, ctr.Count("honest"))
@@ -315,13 +296,7 @@ func reuseAttack(t *testing.T, down, addWhileDown, second bool) {
 	ctr5 := e2etest.NewUDPCounter(t, w5.Netns, "0.0.0.0:7777")
 	// Honest: worker-2 (PROF_2) reaches worker-5 on a new flow, which also
 	// shows host1's agent has applied worker-5's route and policy.
-	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> worker-5 (PROF_2, new flow)", func() (bool, string) {
-		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
-			return false, err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-		return ctr5.Count("honest") > 0, fmt.Sprint(ctr5.Count("honest"), " received")
-	})
+	awaitHonest(t, "worker-2 -> worker-5 (PROF_2, new flow)", w2.Netns, e2etest.AP(w2.IP, 6000), dst, ctr5)
 
 	// The attack: worker-3 keeps sending on the old flow, and on a new one.
 	const n = 20
@@ -333,14 +308,7 @@ func reuseAttack(t *testing.T, down, addWhileDown, second bool) {
 	}
 	// Sent after the attack on the same host's path into worker-5: once it
 	// has arrived, so would have the attack's packets.
-	before := ctr5.Count("honest")
-	e2etest.WaitFor(t, 30*time.Second, "worker-2 -> worker-5 after the attack", func() (bool, string) {
-		if err := e2etest.SendUDP(w2.Netns, e2etest.AP(w2.IP, 6000), dst, "honest", 1); err != nil {
-			return false, err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-		return ctr5.Count("honest") > before, fmt.Sprint(ctr5.Count("honest")-before, " received")
-	})
+	awaitHonest(t, "worker-2 -> worker-5 after the attack", w2.Netns, e2etest.AP(w2.IP, 6000), dst, ctr5)
 	old, fresh := ctr5.Count("old-flow"), ctr5.Count("new-flow")
 	t.Logf("FIGURE: worker-5 (PROF_2, worker-1's old address) received %d/%d packets of worker-3's old flow and %d/%d of a new one; honest worker-2 -> worker-5: %d received",
 		old, n, fresh, n, ctr5.Count("honest"))
@@ -350,4 +318,19 @@ func reuseAttack(t *testing.T, down, addWhileDown, second bool) {
 	if fresh != 0 {
 		t.Errorf("worker-5 received %d of %d packets of a new flow from worker-3, which PROF_2 does not let in", fresh, n)
 	}
+}
+
+// awaitHonest sends one "honest" datagram from ns (src to dst) until ctr
+// has counted one more than when it started: the allowed traffic beside an
+// attack still arrives.
+func awaitHonest(t *testing.T, what string, ns *lab.Netns, src, dst netip.AddrPort, ctr *e2etest.UDPCounter) {
+	t.Helper()
+	before := ctr.Count("honest")
+	e2etest.WaitFor(t, 30*time.Second, what, func() (bool, string) {
+		if err := e2etest.SendUDP(ns, src, dst, "honest", 1); err != nil {
+			return false, err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+		return ctr.Count("honest") > before, fmt.Sprint(ctr.Count("honest")-before, " received")
+	})
 }

@@ -223,26 +223,7 @@ func planChange(tx *knftables.Transaction, prev, next *ruleset, t *touched) Stat
 	}
 	c.rewriteChains(prev, next, changed, ifaces)
 
-	ph, nh := prev.natHooks(), next.natHooks()
-	addNATChains(tx, natHooks{dnat: nh.dnat && !ph.dnat, snat: nh.snat && !ph.snat})
-	for _, name := range natChains(natHooks{dnat: ph.dnat && !nh.dnat, snat: ph.snat && !nh.snat}) {
-		tx.Delete(&knftables.Chain{Name: name})
-		st.ChainsDeleted++
-	}
-
-	slices.Sort(gone)
-	slices.SortStableFunc(gone, func(a, b string) int { return deleteRank(a) - deleteRank(b) })
-	for _, name := range gone {
-		tx.Delete(&knftables.Chain{Name: name})
-		st.ChainsDeleted++
-	}
-	for _, name := range sortedKeys(prev.Sets) {
-		if _, ok := next.Sets[name]; !ok {
-			tx.Delete(&knftables.Set{Name: name})
-			st.SetsDeleted++
-		}
-	}
-	st.Ops = tx.NumOperations()
+	c.finish(prev, next, gone)
 	return st
 }
 

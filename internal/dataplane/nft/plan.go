@@ -376,40 +376,44 @@ func planIncremental(tx *knftables.Transaction, prev, next *ruleset) Stats {
 
 	c.rewriteChains(prev, next, changed, nil)
 
-	// NAT base chains appear with the first nat-outgoing pool or published
-	// port (their sets and the publish chain exist by now) and go with the
-	// last one.
-	ph, nh := prev.natHooks(), next.natHooks()
-	addNATChains(tx, natHooks{dnat: nh.dnat && !ph.dnat, snat: nh.snat && !ph.snat})
-	for _, name := range natChains(natHooks{dnat: ph.dnat && !nh.dnat, snat: ph.snat && !nh.snat}) {
-		tx.Delete(&knftables.Chain{Name: name})
-		st.ChainsDeleted++
-	}
-
-	// Deleting a chain drops its rules and so their references. Chains go
-	// in reference order: endpoint chains jump to policy chains, policy
-	// chains reach the endpoints' profile stages (through pass maps, whose
-	// entries are gone by now), and those jump to profile chains.
 	var gone []string
 	for name := range prev.Chains {
 		if _, ok := next.Chains[name]; !ok {
 			gone = append(gone, name)
 		}
 	}
+	c.finish(prev, next, gone)
+	return st
+}
+
+// finish ends a plan: the NAT base chains appear with the first
+// nat-outgoing pool or published port (their sets and the publish chain
+// exist by now) and go with the last one; then the chains in gone and the
+// sets next lacks are deleted. Deleting a chain drops its rules and so
+// their references, so chains go in reference order: endpoint chains jump
+// to policy chains, policy chains reach the endpoints' profile stages
+// (through pass maps, whose entries are gone by now), and those jump to
+// profile chains.
+func (c counter) finish(prev, next *ruleset, gone []string) {
+	ph, nh := prev.natHooks(), next.natHooks()
+	addNATChains(c.tx, natHooks{dnat: nh.dnat && !ph.dnat, snat: nh.snat && !ph.snat})
+	for _, name := range natChains(natHooks{dnat: ph.dnat && !nh.dnat, snat: ph.snat && !nh.snat}) {
+		c.tx.Delete(&knftables.Chain{Name: name})
+		c.st.ChainsDeleted++
+	}
 	slices.Sort(gone)
 	slices.SortStableFunc(gone, func(a, b string) int { return deleteRank(a) - deleteRank(b) })
 	for _, name := range gone {
-		tx.Delete(&knftables.Chain{Name: name})
-		st.ChainsDeleted++
+		c.tx.Delete(&knftables.Chain{Name: name})
+		c.st.ChainsDeleted++
 	}
 	for _, name := range sortedKeys(prev.Sets) {
 		if _, ok := next.Sets[name]; !ok {
-			tx.Delete(&knftables.Set{Name: name})
-			st.SetsDeleted++
+			c.tx.Delete(&knftables.Set{Name: name})
+			c.st.SetsDeleted++
 		}
 	}
-	st.Ops = tx.NumOperations()
-	return st
+	c.st.Ops = c.tx.NumOperations()
 }
 
 // deleteRank orders chain deletions: referrers before what they refer to.

@@ -15,8 +15,10 @@ const (
 )
 
 // runIPIP measures, with host 2 behind a router and the seed's --ipip pool:
-// host to host through the router (the baseline) and workload to workload,
-// which on a kernel without the ipip module crosses the eBPF path.
+// host to host through the router (the baseline), workload to workload,
+// which on a kernel without the ipip module crosses the eBPF path, and
+// workload to workload in a second pool without encapsulation (the routed
+// ceiling, past the same eBPF programs on the hosts' interfaces).
 func runIPIP(ctx context.Context, r *runner) error {
 	w, err := r.buildWorld(ctx, walkthrough.Options{Routed: true})
 	if err != nil {
@@ -28,15 +30,21 @@ func runIPIP(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
+	plain, err := w.plainRoutedWorkloads(ctx, "ip")
+	if err != nil {
+		return err
+	}
 	paths := []tpath{
 		{name: pathHostRtrIPIP, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
 		{name: pathIPIP, baseline: pathHostRtrIPIP, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 0.90},
+		{name: pathPlainIPIP, baseline: pathHostRtrIPIP, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP},
 	}
 	res, err := r.iperfPaths(ctx, paths)
 	if err != nil {
 		return err
 	}
 	r.addThroughput(SecIPIP, paths, res)
+	r.addEncapCost(SecIPIP, pathIPIP, pathPlainIPIP, res)
 	if st, err := w.Ctl(ctx, h1, "status"); err == nil {
 		for _, line := range strings.Split(st, "\n") {
 			if how, ok := strings.CutPrefix(line, "IPIP: "); ok {

@@ -100,7 +100,9 @@ func runThroughput(ctx context.Context, r *runner) error {
 }
 
 // runVXLAN measures, with host 2 behind a router and a VXLAN pool: host to
-// host through the router (the baseline) and workload to workload.
+// host through the router (the baseline), workload to workload, and
+// workload to workload in a second pool without encapsulation (the
+// routed ceiling).
 func runVXLAN(ctx context.Context, r *runner) error {
 	w, err := r.buildWorld(ctx, walkthrough.Options{Routed: true})
 	if err != nil {
@@ -112,15 +114,21 @@ func runVXLAN(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
+	plain, err := w.plainRoutedWorkloads(ctx, "vx")
+	if err != nil {
+		return err
+	}
 	paths := []tpath{
 		{name: pathHostRtr, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
 		{name: pathVXLAN, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: target19VXLAN},
+		{name: pathPlainVXLAN, baseline: pathHostRtr, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP},
 	}
 	res, err := r.iperfPaths(ctx, paths)
 	if err != nil {
 		return err
 	}
 	r.addThroughput(SecVXLAN, paths, res)
+	r.addEncapCost(SecVXLAN, pathVXLAN, pathPlainVXLAN, res)
 	r.datapathFindings(ctx, w, "VXLAN world", wls[0])
 	r.packetSizeFinding(ctx, "VXLAN world", wls[1], wls[0])
 	return nil

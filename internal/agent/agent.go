@@ -160,6 +160,9 @@ type Agent struct {
 	ipip        *ipip.Manager
 	ipipOff     string // why the eBPF IPIP path is off by the operator's choice
 	policy      *nft.Enforcer
+	// policyWritten: a policy write of this process succeeded; until
+	// then a whole pass writes the policy before any tunnel or route.
+	policyWritten bool
 	// fastpath: the eBPF short cut for flows nftables already accepted,
 	// on only with CALICO_FASTPATH=on (fastpathOn).
 	fastpath   *fastpath.Manager
@@ -710,6 +713,20 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	a.applied = nil // until this pass is known clean
 
 	var errs []error
+	if !a.policyWritten {
+		// The policy before the tunnels and routes that lead into this
+		// host and its workloads: on a first start with no table (after a
+		// boot, with a CNI runtime that wired its containers before this
+		// agent ran, or after `node stop --cleanup`), a workload routed
+		// before the table existed took anybody's packets with no policy
+		// at all, and a new VXLAN device decapsulated datagrams with no
+		// guard. With the table written first, each route meets its
+		// workload's chains, or the catch-all drop. Written again below
+		// as every pass does (nothing to do then).
+		if _, err := a.policy.Apply(res.Dataplane.Policy); err == nil {
+			a.policyWritten = true
+		}
+	}
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
 		errs = append(errs, err)
 	}
@@ -781,6 +798,8 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
 		a.countError(func(m *metrics) prometheus.Counter { return m.nftErrors })
+	} else {
+		a.policyWritten = true
 	}
 	if err == nil && st.ResyncRewrite {
 		// Something committed to nftables since our last write (a hand

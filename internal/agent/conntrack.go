@@ -222,13 +222,18 @@ func (a *Agent) flushConntrack() error {
 const ctRevSaveEvery = time.Second
 
 // saveConntrackRev saves the revision of the last successful flush, if
-// newer than the one saved and (unless now) ctRevSaveEvery after the last
-// save.
+// not the one saved and (unless now) ctRevSaveEvery after the last save.
+// A revision below the saved one is saved too: the datastore went back
+// (etcd restored from a backup, under the same cluster ID), and counts
+// the revisions above it again for other changes. Keeping the higher one
+// would make the next start take changes made up to it since the restore,
+// while no agent ran here, as flushed. Saving a lower revision only ever
+// makes the next start flush more.
 func (a *Agent) saveConntrackRev(now bool) {
 	a.mu.Lock()
 	rev, ds := a.flushedRev, ctDatastore{a.dsCluster, a.dsEpoch}
 	a.mu.Unlock()
-	if a.revFile == "" || rev <= a.savedRev || (!now && time.Since(a.savedAt) < ctRevSaveEvery) {
+	if a.revFile == "" || rev <= 0 || rev == a.savedRev || (!now && time.Since(a.savedAt) < ctRevSaveEvery) {
 		return
 	}
 	if err := saveConntrackRev(a.revFile, ds, rev); err != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -200,6 +201,86 @@ func TestStartOwesChangedRecords(t *testing.T) {
 	}
 	if got := a.conntrack.Owed(); len(got) != 0 {
 		t.Errorf("owed after the flush: %v", got)
+	}
+}
+
+// TestSavedRevisionFollowsRestoredDatastore: etcd restored from a backup
+// (same cluster ID: `etcdutl snapshot restore` with the same member list
+// and token gives the same one; this node's record older than the backup)
+// counts revisions again from the backup's. A running agent that saved 70
+// before the restore and has flushed up to 45 since must save 45, not
+// keep 70: else, once stopped, a record another host changes at 50 (an
+// address changing hands) is taken as flushed by the next start, whose
+// datastore is at 100 by then, and this host's entries of the address's
+// old holder survive.
+func TestSavedRevisionFollowsRestoredDatastore(t *testing.T) {
+	dir := t.TempDir()
+	revFile := filepath.Join(dir, conntrackRevFile)
+	newAgent := func() *Agent {
+		return &Agent{cfg: Config{Name: "h1"}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), snap: calc.NewSnapshot(),
+			trigger: make(chan struct{}, 1), relabeled: map[string]api.Endpoint{},
+			epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+			conntrack: netdev.NewEndpointConntrack(), revFile: revFile}
+	}
+	ep := func(workload string, ip string) []byte {
+		b, err := json.Marshal(api.Endpoint{Node: "h2", Workload: workload, Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName("h2", workload),
+			WorkloadIface: "eth0", IPv4Nets: []string{ip + "/32"}, Profiles: []string{"P"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	pool, err := json.Marshal(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func(a *Agent, rev int64, eps map[string]int64) {
+		keys := map[string][]byte{datastore.PoolKey("10.90.0.0/16"): pool, datastore.NodeKey("h1"): []byte(`{"name":"h1"}`)}
+		mod := map[string]int64{datastore.PoolKey("10.90.0.0/16"): 2, datastore.NodeKey("h1"): 3}
+		for name, r := range eps {
+			ip := "10.90.2.8" // "old"'s address, then "new"'s
+			if name == "other" {
+				ip = "10.90.2.9"
+			}
+			keys[datastore.EndpointKey("h2", name)] = ep(name, ip)
+			mod[datastore.EndpointKey("h2", name)] = r
+		}
+		a.OnSnapshotAt(keys, datastore.Revisions{Cluster: 0xabc, Rev: rev, Mod: mod, Created: map[string]int64{datastore.NodeKey("h1"): 3}})
+	}
+	flushAt := func(a *Agent) {
+		a.noteConntrackAgain(nil)
+		if err := a.flushConntrack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Before the restore: flushed and saved up to 70.
+	a := newAgent()
+	snapshot(a, 70, map[string]int64{"old": 60})
+	flushAt(a)
+	a.saveConntrackRev(true)
+	if rev, why := loadConntrackRev(revFile, ctDatastore{0xabc, 3}, 70); rev != 70 {
+		t.Fatalf("before the restore: saved %d (%s), want 70", rev, why)
+	}
+	// The watch breaks; the restored datastore lists at 40 (the backup's
+	// revision), and the agent follows it up to 45, then stops.
+	snapshot(a, 40, map[string]int64{"old": 30})
+	a.OnUpdateAt(datastore.EndpointKey("h2", "other"), ep("other", "10.90.2.9"), 45)
+	flushAt(a)
+	a.saveConntrackRev(true)
+	a.conntrack.Close()
+
+	// While no agent runs here, "old" goes and "new" takes its address at
+	// 50; the next start finds the datastore at 100.
+	b := newAgent()
+	defer b.conntrack.Close()
+	snapshot(b, 100, map[string]int64{"other": 45, "new": 50})
+	b.mu.Lock()
+	owed := b.changedAddrsLocked()
+	b.mu.Unlock()
+	if !slices.Contains(owed, netip.MustParseAddr("10.90.2.8")) {
+		saved, _ := loadConntrackRev(revFile, ctDatastore{0xabc, 3}, 100)
+		t.Errorf("restart after the restore: owed %v, want 10.90.2.8 (its record changed at 50; saved revision %d)", owed, saved)
 	}
 }
 

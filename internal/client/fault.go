@@ -14,9 +14,13 @@ import (
 //	add:    after-address (addresses taken), after-veth (interface wired),
 //	        after-record (endpoint written)
 //	remove: after-record (endpoint deleted), after-veth (interface deleted)
+//	node stop --cleanup: uninstall-after-tunnels, uninstall-after-routes,
+//	        uninstall-after-forward, uninstall-after-table (UninstallKernel)
 //
 // test/security/crash_test.go uses it to prove that rerunning the command
-// finishes the job. Never set it outside tests.
+// finishes the job, test/security/vxlan_test.go that an interrupted
+// uninstall never leaves a tunnel without its guard. Never set it outside
+// tests.
 const FaultEnv = "CALICO_FAULT"
 
 // faultPoint is where the hook fires.

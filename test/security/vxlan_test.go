@@ -2,14 +2,17 @@ package security
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/client"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -176,4 +179,63 @@ func TestVXLANInjection(t *testing.T) {
 	if res.r.Sent < 90 || lost > 2 {
 		t.Errorf("host1's agent restart disturbed honest VXLAN traffic: %d of %d pings lost", lost, res.r.Sent)
 	}
+}
+
+// TestVXLANGuardOutlivesTunnel: `calicoctl node stop --cleanup` killed
+// after each step of its uninstall (the fault hook) must never leave host
+// 1 with a VXLAN device but without the vxlan-in guard. A namespace on
+// host 1's fabric that is no node sends VXLAN datagrams to host 1 whose
+// inner packet goes to worker-1 from worker-3's address (worker-1's
+// profile admits worker-3); none may arrive. When the table went first,
+// an uninstall stopped right after it left the device decapsulating
+// anybody's datagrams, and the routes into the workloads, with no guard
+// and no policy: 5 of 5 arrived. After each kill host 1's agent is
+// started again and worker-3's traffic through the tunnel flows.
+func TestVXLANGuardOutlivesTunnel(t *testing.T) {
+	w := world(t, walkthrough.Options{Routed: true, PoolArgs: []string{"--vxlan"}}, true)
+	ctx := e2etest.Ctx(t, 6*time.Minute)
+	h1 := w.Hosts[0]
+	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
+	counter := e2etest.NewUDPCounter(t, w1.Netns, ":9999")
+	honest := func(tag string) {
+		t.Helper()
+		payload := "honest-" + tag
+		e2etest.WaitFor(t, 30*time.Second, "honest: worker-3 -> worker-1 udp through the tunnel ("+tag+")", func() (bool, string) {
+			if err := e2etest.SendUDP(w3.Netns, netip.AddrPort{}, e2etest.AP(w1.IP, 9999), payload, 2); err != nil {
+				return false, err.Error()
+			}
+			n := counter.Count(payload)
+			return n > 0, fmt.Sprintf("%d datagrams arrived", n)
+		})
+	}
+	honest("before")
+	rogue, err := w.Lab.AddHost("rogue", h1.Fabric, "10.0.0.9/24", "10.0.0.254")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var delivered []string
+	for _, step := range []string{"tunnels", "routes", "forward", "table"} {
+		fault := "uninstall-after-" + step
+		out, err := ctlEnv(ctx, w, h1, []string{client.FaultEnv + "=" + fault}, "node", "stop", "--cleanup")
+		if !killed(err) {
+			t.Fatalf("node stop --cleanup with %s=%s was not killed: %v\n%s", client.FaultEnv, fault, err, out)
+		}
+		payload := "inject-" + step
+		dg := vxlanDatagram(api.VXLANVNI, vtepMAC(t, h1), vtepMAC(t, w.Hosts[1]), e2etest.AP(w3.IP, 40000), e2etest.AP(w1.IP, 9999), payload)
+		// "Connection refused": an earlier datagram met no VXLAN socket
+		// (the device is gone), which is as good as a drop.
+		if err := e2etest.SendUDP(rogue.Netns, netip.AddrPort{}, e2etest.AP(h1.Addr(), 4789), string(dg), 5); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%s: send: %v", fault, err)
+		}
+		time.Sleep(2 * time.Second)
+		if n := counter.Count(payload); n > 0 {
+			t.Errorf("uninstall killed after %s: %d of 5 datagrams injected from a non-node reached worker-1", step, n)
+			delivered = append(delivered, step)
+		}
+		ctl(t, ctx, w, h1, "node", "--ip="+h1.Addr().String(), "--name="+h1.Label)
+		honest("after-" + step)
+	}
+	t.Logf("FIGURE: uninstall killed after each of its 4 steps: injected VXLAN reached worker-1 after %d (%s); worker-3's tunnel traffic flowed after every restart",
+		len(delivered), strings.Join(delivered, ", "))
 }

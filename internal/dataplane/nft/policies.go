@@ -171,9 +171,14 @@ func policyVerdict(policy, action string, ingress bool) string {
 }
 
 // logPrefix is the kernel log's prefix for a policy's Log rules: nft caps
-// prefixes at 127 bytes, and comment() keeps the literal safe.
+// prefixes at 127 bytes, and comment() keeps the literal safe. A log
+// prefix is more than a literal, though: nft (1.0+) expands "$name" inside
+// it as a variable, so one "$" fails the whole transaction ("unknown
+// identifier") and with it every policy change on the host. Policy names
+// cannot hold "$" today (resource names are DNS names); this keeps a
+// looser name from ever reaching nft as syntax.
 func logPrefix(policy string) string {
-	p := comment("calico-pol " + policy)
+	p := strings.ReplaceAll(comment("calico-pol "+policy), "$", "_")
 	if len(p) > 60 {
 		p = p[:60]
 	}

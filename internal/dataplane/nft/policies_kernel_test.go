@@ -185,3 +185,48 @@ func TestKernelLabelPolicyScale(t *testing.T) {
 	slices.Sort(times)
 	t.Logf("FIGURE: one label change at that scale: %d nft operations, median %v, all %v", st.Ops, times[len(times)/2], times)
 }
+
+// TestKernelPolicyNameNotSyntax: a label policy whose name holds what nft
+// reads as syntax inside a log prefix ("$x" is a variable there) and whose
+// rules log and deny. The table is still written (before logPrefix
+// replaced "$", nft refused the whole transaction: "unknown identifier",
+// so no endpoint on the host got any policy change), the Deny holds, and
+// honest traffic flows.
+func TestKernelPolicyNameNotSyntax(t *testing.T) {
+	requireKernel(t)
+	l := newLab(t)
+	w1 := l.addWorkload("w1", "10.65.0.1", "fd00::1")
+	w2 := l.addWorkload("w2", "10.65.0.2", "fd00::2")
+	listen(t, w2.ns, ":8080")
+	listen(t, w2.ns, ":8081")
+	none := netip.Addr{}
+	h := newHostEnforcer(t, l.host)
+	defer h.cleanup()
+
+	const prof, hostile = "prof.a", "audit$x;#{}@`'"
+	p := calc.Policy{
+		Endpoints: []calc.EndpointPolicy{
+			{Interface: w1.iface, Addrs: []netip.Addr{w1.ip4, w1.ip6}, Profiles: []string{prof}},
+			{Interface: w2.iface, Addrs: []netip.Addr{w2.ip4, w2.ip6}, Profiles: []string{prof}, IngressPolicies: []string{hostile}},
+		},
+		Profiles: map[string]api.Profile{prof: api.NewProfile(prof)},
+		TagMembers: map[string]calc.AddrSet{
+			prof: {V4: []netip.Addr{w1.ip4, w2.ip4}, V6: []netip.Addr{w1.ip6, w2.ip6}},
+		},
+		AllPools: []netip.Prefix{netip.MustParsePrefix("10.65.0.0/24"), netip.MustParsePrefix("fd00::/64")},
+		Policies: map[string]calc.TierPolicy{
+			hostile: {Ingress: []calc.PolicyRule{
+				{Action: "Log"},
+				{Action: "Deny", Protocol: 6, Dst: calc.PolicyEntity{Ports: []api.PortRange{{Min: 8081, Max: 8081}}}},
+				{Action: "Pass"},
+			}},
+		},
+	}
+	h.apply(p) // fatal if nft refuses the table
+	expect(t, "w1 -> w2 ping (Log, then Pass: the profile admits w1)", true, l.ping(w1.ns, none, w2.ip4))
+	expect(t, "w1 -> w2 tcp 8080 (Pass)", true, l.tcp(w1.ns, w2.ip4, 8080))
+	expect(t, "w1 -> w2 tcp 8081 (the policy's Deny)", false, l.tcp(w1.ns, w2.ip4, 8081))
+	if out := h.nft("list", "chain", "inet", TableName, policyInChain(hostile)); !regexp.MustCompile(`log prefix "calico-pol audit_x;#\{\}@`).MatchString(out) {
+		t.Errorf("the Log rule's prefix is not the policy's name with \"$\" replaced:\n%s", out)
+	}
+}

@@ -159,10 +159,10 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 // cache's) has every address taken, with that record's revision: a block
 // still at that revision has no room for any request in any pool, so a
 // round reads only its revision, not its value (at 1000 workloads a node
-// claims 16 /26 blocks, 15 of them full, and reading and copying their
-// values was most of what a round read). A block written since (an
-// address released, by any process) has another revision and is read in
-// full. Called with m.mu held.
+// claims 16 /26 blocks, 15 of them full: a round read 17 KB of values,
+// now 3 KB; BenchmarkAutoAssignNextTo). A block written since (an address
+// released, by any process) has another revision and is read in full.
+// Called with m.mu held.
 func (m *IPAM) fullBlocks(keys []string) map[string]int64 {
 	var full map[string]int64
 	for _, k := range keys {

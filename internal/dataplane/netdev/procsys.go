@@ -10,18 +10,22 @@ import (
 // procSysNet keeps, for each network namespace host-side settings are read
 // or written in, the directories holding its interfaces' settings
 // (/proc/sys/net/ipv4/conf, ipv4/neigh, ipv6/conf) open across calls.
-// Opening one by path looks "ipv4" up under /proc/sys/net among one dentry
-// per network namespace on the machine that has used its settings (each
-// namespace has its own, under one name, and proc_sys_compare checks each
-// against the caller's namespace, under the sysctl lock), so with a
-// workload namespace per container each host side's settings cost three
-// walks of all of them: at 1000 workloads the new host side's settings took
-// 1.5-2 ms against 0.25 ms at 10 (`perf record -a` during the policy bench:
-// proc_sys_compare under sysctlDirs.open, in calico-node and in the call
-// that makes the veth). Below an open directory every name is the
-// namespace's own. An open directory keeps showing the namespace it was
-// opened in, whichever namespace the thread using it is in: they are kept
-// by namespace, and used only by a thread in it.
+// Opening one by path looks "ipv4" or "ipv6" up under /proc/sys/net, where
+// the dentry cache holds one such entry per network namespace that has used
+// its settings, all under one name in one hash chain, newest first;
+// proc_sys_compare checks each against the caller's namespace under the
+// sysctl lock. Every workload's namespace uses ipv6 (its accept_dad), so a
+// host that started before its workloads walks past all of theirs: at 1000
+// workloads one open of ipv6/conf took 120 us from the lab host's
+// namespace (500 us from a new one), the new host side's settings 1.5-2 ms
+// in the policy bench against 0.25 ms at 10, and `perf record -a` showed
+// proc_sys_compare under sysctlDirs.open in calico-node's read-back of the
+// new interface and in the call that makes the veth
+// (BenchmarkHostSysctlsNextTo: 164-242 us against 55-65 us at 10, kept
+// 63-80 us). Below an open directory every name is the namespace's own. An
+// open directory keeps showing the namespace it was opened in, whichever
+// namespace the thread using it is in: they are kept by namespace, and used
+// only by a thread in it.
 var procSysNet = netDirCache{m: map[nsID]*netDir{}}
 
 // nsID names a network namespace while it exists: its nsfs device and

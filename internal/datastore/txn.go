@@ -23,6 +23,10 @@ func ReadKey(key string) Read { return Read{key: key} }
 // ReadPrefix reads every key under prefix, in key order.
 func ReadPrefix(prefix string) Read { return Read{key: prefix, prefix: true} }
 
+// ReadRevision reads one key's mod revision without its value (a Record
+// with a nil Value, or none when the key is absent).
+func ReadRevision(key string) Read { return Read{key: key, keysOnly: true} }
+
 // ReadKeysUnder reads the keys under prefix without their values.
 func ReadKeysUnder(prefix string) Read { return Read{key: prefix, prefix: true, keysOnly: true} }
 

@@ -62,8 +62,10 @@ type blockPlan struct {
 // autoRound takes, for the requests of batch in order, the lowest free
 // address of the node's own blocks in each one's candidate pools, in one
 // read (pools, the node's claims, the handles, and the blocks the claims
-// named last time) and one transaction guarded by every block, pool and
-// handle it read; a lost race reruns the round from a fresh read. It
+// named last time: only the revision of those last decoded with every
+// address taken, see fullBlocks) and one transaction guarded by every
+// block, pool and handle it read; a lost race reruns the round from a
+// fresh read. It
 // answers the requests it placed or that failed on their own (a pool they
 // name is gone, a handle record is corrupt), and returns the others: those
 // that found no room, and a second request for a handle already in the
@@ -79,20 +81,25 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 		clear(failed)
 		m.mu.Lock()
 		guess := slices.Clone(m.lastClaims[node])
+		full := m.fullBlocks(guess)
 		m.mu.Unlock()
 		reads := []datastore.Read{datastore.ReadPrefix(datastore.PrefixPools), datastore.ReadPrefix(datastore.AffinityPrefix(node))}
 		for _, r := range batch {
 			reads = append(reads, datastore.ReadKey(datastore.HandleKey(r.handle)))
 		}
 		for _, k := range guess {
-			reads = append(reads, datastore.ReadKey(k))
+			if _, ok := full[k]; ok {
+				reads = append(reads, datastore.ReadRevision(k))
+			} else {
+				reads = append(reads, datastore.ReadKey(k))
+			}
 		}
 		rs, err := m.read(ctx, reads...)
 		if err != nil {
 			return false, err
 		}
 		pools := parsePools(rs[0])
-		mine, err := m.ownBlocks(ctx, node, pools, rs[1], guess, rs[2+len(batch):])
+		mine, err := m.ownBlocks(ctx, node, pools, rs[1], guess, full, rs[2+len(batch):])
 		if err != nil {
 			return false, err
 		}
@@ -148,11 +155,35 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 	return left, nil
 }
 
+// fullBlocks are those of keys whose last decoded record (the decode
+// cache's) has every address taken, with that record's revision: a block
+// still at that revision has no room for any request in any pool, so a
+// round reads only its revision, not its value (at 1000 workloads a node
+// claims 16 /26 blocks, 15 of them full: a round read 17 KB of values,
+// now 3 KB; BenchmarkAutoAssignNextTo). A block written since (an address
+// released, by any process) has another revision and is read in full.
+// Called with m.mu held.
+func (m *IPAM) fullBlocks(keys []string) map[string]int64 {
+	var full map[string]int64
+	for _, k := range keys {
+		if c, ok := m.decoded[k]; ok && c.st.full() {
+			if full == nil {
+				full = map[string]int64{}
+			}
+			full[k] = c.rev
+		}
+	}
+	return full
+}
+
 // ownBlocks are the blocks node's claims name whose records agree (a
-// claim whose block says otherwise is stale: the block decides), in address
-// order: those among the guessed keys from their read (got), the others
-// read now. The keys the claims name are remembered for the next guess.
-func (m *IPAM) ownBlocks(ctx context.Context, node string, pools []poolInfo, claims []kv, guess []string, got [][]kv) ([]storedBlock, error) {
+// claim whose block says otherwise is stale: the block decides) and that
+// may have room, in address order: those among the guessed keys from their
+// read (got), the others read now. A guessed key read for its revision
+// only (full, by the revision it was full at) is left out while that
+// revision holds and read now when it does not. The keys the claims name
+// are remembered for the next guess.
+func (m *IPAM) ownBlocks(ctx context.Context, node string, pools []poolInfo, claims []kv, guess []string, full map[string]int64, got [][]kv) ([]storedBlock, error) {
 	var keys []string
 	for _, kv := range claims {
 		c := parseClaimKV(kv.key, kv.value, kv.rev)
@@ -170,16 +201,24 @@ func (m *IPAM) ownBlocks(ctx context.Context, node string, pools []poolInfo, cla
 	var recs []kv
 	var missing []datastore.Read
 	for _, k := range keys {
-		if i := slices.Index(guess, k); i >= 0 {
-			recs = append(recs, got[i]...)
-		} else {
+		i := slices.Index(guess, k)
+		fullAt, wasFull := full[k]
+		switch {
+		case i < 0:
 			missing = append(missing, datastore.ReadKey(k))
+		case wasFull && len(got[i]) > 0 && got[i][0].rev == fullAt:
+			// Unchanged since every address was taken: no room.
+		case wasFull && len(got[i]) > 0:
+			missing = append(missing, datastore.ReadKey(k))
+		default:
+			recs = append(recs, got[i]...)
 		}
 	}
 	if len(missing) > 0 {
 		// A claim made since the last read (by another process, or by
-		// autoAssignOne): read in a second round trip. The transaction's
-		// guards keep the two reads honest.
+		// autoAssignOne), or a full block written since: read in a second
+		// round trip. The transaction's guards keep the two reads honest,
+		// and it writes only blocks read with their values.
 		rb, err := m.read(ctx, missing...)
 		if err != nil {
 			return nil, err

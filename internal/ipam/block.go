@@ -112,5 +112,10 @@ func (s *blockState) without(ords ...int) api.Block {
 	return r
 }
 
+// full says whether every address of the block is taken (reserved
+// addresses aside, which depend on the pool: a block full but for its
+// pool's network or broadcast address is not full here).
+func (s *blockState) full() bool { return s.used.firstFree(s.size, false, false) < 0 }
+
 // usedCount returns the number of recorded allocations.
 func (s *blockState) usedCount() int { return len(s.rec.Allocations) }

@@ -49,7 +49,7 @@ func prepareHostSide(h *netlink.Handle, netnsPath string, link netlink.Link, hs 
 		// a kernel without IPv6 refuses it.
 		return fmt.Errorf("set %s addrgenmode eui64: %w", hs.Name, err)
 	}
-	if err := writeSysctls(netnsPath, slices.DeleteFunc(hs.sysctls(), isAddrGenMode)); err != nil {
+	if err := writeHostSysctls(netnsPath, slices.DeleteFunc(hs.sysctls(), isAddrGenMode)); err != nil {
 		return err
 	}
 	if err := h.LinkSetUp(link); err != nil {
@@ -319,5 +319,5 @@ func (s *WorkloadIfaceSyncer) remember(want []HostSide, checked map[string]HostS
 // skipped: an optional one the kernel lacks, or an interface that went away
 // meanwhile (the next pass reports it).
 func convergeSysctls(path string, settings []sysctl) (fixed []string, err error) {
-	return setSysctls(path, settings, true)
+	return setSysctls(path, settings, true, true)
 }

@@ -68,7 +68,7 @@ func TestSysctlsWriteOnlyWhatDiffers(t *testing.T) {
 		t.Fatal(err)
 	}
 	ipCmd(t, "-n", host, "link", "add", "sux0", "type", "veth", "peer", "name", "sux1")
-	fixed, err := setSysctls(hostPath, hostSideSysctls("sux0", false), false)
+	fixed, err := setSysctls(hostPath, hostSideSysctls("sux0", false), false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestSysctlsWriteOnlyWhatDiffers(t *testing.T) {
 			t.Errorf("%v = %s, want %s", k.key, v, k.value)
 		}
 	}
-	if fixed, err := setSysctls(hostPath, hostSideSysctls("sux0", false), false); err != nil || len(fixed) != 0 {
+	if fixed, err := setSysctls(hostPath, hostSideSysctls("sux0", false), false, false); err != nil || len(fixed) != 0 {
 		t.Errorf("second run wrote %q (err %v), want nothing", fixed, err)
 	}
 	missing := []sysctl{{key: []string{"net", "ipv4", "conf", "sux9", "proxy_arp"}, value: "1"}}

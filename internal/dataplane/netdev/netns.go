@@ -164,7 +164,15 @@ func sysctlPath(key []string) string {
 // through runInNetns instead of a netlink handle. A missing file is an
 // error unless the setting is optional.
 func writeSysctls(path string, settings []sysctl) error {
-	_, err := setSysctls(path, settings, false)
+	_, err := setSysctls(path, settings, false, false)
+	return err
+}
+
+// writeHostSysctls is writeSysctls for a host's namespace, which settings
+// are written in again and again (one host side per new workload): it
+// keeps that namespace's /proc/sys/net open across calls (procSysNet).
+func writeHostSysctls(path string, settings []sysctl) error {
+	_, err := setSysctls(path, settings, false, true)
 	return err
 }
 
@@ -178,12 +186,25 @@ func writeSysctls(path string, settings []sysctl) error {
 // (BenchmarkAddWorkload: a burst of 20 took 82-108 ms with the writes,
 // 20-51 ms without any). A new host side inherits forwarding=1 from the
 // namespace's default once forwarding is on, so that write is skipped.
-func setSysctls(path string, settings []sysctl, missingOK bool) (fixed []string, err error) {
+// keep opens the namespace's directories relative to its /proc/sys/net
+// kept open across calls (procSysNet), for a host's namespace.
+func setSysctls(path string, settings []sysctl, missingOK, keep bool) (fixed []string, err error) {
 	if len(settings) == 0 {
 		return nil, nil
 	}
 	err = runInNetns(path, func() error {
-		dirs := sysctlDirs{}
+		dirs := sysctlDirs{dirs: map[string]int{}}
+		if keep {
+			if d, id, err := procSysNet.acquire(); err == nil {
+				dirs.kept = d
+				defer func() {
+					if dirs.stale {
+						procSysNet.drop(id, d)
+					}
+					procSysNet.release(d)
+				}()
+			}
+		}
 		defer dirs.close()
 		var errs []error
 		for _, s := range settings {
@@ -218,29 +239,63 @@ func setSysctls(path string, settings []sysctl, missingOK bool) (fixed []string,
 // each of them: proc_sys_compare was 29% of the agent's CPU at 1000
 // workloads, each in its own namespace (perf), so a read-back of all 7000
 // settings was quadratic in workloads. Relative to open directories only
-// the interface's own components are looked up per setting. It is used on
-// one thread, inside runInNetns: /proc/sys shows the namespace of the
+// the interface's own components are looked up per setting; for a host's
+// namespace the directories are kept across calls (procSysNet). It is used
+// on one thread, inside runInNetns: /proc/sys shows the namespace of the
 // thread that looks a name up.
-type sysctlDirs map[string]int
+type sysctlDirs struct {
+	// kept are the namespace's directories kept across calls
+	// (procSysNet), used instead of dirs; nil: none.
+	kept *netDir
+	// stale says kept are of a namespace that is gone (a setting missing
+	// under them was found by full path): they are given up.
+	stale bool
+	// dirs are the directories opened in this call, by full path.
+	dirs map[string]int
+}
 
 // open returns a raw descriptor, not an *os.File: os.NewFile asks the
 // kernel whether the descriptor is non-blocking, a system call more per
 // setting, and a read-back of all 7000 settings at 1000 workloads is
 // little else than these system calls.
-func (d sysctlDirs) open(key []string, flags int) (int, error) {
+func (d *sysctlDirs) open(key []string, flags int) (int, error) {
 	split := max(len(key)-2, 1)
-	dir := sysctlPath(key[:split])
-	fd, ok := d[dir]
+	dir, rel := sysctlPath(key[:split]), filepath.Join(key[split:]...)
+	if d.kept != nil {
+		if dfd, err := procSysNet.dir(d.kept, dir); err == nil {
+			f, err := unix.Openat(dfd, rel, flags|unix.O_CLOEXEC, 0)
+			if err != unix.ENOENT {
+				if err != nil {
+					return -1, &fs.PathError{Op: "open", Path: sysctlPath(key), Err: err}
+				}
+				return f, nil
+			}
+		}
+		// Missing under the kept directory: missing in this namespace, or
+		// the directory is of a namespace that is gone (whose inode number
+		// this one has now). Found by full path, it is the latter.
+		f, err := d.openInCall(dir, rel, flags)
+		if err == nil {
+			d.stale, d.kept = true, nil
+		}
+		return f, err
+	}
+	return d.openInCall(dir, rel, flags)
+}
+
+// openInCall opens rel under dir, opening dir once per call.
+func (d *sysctlDirs) openInCall(dir, rel string, flags int) (int, error) {
+	fd, ok := d.dirs[dir]
 	if !ok {
 		var err error
 		if fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 			return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
 		}
-		d[dir] = fd
+		d.dirs[dir] = fd
 	}
-	f, err := unix.Openat(fd, filepath.Join(key[split:]...), flags|unix.O_CLOEXEC, 0)
+	f, err := unix.Openat(fd, rel, flags|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: sysctlPath(key), Err: err}
+		return -1, &fs.PathError{Op: "open", Path: filepath.Join(dir, rel), Err: err}
 	}
 	return f, nil
 }
@@ -250,7 +305,7 @@ func (d sysctlDirs) open(key []string, flags int) (int, error) {
 // it, so a short read is the end: no second read to see end of file.
 const sysctlReadSize = 128
 
-func (d sysctlDirs) read(key []string) ([]byte, error) {
+func (d *sysctlDirs) read(key []string) ([]byte, error) {
 	f, err := d.open(key, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
@@ -273,7 +328,7 @@ func (d sysctlDirs) read(key []string) ([]byte, error) {
 	}
 }
 
-func (d sysctlDirs) write(key []string, value string) error {
+func (d *sysctlDirs) write(key []string, value string) error {
 	f, err := d.open(key, unix.O_WRONLY)
 	if err != nil {
 		return err
@@ -288,8 +343,8 @@ func (d sysctlDirs) write(key []string, value string) error {
 	return nil
 }
 
-func (d sysctlDirs) close() {
-	for _, fd := range d {
+func (d *sysctlDirs) close() {
+	for _, fd := range d.dirs {
 		unix.Close(fd)
 	}
 }

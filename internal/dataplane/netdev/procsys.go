@@ -40,11 +40,13 @@ type netDir struct {
 	dirs    map[string]int
 	refs    int
 	dropped bool
+	used    uint64 // the cache's clock at its last acquire
 }
 
 type netDirCache struct {
-	mu sync.Mutex
-	m  map[nsID]*netDir
+	mu    sync.Mutex
+	m     map[nsID]*netDir
+	clock uint64
 }
 
 // maxNetDirs bounds the namespaces kept: one per host a process programs
@@ -64,14 +66,22 @@ func (c *netDirCache) acquire() (*netDir, nsID, error) {
 	d, ok := c.m[id]
 	if !ok {
 		if len(c.m) >= maxNetDirs {
+			// The least recently used goes: a process that programs a
+			// few hosts' namespaces again and again keeps them all.
+			var lk nsID
+			var lru *netDir
 			for k, old := range c.m {
-				c.dropLocked(k, old)
-				break
+				if lru == nil || old.used < lru.used {
+					lk, lru = k, old
+				}
 			}
+			c.dropLocked(lk, lru)
 		}
 		d = &netDir{dirs: map[string]int{}}
 		c.m[id] = d
 	}
+	c.clock++
+	d.used = c.clock
 	d.refs++
 	return d, id, nil
 }

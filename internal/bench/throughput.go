@@ -86,7 +86,8 @@ func runThroughput(ctx context.Context, r *runner) error {
 	// Read the ruleset and links now: policyCost deletes the tables.
 	r.datapathFindings(ctx, w, "flat fabric", wls[0])
 	r.packetSizeFinding(ctx, "flat fabric", wls[2], wls[0])
-	if len(r.plan.Paths) == 0 || slices.Contains(r.plan.Paths, pathNoTable) {
+	// Every state of the ablation is named "..., agents stopped".
+	if len(r.plan.Paths) == 0 || slices.ContainsFunc(r.plan.Paths, func(p string) bool { return strings.HasSuffix(p, ", agents stopped") }) {
 		if err := r.policyCost(ctx, w, wls[2], wls[0]); err != nil {
 			return err
 		}
@@ -180,6 +181,15 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 		{path: pathOneFwd, restore: true, drop: []string{"fwd-to-wl"}},
 		{path: pathCTOnly, ctOnly: true},
 		{path: pathFastPath, restore: true, fastPath: true},
+	}
+	// Paths naming ablation states limits the ablation to them (the pair
+	// of the summary row is always measured).
+	if named := slices.DeleteFunc(slices.Clone(r.plan.Paths), func(p string) bool {
+		return !slices.ContainsFunc(states, func(s state) bool { return s.path == p }) || p == pathTable || p == pathNoTable
+	}); len(named) > 0 {
+		states = slices.DeleteFunc(states, func(s state) bool {
+			return s.path != pathTable && s.path != pathNoTable && !slices.Contains(named, s.path)
+		})
 	}
 	stateOf := func(path string) state {
 		return states[slices.IndexFunc(states, func(s state) bool { return s.path == path })]
@@ -302,14 +312,27 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 		none.Ratio = pairedRatio(none.Gbps, full.Gbps)
 		none.CPURatio = pairedRatio(none.CPUPerGB, full.CPUPerGB)
 		r.res.policyCostMetric(st, full, none)
-		ns, fo := find(res, pathNoSpoof, st), find(res, pathFwdOnly, st)
-		in, of := find(res, pathIngress, st), find(res, pathOneFwd, st)
-		ct, fa := find(res, pathCTOnly, st), find(res, pathFastPath, st)
-		r.res.finding("policy cost ablation, cross-host, agents stopped, %s (paired ratios to no ruleset, Gbit/s; CPU per GB): full ruleset %.3f; %.3f, without the anti-spoof chain %.3f; %.3f, forward chains only %.3f; %.3f (conntrack stays in both; the rest of the gap to 1 is conntrack and the forward hooks), anti-spoof at ingress %.3f; %.3f, without the inbound forward chain %.3f; %.3f, conntrack only (one forward chain, ct state established,related accept) %.3f; %.3f, full ruleset with the eBPF fast path %.3f; %.3f. No ruleset: %.2f CPU s per GB.",
-			streamsName(st), full.Ratio, full.CPURatio, ns.Ratio, ns.CPURatio, fo.Ratio, fo.CPURatio, in.Ratio, in.CPURatio, of.Ratio, of.CPURatio, ct.Ratio, ct.CPURatio, fa.Ratio, fa.CPURatio, medianPositive(none.CPUPerGB))
+		var parts []string
+		for _, a := range []struct{ path, label string }{
+			{pathTable, "full ruleset"},
+			{pathNoSpoof, "without the anti-spoof chain"},
+			{pathFwdOnly, "forward chains only (conntrack stays; the NAT and prerouting hooks go)"},
+			{pathIngress, "anti-spoof at ingress"},
+			{pathOneFwd, "without the inbound forward chain"},
+			{pathCTOnly, "conntrack only (one forward chain, ct state established,related accept)"},
+			{pathFastPath, "full ruleset with the eBPF fast path"},
+		} {
+			if t := find(res, a.path, st); t != nil {
+				parts = append(parts, fmt.Sprintf("%s %.3f; %.3f", a.label, t.Ratio, t.CPURatio))
+			}
+		}
+		r.res.finding("policy cost ablation, cross-host, agents stopped, %s (paired ratios to no ruleset, Gbit/s; CPU per GB): %s. No ruleset: %.2f CPU s per GB.",
+			streamsName(st), strings.Join(parts, ", "), medianPositive(none.CPUPerGB))
 		r.res.finding("policy cost, %s: the ruleset / no ruleset row pairs %s", streamsName(st), spreadNote(full, none))
 	}
-	r.res.finding("policy cost ablation: the eBPF fast path's counters over its runs, both hosts: %s.", statsNote(fp.stats))
+	if slices.ContainsFunc(states, func(s state) bool { return s.fastPath }) {
+		r.res.finding("policy cost ablation: the eBPF fast path's counters over its runs, both hosts: %s.", statsNote(fp.stats))
+	}
 	r.res.Throughput = append(r.res.Throughput, res...)
 	return nil
 }

@@ -35,6 +35,9 @@ func benchCmd() *cobra.Command {
 	var only []string
 	var setupCount, burst int
 	var scaleRR, scaleMesh []int
+	var runs, policyExtraRuns int
+	var streams []int
+	var paths []string
 	cmd := &cobra.Command{
 		Use:   "calico-bench [--out DIR] [--quick] [--only SECTION,...]",
 		Short: "Measure throughput, latency, endpoint setup, policy scale and BGP convergence on namespace hosts",
@@ -89,7 +92,8 @@ not run.`,
 			}
 			var plan *bench.Plan
 			scaleSet := cmd.Flags().Changed("scale-sizes") || cmd.Flags().Changed("scale-mesh-sizes")
-			if setupCount > 0 || burst > 0 || scaleSet {
+			tpSet := runs > 0 || cmd.Flags().Changed("policy-extra-runs") || len(streams) > 0 || len(paths) > 0
+			if setupCount > 0 || burst > 0 || scaleSet || tpSet {
 				p := bench.DefaultPlan()
 				if quick {
 					p = bench.QuickPlan()
@@ -100,6 +104,16 @@ not run.`,
 				if burst > 0 {
 					p.Burst = burst
 				}
+				if runs > 0 {
+					p.Runs = runs
+				}
+				if cmd.Flags().Changed("policy-extra-runs") {
+					p.PolicyExtraRuns = max(policyExtraRuns, 0)
+				}
+				if len(streams) > 0 {
+					p.Streams = streams
+				}
+				p.Paths = paths
 				for _, f := range []struct {
 					name string
 					val  []int
@@ -144,6 +158,12 @@ not run.`,
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these sections (comma-separated): "+strings.Join(bench.Sections, ", "))
 	cmd.Flags().IntVar(&setupCount, "setup-count", 0, "workloads per mode in the setup and cni sections (default 200, --quick 20)")
 	cmd.Flags().IntVar(&burst, "burst", 0, "workloads added at once in the burst modes of setup and cni (default 20, --quick 10)")
+	// Narrowing the throughput section, to repeat one comparison many
+	// times on a loaded machine.
+	cmd.Flags().IntVar(&runs, "runs", 0, "iperf3 rounds per path and stream count in throughput, vxlan, ipip and wireguard (default 3, --quick 1)")
+	cmd.Flags().IntVar(&policyExtraRuns, "policy-extra-runs", 0, "extra rounds of only the saved ruleset and no ruleset in the throughput section's policy-cost ablation (default 6, --quick 0)")
+	cmd.Flags().IntSliceVar(&streams, "streams", nil, "iperf3 stream counts (default 1,4)")
+	cmd.Flags().StringArrayVar(&paths, "path", nil, "measure only this throughput path (repeatable; names as in results.md); naming policy-cost ablation states measures \"no ruleset\", the saved ruleset and those states only")
 	// Sizes of the scale section, to iterate on one size (the issue's
 	// targets apply to the largest reflector size given).
 	cmd.Flags().IntSliceVar(&scaleRR, "scale-sizes", nil, "host counts the reflector world of the scale section grows through (default 10,25,50,100; 0: none)")

@@ -58,6 +58,10 @@ type Plan struct {
 	Seconds int
 	Streams []int
 	Paths   []string
+	// PolicyExtraRuns: rounds after the Runs rounds of the throughput
+	// section's policy-cost ablation that measure only the saved ruleset
+	// and no ruleset, so their paired ratio resolves the 2% target.
+	PolicyExtraRuns int
 
 	// Latency: endpoint and rule counts, qperf seconds and runs per level.
 	LatencyLevels  []int
@@ -96,7 +100,7 @@ type Plan struct {
 // DefaultPlan is what the issue asks for.
 func DefaultPlan() Plan {
 	return Plan{
-		Runs: 3, Seconds: 5, Streams: []int{1, 4},
+		Runs: 3, Seconds: 5, Streams: []int{1, 4}, PolicyExtraRuns: 6,
 		LatencyLevels: []int{0, 100, 1000}, LatencySeconds: 3, LatencyRuns: 5,
 		SetupCount: 200, Burst: 20,
 		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 10,

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +87,52 @@ func TestQuickThroughputPair(t *testing.T) {
 		}
 	}
 	checkPNG(t, filepath.Join(out, plotThroughput))
+}
+
+// TestQuickPolicyCost runs the throughput section's policy-cost ablation
+// alone, one short round of every state plus one extra round of the
+// ruleset pair, and checks that every state moved data, that the pair got
+// its extra round (and only the pair), and that the eBPF fast path state
+// really forwarded packets past netfilter on both hosts' paths.
+func TestQuickPolicyCost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test builds network namespaces and loads BPF programs: it needs root (CI runs as root)")
+	}
+	bin := binDir(t)
+	out := t.TempDir()
+	plan := QuickPlan()
+	plan.Runs, plan.PolicyExtraRuns, plan.Seconds, plan.Streams, plan.Paths = 1, 1, 2, []int{1}, []string{pathNoTable}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Bin: bin, Out: out, Quick: true, Only: []string{SecThroughput}, Plan: &plan, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{pathTable, pathNoTable, pathNoSpoof, pathFwdOnly, pathIngress, pathOneFwd, pathCTOnly, pathFastPath} {
+		tr := find(res.Throughput, p, 1)
+		want := 1
+		if p == pathTable || p == pathNoTable {
+			want = 2
+		}
+		switch {
+		case tr == nil:
+			t.Errorf("%s: not measured", p)
+		case len(tr.Gbps) != want || slices.Contains(tr.Gbps, 0):
+			t.Errorf("%s: runs %v, want %d that moved data", p, tr.Gbps, want)
+		case tr.Ratio <= 0 || tr.CPURatio <= 0:
+			t.Errorf("%s: no ratio to its baseline: %+v", p, tr)
+		}
+	}
+	fwd := regexp.MustCompile(`fast path's counters over its runs, both hosts: .*fwd_uplink (\d+), fwd_workload (\d+)`)
+	var m []string
+	for _, f := range res.Findings {
+		if m = fwd.FindStringSubmatch(f); m != nil {
+			break
+		}
+	}
+	if m == nil || m[1] == "0" || m[2] == "0" {
+		t.Errorf("the fast path forwarded nothing on one of its paths (%v); findings:\n%s", m, strings.Join(res.Findings, "\n"))
+	}
 }
 
 // TestWritersAllSections feeds the writers results for every section and

@@ -88,6 +88,7 @@ func markdown(res *Results) string {
 		}
 		b.WriteString("\nRuns are interleaved: round k runs every path once, in the order listed. A ratio is the median over rounds of the path's run " +
 			"divided by its baseline's run in the same round, which keeps a slow spell of the machine from landing on one side only. " +
+			"The policy-cost pair (saved ruleset, no ruleset) gets extra rounds after those of every state, hence more runs. " +
 			"CPU s per GB (median over runs) is the user and system time of iperf3's client and server, and for the WireGuard path of both agents " +
 			"(wireguard-go runs in them), per GB received; softirq work done in their context is included, work deferred to ksoftirqd is not.\n")
 	}

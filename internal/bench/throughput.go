@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -32,6 +33,8 @@ const (
 	pathFwdOnly  = "workload, cross-host, saved ruleset's forward chains only, agents stopped"
 	pathIngress  = "workload, cross-host, saved ruleset with the anti-spoof check at ingress on the endpoints' interfaces, agents stopped"
 	pathOneFwd   = "workload, cross-host, saved ruleset without its inbound forward chain, agents stopped"
+	pathCTOnly   = "workload, cross-host, conntrack only (one forward chain: ct state established,related accept), agents stopped"
+	pathFastPath = "workload, cross-host, saved ruleset with the eBPF fast path, agents stopped"
 	pathHostRtr  = "host-to-host via router"
 	pathVXLAN    = "workload, VXLAN via router"
 	benchProfile = "BENCH"
@@ -83,7 +86,8 @@ func runThroughput(ctx context.Context, r *runner) error {
 	// Read the ruleset and links now: policyCost deletes the tables.
 	r.datapathFindings(ctx, w, "flat fabric", wls[0])
 	r.packetSizeFinding(ctx, "flat fabric", wls[2], wls[0])
-	if len(r.plan.Paths) == 0 || slices.Contains(r.plan.Paths, pathNoTable) {
+	// Every state of the ablation is named "..., agents stopped".
+	if len(r.plan.Paths) == 0 || slices.ContainsFunc(r.plan.Paths, func(p string) bool { return strings.HasSuffix(p, ", agents stopped") }) {
 		if err := r.policyCost(ctx, w, wls[2], wls[0]); err != nil {
 			return err
 		}
@@ -146,8 +150,17 @@ func runVXLAN(ctx context.Context, r *runner) error {
 // (only their packets walk it; not safe as it stands, since a "cali*"
 // interface without an endpoint goes unchecked), and the table without its
 // inbound forward chain (the most that merging the two forward base chains
-// could save; not a safe ruleset either). Every run also records CPU per
-// GB, which the machine's load moves far less than Gbit/s. It runs last:
+// could save; not a safe ruleset either). Two more test where the floor
+// under those ablations is: a table holding only a forward chain with
+// `ct state established,related accept` (conntrack on for every packet,
+// no policy), and the saved ruleset with internal/dataplane/fastpath's
+// programs attached as calico-node attaches them with CALICO_FASTPATH=on
+// (established flows' packets redirected past netfilter), taken down
+// after each of its runs. Every run also records CPU per GB, which the
+// machine's load moves far less than Gbit/s. After Runs rounds of every
+// state, PolicyExtraRuns more rounds measure only the saved ruleset and
+// no ruleset: the summary row compares those two against a 2% target,
+// which the spread of three paired rounds cannot resolve. It runs last:
 // the world is torn down after it.
 func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkthrough.Workload) error {
 	// One nft script per host and state, each one atomic transaction: it
@@ -155,20 +168,42 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 	// the ablated chains. Adding the empty table first makes the delete
 	// valid whether or not it exists.
 	const reset = "table inet calico {}\ndelete table inet calico\n"
-	states := []struct {
-		path    string
-		restore bool
-		drop    []string // chains deleted from the saved table
-		ingress bool     // the anti-spoof rules added as an ingress chain
-	}{
-		{pathTable, true, nil, false},
-		{pathNoTable, false, nil, false},
-		{pathNoSpoof, true, []string{"from-wl-src"}, false},
-		{pathFwdOnly, true, []string{"from-wl-src", "nat-out", "dnat-pre", "dnat-out"}, false},
-		{pathIngress, true, []string{"from-wl-src"}, true},
-		{pathOneFwd, true, []string{"fwd-to-wl"}, false},
+	// The conntrack-only state: what any ct expression in a forward chain
+	// costs by itself (the hooks of conntrack and defrag, one lookup or
+	// new entry per packet), with no policy chain behind it.
+	const ctOnly = "table inet calico {\n\tchain ct-only-fwd {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state established,related accept\n\t}\n}\n"
+	type state struct {
+		path     string
+		restore  bool
+		drop     []string // chains deleted from the saved table
+		ingress  bool     // the anti-spoof rules added as an ingress chain
+		ctOnly   bool     // the table is ctOnly instead of the saved one
+		fastPath bool     // the eBPF fast path is attached for the run
+	}
+	states := []state{
+		{path: pathTable, restore: true},
+		{path: pathNoTable},
+		{path: pathNoSpoof, restore: true, drop: []string{"from-wl-src"}},
+		{path: pathFwdOnly, restore: true, drop: []string{"from-wl-src", "nat-out", "dnat-pre", "dnat-out"}},
+		{path: pathIngress, restore: true, drop: []string{"from-wl-src"}, ingress: true},
+		{path: pathOneFwd, restore: true, drop: []string{"fwd-to-wl"}},
+		{path: pathCTOnly, ctOnly: true},
+		{path: pathFastPath, restore: true, fastPath: true},
+	}
+	// Paths naming ablation states limits the ablation to them (the pair
+	// of the summary row is always measured).
+	if named := slices.DeleteFunc(slices.Clone(r.plan.Paths), func(p string) bool {
+		return !slices.ContainsFunc(states, func(s state) bool { return s.path == p }) || p == pathTable || p == pathNoTable
+	}); len(named) > 0 {
+		states = slices.DeleteFunc(states, func(s state) bool {
+			return s.path != pathTable && s.path != pathNoTable && !slices.Contains(named, s.path)
+		})
+	}
+	stateOf := func(path string) state {
+		return states[slices.IndexFunc(states, func(s state) bool { return s.path == path })]
 	}
 	scripts := map[*lab.Host]map[string]string{}
+	saved := map[*lab.Host]string{}
 	for _, h := range w.Hosts {
 		if _, err := w.Ctl(ctx, h, "node", "stop"); err != nil {
 			return err
@@ -177,9 +212,13 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 		if err != nil {
 			return err
 		}
+		saved[h] = out
 		scripts[h] = map[string]string{}
 		for i, st := range states {
 			body := reset
+			if st.ctOnly {
+				body += ctOnly
+			}
 			if st.restore {
 				body += out + "\n"
 				for _, c := range st.drop {
@@ -206,6 +245,15 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 		}
 		return nil
 	}
+	fp, err := newBenchFastPath(w.Hosts, saved)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := fp.close(); err != nil {
+			r.res.finding("policy cost ablation: taking the eBPF fast path down failed: %v", err)
+		}
+	}()
 	var res []ThroughputResult
 	for _, st := range r.plan.Streams {
 		for _, s := range states {
@@ -216,14 +264,29 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 			res = append(res, ThroughputResult{Path: s.path, Baseline: base, Streams: st})
 		}
 	}
-	total, done := r.plan.Runs*len(res), 0
-	for run := 1; run <= r.plan.Runs; run++ {
+	// The extra rounds come after the Runs rounds of every state, so
+	// round k of an ablation still pairs with round k of no ruleset.
+	pairOnly := func(path string) bool { return path == pathTable || path == pathNoTable }
+	total, done := r.plan.Runs*len(res)+r.plan.PolicyExtraRuns*2*len(r.plan.Streams), 0
+	for run := 1; run <= r.plan.Runs+r.plan.PolicyExtraRuns; run++ {
 		for i := range res {
 			t := &res[i]
+			if run > r.plan.Runs && !pairOnly(t.Path) {
+				continue
+			}
 			if err := setTable(t.Path); err != nil {
 				return err
 			}
+			st := stateOf(t.Path)
+			if st.fastPath {
+				if err := fp.on(); err != nil {
+					return err
+				}
+			}
 			got, err := lab.Iperf3(ctx, server.Netns, client.Netns, server.IP, r.plan.Seconds, t.Streams)
+			if st.fastPath {
+				err = errors.Join(err, fp.off())
+			}
 			if err != nil {
 				return fmt.Errorf("iperf3 %s, %s, run %d: %w", t.Path, streamsName(t.Streams), run, err)
 			}
@@ -257,10 +320,26 @@ func (r *runner) policyCost(ctx context.Context, w *world, client, server *walkt
 		none.Ratio = pairedRatio(none.Gbps, full.Gbps)
 		none.CPURatio = pairedRatio(none.CPUPerGB, full.CPUPerGB)
 		r.res.policyCostMetric(st, full, none)
-		ns, fo := find(res, pathNoSpoof, st), find(res, pathFwdOnly, st)
-		in, of := find(res, pathIngress, st), find(res, pathOneFwd, st)
-		r.res.finding("policy cost ablation, cross-host, agents stopped, %s (paired ratios to no ruleset, Gbit/s; CPU per GB): full ruleset %.3f; %.3f, without the anti-spoof chain %.3f; %.3f, forward chains only %.3f; %.3f (conntrack stays in both; the rest of the gap to 1 is conntrack and the forward hooks), anti-spoof at ingress %.3f; %.3f, without the inbound forward chain %.3f; %.3f. No ruleset: %.2f CPU s per GB.",
-			streamsName(st), full.Ratio, full.CPURatio, ns.Ratio, ns.CPURatio, fo.Ratio, fo.CPURatio, in.Ratio, in.CPURatio, of.Ratio, of.CPURatio, medianPositive(none.CPUPerGB))
+		var parts []string
+		for _, a := range []struct{ path, label string }{
+			{pathTable, "full ruleset"},
+			{pathNoSpoof, "without the anti-spoof chain"},
+			{pathFwdOnly, "forward chains only (conntrack stays; the NAT and prerouting hooks go)"},
+			{pathIngress, "anti-spoof at ingress"},
+			{pathOneFwd, "without the inbound forward chain"},
+			{pathCTOnly, "conntrack only (one forward chain, ct state established,related accept)"},
+			{pathFastPath, "full ruleset with the eBPF fast path"},
+		} {
+			if t := find(res, a.path, st); t != nil {
+				parts = append(parts, fmt.Sprintf("%s %.3f; %.3f", a.label, t.Ratio, t.CPURatio))
+			}
+		}
+		r.res.finding("policy cost ablation, cross-host, agents stopped, %s (paired ratios to no ruleset, Gbit/s; CPU per GB): %s. No ruleset: %.2f CPU s per GB.",
+			streamsName(st), strings.Join(parts, ", "), medianPositive(none.CPUPerGB))
+		r.res.finding("policy cost, %s: the ruleset / no ruleset row pairs %s", streamsName(st), spreadNote(full, none))
+	}
+	if slices.ContainsFunc(states, func(s state) bool { return s.fastPath }) {
+		r.res.finding("policy cost ablation: the eBPF fast path's counters over its runs, both hosts: %s.", statsNote(fp.stats))
 	}
 	r.res.Throughput = append(r.res.Throughput, res...)
 	return nil
@@ -284,6 +363,50 @@ func ingressSpoofScript(table string) string {
 		"add rule inet calico spoof-ingress iifname . ip6 saddr @wl-src6 accept\n" +
 		"add rule inet calico spoof-ingress ip6 saddr { ::, fe80::/10 } meta l4proto ipv6-icmp accept\n" +
 		"add rule inet calico spoof-ingress drop\n"
+}
+
+// pairedRatios is a path's run over its baseline's in the same round,
+// for every round that has both figures.
+func pairedRatios(path, baseline []float64) []float64 {
+	var rs []float64
+	for k := range min(len(path), len(baseline)) {
+		if baseline[k] > 0 && path[k] > 0 {
+			rs = append(rs, path[k]/baseline[k])
+		}
+	}
+	return rs
+}
+
+// spreadNote says how far apart the paired per-round ratios of path
+// against baseline lie (Gbit/s and CPU per GB): whether the median
+// resolves a difference of a few percent.
+func spreadNote(path, baseline *ThroughputResult) string {
+	one := func(what string, rs []float64) string {
+		if len(rs) == 0 {
+			return what + ": no round"
+		}
+		lo, hi := minMax(rs)
+		return fmt.Sprintf("%s %d rounds, median %.3f, quartiles %.3f-%.3f, range %.3f-%.3f", what, len(rs),
+			median(rs), percentile(rs, 25), percentile(rs, 75), lo, hi)
+	}
+	return one("Gbit/s", pairedRatios(path.Gbps, baseline.Gbps)) + "; " + one("CPU per GB", pairedRatios(path.CPUPerGB, baseline.CPUPerGB))
+}
+
+// statsNote lists counters by name, sorted.
+func statsNote(stats map[string]uint64) string {
+	keys := make([]string, 0, len(stats))
+	for k := range stats {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, stats[k]))
+	}
+	if len(parts) == 0 {
+		return "none read"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // policyCostRow names the summary rows of the ruleset's cost: the
@@ -450,13 +573,7 @@ func medianPositive(xs []float64) float64 {
 // machine whose load drifts over minutes this is steadier than a ratio of
 // medians, which can pair a fast spell of one path with a slow one of the other.
 func pairedRatio(path, baseline []float64) float64 {
-	var rs []float64
-	for k := range min(len(path), len(baseline)) {
-		if baseline[k] > 0 && path[k] > 0 {
-			rs = append(rs, path[k]/baseline[k])
-		}
-	}
-	return round(median(rs), 3)
+	return round(median(pairedRatios(path, baseline)), 3)
 }
 
 // addThroughput records the results and their summary rows.

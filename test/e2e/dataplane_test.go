@@ -279,4 +279,26 @@ func TestIPv6Workloads(t *testing.T) {
 	if r := ourRoutes(t, ctx, h1, "-6"); !strings.Contains(r, "via fd00::2") {
 		t.Errorf("host1 has no IPv6 route via host2's address:\n%s", r)
 	}
+
+	// A workload added with IPv4 only (its namespace's IPv6 settings left
+	// alone, so no DAD setting) that is given an IPv6 address later is
+	// reachable over IPv6 at once.
+	ns, err := w.Lab.AddWorkloadNetns(h2, "v4-later6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Ctl(ctx, h2, "container", "add", "v4-later6", "auto", "--netns", ns.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Ctl(ctx, h2, "container", "v4-later6", "profile", "append", "V6"); err != nil {
+		t.Fatal(err)
+	}
+	late := netip.MustParseAddr("fd80:24e2:f998:72d6::20")
+	if _, err := w.Ctl(ctx, h2, "container", "v4-later6", "ip", "add", late.String()); err != nil {
+		t.Fatal(err)
+	}
+	w.Workloads["v4-later6"] = &walkthrough.Workload{Name: "v4-later6", Host: h2, Netns: ns, IP: late}
+	if !reaches(ctx, w, "v6-a", late, true) {
+		t.Fatalf("v6-a cannot reach v4-later6 at %s, added after the workload", late)
+	}
 }

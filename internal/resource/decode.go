@@ -73,6 +73,10 @@ func Decode(data []byte) ([]Resource, error) {
 		if n > MaxDocuments {
 			return nil, fmt.Errorf("more than %d documents; split the input", MaxDocuments)
 		}
+		if err := checkAliases(n, doc.Body); err != nil {
+			errs = append(errs, shiftLines(err, chunk.line-1))
+			continue
+		}
 		items, err := decodeDoc(n, doc.Body)
 		if err != nil {
 			errs = append(errs, shiftLines(err, chunk.line-1))

@@ -48,6 +48,9 @@ func Decode(data []byte) ([]Resource, error) {
 	if len(data) > MaxBytes {
 		return nil, fmt.Errorf("input is %d bytes; at most %d are read", len(data), MaxBytes)
 	}
+	if err := checkNesting(data); err != nil {
+		return nil, err
+	}
 	var out []Resource
 	var errs []error
 	seen := map[string]int{}

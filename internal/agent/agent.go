@@ -160,8 +160,10 @@ type Agent struct {
 	ipip        *ipip.Manager
 	ipipOff     string // why the eBPF IPIP path is off by the operator's choice
 	policy      *nft.Enforcer
-	// policyWritten: a policy write of this process succeeded; until
-	// then a whole pass writes the policy before any tunnel or route.
+	// policyWritten: a policy write of this process succeeded (and no
+	// write failed since over a kernel without a whole table of ours);
+	// until then a whole pass writes the policy before anything else,
+	// and does nothing else if that fails (policygate.go).
 	policyWritten bool
 	// fastpath: the eBPF short cut for flows nftables already accepted,
 	// on only with CALICO_FASTPATH=on (fastpathOn).
@@ -722,10 +724,13 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		// at all, and a new VXLAN device decapsulated datagrams with no
 		// guard. With the table written first, each route meets its
 		// workload's chains, or the catch-all drop. Written again below
-		// as every pass does (nothing to do then).
-		if _, err := a.policy.Apply(res.Dataplane.Policy); err == nil {
-			a.policyWritten = true
+		// as every pass does (nothing to do then). Until a write
+		// succeeds, nothing else is done (gatedPass).
+		if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
+			a.gatedPass(ctx, res, err, dsChanged)
+			return
 		}
+		a.policyWritten = true
 	}
 	if err := a.ensureSpeaker(ctx, res.ASN); err != nil {
 		errs = append(errs, err)
@@ -796,6 +801,16 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	}
 	st, err := a.policy.Apply(res.Dataplane.Policy)
 	if err != nil {
+		// Over a whole table of ours this is a hiccup: the table last
+		// written guards (every new interface meets its catch-all drop),
+		// and the next pass retries. Over none (deleted behind our back),
+		// or with a VXLAN device whose guard was never written, the gate
+		// closes.
+		if ts := a.policy.Intact(ctx); !ts.Whole || res.Dataplane.VXLAN.Enabled && !ts.VXLANGuarded {
+			a.policyWritten = false
+			a.gatedPass(ctx, res, err, dsChanged)
+			return
+		}
 		errs = append(errs, fmt.Errorf("policy: %w", err))
 		a.countError(func(m *metrics) prometheus.Counter { return m.nftErrors })
 	} else {

@@ -17,6 +17,10 @@ import (
 //	node stop --cleanup: uninstall-after-tunnels, uninstall-after-routes,
 //	        uninstall-after-forward, uninstall-after-table (UninstallKernel)
 //
+// The agent has one more, which makes a step fail instead of killing:
+// "policy-write-fails:PATH" fails every nftables policy write while PATH
+// exists (internal/dataplane/nft/intact.go; test/security/policyfail_test.go).
+//
 // test/security/crash_test.go uses it to prove that rerunning the command
 // finishes the job, test/security/vxlan_test.go that an interrupted
 // uninstall never leaves a tunnel without its guard. Never set it outside

@@ -125,6 +125,31 @@ func (i IPAMConf) pools() []string {
 	return append(append([]string{}, i.IPv4Pools...), i.IPv6Pools...)
 }
 
+// allows says whether a requested address may be taken: when the conflist
+// names the pools of its family (ipv4_pools, ipv6_pools), only from them.
+// The address comes from the runtime's "ips" capability, which in a
+// cluster carries what the pod's author wrote (an annotation); without
+// this, a pod on a network held to its own pool took an address in
+// another network's pool, and with it whatever trusts that pool's range
+// (a policy's nets, a peer's firewall).
+func (i IPAMConf) allows(a netip.Addr) error {
+	pools := i.IPv4Pools
+	if a.Unmap().Is6() {
+		pools = i.IPv6Pools
+	}
+	if len(pools) == 0 {
+		return nil
+	}
+	for _, s := range pools {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(a.Unmap()) {
+			return nil
+		}
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig,
+		fmt.Sprintf("calico: requested address %s is outside this network's pools %v", a, pools),
+		"request an address in one of the pools the conflist's ipam names, or leave \"ips\" out")
+}
+
 // requestedIPs are what AddWorkload is asked for: the runtime's requested
 // addresses (capability "ips") if any, else "auto"/"auto6" by family.
 func (c *NetConf) requestedIPs() ([]string, error) {
@@ -138,6 +163,9 @@ func (c *NetConf) requestedIPs() ([]string, error) {
 					return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("calico: requested address %q is not an IP address", s), "")
 				}
 				a = p.Addr()
+			}
+			if err := c.IPAM.allows(a); err != nil {
+				return nil, err
 			}
 			out = append(out, a.String())
 		}

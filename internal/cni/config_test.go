@@ -58,6 +58,17 @@ func TestRequestAndLabels(t *testing.T) {
 	if ips, _ := c.requestedIPs(); !slices.Equal(ips, []string{"192.168.1.7"}) {
 		t.Errorf("requested with ips capability: %v", ips)
 	}
+	// A requested address stays in the network's pools of its family
+	// (none named for IPv6 here: any).
+	c.RuntimeConfig.IPs = []string{"10.9.0.5/32"}
+	if ips, err := c.requestedIPs(); err == nil || !strings.Contains(err.Error(), "outside this network's pools") {
+		t.Errorf("requested 10.9.0.5 outside ipv4_pools 192.168.0.0/16: %v, %v", ips, err)
+	}
+	c.RuntimeConfig.IPs = []string{"fd00::5"}
+	if ips, err := c.requestedIPs(); err != nil || !slices.Equal(ips, []string{"fd00::5"}) {
+		t.Errorf("requested fd00::5 with no ipv6_pools: %v, %v", ips, err)
+	}
+	c.RuntimeConfig.IPs = nil
 	l, err := c.endpointLabels("IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-1;FOO=bar")
 	if err != nil {
 		t.Fatal(err)

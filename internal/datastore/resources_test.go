@@ -3,6 +3,7 @@ package datastore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -189,5 +190,34 @@ func rawPut(t *testing.T, url, key, value string) {
 	t.Helper()
 	if _, err := etcdtest.Dial(t, url).Put(context.Background(), key, value); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDecodeResourceRefusesYAMLAliases: a record written straight into
+// etcd as a YAML flow mapping starts with "{" like JSON, and its aliases
+// made every agent's decoder expand 43 KB into a policy of 16 million nets
+// (249 MB as JSON). Records are JSON, which has no aliases: this one is
+// refused before the YAML decoder sees it, and a YAML record without
+// aliases is refused too.
+func TestDecodeResourceRefusesYAMLAliases(t *testing.T) {
+	var nets strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&nets, "10.%d.%d.0/24,", i/256, i%256)
+	}
+	bomb := `{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {selector: all(), ingress: [` +
+		`{action: Allow, source: {nets: &n [` + nets.String() + `10.0.0.0/8]}}, &r {action: Allow, source: {nets: *n}, destination: {nets: *n}}` +
+		strings.Repeat(", *r", 4000) + `]}}`
+	plainYAML := `{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {selector: all()}}`
+	for name, v := range map[string]string{"alias bomb": bomb, "flow YAML": plainYAML} {
+		r, err := datastore.DecodeResource(datastore.PolicyKey("p"), []byte(v))
+		if err == nil {
+			n := 0
+			for _, rule := range r.(*resource.GlobalNetworkPolicy).Spec.Ingress {
+				n += len(rule.Source.Nets) + len(rule.Destination.Nets)
+			}
+			t.Errorf("%s: a %d-byte record decoded to a policy of %d nets", name, len(v), n)
+		} else if !strings.Contains(err.Error(), "not one JSON object") {
+			t.Errorf("%s: refused for another reason: %v", name, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package decode
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -116,6 +117,15 @@ func snapJSON(t testing.TB, s *calc.Snapshot) string {
 func TestDecodeRefusesHostileRecords(t *testing.T) {
 	huge := `{"name":"` + strings.Repeat("P", 1<<20) + `","tags":[]}`
 	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
+	// A YAML flow mapping starts with "{" like JSON; its aliases expanded
+	// these 43 KB into a policy of 16 million nets.
+	var nets strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&nets, "10.%d.%d.0/24,", i/256, i%256)
+	}
+	aliasBomb := `{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: web}, spec: {selector: all(), ingress: [` +
+		`{action: Allow, source: {nets: &n [` + nets.String() + `10.0.0.0/8]}}, &r {action: Allow, source: {nets: *n}, destination: {nets: *n}}` +
+		strings.Repeat(", *r", 4000) + `]}}`
 	cases := []struct{ name, key, value, want string }{
 		{"garbage", "/calico/v1/profile/P1", `{not json`, "does not decode"},
 		{"empty value", "/calico/v1/profile/P1", ``, "not a JSON object"},
@@ -167,6 +177,7 @@ func TestDecodeRefusesHostileRecords(t *testing.T) {
 		{"policy wrong apiVersion", "/calico/v1/policy/web", strings.Replace(gnpWeb, "projectcalico.org/v3", "v1", 1), "apiVersion"},
 		{"policy null", "/calico/v1/policy/web", `null`, "not a JSON object"},
 		{"policy huge selector", "/calico/v1/policy/web", strings.Replace(gnpWeb, "tier != 'db'", strings.Repeat("a", 1<<20)+" ==", 1), "spec.selector"},
+		{"policy YAML alias bomb", "/calico/v1/policy/web", aliasBomb, "not one JSON object"},
 		{"policy two documents", "/calico/v1/policy/web", gnpWeb + "\n---\n" + gnsOutside, "documents"},
 		{"network set bad net", "/calico/v1/networkset/outside", strings.Replace(gnsOutside, "/24", "/33", 1), "spec.nets[0]"},
 		{"network set bad label", "/calico/v1/networkset/outside", strings.Replace(gnsOutside, `"zone":`, `"-zone":`, 1), "metadata.labels"},

@@ -48,6 +48,9 @@ func Decode(data []byte) ([]Resource, error) {
 	if len(data) > MaxBytes {
 		return nil, fmt.Errorf("input is %d bytes; at most %d are read", len(data), MaxBytes)
 	}
+	if err := checkNesting(data); err != nil {
+		return nil, err
+	}
 	var out []Resource
 	var errs []error
 	seen := map[string]int{}
@@ -72,6 +75,10 @@ func Decode(data []byte) ([]Resource, error) {
 		n++
 		if n > MaxDocuments {
 			return nil, fmt.Errorf("more than %d documents; split the input", MaxDocuments)
+		}
+		if err := checkAliases(n, doc.Body); err != nil {
+			errs = append(errs, shiftLines(err, chunk.line-1))
+			continue
 		}
 		items, err := decodeDoc(n, doc.Body)
 		if err != nil {

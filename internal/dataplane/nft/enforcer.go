@@ -306,6 +306,10 @@ func (e *Enforcer) readGen() (uint32, error) {
 func (e *Enforcer) write(full bool, run func() error) error {
 	g0, err0 := e.readGen()
 	e.writes++
+	if err := faultWriteFails(); err != nil {
+		e.trusted = false
+		return err
+	}
 	if err := run(); err != nil {
 		e.trusted = false
 		return err

@@ -305,7 +305,7 @@ func planFull(tx *knftables.Transaction, rs *ruleset) Stats {
 	c := counter{tx, &st}
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("calico-go workload policy and NAT; owned by calico-node, edits are overwritten")})
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo(tableComment)})
 
 	// Sets and chains exist before any rule or element refers to them
 	// (the skeleton's input chain jumps to vxlan-in).

@@ -224,13 +224,25 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	pools := parsePools(s)
 	d := prev.Dataplane
 	p := d.Policy
-	p.Endpoints = slices.Clone(p.Endpoints)
-	d.Workloads = slices.Clone(d.Workloads)
-	routes := slices.Clone(d.Routes)
-	var tier *tierMatcher
-	if len(s.Policies) > 0 {
-		var problems []string // Compute's already: the policies did not change
-		tier = newTierMatcher(tierOrder(s, &problems))
+	// Only this host's records change the lists (shared with prev until
+	// copied); other hosts' change sets alone.
+	local := slices.ContainsFunc(edits, func(ed edit) bool { return !ed.remote })
+	routes := d.Routes
+	if local {
+		p.Endpoints = slices.Clone(p.Endpoints)
+		d.Workloads = slices.Clone(d.Workloads)
+		routes = slices.Clone(d.Routes)
+	}
+	var tier *tierMatcher // built for the first local record: other hosts' need none
+	applied := func(labels map[string]string) (in, out []string) {
+		if len(s.Policies) == 0 {
+			return nil, nil
+		}
+		if tier == nil {
+			var problems []string // Compute's already: the policies did not change
+			tier = newTierMatcher(tierOrder(s, &problems))
+		}
+		return tier.applied(selector.Labels(labels))
 	}
 	var tags map[string]AddrSet
 	var members map[string]SelectorMembers
@@ -308,9 +320,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			}
 			e.Profiles = append(e.Profiles, name)
 		}
-		if tier != nil {
-			e.IngressPolicies, e.EgressPolicies = tier.applied(selector.Labels(cur.EffectiveLabels()))
-		}
+		e.IngressPolicies, e.EgressPolicies = applied(cur.EffectiveLabels())
 		j, found := slices.BinarySearchFunc(p.Endpoints, e.Interface, func(e EndpointPolicy, s string) int { return strings.Compare(e.Interface, s) })
 		if found {
 			return prev, EndpointChange{}, false
@@ -340,7 +350,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			return prev, EndpointChange{}, false
 		}
 	}
-	if !sameKeys(usedPolicies(p.Endpoints), p.Policies) {
+	if local && !sameKeys(usedPolicies(p.Endpoints), p.Policies) {
 		return prev, EndpointChange{}, false
 	}
 
@@ -364,7 +374,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	if members != nil {
 		p.SelectorMembers = members
 	}
-	ch.Workloads = !slices.Equal(d.Workloads, prev.Dataplane.Workloads)
+	ch.Workloads = local && !slices.Equal(d.Workloads, prev.Dataplane.Workloads)
 	slices.Sort(ch.Policy.Endpoints)
 	ch.Policy.Endpoints = slices.Compact(ch.Policy.Endpoints)
 	ch.Policy.Selectors = slices.Sorted(maps.Keys(changedSels))

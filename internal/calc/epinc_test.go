@@ -562,3 +562,46 @@ func BenchmarkReendpoint1000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRemoteEndpointAdded: another host's container starting, as
+// this host's agent receives its endpoint record, next to 10 and 1000
+// local endpoints (200 label policies). Compute is what every agent paid
+// for it before Reendpoint served other hosts' records; Reendpoint is
+// what it pays now.
+func BenchmarkRemoteEndpointAdded(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		s := LabelPolicySnapshot(n, 200)
+		for cidr, bl := range s.Blocks {
+			bl.Affinity = "h0"
+			s.Blocks[cidr] = bl
+		}
+		s.Nodes["h1"] = api.Node{Name: "h1", IPv4: "10.0.0.2/24"}
+		a := netip.MustParseAddr("10.64.200.1") // outside h0's blocks
+		s.Blocks["10.64.200.0/26"] = api.Block{CIDR: "10.64.200.0/26", Affinity: "h1",
+			Allocations: map[int]string{1: api.WorkloadHandle("h1", "one")}}
+		in := Input{Node: "h0", Snap: s}
+		res := Compute(in)
+		ep := api.Endpoint{Node: "h1", Workload: "one", InterfaceName: api.WorkloadIfaceName("h1", "one"),
+			IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+		s.Endpoints["h1/one"] = ep
+		want := Compute(in)
+		got, ch, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h1/one"}}, nil)
+		if !ok || !sameResult(got, want) || len(ch.Policy.Selectors) == 0 {
+			b.Fatalf("%d: served %v, change %+v", n, ok, ch)
+		}
+		b.Run(fmt.Sprintf("%d/Compute", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Compute(in)
+			}
+		})
+		b.Run(fmt.Sprintf("%d/Reendpoint", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h1/one"}}, nil); !ok {
+					b.Fatal("declined")
+				}
+			}
+		})
+	}
+}

@@ -113,10 +113,10 @@ type Agent struct {
 	// a label pass serves them (relabel.go).
 	needFull  bool
 	relabeled map[string]api.Endpoint
-	// epEdits and blockEdits: this host's endpoint records added, removed
-	// or rewritten since the last pass, and this host's IPAM blocks whose
-	// allocations alone changed, each as it was then; an endpoint pass
-	// serves them when it can (endpoints.go).
+	// epEdits and blockEdits: the endpoint records (this host's or
+	// another's) added, removed or rewritten since the last pass, and the
+	// IPAM blocks whose allocations alone changed, each as it was then; an
+	// endpoint pass serves them when it can (endpoints.go).
 	epEdits    map[string]calc.EndpointEdit
 	blockEdits map[string]calc.BlockEdit
 	// last is what the last full pass computed, with the label passes
@@ -450,20 +450,25 @@ func (a *Agent) OnUpdateAt(key string, value []byte, rev int64) {
 	}
 	// This host's own container starting or stopping: its record comes
 	// or goes, its address is taken or released in one of our blocks.
+	// Another host's does the same to its records and blocks, which every
+	// agent receives: the endpoint pass serves those too when only tag
+	// and selector sets change here (calc.Reendpoint).
 	ownEndpoint := isEndpoint && err == nil && !newVersion && strings.HasPrefix(id, a.cfg.Name+"/")
+	otherEndpoint := isEndpoint && err == nil && !newVersion && elsewhere && relevant
 	if isEndpoint && had && err == nil {
 		cur, still := a.snap.Endpoints[id]
 		a.noteLeft(id, old, cur, still)
 	}
-	if ownEndpoint {
+	if ownEndpoint || otherEndpoint {
 		if _, pending := a.epEdits[id]; !pending {
 			a.epEdits[id] = calc.EndpointEdit{Key: id, Old: old, Had: had}
 		}
 	}
 	cur, hasBlock := a.snap.Blocks[blockID]
-	ownAllocation := isBlock && err == nil && hadBlock && hasBlock && oldBlock.Affinity == a.cfg.Name &&
-		oldBlock.CIDR == cur.CIDR && oldBlock.Affinity == cur.Affinity
-	if ownAllocation {
+	allocation := isBlock && err == nil && hadBlock && hasBlock && oldBlock.CIDR == cur.CIDR && oldBlock.Affinity == cur.Affinity
+	ownAllocation := allocation && oldBlock.Affinity == a.cfg.Name
+	otherAllocation := allocation && elsewhere && relevant
+	if ownAllocation || otherAllocation {
 		if _, pending := a.blockEdits[blockID]; !pending {
 			a.blockEdits[blockID] = calc.BlockEdit{CIDR: blockID, Old: oldBlock}
 		}
@@ -480,6 +485,10 @@ func (a *Agent) OnUpdateAt(key string, value []byte, rev int64) {
 		// This host's own workload: a pass that converges the kernel
 		// unless the label or the endpoint pass serves it.
 		a.converge.Store(true)
+		a.wake()
+	case otherEndpoint, otherAllocation:
+		// The endpoint pass; when it declines, a full pass without
+		// converge, as for any other host's change.
 		a.wake()
 	case relevant && elsewhere:
 		a.poke()

@@ -18,9 +18,11 @@ import (
 // cluster (the IPAM check, every selector against every endpoint, tag
 // membership), so at 1000 endpoints one more cost several times what it
 // costs at 10. Reendpoint derives the next Result from the last one
-// instead, for this host's own endpoint records added, removed or
-// changed, and for allocation-only changes of this host's IPAM blocks
-// (which every address taken or released writes). Like Relabel it is pure,
+// instead, for endpoint records added, removed or changed and for
+// allocation-only changes of IPAM blocks (which every address taken or
+// released writes). Every host receives every other host's container
+// starts: for another host's record inside that host's blocks, only the
+// tag and selector sets it is in change here. Like Relabel it is pure,
 // and the tests check it against Compute of the changed snapshot; where it
 // cannot be sure it declines and the caller computes everything.
 
@@ -58,24 +60,39 @@ func (c EndpointChange) Empty() bool {
 }
 
 // Reendpoint is Compute for in.Snap when it differs from the snapshot
-// prev was computed from only by the endpoint edits (all of them records
-// of in.Node) and the block edits (allocations only, of in.Node's
-// blocks); in.Learned must be what prev's Compute saw. ok is false, with
-// prev returned unchanged, when a full Compute is needed: some record of
-// the cluster is not believed (before, or would not be after), an edited
-// endpoint is another host's, an address lies outside this host's blocks
-// (its announcement would change) or has a learned route, a profile or
-// policy would start or stop being used by this host, or an endpoint
-// publishes ports.
+// prev was computed from only by the endpoint edits and the block edits
+// (allocations only); in.Learned must be what prev's Compute saw. ok is
+// false, with prev returned unchanged, when a full Compute is needed: some
+// record of the cluster is not believed (before, or would not be after),
+// an address lies outside its own host's blocks (the announcement, the
+// VXLAN senders' sources or a WireGuard peer's allowed IPs would change)
+// or has a learned route, a profile or policy would start or stop being
+// used by this host, or an endpoint publishes ports. Another host's
+// record changes nothing here but the tag and selector sets it is in.
 func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (res Result, ch EndpointChange, ok bool) {
 	s := in.Snap
 	if len(prev.Ignored) > 0 {
 		return prev, ch, false
 	}
 	idx := indexBlocks(s)
-	own := ownBlocks(s, in.Node)
-	inOwn := func(a netip.Addr) bool {
-		return slices.ContainsFunc(own, func(b netip.Prefix) bool { return b.Contains(a) })
+	blocksOf := map[string][]netip.Prefix{} // node -> its blocks, as Compute's ownBlocks
+	blockOf := func(node string, a netip.Addr) (netip.Prefix, bool) {
+		own, done := blocksOf[node]
+		if !done {
+			own = ownBlocks(s, node)
+			blocksOf[node] = own
+		}
+		i := slices.IndexFunc(own, func(b netip.Prefix) bool { return b.Contains(a) })
+		if i < 0 {
+			return netip.Prefix{}, false
+		}
+		return own[i], true
+	}
+	// A peer's WireGuard allowed IPs are its blocks in a pool and its
+	// workloads' addresses in a pool, without those a block covers.
+	wg := prev.Dataplane.WireGuard
+	inWGPool := func(p netip.Prefix) bool {
+		return slices.ContainsFunc(wg.PoolDsts, func(pl netip.Prefix) bool { return pl.Bits() <= p.Bits() && pl.Contains(p.Addr()) })
 	}
 
 	// Addresses whose holder changed: an endpoint still claiming one would
@@ -84,7 +101,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	released := map[netip.Addr]bool{}
 	for _, b := range blocks {
 		cur, exists := s.Blocks[b.CIDR]
-		if !exists || !allocationsOnly(b.Old, cur) || cur.Affinity != in.Node {
+		if !exists || !allocationsOnly(b.Old, cur) {
 			return prev, ch, false
 		}
 		p, err := netip.ParsePrefix(cur.CIDR)
@@ -105,6 +122,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 
 	// The edited endpoints as they were and as they are now.
 	type edit struct {
+		remote       bool // another host's record: only tag and selector sets change
 		old, cur     *api.Endpoint
 		oldP, curP   []netip.Prefix
 		oldIf, curIf string
@@ -119,17 +137,17 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 		}
 		editing[e.Key] = true
 		var ed edit
+		node := ""
 		if e.Had {
 			old := e.Old
-			if old.Node != in.Node {
-				return prev, ch, false
-			}
+			node = old.Node
 			ed.old, ed.oldP, ed.oldIf = &old, endpointPrefixes(old), old.InterfaceName
 		}
 		if cur, exists := s.Endpoints[e.Key]; exists {
-			if cur.Node != in.Node {
-				return prev, ch, false
+			if e.Had && cur.Node != node {
+				return prev, ch, false // a record moved between hosts
 			}
+			node = cur.Node
 			addrs, why := checkEndpoint(cur, idx, nil)
 			if why != "" || cur.InterfaceName == "" {
 				return prev, ch, false // Compute would report it
@@ -149,6 +167,10 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 		if ed.old == nil && ed.cur == nil {
 			continue
 		}
+		if node == "" {
+			return prev, ch, false
+		}
+		ed.remote = node != in.Node
 		for _, e := range [2]*api.Endpoint{ed.old, ed.cur} {
 			if e != nil && len(published(*e, prefixAddrs(endpointPrefixes(*e)))) > 0 {
 				return prev, ch, false // the published list reports clashes in order
@@ -156,10 +178,15 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 		}
 		for _, ps := range [2][]netip.Prefix{ed.oldP, ed.curP} {
 			for _, p := range ps {
-				// Outside our blocks it is announced on its own; a learned
-				// route for it is judged by who holds it.
-				if !inOwn(p.Addr()) || len(in.Learned[p]) > 0 {
+				// Outside its host's blocks it is announced on its own
+				// (and a VXLAN and WireGuard source of that host); a
+				// learned route for it is judged by who holds it.
+				b, inOwn := blockOf(node, p.Addr())
+				if !inOwn || len(in.Learned[p]) > 0 {
 					return prev, ch, false
+				}
+				if ed.remote && wg.Enabled && p.Addr().Is4() && inWGPool(p) && !inWGPool(b) {
+					return prev, ch, false // an allowed IP of its own
 				}
 			}
 		}
@@ -197,13 +224,25 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	pools := parsePools(s)
 	d := prev.Dataplane
 	p := d.Policy
-	p.Endpoints = slices.Clone(p.Endpoints)
-	d.Workloads = slices.Clone(d.Workloads)
-	routes := slices.Clone(d.Routes)
-	var tier *tierMatcher
-	if len(s.Policies) > 0 {
-		var problems []string // Compute's already: the policies did not change
-		tier = newTierMatcher(tierOrder(s, &problems))
+	// Only this host's records change the lists (shared with prev until
+	// copied); other hosts' change sets alone.
+	local := slices.ContainsFunc(edits, func(ed edit) bool { return !ed.remote })
+	routes := d.Routes
+	if local {
+		p.Endpoints = slices.Clone(p.Endpoints)
+		d.Workloads = slices.Clone(d.Workloads)
+		routes = slices.Clone(d.Routes)
+	}
+	var tier *tierMatcher // built for the first local record: other hosts' need none
+	applied := func(labels map[string]string) (in, out []string) {
+		if len(s.Policies) == 0 {
+			return nil, nil
+		}
+		if tier == nil {
+			var problems []string // Compute's already: the policies did not change
+			tier = newTierMatcher(tierOrder(s, &problems))
+		}
+		return tier.applied(selector.Labels(labels))
 	}
 	var tags map[string]AddrSet
 	var members map[string]SelectorMembers
@@ -212,6 +251,26 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	var goneProfiles []string
 
 	for _, ed := range edits {
+		if ed.remote {
+			// Its interface, routes and policy entry are its host's.
+			if ed.old != nil {
+				if tags, ok = editTags(s, p.TagMembers, tags, *ed.old, ed.oldP, false, changedTags); !ok {
+					return prev, EndpointChange{}, false
+				}
+				if members, ok = editSelectors(s, p.SelectorMembers, members, sels, ed.old.EffectiveLabels(), ed.oldP, false, changedSels); !ok {
+					return prev, EndpointChange{}, false
+				}
+			}
+			if ed.cur != nil {
+				if tags, ok = editTags(s, p.TagMembers, tags, *ed.cur, ed.curP, true, changedTags); !ok {
+					return prev, EndpointChange{}, false
+				}
+				if members, ok = editSelectors(s, p.SelectorMembers, members, sels, ed.cur.EffectiveLabels(), ed.curP, true, changedSels); !ok {
+					return prev, EndpointChange{}, false
+				}
+			}
+			continue
+		}
 		iface := ed.curIf
 		if ed.cur == nil {
 			iface = ed.oldIf
@@ -261,9 +320,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			}
 			e.Profiles = append(e.Profiles, name)
 		}
-		if tier != nil {
-			e.IngressPolicies, e.EgressPolicies = tier.applied(selector.Labels(cur.EffectiveLabels()))
-		}
+		e.IngressPolicies, e.EgressPolicies = applied(cur.EffectiveLabels())
 		j, found := slices.BinarySearchFunc(p.Endpoints, e.Interface, func(e EndpointPolicy, s string) int { return strings.Compare(e.Interface, s) })
 		if found {
 			return prev, EndpointChange{}, false
@@ -293,7 +350,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			return prev, EndpointChange{}, false
 		}
 	}
-	if !sameKeys(usedPolicies(p.Endpoints), p.Policies) {
+	if local && !sameKeys(usedPolicies(p.Endpoints), p.Policies) {
 		return prev, EndpointChange{}, false
 	}
 
@@ -317,7 +374,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	if members != nil {
 		p.SelectorMembers = members
 	}
-	ch.Workloads = !slices.Equal(d.Workloads, prev.Dataplane.Workloads)
+	ch.Workloads = local && !slices.Equal(d.Workloads, prev.Dataplane.Workloads)
 	slices.Sort(ch.Policy.Endpoints)
 	ch.Policy.Endpoints = slices.Compact(ch.Policy.Endpoints)
 	ch.Policy.Selectors = slices.Sorted(maps.Keys(changedSels))
@@ -326,10 +383,13 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	prev.Dataplane = d
 	if prev.Imports != nil {
 		// The importer indexes which node holds each endpoint address
-		// when it first needs to: that index is stale now.
+		// when it first needs to: that index is stale now. Every record
+		// is believed (none was ignored, no edited one would be), so the
+		// endpoints Compute would give it are the snapshot's.
 		ri := *prev.Imports
 		im := *ri.imp
 		im.holders, im.overlap = nil, nil
+		im.endpoints = s.Endpoints
 		ri.imp = &im
 		prev.Imports = &ri
 	}

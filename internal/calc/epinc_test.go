@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/calico-go/calico/internal/api"
@@ -17,10 +18,13 @@ import (
 // rules name tags (one tag carried by two profiles, one profile named by
 // endpoints but missing), label policies in both directions (one no
 // endpoint matches yet), a network set holding a local address, and
-// another host's endpoints in the same tags and selectors.
+// another host's endpoints in the same tags and selectors, in a VXLAN pool
+// (so what h1 may send through the tunnel is part of the Result) with a
+// block of no host's that h1 may borrow from.
 func epincWorld() *Snapshot {
 	s := LabelPolicySnapshot(40, 20)
 	s.Pools["fd10::/64"] = api.Pool{CIDR: "fd10::/64", BlockSize: 122}
+	s.Pools["10.65.0.0/16"] = api.Pool{CIDR: "10.65.0.0/16", VXLANMode: api.EncapAlways, BlockSize: 26}
 	s.Nodes["h1"] = api.Node{Name: "h1", IPv4: "10.0.0.2/24"}
 	q := api.NewProfile("Q")
 	q.Tags = []string{"Q", "shared"}
@@ -65,6 +69,9 @@ func epincWorld() *Snapshot {
 	// Room for more local endpoints: a /26 and a /122 more of h0's.
 	s.Blocks["10.64.0.64/26"] = api.Block{CIDR: "10.64.0.64/26", Affinity: "h0", Allocations: map[int]string{}}
 	s.Blocks["fd10::40/122"] = api.Block{CIDR: "fd10::40/122", Affinity: "h0", Allocations: map[int]string{}}
+	// And for h1's: a /26 of its own, one of no host's.
+	s.Blocks["10.65.0.64/26"] = api.Block{CIDR: "10.65.0.64/26", Affinity: "h1", Allocations: map[int]string{}}
+	s.Blocks["10.65.1.0/26"] = api.Block{CIDR: "10.65.1.0/26", Allocations: map[int]string{}}
 	addTierPolicies(s)
 	return s
 }
@@ -121,12 +128,14 @@ func sameResult(a, b Result) bool {
 }
 
 // TestReendpointIsCompute: containers starting, stopping and changing on
-// h0 (IPv4 and IPv6, profiles with tags, label policies in both
+// h0 and on h1 (IPv4 and IPv6, profiles with tags, label policies in both
 // directions), each written as a client writes it (the address taken in
 // IPAM first, then the record; the record removed, then the address
 // released), and each write applied by Reendpoint on the last Result,
 // give exactly Compute's Result of the changed snapshot. Where Reendpoint
-// declines, something it must not serve did change.
+// declines, something it must not serve did change: h1's containers that
+// borrow an address outside h1's blocks (a VXLAN source of h1's) are
+// among them.
 func TestReendpointIsCompute(t *testing.T) {
 	s := epincWorld()
 	in := Input{Node: "h0", Snap: s}
@@ -154,7 +163,7 @@ func TestReendpointIsCompute(t *testing.T) {
 			}
 		}
 	}
-	served, declined := 0, 0
+	served, declined, setsServed := 0, 0, 0
 	step := func(what string, e *epincEdits) {
 		t.Helper()
 		want := Compute(in)
@@ -162,17 +171,26 @@ func TestReendpointIsCompute(t *testing.T) {
 		got, ch, ok := Reendpoint(in, res, eps, blocks)
 		if !ok {
 			// Only the declines the world provokes: a policy or profile
-			// coming into or going out of use, a released address.
+			// coming into or going out of use, a released address, an
+			// address borrowed outside its host's blocks.
 			if slices.Equal(slices.Sorted(maps.Keys(want.Dataplane.Policy.Policies)), slices.Sorted(maps.Keys(res.Dataplane.Policy.Policies))) &&
-				slices.Equal(slices.Sorted(maps.Keys(want.Dataplane.Policy.Profiles)), slices.Sorted(maps.Keys(res.Dataplane.Policy.Profiles))) && what != "release" {
+				slices.Equal(slices.Sorted(maps.Keys(want.Dataplane.Policy.Profiles)), slices.Sorted(maps.Keys(res.Dataplane.Policy.Profiles))) &&
+				what != "release" && !strings.HasPrefix(what, "borrowed") {
 				t.Errorf("%s: declined, though the policies and profiles in use did not change", what)
 			}
 			declined++
 			res = want
 			return
 		}
+		if !reflect.DeepEqual(got.Dataplane.Policy.TagMembers, res.Dataplane.Policy.TagMembers) ||
+			!reflect.DeepEqual(got.Dataplane.Policy.SelectorMembers, res.Dataplane.Policy.SelectorMembers) {
+			setsServed++
+		}
 		if !sameResult(got, want) {
 			t.Fatalf("%s: Reendpoint's Result differs from Compute's:\n got %+v\nwant %+v", what, got.Dataplane, want.Dataplane)
+		}
+		if strings.HasPrefix(what, "borrowed") {
+			t.Fatalf("%s: served, though h1's VXLAN sources changed", what)
 		}
 		if !got.Imports.imp.mine[netip.MustParsePrefix("10.64.0.0/26")] && len(got.Announce) > 0 {
 			t.Fatalf("%s: imports lost what this host announces", what)
@@ -181,8 +199,14 @@ func TestReendpointIsCompute(t *testing.T) {
 		served++
 		res = got
 	}
-	added, removed, changed, n := 0, 0, 0, 0
-	for i := range 300 {
+	added, removed, changed, remote, n := 0, 0, 0, 0, 0
+	for i := range 400 {
+		if rng.IntN(2) == 0 {
+			remoteStep(t, s, rng, i, free, profiles, labels, step)
+			remote++
+			n++
+			continue
+		}
 		switch op := rng.IntN(3); {
 		case op == 0 || len(s.Endpoints) < 45:
 			// A container starts: its addresses, then its record.
@@ -234,9 +258,73 @@ func TestReendpointIsCompute(t *testing.T) {
 		}
 		n++
 	}
-	t.Logf("%d steps: %d added, %d removed, %d changed; %d writes served, %d left to Compute", n, added, removed, changed, served, declined)
-	if served < 3*declined {
-		t.Errorf("only %d writes served, %d left to Compute", served, declined)
+	t.Logf("%d steps: %d added, %d removed, %d changed on h0, %d on h1; %d writes served (%d changing sets), %d left to Compute",
+		n, added, removed, changed, remote, served, setsServed, declined)
+	if served < 3*declined || setsServed < 50 {
+		t.Errorf("only %d writes served (%d changing sets), %d left to Compute", served, setsServed, declined)
+	}
+}
+
+// remoteStep is one change of h1's containers, as h0's agent receives it:
+// a container started (in h1's blocks, or now and then borrowing from a
+// block of no host's), stopped, or its record rewritten.
+func remoteStep(t *testing.T, s *Snapshot, rng *rand.Rand, i int, free func(netip.Prefix) netip.Addr, profiles [][]string,
+	labels func() map[string]string, step func(string, *epincEdits)) {
+	t.Helper()
+	keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h1" })
+	switch op := rng.IntN(3); {
+	case op == 0 || len(keys) < 10:
+		name := fmt.Sprintf("rnew%d", i)
+		ep := api.Endpoint{Node: "h1", Workload: name, InterfaceName: api.WorkloadIfaceName("h1", name),
+			Profiles: profiles[rng.IntN(len(profiles))], Labels: labels()}
+		what := "add h1/" + name
+		block := netip.MustParsePrefix("10.65.0.64/26")
+		if rng.IntN(8) == 0 {
+			block, what = netip.MustParsePrefix("10.65.1.0/26"), "borrowed h1/"+name
+		}
+		e := newEpincEdits()
+		a4 := free(block)
+		setAlloc(t, s, e, a4, api.WorkloadHandle("h1", name))
+		ep.IPv4Nets = []string{a4.String() + "/32"}
+		if rng.IntN(2) == 0 {
+			a6 := free(netip.MustParsePrefix("fd11::/122"))
+			setAlloc(t, s, e, a6, api.WorkloadHandle("h1", name))
+			ep.IPv6Nets = []string{a6.String() + "/128"}
+		}
+		step("allocate on h1", e)
+		e = newEpincEdits()
+		e.endpoint(s, "h1/"+name)
+		s.Endpoints["h1/"+name] = ep
+		step(what, e)
+	case op == 1:
+		key := keys[rng.IntN(len(keys))]
+		ep := s.Endpoints[key]
+		e := newEpincEdits()
+		e.endpoint(s, key)
+		delete(s.Endpoints, key)
+		what := "remove " + key
+		if slices.ContainsFunc(endpointPrefixes(ep), func(p netip.Prefix) bool { return netip.MustParsePrefix("10.65.1.0/26").Contains(p.Addr()) }) {
+			what = "borrowed, removed " + key
+		}
+		step(what, e)
+		e = newEpincEdits()
+		for _, p := range endpointPrefixes(ep) {
+			setAlloc(t, s, e, p.Addr(), "")
+		}
+		step("release", e)
+	default:
+		key := keys[rng.IntN(len(keys))]
+		e := newEpincEdits()
+		e.endpoint(s, key)
+		ep := s.Endpoints[key]
+		ep.Labels = labels()
+		ep.Profiles = profiles[rng.IntN(len(profiles))]
+		s.Endpoints[key] = ep
+		what := "change " + key
+		if slices.ContainsFunc(endpointPrefixes(ep), func(p netip.Prefix) bool { return netip.MustParsePrefix("10.65.1.0/26").Contains(p.Addr()) }) {
+			what = "borrowed, changed " + key
+		}
+		step(what, e)
 	}
 }
 
@@ -336,10 +424,40 @@ func TestReendpointDeclines(t *testing.T) {
 		{"published ports", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
 			return add(s, "web", free, func(ep *api.Endpoint) { ep.Ports = []api.PortMapping{{Proto: "tcp", HostPort: 8080, Port: 80}} }), nil
 		}},
-		{"another host's endpoint", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+		{"another host's endpoint in this host's block", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			return add(s, "h1borrower", free, func(ep *api.Endpoint) {
+				ep.Node, ep.InterfaceName = "h1", api.WorkloadIfaceName("h1", "h1borrower")
+				allocate(s, free, api.WorkloadHandle("h1", "h1borrower"))
+			}), nil
+		}},
+		{"another host's endpoint in no host's block", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			a := netip.MustParseAddr("10.65.1.9")
+			return add(s, "nomad", a, func(ep *api.Endpoint) {
+				ep.Node, ep.InterfaceName = "h1", api.WorkloadIfaceName("h1", "nomad")
+				allocate(s, a, api.WorkloadHandle("h1", "nomad"))
+			}), nil
+		}},
+		{"another host's endpoint with a learned route to its address", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			a := netip.MustParseAddr("10.65.0.70")
+			in.Learned = map[netip.Prefix][]LearnedPath{netip.PrefixFrom(a, 32): {{Neighbor: netip.MustParseAddr("10.0.0.2"), NextHop: netip.MustParseAddr("10.0.0.2")}}}
+			return add(s, "h1contested", a, func(ep *api.Endpoint) {
+				ep.Node, ep.InterfaceName = "h1", api.WorkloadIfaceName("h1", "h1contested")
+				allocate(s, a, api.WorkloadHandle("h1", "h1contested"))
+			}), nil
+		}},
+		{"another host's endpoint taking a believed one's address", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			a := netip.MustParseAddr("10.65.0.3") // h1/r2's
+			return add(s, "h1thief", a, func(ep *api.Endpoint) {
+				ep.Node, ep.InterfaceName = "h1", api.WorkloadIfaceName("h1", "h1thief")
+				allocate(s, a, api.WorkloadHandle("h1", "r2")) // IPAM still says r2
+			}), nil
+		}},
+		{"a record that moved between hosts", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
 			key := "h1/r3"
 			old := s.Endpoints[key]
-			delete(s.Endpoints, key)
+			ep := old
+			ep.Node = "h2"
+			s.Endpoints[key] = ep
 			return []EndpointEdit{{Key: key, Old: old, Had: true}}, nil
 		}},
 		{"an address released that a record still claims", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
@@ -381,6 +499,50 @@ func TestReendpointDeclines(t *testing.T) {
 	}
 }
 
+// TestReendpointRemoteWireGuard: with encryption on, another host's
+// workload address is one of its peer's allowed IPs unless a block of that
+// host in a pool covers it. A pool narrower than h1's block makes an
+// address inside it an allowed IP of its own: Reendpoint declines that
+// one, and serves one outside the pool as Compute does.
+func TestReendpointRemoteWireGuard(t *testing.T) {
+	s := epincWorld()
+	s.Blocks["10.66.0.0/26"] = api.Block{CIDR: "10.66.0.0/26", Affinity: "h1", Allocations: map[int]string{}}
+	s.Pools["10.66.0.0/28"] = api.Pool{CIDR: "10.66.0.0/28", BlockSize: 28}
+	s.Encryption = api.EncryptionConfig{Enabled: true}
+	h1 := s.Nodes["h1"]
+	h1.WireGuardPublicKey = "h1key"
+	s.Nodes["h1"] = h1
+	in := Input{Node: "h0", Snap: s, WireGuard: WireGuardSupport{PublicKey: "h0key"}}
+	res := Compute(in)
+	if !res.Dataplane.WireGuard.Enabled || len(res.Dataplane.WireGuard.Peers) != 1 || len(res.Ignored) != 0 {
+		t.Fatalf("world: %+v, problems %q", res.Dataplane.WireGuard, res.Problems)
+	}
+	for _, tc := range []struct {
+		addr  string
+		serve bool
+	}{{"10.65.0.100", true}, {"10.66.0.40", true}, {"10.66.0.5", false}} {
+		a := netip.MustParseAddr(tc.addr)
+		name := "wg" + strings.ReplaceAll(tc.addr, ".", "-")
+		allocate(s, a, api.WorkloadHandle("h1", name))
+		key := "h1/" + name
+		s.Endpoints[key] = api.Endpoint{Node: "h1", Workload: name, InterfaceName: api.WorkloadIfaceName("h1", name),
+			IPv4Nets: []string{tc.addr + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+		want := Compute(in)
+		got, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: key}}, nil)
+		if ok != tc.serve {
+			t.Fatalf("%s: served %v, want %v", tc.addr, ok, tc.serve)
+		}
+		if !ok {
+			if reflect.DeepEqual(want.Dataplane.WireGuard, res.Dataplane.WireGuard) {
+				t.Fatalf("%s: declined, but the peer's allowed IPs did not change", tc.addr)
+			}
+		} else if !sameResult(got, want) {
+			t.Fatalf("%s: Reendpoint's Result differs from Compute's:\n got %+v\nwant %+v", tc.addr, got.Dataplane, want.Dataplane)
+		}
+		res = want
+	}
+}
+
 func BenchmarkReendpoint1000(b *testing.B) {
 	s := LabelPolicySnapshot(1000, 200)
 	for cidr, bl := range s.Blocks {
@@ -398,5 +560,48 @@ func BenchmarkReendpoint1000(b *testing.B) {
 		if _, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h0/one"}}, nil); !ok {
 			b.Fatal("declined")
 		}
+	}
+}
+
+// BenchmarkRemoteEndpointAdded: another host's container starting, as
+// this host's agent receives its endpoint record, next to 10 and 1000
+// local endpoints (200 label policies). Compute is what every agent paid
+// for it before Reendpoint served other hosts' records; Reendpoint is
+// what it pays now.
+func BenchmarkRemoteEndpointAdded(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		s := LabelPolicySnapshot(n, 200)
+		for cidr, bl := range s.Blocks {
+			bl.Affinity = "h0"
+			s.Blocks[cidr] = bl
+		}
+		s.Nodes["h1"] = api.Node{Name: "h1", IPv4: "10.0.0.2/24"}
+		a := netip.MustParseAddr("10.64.200.1") // outside h0's blocks
+		s.Blocks["10.64.200.0/26"] = api.Block{CIDR: "10.64.200.0/26", Affinity: "h1",
+			Allocations: map[int]string{1: api.WorkloadHandle("h1", "one")}}
+		in := Input{Node: "h0", Snap: s}
+		res := Compute(in)
+		ep := api.Endpoint{Node: "h1", Workload: "one", InterfaceName: api.WorkloadIfaceName("h1", "one"),
+			IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+		s.Endpoints["h1/one"] = ep
+		want := Compute(in)
+		got, ch, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h1/one"}}, nil)
+		if !ok || !sameResult(got, want) || len(ch.Policy.Selectors) == 0 {
+			b.Fatalf("%d: served %v, change %+v", n, ok, ch)
+		}
+		b.Run(fmt.Sprintf("%d/Compute", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Compute(in)
+			}
+		})
+		b.Run(fmt.Sprintf("%d/Reendpoint", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h1/one"}}, nil); !ok {
+					b.Fatal("declined")
+				}
+			}
+		})
 	}
 }

@@ -37,6 +37,7 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 	t.Run("AddressTakenFromWorkload", func(t *testing.T) { reuseAttack(t, false, false, true) })
 	t.Run("ReaddedUnderSameNameInOnePass", readdAttack)
 	t.Run("ReusedOnAnotherHost", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{}) })
+	t.Run("ReusedOnAnotherHostInItsBlock", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{ownBlock: true}) })
 	t.Run("RemovedOnAnotherHostWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{down: true}) })
 	t.Run("ChangedHandsElsewhereWhileAgentDown", func(t *testing.T) { remoteReuseAttack(t, remoteReuse{down: true, addWhileDown: true}) })
 	t.Run("ChangedHandsElsewhereRevisionLost", func(t *testing.T) {
@@ -47,6 +48,10 @@ func TestReusedAddressGetsNoOldFlow(t *testing.T) {
 // remoteReuse is how remoteReuseAttack swaps the address (see there).
 type remoteReuse struct {
 	down, addWhileDown, corruptRev bool
+	// ownBlock: the old flow's end has an address of host2's own block
+	// (as with down), so host1's agent serves its removal with an
+	// endpoint pass (calc.Reendpoint), not a full one.
+	ownBlock bool
 }
 
 // remoteReuseAttack: the reuse seen from the other end. worker-1 (host1,
@@ -64,7 +69,8 @@ type remoteReuse struct {
 // address, not only its own blocks'. With addWhileDown, worker-5 gets the
 // address before host1's agent starts: the address is held again, so only
 // the record's revision, newer than the one host1's last agent saved,
-// shows it changed hands. With corruptRev, that saved revision is
+// shows it changed hands. With ownBlock, worker-6 as with down, but the
+// agent keeps running: the endpoint pass must flush as the full one does. With corruptRev, that saved revision is
 // overwritten with garbage while the agent is down: the starting agent
 // must then take every other host's address as changed.
 func remoteReuseAttack(t *testing.T, m remoteReuse) {
@@ -73,7 +79,7 @@ func remoteReuseAttack(t *testing.T, m remoteReuse) {
 	ctx := e2etest.Ctx(t, 5*time.Minute)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
-	if down {
+	if down || m.ownBlock {
 		w6, err := w.AddWorkload(ctx, h2, "worker-6", "auto")
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
+	"github.com/calico-go/calico/internal/dataplane/netdev"
+	"github.com/calico-go/calico/internal/datastore"
+)
+
+// TestOtherHostsContainerIsAnEndpointEdit: another host's container
+// starting writes its block's allocation and then its record; both reach
+// this agent as edits the endpoint pass may serve (calc.Reendpoint), not
+// as a demand for a full pass. A block that changes hands still needs
+// one.
+func TestOtherHostsContainerIsAnEndpointEdit(t *testing.T) {
+	a := &Agent{cfg: Config{Name: "h1"}, log: slog.New(slog.DiscardHandler), snap: calc.NewSnapshot(),
+		trigger: make(chan struct{}, 1), relabeled: map[string]api.Endpoint{},
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+		conntrack: netdev.NewEndpointConntrack()}
+	defer a.conntrack.Close()
+	js := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a.OnUpdate(datastore.PoolKey("10.90.0.0/16"), js(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26}))
+	bkey := datastore.BlockKey("10.90.2.0/26")
+	a.OnUpdate(bkey, js(api.Block{CIDR: "10.90.2.0/26", Affinity: "h2", Allocations: map[int]string{}}))
+	a.needFull = false // the first sight of a block is a full pass's
+	clear(a.blockEdits)
+
+	a.OnUpdate(bkey, js(api.Block{CIDR: "10.90.2.0/26", Affinity: "h2", Allocations: map[int]string{7: api.WorkloadHandle("h2", "w9")}}))
+	ekey := datastore.EndpointKey("h2", "w9")
+	a.OnUpdate(ekey, js(api.Endpoint{Node: "h2", Workload: "w9", Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName("h2", "w9"),
+		WorkloadIface: "eth0", IPv4Nets: []string{"10.90.2.7/32"}, Profiles: []string{"P"}}))
+	if a.needFull {
+		t.Error("another host's container start asked for a full pass")
+	}
+	if e, ok := a.blockEdits["10.90.2.0/26"]; !ok || len(e.Old.Allocations) != 0 {
+		t.Errorf("block edit %+v (recorded %v), want the block before the allocation", e, ok)
+	}
+	if e, ok := a.epEdits["h2/w9"]; !ok || e.Had {
+		t.Errorf("endpoint edit %+v (recorded %v), want a new record", e, ok)
+	}
+
+	a.OnUpdate(bkey, js(api.Block{CIDR: "10.90.2.0/26", Affinity: "h3", Allocations: map[int]string{7: api.WorkloadHandle("h2", "w9")}}))
+	if !a.needFull {
+		t.Error("a block that changed hands did not ask for a full pass")
+	}
+}

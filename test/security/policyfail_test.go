@@ -1,16 +1,13 @@
 package security
 
 import (
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/walkthrough"
 )
@@ -42,53 +39,9 @@ func TestPolicyWriteFailsClosed(t *testing.T) {
 	h1 := w.Hosts[0]
 	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
 	e2etest.ListenTCP(t, w1.Netns, ":8080")
-	toWorkload := e2etest.NewUDPCounter(t, w2.Netns, ":9999")
-	toHost := e2etest.NewUDPCounter(t, h1.Netns, ":9998")
 	mustOpen(t, ctx, "worker-3 -> worker-1 (PROF_1) through the tunnel", w3, w1)
-
-	rogue, err := w.Lab.AddHost("rogue", h1.Fabric, "10.0.0.9/24", "10.0.0.254")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := rogue.Run(ctx, "ip", "route", "add", walkthrough.Pool, "via", h1.Addr().String()); err != nil {
-		t.Fatalf("route the pool through host1: %v %s", err, out)
-	}
-	burst := func(tag string, during func()) int64 {
-		var stop atomic.Bool
-		var sent atomic.Int64
-		done := make(chan error, 1)
-		frame := vxlanDatagram(api.VXLANVNI, vtepMAC(t, h1), vtepMAC(t, w.Hosts[1]), e2etest.AP(w3.IP, 40000), e2etest.AP(h1.Addr(), 9998), tag)
-		go func() {
-			done <- rogue.Do(func() error {
-				vx, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(e2etest.AP(h1.Addr(), 4789)))
-				if err != nil {
-					return err
-				}
-				defer vx.Close()
-				plain, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(e2etest.AP(w2.IP, 9999)))
-				if err != nil {
-					return err
-				}
-				defer plain.Close()
-				for !stop.Load() {
-					_, err1 := vx.Write(frame)
-					_, err2 := plain.Write([]byte(tag))
-					if err1 == nil && err2 == nil {
-						sent.Add(1)
-					}
-					time.Sleep(200 * time.Microsecond)
-				}
-				return nil
-			})
-		}()
-		during()
-		time.Sleep(time.Second)
-		stop.Store(true)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		return sent.Load()
-	}
+	rogue := newVXLANRogue(t, ctx, w)
+	burst, toHost, toWorkload := rogue.burst, rogue.toHost, rogue.toWorkload
 	faultFile := filepath.Join(t.TempDir(), "policy-write-fails")
 	if err := os.WriteFile(faultFile, nil, 0o600); err != nil {
 		t.Fatal(err)

@@ -44,16 +44,9 @@ func (w *world) plainRoutedWorkloads(ctx context.Context, prefix string) ([]*wal
 		return nil, err
 	}
 	specs := []wlSpec{{h1, prefix + "-p1", "192.168.101.1"}, {h2, prefix + "-p2", "192.168.101.65"}}
-	var out []*walkthrough.Workload
-	for _, s := range specs {
-		wl, err := w.AddWorkload(ctx, s.h, s.name, s.ip)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Ctl(ctx, s.h, "container", s.name, "profile", "append", benchProfile); err != nil {
-			return nil, err
-		}
-		out = append(out, wl)
+	out, err := w.benchWorkloads(ctx, specs)
+	if err != nil {
+		return nil, err
 	}
 	block := func(a netip.Addr) string { return netip.PrefixFrom(a, plainBlockBits).Masked().String() }
 	b1, b2 := block(out[0].IP), block(out[1].IP)

@@ -434,6 +434,22 @@ type wlSpec struct {
 	name, ip string
 }
 
+// benchWorkloads adds the workloads of specs, each in profile BENCH.
+func (w *world) benchWorkloads(ctx context.Context, specs []wlSpec) ([]*walkthrough.Workload, error) {
+	var out []*walkthrough.Workload
+	for _, s := range specs {
+		wl, err := w.AddWorkload(ctx, s.h, s.name, s.ip)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Ctl(ctx, s.h, "container", s.name, "profile", "append", benchProfile); err != nil {
+			return nil, err
+		}
+		out = append(out, wl)
+	}
+	return out, nil
+}
+
 // profiledWorkloads adds the pool (with nat-outgoing, so the NAT table is
 // active as users run it), the profile BENCH, and the workloads in it, all
 // through calicoctl.
@@ -446,16 +462,9 @@ func (w *world) profiledWorkloads(ctx context.Context, specs []wlSpec, poolFlags
 	if _, err := w.Ctl(ctx, h1, "profile", "add", benchProfile); err != nil {
 		return nil, err
 	}
-	var out []*walkthrough.Workload
-	for _, s := range specs {
-		wl, err := w.AddWorkload(ctx, s.h, s.name, s.ip)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Ctl(ctx, s.h, "container", s.name, "profile", "append", benchProfile); err != nil {
-			return nil, err
-		}
-		out = append(out, wl)
+	out, err := w.benchWorkloads(ctx, specs)
+	if err != nil {
+		return nil, err
 	}
 	// Every pair must pass before anything is measured.
 	for _, a := range out {

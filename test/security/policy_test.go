@@ -1,6 +1,7 @@
 package security
 
 import (
+	"context"
 	"encoding/json"
 	"net/netip"
 	"os"
@@ -30,32 +31,9 @@ import (
 // After each write, an honest profile change made later (its effect is
 // visible) shows host1's agent has processed the hostile write.
 func TestHostileLabelPolicyRecords(t *testing.T) {
-	w := world(t, walkthrough.Options{}, true)
-	ctx := e2etest.Ctx(t, 5*time.Minute)
+	w, ctx := w1InWorld(t, true)
 	h1, h2 := w.Hosts[0], w.Hosts[1]
 	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
-	e2etest.ListenTCP(t, w1.Netns, "0.0.0.0:8080")
-	e2etest.ListenTCP(t, w2.Netns, "0.0.0.0:8080")
-	routed(t, ctx, h2, w1.IP, h1)
-	mustOpen(t, ctx, "worker-3 -> worker-1 (PROF_1, before any policy)", w3, w1)
-
-	const policy = `apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata:
-  name: w1-in
-spec:
-  selector: projectcalico.org/workload == 'worker-1'
-  types: [Ingress]
-  ingress:
-  - action: Allow
-    protocol: TCP
-    source: {selector: has(profile.projectcalico.org/PROF_2)}
-`
-	file := filepath.Join(t.TempDir(), "w1-in.yaml")
-	if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctl(t, ctx, w, h1, "apply", "-f", file)
 	// worker-2's own profile PROF_2 lets it send; w1-in lets it in.
 	mustOpen(t, ctx, "worker-2 -> worker-1 (PROF_2, allowed by w1-in)", w2, w1)
 	mustBlock(t, ctx, "worker-3 -> worker-1 (PROF_1, end of w1-in's tier)", w3, w1)
@@ -98,4 +76,40 @@ spec:
 	mustBlock(t, ctx, "marker: worker-3 -> worker-2:8080 after PROF_2 denies it", w3, w2)
 	check("w1-in overwritten with a selector that does not parse")
 	t.Logf("FIGURE: hostile label/policy records: %d of 2 attacks let worker-3 into worker-1 (must be 0); worker-2 kept its way in", attacked)
+}
+
+// w1InWorld is the walkthrough with TCP 8080 served on worker-1 and
+// worker-2, host 2 routing to worker-1, and policy w1-in applied: into
+// worker-1 only TCP from workloads in profile PROF_2 (worker-2; worker-3,
+// PROF_1, is refused at the end of w1-in's tier). checkBefore also shows
+// worker-3 reaching worker-1 before the policy.
+func w1InWorld(t *testing.T, checkBefore bool) (*walkthrough.World, context.Context) {
+	w := world(t, walkthrough.Options{}, true)
+	ctx := e2etest.Ctx(t, 5*time.Minute)
+	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w1, w3 := w.Workloads["worker-1"], w.Workloads["worker-3"]
+	e2etest.ListenTCP(t, w1.Netns, "0.0.0.0:8080")
+	e2etest.ListenTCP(t, w.Workloads["worker-2"].Netns, "0.0.0.0:8080")
+	routed(t, ctx, h2, w1.IP, h1)
+	if checkBefore {
+		mustOpen(t, ctx, "worker-3 -> worker-1 (PROF_1, before any policy)", w3, w1)
+	}
+	const policy = `apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: w1-in
+spec:
+  selector: projectcalico.org/workload == 'worker-1'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: has(profile.projectcalico.org/PROF_2)}
+`
+	file := filepath.Join(t.TempDir(), "w1-in.yaml")
+	if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctl(t, ctx, w, h1, "apply", "-f", file)
+	return w, ctx
 }

@@ -3,15 +3,11 @@ package security
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/calico-go/calico/internal/datastore"
 	"github.com/calico-go/calico/internal/e2etest"
-	"github.com/calico-go/calico/internal/walkthrough"
 )
 
 // TestHostileRecordShapes: a stray writer with access to etcd stores two
@@ -30,31 +26,9 @@ import (
 // (w1-in) stays in force. Before, the marker did not arrive within its
 // 10 s wait: the agents were still decoding.
 func TestHostileRecordShapes(t *testing.T) {
-	w := world(t, walkthrough.Options{}, true)
-	ctx := e2etest.Ctx(t, 5*time.Minute)
-	h1, h2 := w.Hosts[0], w.Hosts[1]
+	w, ctx := w1InWorld(t, false)
+	h1 := w.Hosts[0]
 	w1, w2, w3 := w.Workloads["worker-1"], w.Workloads["worker-2"], w.Workloads["worker-3"]
-	e2etest.ListenTCP(t, w1.Netns, "0.0.0.0:8080")
-	e2etest.ListenTCP(t, w2.Netns, "0.0.0.0:8080")
-	routed(t, ctx, h2, w1.IP, h1)
-
-	const policy = `apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata:
-  name: w1-in
-spec:
-  selector: projectcalico.org/workload == 'worker-1'
-  types: [Ingress]
-  ingress:
-  - action: Allow
-    protocol: TCP
-    source: {selector: has(profile.projectcalico.org/PROF_2)}
-`
-	file := filepath.Join(t.TempDir(), "w1-in.yaml")
-	if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctl(t, ctx, w, h1, "apply", "-f", file)
 	mustBlock(t, ctx, "worker-3 -> worker-1 (end of w1-in's tier)", w3, w1)
 
 	var nets strings.Builder

@@ -207,53 +207,20 @@ func TestReendpointIsCompute(t *testing.T) {
 			n++
 			continue
 		}
+		c := containerSteps{t: t, s: s, rng: rng, free: free, profiles: profiles, labels: labels, step: step}
+		keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h0" })
 		switch op := rng.IntN(3); {
 		case op == 0 || len(s.Endpoints) < 45:
-			// A container starts: its addresses, then its record.
 			name := fmt.Sprintf("new%d", i)
-			ep := api.Endpoint{Node: "h0", Workload: name, InterfaceName: api.WorkloadIfaceName("h0", name),
-				Profiles: profiles[rng.IntN(len(profiles))], Labels: labels()}
-			e := newEpincEdits()
-			a4 := free(netip.MustParsePrefix("10.64.0.64/26"))
-			setAlloc(t, s, e, a4, api.WorkloadHandle("h0", name))
-			ep.IPv4Nets = []string{a4.String() + "/32"}
-			if rng.IntN(2) == 0 {
-				a6 := free(netip.MustParsePrefix("fd10::40/122"))
-				setAlloc(t, s, e, a6, api.WorkloadHandle("h0", name))
-				ep.IPv6Nets = []string{a6.String() + "/128"}
-			}
-			step("allocate", e)
-			e = newEpincEdits()
-			e.endpoint(s, "h0/"+name)
-			s.Endpoints["h0/"+name] = ep
-			step("add "+name, e)
+			c.start("h0", name, "allocate", "add "+name, netip.MustParsePrefix("10.64.0.64/26"), netip.MustParsePrefix("fd10::40/122"))
 			added++
 		case op == 1:
-			// A container stops: its record, then its addresses.
-			keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h0" })
 			key := keys[rng.IntN(len(keys))]
-			ep := s.Endpoints[key]
-			e := newEpincEdits()
-			e.endpoint(s, key)
-			delete(s.Endpoints, key)
-			step("remove "+key, e)
-			e = newEpincEdits()
-			for _, p := range endpointPrefixes(ep) {
-				setAlloc(t, s, e, p.Addr(), "")
-			}
-			step("release", e)
+			c.stop(key, "remove "+key)
 			removed++
 		default:
-			// A record rewritten: other labels, other profiles.
-			keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h0" })
 			key := keys[rng.IntN(len(keys))]
-			e := newEpincEdits()
-			e.endpoint(s, key)
-			ep := s.Endpoints[key]
-			ep.Labels = labels()
-			ep.Profiles = profiles[rng.IntN(len(profiles))]
-			s.Endpoints[key] = ep
-			step("change "+key, e)
+			c.rewrite(key, "change "+key)
 			changed++
 		}
 		n++
@@ -271,61 +238,97 @@ func TestReendpointIsCompute(t *testing.T) {
 func remoteStep(t *testing.T, s *Snapshot, rng *rand.Rand, i int, free func(netip.Prefix) netip.Addr, profiles [][]string,
 	labels func() map[string]string, step func(string, *epincEdits)) {
 	t.Helper()
+	c := containerSteps{t: t, s: s, rng: rng, free: free, profiles: profiles, labels: labels, step: step}
+	borrowed := netip.MustParsePrefix("10.65.1.0/26")
+	isBorrowed := func(key string) bool {
+		return slices.ContainsFunc(endpointPrefixes(s.Endpoints[key]), func(p netip.Prefix) bool { return borrowed.Contains(p.Addr()) })
+	}
 	keys := slices.DeleteFunc(sortedKeys(s.Endpoints), func(k string) bool { return s.Endpoints[k].Node != "h1" })
 	switch op := rng.IntN(3); {
 	case op == 0 || len(keys) < 10:
 		name := fmt.Sprintf("rnew%d", i)
-		ep := api.Endpoint{Node: "h1", Workload: name, InterfaceName: api.WorkloadIfaceName("h1", name),
-			Profiles: profiles[rng.IntN(len(profiles))], Labels: labels()}
-		what := "add h1/" + name
-		block := netip.MustParsePrefix("10.65.0.64/26")
+		what, block := "add h1/"+name, netip.MustParsePrefix("10.65.0.64/26")
 		if rng.IntN(8) == 0 {
-			block, what = netip.MustParsePrefix("10.65.1.0/26"), "borrowed h1/"+name
+			what, block = "borrowed h1/"+name, borrowed
 		}
-		e := newEpincEdits()
-		a4 := free(block)
-		setAlloc(t, s, e, a4, api.WorkloadHandle("h1", name))
-		ep.IPv4Nets = []string{a4.String() + "/32"}
-		if rng.IntN(2) == 0 {
-			a6 := free(netip.MustParsePrefix("fd11::/122"))
-			setAlloc(t, s, e, a6, api.WorkloadHandle("h1", name))
-			ep.IPv6Nets = []string{a6.String() + "/128"}
-		}
-		step("allocate on h1", e)
-		e = newEpincEdits()
-		e.endpoint(s, "h1/"+name)
-		s.Endpoints["h1/"+name] = ep
-		step(what, e)
+		c.start("h1", name, "allocate on h1", what, block, netip.MustParsePrefix("fd11::/122"))
 	case op == 1:
 		key := keys[rng.IntN(len(keys))]
-		ep := s.Endpoints[key]
-		e := newEpincEdits()
-		e.endpoint(s, key)
-		delete(s.Endpoints, key)
 		what := "remove " + key
-		if slices.ContainsFunc(endpointPrefixes(ep), func(p netip.Prefix) bool { return netip.MustParsePrefix("10.65.1.0/26").Contains(p.Addr()) }) {
+		if isBorrowed(key) {
 			what = "borrowed, removed " + key
 		}
-		step(what, e)
-		e = newEpincEdits()
-		for _, p := range endpointPrefixes(ep) {
-			setAlloc(t, s, e, p.Addr(), "")
-		}
-		step("release", e)
+		c.stop(key, what)
 	default:
 		key := keys[rng.IntN(len(keys))]
-		e := newEpincEdits()
-		e.endpoint(s, key)
-		ep := s.Endpoints[key]
-		ep.Labels = labels()
-		ep.Profiles = profiles[rng.IntN(len(profiles))]
-		s.Endpoints[key] = ep
 		what := "change " + key
-		if slices.ContainsFunc(endpointPrefixes(ep), func(p netip.Prefix) bool { return netip.MustParsePrefix("10.65.1.0/26").Contains(p.Addr()) }) {
+		if isBorrowed(key) {
 			what = "borrowed, changed " + key
 		}
-		step(what, e)
+		c.rewrite(key, what)
 	}
+}
+
+// containerSteps makes the writes one host's containers cause, as an
+// agent receives them, and hands each to step.
+type containerSteps struct {
+	t        *testing.T
+	s        *Snapshot
+	rng      *rand.Rand
+	free     func(netip.Prefix) netip.Addr
+	profiles [][]string
+	labels   func() map[string]string
+	step     func(string, *epincEdits)
+}
+
+// start: a container on node starts: its addresses (IPv4 from v4, IPv6
+// from v6 half the time), then its record.
+func (c containerSteps) start(node, name, allocWhat, what string, v4, v6 netip.Prefix) {
+	c.t.Helper()
+	ep := api.Endpoint{Node: node, Workload: name, InterfaceName: api.WorkloadIfaceName(node, name),
+		Profiles: c.profiles[c.rng.IntN(len(c.profiles))], Labels: c.labels()}
+	e := newEpincEdits()
+	a4 := c.free(v4)
+	setAlloc(c.t, c.s, e, a4, api.WorkloadHandle(node, name))
+	ep.IPv4Nets = []string{a4.String() + "/32"}
+	if c.rng.IntN(2) == 0 {
+		a6 := c.free(v6)
+		setAlloc(c.t, c.s, e, a6, api.WorkloadHandle(node, name))
+		ep.IPv6Nets = []string{a6.String() + "/128"}
+	}
+	c.step(allocWhat, e)
+	e = newEpincEdits()
+	key := node + "/" + name
+	e.endpoint(c.s, key)
+	c.s.Endpoints[key] = ep
+	c.step(what, e)
+}
+
+// stop: a container stops: its record, then its addresses.
+func (c containerSteps) stop(key, what string) {
+	c.t.Helper()
+	ep := c.s.Endpoints[key]
+	e := newEpincEdits()
+	e.endpoint(c.s, key)
+	delete(c.s.Endpoints, key)
+	c.step(what, e)
+	e = newEpincEdits()
+	for _, p := range endpointPrefixes(ep) {
+		setAlloc(c.t, c.s, e, p.Addr(), "")
+	}
+	c.step("release", e)
+}
+
+// rewrite: a container's record rewritten: other labels, other profiles.
+func (c containerSteps) rewrite(key, what string) {
+	c.t.Helper()
+	e := newEpincEdits()
+	e.endpoint(c.s, key)
+	ep := c.s.Endpoints[key]
+	ep.Labels = c.labels()
+	ep.Profiles = c.profiles[c.rng.IntN(len(c.profiles))]
+	c.s.Endpoints[key] = ep
+	c.step(what, e)
 }
 
 // checkChange: the change Reendpoint reports names what differs between

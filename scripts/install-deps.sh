@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Required packages, and ones we use when the archive has them (qperf is used
 # by the seed walkthrough's benchmark but is not in every Debian release).
-required=(iproute2 iputils-ping iperf3 nftables bird2 tcpdump procps busybox-static iptables)
+required=(iproute2 iputils-ping iperf3 nftables netbase bird2 tcpdump procps busybox-static iptables)
 # test/cni runs podman with the CNI backend, `ctr run --cni` (containerd, a
 # private instance) and Debian's CNI plugins (portmap, loopback). Installing
 # podman adds /etc/cni/net.d/87-podman-bridge.conflist; the tests use

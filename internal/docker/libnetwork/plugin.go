@@ -81,6 +81,15 @@ func WritePluginBundle(dir, calicoNode string) error {
 			return err
 		}
 	}
+	// nft resolves the protocol and service names of the table's rules
+	// (ipv6-icmp, ...) through these: without them every write of the
+	// table failed in the plugin, and the agent's policy gate kept the
+	// host's workloads unrouted.
+	for _, f := range []string{"etc/protocols", "etc/services"} {
+		if err := copyFile("/"+f, filepath.Join(rootfs, f), 0o644); err != nil {
+			return fmt.Errorf("copy /%s into the plugin (nft needs it): %w", f, err)
+		}
+	}
 	if err := copyFile(calicoNode, filepath.Join(rootfs, "calico-node"), 0o755); err != nil {
 		return fmt.Errorf("copy calico-node into the plugin: %w", err)
 	}

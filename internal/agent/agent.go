@@ -166,13 +166,15 @@ type Agent struct {
 	// and does nothing else if that fails (policygate.go).
 	policyWritten bool
 	// fastpath: the eBPF short cut for flows nftables already accepted,
-	// on only with CALICO_FASTPATH=on (fastpathOn).
-	fastpath   *fastpath.Manager
-	fastpathOn bool
-	speaker    *routing.Speaker
-	asn        uint32
-	wg         *wireguard.Manager
-	wgRot      int // the rotation count the WireGuard key was last checked against
+	// on unless CALICO_FASTPATH=off (fastpathOn); fastpathOff says why it
+	// is off (the operator's choice, or a kernel that cannot load it).
+	fastpath    *fastpath.Manager
+	fastpathOn  bool
+	fastpathOff string
+	speaker     *routing.Speaker
+	asn         uint32
+	wg          *wireguard.Manager
+	wgRot       int // the rotation count the WireGuard key was last checked against
 
 	problems []string
 	ready    bool
@@ -296,7 +298,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.fastpath = fastpath.New()
 	defer a.fastpath.Close() // programs stay: the next agent replaces them in place
-	a.fastpathOn = os.Getenv("CALICO_FASTPATH") == "on"
+	if a.fastpathOn, err = fastpathSetting(os.Getenv("CALICO_FASTPATH")); err != nil {
+		return err
+	}
+	if !a.fastpathOn {
+		a.fastpathOff = "off (CALICO_FASTPATH=off)"
+	}
 	a.policy.SetHostAccess(cfg.WorkloadToHost)
 	a.policy.SetControlPlaneAccess(cfg.WorkloadToControlPlane)
 	a.controlHosts, a.controlPorts = controlPlane(cfg)
@@ -839,7 +846,7 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 	// ahead of the ruleset's. A ruleset that failed to apply takes it down
 	// (everything then goes the normal way, which is always right).
 	if ferr := a.fastpath.Apply(fastpathDesired(a.fastpathOn && err == nil, a.cfg.IP, res.Dataplane.Policy)); ferr != nil {
-		a.log.Warn("eBPF fast path failed; traffic takes the normal path", "err", ferr)
+		a.fastpathFailed(ferr)
 	}
 	a.last = nil
 	if len(errs) == 0 && !ipipFailed {
@@ -1066,6 +1073,7 @@ func (a *Agent) reportStatus(ctx context.Context) {
 	}
 	st.Flows = a.flows.list()
 	st.IPIP = a.ipip.Status()
+	st.FastPath = a.fastpathOff
 	if a.fastpathOn {
 		st.FastPath = a.fastpath.Status()
 	}

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/calico-go/calico/internal/calc"
@@ -13,7 +15,8 @@ import (
 // as the ruleset enforces it). Off without endpoints: it goes with the
 // last one.
 func fastpathDesired(on bool, local netip.Addr, p calc.Policy) fastpath.Desired {
-	d := fastpath.Desired{Enabled: on && len(p.Endpoints) > 0, LocalIP: local}
+	// An IPv6-only host has nothing for it to do (it carries IPv4 TCP).
+	d := fastpath.Desired{Enabled: on && local.Is4() && len(p.Endpoints) > 0, LocalIP: local}
 	if !d.Enabled {
 		return d
 	}
@@ -32,4 +35,32 @@ func fastpathDesired(on bool, local netip.Addr, p calc.Policy) fastpath.Desired 
 		d.Workloads = append(d.Workloads, w)
 	}
 	return d
+}
+
+// fastpathSetting reads CALICO_FASTPATH: the fast path is on unless the
+// operator sets it off. Anything else is refused rather than guessed at.
+func fastpathSetting(v string) (bool, error) {
+	switch v {
+	case "", "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("CALICO_FASTPATH=%q: set it to on (the default) or off", v)
+}
+
+// fastpathFailed handles an Apply that failed (Apply has already taken the
+// programs down: traffic takes the normal path, which is always right). A
+// kernel that cannot load the programs (no BTF, no conntrack kfuncs, locked
+// memory) will not load them on the next pass either: the fast path stays
+// off for this process, and status says why, instead of a load and a
+// warning on every pass.
+func (a *Agent) fastpathFailed(err error) {
+	if errors.Is(err, fastpath.ErrUnavailable) {
+		a.fastpathOn = false
+		a.fastpathOff = "off (unavailable on this kernel: " + err.Error() + ")"
+		a.log.Warn("eBPF fast path unavailable on this kernel; traffic takes the normal path (restart calico-node to try again)", "err", err)
+		return
+	}
+	a.log.Warn("eBPF fast path failed; traffic takes the normal path", "err", err)
 }

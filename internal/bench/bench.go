@@ -60,7 +60,8 @@ type Plan struct {
 	Paths   []string
 	// PolicyExtraRuns: rounds after the Runs rounds of the throughput
 	// section's policy-cost ablation that measure only the saved ruleset
-	// and no ruleset, so their paired ratio resolves the 2% target.
+	// (with the fast path, as calico-node runs it, and without) and no
+	// ruleset, so their paired ratio resolves the 2% target.
 	PolicyExtraRuns int
 
 	// Latency: endpoint and rule counts, qperf seconds and runs per level.

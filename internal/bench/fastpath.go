@@ -13,7 +13,7 @@ import (
 
 // benchFastPath attaches internal/dataplane/fastpath's programs to the
 // hosts of the policy-cost ablation for the runs of one state, the way
-// calico-node does with CALICO_FASTPATH=on, while the agents are stopped.
+// calico-node does by default, while the agents are stopped.
 // It owns the programs it attaches (one fastpath.Manager per host) and
 // takes them down after every run and at close, which also puts
 // nf_conntrack_tcp_be_liberal back.

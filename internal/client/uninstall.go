@@ -14,15 +14,16 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/dataplane/dockerfwd"
+	"github.com/calico-go/calico/internal/dataplane/fastpath"
 	"github.com/calico-go/calico/internal/dataplane/ipip"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 )
 
 // UninstallKernel removes from this network namespace what calico-node
-// installed there: the tunnel devices and the IPIP eBPF programs, routes
-// of protocol 80, our rules in DOCKER-USER/FORWARD, table inet calico, and
-// the Docker plugin sockets in pluginDir that nobody serves. Run it with
+// installed there: the eBPF fast path, the tunnel devices and the IPIP
+// eBPF programs, routes of protocol 80, our rules in DOCKER-USER/FORWARD,
+// table inet calico, and the Docker plugin sockets in pluginDir that nobody serves. Run it with
 // the agent stopped (it would put everything back). Workload veths are the
 // workloads': they go with them. It tells what it removed; each step runs
 // even if another failed.
@@ -37,6 +38,13 @@ import (
 // tunnels, routes, forward, table.)
 func UninstallKernel(ctx context.Context, pluginDir string) (removed []string, err error) {
 	var errs []error
+	// The fast path first: it only carries flows the ruleset accepted, and
+	// without it every packet takes the normal path, which is always right.
+	gone, ferr := fastpath.Uninstall()
+	removed = append(removed, gone...)
+	if ferr != nil {
+		errs = append(errs, ferr)
+	}
 	// Tunnels: the IPIP programs (which hold IPIP's own guard) with their
 	// device, then the VXLAN device.
 	gone, ierr := ipip.Uninstall()

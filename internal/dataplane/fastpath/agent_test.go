@@ -41,13 +41,15 @@ func progsOn(t *testing.T, h *lab.Host, dev string) map[string][]ebpf.ProgramID 
 	return out
 }
 
-// TestAgentFastPath: calico-node with CALICO_FASTPATH=on attaches the
-// programs to its workload interfaces and uplink and says so in `calicoctl
-// status`; traffic takes the fast path; a restarted agent replaces the
-// programs in place (attach before detach) and traffic goes on; the last
-// endpoint's removal takes them away.
+// TestAgentFastPath: calico-node, by default, attaches the programs to
+// its workload interfaces and uplink and says so in `calicoctl status`;
+// traffic takes the fast path; a restarted agent replaces the programs in
+// place (attach before detach) and traffic goes on; the last endpoint's
+// removal takes them away; an agent restarted with CALICO_FASTPATH=off
+// takes its predecessor's down and says why; `node stop --cleanup` leaves
+// none, and nf_conntrack_tcp_be_liberal as it was.
 func TestAgentFastPath(t *testing.T) {
-	t.Setenv("CALICO_FASTPATH", "on") // `calicoctl node` passes it on to calico-node
+	t.Setenv("CALICO_FASTPATH", "") // calico-node's default (on); `calicoctl node` passes it on
 	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
 	ctx := e2etest.Ctx(t, 4*time.Minute)
 	w := fw.w
@@ -115,6 +117,51 @@ func TestAgentFastPath(t *testing.T) {
 	})
 	if l := statusLine(h2); !strings.HasPrefix(l, "eBPF fast path: on") {
 		t.Errorf("host2, which still has an endpoint: %q", l)
+	}
+	if v := sysctl(t, h2.Netns, sysLiberal); v != "1" {
+		t.Errorf("host2 with the fast path on: %s = %s, want 1", sysLiberal, v)
+	}
+
+	// The operator turns it off: the next agent takes the programs down
+	// and puts the window check back.
+	restart := func(setting string) {
+		t.Helper()
+		if _, err := w.Ctl(ctx, h2.Host, "node", "stop"); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("CALICO_FASTPATH", setting)
+		if err := w.StartNode(ctx, h2.Host); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restart("off")
+	e2etest.WaitFor(t, 15*time.Second, "host2's agent with CALICO_FASTPATH=off takes the fast path down", func() (bool, string) {
+		p := progsOn(t, h2.Host, h2.Iface)
+		l := statusLine(h2)
+		return len(p) == 0 && l == "eBPF fast path: off (CALICO_FASTPATH=off)", fmt.Sprintf("uplink programs %v, status %q", p, l)
+	})
+	if v := sysctl(t, h2.Netns, sysLiberal); v != "0" {
+		t.Errorf("host2 with the fast path off: %s = %s, want the namespace's 0 back", sysLiberal, v)
+	}
+
+	// On again, then `node stop --cleanup`: nothing of the fast path stays.
+	restart("")
+	e2etest.WaitFor(t, 15*time.Second, "host2's fast path back on", func() (bool, string) {
+		p := progsOn(t, h2.Host, h2.Iface)
+		return len(p[progUplink]) == 1, fmt.Sprintf("uplink programs %v", p)
+	})
+	out, err := w.Ctl(ctx, h2.Host, "node", "stop", "--cleanup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, progUplink) {
+		t.Errorf("node stop --cleanup does not say it removed %s:\n%s", progUplink, out)
+	}
+	if p := progsOn(t, h2.Host, h2.Iface); len(p) != 0 {
+		t.Errorf("host2 after node stop --cleanup: uplink programs %v", p)
+	}
+	if v := sysctl(t, h2.Netns, sysLiberal); v != "0" {
+		t.Errorf("host2 after node stop --cleanup: %s = %s, want 0", sysLiberal, v)
 	}
 	_ = walkthrough.Pool
 }

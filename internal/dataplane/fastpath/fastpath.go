@@ -8,18 +8,18 @@
 // packets go the normal way, and only a confirmed, assured conntrack entry
 // without NAT lets later packets take the short cut.
 //
-// Off by default (calico-node turns it on with CALICO_FASTPATH=on). The
-// A/B measurement this package's TestMeasureCPUPerGB makes (real agents and
-// ruleset, nat-outgoing pool, 1-stream iperf3, off and on alternated) found
-// no gain of 5% or more in CPU seconds per GB on this kernel (2026-12-03,
-// 48 paired rounds in four runs on a loaded machine): on/off ratio across
-// hosts median 0.980, geometric mean 0.961 (95% interval 0.928-0.995); on
-// one host 0.985 and 0.977 (0.940-1.014). The cause: the forwarding path
-// works per GSO superpacket (about 56 KB each, 18k per GB across hosts),
-// so what the fast path skips (netfilter, 7% of the flow's CPU samples; a
-// second backlog) is small next to the copies between user and kernel
-// (35-40%) and TCP, which host-to-host pays too; and its own conntrack and
-// FIB lookups take back about 1.5%.
+// On by default (calico-node turns it off with CALICO_FASTPATH=off): it is
+// what brings the ruleset's per-packet cost within issue 19's 2% of no
+// ruleset (the bench's policy-cost ablation: saved ruleset 0.92-0.94 of no
+// ruleset in Gbit/s, 1.05-1.10x the CPU per GB; with the fast path 1.00 and
+// 1.02-1.03x), and that cost is conntrack's, which stateful policy in
+// netfilter cannot drop. Its own A/B against the normal path with real
+// agents (TestMeasureCPUPerGB, 48 paired rounds, 2026-12-03) gave 0.961x the
+// CPU per GB across hosts (95% interval 0.928-0.995). The gain is modest
+// because the forwarding path works per GSO superpacket (about 56 KB each,
+// 18k per GB): what the fast path skips (netfilter, a second backlog) is
+// small next to the copies between user and kernel and TCP, which
+// host-to-host pays too; its own conntrack and FIB lookups take back 1.5%.
 //
 // Why it is shaped like this:
 //
@@ -403,13 +403,18 @@ func nativeOf(b [4]byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
+// ErrUnavailable marks an Apply that failed because this kernel (or this
+// process's limits) cannot load the programs at all: trying again on the
+// next pass would fail the same way.
+var ErrUnavailable = errors.New("the eBPF fast path cannot be loaded")
+
 func load(reuse map[string]*ebpf.Map) (*fastpathObjects, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise the locked-memory limit: %w", err)
+		return nil, fmt.Errorf("%w: raise the locked-memory limit: %s", ErrUnavailable, tcx.OneLine(err))
 	}
 	spec, err := loadFastpath()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, tcx.OneLine(err))
 	}
 	var objs fastpathObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: reuse})
@@ -417,7 +422,7 @@ func load(reuse map[string]*ebpf.Map) (*fastpathObjects, error) {
 		err = spec.LoadAndAssign(&objs, nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load the eBPF fast path: %s", tcx.OneLine(err))
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, tcx.OneLine(err))
 	}
 	return &objs, nil
 }
@@ -430,4 +435,28 @@ func (m *Manager) Stats() map[string]uint64 {
 		return nil
 	}
 	return tcx.SumStats(m.objs.FpStats, statNames)
+}
+
+// Uninstall takes down whatever fast path this network namespace holds (a
+// stopped agent leaves its programs for the next one to take over), puts
+// the operator's nf_conntrack_tcp_be_liberal back, and says what it
+// removed. For `calicoctl node stop --cleanup`.
+func Uninstall() (removed []string, err error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, l := range links {
+		for _, p := range []string{progWL, progUplink} {
+			if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, p); len(ids) > 0 {
+				removed = append(removed, "eBPF program "+p+" on "+l.Attrs().Name+" ingress")
+			}
+		}
+	}
+	m := New()
+	defer m.Close()
+	if err := m.Apply(Desired{}); err != nil {
+		return nil, fmt.Errorf("take the eBPF fast path down: %w", err)
+	}
+	return removed, nil
 }

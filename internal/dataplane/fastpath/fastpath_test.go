@@ -67,6 +67,13 @@ func newWorld(t *testing.T, specs []wlSpec) *fpWorld {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: makes network namespaces and loads BPF programs; CI runs as root")
 	}
+	// The tests here attach the programs with their own managers (fh.m):
+	// the agents, which would otherwise attach theirs by default and fight
+	// over the same interfaces, run with the fast path off, unless the
+	// test chose (TestAgentFastPath tests the agents' own).
+	if _, set := os.LookupEnv("CALICO_FASTPATH"); !set {
+		t.Setenv("CALICO_FASTPATH", "off") // `calicoctl node` passes it on to calico-node
+	}
 	w := e2etest.World(t, labPrefix, walkthrough.Options{}, false)
 	ctx := e2etest.Ctx(t, 2*time.Minute)
 	h1 := w.Hosts[0]

@@ -14,13 +14,15 @@ import (
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/dataplane/dockerfwd"
+	"github.com/calico-go/calico/internal/dataplane/fastpath"
 	"github.com/calico-go/calico/internal/dataplane/ipip"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/nft"
 )
 
 // UninstallKernel removes from this network namespace what calico-node
-// installed there: the tunnel devices and the IPIP eBPF programs, routes
+// installed there: the tunnel devices and the IPIP eBPF programs, the eBPF
+// fast path's programs (with nf_conntrack_tcp_be_liberal put back), routes
 // of protocol 80, our rules in DOCKER-USER/FORWARD, table inet calico, and
 // the Docker plugin sockets in pluginDir that nobody serves. Run it with
 // the agent stopped (it would put everything back). Workload veths are the
@@ -50,6 +52,14 @@ func UninstallKernel(ctx context.Context, pluginDir string) (removed []string, e
 		} else {
 			removed = append(removed, "device "+api.VXLANDevice)
 		}
+	}
+	// The eBPF fast path's programs (and the conntrack setting it changed):
+	// with the agent gone nothing keeps their maps in step with the
+	// workloads any more.
+	fp, fperr := fastpath.Uninstall()
+	removed = append(removed, fp...)
+	if fperr != nil {
+		errs = append(errs, fperr)
 	}
 	faultPoint("uninstall-after-tunnels")
 	routes, rerr := netlink.RouteListFiltered(netlink.FAMILY_ALL,

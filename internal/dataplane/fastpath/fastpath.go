@@ -28,6 +28,12 @@
 //     (ingress ifindex, source) against fp_wl_src, kept here from the same
 //     desired state as the nftables set wl-src4; a mismatch goes the normal
 //     way, where nftables drops it.
+//   - From the uplink nothing vouches for the source, and the routing the
+//     programs skip is where the normal path drops a packet from outside
+//     with one of the host's own addresses as its source (a martian) or,
+//     with strict rp_filter, one it routes elsewhere. fp_from_uplink
+//     therefore fast-paths only a source the FIB routes back out of the
+//     uplink (a second, reverse lookup); anything else goes the normal way.
 //   - Fast-pathed packets skip conntrack, so its TCP window bookkeeping goes
 //     stale: the connection's FIN, which goes the normal way, would then be
 //     out of window, "ct state invalid" and dropped. Apply therefore sets

@@ -2,6 +2,8 @@ package fastpath
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -158,4 +160,54 @@ func TestAgentFastPathCleanup(t *testing.T) {
 	if v := liberal(); v != "0" {
 		t.Errorf("after node stop --cleanup nf_conntrack_tcp_be_liberal = %s, want the operator's 0 back", v)
 	}
+}
+
+// TestAgentFastPathGateClosed: the fast path never outlives the ruleset it
+// leans on. host1's table is deleted by hand while every nftables write
+// fails (CALICO_FAULT=policy-write-fails:FILE): the policy gate closes,
+// and the programs come off the uplink and the workload interface with
+// the routes (a program left there would carry established flows into
+// workloads with no table to guard them, and keep maps nobody updates).
+// Once writes work again, the table, the routes and the fast path come
+// back, and traffic flows.
+func TestAgentFastPathGateClosed(t *testing.T) {
+	t.Setenv("CALICO_FASTPATH", "on")
+	fault := filepath.Join(t.TempDir(), "policy-write-fails")
+	t.Setenv("CALICO_FAULT", "policy-write-fails:"+fault) // inherited by calico-node; no file yet: writes work
+	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
+	ctx := e2etest.Ctx(t, 4*time.Minute)
+	w := fw.w
+	h1 := fw.hosts[0]
+	a1, b1 := fw.wls["fp-a1"], fw.wls["fp-b1"]
+	onBoth := func() (bool, string) {
+		up, wl := progsOn(t, h1.Host, h1.Iface), progsOn(t, h1.Host, a1.iface)
+		return len(up[progUplink]) == 1 && len(wl[progWL]) == 1, fmt.Sprintf("uplink %v, %s %v", up, a1.iface, wl)
+	}
+	e2etest.WaitFor(t, 15*time.Second, "host1's agent attaches the fast path", onBoth)
+	if _, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 1, 1); err != nil {
+		t.Fatalf("iperf3 with the fast path: %v", err)
+	}
+
+	if err := os.WriteFile(fault, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := h1.Run(ctx, "nft", "delete", "table", "inet", "calico"); err != nil {
+		t.Fatalf("delete the table: %v %s", err, out)
+	}
+	// A change for the agent to apply: its write fails over no table.
+	if _, err := w.Ctl(ctx, h1.Host, "profile", "add", "FP2"); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 30*time.Second, "the gate closes and the fast path comes off host1", func() (bool, string) {
+		up, wl := progsOn(t, h1.Host, h1.Iface), progsOn(t, h1.Host, a1.iface)
+		return len(up) == 0 && len(wl) == 0, fmt.Sprintf("uplink %v, %s %v", up, a1.iface, wl)
+	})
+
+	if err := os.Remove(fault); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 60*time.Second, "writes work again: the fast path is back", onBoth)
+	e2etest.WaitFor(t, 30*time.Second, "a1 reaches b1 again", func() (bool, string) {
+		return walkthrough.Probe(ctx, a1.Netns, b1.IP, true)
+	})
 }

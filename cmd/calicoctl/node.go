@@ -214,7 +214,7 @@ func nodeStopCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "node name (default: CALICO_NODENAME, else the host name)")
-	cmd.Flags().BoolVar(&cleanup, "cleanup", false, "also remove what the node installed here: table inet calico, its DOCKER-USER rules, its routes, tunnel devices, plugin sockets")
+	cmd.Flags().BoolVar(&cleanup, "cleanup", false, "also remove what the node installed here: table inet calico, its DOCKER-USER rules, its routes, tunnel devices, eBPF programs (and the conntrack setting the fast path changed), plugin sockets")
 	cmd.Flags().StringVar(&pluginDir, "plugin-dir", libnetwork.DefaultPluginDir, "where the node served its Docker plugin sockets")
 	return cmd
 }

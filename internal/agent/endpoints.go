@@ -118,8 +118,23 @@ func (a *Agent) endpointPass() bool {
 		a.applied = nil
 		return false
 	}
-	a.last, a.applied, a.imports = &res, &res, res.Imports
 	marks.mark("flush")
+	if ch.Workloads || len(ch.Policy.Endpoints) > 0 {
+		// A local endpoint came, went or changed its addresses: the fast
+		// path's anti-spoofing map follows the ruleset's wl-src4 here as
+		// in the full pass (after the ruleset and the flush). Left as it
+		// was, an address taken from a running workload stayed in
+		// fp_wl_src under that workload's interface until the next full
+		// pass, and the workload could forge it on the next holder's
+		// established flows past the ruleset's anti-spoofing
+		// (TestAgentFastPathAddressReuse); and a new workload got no
+		// fast path until then.
+		if ferr := a.fastpath.Apply(fastpathDesired(a.fastpathOn, a.cfg.IP, res.Dataplane.Policy)); ferr != nil {
+			a.log.Warn("eBPF fast path failed; traffic takes the normal path", "err", ferr)
+		}
+		marks.mark("fast path")
+	}
+	a.last, a.applied, a.imports = &res, &res, res.Imports
 	if a.metrics != nil {
 		a.metrics.observePass(t0)
 	}

@@ -21,9 +21,10 @@ import (
 )
 
 // UninstallKernel removes from this network namespace what calico-node
-// installed there: the eBPF fast path, the tunnel devices and the IPIP
-// eBPF programs, routes of protocol 80, our rules in DOCKER-USER/FORWARD,
-// table inet calico, and the Docker plugin sockets in pluginDir that nobody serves. Run it with
+// installed there: the tunnel devices and the IPIP eBPF programs, the eBPF
+// fast path's programs (with nf_conntrack_tcp_be_liberal put back), routes
+// of protocol 80, our rules in DOCKER-USER/FORWARD, table inet calico, and
+// the Docker plugin sockets in pluginDir that nobody serves. Run it with
 // the agent stopped (it would put everything back). Workload veths are the
 // workloads': they go with them. It tells what it removed; each step runs
 // even if another failed.
@@ -38,13 +39,6 @@ import (
 // tunnels, routes, forward, table.)
 func UninstallKernel(ctx context.Context, pluginDir string) (removed []string, err error) {
 	var errs []error
-	// The fast path first: it only carries flows the ruleset accepted, and
-	// without it every packet takes the normal path, which is always right.
-	gone, ferr := fastpath.Uninstall()
-	removed = append(removed, gone...)
-	if ferr != nil {
-		errs = append(errs, ferr)
-	}
 	// Tunnels: the IPIP programs (which hold IPIP's own guard) with their
 	// device, then the VXLAN device.
 	gone, ierr := ipip.Uninstall()
@@ -58,6 +52,14 @@ func UninstallKernel(ctx context.Context, pluginDir string) (removed []string, e
 		} else {
 			removed = append(removed, "device "+api.VXLANDevice)
 		}
+	}
+	// The eBPF fast path's programs (and the conntrack setting it changed):
+	// with the agent gone nothing keeps their maps in step with the
+	// workloads any more.
+	fp, fperr := fastpath.Uninstall()
+	removed = append(removed, fp...)
+	if fperr != nil {
+		errs = append(errs, fperr)
 	}
 	faultPoint("uninstall-after-tunnels")
 	routes, rerr := netlink.RouteListFiltered(netlink.FAMILY_ALL,

@@ -2,6 +2,8 @@ package fastpath
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,8 +48,9 @@ func progsOn(t *testing.T, h *lab.Host, dev string) map[string][]ebpf.ProgramID 
 // traffic takes the fast path; a restarted agent replaces the programs in
 // place (attach before detach) and traffic goes on; the last endpoint's
 // removal takes them away; an agent restarted with CALICO_FASTPATH=off
-// takes its predecessor's down and says why; `node stop --cleanup` leaves
-// none, and nf_conntrack_tcp_be_liberal as it was.
+// takes its predecessor's down, says why, and puts
+// nf_conntrack_tcp_be_liberal back (TestAgentFastPathCleanup: `node stop
+// --cleanup`).
 func TestAgentFastPath(t *testing.T) {
 	t.Setenv("CALICO_FASTPATH", "") // calico-node's default (on); `calicoctl node` passes it on
 	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
@@ -124,17 +127,13 @@ func TestAgentFastPath(t *testing.T) {
 
 	// The operator turns it off: the next agent takes the programs down
 	// and puts the window check back.
-	restart := func(setting string) {
-		t.Helper()
-		if _, err := w.Ctl(ctx, h2.Host, "node", "stop"); err != nil {
-			t.Fatal(err)
-		}
-		t.Setenv("CALICO_FASTPATH", setting)
-		if err := w.StartNode(ctx, h2.Host); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := w.Ctl(ctx, h2.Host, "node", "stop"); err != nil {
+		t.Fatal(err)
 	}
-	restart("off")
+	t.Setenv("CALICO_FASTPATH", "off")
+	if err := w.StartNode(ctx, h2.Host); err != nil {
+		t.Fatal(err)
+	}
 	e2etest.WaitFor(t, 15*time.Second, "host2's agent with CALICO_FASTPATH=off takes the fast path down", func() (bool, string) {
 		p := progsOn(t, h2.Host, h2.Iface)
 		l := statusLine(h2)
@@ -144,24 +143,96 @@ func TestAgentFastPath(t *testing.T) {
 		t.Errorf("host2 with the fast path off: %s = %s, want the namespace's 0 back", sysLiberal, v)
 	}
 
-	// On again, then `node stop --cleanup`: nothing of the fast path stays.
-	restart("")
-	e2etest.WaitFor(t, 15*time.Second, "host2's fast path back on", func() (bool, string) {
-		p := progsOn(t, h2.Host, h2.Iface)
-		return len(p[progUplink]) == 1, fmt.Sprintf("uplink programs %v", p)
+	_ = walkthrough.Pool
+}
+
+// TestAgentFastPathCleanup: `calicoctl node stop --cleanup` takes the fast
+// path away with the rest: no program of ours on any interface, and
+// nf_conntrack_tcp_be_liberal back to the operator's 0. Before, the
+// programs stayed on the uplink and the workload interfaces (short-cutting
+// established flows past whatever firewall the host got next, with maps
+// nobody kept in step), and the window check stayed off.
+func TestAgentFastPathCleanup(t *testing.T) {
+	t.Setenv("CALICO_FASTPATH", "on") // `calicoctl node` passes it on to calico-node
+	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
+	ctx := e2etest.Ctx(t, 3*time.Minute)
+	h1 := fw.hosts[0]
+	a1, b1 := fw.wls["fp-a1"], fw.wls["fp-b1"]
+	liberal := func() string {
+		v, err := h1.Sysctl("net.netfilter.nf_conntrack_tcp_be_liberal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	e2etest.WaitFor(t, 15*time.Second, "host1's agent attaches the fast path", func() (bool, string) {
+		p := progsOn(t, h1.Host, h1.Iface)
+		return len(p[progUplink]) == 1 && liberal() == "1", fmt.Sprintf("uplink %v, be_liberal %s", p, liberal())
 	})
-	out, err := w.Ctl(ctx, h2.Host, "node", "stop", "--cleanup")
+	if _, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 1, 1); err != nil {
+		t.Fatalf("iperf3 across hosts with the fast path: %v", err)
+	}
+	out, err := fw.w.Ctl(ctx, h1.Host, "node", "stop", "--cleanup")
 	if err != nil {
+		t.Fatalf("node stop --cleanup: %v: %s", err, out)
+	}
+	t.Logf("node stop --cleanup:\n%s", out)
+	for _, dev := range []string{h1.Iface, a1.iface} {
+		if p := progsOn(t, h1.Host, dev); len(p) > 0 {
+			t.Errorf("after node stop --cleanup host1 %s still has %v", dev, p)
+		}
+	}
+	if v := liberal(); v != "0" {
+		t.Errorf("after node stop --cleanup nf_conntrack_tcp_be_liberal = %s, want the operator's 0 back", v)
+	}
+}
+
+// TestAgentFastPathGateClosed: the fast path never outlives the ruleset it
+// leans on. host1's table is deleted by hand while every nftables write
+// fails (CALICO_FAULT=policy-write-fails:FILE): the policy gate closes,
+// and the programs come off the uplink and the workload interface with
+// the routes (a program left there would carry established flows into
+// workloads with no table to guard them, and keep maps nobody updates).
+// Once writes work again, the table, the routes and the fast path come
+// back, and traffic flows.
+func TestAgentFastPathGateClosed(t *testing.T) {
+	t.Setenv("CALICO_FASTPATH", "on")
+	fault := filepath.Join(t.TempDir(), "policy-write-fails")
+	t.Setenv("CALICO_FAULT", "policy-write-fails:"+fault) // inherited by calico-node; no file yet: writes work
+	fw := newWorld(t, []wlSpec{{"fp-a1", 0, "192.168.100.1", true}, {"fp-b1", 1, "192.168.100.65", true}})
+	ctx := e2etest.Ctx(t, 4*time.Minute)
+	w := fw.w
+	h1 := fw.hosts[0]
+	a1, b1 := fw.wls["fp-a1"], fw.wls["fp-b1"]
+	onBoth := func() (bool, string) {
+		up, wl := progsOn(t, h1.Host, h1.Iface), progsOn(t, h1.Host, a1.iface)
+		return len(up[progUplink]) == 1 && len(wl[progWL]) == 1, fmt.Sprintf("uplink %v, %s %v", up, a1.iface, wl)
+	}
+	e2etest.WaitFor(t, 15*time.Second, "host1's agent attaches the fast path", onBoth)
+	if _, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 1, 1); err != nil {
+		t.Fatalf("iperf3 with the fast path: %v", err)
+	}
+
+	if err := os.WriteFile(fault, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, progUplink) {
-		t.Errorf("node stop --cleanup does not say it removed %s:\n%s", progUplink, out)
+	if out, err := h1.Run(ctx, "nft", "delete", "table", "inet", "calico"); err != nil {
+		t.Fatalf("delete the table: %v %s", err, out)
 	}
-	if p := progsOn(t, h2.Host, h2.Iface); len(p) != 0 {
-		t.Errorf("host2 after node stop --cleanup: uplink programs %v", p)
+	// A change for the agent to apply: its write fails over no table.
+	if _, err := w.Ctl(ctx, h1.Host, "profile", "add", "FP2"); err != nil {
+		t.Fatal(err)
 	}
-	if v := sysctl(t, h2.Netns, sysLiberal); v != "0" {
-		t.Errorf("host2 after node stop --cleanup: %s = %s, want 0", sysLiberal, v)
+	e2etest.WaitFor(t, 30*time.Second, "the gate closes and the fast path comes off host1", func() (bool, string) {
+		up, wl := progsOn(t, h1.Host, h1.Iface), progsOn(t, h1.Host, a1.iface)
+		return len(up) == 0 && len(wl) == 0, fmt.Sprintf("uplink %v, %s %v", up, a1.iface, wl)
+	})
+
+	if err := os.Remove(fault); err != nil {
+		t.Fatal(err)
 	}
-	_ = walkthrough.Pool
+	e2etest.WaitFor(t, 60*time.Second, "writes work again: the fast path is back", onBoth)
+	e2etest.WaitFor(t, 30*time.Second, "a1 reaches b1 again", func() (bool, string) {
+		return walkthrough.Probe(ctx, a1.Netns, b1.IP, true)
+	})
 }

@@ -25,7 +25,9 @@
 //     fast-pathed that the ruleset did not let through;
 //   - the FIB forwards it (not to this host) out of a device in fp_ifaces
 //     (a workload interface or the uplink), with its neighbour resolved and
-//     within its MTU, and TTL > 1 (the kernel sends the ICMP otherwise).
+//     within its MTU, and TTL > 1 (the kernel sends the ICMP otherwise);
+//   - from the uplink: the FIB routes its source back out of the uplink
+//     (source_routed_back: the normal path's martian and rp_filter tests).
 //
 // Conntrack no longer sees these packets, so two things it would do must be
 // arranged: the agent sets nf_conntrack_tcp_be_liberal=1 (its TCP window
@@ -138,7 +140,8 @@ enum {
 	STAT_PASS_SPOOF,       // source not the workload's: nftables drops it
 	STAT_PASS_NO_CT,       // no conntrack entry
 	STAT_PASS_CT_STATE,    // entry unconfirmed, not yet assured, dying, or NATed
-	STAT_PASS_FIB,         // not forwarded, no neighbour, MTU, or a device not ours
+	STAT_PASS_FIB,         // not forwarded, no neighbour, MTU, a device not ours, or
+			       // from the uplink a source not routed back out of it
 	STAT_PASS_TTL,
 	STAT_MAX,
 };
@@ -164,6 +167,35 @@ static __always_inline void count(__u32 what)
 #define CT_WANT (IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED)
 
 #define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+
+// --- Uplink source check (fpattack, 2026-12-04) ---
+// From the uplink, where nothing like fp_wl_src vouches for the source: the
+// source must be one the host routes back out of the uplink. The normal
+// path drops a packet from outside whose source is one of the host's own
+// addresses (a martian, whatever rp_filter says), and with strict
+// rp_filter one whose source it routes elsewhere (a local workload, a
+// tunnel's pool); skipping routing, the program skipped both, and carried
+// a forged segment of the host's own connection to a workload straight
+// in (TestFastPathUplinkSourceCheck). What fails here goes the normal way,
+// so a strict check costs asymmetric flows only their short cut.
+static __always_inline int source_routed_back(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
+					      __u8 tos)
+{
+	struct bpf_fib_lookup rev = {};
+
+	rev.family = AF_INET;
+	rev.tos = tos;
+	rev.l4_protocol = IPPROTO_TCP;
+	rev.ipv4_src = daddr;
+	rev.ipv4_dst = saddr;
+	rev.ifindex = skb->ingress_ifindex;
+	// Only the route matters, not the neighbour; tot_len 20: no MTU test.
+	rev.tot_len = 20;
+	return bpf_fib_lookup(skb, &rev, sizeof(rev), BPF_FIB_LOOKUP_SKIP_NEIGH) ==
+		       BPF_FIB_LKUP_RET_SUCCESS &&
+	       rev.ifindex == skb->ingress_ifindex;
+}
+// --- end of the uplink source check ---
 
 static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 {
@@ -242,6 +274,12 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 		return PASS;
 	}
 	out_kind = *kind;
+	if (!from_wl && !source_routed_back(skb, tuple.ipv4.saddr, tuple.ipv4.daddr, tos)) {
+		// Counted with the FIB's refusals: fp_stats keeps its size, so a
+		// restarted agent still reuses the maps (and fp_config) it finds.
+		count(STAT_PASS_FIB);
+		return PASS;
+	}
 
 	opts.netns_id = BPF_F_CURRENT_NETNS;
 	opts.l4proto = IPPROTO_TCP;

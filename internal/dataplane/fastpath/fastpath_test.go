@@ -64,6 +64,12 @@ type fpWorld struct {
 // without a profile sends and receives nothing.
 func newWorld(t *testing.T, specs []wlSpec) *fpWorld {
 	t.Helper()
+	return newWorldWith(t, walkthrough.Options{}, specs)
+}
+
+// newWorldWith is newWorld with the world's options (extra node flags).
+func newWorldWith(t *testing.T, opts walkthrough.Options, specs []wlSpec) *fpWorld {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: makes network namespaces and loads BPF programs; CI runs as root")
 	}
@@ -74,7 +80,7 @@ func newWorld(t *testing.T, specs []wlSpec) *fpWorld {
 	if _, set := os.LookupEnv("CALICO_FASTPATH"); !set {
 		t.Setenv("CALICO_FASTPATH", "off") // `calicoctl node` passes it on to calico-node
 	}
-	w := e2etest.World(t, labPrefix, walkthrough.Options{}, false)
+	w := e2etest.World(t, labPrefix, opts, false)
 	ctx := e2etest.Ctx(t, 2*time.Minute)
 	h1 := w.Hosts[0]
 	if _, err := w.Ctl(ctx, h1, "pool", "add", walkthrough.Pool, "--nat-outgoing"); err != nil {

@@ -66,10 +66,14 @@ type AddOne struct {
 	// The same from the scheduler's nanosecond run times of the agent's
 	// threads (schedCPU), free of the 10 ms ticks: each add's CPU, and the
 	// idle rate over idleWindow.
-	SchedCPUMs        []float64 `json:"agentSchedCpuMs,omitempty"`
-	SchedCPUMeanMs    float64   `json:"agentSchedCpuMeanMs"`
-	SchedIdleMsPerS   float64   `json:"idleAgentSchedCpuMsPerS"`
-	SchedCPUNetMeanMs float64   `json:"agentSchedCpuNetMeanMs"`
+	SchedCPUMs     []float64 `json:"agentSchedCpuMs,omitempty"`
+	SchedCPUMeanMs float64   `json:"agentSchedCpuMeanMs"`
+	// SchedCPUMedMs is their median: a periodic full pass (the resync
+	// every 30 s, a new IPAM block) costs 60-110 ms at 1000 endpoints, and
+	// landing in one add's window of ten it moved the mean by 6-11 ms.
+	SchedCPUMedMs     float64 `json:"agentSchedCpuMedianMs"`
+	SchedIdleMsPerS   float64 `json:"idleAgentSchedCpuMsPerS"`
+	SchedCPUNetMeanMs float64 `json:"agentSchedCpuNetMeanMs"`
 }
 
 // idleWindow is how long the idle agent's CPU is read before the adds at
@@ -156,6 +160,7 @@ func runPolicy(ctx context.Context, r *runner) error {
 		}
 		a.CPUNetMeanMs = round(mean(net), 1)
 		a.SchedCPUMeanMs = round(mean(a.SchedCPUMs), 2)
+		a.SchedCPUMedMs = round(median(a.SchedCPUMs), 2)
 		for i := range a.SchedCPUMs {
 			net[i] = a.SchedCPUMs[i] - a.SchedIdleMsPerS*a.WindowMs[i]/1000
 		}
@@ -165,9 +170,9 @@ func runPolicy(ctx context.Context, r *runner) error {
 		for ph, v := range phases {
 			a.PhaseP50[ph] = round(median(v), 2)
 		}
-		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.1f ms (mean; %.1f less the idle %.1f ms/s over windows of %.0f ms; scheduler time %.2f ms, %.2f less the idle %.2f ms/s)",
+		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.1f ms (mean; %.1f less the idle %.1f ms/s over windows of %.0f ms; scheduler time %.2f ms, %.2f less the idle %.2f ms/s, median %.2f)",
 			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMeanMs, a.CPUNetMeanMs, a.IdleCPUMsPerS, mean(a.WindowMs),
-			a.SchedCPUMeanMs, a.SchedCPUNetMeanMs, a.SchedIdleMsPerS)
+			a.SchedCPUMeanMs, a.SchedCPUNetMeanMs, a.SchedIdleMsPerS, a.SchedCPUMedMs)
 		ps.AddOne = append(ps.AddOne, a)
 		ps.Endpoints = existing
 	}
@@ -200,6 +205,7 @@ func runPolicy(ctx context.Context, r *runner) error {
 const (
 	addOneRatioRow = "add one endpoint: next to "
 	addOneCPURow   = "agent CPU per added endpoint: next to "
+	addOneSchedRow = "agent CPU per added endpoint, scheduler time, median: next to "
 )
 
 // addOneRatios adds the rows of one more endpoint's cost next to the most
@@ -217,6 +223,13 @@ func (r *Results) addOneRatios(ps *PolicyScale) {
 	if lo.CPUMeanMs > 0 {
 		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneCPURow, hi.Existing, lo.Existing), round(hi.CPUMeanMs/lo.CPUMeanMs, 2), "ratio", "<=", target19AddOne,
 			fmt.Sprintf("%.1f ms against %.1f ms (means of %d adds; 10 ms ticks)", hi.CPUMeanMs, lo.CPUMeanMs, len(lo.CPUMs)))
+	}
+	// The same without the ticks and without the periodic full pass that
+	// lands in one add's window now and then (SchedCPUMedMs); the row above
+	// stays as the figure issue 19 was filed with.
+	if lo.SchedCPUMedMs > 0 {
+		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneSchedRow, hi.Existing, lo.Existing), round(hi.SchedCPUMedMs/lo.SchedCPUMedMs, 2), "ratio", "", 0,
+			fmt.Sprintf("%.2f ms against %.2f ms (medians of %d adds; means %.2f and %.2f)", hi.SchedCPUMedMs, lo.SchedCPUMedMs, len(lo.SchedCPUMs), hi.SchedCPUMeanMs, lo.SchedCPUMeanMs))
 	}
 }
 

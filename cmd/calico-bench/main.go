@@ -33,7 +33,7 @@ func benchCmd() *cobra.Command {
 	var out string
 	var quick bool
 	var only []string
-	var setupCount, burst int
+	var setupCount, burst, addSamples int
 	var scaleRR, scaleMesh []int
 	var runs, policyExtraRuns int
 	var streams []int
@@ -93,7 +93,7 @@ not run.`,
 			var plan *bench.Plan
 			scaleSet := cmd.Flags().Changed("scale-sizes") || cmd.Flags().Changed("scale-mesh-sizes")
 			tpSet := runs > 0 || cmd.Flags().Changed("policy-extra-runs") || len(streams) > 0 || len(paths) > 0
-			if setupCount > 0 || burst > 0 || scaleSet || tpSet {
+			if setupCount > 0 || burst > 0 || addSamples > 0 || scaleSet || tpSet {
 				p := bench.DefaultPlan()
 				if quick {
 					p = bench.QuickPlan()
@@ -103,6 +103,9 @@ not run.`,
 				}
 				if burst > 0 {
 					p.Burst = burst
+				}
+				if addSamples > 0 {
+					p.AddSamples = addSamples
 				}
 				if runs > 0 {
 					p.Runs = runs
@@ -157,6 +160,7 @@ not run.`,
 	cmd.Flags().BoolVar(&quick, "quick", false, "fewer and shorter runs with smaller counts: a smoke test of a few minutes")
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these sections (comma-separated): "+strings.Join(bench.Sections, ", "))
 	cmd.Flags().IntVar(&setupCount, "setup-count", 0, "workloads per mode in the setup and cni sections (default 200, --quick 20)")
+	cmd.Flags().IntVar(&addSamples, "add-samples", 0, "endpoints added one by one at each count in the policy section (default 10, --quick 2)")
 	cmd.Flags().IntVar(&burst, "burst", 0, "workloads added at once in the burst modes of setup and cni (default 20, --quick 10)")
 	// Narrowing the throughput section, to repeat one comparison many
 	// times on a loaded machine.

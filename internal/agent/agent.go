@@ -838,7 +838,7 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		// as each such resync costs a whole rewrite.
 		a.log.Info("policy table rewritten by the periodic resync: the nftables ruleset changed since our last write", "ops", st.Ops)
 	}
-	a.afterPolicy(res.Dataplane.Policy, st, err == nil)
+	a.afterPolicy(res.Dataplane.Policy, res.Dataplane.Workloads, st, err == nil)
 	if err := a.flushConntrack(); err != nil {
 		errs = append(errs, err)
 	}

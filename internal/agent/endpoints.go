@@ -109,7 +109,7 @@ func (a *Agent) endpointPass() bool {
 			return false
 		}
 		marks.mark("policy")
-		a.afterPolicy(res.Dataplane.Policy, st, true)
+		a.afterPolicy(res.Dataplane.Policy, res.Dataplane.Workloads, st, true)
 		marks.mark("after policy")
 	}
 	if err := a.flushConntrack(); err != nil {

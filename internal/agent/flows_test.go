@@ -61,11 +61,10 @@ func TestFlowLog(t *testing.T) {
 		},
 		Profiles: map[string]api.Profile{"web": {Name: "web", Inbound: []api.Rule{{Action: api.ActionDeny, Protocol: icmp}}}},
 	}
-	snap := calc.NewSnapshot()
-	snap.Endpoints["h1/a"] = api.Endpoint{Node: "h1", Workload: "a", InterfaceName: "calia"}
-	snap.Endpoints["h2/b"] = api.Endpoint{Node: "h2", Workload: "b", InterfaceName: "calib"}
+	// This host's workloads as calc pairs them with their interfaces.
+	wls := []calc.WorkloadIface{{Interface: "calia", Workload: "a"}}
 	f := newFlowLog()
-	f.setPolicy(p, snap, "h1")
+	f.setPolicy(p, wls)
 	// The prefixes the rendered chains log with.
 	prefixes := func(n nft.DropNames, want func(nft.DropSource) bool, rule int) string {
 		for chain, s := range n {
@@ -115,7 +114,7 @@ func TestFlowLog(t *testing.T) {
 		eps = append(eps, calc.EndpointPolicy{Interface: fmt.Sprintf("cali%d", i), Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})}})
 	}
 	many := calc.Policy{Endpoints: eps}
-	f.setPolicy(many, snap, "h1")
+	f.setPolicy(many, wls)
 	n := nft.NewDropNames(many)
 	for i, ep := range eps {
 		cand := prefixes(n, func(s nft.DropSource) bool {
@@ -128,5 +127,27 @@ func TestFlowLog(t *testing.T) {
 	}
 	if k := flowKinds(f.list()); k[0].Packets != 0 || k[0].LastSeen != "" {
 		t.Errorf("flowKinds keeps counts: %+v", k[0])
+	}
+}
+
+// BenchmarkFlowLogSetPolicy is what each applied policy costs the flow
+// log next to 10 and 1000 endpoints of this host (plus as many of other
+// hosts' in the cluster): it should not grow with them.
+func BenchmarkFlowLogSetPolicy(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var p calc.Policy
+			var wls []calc.WorkloadIface
+			for i := range n {
+				iface := fmt.Sprintf("cali%011d", i)
+				p.Endpoints = append(p.Endpoints, calc.EndpointPolicy{Interface: iface, Addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})}})
+				wls = append(wls, calc.WorkloadIface{Interface: iface, Workload: fmt.Sprintf("w%d", i)})
+			}
+			f := newFlowLog()
+			b.ReportAllocs()
+			for b.Loop() {
+				f.setPolicy(p, wls)
+			}
+		})
 	}
 }

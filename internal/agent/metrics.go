@@ -211,15 +211,15 @@ func (a *Agent) pollDrops() {
 // afterPolicy tells the metrics and the flow log what the policy now
 // enforced means; after a failed Apply (ok false) the kernel may still
 // hold the previous one, whose names stay.
-func (a *Agent) afterPolicy(p calc.Policy, st nft.Stats, ok bool) {
+func (a *Agent) afterPolicy(p calc.Policy, workloads []calc.WorkloadIface, st nft.Stats, ok bool) {
 	// An update that wrote nothing left every chain, hence every name, as
 	// it was.
 	if !ok || st.Ops == 0 && a.named {
 		return
 	}
 	a.named = true
+	a.flows.setPolicy(p, workloads)
 	a.mu.Lock()
-	a.flows.setPolicy(p, a.snap, a.cfg.Name)
 	policies := len(a.snap.Policies)
 	a.mu.Unlock()
 	m := a.metrics

@@ -61,7 +61,7 @@ func (a *Agent) labelPass() bool {
 		next.Dataplane.Policy = res.Dataplane.Policy
 		a.applied = &next
 	}
-	a.afterPolicy(res.Dataplane.Policy, st, true)
+	a.afterPolicy(res.Dataplane.Policy, res.Dataplane.Workloads, st, true)
 	if a.metrics != nil {
 		a.metrics.observePass(t0)
 	}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,7 +53,37 @@ type AddOne struct {
 	// nftables, and BGP when the workload's block is new on host 2).
 	PhaseP50   map[string]float64 `json:"phaseP50Ms,omitempty"`
 	ReachP50Ms float64            `json:"reachAfterCallP50Ms"`
+	// IdleCPUMsPerS is the idle agent's CPU per second at this count,
+	// measured over idleWindow just before the adds: its periodic work
+	// (status, interface audit, sweeps) runs during each add's window
+	// too, which lasts until the agent is quiet again (at least 400 ms).
+	// CPUMeanMs keeps that idle share, as the issue's figure always did;
+	// CPUNetMeanMs is the mean of each add's CPU less the idle rate over
+	// that add's own window. The periodic resync (every 30 s: a full pass,
+	// then the read-back of every host side a second later, 60-110 ms at
+	// 1000 endpoints) and the sweeper's link dump (every 15 s) are rarer
+	// than idleWindow: a window that holds one reads 18-30 ms/s at 1000,
+	// one that does not under 1 ms/s, so the median of SchedCPUMs below
+	// is the steadier figure.
+	IdleCPUMsPerS float64   `json:"idleAgentCpuMsPerS"`
+	WindowMs      []float64 `json:"windowMs,omitempty"` // each add's CPU window
+	CPUNetMeanMs  float64   `json:"agentCpuNetMeanMs"`
+	// The same from the scheduler's nanosecond run times of the agent's
+	// threads (schedCPU), free of the 10 ms ticks: each add's CPU, and the
+	// idle rate over idleWindow.
+	SchedCPUMs     []float64 `json:"agentSchedCpuMs,omitempty"`
+	SchedCPUMeanMs float64   `json:"agentSchedCpuMeanMs"`
+	// SchedCPUMedMs is their median: a periodic full pass (the resync
+	// every 30 s, a new IPAM block) costs 60-110 ms at 1000 endpoints, and
+	// landing in one add's window of ten it moved the mean by 6-11 ms.
+	SchedCPUMedMs     float64 `json:"agentSchedCpuMedianMs"`
+	SchedIdleMsPerS   float64 `json:"idleAgentSchedCpuMsPerS"`
+	SchedCPUNetMeanMs float64 `json:"agentSchedCpuNetMeanMs"`
 }
+
+// idleWindow is how long the idle agent's CPU is read before the adds at
+// each count: 10 ms ticks over 5 s resolve 2 ms/s.
+const idleWindow = 5 * time.Second
 
 const policyPool = "10.66.0.0/16"
 
@@ -102,16 +135,21 @@ func runPolicy(ctx context.Context, r *runner) error {
 			break // the fill to the full count is not an AddAt point
 		}
 		a := AddOne{Existing: existing}
+		if a.IdleCPUMsPerS, a.SchedIdleMsPerS, err = w.idleRate(ctx, h1, idleWindow); err != nil {
+			return err
+		}
 		phases := map[string][]float64{}
 		var reach []float64
 		for k := range r.plan.AddSamples {
 			tr := &client.Trace{}
-			lat, call, cpu, err := w.timeOneMore(ctx, h1, fmt.Sprintf("one-%d-%d", n, k), p, tr)
+			lat, call, cpu, window, err := w.timeOneMore(ctx, h1, fmt.Sprintf("one-%d-%d", n, k), p, tr)
 			if err != nil {
 				return err
 			}
 			a.LatencyMs = append(a.LatencyMs, round(ms(lat), 2))
-			a.CPUMs = append(a.CPUMs, round(ms(cpu), 1))
+			a.CPUMs = append(a.CPUMs, round(ms(cpu.ticks), 1))
+			a.SchedCPUMs = append(a.SchedCPUMs, round(ms(cpu.sched), 2))
+			a.WindowMs = append(a.WindowMs, round(ms(window), 0))
 			reach = append(reach, ms(lat-call))
 			for _, m := range tr.Marks() {
 				phases[m.Phase] = append(phases[m.Phase], ms(m.Took))
@@ -121,13 +159,25 @@ func runPolicy(ctx context.Context, r *runner) error {
 		a.MedianMs = round(median(a.LatencyMs), 2)
 		a.CPUMedMs = round(median(a.CPUMs), 1)
 		a.CPUMeanMs = round(mean(a.CPUMs), 1)
+		net := make([]float64, len(a.CPUMs))
+		for i := range a.CPUMs {
+			net[i] = a.CPUMs[i] - a.IdleCPUMsPerS*a.WindowMs[i]/1000
+		}
+		a.CPUNetMeanMs = round(mean(net), 1)
+		a.SchedCPUMeanMs = round(mean(a.SchedCPUMs), 2)
+		a.SchedCPUMedMs = round(median(a.SchedCPUMs), 2)
+		for i := range a.SchedCPUMs {
+			net[i] = a.SchedCPUMs[i] - a.SchedIdleMsPerS*a.WindowMs[i]/1000
+		}
+		a.SchedCPUNetMeanMs = round(mean(net), 2)
 		a.ReachP50Ms = round(median(reach), 2)
 		a.PhaseP50 = map[string]float64{}
 		for ph, v := range phases {
 			a.PhaseP50[ph] = round(median(v), 2)
 		}
-		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.1f ms (mean)",
-			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMeanMs)
+		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.1f ms (mean; %.1f less the idle %.1f ms/s over windows of %.0f ms; scheduler time %.2f ms, %.2f less the idle %.2f ms/s, median %.2f)",
+			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMeanMs, a.CPUNetMeanMs, a.IdleCPUMsPerS, mean(a.WindowMs),
+			a.SchedCPUMeanMs, a.SchedCPUNetMeanMs, a.SchedIdleMsPerS, a.SchedCPUMedMs)
 		ps.AddOne = append(ps.AddOne, a)
 		ps.Endpoints = existing
 	}
@@ -160,6 +210,7 @@ func runPolicy(ctx context.Context, r *runner) error {
 const (
 	addOneRatioRow = "add one endpoint: next to "
 	addOneCPURow   = "agent CPU per added endpoint: next to "
+	addOneSchedRow = "agent CPU per added endpoint, scheduler time, median: next to "
 )
 
 // addOneRatios adds the rows of one more endpoint's cost next to the most
@@ -178,44 +229,125 @@ func (r *Results) addOneRatios(ps *PolicyScale) {
 		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneCPURow, hi.Existing, lo.Existing), round(hi.CPUMeanMs/lo.CPUMeanMs, 2), "ratio", "<=", target19AddOne,
 			fmt.Sprintf("%.1f ms against %.1f ms (means of %d adds; 10 ms ticks)", hi.CPUMeanMs, lo.CPUMeanMs, len(lo.CPUMs)))
 	}
+	// The same without the ticks and without the periodic full pass that
+	// lands in one add's window now and then (SchedCPUMedMs); the row above
+	// stays as the figure issue 19 was filed with.
+	if lo.SchedCPUMedMs > 0 {
+		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneSchedRow, hi.Existing, lo.Existing), round(hi.SchedCPUMedMs/lo.SchedCPUMedMs, 2), "ratio", "", 0,
+			fmt.Sprintf("%.2f ms against %.2f ms (medians of %d adds; means %.2f and %.2f)", hi.SchedCPUMedMs, lo.SchedCPUMedMs, len(lo.SchedCPUMs), hi.SchedCPUMeanMs, lo.SchedCPUMeanMs))
+	}
 }
 
 // timeOneMore adds one workload in profile BENCH through the in-process
 // call and measures until the probe on host 2 gets echo replies, and the
-// agent CPU time it cost (until the agent is idle again).
-func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *prober, tr *client.Trace) (reach, call, cpu time.Duration, err error) {
+// agent CPU time it cost (until the agent is idle again), in ticks and in
+// scheduler time; window is how long the CPU was counted: from before the
+// call until the agent was quiet again.
+func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *prober, tr *client.Trace) (reach, call time.Duration, cpu agentCPU, window time.Duration, err error) {
 	pid, err := w.agentPID(h)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, cpu, 0, err
 	}
 	ns, err := w.Lab.AddWorkloadNetns(h, name)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, cpu, 0, err
 	}
-	cpu0, err := cpuTime(pid)
+	cpu0, err := readAgentCPU(pid)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, cpu, 0, err
 	}
 	t0 := time.Now()
 	wl, err := w.attach(client.WithTrace(ctx, tr), h, ns, name, "auto", benchProfile)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, cpu, 0, err
 	}
 	call = time.Since(t0)
 	// The address is known once the call returns; pinging starts then, and
 	// a workload already programmed answers the first echo.
 	at, err := p.wait(ctx, p.watch(wl.IP), setupTimeout)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("%s (%s) on %s: %w", name, wl.IP, h.Label, err)
+		return 0, 0, cpu, 0, fmt.Errorf("%s (%s) on %s: %w", name, wl.IP, h.Label, err)
 	}
 	if _, err := w.settle(ctx, h, 20*time.Second); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, cpu, 0, err
 	}
-	cpu1, err := cpuTime(pid)
+	cpu1, err := readAgentCPU(pid)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, cpu, 0, err
 	}
-	return at.Sub(t0), call, cpu1 - cpu0, nil
+	return at.Sub(t0), call, cpu1.sub(cpu0), time.Since(t0), nil
+}
+
+// agentCPU is a process's CPU time two ways: /proc/PID/stat's user and
+// system ticks (10 ms) and the sum of its threads' scheduler run times
+// (/proc/PID/task/*/schedstat, nanoseconds; a thread that exited between
+// two readings takes its time with it, and Go's threads rarely exit).
+type agentCPU struct{ ticks, sched time.Duration }
+
+func (c agentCPU) sub(o agentCPU) agentCPU {
+	return agentCPU{c.ticks - o.ticks, c.sched - o.sched}
+}
+
+func readAgentCPU(pid int) (agentCPU, error) {
+	t, err := cpuTime(pid)
+	if err != nil {
+		return agentCPU{}, err
+	}
+	s, err := schedCPU(pid)
+	return agentCPU{t, s}, err
+}
+
+// schedCPU sums the first field of /proc/PID/task/*/schedstat: each
+// thread's time on a CPU in nanoseconds.
+func schedCPU(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("malformed %s/%s/schedstat", dir, e.Name())
+		}
+		sum += n
+	}
+	return time.Duration(sum), nil
+}
+
+// idleRate is h's agent's CPU per second (ms/s, its own, not its nft
+// runs', as timeOneMore counts) over d with nothing being added: from
+// ticks and from scheduler time.
+func (w *world) idleRate(ctx context.Context, h *lab.Host, d time.Duration) (ticks, sched float64, err error) {
+	pid, err := w.agentPID(h)
+	if err != nil {
+		return 0, 0, err
+	}
+	c0, err := readAgentCPU(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-time.After(d):
+	}
+	c1, err := readAgentCPU(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	dc, secs := c1.sub(c0), time.Since(t0).Seconds()
+	return round(ms(dc.ticks)/secs, 2), round(ms(dc.sched)/secs, 3), nil
 }
 
 // phaseSummary is "checks 0.1, lock 0.0, ..." of the phases present, in

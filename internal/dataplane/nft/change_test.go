@@ -3,6 +3,7 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -95,6 +96,16 @@ func TestApplyChangeNeedsApply(t *testing.T) {
 	}
 	if _, err := e.ApplyChange(p, calc.PolicyChange{Endpoints: []string{"cali-nope"}}); !errors.Is(err, ErrNeedApply) {
 		t.Errorf("an unknown endpoint: %v", err)
+	}
+	// A known endpoint before an unknown one: ApplyChange edits our record
+	// in place, and a declined change must leave it whole (Apply plans
+	// from it next).
+	record := cloneRuleset(e.cur)
+	if _, err := e.ApplyChange(p, calc.PolicyChange{Endpoints: []string{p.Endpoints[0].Interface, "cali-nope"}}); !errors.Is(err, ErrNeedApply) {
+		t.Errorf("a known and an unknown endpoint: %v", err)
+	}
+	if !reflect.DeepEqual(e.cur, record) {
+		t.Error("a declined change edited the Enforcer's record")
 	}
 	e.Resync()
 	if _, err := e.ApplyChange(p, calc.PolicyChange{}); !errors.Is(err, ErrNeedApply) {
@@ -273,6 +284,30 @@ func samePlans(t *testing.T, step int, cur *ruleset, p calc.Policy, ch calc.Poli
 	if whole.String() != part.String() || !reflect.DeepEqual(stWhole, stPart) {
 		t.Fatalf("step %d: planChange differs from planIncremental:\n%s\nagainst\n%s", step, part, whole)
 	}
+	// The same change made in place (ApplyChange's way), to a copy of cur:
+	// the same next, and planChange over the view of the previous
+	// ruleset it gives plans the same operations.
+	cp := cloneRuleset(cur)
+	prevView, inPlace, touched2, err := cp.change(p, ch, true)
+	if err != nil {
+		t.Fatalf("step %d: in place: %v", step, err)
+	}
+	if !reflect.DeepEqual(inPlace, next) || !reflect.DeepEqual(touched2, touched) {
+		t.Fatalf("step %d: the change made in place differs from withChange's", step)
+	}
+	viewed := f.NewTransaction()
+	if stView := planChange(viewed, prevView, inPlace, touched2); viewed.String() != whole.String() || !reflect.DeepEqual(stView, stWhole) {
+		t.Fatalf("step %d: planChange over the in-place view differs from planIncremental:\n%s\nagainst\n%s", step, viewed, whole)
+	}
+}
+
+// cloneRuleset copies rs's maps (their values are never modified in place).
+func cloneRuleset(rs *ruleset) *ruleset {
+	c := *rs
+	c.Chains, c.Sets = maps.Clone(rs.Chains), maps.Clone(rs.Sets)
+	c.FromWl, c.ToWl = maps.Clone(rs.FromWl), maps.Clone(rs.ToWl)
+	c.PassIn, c.PassOut = maps.Clone(rs.PassIn), maps.Clone(rs.PassOut)
+	return &c
 }
 
 // BenchmarkPlanOneMoreEndpoint is ApplyChange's Go side for one more
@@ -306,6 +341,45 @@ func BenchmarkPlanOneMoreEndpoint(b *testing.B) {
 						planChange(f.NewTransaction(), cur, rs, t)
 					} else {
 						planIncremental(f.NewTransaction(), cur, rs)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkAddRemoveEndpointChange is ApplyChange's Go side for one
+// endpoint added and removed again (two changes per op; nft not run) next
+// to 10 and 1000, the maps copied (withChange) against edited in place
+// (ApplyChange's change): the copies' bytes grow with the endpoints.
+func BenchmarkAddRemoveEndpointChange(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		s := calc.LabelPolicySnapshot(n, 20)
+		for cidr, bl := range s.Blocks {
+			bl.Affinity = "h0"
+			s.Blocks[cidr] = bl
+		}
+		in := calc.Input{Node: "h0", Snap: s}
+		prev := calc.Compute(in)
+		eps, blocks := calc.LabelPolicyAdd(s, n, 7)
+		next, ch, ok := calc.Reendpoint(in, prev, eps, blocks)
+		if !ok {
+			b.Fatal("Reendpoint declined")
+		}
+		f := knftables.NewFake(knftables.InetFamily, TableName)
+		for _, inPlace := range []bool{false, true} {
+			name := map[bool]string{false: "copied", true: "inPlace"}[inPlace]
+			b.Run(fmt.Sprintf("%d/%s", n, name), func(b *testing.B) {
+				cur := render(prev.Dataplane.Policy)
+				b.ReportAllocs()
+				for b.Loop() {
+					for _, p := range []calc.Policy{next.Dataplane.Policy, prev.Dataplane.Policy} {
+						old, rs, t, err := cur.change(p, ch.Policy, inPlace)
+						if err != nil {
+							b.Fatal(err)
+						}
+						planChange(f.NewTransaction(), old, rs, t)
+						cur = rs
 					}
 				}
 			})

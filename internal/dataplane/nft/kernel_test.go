@@ -1,8 +1,11 @@
 package nft
 
 import (
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -549,4 +552,108 @@ func childCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestKernelApplyChangeEndpoints: containers starting and stopping next
+// to 200 others through calc.Reendpoint and ApplyChange into the real
+// kernel (through cacheFree and nft), which makes the change in our
+// record in place and plans from a view of the old one: every change
+// must be accepted as an incremental update, and the kernel's dispatch
+// map must hold exactly the endpoints.
+func TestKernelApplyChangeEndpoints(t *testing.T) {
+	requireKernel(t)
+	ns := runID(t) + "-c"
+	addNetns(t, ns)
+	h := newHostEnforcer(t, ns)
+	s := calc.LabelPolicySnapshot(200, 40)
+	for cidr, b := range s.Blocks {
+		b.Affinity = "h0"
+		s.Blocks[cidr] = b
+	}
+	in := calc.Input{Node: "h0", Snap: s}
+	res := calc.Compute(in)
+	h.apply(res.Dataplane.Policy)
+	present := map[int]bool{}
+	for i := range 200 {
+		present[i] = true
+	}
+	rng := rand.New(rand.NewPCG(7, 3))
+	partial := 0
+	for step := range 40 {
+		i := rng.IntN(250)
+		var eps []calc.EndpointEdit
+		var blocks []calc.BlockEdit
+		if present[i] {
+			eps, blocks = calc.LabelPolicyRemove(s, i)
+		} else {
+			eps, blocks = calc.LabelPolicyAdd(s, i, rng.IntN(40))
+		}
+		present[i] = !present[i]
+		next, ch, ok := calc.Reendpoint(in, res, eps, blocks)
+		if !ok {
+			res = calc.Compute(in)
+			h.apply(res.Dataplane.Policy)
+			continue
+		}
+		if err := runIn(h.ns, func() error {
+			_, err := h.e.ApplyChange(next.Dataplane.Policy, ch.Policy)
+			return err
+		}); err != nil {
+			t.Fatalf("step %d: ApplyChange: %v", step, err)
+		}
+		res = next
+		partial++
+	}
+	if partial < 25 {
+		t.Errorf("only %d of 40 changes partial", partial)
+	}
+	want := render(res.Dataplane.Policy)
+	want.access = h.e.access
+	if !reflect.DeepEqual(h.e.cur, want) {
+		t.Fatal("the Enforcer's record differs from the rendered policy")
+	}
+	out := h.nft("list", "map", "inet", TableName, mapToWl)
+	if got := strings.Count(out, `"cali`); got != len(res.Dataplane.Policy.Endpoints) {
+		t.Errorf("the kernel's %s holds %d entries, want %d", mapToWl, got, len(res.Dataplane.Policy.Endpoints))
+	}
+	// The kernel's table is the one a fresh Enforcer writes for the final
+	// policy in another namespace (as listed, in JSON, sorted by object).
+	ns2 := runID(t) + "-d"
+	addNetns(t, ns2)
+	fresh := newHostEnforcer(t, ns2)
+	fresh.apply(res.Dataplane.Policy)
+	if got, want := tableObjects(t, h), tableObjects(t, fresh); !slices.Equal(got, want) {
+		t.Errorf("the table differs from a fresh Apply's: %d objects against %d", len(got), len(want))
+	}
+}
+
+// tableObjects is our table as nft lists it in JSON, one object per
+// string, sorted, without handles (they differ between tables written
+// differently).
+func tableObjects(t *testing.T, h *hostEnforcer) []string {
+	t.Helper()
+	var doc struct {
+		Nftables []map[string]any `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(h.nft("-j", "list", "table", "inet", TableName)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range doc.Nftables {
+		for _, v := range o {
+			if m, ok := v.(map[string]any); ok {
+				delete(m, "handle")
+				if elems, ok := m["elem"].([]any); ok {
+					slices.SortFunc(elems, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+				}
+			}
+		}
+		b, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	slices.Sort(out)
+	return out
 }

@@ -12,6 +12,10 @@ import (
 const (
 	pathHostRtrIPIP = "host-to-host via router (IPIP world)"
 	pathIPIP        = "workload, IPIP via router"
+	// The same with the eBPF fast path attached for the run (the agents
+	// run with CALICO_FASTPATH=off, so every other path is without it).
+	pathIPIPFast      = pathIPIP + ", eBPF fast path"
+	pathPlainIPIPFast = pathPlainIPIP + ", eBPF fast path"
 )
 
 // runIPIP measures, with host 2 behind a router and the seed's --ipip pool:
@@ -20,6 +24,7 @@ const (
 // workload to workload in a second pool without encapsulation (the routed
 // ceiling, past the same eBPF programs on the hosts' interfaces).
 func runIPIP(ctx context.Context, r *runner) error {
+	defer agentsWithoutFastPath()()
 	w, err := r.buildWorld(ctx, walkthrough.Options{Routed: true})
 	if err != nil {
 		return err
@@ -39,12 +44,24 @@ func runIPIP(ctx context.Context, r *runner) error {
 		{name: pathIPIP, baseline: pathHostRtrIPIP, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: 0.90},
 		{name: pathPlainIPIP, baseline: pathHostRtrIPIP, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP},
 	}
+	fp, err := w.liveFastPath(ctx)
+	if err != nil {
+		return err
+	}
+	defer fp.closeInto(r, "IPIP world")
+	paths = append(paths,
+		fp.path(tpath{name: pathIPIPFast, baseline: pathHostRtrIPIP, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP}),
+		fp.path(tpath{name: pathPlainIPIPFast, baseline: pathHostRtrIPIP, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP}))
+	paths = r.filterPaths(paths)
 	res, err := r.iperfPaths(ctx, paths)
 	if err != nil {
 		return err
 	}
 	r.addThroughput(SecIPIP, paths, res)
 	r.addEncapCost(SecIPIP, pathIPIP, pathPlainIPIP, res)
+	r.addEncapCost(SecIPIP, pathIPIPFast, pathPlainIPIPFast, res)
+	r.addFastPathGain(SecIPIP, pathIPIPFast, pathIPIP, res)
+	r.addFastPathGain(SecIPIP, pathPlainIPIPFast, pathPlainIPIP, res)
 	if st, err := w.Ctl(ctx, h1, "status"); err == nil {
 		for _, line := range strings.Split(st, "\n") {
 			if how, ok := strings.CutPrefix(line, "IPIP: "); ok {

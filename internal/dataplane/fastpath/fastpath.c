@@ -24,8 +24,27 @@
 //     nftables never accepted has no confirmed entry, so nothing is
 //     fast-pathed that the ruleset did not let through;
 //   - the FIB forwards it (not to this host) out of a device in fp_ifaces
-//     (a workload interface or the uplink), with its neighbour resolved and
-//     within its MTU, and TTL > 1 (the kernel sends the ICMP otherwise).
+//     (a workload interface, the uplink, or a tunnel device: ipip.calico or
+//     vxlan.calico), with its neighbour resolved and within its MTU, and
+//     TTL > 1 (the kernel sends the ICMP otherwise).
+//
+// Tunnels. Out of a workload towards a remote IPIP or VXLAN block, the
+// packet is redirected to the tunnel device's egress, as routing would send
+// it there: ipip.calico's egress program (internal/dataplane/ipip) or the
+// kernel's vxlan driver encapsulates it exactly as on the normal path. The
+// FIB's MTU check is the tunnel device's (1480 or 1450), so a packet that
+// would not fit the underlay once encapsulated goes the normal way, which
+// answers it with the ICMP. ipip.calico has no link layer, so its
+// neighbour may be unresolved (NUD_NOARP entries appear only after the
+// first normal packet): that is no reason to pass, nothing is resolved on
+// that device. Into a workload from a tunnel: fp_from_uplink runs after
+// ipip_decap on the uplink (ipip_decap is attached at the head of the tcx
+// chain and has already dropped every protocol-4 packet to this host from
+// an address that is no node, or whose inner source is not in a block of
+// that node; it hands the inner packet on with TCX_NEXT), and on the tcx
+// ingress of vxlan.calico, where the kernel delivers what it decapsulated
+// (the datagrams having passed nftables' vxlan-in check of outer and inner
+// source on the input hook first).
 //
 // Conntrack no longer sees these packets, so two things it would do must be
 // arranged: the agent sets nf_conntrack_tcp_be_liberal=1 (its TCP window
@@ -121,6 +140,8 @@ struct {
 enum {
 	IFACE_WORKLOAD = 1,
 	IFACE_UPLINK = 2,
+	IFACE_IPIP = 3,  // ipip.calico: no link layer, its egress program encapsulates
+	IFACE_VXLAN = 4, // vxlan.calico: the kernel's vxlan driver encapsulates
 };
 
 struct {
@@ -140,6 +161,7 @@ enum {
 	STAT_PASS_CT_STATE,    // entry unconfirmed, not yet assured, dying, or NATed
 	STAT_PASS_FIB,         // not forwarded, no neighbour, MTU, or a device not ours
 	STAT_PASS_TTL,
+	STAT_FWD_TUNNEL,       // redirected into ipip.calico or vxlan.calico
 	STAT_MAX,
 };
 
@@ -232,7 +254,8 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 	fib.ifindex = skb->ingress_ifindex;
 	// tot_len 0: the helper checks the (GSO-aware) skb against the egress MTU.
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex == skb->ingress_ifindex) {
+	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
+	    fib.ifindex == skb->ingress_ifindex) {
 		count(STAT_PASS_FIB);
 		return PASS;
 	}
@@ -242,6 +265,12 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 		return PASS;
 	}
 	out_kind = *kind;
+	// An unresolved neighbour: the normal path resolves it (ARP), except
+	// on ipip.calico, which resolves nothing.
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && out_kind != IFACE_IPIP) {
+		count(STAT_PASS_FIB);
+		return PASS;
+	}
 
 	opts.netns_id = BPF_F_CURRENT_NETNS;
 	opts.l4proto = IPPROTO_TCP;
@@ -284,7 +313,11 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 		count(STAT_FWD_WORKLOAD);
 		return bpf_redirect_peer(fib.ifindex, 0);
 	}
-	count(STAT_FWD_UPLINK);
+	// Towards a tunnel device: its egress (a packet routed there is sent
+	// there). bpf_redirect strips the Ethernet header for ipip.calico,
+	// which has none; vxlan.calico keeps it, with the remote VTEP's MAC
+	// from its permanent neighbour entry.
+	count(out_kind == IFACE_UPLINK ? STAT_FWD_UPLINK : STAT_FWD_TUNNEL);
 	return bpf_redirect(fib.ifindex, 0);
 }
 

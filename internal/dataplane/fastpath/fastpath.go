@@ -65,6 +65,8 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/netdev"
 	"github.com/calico-go/calico/internal/dataplane/tcx"
 )
@@ -79,12 +81,22 @@ const (
 const (
 	ifaceWorkload uint32 = 1
 	ifaceUplink   uint32 = 2
+	ifaceIPIP     uint32 = 3
+	ifaceVXLAN    uint32 = 4
+)
+
+// The tunnel devices whose traffic the programs handle when they exist
+// (internal/dataplane/ipip and the agent's VXLAN device own them; the fast
+// path only reads their ifindex and attaches to vxlan.calico's ingress).
+var (
+	ipipDevice  = calc.IPIPBPFDevice
+	vxlanDevice = api.VXLANDevice
 )
 
 // Counter slots, as enum STAT_ in fastpath.c.
 var statNames = []string{
 	"fwd_workload", "fwd_uplink", "pass_not_tcp", "pass_spoof",
-	"pass_no_ct", "pass_ct_state", "pass_fib", "pass_ttl",
+	"pass_no_ct", "pass_ct_state", "pass_fib", "pass_ttl", "fwd_tunnel",
 }
 
 // The sysctls the fast path reads and sets, in the namespace of the thread
@@ -226,12 +238,31 @@ func (m *Manager) apply(d Desired) error {
 			}
 		}
 	}
+	// Tunnel devices that exist now: packets routed into them may be
+	// redirected there, and vxlan.calico's decapsulated packets get
+	// fp_from_uplink (ipip.calico receives nothing: IPIP is decapsulated on
+	// the uplink's ingress, before fp_from_uplink runs there). A device
+	// made later is picked up by the next Apply, which the agent makes
+	// after every dataplane pass that could have made it.
+	var vxlan netlink.Link
+	if l, err := netlink.LinkByName(ipipDevice); err == nil {
+		wantIfaces[uint32(l.Attrs().Index)] = ifaceIPIP
+	}
+	if l, err := netlink.LinkByName(vxlanDevice); err == nil {
+		vxlan = l
+		wantIfaces[uint32(l.Attrs().Index)] = ifaceVXLAN
+	}
 	// Maps first: a program attached now must find its entries.
 	if err := errors.Join(tcx.SyncMap(m.objs.FpIfaces, wantIfaces, false), tcx.SyncMap(m.objs.FpWlSrc, wantSrc, false)); err != nil {
 		return err
 	}
 	if err := tcx.Attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
 		return fmt.Errorf("attach %s to %s ingress: %w", progUplink, upName, err)
+	}
+	if vxlan != nil {
+		if err := tcx.Attach(vxlan.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
+			return fmt.Errorf("attach %s to %s ingress: %w", progUplink, vxlanDevice, err)
+		}
 	}
 	// After the uplink program is attached: fp_config, where the
 	// operator's value is saved, then outlives this process.

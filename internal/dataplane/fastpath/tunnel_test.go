@@ -72,7 +72,8 @@ func sendVXLAN(ns *lab.Netns, from, to netip.Addr, inner []byte, n int) error {
 //     (pass_spoof) and never arrives;
 //   - a workload policy never accepted (no profile) sends a SYN, which
 //     nftables drops, then mid-stream segments: not fast-pathed
-//     (pass_no_ct), and never arrive.
+//     (pass_no_ct), and never arrive;
+//   - turned off, nothing of the fast path stays on vxlan.calico.
 func TestTunnelFastPath(t *testing.T) {
 	for _, tc := range []struct {
 		name, flag string
@@ -165,13 +166,13 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	dial(b1, remote)
 	dial(a2, local)
 	time.Sleep(300 * time.Millisecond) // the handshakes' last ACKs make the entries assured
-	marks := []string{"HONEST-MARK", "ENCAP-OK-MARK", "INNER-SPOOF-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK"}
+	marks := []string{"HONEST-MARK", "ENCAP-OK-MARK", "INNERSRC-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK"}
 	sn := newSniffer(t, a1.Netns, marks...)
 	s1, s2 = h1.m.Stats(), h2.m.Stats()
 
 	// 1. Node host2 sends, encapsulated, a segment claiming a2's source on
 	// a2's established flow (host1's own workload: no block of host2's).
-	if err := send(h2.Netns, h2.Addr(), h1.Addr(), tcpPacket(local, dst, "INNER-SPOOF-MARK"), 5); err != nil {
+	if err := send(h2.Netns, h2.Addr(), h1.Addr(), tcpPacket(local, dst, "INNERSRC-MARK"), 5); err != nil {
 		t.Fatal(err)
 	}
 	// 2. The outside gateway, on the fabric but no node, sends one with
@@ -206,7 +207,7 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, m := range []string{"INNER-SPOOF-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK"} {
+	for _, m := range []string{"INNERSRC-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK"} {
 		if n := sn.count(m); n != 0 {
 			t.Errorf("%s segments arrived %d times", m, n)
 		}
@@ -224,5 +225,19 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	}
 	if d1s["fwd_workload"] < 10 {
 		t.Errorf("host1 counters %v: want both kinds of honest segment fast-pathed into a1 once decapsulated", d1s)
+	}
+
+	// Off: the program on vxlan.calico goes too, and the tunnel still
+	// carries the flow (the normal way).
+	fw.set(t, false)
+	if poolFlag == "--vxlan" {
+		for _, h := range fw.hosts {
+			if p := progsOn(t, h.Host, api.VXLANDevice); len(p) != 0 {
+				t.Errorf("%s %s after disabling: programs %v", h.Label, api.VXLANDevice, p)
+			}
+		}
+	}
+	if err := e2etest.Opens(ctx, b1.Netns, netip.Addr{}, dst); err != nil {
+		t.Errorf("across the tunnel after disabling: %v", err)
 	}
 }

@@ -23,19 +23,20 @@
 // (35-40%) and TCP, which host-to-host pays too; and its own conntrack and
 // FIB lookups take back about 1.5%.
 //
-// Tunnels (2026-12-04, calico-bench --only ipip and --only vxlan, 12
-// alternating paired rounds each, the fast path attached per run beside
-// the same path without it, on a machine with load average 6 on 2 cores):
-// IPIP on/off CPU per GB 0.99 (95% 0.91-1.08) at 1 stream and 0.97
-// (0.92-1.03) at 4, Gbit/s 1.27 (1.11-1.55) at 1 stream and 0.98 at 4;
-// VXLAN CPU per GB 0.98 (0.88-1.09) and 0.94 (0.885-0.996), Gbit/s 1.07
-// and 1.13 (both intervals across 1). The same cause holds: what is
-// skipped (netfilter about 3% of the samples, a routing pass, a backlog)
-// is small beside the copies and TCP. Into a tunnel the packet is
-// redirected to the tunnel device's egress rather than encapsulated here:
-// that keeps one owner of the encapsulation (internal/dataplane/ipip, the
-// vxlan driver), and what encapsulating here could save is small: the
-// whole ipip_encap program (its FIB lookup included) takes 0.3% of the
+// Tunnels (2026-12-04, calico-bench --only ipip and --only vxlan, two runs
+// of 12 alternating paired rounds, the fast path attached per run beside
+// the same path without it, on a machine with load average 6 on 2 cores;
+// geometric means of the 24 on/off ratios, 95% intervals): IPIP CPU per GB
+// 0.96 (0.89-1.03) at 1 stream and 0.94 (0.90-0.98) at 4, Gbit/s 1.15
+// (1.01-1.31) and 1.14 (0.91-1.48); VXLAN CPU per GB 0.97 (0.89-1.06) and
+// 0.93 (0.88-0.98), Gbit/s 1.05 and 1.06 (intervals across 1). The same
+// cause holds: what is skipped (netfilter about 3% of the samples, a
+// routing pass, a backlog) is small beside the copies and TCP. Into a
+// tunnel the packet is redirected to the tunnel device's egress rather
+// than encapsulated here: that keeps one owner of the encapsulation
+// (internal/dataplane/ipip, the vxlan driver), and what encapsulating here
+// could save is small: the whole ipip_encap program (its FIB lookup
+// included) takes 0.3% of the
 // IPIP flow's CPU samples, and __dev_queue_xmit 0.4% more than on the
 // unencapsulated path (perf record -a -g, 1 stream; that includes the
 // extra pass through ipip.calico).

@@ -36,10 +36,9 @@
 // than encapsulated here: that keeps one owner of the encapsulation
 // (internal/dataplane/ipip, the vxlan driver), and what encapsulating here
 // could save is small: the whole ipip_encap program (its FIB lookup
-// included) takes 0.3% of the
-// IPIP flow's CPU samples, and __dev_queue_xmit 0.4% more than on the
-// unencapsulated path (perf record -a -g, 1 stream; that includes the
-// extra pass through ipip.calico).
+// included) takes 0.3% of the IPIP flow's CPU samples, and
+// __dev_queue_xmit 0.4% more than on the unencapsulated path (perf record
+// -a -g, 1 stream; that includes the extra pass through ipip.calico).
 //
 // Why it is shaped like this:
 //

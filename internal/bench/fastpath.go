@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 
@@ -106,4 +108,55 @@ func wlSrc4(table string) ([]fastpath.Workload, error) {
 		wls[k].Addrs = append(wls[k].Addrs, a)
 	}
 	return wls, nil
+}
+
+// agentsWithoutFastPath makes the calico-node agents of worlds built until
+// the returned function is called run with CALICO_FASTPATH=off (calicoctl
+// passes its environment on to the node it starts), whatever the default:
+// the bench then attaches the fast path itself for the runs of the paths
+// that name it, and every other path is measured without it, in the same
+// rounds. The returned function puts the variable back.
+func agentsWithoutFastPath() func() {
+	old, had := os.LookupEnv("CALICO_FASTPATH")
+	os.Setenv("CALICO_FASTPATH", "off")
+	return func() {
+		if had {
+			os.Setenv("CALICO_FASTPATH", old)
+		} else {
+			os.Unsetenv("CALICO_FASTPATH")
+		}
+	}
+}
+
+// liveFastPath prepares the fast path of a world whose agents are running
+// (with theirs off): the workload list is each host's live table's wl-src4,
+// read now, after the world's last workload was added.
+func (w *world) liveFastPath(ctx context.Context) (*benchFastPath, error) {
+	tables := map[*lab.Host]string{}
+	for _, h := range w.Hosts {
+		out, err := h.Run(ctx, "nft", "list", "table", "inet", "calico")
+		if err != nil {
+			return nil, fmt.Errorf("%s: nft list table: %w", h.Label, err)
+		}
+		tables[h] = out
+	}
+	return newBenchFastPath(w.Hosts, tables)
+}
+
+// path is p with the fast path attached on every host for each of its runs
+// and taken down after it.
+func (f *benchFastPath) path(p tpath) tpath {
+	p.before, p.after = f.on, f.off
+	return p
+}
+
+// closeInto takes the fast path down and reports its counters over the
+// runs that had it on: a ratio means nothing unless fwd_* moved.
+func (f *benchFastPath) closeInto(r *runner, world string) {
+	if err := f.close(); err != nil {
+		r.res.finding("%s: taking the eBPF fast path down failed: %v", world, err)
+	}
+	if len(f.stats) > 0 {
+		r.res.finding("%s: the eBPF fast path's counters over its runs, both hosts: %s.", world, statsNote(f.stats))
+	}
 }

@@ -37,7 +37,11 @@ const (
 	pathFastPath = "workload, cross-host, saved ruleset with the eBPF fast path, agents stopped"
 	pathHostRtr  = "host-to-host via router"
 	pathVXLAN    = "workload, VXLAN via router"
-	benchProfile = "BENCH"
+	// The VXLAN world's workload paths without the eBPF fast path
+	// (pathVXLAN and pathPlainVXLAN have it, as calico-node runs them).
+	pathVXLANOff      = pathVXLAN + ", CALICO_FASTPATH=off"
+	pathPlainVXLANOff = pathPlainVXLAN + ", CALICO_FASTPATH=off"
+	benchProfile       = "BENCH"
 )
 
 // tpath is one iperf3 path: client sends to server's ip.
@@ -49,6 +53,9 @@ type tpath struct {
 	target         float64
 	oneStream      float64 // the target at one stream, where an issue set a stricter one there
 	charge         []int   // pids whose CPU time during a run counts toward the path's CPU per GB
+	// before and after run around each of the path's runs (the eBPF fast
+	// path attached for it and taken down after); nil: nothing.
+	before, after func() error
 }
 
 // runThroughput measures, on one L2 fabric with policy and NAT active: host
@@ -108,6 +115,7 @@ func runThroughput(ctx context.Context, r *runner) error {
 // workload to workload in a second pool without encapsulation (the
 // routed ceiling).
 func runVXLAN(ctx context.Context, r *runner) error {
+	defer agentsWithoutFastPath()()
 	w, err := r.buildWorld(ctx, walkthrough.Options{Routed: true})
 	if err != nil {
 		return err
@@ -124,15 +132,27 @@ func runVXLAN(ctx context.Context, r *runner) error {
 	}
 	paths := []tpath{
 		{name: pathHostRtr, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
-		{name: pathVXLAN, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: target19VXLAN},
-		{name: pathPlainVXLAN, baseline: pathHostRtr, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP},
+		{name: pathVXLANOff, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP},
+		{name: pathPlainVXLANOff, baseline: pathHostRtr, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP},
 	}
+	fp, err := w.liveFastPath(ctx)
+	if err != nil {
+		return err
+	}
+	defer fp.closeInto(r, "VXLAN world")
+	paths = append(paths,
+		fp.path(tpath{name: pathVXLAN, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP, op: ">=", target: target19VXLAN}),
+		fp.path(tpath{name: pathPlainVXLAN, baseline: pathHostRtr, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP}))
+	paths = r.filterPaths(paths)
 	res, err := r.iperfPaths(ctx, paths)
 	if err != nil {
 		return err
 	}
 	r.addThroughput(SecVXLAN, paths, res)
 	r.addEncapCost(SecVXLAN, pathVXLAN, pathPlainVXLAN, res)
+	r.addEncapCost(SecVXLAN, pathVXLANOff, pathPlainVXLANOff, res)
+	r.addFastPathGain(SecVXLAN, pathVXLAN, pathVXLANOff, res)
+	r.addFastPathGain(SecVXLAN, pathPlainVXLAN, pathPlainVXLANOff, res)
 	r.datapathFindings(ctx, w, "VXLAN world", wls[0])
 	r.packetSizeFinding(ctx, "VXLAN world", wls[1], wls[0])
 	return nil
@@ -553,8 +573,18 @@ func (r *runner) iperfPaths(ctx context.Context, paths []tpath) ([]ThroughputRes
 		for i := range res {
 			t := &res[i]
 			p := paths[slices.IndexFunc(paths, func(p tpath) bool { return p.name == t.Path })]
+			if p.before != nil {
+				if err := p.before(); err != nil {
+					return nil, fmt.Errorf("%s, run %d: %w", p.name, run, err)
+				}
+			}
 			before, cerr := sumCPU(p.charge)
 			got, err := lab.Iperf3(ctx, p.server, p.client, p.ip, r.plan.Seconds, t.Streams)
+			if p.after != nil {
+				if aerr := p.after(); aerr != nil && err == nil {
+					err = aerr
+				}
+			}
 			if err != nil {
 				return nil, fmt.Errorf("iperf3 %s, %s, run %d: %w", p.name, streamsName(t.Streams), run, err)
 			}
@@ -815,5 +845,33 @@ func (r *runner) packetSizeFinding(ctx context.Context, where string, client, se
 	}
 	if len(parts) > 0 {
 		r.res.finding("%s: average packet size during a 2 s iperf3 %s -> %s: %s.", where, client.Name, server.Name, strings.Join(parts, ", "))
+	}
+}
+
+// filterPaths keeps the paths --path names (all without --path).
+func (r *runner) filterPaths(paths []tpath) []tpath {
+	if len(r.plan.Paths) == 0 {
+		return paths
+	}
+	return slices.DeleteFunc(paths, func(p tpath) bool { return !slices.Contains(r.plan.Paths, p.name) })
+}
+
+// addFastPathGain adds the rows comparing a path with the eBPF fast path
+// (on) against the same path without it (off), in Gbit/s and CPU per GB,
+// each paired by round.
+func (r *runner) addFastPathGain(sec, on, off string, res []ThroughputResult) {
+	for _, st := range r.plan.Streams {
+		a, b := find(res, on, st), find(res, off, st)
+		if a == nil || b == nil {
+			continue
+		}
+		if ratio := pairedRatio(a.Gbps, b.Gbps); ratio > 0 {
+			r.res.metric(sec, fmt.Sprintf("%s / %s, %s", on, off, streamsName(st)), ratio, "ratio", "", 0,
+				fmt.Sprintf("informational: the fast path's gain; %.2f against %.2f Gbit/s", a.Median, b.Median))
+		}
+		if ratio := pairedRatio(a.CPUPerGB, b.CPUPerGB); ratio > 0 {
+			r.res.metric(sec, fmt.Sprintf("CPU per GB, %s / %s, %s", on, off, streamsName(st)), ratio, "ratio", "", 0,
+				fmt.Sprintf("informational: paired by round; %.2f against %.2f CPU s per GB", medianPositive(a.CPUPerGB), medianPositive(b.CPUPerGB)))
+		}
 	}
 }

@@ -24,10 +24,31 @@
 //     nftables never accepted has no confirmed entry, so nothing is
 //     fast-pathed that the ruleset did not let through;
 //   - the FIB forwards it (not to this host) out of a device in fp_ifaces
-//     (a workload interface or the uplink), with its neighbour resolved and
-//     within its MTU, and TTL > 1 (the kernel sends the ICMP otherwise);
-//   - from the uplink: the FIB routes its source back out of the uplink
-//     (source_routed_back: the normal path's martian and rp_filter tests).
+//     (a workload interface, the uplink, or a tunnel device: ipip.calico or
+//     vxlan.calico), with its neighbour resolved and within its MTU, and
+//     TTL > 1 (the kernel sends the ICMP otherwise);
+//   - not from a workload: the FIB routes its source back out of the
+//     device it came in by, or, for a packet ipip_decap decapsulated (it
+//     says so in cb[0]), out of ipip.calico (source_routed_back: the
+//     normal path's martian and rp_filter tests).
+//
+// Tunnels. Out of a workload towards a remote IPIP or VXLAN block, the
+// packet is redirected to the tunnel device's egress, as routing would send
+// it there: ipip.calico's egress program (internal/dataplane/ipip) or the
+// kernel's vxlan driver encapsulates it exactly as on the normal path. The
+// FIB's MTU check is the tunnel device's (1480 or 1450), so a packet that
+// would not fit the underlay once encapsulated goes the normal way, which
+// answers it with the ICMP. ipip.calico has no link layer, so its
+// neighbour may be unresolved (NUD_NOARP entries appear only after the
+// first normal packet): that is no reason to pass, nothing is resolved on
+// that device. Into a workload from a tunnel: fp_from_uplink runs after
+// ipip_decap on the uplink (ipip_decap is attached at the head of the tcx
+// chain and has already dropped every protocol-4 packet to this host from
+// an address that is no node, or whose inner source is not in a block of
+// that node; it hands the inner packet on with TCX_NEXT), and on the tcx
+// ingress of vxlan.calico, where the kernel delivers what it decapsulated
+// (the datagrams having passed nftables' vxlan-in check of outer and inner
+// source on the input hook first).
 //
 // Conntrack no longer sees these packets, so two things it would do must be
 // arranged: the agent sets nf_conntrack_tcp_be_liberal=1 (its TCP window
@@ -123,6 +144,8 @@ struct {
 enum {
 	IFACE_WORKLOAD = 1,
 	IFACE_UPLINK = 2,
+	IFACE_IPIP = 3,  // ipip.calico: no link layer, its egress program encapsulates
+	IFACE_VXLAN = 4, // vxlan.calico: the kernel's vxlan driver encapsulates
 };
 
 struct {
@@ -141,8 +164,9 @@ enum {
 	STAT_PASS_NO_CT,       // no conntrack entry
 	STAT_PASS_CT_STATE,    // entry unconfirmed, not yet assured, dying, or NATed
 	STAT_PASS_FIB,         // not forwarded, no neighbour, MTU, a device not ours, or
-			       // from the uplink a source not routed back out of it
+			       // not from a workload a source not routed back
 	STAT_PASS_TTL,
+	STAT_FWD_TUNNEL,       // redirected into ipip.calico or vxlan.calico
 	STAT_MAX,
 };
 
@@ -168,20 +192,30 @@ static __always_inline void count(__u32 what)
 
 #define L4_OFF (ETH_HLEN + sizeof(struct iphdr))
 
-// --- Uplink source check (fpattack, 2026-12-04) ---
-// From the uplink, where nothing like fp_wl_src vouches for the source: the
-// source must be one the host routes back out of the uplink. The normal
-// path drops a packet from outside whose source is one of the host's own
-// addresses (a martian, whatever rp_filter says), and with strict
-// rp_filter one whose source it routes elsewhere (a local workload, a
-// tunnel's pool); skipping routing, the program skipped both, and carried
-// a forged segment of the host's own connection to a workload straight
-// in (TestFastPathUplinkSourceCheck). What fails here goes the normal way,
-// so a strict check costs asymmetric flows only their short cut.
+// ipip_decap (internal/dataplane/ipip/ipip.c) writes cb[0] of every packet
+// it sees on the uplink: this value when it decapsulated it (the outer
+// source a node, the inner source in a block of that node), 0 otherwise.
+// It runs first in the uplink's tcx chain whenever ipip.calico exists, and
+// without ipip.calico no source routes back through an IFACE_IPIP device,
+// so a stale cb[0] cannot widen the check below.
+#define IPIP_DECAPSULATED 0x1e1e0004
+
+// Not from a workload, where nothing like fp_wl_src vouches for the
+// source: the host must route the source back out of the device the packet
+// came in by (for a packet ipip_decap decapsulated on the uplink, out of
+// ipip.calico). The normal path drops a packet from outside whose source is
+// one of the host's own addresses (a martian, whatever rp_filter says),
+// and with strict rp_filter one whose source it routes elsewhere (a local
+// workload, a tunnel's pool); skipping routing, the program skipped both,
+// and carried a forged segment of the host's own connection to a workload
+// straight in (TestFastPathUplinkSourceCheck). What fails here goes the
+// normal way, so a strict check costs asymmetric flows only their short
+// cut.
 static __always_inline int source_routed_back(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
-					      __u8 tos)
+					      __u8 tos, int decapsulated)
 {
 	struct bpf_fib_lookup rev = {};
+	__u32 *kind;
 
 	rev.family = AF_INET;
 	rev.tos = tos;
@@ -191,11 +225,14 @@ static __always_inline int source_routed_back(struct __sk_buff *skb, __be32 sadd
 	rev.ifindex = skb->ingress_ifindex;
 	// Only the route matters, not the neighbour; tot_len 20: no MTU test.
 	rev.tot_len = 20;
-	return bpf_fib_lookup(skb, &rev, sizeof(rev), BPF_FIB_LOOKUP_SKIP_NEIGH) ==
-		       BPF_FIB_LKUP_RET_SUCCESS &&
-	       rev.ifindex == skb->ingress_ifindex;
+	if (bpf_fib_lookup(skb, &rev, sizeof(rev), BPF_FIB_LOOKUP_SKIP_NEIGH) !=
+	    BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	if (!decapsulated)
+		return rev.ifindex == skb->ingress_ifindex;
+	kind = bpf_map_lookup_elem(&fp_ifaces, &rev.ifindex);
+	return kind && *kind == IFACE_IPIP;
 }
-// --- end of the uplink source check ---
 
 static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 {
@@ -264,7 +301,8 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 	fib.ifindex = skb->ingress_ifindex;
 	// tot_len 0: the helper checks the (GSO-aware) skb against the egress MTU.
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex == skb->ingress_ifindex) {
+	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
+	    fib.ifindex == skb->ingress_ifindex) {
 		count(STAT_PASS_FIB);
 		return PASS;
 	}
@@ -274,9 +312,19 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 		return PASS;
 	}
 	out_kind = *kind;
-	if (!from_wl && !source_routed_back(skb, tuple.ipv4.saddr, tuple.ipv4.daddr, tos)) {
-		// Counted with the FIB's refusals: fp_stats keeps its size, so a
-		// restarted agent still reuses the maps (and fp_config) it finds.
+	if (!from_wl) {
+		int decapsulated = skb->cb[0] == IPIP_DECAPSULATED;
+
+		if (decapsulated)
+			skb->cb[0] = 0;
+		if (!source_routed_back(skb, tuple.ipv4.saddr, tuple.ipv4.daddr, tos, decapsulated)) {
+			count(STAT_PASS_FIB);
+			return PASS;
+		}
+	}
+	// An unresolved neighbour: the normal path resolves it (ARP), except
+	// on ipip.calico, which resolves nothing.
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && out_kind != IFACE_IPIP) {
 		count(STAT_PASS_FIB);
 		return PASS;
 	}
@@ -322,7 +370,11 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 		count(STAT_FWD_WORKLOAD);
 		return bpf_redirect_peer(fib.ifindex, 0);
 	}
-	count(STAT_FWD_UPLINK);
+	// Towards a tunnel device: its egress (a packet routed there is sent
+	// there). bpf_redirect strips the Ethernet header for ipip.calico,
+	// which has none; vxlan.calico keeps it, with the remote VTEP's MAC
+	// from its permanent neighbour entry.
+	count(out_kind == IFACE_UPLINK ? STAT_FWD_UPLINK : STAT_FWD_TUNNEL);
 	return bpf_redirect(fib.ifindex, 0);
 }
 

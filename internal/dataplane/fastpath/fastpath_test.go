@@ -67,8 +67,16 @@ func newWorld(t *testing.T, specs []wlSpec) *fpWorld {
 	return newWorldWith(t, walkthrough.Options{}, specs)
 }
 
-// newWorldWith is newWorld with the world's options (extra node flags).
-func newWorldWith(t *testing.T, opts walkthrough.Options, specs []wlSpec) *fpWorld {
+// newWorldPool is newWorld with more flags for `calicoctl pool add` (an
+// encapsulation: --ipip, --vxlan).
+func newWorldPool(t *testing.T, specs []wlSpec, poolFlags ...string) *fpWorld {
+	t.Helper()
+	return newWorldWith(t, walkthrough.Options{}, specs, poolFlags...)
+}
+
+// newWorldWith is newWorld with the world's options (extra node flags) and
+// pool flags.
+func newWorldWith(t *testing.T, opts walkthrough.Options, specs []wlSpec, poolFlags ...string) *fpWorld {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: makes network namespaces and loads BPF programs; CI runs as root")
@@ -83,7 +91,7 @@ func newWorldWith(t *testing.T, opts walkthrough.Options, specs []wlSpec) *fpWor
 	w := e2etest.World(t, labPrefix, opts, false)
 	ctx := e2etest.Ctx(t, 2*time.Minute)
 	h1 := w.Hosts[0]
-	if _, err := w.Ctl(ctx, h1, "pool", "add", walkthrough.Pool, "--nat-outgoing"); err != nil {
+	if _, err := w.Ctl(ctx, h1, append([]string{"pool", "add", walkthrough.Pool, "--nat-outgoing"}, poolFlags...)...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Ctl(ctx, h1, "profile", "add", "FP"); err != nil {
@@ -438,44 +446,60 @@ func csum(b []byte, sum uint32) uint16 {
 // sendTCP sends n hand-made TCP segments (ACK|PSH, payload) from src to dst
 // out of ns through a raw socket: the source is whatever the sender claims.
 func sendTCP(ns *lab.Netns, src, dst netip.AddrPort, payload string, n int) error {
+	return sendRaw(ns, dst.Addr(), tcpPacket(src, dst, payload), n)
+}
+
+// sendRaw sends n copies of the IPv4 packet pkt (its own header included)
+// to dst out of ns through a raw socket.
+func sendRaw(ns *lab.Netns, dst netip.Addr, pkt []byte, n int) error {
 	return ns.Do(func() error {
 		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 		if err != nil {
 			return err
 		}
 		defer syscall.Close(fd)
-		tcp := make([]byte, 20+len(payload))
-		binary.BigEndian.PutUint16(tcp[0:], src.Port())
-		binary.BigEndian.PutUint16(tcp[2:], dst.Port())
-		binary.BigEndian.PutUint32(tcp[4:], 1)
-		binary.BigEndian.PutUint32(tcp[8:], 1)
-		tcp[12] = 5 << 4
-		tcp[13] = 0x18 // ACK|PSH
-		binary.BigEndian.PutUint16(tcp[14:], 65535)
-		copy(tcp[20:], payload)
-		s4, d4 := src.Addr().As4(), dst.Addr().As4()
-		pseudo := append(append(append([]byte{}, s4[:]...), d4[:]...), 0, syscall.IPPROTO_TCP, byte(len(tcp)>>8), byte(len(tcp)))
-		var sum uint32
-		for i := 0; i < len(pseudo); i += 2 {
-			sum += uint32(pseudo[i])<<8 | uint32(pseudo[i+1])
-		}
-		binary.BigEndian.PutUint16(tcp[16:], csum(tcp, sum))
-		ip := make([]byte, 20)
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
-		ip[8] = 64
-		ip[9] = syscall.IPPROTO_TCP
-		copy(ip[12:], s4[:])
-		copy(ip[16:], d4[:])
-		binary.BigEndian.PutUint16(ip[10:], csum(ip, 0))
-		pkt := append(ip, tcp...)
 		for i := 0; i < n; i++ {
-			if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: d4}); err != nil {
+			if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: dst.As4()}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// ipv4Header is a 20-byte IPv4 header (TTL 64) for a payload of n bytes.
+func ipv4Header(src, dst netip.Addr, proto byte, n int) []byte {
+	s4, d4 := src.As4(), dst.As4()
+	ip := make([]byte, 20)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+n))
+	ip[8] = 64
+	ip[9] = proto
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
+	binary.BigEndian.PutUint16(ip[10:], csum(ip, 0))
+	return ip
+}
+
+// tcpPacket is an IPv4 TCP segment (ACK|PSH, payload) from src to dst.
+func tcpPacket(src, dst netip.AddrPort, payload string) []byte {
+	tcp := make([]byte, 20+len(payload))
+	binary.BigEndian.PutUint16(tcp[0:], src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], 1)
+	binary.BigEndian.PutUint32(tcp[8:], 1)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x18 // ACK|PSH
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	copy(tcp[20:], payload)
+	s4, d4 := src.Addr().As4(), dst.Addr().As4()
+	pseudo := append(append(append([]byte{}, s4[:]...), d4[:]...), 0, syscall.IPPROTO_TCP, byte(len(tcp)>>8), byte(len(tcp)))
+	var sum uint32
+	for i := 0; i < len(pseudo); i += 2 {
+		sum += uint32(pseudo[i])<<8 | uint32(pseudo[i+1])
+	}
+	binary.BigEndian.PutUint16(tcp[16:], csum(tcp, sum))
+	return append(ipv4Header(src.Addr(), dst.Addr(), syscall.IPPROTO_TCP, len(tcp)), tcp...)
 }
 
 // TestFastPathAttacks, on the real agents' ruleset: honest flows take the

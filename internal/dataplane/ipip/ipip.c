@@ -17,8 +17,13 @@
 // host are taken apart only when the outer source is a known node and the
 // inner source lies in a block routed to that node (or is the node itself);
 // every other protocol-4 packet to this host is dropped. The inner packet is
-// handed to the stack, where routing, rp_filter and nftables see it as any
-// packet arriving on the uplink.
+// handed on as any packet arriving on the uplink: to the next tcx program
+// (internal/dataplane/fastpath's fp_from_uplink, attached after this one,
+// which may move an accepted flow's packet straight into its workload), else
+// to the stack, where routing, rp_filter and nftables see it. Every packet
+// this program does not drop goes on with TCX_NEXT, never TC_ACT_OK, which
+// would end the tcx chain and keep later programs from ever seeing the
+// uplink's traffic.
 //
 // On the wire this is plain IPIP: a kernel tunl0 on the other side
 // interoperates. With decap set to 0 (hosts whose kernel has tunl0, which
@@ -38,6 +43,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define IP_DF 0x4000
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
+// Not ours to decide: the next tcx program, or the stack (TC_ACT_OK would
+// end the tcx chain). These uapi headers predate TCX_NEXT.
+#define NEXT (-1)
 
 // Set by the loader: this host's address, the outer source of every packet
 // we encapsulate and the only outer destination we decapsulate.
@@ -188,6 +196,10 @@ int ipip_encap(struct __sk_buff *skb)
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
+// What cb[0] holds after a decapsulation, for the fast path's source check
+// (internal/dataplane/fastpath/fastpath.c defines the same value).
+#define IPIP_DECAPSULATED 0x1e1e0004
+
 SEC("tc")
 int ipip_decap(struct __sk_buff *skb)
 {
@@ -195,12 +207,16 @@ int ipip_decap(struct __sk_buff *skb)
 	struct route_key key = {};
 	struct route_val *rv;
 
+	// cb[0] tells the fast path after us (fastpath.c, IPIP_DECAPSULATED)
+	// whether this program decapsulated the packet: written for every
+	// packet, so nothing left there by an earlier layer counts.
+	skb->cb[0] = 0;
 	if (skb->protocol != bpf_htons(ETH_P_IP) ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN, &outer, sizeof(outer)) < 0 ||
 	    outer.protocol != IPPROTO_IPIP)
-		return TC_ACT_OK;
+		return NEXT;
 	if (outer.daddr != local_ip)
-		return TC_ACT_OK; // not for this host: routing and policy decide
+		return NEXT; // not for this host: routing and policy decide
 
 	if (!bpf_map_lookup_elem(&ipip_nodes, &outer.saddr)) {
 		count(STAT_DROP_UNKNOWN_NODE);
@@ -224,7 +240,7 @@ int ipip_decap(struct __sk_buff *skb)
 		}
 	}
 	if (!decap)
-		return TC_ACT_OK;
+		return NEXT;
 
 	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(outer), BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO) < 0) {
@@ -232,5 +248,6 @@ int ipip_decap(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	count(STAT_DECAP_OK);
-	return TC_ACT_OK;
+	skb->cb[0] = IPIP_DECAPSULATED;
+	return NEXT;
 }

@@ -19,8 +19,8 @@
 //     nftables drops it;
 //   - conntrack holds an entry for the packet's tuple that is confirmed (it
 //     passed every hook once: policy accepted the first packet), has seen a
-//     reply, is assured (ESTABLISHED), is not dying, and has no NAT in
-//     either direction. A flow
+//     reply, is assured, is in TCP state ESTABLISHED (no FIN or RST seen
+//     yet), is not dying, and has no NAT in either direction. A flow
 //     nftables never accepted has no confirmed entry, so nothing is
 //     fast-pathed that the ruleset did not let through;
 //   - the FIB forwards it (not to this host) out of a device in fp_ifaces
@@ -85,11 +85,24 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // would end the tcx chain and skip programs attached after us).
 #define PASS (-1) /* TCX_NEXT; these uapi headers predate it */
 
-// The kernel's struct nf_conn, only the field we read; CO-RE finds its
-// offset in the running kernel's BTF.
+// The kernel's struct nf_conn, only the fields we read; CO-RE finds their
+// offsets in the running kernel's BTF.
+struct ip_ct_tcp {
+	__u8 state;
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto {
+	struct ip_ct_tcp tcp;
+} __attribute__((preserve_access_index));
+
 struct nf_conn {
 	unsigned long status;
+	union nf_conntrack_proto proto;
 } __attribute__((preserve_access_index));
+
+// enum tcp_conntrack's ESTABLISHED (include/uapi/linux/netfilter/
+// nf_conntrack_tcp.h): the only TCP state the fast path carries.
+#define TCP_CONNTRACK_ESTABLISHED 3
 
 struct bpf_ct_opts {
 	__s32 netns_id;
@@ -162,7 +175,7 @@ enum {
 	STAT_PASS_NOT_TCP,     // not IPv4 TCP without options/fragments, or SYN/FIN/RST
 	STAT_PASS_SPOOF,       // source not the workload's: nftables drops it
 	STAT_PASS_NO_CT,       // no conntrack entry
-	STAT_PASS_CT_STATE,    // entry unconfirmed, not yet assured, dying, or NATed
+	STAT_PASS_CT_STATE,    // entry unconfirmed, not yet assured, not ESTABLISHED, dying, or NATed
 	STAT_PASS_FIB,         // not forwarded, no neighbour, MTU, a device not ours, or
 			       // not from a workload a source not routed back
 	STAT_PASS_TTL,
@@ -245,6 +258,7 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 	struct bpf_fib_lookup fib = {};
 	struct nf_conn *ct;
 	unsigned long status;
+	__u8 tcp_state;
 	__u32 *kind;
 	__u32 check;
 	__u8 tos;
@@ -337,8 +351,15 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 		return PASS;
 	}
 	status = ct->status;
+	// Once a FIN or RST went by (the normal way), conntrack moves the
+	// entry to a closing state with a timeout of seconds to minutes; a
+	// half-closed flow's remaining data must not keep it, nor have its
+	// timeout set back to the established one below, or a closed flow's
+	// entry would stay open for days. Only ESTABLISHED is carried.
+	tcp_state = ct->proto.tcp.state;
 	// One packet in 256: cheap, and a busy flow's entry never ages out.
-	if ((status & CT_WANT) == CT_WANT && !(bpf_get_prandom_u32() & 0xff)) {
+	if ((status & CT_WANT) == CT_WANT && tcp_state == TCP_CONNTRACK_ESTABLISHED &&
+	    !(bpf_get_prandom_u32() & 0xff)) {
 		__u32 key = CONFIG_CT_ESTABLISHED_MS;
 		__u32 *ms = bpf_map_lookup_elem(&fp_config, &key);
 
@@ -346,7 +367,7 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 			bpf_ct_change_timeout(ct, *ms);
 	}
 	bpf_ct_release(ct);
-	if ((status & CT_WANT) != CT_WANT ||
+	if ((status & CT_WANT) != CT_WANT || tcp_state != TCP_CONNTRACK_ESTABLISHED ||
 	    (status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_DYING))) {
 		count(STAT_PASS_CT_STATE);
 		return PASS;

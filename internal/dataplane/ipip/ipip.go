@@ -54,6 +54,7 @@ const (
 var statNames = []string{
 	"encap_ok", "encap_no_route", "encap_no_underlay", "encap_error",
 	"decap_ok", "drop_unknown_node", "drop_inner_source", "drop_malformed",
+	"drop_plain_source",
 }
 
 // failBackoff is how long a failed load or attach keeps IPIP pools

@@ -16,7 +16,9 @@
 // ipip_decap runs at tc ingress of the uplink. Protocol-4 packets to this
 // host are taken apart only when the outer source is a known node and the
 // inner source lies in a block routed to that node (or is the node itself);
-// every other protocol-4 packet to this host is dropped. The inner packet is
+// every other protocol-4 packet to this host is dropped, and so is every
+// plain packet with a source in a block routed through the tunnel
+// (plain_source_ok). The inner packet is
 // handed on as any packet arriving on the uplink: to the next tcx program
 // (internal/dataplane/fastpath's fp_from_uplink, attached after this one,
 // which may move an accepted flow's packet straight into its workload), else

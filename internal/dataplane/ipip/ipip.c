@@ -16,7 +16,9 @@
 // ipip_decap runs at tc ingress of the uplink. Protocol-4 packets to this
 // host are taken apart only when the outer source is a known node and the
 // inner source lies in a block routed to that node (or is the node itself);
-// every other protocol-4 packet to this host is dropped. The inner packet is
+// every other protocol-4 packet to this host is dropped, and so is every
+// plain packet with a source in a block routed through the tunnel
+// (plain_source_ok). The inner packet is
 // handed on as any packet arriving on the uplink: to the next tcx program
 // (internal/dataplane/fastpath's fp_from_uplink, attached after this one,
 // which may move an accepted flow's packet straight into its workload), else
@@ -92,6 +94,7 @@ enum {
 	STAT_DROP_UNKNOWN_NODE, // protocol 4 to us from an address that is no node
 	STAT_DROP_INNER_SOURCE, // inner source not in a block of the sending node
 	STAT_DROP_MALFORMED,    // outer options, fragments, short or non-IPv4 inner
+	STAT_DROP_PLAIN_SOURCE, // not encapsulated, from a block routed through the tunnel
 	STAT_MAX,
 };
 
@@ -200,6 +203,39 @@ int ipip_encap(struct __sk_buff *skb)
 // (internal/dataplane/fastpath/fastpath.c defines the same value).
 #define IPIP_DECAPSULATED 0x1e1e0004
 
+// A packet that is not IPIP, from a source in an IPIP block whose route
+// goes through the tunnel (tunl0 or ipip.calico: the block's node is not
+// reached directly, as CrossSubnet does on a shared subnet): that node
+// sends its blocks' packets only encapsulated, so this one was forged by
+// whoever sent it, a fabric machine or another node, claiming a remote
+// workload's address (and with it that workload's policy identity, and a
+// place on its established flows). The normal path cannot tell: the
+// uplink's rp_filter is loose (loosenRPFilter: decapsulated packets enter
+// on the uplink), and loose accepts any routable source. Dropped for every
+// protocol, fast path or not. The LPM lookup first: a source outside every
+// IPIP block (most plain traffic) costs no FIB lookup.
+static __always_inline int plain_source_ok(struct __sk_buff *skb, struct iphdr *ip)
+{
+	struct route_key key = { .prefixlen = 32, .addr = ip->saddr };
+	struct bpf_fib_lookup rev = {};
+
+	if (!bpf_map_lookup_elem(&ipip_routes, &key))
+		return 1;
+	rev.family = AF_INET;
+	rev.tos = ip->tos;
+	rev.l4_protocol = ip->protocol;
+	rev.ipv4_src = ip->daddr;
+	rev.ipv4_dst = ip->saddr;
+	rev.ifindex = skb->ingress_ifindex;
+	rev.tot_len = 20; // the route only: no MTU test
+	if (bpf_fib_lookup(skb, &rev, sizeof(rev), BPF_FIB_LOOKUP_SKIP_NEIGH) ==
+		    BPF_FIB_LKUP_RET_SUCCESS &&
+	    rev.ifindex == skb->ingress_ifindex)
+		return 1; // routed straight back out of the uplink: sent plain
+	count(STAT_DROP_PLAIN_SOURCE);
+	return 0;
+}
+
 SEC("tc")
 int ipip_decap(struct __sk_buff *skb)
 {
@@ -212,9 +248,10 @@ int ipip_decap(struct __sk_buff *skb)
 	// packet, so nothing left there by an earlier layer counts.
 	skb->cb[0] = 0;
 	if (skb->protocol != bpf_htons(ETH_P_IP) ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN, &outer, sizeof(outer)) < 0 ||
-	    outer.protocol != IPPROTO_IPIP)
+	    bpf_skb_load_bytes(skb, ETH_HLEN, &outer, sizeof(outer)) < 0)
 		return NEXT;
+	if (outer.protocol != IPPROTO_IPIP)
+		return plain_source_ok(skb, &outer) ? NEXT : TC_ACT_SHOT;
 	if (outer.daddr != local_ip)
 		return NEXT; // not for this host: routing and policy decide
 

@@ -18,7 +18,11 @@
 //     ever leaves unencapsulated.
 //   - ipip_decap on the uplink's tc ingress decapsulates protocol-4 packets
 //     to this host only from node addresses, with inner sources in a block of
-//     that node, and drops every other protocol-4 packet to this host.
+//     that node, and drops every other protocol-4 packet to this host. It
+//     also drops plain (not IPIP) packets whose source is in a block routed
+//     through the tunnel: that block's node sends only encapsulated, and
+//     the uplink's rp_filter, loosened for the decapsulated packets, would
+//     let a forged remote workload's source in.
 //   - The programs are attached with tcx's program API (BPF_PROG_ATTACH),
 //     not bpf_links: they stay attached when the agent exits, so a restart
 //     does not stop traffic, and they go with the interfaces (a deleted
@@ -54,6 +58,7 @@ const (
 var statNames = []string{
 	"encap_ok", "encap_no_route", "encap_no_underlay", "encap_error",
 	"decap_ok", "drop_unknown_node", "drop_inner_source", "drop_malformed",
+	"drop_plain_source",
 }
 
 // failBackoff is how long a failed load or attach keeps IPIP pools

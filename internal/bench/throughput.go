@@ -41,7 +41,7 @@ const (
 	// (pathVXLAN and pathPlainVXLAN have it, as calico-node runs them).
 	pathVXLANOff      = pathVXLAN + ", CALICO_FASTPATH=off"
 	pathPlainVXLANOff = pathPlainVXLAN + ", CALICO_FASTPATH=off"
-	benchProfile       = "BENCH"
+	benchProfile      = "BENCH"
 )
 
 // tpath is one iperf3 path: client sends to server's ip.

@@ -166,7 +166,7 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	dial(b1, remote)
 	dial(a2, local)
 	time.Sleep(300 * time.Millisecond) // the handshakes' last ACKs make the entries assured
-	marks := []string{"HONEST-MARK", "ENCAP-OK-MARK", "INNERSRC-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK", "PLAIN-MARK"}
+	marks := []string{"HONEST-MARK", "ENCAP-OK-MARK", "INNERSRC-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK", "PLAIN-MARK", "LOCALSRC-MARK"}
 	sn := newSniffer(t, a1.Netns, marks...)
 	s1, s2 = h1.m.Stats(), h2.m.Stats()
 
@@ -181,20 +181,24 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	if err := send(gw, fw.w.Outside.GatewayIP, h1.Addr(), tcpPacket(remote, dst, "NO-NODE-MARK"), 5); err != nil {
 		t.Fatal(err)
 	}
-	// 2b. IPIP: the same outsider sends, not encapsulated, a segment with
-	// b1's source (a block routed through the tunnel) on b1's flow, routed
-	// to host1 like any packet for a1. ipip_decap drops it
-	// (drop_plain_source): the fast path already declines it, but the
-	// uplink's rp_filter is loose for IPIP, so the normal path delivered
-	// it. (VXLAN has the same hole, in nftables: see the report.)
-	plain := poolFlag == "--ipip"
-	if plain {
-		if err := gw.AddRoute(netip.PrefixFrom(a1.IP, 32).String(), h1.Addr().String()); err != nil {
-			t.Fatal(err)
-		}
-		if err := sendRaw(gw, a1.IP, tcpPacket(remote, dst, "PLAIN-MARK"), 5); err != nil {
-			t.Fatal(err)
-		}
+	// 2b. The same outsider sends, not encapsulated, a segment with b1's
+	// source (a block routed through the tunnel) on b1's flow, routed to
+	// host1 like any packet for a1; 2c. one with a2's source (host1's own
+	// workload) on a2's flow. The fast path declines both (the source does
+	// not route back out of the uplink), but the uplink's rp_filter is
+	// loose (for IPIP) or off, so the normal path delivered them: IPIP's
+	// remote sources are now dropped by ipip_decap (drop_plain_source),
+	// VXLAN's and local workloads' by the ruleset's from-wl-src (a source
+	// routed to a workload interface or into vxlan.calico must come in by
+	// it).
+	if err := gw.AddRoute(netip.PrefixFrom(a1.IP, 32).String(), h1.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendRaw(gw, a1.IP, tcpPacket(remote, dst, "PLAIN-MARK"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendRaw(gw, a1.IP, tcpPacket(local, dst, "LOCALSRC-MARK"), 5); err != nil {
+		t.Fatal(err)
 	}
 	// 3. The attacker b2 forges b1's source on b1's flow.
 	if err := sendTCP(b2.Netns, remote, dst, "SPOOF-MARK", 5); err != nil {
@@ -222,7 +226,7 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, m := range []string{"INNERSRC-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK", "PLAIN-MARK"} {
+	for _, m := range []string{"INNERSRC-MARK", "NO-NODE-MARK", "SPOOF-MARK", "DENIED-MARK", "PLAIN-MARK", "LOCALSRC-MARK"} {
 		if n := sn.count(m); n != 0 {
 			t.Errorf("%s segments arrived %d times", m, n)
 		}

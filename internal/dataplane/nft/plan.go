@@ -119,6 +119,19 @@ func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
 	// even when it matches another workload's established flow (which the
 	// forward chains accept on their first rule), and never creates a
 	// conntrack entry. One hashed lookup of (interface, source) per packet.
+	// From anywhere but a workload interface, a source this host routes to
+	// a workload interface (one of its own workloads) or into vxlan.calico
+	// (a remote VXLAN block) is forged: the real one would have come in by
+	// that interface. The uplink's rp_filter is loose, or off, and nothing
+	// else checks it: a machine on the fabric sending plain packets with
+	// such a source got them delivered onto that workload's established
+	// flows and with its policy identity (TestTunnelFastPath, cases 2b and 2c).
+	// IPv6 link-local sources are on every interface: not judged here.
+	// (Remote IPIP blocks: ipip_decap, which sees whether a packet was
+	// encapsulated.)
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname != " + wild + " meta nfproto ipv4 fib saddr oifname " + wild + " drop"})
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname != " + wild + " ip6 saddr != fe80::/10 fib saddr oifname " + wild + " drop"})
+	tx.Add(&knftables.Rule{Chain: chainSource, Rule: `iifname != "` + api.VXLANDevice + `" meta nfproto ipv4 fib saddr oifname "` + api.VXLANDevice + `" drop`})
 	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname != " + wild + " accept"})
 	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname . ip saddr @" + setWlSrc4 + " accept"})
 	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "iifname . ip6 saddr @" + setWlSrc6 + " accept"})

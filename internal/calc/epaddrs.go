@@ -1,6 +1,7 @@
 package calc
 
 import (
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -60,6 +61,16 @@ func (x *EndpointAddrs) Update(s *Snapshot, key string, old api.Endpoint, had bo
 // reading every record.
 func (x *EndpointAddrs) For(s *Snapshot) bool {
 	return x != nil && x.of == mapID(s.Endpoints) && x.n == len(s.Endpoints)
+}
+
+// Matches says whether x holds exactly what an index built from s now
+// would: a read of every record, for tests of its owner.
+func (x *EndpointAddrs) Matches(s *Snapshot) bool {
+	y := NewEndpointAddrs(s)
+	same := func(p, q []string) bool {
+		return slices.Equal(slices.Sorted(slices.Values(p)), slices.Sorted(slices.Values(q)))
+	}
+	return x.For(s) && maps.EqualFunc(x.byAddr, y.byAddr, same) && maps.EqualFunc(x.byIf, y.byIf, same)
 }
 
 func mapID(m map[string]api.Endpoint) uintptr {

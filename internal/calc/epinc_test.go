@@ -120,22 +120,6 @@ func setAlloc(t *testing.T, s *Snapshot, e *epincEdits, a netip.Addr, handle str
 	t.Fatalf("no block holds %s", a)
 }
 
-// sameIndex compares two address indexes up to the order of the keys
-// under one address or interface.
-func sameIndex(a, b *EndpointAddrs) bool {
-	same := func(x, y map[netip.Addr][]string) bool {
-		return maps.EqualFunc(x, y, func(p, q []string) bool {
-			return slices.Equal(slices.Sorted(slices.Values(p)), slices.Sorted(slices.Values(q)))
-		})
-	}
-	sameIf := func(x, y map[string][]string) bool {
-		return maps.EqualFunc(x, y, func(p, q []string) bool {
-			return slices.Equal(slices.Sorted(slices.Values(p)), slices.Sorted(slices.Values(q)))
-		})
-	}
-	return a.of == b.of && a.n == b.n && same(a.byAddr, b.byAddr) && sameIf(a.byIf, b.byIf)
-}
-
 // sameResult compares two Results as the agent uses them (Imports is a
 // function of the input; Reendpoint's is checked by Delta's tests).
 func sameResult(a, b Result) bool {
@@ -192,7 +176,7 @@ func TestReendpointIsCompute(t *testing.T) {
 			cur, has := s.Endpoints[e.Key]
 			idx.Update(s, e.Key, e.Old, e.Had, cur, has)
 		}
-		if !idx.For(s) || !sameIndex(idx, NewEndpointAddrs(s)) {
+		if !idx.Matches(s) {
 			t.Fatalf("%s: the index kept in step differs from one built from the snapshot", what)
 		}
 		withIdx := in

@@ -96,8 +96,13 @@ type Agent struct {
 	controlHosts []netip.Addr
 	controlPorts []uint16
 
-	mu      sync.Mutex
-	snap    *calc.Snapshot
+	mu   sync.Mutex
+	snap *calc.Snapshot
+	// epAddrs indexes snap's endpoint records by address and interface
+	// for the endpoint pass's clash check; it is updated beside every
+	// record decode writes to snap and built again with every new snap
+	// (calc.EndpointAddrs).
+	epAddrs *calc.EndpointAddrs
 	synced  bool
 	trigger chan struct{}
 	// dsChanged: a record that matters arrived since the last pass.
@@ -266,7 +271,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, snap: calc.NewSnapshot(), trigger: make(chan struct{}, 1), ifaceDue: make(chan struct{}, 1), started: time.Now(),
+	snap := calc.NewSnapshot()
+	a := &Agent{cfg: cfg, log: cfg.Log, snap: snap, epAddrs: calc.NewEndpointAddrs(snap), trigger: make(chan struct{}, 1), ifaceDue: make(chan struct{}, 1), started: time.Now(),
 		backoff: retryBackoff{min: retryMin, max: retryMax}, relabeled: map[string]api.Endpoint{},
 		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
 		// Before any datastore update: OnUpdate tells it of records going.
@@ -393,6 +399,7 @@ func (a *Agent) OnSnapshotAt(kvs map[string][]byte, revs datastore.Revisions) {
 	a.mu.Lock()
 	resync := a.synced
 	a.snap, a.synced, a.dsChanged = fresh, true, true
+	a.epAddrs = calc.NewEndpointAddrs(fresh)
 	if revs.Rev != 0 {
 		a.dsCluster, a.dsRev = revs.Cluster, revs.Rev
 		a.dsEpoch = revs.Created[datastore.NodeKey(a.cfg.Name)]
@@ -447,6 +454,11 @@ func (a *Agent) OnUpdateAt(key string, value []byte, rev int64) {
 	blockID, isBlock := decode.BlockID(key)
 	oldBlock, hadBlock := a.snap.Blocks[blockID]
 	relevant, err := decode.Into(a.snap, key, value)
+	if isEndpoint {
+		// Whatever decode did (a bad record keeps its last good value).
+		cur, has := a.snap.Endpoints[id]
+		a.epAddrs.Update(a.snap, id, old, had, cur, has)
+	}
 	elsewhere = elsewhere && otherHosts(a.snap, key, a.cfg.Name)
 	a.dsChanged = a.dsChanged || relevant
 	newVersion := isEndpoint && had && value != nil && err == nil

@@ -57,7 +57,7 @@ func (a *Agent) endpointPass() bool {
 	// them; everything else is the last Result's.
 	base := *a.last
 	base.Dataplane.Routes = a.applied.Dataplane.Routes
-	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, Learned: a.learned}
+	in := calc.Input{Node: a.cfg.Name, Snap: a.snap, Learned: a.learned, EndpointAddrs: a.epAddrs}
 	marks.mark("prepare")
 	res, ch, ok := calc.Reendpoint(in, base, eps, blocks)
 	marks.mark("reendpoint")
@@ -83,7 +83,7 @@ func (a *Agent) endpointPass() bool {
 		}
 	}
 	marks.mark("interfaces")
-	a.noteConntrackAgain(localAddrs(res.Dataplane))
+	a.noteConntrackChange(ch)
 	if err := a.flushMovedConntrack(); err != nil {
 		a.log.Info("endpoint change: conntrack flush failed; converging with a full pass", "err", err)
 		a.applied = nil

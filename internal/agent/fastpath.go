@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/calico-go/calico/internal/calc"
 	"github.com/calico-go/calico/internal/dataplane/fastpath"
@@ -20,13 +22,31 @@ func fastpathDesired(on bool, local netip.Addr, p calc.Policy) fastpath.Desired 
 	if !d.Enabled {
 		return d
 	}
-	seen := make(map[string]bool, len(p.Endpoints))
-	for _, ep := range p.Endpoints {
-		if seen[ep.Interface] {
+	// The endpoint pass builds this on every container start: at 1000
+	// endpoints a map of every interface and a list per workload were a
+	// thousand allocations each time. calc keeps the endpoints sorted by
+	// interface (a name listed twice is then adjacent) and an all-IPv4
+	// address list is passed as it is (calc's lists are not written once
+	// made, and Apply only reads them).
+	sorted := slices.IsSortedFunc(p.Endpoints, func(a, b calc.EndpointPolicy) int { return strings.Compare(a.Interface, b.Interface) })
+	var seen map[string]bool
+	if !sorted {
+		seen = make(map[string]bool, len(p.Endpoints))
+	}
+	d.Workloads = make([]fastpath.Workload, 0, len(p.Endpoints))
+	for i, ep := range p.Endpoints {
+		if sorted && i > 0 && p.Endpoints[i-1].Interface == ep.Interface || !sorted && seen[ep.Interface] {
 			continue
 		}
-		seen[ep.Interface] = true
-		w := fastpath.Workload{Iface: ep.Interface}
+		if !sorted {
+			seen[ep.Interface] = true
+		}
+		w := fastpath.Workload{Iface: ep.Interface, Addrs: ep.Addrs}
+		if !slices.ContainsFunc(ep.Addrs, func(a netip.Addr) bool { return !a.Is4() }) {
+			d.Workloads = append(d.Workloads, w)
+			continue
+		}
+		w.Addrs = nil
 		for _, a := range ep.Addrs {
 			if a.Is4() {
 				w.Addrs = append(w.Addrs, a)

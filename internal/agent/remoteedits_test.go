@@ -54,3 +54,50 @@ func TestOtherHostsContainerIsAnEndpointEdit(t *testing.T) {
 		t.Error("a block that changed hands did not ask for a full pass")
 	}
 }
+
+// TestEndpointAddrsFollowSnapshot: the endpoint pass's address index
+// (calc.EndpointAddrs) follows every record write the agent decodes into
+// its snapshot: records added, rewritten with other addresses, deleted, a
+// bad record that keeps its last good value, and a new snapshot (resync).
+func TestEndpointAddrsFollowSnapshot(t *testing.T) {
+	snap := calc.NewSnapshot()
+	a := &Agent{cfg: Config{Name: "h1"}, log: slog.New(slog.DiscardHandler), snap: snap, epAddrs: calc.NewEndpointAddrs(snap),
+		trigger: make(chan struct{}, 1), relabeled: map[string]api.Endpoint{},
+		epEdits: map[string]calc.EndpointEdit{}, blockEdits: map[string]calc.BlockEdit{},
+		conntrack: netdev.NewEndpointConntrack()}
+	defer a.conntrack.Close()
+	js := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ep := func(node, name string, addrs ...string) []byte {
+		return js(api.Endpoint{Node: node, Workload: name, Orchestrator: "netns", InterfaceName: api.WorkloadIfaceName(node, name),
+			WorkloadIface: "eth0", IPv4Nets: addrs, Profiles: []string{"P"}})
+	}
+	check := func(what string) {
+		t.Helper()
+		if !a.epAddrs.Matches(a.snap) {
+			t.Fatalf("%s: the index differs from the snapshot's records", what)
+		}
+	}
+	a.OnUpdate(datastore.PoolKey("10.90.0.0/16"), js(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26}))
+	a.OnUpdate(datastore.EndpointKey("h1", "w1"), ep("h1", "w1", "10.90.0.1/32"))
+	a.OnUpdate(datastore.EndpointKey("h2", "w2"), ep("h2", "w2", "10.90.1.2/32"))
+	check("added")
+	a.OnUpdate(datastore.EndpointKey("h1", "w1"), ep("h1", "w1", "10.90.0.3/32"))
+	check("rewritten")
+	a.OnUpdate(datastore.EndpointKey("h1", "w1"), []byte("{not json"))
+	check("a bad record")
+	a.OnUpdate(datastore.EndpointKey("h2", "w2"), nil)
+	check("deleted")
+	a.OnSnapshot(map[string][]byte{
+		datastore.PoolKey("10.90.0.0/16"): js(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26}),
+		datastore.EndpointKey("h3", "w3"): ep("h3", "w3", "10.90.2.3/32"),
+	})
+	check("a new snapshot")
+	a.OnUpdate(datastore.EndpointKey("h3", "w4"), ep("h3", "w4", "10.90.2.4/32"))
+	check("added after the new snapshot")
+}

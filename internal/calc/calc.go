@@ -29,6 +29,10 @@ type Input struct {
 	// PublishPorts are the host ports workloads may publish; the zero
 	// value means api.DefaultPublishPorts.
 	PublishPorts api.PortRange
+	// EndpointAddrs, when set and in step with Snap, spares Reendpoint's
+	// clash check a read of every record (epaddrs.go); Compute does not
+	// use it.
+	EndpointAddrs *EndpointAddrs
 }
 
 // Peer types: where a session comes from.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/calico-go/calico/internal/api"
@@ -197,7 +198,17 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	}
 	// No other record may claim what an edited one claims now, nor hold a
 	// released address: either would make Compute believe neither.
-	if len(newAddrs) > 0 || len(released) > 0 {
+	switch {
+	case len(newAddrs) == 0 && len(released) == 0:
+	case in.EndpointAddrs.For(s):
+		addrs := slices.Collect(maps.Keys(newAddrs))
+		for a := range released {
+			addrs = append(addrs, a)
+		}
+		if in.EndpointAddrs.clashes(s, editing, addrs, slices.Collect(maps.Keys(newIfaces))) {
+			return prev, ch, false
+		}
+	default:
 		for key, ep := range s.Endpoints {
 			if editing[key] {
 				continue
@@ -229,9 +240,19 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	local := slices.ContainsFunc(edits, func(ed edit) bool { return !ed.remote })
 	routes := d.Routes
 	if local {
-		p.Endpoints = slices.Clone(p.Endpoints)
-		d.Workloads = slices.Clone(d.Workloads)
-		routes = slices.Clone(d.Routes)
+		// One copy each, with room for what is added: cloning and then
+		// inserting copied every list twice (at 1000 endpoints most of
+		// the bytes an add allocates).
+		more, moreRoutes := 0, 0
+		for _, ed := range edits {
+			if !ed.remote && ed.cur != nil {
+				more++
+				moreRoutes += len(ed.curP)
+			}
+		}
+		p.Endpoints = append(make([]EndpointPolicy, 0, len(p.Endpoints)+more), p.Endpoints...)
+		d.Workloads = append(make([]WorkloadIface, 0, len(d.Workloads)+more), d.Workloads...)
+		routes = append(make([]Route, 0, len(d.Routes)+moreRoutes), d.Routes...)
 	}
 	var tier *tierMatcher // built for the first local record: other hosts' need none
 	applied := func(labels map[string]string) (in, out []string) {
@@ -248,7 +269,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 	var members map[string]SelectorMembers
 	sels := map[string]*selector.Selector{}
 	changedTags, changedSels := map[string]bool{}, map[string]bool{}
-	var goneProfiles []string
+	var goneProfiles, gonePolicies, newPolicies []string
 
 	for _, ed := range edits {
 		if ed.remote {
@@ -286,6 +307,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			}
 			d.Workloads = slices.Delete(d.Workloads, i, i+1)
 			goneProfiles = append(goneProfiles, p.Endpoints[j].Profiles...)
+			gonePolicies = append(append(gonePolicies, p.Endpoints[j].IngressPolicies...), p.Endpoints[j].EgressPolicies...)
 			p.Endpoints = slices.Delete(p.Endpoints, j, j+1)
 			routes = slices.DeleteFunc(routes, func(r Route) bool { return r.Kind == RouteLocal && r.Dev == ed.oldIf })
 			ch.DelRoutes = append(ch.DelRoutes, localRoutes(*ed.old, ed.oldP)...)
@@ -321,6 +343,7 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			e.Profiles = append(e.Profiles, name)
 		}
 		e.IngressPolicies, e.EgressPolicies = applied(cur.EffectiveLabels())
+		newPolicies = append(append(newPolicies, e.IngressPolicies...), e.EgressPolicies...)
 		j, found := slices.BinarySearchFunc(p.Endpoints, e.Interface, func(e EndpointPolicy, s string) int { return strings.Compare(e.Interface, s) })
 		if found {
 			return prev, EndpointChange{}, false
@@ -328,10 +351,10 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 		p.Endpoints = slices.Insert(p.Endpoints, j, e)
 
 		add := localRoutes(cur, ed.curP)
-		k := 0
-		for k < len(routes) && routes[k].Kind == RouteLocal && routes[k].Dev < cur.InterfaceName {
-			k++
-		}
+		// The local routes come first, by interface.
+		k := sort.Search(len(routes), func(k int) bool {
+			return routes[k].Kind != RouteLocal || routes[k].Dev >= cur.InterfaceName
+		})
 		routes = slices.Insert(routes, k, add...)
 		ch.AddRoutes = append(ch.AddRoutes, add...)
 
@@ -350,8 +373,25 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 			return prev, EndpointChange{}, false
 		}
 	}
-	if local && !sameKeys(usedPolicies(p.Endpoints), p.Policies) {
-		return prev, EndpointChange{}, false
+	// The policies in use are prev's (its Result's Policies are exactly
+	// those its endpoints use): the same set is left when every policy an
+	// added entry uses was in use and every one a removed entry used
+	// still is. Asked of the changed entries instead of collecting every
+	// endpoint's (usedPolicies: O(endpoints) per add).
+	for _, name := range newPolicies {
+		if _, used := p.Policies[name]; !used {
+			return prev, EndpointChange{}, false
+		}
+	}
+	for _, name := range gonePolicies {
+		if slices.Contains(newPolicies, name) {
+			continue
+		}
+		if !slices.ContainsFunc(p.Endpoints, func(e EndpointPolicy) bool {
+			return slices.Contains(e.IngressPolicies, name) || slices.Contains(e.EgressPolicies, name)
+		}) {
+			return prev, EndpointChange{}, false
+		}
 	}
 
 	// A route deleted and added again (a record changed in other ways)

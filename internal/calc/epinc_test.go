@@ -164,11 +164,26 @@ func TestReendpointIsCompute(t *testing.T) {
 		}
 	}
 	served, declined, setsServed := 0, 0, 0
+	idx := NewEndpointAddrs(s)
 	step := func(what string, e *epincEdits) {
 		t.Helper()
 		want := Compute(in)
 		eps, blocks := e.lists()
 		got, ch, ok := Reendpoint(in, res, eps, blocks)
+		// The address index, kept in step with each write as the agent
+		// keeps it, answers as the scan does.
+		for _, e := range eps {
+			cur, has := s.Endpoints[e.Key]
+			idx.Update(s, e.Key, e.Old, e.Had, cur, has)
+		}
+		if !idx.Matches(s) {
+			t.Fatalf("%s: the index kept in step differs from one built from the snapshot", what)
+		}
+		withIdx := in
+		withIdx.EndpointAddrs = idx
+		if got2, _, ok2 := Reendpoint(withIdx, res, eps, blocks); ok2 != ok || ok && !sameResult(got, got2) {
+			t.Fatalf("%s: with the index served %v, with the scan %v", what, ok2, ok)
+		}
 		if !ok {
 			// Only the declines the world provokes: a policy or profile
 			// coming into or going out of use, a released address, an
@@ -410,6 +425,11 @@ func TestReendpointDeclines(t *testing.T) {
 			s.Endpoints["h0/thief"] = ep
 			return eps, nil
 		}},
+		{"an address another record claims", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
+			// IPAM written to the twin without a block edit: only the
+			// clash check sees that h0's w2 still claims the address.
+			return add(s, "twin", netip.MustParseAddr(LabelPolicyAddr(2)), nil), nil
+		}},
 		{"an address outside this host's blocks", func(s *Snapshot, in *Input) ([]EndpointEdit, []BlockEdit) {
 			return add(s, "borrower", netip.MustParseAddr("10.64.1.5"), nil), nil
 		}},
@@ -488,15 +508,30 @@ func TestReendpointDeclines(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, res := base()
-			in := Input{Node: "h0", Snap: s}
-			eps, blocks := tc.do(s, &in)
-			got, ch, ok := Reendpoint(in, res, eps, blocks)
-			if ok {
-				t.Fatalf("served: %+v", ch)
-			}
-			if !sameResult(got, res) || !ch.Empty() {
-				t.Errorf("declined, but changed the Result or reported a change")
+			// Without the address index (the scan), and with one kept
+			// in step with the edits as the agent keeps it.
+			for _, indexed := range []bool{false, true} {
+				s, res := base()
+				in := Input{Node: "h0", Snap: s}
+				idx := NewEndpointAddrs(s)
+				eps, blocks := tc.do(s, &in)
+				if indexed {
+					for _, e := range eps {
+						cur, has := s.Endpoints[e.Key]
+						idx.Update(s, e.Key, e.Old, e.Had, cur, has)
+					}
+					if !idx.For(s) {
+						t.Fatal("the index is not for the snapshot it follows")
+					}
+					in.EndpointAddrs = idx
+				}
+				got, ch, ok := Reendpoint(in, res, eps, blocks)
+				if ok {
+					t.Fatalf("indexed %v: served: %+v", indexed, ch)
+				}
+				if !sameResult(got, res) || !ch.Empty() {
+					t.Errorf("indexed %v: declined, but changed the Result or reported a change", indexed)
+				}
 			}
 		})
 	}
@@ -606,5 +641,96 @@ func BenchmarkRemoteEndpointAdded(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestEndpointAddrsBehindItsBack: a record written to the snapshot
+// without the index hearing of it, or a new snapshot, sends Reendpoint
+// back to the scan, which finds the clash; a key the index names under an
+// address its record no longer claims makes no clash.
+func TestEndpointAddrsBehindItsBack(t *testing.T) {
+	s := epincWorld()
+	in := Input{Node: "h0", Snap: s}
+	res := Compute(in)
+	in.EndpointAddrs = NewEndpointAddrs(s)
+	w2 := netip.MustParseAddr(LabelPolicyAddr(2))
+	// A record with h0/w2's address that the index never hears of.
+	ghost := s.Endpoints["h0/w2"]
+	ghost.Workload, ghost.InterfaceName = "ghost", api.WorkloadIfaceName("h0", "ghost")
+	s.Endpoints["h0/ghost"] = ghost
+	// w2 stops claiming it, the index told; then a twin takes it.
+	old := s.Endpoints["h0/w2"]
+	moved := old
+	moved.IPv4Nets = nil
+	s.Endpoints["h0/w2"] = moved
+	in.EndpointAddrs.Update(s, "h0/w2", old, true, moved, true)
+	ep := api.Endpoint{Node: "h0", Workload: "twin", InterfaceName: api.WorkloadIfaceName("h0", "twin"),
+		IPv4Nets: []string{w2.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+	allocate(s, w2, api.WorkloadHandle("h0", "twin"))
+	s.Endpoints["h0/twin"] = ep
+	in.EndpointAddrs.Update(s, "h0/twin", api.Endpoint{}, false, ep, true)
+	if in.EndpointAddrs.For(s) {
+		t.Fatal("the index counts as in step after a record it never heard of")
+	}
+	if _, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h0/twin"}}, nil); ok {
+		t.Fatal("served a record whose address another record claims")
+	}
+	// A new snapshot: the index is for the old one's records.
+	fresh := *s
+	fresh.Endpoints = maps.Clone(s.Endpoints)
+	if in.EndpointAddrs.For(&fresh) {
+		t.Fatal("the index counts as in step with another snapshot")
+	}
+	// The ghost gone again: in step, and no clash.
+	delete(s.Endpoints, "h0/ghost")
+	if !in.EndpointAddrs.For(s) || in.EndpointAddrs.clashes(s, map[string]bool{"h0/twin": true}, []netip.Addr{w2}, nil) {
+		t.Fatal("no clash is left, but the index finds one")
+	}
+	// A stale entry (w2 under the address, though w2 no longer claims
+	// it) is read against the record.
+	in.EndpointAddrs.byAddr[w2] = append(in.EndpointAddrs.byAddr[w2], "h0/w2")
+	if in.EndpointAddrs.clashes(s, map[string]bool{"h0/twin": true}, []netip.Addr{w2}, nil) {
+		t.Fatal("a key the index names under an address its record no longer claims made a clash")
+	}
+}
+
+// BenchmarkLocalEndpointAdded: this host's container starting next to 10
+// and 1000 local endpoints (200 label policies), as the endpoint pass
+// serves it: with the clash check reading every record (scan, as before
+// the address index) and with the agent's index.
+func BenchmarkLocalEndpointAdded(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		s := LabelPolicySnapshot(n, 200)
+		for cidr, bl := range s.Blocks {
+			bl.Affinity = "h0"
+			s.Blocks[cidr] = bl
+		}
+		in := Input{Node: "h0", Snap: s}
+		res := Compute(in)
+		a := labelPolicyAddr(n)
+		allocate(s, a, api.WorkloadHandle("h0", "one"))
+		ep := api.Endpoint{Node: "h0", Workload: "one", InterfaceName: api.WorkloadIfaceName("h0", "one"),
+			IPv4Nets: []string{a.String() + "/32"}, Profiles: []string{"P"}, Labels: map[string]string{"app": "a1"}}
+		idx := NewEndpointAddrs(s)
+		s.Endpoints["h0/one"] = ep
+		idx.Update(s, "h0/one", api.Endpoint{}, false, ep, true)
+		want := Compute(in)
+		for _, indexed := range []bool{false, true} {
+			in := in
+			name := "scan"
+			if indexed {
+				in.EndpointAddrs, name = idx, "index"
+			}
+			got, _, ok := Reendpoint(in, res, []EndpointEdit{{Key: "h0/one"}}, nil)
+			if !ok || !sameResult(got, want) {
+				b.Fatalf("%d %s: served %v", n, name, ok)
+			}
+			b.Run(fmt.Sprintf("%d/%s", n, name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					Reendpoint(in, res, []EndpointEdit{{Key: "h0/one"}}, nil)
+				}
+			})
+		}
 	}
 }

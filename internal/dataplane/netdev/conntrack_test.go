@@ -2,6 +2,8 @@ package netdev
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -321,5 +323,67 @@ func TestEndpointConntrackUnheld(t *testing.T) {
 	ctFlow{"10.1.0.5", "10.2.0.9", "10.2.0.9", "10.1.0.5"}.create(t, h)
 	if n, _, err := ct.Flush(); err != nil || n != 0 {
 		t.Fatalf("a second Flush deleted %d entries (%v): the unheld addresses are owed only once", n, err)
+	}
+}
+
+// TestNoteChangeIsNote: random workload changes given to NoteChange (the
+// addresses gone and the new or moved ones) leave exactly what Note of the
+// whole list leaves: owners, flushes owed (and which of them are moves),
+// with records left here and elsewhere and flushes owed in between.
+func TestNoteChangeIsNote(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 42))
+	addr := func() netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(40))}) }
+	dev := func() string { return fmt.Sprintf("cali%d", rng.IntN(6)) }
+	whole, delta := NewEndpointConntrack(), NewEndpointConntrack()
+	local := map[netip.Addr]string{}
+	for range 20 {
+		local[addr()] = dev()
+	}
+	whole.Prime(local, maps.Clone(local), nil)
+	delta.Prime(local, maps.Clone(local), nil)
+	for i := range 2000 {
+		next := maps.Clone(local)
+		for range 1 + rng.IntN(3) {
+			if a := addr(); rng.IntN(3) == 0 {
+				delete(next, a)
+			} else {
+				next[a] = dev()
+			}
+		}
+		// The change, as the endpoint pass reads it off its routes.
+		var gone []netip.Addr
+		now := map[netip.Addr]string{}
+		for a, d := range local {
+			if next[a] != d {
+				gone = append(gone, a)
+			}
+		}
+		for a, d := range next {
+			if local[a] != d {
+				now[a] = d
+			}
+		}
+		// Between passes: records left, flushes owed.
+		for _, c := range []*EndpointConntrack{whole, delta} {
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			if r.IntN(3) == 0 {
+				c.Left(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(40))}), fmt.Sprintf("cali%d", r.IntN(6)))
+			}
+			if r.IntN(4) == 0 {
+				c.LeftElsewhere(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(40))}))
+			}
+			if r.IntN(4) == 0 {
+				c.Owe([]netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(40))})})
+			}
+			if r.IntN(5) == 0 {
+				clear(c.owed) // flushed
+			}
+		}
+		whole.Note(next)
+		delta.NoteChange(gone, now)
+		if !maps.Equal(whole.owner, delta.owner) || !maps.Equal(whole.owed, delta.owed) || len(delta.left) != 0 || len(delta.leftElsewhere) != 0 {
+			t.Fatalf("step %d (gone %v, now %v):\nNote:       owner %v owed %v\nNoteChange: owner %v owed %v", i, gone, now, whole.owner, whole.owed, delta.owner, delta.owed)
+		}
+		local = next
 	}
 }

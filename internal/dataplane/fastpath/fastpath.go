@@ -164,6 +164,14 @@ type Manager struct {
 	attached map[string]int // workload interface -> ifindex this process attached to
 	scanned  bool           // every interface was searched for a predecessor's programs
 	status   string
+	// What this process last wrote to fp_ifaces and fp_wl_src, whole; nil:
+	// not known (new objects, or a write failed), and the next Apply reads
+	// the map. The maps are ours alone, so the next Apply writes only the
+	// difference: reading them back entry by entry (two syscalls each) on
+	// every container start was most of an Apply's cost next to 1000
+	// workloads.
+	haveIfaces map[uint32]uint32
+	haveSrc    map[fastpathWlSrcKey]uint32
 }
 
 // New returns a manager; it touches nothing until Apply.
@@ -181,6 +189,43 @@ func (m *Manager) closeObjs() {
 		m.objs.Close()
 		m.objs = nil
 	}
+	m.haveIfaces, m.haveSrc = nil, nil
+}
+
+// syncFrom makes mp hold want. With have (what this process last wrote
+// there) it writes only the difference; without, it reads the map first.
+// On success have becomes want (which the caller built for this call and
+// does not keep); on a failure nil, so the next call reads the map again.
+func syncFrom[K comparable, V comparable](mp *ebpf.Map, want map[K]V, have *map[K]V) error {
+	if *have == nil {
+		if err := tcx.SyncMap(mp, want, false); err != nil {
+			return err
+		}
+		*have = want
+		return nil
+	}
+	var errs []error
+	for k, v := range want {
+		if hv, ok := (*have)[k]; ok && hv == v {
+			continue
+		}
+		if err := mp.Put(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("update map: %w", err))
+		}
+	}
+	for k := range *have {
+		if _, ok := want[k]; !ok {
+			if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("delete from map: %w", err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		*have = nil
+		return errors.Join(errs...)
+	}
+	*have = want
+	return nil
 }
 
 // Status is one line for `calicoctl status`: whether the fast path is on.
@@ -287,7 +332,7 @@ func (m *Manager) apply(d Desired) error {
 		wantIfaces[uint32(l.Attrs().Index)] = ifaceVXLAN
 	}
 	// Maps first: a program attached now must find its entries.
-	if err := errors.Join(tcx.SyncMap(m.objs.FpIfaces, wantIfaces, false), tcx.SyncMap(m.objs.FpWlSrc, wantSrc, false)); err != nil {
+	if err := errors.Join(syncFrom(m.objs.FpIfaces, wantIfaces, &m.haveIfaces), syncFrom(m.objs.FpWlSrc, wantSrc, &m.haveSrc)); err != nil {
 		return err
 	}
 	if err := tcx.Attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {

@@ -541,28 +541,7 @@ func TestFastPathAttacks(t *testing.T) {
 
 	// An established flow b1 -> a1:7100 from a fixed port, kept open.
 	const port = 7100
-	var ln net.Listener
-	if err := a1.Netns.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", a1.IP, port)); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, 4096)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						c.Close()
-						return
-					}
-				}
-			}()
-		}
-	}()
+	sink(t, a1.Netns, netip.AddrPortFrom(a1.IP, port))
 	victim := netip.AddrPortFrom(b1.IP, 41000)
 	var conn net.Conn
 	if err := b1.Netns.Do(func() (err error) {

@@ -124,28 +124,7 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	// Established, accepted flows to a1:7100: b1's across the tunnel and
 	// a2's on host1.
 	const port = 7100
-	var ln net.Listener
-	if err := a1.Netns.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", a1.IP, port)); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, 4096)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						c.Close()
-						return
-					}
-				}
-			}()
-		}
-	}()
+	sink(t, a1.Netns, netip.AddrPortFrom(a1.IP, port))
 	dst := netip.AddrPortFrom(a1.IP, port)
 	dial := func(wl *fpWL, from netip.AddrPort) {
 		var conn net.Conn

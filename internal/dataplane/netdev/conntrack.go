@@ -250,19 +250,7 @@ func (c *EndpointConntrack) Note(local map[netip.Addr]string) {
 				c.owed[a] = true
 			}
 		}
-		for a, dev := range c.left {
-			if c.owner[a] != dev {
-				continue
-			}
-			if _, ok := c.owed[a]; !ok {
-				c.owed[a] = false
-			}
-		}
-		for a := range c.leftElsewhere {
-			if _, ok := c.owed[a]; !ok {
-				c.owed[a] = false
-			}
-		}
+		c.oweLeft()
 		// An address owed a flush that is a local workload's again (back
 		// on the same interface, or a flush that failed before another
 		// workload got it) is flushed before its route appears too.
@@ -311,19 +299,7 @@ func (c *EndpointConntrack) NoteChange(gone []netip.Addr, now map[netip.Addr]str
 				c.owed[a] = true
 			}
 		}
-		for a, dev := range c.left {
-			if c.owner[a] != dev {
-				continue
-			}
-			if _, ok := c.owed[a]; !ok {
-				c.owed[a] = false
-			}
-		}
-		for a := range c.leftElsewhere {
-			if _, ok := c.owed[a]; !ok {
-				c.owed[a] = false
-			}
-		}
+		c.oweLeft()
 	}
 	for _, a := range gone {
 		if _, still := now[a]; !still {
@@ -733,4 +709,24 @@ func sortedAddrs(m map[netip.Addr]bool, movedOnly bool) []netip.Addr {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
 	return out
+}
+
+// oweLeft marks for a flush (without its interface, unless already owed
+// with it) every address that left an endpoint record while this host
+// still owned it on that interface, and every address that left another
+// host's record.
+func (c *EndpointConntrack) oweLeft() {
+	for a, dev := range c.left {
+		if c.owner[a] != dev {
+			continue
+		}
+		if _, ok := c.owed[a]; !ok {
+			c.owed[a] = false
+		}
+	}
+	for a := range c.leftElsewhere {
+		if _, ok := c.owed[a]; !ok {
+			c.owed[a] = false
+		}
+	}
 }

@@ -130,7 +130,7 @@ func (a *Agent) endpointPass() bool {
 		// (TestAgentFastPathAddressReuse); and a new workload got no
 		// fast path until then.
 		if ferr := a.fastpath.Apply(fastpathDesired(a.fastpathOn, a.cfg.IP, res.Dataplane.Policy)); ferr != nil {
-			a.log.Warn("eBPF fast path failed; traffic takes the normal path", "err", ferr)
+			a.fastpathFailed(ferr)
 		}
 		marks.mark("fast path")
 	}

@@ -16,7 +16,7 @@ const (
 
 // sysHost is a namespace with an uplink holding its address: all a
 // Manager needs to attach to, and its own conntrack sysctls.
-func sysHost(t *testing.T) (*lab.Netns, netip.Addr) {
+func sysHost(t testing.TB) (*lab.Netns, netip.Addr) {
 	t.Helper()
 	l, err := lab.New(labPrefix)
 	if err != nil {

@@ -49,6 +49,13 @@ func TestHostileInput(t *testing.T) {
 		r := routes(t, h1)
 		return strings.Contains(r, ip.String()+" dev cali"), r
 	})
+	// The route can come with the container, before the profile: every
+	// case compares the kernel with its state before the case, so the
+	// agent must have applied the profile too.
+	waitFor(t, 20*time.Second, "the agent to apply profile P", func() (bool, string) {
+		k := kernelState(t, h1)
+		return strings.Contains(k, "chain prof-in-P-"), k
+	})
 	pid := w.nodePID(h1)
 	hostNetns := "/proc/self/ns/net" // passes the netns check; wiring would refuse it
 	long := strings.Repeat("x", 10000)

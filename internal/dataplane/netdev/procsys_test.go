@@ -60,6 +60,15 @@ func TestKeptProcSysNetPerNamespace(t *testing.T) {
 	if ga, gb := readSysctlIn(t, aPath, proxyARP...), readSysctlIn(t, bPath, proxyARP...); ga != "0" || gb != "1" {
 		t.Fatalf("proxy_arp a=%s b=%s, want 0 and 1", ga, gb)
 	}
+	// A namespace new to this process may have the inode number of a gone
+	// one whose kept directories are still cached: its first call finds
+	// them dead and drops them (TestKeptProcSysNetOfGoneNamespace), and
+	// the next keeps its own.
+	for _, p := range []string{aPath, bPath} {
+		if err := writeHostSysctls(p, []sysctl{{key: proxyARP, value: readSysctlIn(t, p, proxyARP...)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if keptNetDir(threadNetnsID(t, aPath)) == nil || keptNetDir(threadNetnsID(t, bPath)) == nil {
 		t.Error("directories not kept for both namespaces")
 	}

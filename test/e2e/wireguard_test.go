@@ -79,8 +79,10 @@ func nodeStatus(t *testing.T, ctx context.Context, w *walkthrough.World, h *lab.
 // only UDP 51820 between the node addresses and no workload address;
 // profiles are enforced on the decrypted traffic as before; a host that
 // forges the inner source address of another host's workload gets nothing
-// through (cryptokey routing), although the same forgery passes in the
-// clear; and turning encryption off returns to plain routing without
+// through (cryptokey routing; in the clear, a forged source of one of the
+// receiving host's own workloads is dropped by the ruleset's from-wl-src,
+// and TestWireGuardRefusesCleartextFromTheFabric shows a forgery that
+// passes in the clear); and turning encryption off returns to plain routing without
 // restarting the agents.
 func TestWireGuardEncryptsBetweenHosts(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
@@ -104,12 +106,23 @@ func TestWireGuardEncryptsBetweenHosts(t *testing.T) {
 	if !reaches(ctx, w, "worker-3", w1.IP, true) {
 		t.Fatal("worker-3 cannot reach worker-1 before encryption")
 	}
+	// In the clear too, since 2026-12-04: policy would let worker-4 in, but
+	// a source host1 routes to one of its own workload interfaces must
+	// come in by it, and the ruleset's from-wl-src drops it arriving from
+	// the fabric (before, it was delivered). worker-3's honest datagrams
+	// show the listener counts what arrives.
 	if err := sendForged(h2.Netns, forged, dst, "forged-plain", 5); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the forgery in the clear reaches worker-1 (the attack is real)", func() (bool, string) {
-		return counter.Count("forged-plain") > 0, "forged datagrams: " + strconv.Itoa(counter.Count("forged-plain"))
+	if err := e2etest.SendUDP(w3.Netns, netip.AddrPortFrom(w3.IP, 5000), dst, "honest-plain", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "worker-3's honest datagrams reach worker-1 in the clear", func() (bool, string) {
+		return counter.Count("honest-plain") == 5, "honest datagrams: " + strconv.Itoa(counter.Count("honest-plain"))
 	})
+	if n := counter.Count("forged-plain"); n != 0 {
+		t.Errorf("host2 sent as worker-4 (host1's) in the clear and %d datagrams reached worker-1", n)
+	}
 
 	encryptionOn(t, ctx, w)
 	udp := wgCapture(t, h1, "udp and not port 53")

@@ -11,8 +11,15 @@
 // that matches another workload's established flow would otherwise be
 // accepted by the forward chains' first rule.
 //
-//	from-wl-src (priority raw): iifname != "cali*" accept;
+//	from-wl-src (priority raw): iifname != "cali*" fib saddr oifname "cali*" drop;
+//	                            iifname != "vxlan.calico" fib saddr oifname "vxlan.calico" drop;
+//	                            iifname != "cali*" accept;
 //	                            iifname . ip(6) saddr @wl-src4/6 accept; drop
+//
+// The first two (IPv4, and IPv6 but link-local) turn away a packet from
+// anywhere else whose source this host routes to one of its workloads or
+// into the VXLAN tunnel: the uplink's rp_filter is loose or off, and a
+// machine on the fabric could otherwise claim such a source.
 //
 // Every packet of the host walks this chain, most of them leaving at its
 // first rule. It stays in prerouting because it must cover every "cali*"

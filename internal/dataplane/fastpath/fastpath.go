@@ -204,25 +204,9 @@ func syncFrom[K comparable, V comparable](mp *ebpf.Map, want map[K]V, have *map[
 		*have = want
 		return nil
 	}
-	var errs []error
-	for k, v := range want {
-		if hv, ok := (*have)[k]; ok && hv == v {
-			continue
-		}
-		if err := mp.Put(k, v); err != nil {
-			errs = append(errs, fmt.Errorf("update map: %w", err))
-		}
-	}
-	for k := range *have {
-		if _, ok := want[k]; !ok {
-			if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, fmt.Errorf("delete from map: %w", err))
-			}
-		}
-	}
-	if len(errs) > 0 {
+	if err := tcx.WriteDiff(mp, want, *have, false); err != nil {
 		*have = nil
-		return errors.Join(errs...)
+		return err
 	}
 	*have = want
 	return nil
@@ -323,13 +307,12 @@ func (m *Manager) apply(d Desired) error {
 	// the uplink's ingress, before fp_from_uplink runs there). A device
 	// made later is picked up by the next Apply, which the agent makes
 	// after every dataplane pass that could have made it.
-	var vxlan netlink.Link
-	if l, err := netlink.LinkByName(ipipDevice); err == nil {
-		wantIfaces[uint32(l.Attrs().Index)] = ifaceIPIP
+	if idx, ok := ifindex(sock, ipipDevice); ok {
+		wantIfaces[uint32(idx)] = ifaceIPIP
 	}
-	if l, err := netlink.LinkByName(vxlanDevice); err == nil {
-		vxlan = l
-		wantIfaces[uint32(l.Attrs().Index)] = ifaceVXLAN
+	vxlan, haveVXLAN := ifindex(sock, vxlanDevice)
+	if haveVXLAN {
+		wantIfaces[uint32(vxlan)] = ifaceVXLAN
 	}
 	// Maps first: a program attached now must find its entries.
 	if err := errors.Join(syncFrom(m.objs.FpIfaces, wantIfaces, &m.haveIfaces), syncFrom(m.objs.FpWlSrc, wantSrc, &m.haveSrc)); err != nil {
@@ -338,8 +321,8 @@ func (m *Manager) apply(d Desired) error {
 	if err := tcx.Attach(uplink.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
 		return fmt.Errorf("attach %s to %s ingress: %w", progUplink, upName, err)
 	}
-	if vxlan != nil {
-		if err := tcx.Attach(vxlan.Attrs().Index, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
+	if haveVXLAN {
+		if err := tcx.Attach(vxlan, ebpf.AttachTCXIngress, progUplink, m.objs.FpFromUplink, link.Tail()); err != nil {
 			return fmt.Errorf("attach %s to %s ingress: %w", progUplink, vxlanDevice, err)
 		}
 	}
@@ -392,7 +375,7 @@ func (m *Manager) apply(d Desired) error {
 		delete(m.attached, n)
 	}
 	on := upName
-	if vxlan != nil {
+	if haveVXLAN {
 		on += " and " + vxlanDevice
 	}
 	m.status = fmt.Sprintf("on (tcx ingress: %s on %s, %s on %d workload interfaces)", progUplink, on, progWL, len(wlIndex))

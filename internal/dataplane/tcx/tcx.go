@@ -140,7 +140,6 @@ func ExistingMaps(ifindex int, typ ebpf.AttachType, prog string, names ...string
 // SyncMap makes mp hold exactly want (with keepStale, it deletes nothing:
 // entries the agent no longer wants stay until it says otherwise).
 func SyncMap[K comparable, V comparable](mp *ebpf.Map, want map[K]V, keepStale bool) error {
-	var errs []error
 	var k K
 	var v V
 	have := map[K]V{}
@@ -151,6 +150,14 @@ func SyncMap[K comparable, V comparable](mp *ebpf.Map, want map[K]V, keepStale b
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read map %s: %w", mapName(mp), err)
 	}
+	return WriteDiff(mp, want, have, keepStale)
+}
+
+// WriteDiff makes mp, which holds have, hold want: it writes the entries
+// that differ and, unless keepStale, deletes those want lacks. A caller
+// that knows what the map holds (it wrote it last) skips SyncMap's read.
+func WriteDiff[K comparable, V comparable](mp *ebpf.Map, want, have map[K]V, keepStale bool) error {
+	var errs []error
 	for k, v := range want {
 		if hv, ok := have[k]; ok && hv == v {
 			continue

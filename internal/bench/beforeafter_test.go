@@ -291,3 +291,43 @@ func TestBaselineBad(t *testing.T) {
 	}
 	checkPNG(t, filepath.Join(dir, plotRatios))
 }
+
+// TestVXLANMissCause: a missed VXLAN target is explained from the run's own
+// routed-ceiling, encapsulation-cost and CPU per GB rows, in the table's
+// comparison and in results.md; a met one is not, and a run without those
+// rows gives no cause rather than one with holes.
+func TestVXLANMissCause(t *testing.T) {
+	res := &Results{}
+	res.metric(SecVXLAN, pathVXLAN+" / "+pathHostRtr+", 1 stream", 0.95, "ratio", ">=", target19VXLAN, "")
+	res.metric(SecVXLAN, pathVXLAN+" / "+pathHostRtr+", 4 streams", 0.69, "ratio", ">=", target19VXLAN, "")
+	res.metric(SecVXLAN, pathPlainVXLAN+" / "+pathHostRtr+", 4 streams", 0.97, "ratio", "", 0, "")
+	res.metric(SecVXLAN, pathVXLAN+" / "+pathPlainVXLAN+", 4 streams", 0.71, "ratio", "", 0, "")
+	res.metric(SecVXLAN, "CPU per GB, "+pathVXLAN+" / "+pathHostRtr+", 4 streams", 1.361, "ratio", "", 0, "")
+	res.compare(nil)
+	causes := map[string]string{}
+	for _, c := range res.BeforeAfter {
+		causes[c.Metric] = c.Cause
+	}
+	four := causes["workload VXLAN / host-to-host via router, 4 streams"]
+	for _, want := range []string{"reaches 0.97 of host-to-host", "VXLAN over it 0.71", "1.361x host-to-host's CPU per GB", "BPF_F_ADJ_ROOM_DECAP_L4_UDP"} {
+		if !strings.Contains(four, want) {
+			t.Errorf("4 streams cause %q lacks %q", four, want)
+		}
+	}
+	if one := causes["workload VXLAN / host-to-host via router, 1 stream"]; one != "" {
+		t.Errorf("met 1 stream target got a cause: %q", one)
+	}
+	var b strings.Builder
+	beforeAfterMarkdown(&b, res)
+	if !strings.Contains(b.String(), "Missed, and why (this run's figures):\n\n- vxlan: workload VXLAN / host-to-host via router, 4 streams: the unencapsulated") {
+		t.Errorf("results.md lacks the cause:\n%s", b.String())
+	}
+
+	// The same miss without the figures that explain it: no cause.
+	bare := &Results{}
+	bare.metric(SecVXLAN, pathVXLAN+" / "+pathHostRtr+", 4 streams", 0.69, "ratio", ">=", target19VXLAN, "")
+	bare.compare(nil)
+	if len(bare.BeforeAfter) != 1 || bare.BeforeAfter[0].Cause != "" {
+		t.Errorf("bare run: %+v, want one row without a cause", bare.BeforeAfter)
+	}
+}

@@ -530,9 +530,19 @@ func load(reuse map[string]*ebpf.Map) (*fastpathObjects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnavailable, tcx.OneLine(err))
 	}
+	// A predecessor's maps are taken over only where they still fit this
+	// build's: when one changed shape (fp_stats gains a counter slot), the
+	// others, fp_config with the operator's saved be_liberal among them,
+	// are still carried over instead of all being dropped together.
+	fit := map[string]*ebpf.Map{}
+	for name, mp := range reuse {
+		if ms, ok := spec.Maps[name]; ok && ms.Compatible(mp) == nil {
+			fit[name] = mp
+		}
+	}
 	var objs fastpathObjects
-	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: reuse})
-	if err != nil && len(reuse) > 0 {
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: fit})
+	if err != nil && len(fit) > 0 {
 		err = spec.LoadAndAssign(&objs, nil)
 	}
 	if err != nil {

@@ -383,7 +383,7 @@ static __always_inline int forward(struct __sk_buff *skb, int from_wl)
 	// reached out of the uplink. The same packet ipip_encap would build,
 	// without the hop through ipip.calico (a second dev_queue_xmit, its tcx
 	// egress, an Ethernet header stripped and pushed back): at 4 streams
-	// that hop was a third of what IPIP cost over no encapsulation. Looked
+	// that hop was a quarter of what IPIP cost over no encapsulation. Looked
 	// up before the packet is touched; if anything is missing the packet
 	// goes into ipip.calico as before, where ipip_encap decides.
 	if (out_kind == IFACE_IPIP && fib.ipv4_dst != tuple.ipv4.daddr) {

@@ -271,6 +271,16 @@ func (m *Manager) apply(d Desired) error {
 	if err := m.objs.FpConfig.Put(configCTEstablishedMS, ms); err != nil {
 		return fmt.Errorf("fp_config: %w", err)
 	}
+	// The outer source of the IPIP packets the program encapsulates
+	// itself: the node's address, as ipip_encap's local_ip (0 when there
+	// is none: packets routed into ipip.calico are redirected there).
+	var ipipSrc uint32
+	if d.LocalIP.Is4() {
+		ipipSrc = nativeOf(d.LocalIP.As4())
+	}
+	if err := m.objs.FpIpipSrc.Put(uint32(0), ipipSrc); err != nil {
+		return fmt.Errorf("fp_ipip_src: %w", err)
+	}
 	// Which interfaces exist now; a workload whose interface is not there
 	// yet gets its programs on a later Apply.
 	wantIfaces := map[uint32]uint32{uint32(uplink.Attrs().Index): ifaceUplink}

@@ -25,6 +25,7 @@ type fastpathWlSrcKey struct {
 const (
 	fastpathMapFpConfig      = "fp_config"
 	fastpathMapFpIfaces      = "fp_ifaces"
+	fastpathMapFpIpipSrc     = "fp_ipip_src"
 	fastpathMapFpStats       = "fp_stats"
 	fastpathMapFpWlSrc       = "fp_wl_src"
 	fastpathProgFpFromUplink = "fp_from_uplink"
@@ -81,10 +82,11 @@ type fastpathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathMapSpecs struct {
-	FpConfig *ebpf.MapSpec `ebpf:"fp_config"`
-	FpIfaces *ebpf.MapSpec `ebpf:"fp_ifaces"`
-	FpStats  *ebpf.MapSpec `ebpf:"fp_stats"`
-	FpWlSrc  *ebpf.MapSpec `ebpf:"fp_wl_src"`
+	FpConfig  *ebpf.MapSpec `ebpf:"fp_config"`
+	FpIfaces  *ebpf.MapSpec `ebpf:"fp_ifaces"`
+	FpIpipSrc *ebpf.MapSpec `ebpf:"fp_ipip_src"`
+	FpStats   *ebpf.MapSpec `ebpf:"fp_stats"`
+	FpWlSrc   *ebpf.MapSpec `ebpf:"fp_wl_src"`
 }
 
 // fastpathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -113,16 +115,18 @@ func (o *fastpathObjects) Close() error {
 //
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathMaps struct {
-	FpConfig *ebpf.Map `ebpf:"fp_config"`
-	FpIfaces *ebpf.Map `ebpf:"fp_ifaces"`
-	FpStats  *ebpf.Map `ebpf:"fp_stats"`
-	FpWlSrc  *ebpf.Map `ebpf:"fp_wl_src"`
+	FpConfig  *ebpf.Map `ebpf:"fp_config"`
+	FpIfaces  *ebpf.Map `ebpf:"fp_ifaces"`
+	FpIpipSrc *ebpf.Map `ebpf:"fp_ipip_src"`
+	FpStats   *ebpf.Map `ebpf:"fp_stats"`
+	FpWlSrc   *ebpf.Map `ebpf:"fp_wl_src"`
 }
 
 func (m *fastpathMaps) Close() error {
 	return _FastpathClose(
 		m.FpConfig,
 		m.FpIfaces,
+		m.FpIpipSrc,
 		m.FpStats,
 		m.FpWlSrc,
 	)

@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
 	"github.com/calico-go/calico/internal/api"
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 )
@@ -57,8 +62,9 @@ func sendVXLAN(ns *lab.Netns, from, to netip.Addr, inner []byte, n int) error {
 // eBPF encapsulation) and with a VXLAN pool (the kernel's vxlan device):
 //
 //   - honest bulk TCP across the tunnel delivers its bytes and takes the
-//     fast path on both sides: into the tunnel device on the sender
-//     (fwd_tunnel) and, once decapsulated, straight into the workload on
+//     fast path on both sides: into the tunnel on the sender (fwd_tunnel;
+//     IPIP encapsulated by the fast path itself, not by ipip.calico's
+//     ipip_encap) and, once decapsulated, straight into the workload on
 //     the receiver (fwd_workload);
 //   - an encapsulated packet from the other node whose inner source is a
 //     workload of the receiving host, on that workload's established and
@@ -108,6 +114,10 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 
 	// Honest bulk TCP b1 -> a1 across the tunnel.
 	s1, s2 := h1.m.Stats(), h2.m.Stats()
+	var enc1, enc2 uint64
+	if poolFlag == "--ipip" {
+		enc1, enc2 = ipipEncapOK(t, h1.Host), ipipEncapOK(t, h2.Host)
+	}
 	got, err := lab.Iperf3(ctx, a1.Netns, b1.Netns, a1.IP, 2, 1)
 	if err != nil {
 		t.Fatalf("iperf3 across the tunnel with the fast path: %v", err)
@@ -119,6 +129,19 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	t.Logf("honest bulk (%.2f GB): host1 %v, host2 %v", got.GB(), d1s, d2s)
 	if d2s["fwd_tunnel"] == 0 || d1s["fwd_workload"] == 0 || d1s["fwd_tunnel"] == 0 || d2s["fwd_workload"] == 0 {
 		t.Errorf("honest flow across the tunnel not fast-pathed both ways: host1 %v, host2 %v", d1s, d2s)
+	}
+	if poolFlag == "--ipip" {
+		// The fast path encapsulates IPIP itself (fp_ipip_src): the
+		// bytes arrived (ipip_decap on host1 takes apart only packets
+		// whose outer source is a node and outer destination host1), and
+		// next to nothing went through ipip.calico's ipip_encap (the
+		// handshake and the FINs take the normal way).
+		e1, e2 := ipipEncapOK(t, h1.Host)-enc1, ipipEncapOK(t, h2.Host)-enc2
+		t.Logf("ipip_encap's encap_ok: host1 +%d, host2 +%d", e1, e2)
+		if e2*10 > d2s["fwd_tunnel"] || e1*10 > d1s["fwd_tunnel"] {
+			t.Errorf("fast-pathed IPIP went through ipip.calico: encap_ok +%d / +%d against fwd_tunnel %d / %d",
+				e1, e2, d1s["fwd_tunnel"], d2s["fwd_tunnel"])
+		}
 	}
 
 	// Established, accepted flows to a1:7100: b1's across the tunnel and
@@ -238,4 +261,36 @@ func testTunnelFastPath(t *testing.T, poolFlag string, send encapsulate) {
 	if err := e2etest.Opens(ctx, b1.Netns, netip.Addr{}, dst); err != nil {
 		t.Errorf("across the tunnel after disabling: %v", err)
 	}
+}
+
+// ipipEncapOK is the encap_ok counter of the agent's ipip_encap on h's
+// ipip.calico (internal/dataplane/ipip, STAT_ENCAP_OK: slot 0), summed
+// over CPUs.
+func ipipEncapOK(t *testing.T, h *lab.Host) uint64 {
+	t.Helper()
+	var sum uint64
+	err := h.Do(func() error {
+		l, err := netlink.LinkByName(ipipDevice)
+		if err != nil {
+			return err
+		}
+		maps := tcx.ExistingMaps(l.Attrs().Index, ebpf.AttachTCXEgress, "ipip_encap", "ipip_stats")
+		mp := maps["ipip_stats"]
+		if mp == nil {
+			return errors.New("no ipip_encap with ipip_stats on " + ipipDevice)
+		}
+		defer mp.Close()
+		var per []uint64
+		if err := mp.Lookup(uint32(0), &per); err != nil {
+			return err
+		}
+		for _, v := range per {
+			sum += v
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", h.Label, err)
+	}
+	return sum
 }

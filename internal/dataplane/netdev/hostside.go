@@ -226,6 +226,16 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 			checked[hs.Name] = hs
 		}
 	}
+	if len(todo) > bulkSysctlThreshold && len(settings) > 0 {
+		// The read-back of many host sides: what netlink shows holding
+		// the wanted value needs no read of its file (bulkSysctls).
+		var known map[string]string
+		_ = runInNetns(s.o.netns, func() error { known = bulkSysctls(); return nil })
+		settings = slices.DeleteFunc(settings, func(st sysctl) bool {
+			v, ok := known[sysctlPath(st.key)]
+			return ok && v == st.value
+		})
+	}
 	fixed, err := convergeSysctls(s.o.netns, settings)
 	rep.Fixed = append(rep.Fixed, fixed...)
 	errs = append(errs, err)

@@ -88,3 +88,18 @@ func (l *ioctlLinks) find(name string) (netlink.Link, error) {
 	}
 	return &netlink.Device{LinkAttrs: attrs}, nil
 }
+
+// index is the index of the interface named name; false when there is none.
+func (l *ioctlLinks) index(name string) (int, bool, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, false, nil
+	}
+	if err := unix.IoctlIfreq(l.fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			return 0, false, nil
+		}
+		return 0, false, err
+	}
+	return int(ifr.Uint32()), true, nil
+}

@@ -129,7 +129,9 @@ func (a *Agent) endpointPass() bool {
 		// established flows past the ruleset's anti-spoofing
 		// (TestAgentFastPathAddressReuse); and a new workload got no
 		// fast path until then.
-		if ferr := a.fastpath.Apply(fastpathDesired(a.fastpathOn, a.cfg.IP, res.Dataplane.Policy)); ferr != nil {
+		// Only the changed interfaces' entries and programs (every local
+		// endpoint edit names its interface in ch.Policy.Endpoints).
+		if ferr := a.applyFastpathChange(res.Dataplane.Policy, ch.Policy.Endpoints); ferr != nil {
 			a.fastpathFailed(ferr)
 		}
 		marks.mark("fast path")

@@ -41,20 +41,64 @@ func fastpathDesired(on bool, local netip.Addr, p calc.Policy) fastpath.Desired 
 		if !sorted {
 			seen[ep.Interface] = true
 		}
-		w := fastpath.Workload{Iface: ep.Interface, Addrs: ep.Addrs}
-		if !slices.ContainsFunc(ep.Addrs, func(a netip.Addr) bool { return !a.Is4() }) {
-			d.Workloads = append(d.Workloads, w)
-			continue
-		}
-		w.Addrs = nil
-		for _, a := range ep.Addrs {
-			if a.Is4() {
-				w.Addrs = append(w.Addrs, a)
-			}
-		}
-		d.Workloads = append(d.Workloads, w)
+		d.Workloads = append(d.Workloads, fastpathWorkload(ep))
 	}
 	return d
+}
+
+// fastpathWorkload is one endpoint's workload for the fast path: its
+// interface and IPv4 sources.
+func fastpathWorkload(ep calc.EndpointPolicy) fastpath.Workload {
+	w := fastpath.Workload{Iface: ep.Interface, Addrs: ep.Addrs}
+	if !slices.ContainsFunc(ep.Addrs, func(a netip.Addr) bool { return !a.Is4() }) {
+		return w
+	}
+	w.Addrs = nil
+	for _, a := range ep.Addrs {
+		if a.Is4() {
+			w.Addrs = append(w.Addrs, a)
+		}
+	}
+	return w
+}
+
+// fastpathChanged is fastpathDesired's Workloads for the interfaces ifaces
+// alone (those of them p still has), as the endpoint pass hands them to
+// fastpath.Manager.ApplyChange: building the whole list was a thousand
+// entries per container start at 1000 endpoints. Each is the first entry
+// of its interface, as in fastpathDesired.
+func fastpathChanged(p calc.Policy, ifaces []string) []fastpath.Workload {
+	var out []fastpath.Workload
+	sorted := slices.IsSortedFunc(p.Endpoints, func(a, b calc.EndpointPolicy) int { return strings.Compare(a.Interface, b.Interface) })
+	for _, n := range ifaces {
+		var i int
+		found := false
+		if sorted {
+			// The first of a name listed twice: the search finds the
+			// lowest index.
+			i, found = slices.BinarySearchFunc(p.Endpoints, n, func(e calc.EndpointPolicy, s string) int { return strings.Compare(e.Interface, s) })
+		} else {
+			i = slices.IndexFunc(p.Endpoints, func(e calc.EndpointPolicy) bool { return e.Interface == n })
+			found = i >= 0
+		}
+		if found {
+			out = append(out, fastpathWorkload(p.Endpoints[i]))
+		}
+	}
+	return out
+}
+
+// applyFastpathChange brings the fast path in line with p after an
+// endpoint pass that changed the endpoints of ifaces: only theirs when the
+// fast path can change from its last whole Apply, else everything.
+func (a *Agent) applyFastpathChange(p calc.Policy, ifaces []string) error {
+	d := fastpath.Desired{Enabled: a.fastpathOn && a.cfg.IP.Is4() && len(p.Endpoints) > 0, LocalIP: a.cfg.IP}
+	if d.Enabled {
+		if done, err := a.fastpath.ApplyChange(a.cfg.IP, ifaces, fastpathChanged(p, ifaces)); done {
+			return err
+		}
+	}
+	return a.fastpath.Apply(fastpathDesired(a.fastpathOn, a.cfg.IP, p))
 }
 
 // fastpathSetting reads CALICO_FASTPATH: the fast path is on unless the

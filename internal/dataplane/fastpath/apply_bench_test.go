@@ -15,7 +15,13 @@ import (
 // BenchmarkApplyOneMore: a steady Apply as the endpoint pass makes it on a
 // container start, one workload more or less next to n, on a host (its
 // own namespace) with n workload interfaces.
-func BenchmarkApplyOneMore(b *testing.B) {
+func BenchmarkApplyOneMore(b *testing.B) { benchmarkOneMore(b, false) }
+
+// BenchmarkApplyChangeOneMore: the same through ApplyChange, as the
+// endpoint pass makes it now: the one workload's entries and program.
+func BenchmarkApplyChangeOneMore(b *testing.B) { benchmarkOneMore(b, true) }
+
+func benchmarkOneMore(b *testing.B, change bool) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			ns, ip := sysHost(b)
@@ -54,6 +60,20 @@ func BenchmarkApplyOneMore(b *testing.B) {
 					d := few
 					if i%2 == 1 {
 						d = more
+					}
+					if change {
+						var now []Workload
+						if i%2 == 1 {
+							now = wls[n:]
+						}
+						done, err := m.ApplyChange(ip, []string{wls[n].Iface}, now)
+						if err != nil {
+							return err
+						}
+						if !done {
+							return fmt.Errorf("ApplyChange declined")
+						}
+						continue
 					}
 					if err := m.Apply(d); err != nil {
 						return err

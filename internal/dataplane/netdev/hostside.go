@@ -86,9 +86,9 @@ type WorkloadIfaceSyncer struct {
 	o options
 	// RecheckEvery, when not zero, makes the syncer incremental. An Apply
 	// then looks up only the host sides it has not checked yet (new, or
-	// wanted differently), one by name, and converges them in full (MTU,
-	// link state, sysctls); the others are all read back (one link dump,
-	// every sysctl) by the first Apply RecheckEvery after one that left
+	// wanted differently), and converges them in full (MTU, link state,
+	// sysctls); the others are all read back (a few ioctls each, see
+	// ioctlLinks, and every sysctl) by the first Apply RecheckEvery after one that left
 	// them unread, and Apply says when that is due
 	// (WorkloadIfaceReport.Recheck). The first Apply checks the
 	// MTU and link state of every host side at once but leaves their
@@ -98,8 +98,8 @@ type WorkloadIfaceSyncer struct {
 	// agent's CPU per new workload (the kernel resolves every veth's peer
 	// namespace, a walk of all namespace ids, so the dump grows with the
 	// square of the workloads), and reading seven /proc/sys files per
-	// interface half of it before the read-back was spaced out. A dump
-	// whose interrupted retry repeats it is no cheaper. With RecheckEvery
+	// interface half of it before the read-back was spaced out (links are
+	// now looked up by ioctl, which walks nothing). With RecheckEvery
 	// zero every Apply reads everything back.
 	RecheckEvery time.Duration
 
@@ -134,10 +134,6 @@ type WorkloadIfaceReport struct {
 	Recheck time.Duration
 }
 
-// maxLookups is how many host sides an incremental Apply looks up one by
-// one; more, and one dump is cheaper than that many requests.
-const maxLookups = 16
-
 // Apply converges the wanted host sides that exist: every one, or with
 // RecheckEvery only those not checked yet (see RecheckEvery).
 func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error) {
@@ -148,7 +144,7 @@ func (s *WorkloadIfaceSyncer) Apply(want []HostSide) (WorkloadIfaceReport, error
 // started or stopped): with RecheckEvery, after a first Apply, it
 // converges only the host sides not checked yet and, unlike Apply, does
 // not make the full read-back of the others due: nothing about them
-// changed, and at 1000 workloads that read-back (a link dump whose kernel
+// changed, and at 1000 workloads that read-back (then a link dump whose kernel
 // cost grows with the square of the workloads, seven sysctls each) cost
 // ten times the change. A read-back already due still is (Recheck says
 // when). Without RecheckEvery, or before any Apply, it is Apply.
@@ -190,12 +186,13 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 			return rep, err
 		}
 		defer h.Close()
-		find, err := linkFinder(h, len(todo))
+		links, err := newIoctlLinks(s.o.netns)
 		if err != nil {
 			return rep, err
 		}
+		defer links.close()
 		for _, hs := range todo {
-			l, err := find(hs.Name)
+			l, err := links.find(hs.Name)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -229,6 +226,16 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 			checked[hs.Name] = hs
 		}
 	}
+	if len(todo) > bulkSysctlThreshold && len(settings) > 0 {
+		// The read-back of many host sides: what netlink shows holding
+		// the wanted value needs no read of its file (bulkSysctls).
+		var known map[string]string
+		_ = runInNetns(s.o.netns, func() error { known = bulkSysctls(); return nil })
+		settings = slices.DeleteFunc(settings, func(st sysctl) bool {
+			v, ok := known[sysctlPath(st.key)]
+			return ok && v == st.value
+		})
+	}
 	fixed, err := convergeSysctls(s.o.netns, settings)
 	rep.Fixed = append(rep.Fixed, fixed...)
 	errs = append(errs, err)
@@ -241,32 +248,6 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 		rep.Recheck = max(time.Until(s.due), time.Millisecond)
 	}
 	return rep, errors.Join(errs...)
-}
-
-// linkFinder returns a lookup of links by name (nil: there is none): one
-// request per name for a few, else one dump.
-func linkFinder(h *netlink.Handle, n int) (func(string) (netlink.Link, error), error) {
-	if n <= maxLookups {
-		return func(name string) (netlink.Link, error) {
-			l, err := h.LinkByName(name)
-			if isNotFound(err) {
-				return nil, nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("look up %s: %w", name, err)
-			}
-			return l, nil
-		}, nil
-	}
-	links, err := retryDump("links", h.LinkList)
-	if err != nil {
-		return nil, fmt.Errorf("list interfaces: %w", err)
-	}
-	byName := make(map[string]netlink.Link, len(links))
-	for _, l := range links {
-		byName[l.Attrs().Name] = l
-	}
-	return func(name string) (netlink.Link, error) { return byName[name], nil }, nil
 }
 
 // remember records which host sides Apply checked. A full Apply's are all

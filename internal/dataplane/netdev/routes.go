@@ -57,6 +57,12 @@ type RouteSyncer struct {
 	h     *netlink.Handle
 	links map[string]linkEntry
 	stats RouteStats
+	// ifs looks interface indexes up by ioctl (nil: it could not be
+	// opened, and LinkByName does): a veth's LinkByName walks every
+	// namespace id of the host for its peer's, and each Apply of the
+	// periodic resync checks every workload's device again (linkCacheTTL),
+	// which at 1000 workloads made that walk most of the Apply's cost.
+	ifs *ioctlLinks
 
 	// Scratch space reused across Applies, so an Apply that changes nothing
 	// allocates little beyond what the netlink library does per route.
@@ -120,6 +126,7 @@ func NewRouteSyncer(opts ...Option) *RouteSyncer {
 		wantIdx: map[netip.Prefix]int{},
 	}
 	_, _ = s.handle()
+	s.ifs, _ = newIoctlLinks(s.o.netns) // opened here for the same reason
 	return s
 }
 
@@ -130,6 +137,10 @@ func (s *RouteSyncer) Close() {
 	if s.h != nil {
 		s.h.Close()
 		s.h = nil
+	}
+	if s.ifs != nil {
+		s.ifs.close()
+		s.ifs = nil
 	}
 }
 
@@ -377,6 +388,17 @@ func (s *RouteSyncer) sameLink(name string, idx int) bool {
 
 // linkIndex looks the interface up in the kernel and refreshes the cache.
 func (s *RouteSyncer) linkIndex(name string) (int, error) {
+	if s.ifs != nil {
+		idx, ok, err := s.ifs.index(name)
+		if err == nil {
+			if !ok {
+				delete(s.links, name)
+				return 0, fmt.Errorf("device %s does not exist", name)
+			}
+			s.links[name] = linkEntry{index: idx, checked: s.now}
+			return idx, nil
+		}
+	}
 	link, err := s.h.LinkByName(name)
 	if err != nil {
 		delete(s.links, name)

@@ -25,6 +25,9 @@ func TestWorkloadVethsAndDelete(t *testing.T) {
 	ipCmd(t, "-n", host, "link", "add", "calinotours", "type", "veth", "peer", "name", "calinotours-p")
 	other := api.WorkloadIfaceName("host", "other")
 	ipCmd(t, "-n", host, "link", "add", other, "type", "veth", "peer", "name", "other-p")
+	// Nor a device of our name's shape and our MAC that is not a veth
+	// (the list is read from /proc/net/dev, the kind by ioctl).
+	ipCmd(t, "-n", host, "link", "add", api.WorkloadIfaceName("host", "bridge"), "address", HostSideMAC, "type", "bridge")
 
 	vs, err := WorkloadVeths(in)
 	if err != nil {

@@ -1,0 +1,132 @@
+package netdev
+
+import (
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestIoctlLinks: the ioctl lookup the host-side syncer uses reads what
+// netlink reads of a link (index, up, MTU, MAC, veth or not), so the
+// syncer still tells our veth from anything else under its name: a
+// device with our MAC that is not a veth is foreign, as a veth without
+// it is, and a name nothing holds is missing.
+func TestIoctlLinks(t *testing.T) {
+	host, hostPath := newNetns(t, "ioctl")
+	ipCmd(t, "-n", host, "link", "add", "caliv0", "mtu", "1400", "address", HostSideMAC, "type", "veth", "peer", "name", "pv0")
+	ipCmd(t, "-n", host, "link", "set", "caliv0", "up")
+	ipCmd(t, "-n", host, "link", "add", "calib0", "address", HostSideMAC, "type", "bridge")
+	links, err := newIoctlLinks(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer links.close()
+	h, err := openHandle(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, name := range []string{"caliv0", "pv0", "calib0"} {
+		got, err := links.find(name)
+		if err != nil || got == nil {
+			t.Fatalf("%s: %v, %v", name, got, err)
+		}
+		want, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, w := got.Attrs(), want.Attrs()
+		wantType := "device"
+		if want.Type() == "veth" {
+			wantType = "veth"
+		}
+		if got.Type() != wantType || g.Index != w.Index || g.MTU != w.MTU || g.Flags&1 != w.Flags&1 || g.HardwareAddr.String() != w.HardwareAddr.String() {
+			t.Fatalf("%s: ioctls read %s %+v, netlink %s %+v", name, got.Type(), *g, want.Type(), *w)
+		}
+	}
+	if l, _ := links.find("calib0"); l.Type() == "veth" || l.Attrs().HardwareAddr.String() != HostSideMAC {
+		t.Fatal("a bridge with our MAC reads as our veth")
+	}
+	if l, err := links.find("calinone0"); l != nil || err != nil {
+		t.Fatalf("a missing interface: %v, %v", l, err)
+	}
+	// Through the syncer: the bridge is foreign, the veth ours.
+	s := NewWorkloadIfaceSyncer(InNetns(hostPath))
+	rep, err := s.Apply([]HostSide{{Name: "caliv0", MTU: 1400}, {Name: "calib0"}, {Name: "calinone0"}})
+	if err != nil || len(rep.Foreign) != 1 || rep.Foreign[0] != "calib0" || len(rep.Missing) != 1 || rep.Missing[0] != "calinone0" {
+		t.Fatalf("Apply: %+v, %v", rep, err)
+	}
+}
+
+// TestBulkSysctlReadBack: the read-back of many host sides takes the
+// values netlink shows instead of reading each file, so netlink must show
+// each setting as /proc does: every one of the seven changed by hand, each
+// on another host side, is put back, and a read-back with nothing changed
+// puts back nothing.
+func TestBulkSysctlReadBack(t *testing.T) {
+	host, hostPath := newNetns(t, "bulk")
+	var want []HostSide
+	for i := range bulkSysctlThreshold + 4 {
+		name := fmt.Sprintf("calibulk%02d", i)
+		ipCmd(t, "-n", host, "link", "add", name, "address", HostSideMAC, "type", "veth", "peer", "name", fmt.Sprintf("pbulk%02d", i))
+		want = append(want, HostSide{Name: name, IPv6: true})
+	}
+	s := NewWorkloadIfaceSyncer(InNetns(hostPath)) // every Apply reads everything back
+	if _, err := s.Apply(want); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Apply(want)
+	if err != nil || len(rep.Fixed) != 0 {
+		t.Fatalf("a read-back with nothing changed: fixed %q, %v", rep.Fixed, err)
+	}
+	edits := []string{
+		"ipv4/conf/calibulk00/proxy_arp=0",
+		"ipv4/neigh/calibulk01/proxy_delay=80",
+		"ipv4/conf/calibulk02/forwarding=0",
+		"ipv6/conf/calibulk03/disable_ipv6=1",
+		"ipv6/conf/calibulk04/addr_gen_mode=1",
+		"ipv6/conf/calibulk05/accept_dad=1",
+		"ipv6/conf/calibulk06/accept_ra=1",
+		"ipv6/conf/calibulk07/forwarding=0",
+	}
+	for _, e := range edits {
+		k, v, _ := strings.Cut(e, "=")
+		ipCmd(t, "netns", "exec", host, "sh", "-c", "echo "+v+" > /proc/sys/net/"+k)
+	}
+	// Netlink shows every setting of every host side as /proc does (a
+	// proxy_delay other than 0 as "?": its units differ).
+	var known map[string]string
+	if err := runInNetns(hostPath, func() error { known = bulkSysctls(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, hs := range want {
+		for _, st := range hs.sysctls() {
+			p := sysctlPath(st.key)
+			v, ok := known[p]
+			out, err := exec.Command("ip", "netns", "exec", host, "cat", p).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := strings.TrimSpace(string(out))
+			if !ok || v != file && !(v == "?" && file != "0") {
+				t.Errorf("%s: netlink shows %q (known %v), the file %q", p, v, ok, file)
+			}
+		}
+	}
+	rep, err = s.Apply(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range edits {
+		k, _, _ := strings.Cut(e, "=")
+		needle := strings.ReplaceAll(k, "/", ".") + " "
+		if !slices.ContainsFunc(rep.Fixed, func(f string) bool { return strings.HasPrefix(f, needle) }) {
+			t.Errorf("%s by hand not put back (no %q in %q)", e, needle, rep.Fixed)
+		}
+	}
+	if len(rep.Fixed) != len(edits) {
+		t.Fatalf("put back %q, want only the %d edits", rep.Fixed, len(edits))
+	}
+}

@@ -125,15 +125,14 @@ func (s *sweeper) sweep(ctx context.Context, now time.Time) error {
 		return stored, nil
 	}
 
-	veths, err := netdev.WorkloadVeths()
+	// The interfaces of owned endpoints are never candidates: left out
+	// before their lookups, the sweep's cost no longer grows with them.
+	veths, err := netdev.WorkloadVethsExcept(ownedIfaces)
 	if err != nil {
 		return err
 	}
 	present := map[string]bool{}
 	for _, v := range veths {
-		if ownedIfaces[v.Name] {
-			continue
-		}
 		present[v.Name] = true
 		m, ok := s.veths[v.Name]
 		if !ok || m.veth != v {

@@ -37,6 +37,24 @@ func TestWorkloadVethsAndDelete(t *testing.T) {
 		t.Fatalf("WorkloadVeths = %+v, want only %s", vs, ours)
 	}
 	listed := vs[0]
+	// The sweeper's skip set (the interfaces of endpoints it knows): left
+	// out, while a leftover of ours outside it is still listed.
+	left := api.WorkloadIfaceName("host", "leftover")
+	_, w2 := newNetns(t, "w2")
+	leftSpec := WorkloadSpec{NetnsPath: w2, HostIface: left, Addrs: []netip.Prefix{pfx("192.168.100.2/32")}}
+	if _, err := AddWorkload(leftSpec, in); err != nil {
+		t.Fatal(err)
+	}
+	vs, err = WorkloadVethsExcept(map[string]bool{ours: true}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 1 || vs[0].Name != left {
+		t.Fatalf("WorkloadVethsExcept(%s) = %+v, want only %s", ours, vs, left)
+	}
+	if err := RemoveWorkload(left, in); err != nil {
+		t.Fatal(err)
+	}
 
 	// Re-made since listed (a rerun of container add): spared.
 	if err := RemoveWorkload(ours, in); err != nil {

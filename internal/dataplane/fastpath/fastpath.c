@@ -80,6 +80,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "../bpfinc/ipv4.h"
+
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
@@ -264,19 +266,6 @@ static __always_inline int source_routed_back(struct __sk_buff *skb, __be32 sadd
 		return rev.ifindex == skb->ingress_ifindex;
 	kind = bpf_map_lookup_elem(&fp_ifaces, &rev.ifindex);
 	return kind && *kind == IFACE_IPIP;
-}
-
-// The IPv4 header checksum of a header built here (no options).
-static __always_inline __u16 ip_csum(struct iphdr *ip)
-{
-	__u32 sum = 0;
-	__u16 *p = (__u16 *)ip;
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		sum += p[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
 }
 
 static __always_inline int forward(struct __sk_buff *skb, int from_wl)

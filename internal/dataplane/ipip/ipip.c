@@ -39,6 +39,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "../bpfinc/ipv4.h"
+
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
@@ -110,18 +112,6 @@ static __always_inline void count(__u32 what)
 	__u64 *v = bpf_map_lookup_elem(&ipip_stats, &what);
 	if (v)
 		*v += 1;
-}
-
-static __always_inline __u16 ip_csum(struct iphdr *ip)
-{
-	__u32 sum = 0;
-	__u16 *p = (__u16 *)ip;
-#pragma unroll
-	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
-		sum += p[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
 }
 
 SEC("tc")

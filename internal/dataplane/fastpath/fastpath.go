@@ -91,7 +91,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
@@ -309,13 +308,13 @@ func (m *Manager) apply(d Desired) error {
 	// on every container start, and netlink.LinkByName (a request and a
 	// whole link message parsed per workload) was 70% of a steady Apply's
 	// 28 ms CPU at 500 workloads.
-	sock, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	ifs, err := netdev.NewIfLookup("")
 	if err != nil {
-		return fmt.Errorf("socket for interface indexes: %w", err)
+		return err
 	}
-	defer unix.Close(sock)
+	defer ifs.Close()
 	for _, w := range d.Workloads {
-		idx, ok := ifindex(sock, w.Iface)
+		idx, ok := ifindex(ifs, w.Iface)
 		if !ok {
 			continue
 		}
@@ -346,10 +345,10 @@ func (m *Manager) apply(d Desired) error {
 	// the uplink's ingress, before fp_from_uplink runs there). A device
 	// made later is picked up by the next Apply, which the agent makes
 	// after every dataplane pass that could have made it.
-	if idx, ok := ifindex(sock, ipipDevice); ok {
+	if idx, ok := ifindex(ifs, ipipDevice); ok {
 		wantIfaces[uint32(idx)] = ifaceIPIP
 	}
-	vxlan, haveVXLAN := ifindex(sock, vxlanDevice)
+	vxlan, haveVXLAN := ifindex(ifs, vxlanDevice)
 	if haveVXLAN {
 		wantIfaces[uint32(vxlan)] = ifaceVXLAN
 	}
@@ -454,11 +453,11 @@ func (m *Manager) ApplyChange(local netip.Addr, ifaces []string, now []Workload)
 }
 
 func (m *Manager) change(ifaces []string, now []Workload) error {
-	sock, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	ifs, err := netdev.NewIfLookup("")
 	if err != nil {
-		return fmt.Errorf("socket for interface indexes: %w", err)
+		return err
 	}
-	defer unix.Close(sock)
+	defer ifs.Close()
 	type step struct {
 		name      string
 		old, cur  wlState
@@ -481,7 +480,7 @@ func (m *Manager) change(ifaces []string, now []Workload) error {
 			}
 			// As Apply: an interface that is not there (yet) is not
 			// wanted; the addresses of a name listed twice add up.
-			if idx, ok := ifindex(sock, n); ok {
+			if idx, ok := ifindex(ifs, n); ok {
 				st.cur.idx, st.want = idx, true
 				st.cur.addrs = append(slices.Clip(st.cur.addrs), w.Addrs...)
 			}
@@ -562,7 +561,7 @@ func (m *Manager) change(ifaces []string, now []Workload) error {
 			}
 			// Gone from the desired state but maybe still there (a
 			// record removed before its veth): as Apply's stale ones.
-			if idx, ok := ifindex(sock, st.name); ok {
+			if idx, ok := ifindex(ifs, st.name); ok {
 				if err := tcx.Detach(idx, ebpf.AttachTCXIngress, progWL); err != nil {
 					return err
 				}
@@ -703,17 +702,12 @@ func readSysctl(path string) (uint32, error) {
 	return uint32(v), nil
 }
 
-// ifindex is the index of interface name in the namespace sock was made
-// in; false if there is none (or the name cannot be one).
-func ifindex(sock int, name string) (int, bool) {
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return 0, false
-	}
-	if err := unix.IoctlIfreq(sock, unix.SIOCGIFINDEX, ifr); err != nil {
-		return 0, false
-	}
-	return int(ifr.Uint32()), true
+// ifindex is the index of interface name; false if there is none. A
+// failed lookup counts as none: that interface's packets then take the
+// normal path, which is always correct, until the next Apply.
+func ifindex(ifs *netdev.IfLookup, name string) (int, bool) {
+	idx, ok, err := ifs.Index(name)
+	return idx, ok && err == nil
 }
 
 // nativeOf reinterprets 4 network-order bytes as the uint32 a little-endian

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -45,19 +46,12 @@ const (
 func bulkSysctls() map[string]string {
 	out := map[string]string{}
 	names := map[int32]string{}
-	if msgs, err := dump(unix.RTM_GETLINK, unix.RTM_NEWLINK, nl.NewIfInfomsg(unix.AF_INET6)); err == nil {
+	if msgs, err := dump(unix.RTM_GETLINK, unix.RTM_NEWLINK, nl.NewIfInfomsg(unix.AF_INET6), unix.SizeofIfInfomsg); err == nil {
 		for _, m := range msgs {
-			if len(m) < unix.SizeofIfInfomsg {
-				continue
-			}
-			ifi := nl.DeserializeIfInfomsg(m)
-			attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
-			if err != nil {
-				continue
-			}
+			ifi := nl.DeserializeIfInfomsg(m.head)
 			var name string
 			var conf []byte
-			for _, a := range attrs {
+			for _, a := range m.attrs {
 				switch a.Attr.Type & nlaTypeMask {
 				case unix.IFLA_IFNAME:
 					name = strings.TrimRight(string(a.Value), "\x00")
@@ -84,18 +78,11 @@ func bulkSysctls() map[string]string {
 			}
 		}
 	}
-	if msgs, err := dump(unix.RTM_GETNETCONF, unix.RTM_NEWNETCONF, rawReq{unix.AF_INET, 0, 0, 0}); err == nil {
+	if msgs, err := dump(unix.RTM_GETNETCONF, unix.RTM_NEWNETCONF, rawReq{unix.AF_INET, 0, 0, 0}, 4); err == nil {
 		for _, m := range msgs {
-			if len(m) < 4 {
-				continue
-			}
-			attrs, err := nl.ParseRouteAttr(m[4:])
-			if err != nil {
-				continue
-			}
 			var name string
 			vals := map[string]string{}
-			for _, a := range attrs {
+			for _, a := range m.attrs {
 				if len(a.Value) < 4 {
 					continue
 				}
@@ -117,16 +104,9 @@ func bulkSysctls() map[string]string {
 			}
 		}
 	}
-	if msgs, err := dump(unix.RTM_GETNEIGHTBL, unix.RTM_NEWNEIGHTBL, rawReq{unix.AF_INET, 0, 0, 0}); err == nil {
+	if msgs, err := dump(unix.RTM_GETNEIGHTBL, unix.RTM_NEWNEIGHTBL, rawReq{unix.AF_INET, 0, 0, 0}, 4); err == nil {
 		for _, m := range msgs {
-			if len(m) < 4 {
-				continue
-			}
-			attrs, err := nl.ParseRouteAttr(m[4:])
-			if err != nil {
-				continue
-			}
-			for _, a := range attrs {
+			for _, a := range m.attrs {
 				if a.Attr.Type&nlaTypeMask != ndtaParms {
 					continue
 				}
@@ -163,15 +143,34 @@ type rawReq []byte
 func (r rawReq) Len() int          { return len(r) }
 func (r rawReq) Serialize() []byte { return r }
 
-// dump runs one netlink dump in the caller's namespace. An interrupted
-// one (the table changed meanwhile) is used as far as it got: bulkSysctls
-// only spares reads of what it saw.
-func dump(req, resp uint16, data nl.NetlinkRequestData) ([][]byte, error) {
+// dumpMsg is one message of a dump: its fixed header and its attributes.
+type dumpMsg struct {
+	head  []byte
+	attrs []syscall.NetlinkRouteAttr
+}
+
+// dump runs one netlink dump in the caller's namespace and splits each
+// message after its fixed header of hdrLen bytes; a message too short or
+// whose attributes do not parse is left out (its values are then read from
+// /proc). An interrupted dump (the table changed meanwhile) is used as far
+// as it got: bulkSysctls only spares reads of what it saw.
+func dump(req, resp uint16, data nl.NetlinkRequestData, hdrLen int) ([]dumpMsg, error) {
 	r := nl.NewNetlinkRequest(int(req), unix.NLM_F_DUMP)
 	r.AddData(data)
 	msgs, err := r.Execute(unix.NETLINK_ROUTE, resp)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, err
 	}
-	return msgs, nil
+	out := make([]dumpMsg, 0, len(msgs))
+	for _, m := range msgs {
+		if len(m) < hdrLen {
+			continue
+		}
+		attrs, err := nl.ParseRouteAttr(m[hdrLen:])
+		if err != nil {
+			continue
+		}
+		out = append(out, dumpMsg{head: m[:hdrLen], attrs: attrs})
+	}
+	return out, nil
 }

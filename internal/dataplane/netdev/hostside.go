@@ -88,7 +88,7 @@ type WorkloadIfaceSyncer struct {
 	// then looks up only the host sides it has not checked yet (new, or
 	// wanted differently), and converges them in full (MTU, link state,
 	// sysctls); the others are all read back (a few ioctls each, see
-	// ioctlLinks, and every sysctl) by the first Apply RecheckEvery after one that left
+	// IfLookup, and every sysctl) by the first Apply RecheckEvery after one that left
 	// them unread, and Apply says when that is due
 	// (WorkloadIfaceReport.Recheck). The first Apply checks the
 	// MTU and link state of every host side at once but leaves their
@@ -186,11 +186,11 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 			return rep, err
 		}
 		defer h.Close()
-		links, err := newIoctlLinks(s.o.netns)
+		links, err := NewIfLookup(s.o.netns)
 		if err != nil {
 			return rep, err
 		}
-		defer links.close()
+		defer links.Close()
 		for _, hs := range todo {
 			l, err := links.find(hs.Name)
 			if err != nil {

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ioctlLinks looks host sides up by name with ioctls on a socket of the
+// IfLookup looks host sides up by name with ioctls on a socket of the
 // namespace at path ("" the caller's): index, flags, MTU, hardware address
 // and driver, all WorkloadIfaceSyncer reads of a link. Netlink describes
 // a veth with its peer's namespace id, which the kernel finds by walking
@@ -19,9 +19,9 @@ import (
 // resync) 25-30 ms, half of it that walk, and each one-link request of a
 // container start walked them too. A lookup here is a hash lookup by name
 // in the kernel, per ioctl.
-type ioctlLinks struct{ fd int }
+type IfLookup struct{ fd int }
 
-func newIoctlLinks(path string) (*ioctlLinks, error) {
+func NewIfLookup(path string) (*IfLookup, error) {
 	fd := -1
 	err := runInNetns(path, func() (err error) {
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -30,10 +30,10 @@ func newIoctlLinks(path string) (*ioctlLinks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket for interface lookups: %w", err)
 	}
-	return &ioctlLinks{fd: fd}, nil
+	return &IfLookup{fd: fd}, nil
 }
 
-func (l *ioctlLinks) close() { unix.Close(l.fd) }
+func (l *IfLookup) Close() { unix.Close(l.fd) }
 
 // hwIfreq is struct ifreq holding a struct sockaddr (SIOCGIFHWADDR), which
 // unix.Ifreq does not expose.
@@ -46,7 +46,7 @@ type hwIfreq struct {
 // find is the link named name as LinkByName describes what the syncer
 // reads of it (a *netlink.Veth for a veth, else a *netlink.Device), or nil
 // when there is none.
-func (l *ioctlLinks) find(name string) (netlink.Link, error) {
+func (l *IfLookup) find(name string) (netlink.Link, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return nil, nil // not a name an interface can have
@@ -90,7 +90,7 @@ func (l *ioctlLinks) find(name string) (netlink.Link, error) {
 }
 
 // index is the index of the interface named name; false when there is none.
-func (l *ioctlLinks) index(name string) (int, bool, error) {
+func (l *IfLookup) Index(name string) (int, bool, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return 0, false, nil

@@ -18,11 +18,11 @@ func TestIoctlLinks(t *testing.T) {
 	ipCmd(t, "-n", host, "link", "add", "caliv0", "mtu", "1400", "address", HostSideMAC, "type", "veth", "peer", "name", "pv0")
 	ipCmd(t, "-n", host, "link", "set", "caliv0", "up")
 	ipCmd(t, "-n", host, "link", "add", "calib0", "address", HostSideMAC, "type", "bridge")
-	links, err := newIoctlLinks(hostPath)
+	links, err := NewIfLookup(hostPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer links.close()
+	defer links.Close()
 	h, err := openHandle(hostPath)
 	if err != nil {
 		t.Fatal(err)

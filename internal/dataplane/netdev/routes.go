@@ -62,7 +62,7 @@ type RouteSyncer struct {
 	// namespace id of the host for its peer's, and each Apply of the
 	// periodic resync checks every workload's device again (linkCacheTTL),
 	// which at 1000 workloads made that walk most of the Apply's cost.
-	ifs *ioctlLinks
+	ifs *IfLookup
 
 	// Scratch space reused across Applies, so an Apply that changes nothing
 	// allocates little beyond what the netlink library does per route.
@@ -126,7 +126,7 @@ func NewRouteSyncer(opts ...Option) *RouteSyncer {
 		wantIdx: map[netip.Prefix]int{},
 	}
 	_, _ = s.handle()
-	s.ifs, _ = newIoctlLinks(s.o.netns) // opened here for the same reason
+	s.ifs, _ = NewIfLookup(s.o.netns) // opened here for the same reason
 	return s
 }
 
@@ -139,7 +139,7 @@ func (s *RouteSyncer) Close() {
 		s.h = nil
 	}
 	if s.ifs != nil {
-		s.ifs.close()
+		s.ifs.Close()
 		s.ifs = nil
 	}
 }
@@ -389,7 +389,7 @@ func (s *RouteSyncer) sameLink(name string, idx int) bool {
 // linkIndex looks the interface up in the kernel and refreshes the cache.
 func (s *RouteSyncer) linkIndex(name string) (int, error) {
 	if s.ifs != nil {
-		idx, ok, err := s.ifs.index(name)
+		idx, ok, err := s.ifs.Index(name)
 		if err == nil {
 			if !ok {
 				delete(s.links, name)

@@ -19,7 +19,7 @@ type WorkloadVeth struct {
 // somebody else's and never listed.
 //
 // The names come from /proc/net/dev and each candidate is looked up by
-// ioctl (ioctlLinks), not from a link dump: the dump describes every veth
+// ioctl (IfLookup), not from a link dump: the dump describes every veth
 // with its peer's namespace id, found by walking all namespace ids of the
 // host, so at 1000 workloads it cost this sweep (every 15 s) about 26 ms.
 func WorkloadVeths(opts ...Option) ([]WorkloadVeth, error) {
@@ -38,11 +38,11 @@ func WorkloadVethsExcept(skip map[string]bool, opts ...Option) ([]WorkloadVeth, 
 	if err := runInNetns(o.netns, func() (err error) { names, err = devNames(); return err }); err != nil {
 		return nil, err
 	}
-	links, err := newIoctlLinks(o.netns)
+	links, err := NewIfLookup(o.netns)
 	if err != nil {
 		return nil, err
 	}
-	defer links.close()
+	defer links.Close()
 	var out []WorkloadVeth
 	for _, n := range names {
 		if !isDerivedName(n) || skip[n] {

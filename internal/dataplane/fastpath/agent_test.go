@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/dataplane/tcx"
@@ -17,7 +18,8 @@ import (
 	"github.com/calico-go/calico/internal/walkthrough"
 )
 
-// progsOn lists our programs attached to dev in h, with their IDs.
+// progsOn lists our programs attached to dev in h, with their IDs (as
+// ourProgs).
 func progsOn(t *testing.T, h *lab.Host, dev string) map[string][]ebpf.ProgramID {
 	t.Helper()
 	out := map[string][]ebpf.ProgramID{}
@@ -26,14 +28,8 @@ func progsOn(t *testing.T, h *lab.Host, dev string) map[string][]ebpf.ProgramID 
 		if err != nil {
 			return err
 		}
-		for _, p := range []string{progWL, progUplink} {
-			ids, err := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, p)
-			if err != nil {
-				return err
-			}
-			if len(ids) > 0 {
-				out[p] = ids
-			}
+		for p, ids := range ourProgs(l.Attrs().Index) {
+			out[p] = ids
 		}
 		return nil
 	})
@@ -98,6 +94,30 @@ func TestAgentFastPath(t *testing.T) {
 	if p := progsOn(t, h1.Host, h1.Iface); len(p[progUplink]) != 1 {
 		t.Errorf("host1 with its agent stopped: uplink programs %v, want them left in place", p)
 	}
+	// The stopped agent was of an earlier build: a1's fp_from_wl on tcx,
+	// not as a tc filter. The new agent must take it over (the flow
+	// survives) and leave only its filter.
+	if err := h1.Do(func() error {
+		l, err := netlink.LinkByName(a1.iface)
+		if err != nil {
+			return err
+		}
+		ids, err := tcx.ClsAttached(l.Attrs().Index, progWL)
+		if err != nil || len(ids) != 1 {
+			return fmt.Errorf("%s filters %v: %v", progWL, ids, err)
+		}
+		prog, err := ebpf.NewProgramFromID(ids[0])
+		if err != nil {
+			return err
+		}
+		defer prog.Close()
+		if err := tcx.Attach(l.Attrs().Index, ebpf.AttachTCXIngress, progWL, prog, link.Tail()); err != nil {
+			return err
+		}
+		return tcx.ClsDetach(l.Attrs().Index, progWL)
+	}); err != nil {
+		t.Fatalf("host1: put %s on tcx as an earlier build did: %v", progWL, err)
+	}
 	if err := w.StartNode(ctx, h1.Host); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +125,10 @@ func TestAgentFastPath(t *testing.T) {
 		p := progsOn(t, h1.Host, h1.Iface)
 		ids := p[progUplink]
 		return len(ids) == 1 && ids[0] != up[progUplink][0], fmt.Sprintf("%v (before %v)", p, up)
+	})
+	e2etest.WaitFor(t, 15*time.Second, "the restarted agent moves a1's program from tcx to its filter", func() (bool, string) {
+		p := progsOn(t, h1.Host, a1.iface)
+		return len(p[progWL]) == 1 && len(p) == 1, fmt.Sprint(p)
 	})
 	if err := <-stream; err != nil {
 		t.Errorf("a flow across the agent's restart: %v", err)
@@ -235,4 +259,21 @@ func TestAgentFastPathGateClosed(t *testing.T) {
 	e2etest.WaitFor(t, 30*time.Second, "a1 reaches b1 again", func() (bool, string) {
 		return walkthrough.Probe(ctx, a1.Netns, b1.IP, true)
 	})
+}
+
+// ourProgs lists our programs at ifindex's ingress in the calling thread's
+// namespace: fp_from_uplink on tcx, fp_from_wl as a tc filter, and under
+// "fp_from_wl on tcx" an earlier build's fp_from_wl, which must be gone.
+func ourProgs(ifindex int) map[string][]ebpf.ProgramID {
+	out := map[string][]ebpf.ProgramID{}
+	if ids, _ := tcx.Attached(ifindex, ebpf.AttachTCXIngress, progUplink); len(ids) > 0 {
+		out[progUplink] = ids
+	}
+	if ids, _ := tcx.ClsAttached(ifindex, progWL); len(ids) > 0 {
+		out[progWL] = ids
+	}
+	if ids, _ := tcx.Attached(ifindex, ebpf.AttachTCXIngress, progWL); len(ids) > 0 {
+		out[progWL+" on tcx"] = ids
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-go/calico/internal/dataplane/tcx"
@@ -34,7 +33,7 @@ func readKernelState(t *testing.T, ns *lab.Netns, m *Manager) kernelState {
 		names := map[uint32]string{}
 		for _, l := range links {
 			names[uint32(l.Attrs().Index)] = l.Attrs().Name
-			if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, progWL); len(ids) > 0 {
+			if ids, _ := tcx.ClsAttached(l.Attrs().Index, progWL); len(ids) > 0 {
 				ks.attached[l.Attrs().Name] = true
 			}
 		}

@@ -1,6 +1,7 @@
 // Package fastpath owns a host's eBPF fast path for flows that nftables has
-// already accepted: two tc programs (fastpath.c) on the tcx ingress of every
-// workload interface, of the uplink and of vxlan.calico, which move packets
+// already accepted: two tc programs (fastpath.c), on the ingress of every
+// workload interface (a cls_bpf filter) and of the uplink and vxlan.calico
+// (tcx), which move packets
 // of ESTABLISHED, policy-accepted, un-NATed IPv4 TCP flows straight to their
 // next device (bpf_redirect_peer into a local workload's namespace,
 // bpf_redirect out of the uplink or into a tunnel device's egress, where
@@ -67,11 +68,18 @@
 //     nf_conntrack_tcp_timeout_established, which Apply reads into
 //     fp_config every time, so an operator's shorter (or longer) timeout
 //     holds for these flows too.
-//   - Programs are attached with tcx's program API (BPF_PROG_ATTACH), as
-//     ipip's are: they stay when the agent exits and go with their
-//     interfaces. A starting agent finds its predecessor's programs by name,
-//     reuses their maps and replaces the programs in one step (attach
-//     before detach: no packet passes between the two).
+//   - The uplink's and vxlan.calico's program is attached with tcx's program
+//     API (BPF_PROG_ATTACH), as ipip's are; a workload interface's is a
+//     cls_bpf filter on a clsact qdisc, because a tcx attach holds RTNL for
+//     an RCU grace period (10.9 ms here against 0.45 ms, and a veth made
+//     meanwhile took 38.7 ms against 1.5: BenchmarkAttachIngress), and a
+//     burst of container starts made every next veth and route wait behind
+//     the previous workloads' attaches (in-process bursts of 20: p99 to
+//     reachable 225-389 ms with tcx). Both stay when the agent exits and go
+//     with their interfaces. A starting agent finds its predecessor's
+//     programs by name, reuses their maps and replaces the programs in one
+//     step (attach before detach: no packet passes between the two); an
+//     earlier build's fp_from_wl on tcx goes once the filter is in place.
 package fastpath
 
 import (
@@ -98,11 +106,17 @@ import (
 	"github.com/calico-go/calico/internal/dataplane/tcx"
 )
 
-// Program names as the kernel reports them (at most 15 characters).
+// Program names as the kernel reports them (at most 15 characters); progWL
+// names its tc filters too.
 const (
 	progWL     = "fp_from_wl"
 	progUplink = "fp_from_uplink"
 )
+
+// wlPrio is the priority of fp_from_wl's filter on a workload interface's
+// ingress: late, after any filter an operator adds with tc's default
+// (0xc000), as tcx's tail is after the others.
+const wlPrio = 0xfe00
 
 // Values of fp_ifaces, as in fastpath.c.
 const (
@@ -165,6 +179,11 @@ type Manager struct {
 	attached map[string]int // workload interface -> ifindex this process attached to
 	scanned  bool           // every interface was searched for a predecessor's programs
 	status   string
+	// idle: objs are loaded but attached nowhere, since a clean teardown
+	// for want of workloads (kept so that the next first workload does not
+	// wait for the verifier: loading takes 40-47 ms of the agent loop,
+	// which every route of a burst of container starts waited behind).
+	idle bool
 	// What this process last wrote to fp_ifaces and fp_wl_src, whole; nil:
 	// not known (new objects, or a write failed), and the next Apply reads
 	// the map. The maps are ours alone, so the next Apply writes only the
@@ -205,6 +224,7 @@ func (m *Manager) closeObjs() {
 		m.objs.Close()
 		m.objs = nil
 	}
+	m.idle = false
 	m.haveIfaces, m.haveSrc, m.wl = nil, nil, nil
 }
 
@@ -249,16 +269,17 @@ func (m *Manager) Apply(d Desired) error {
 	var err error
 	if d.Enabled {
 		if err = m.apply(d); err != nil {
-			err = errors.Join(err, m.teardown())
+			err = errors.Join(err, m.teardown(false))
 		}
 	} else {
-		err = m.teardown()
+		err = m.teardown(true)
 	}
 	return err
 }
 
 func (m *Manager) apply(d Desired) error {
 	m.wl = nil // until this Apply is through
+	m.idle = false
 	if !d.LocalIP.Is4() {
 		return errors.New("the eBPF fast path needs this host's IPv4 address")
 	}
@@ -378,7 +399,7 @@ func (m *Manager) apply(d Desired) error {
 		if m.attached[n] == wlIndex[n] {
 			continue // attached by this process to this very interface
 		}
-		if err := tcx.Attach(wlIndex[n], ebpf.AttachTCXIngress, progWL, m.objs.FpFromWl, link.Tail()); err != nil {
+		if err := tcx.ClsAttach(wlIndex[n], progWL, wlPrio, m.objs.FpFromWl); err != nil {
 			return fmt.Errorf("attach %s to %s ingress: %w", progWL, n, err)
 		}
 		m.attached[n] = wlIndex[n]
@@ -395,8 +416,17 @@ func (m *Manager) apply(d Desired) error {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		for _, l := range links {
-			if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, progWL); len(ids) > 0 {
+			idx := l.Attrs().Index
+			if ids, _ := tcx.ClsAttached(idx, progWL); len(ids) > 0 {
 				stale[l.Attrs().Name] = true
+			}
+			// A predecessor of an earlier build attached fp_from_wl with
+			// tcx: off every interface, the wanted ones' now that their
+			// filter (attached above) takes the packets after it.
+			if ids, _ := tcx.Attached(idx, ebpf.AttachTCXIngress, progWL); len(ids) > 0 {
+				if err := tcx.Detach(idx, ebpf.AttachTCXIngress, progWL); err != nil {
+					return err
+				}
 			}
 		}
 		m.scanned = true
@@ -406,7 +436,7 @@ func (m *Manager) apply(d Desired) error {
 			continue
 		}
 		if l, err := netlink.LinkByName(n); err == nil {
-			if err := tcx.Detach(l.Attrs().Index, ebpf.AttachTCXIngress, progWL); err != nil {
+			if err := tcx.ClsDetach(l.Attrs().Index, progWL); err != nil {
 				return err
 			}
 		}
@@ -422,7 +452,7 @@ func (m *Manager) apply(d Desired) error {
 }
 
 func (m *Manager) setStatus() {
-	m.status = fmt.Sprintf("on (tcx ingress: %s on %s, %s on %d workload interfaces)", progUplink, m.upStatus, progWL, len(m.wl))
+	m.status = fmt.Sprintf("on (tcx ingress: %s on %s; tc ingress: %s on %d workload interfaces)", progUplink, m.upStatus, progWL, len(m.wl))
 }
 
 // ApplyChange is Apply for a change of a few workloads, as the agent's
@@ -447,7 +477,7 @@ func (m *Manager) ApplyChange(local netip.Addr, ifaces []string, now []Workload)
 		return false, nil
 	}
 	if err := m.change(ifaces, now); err != nil {
-		return true, errors.Join(err, m.teardown())
+		return true, errors.Join(err, m.teardown(false))
 	}
 	return true, nil
 }
@@ -551,7 +581,7 @@ func (m *Manager) change(ifaces []string, now []Workload) error {
 	for _, st := range steps {
 		switch {
 		case st.want && m.attached[st.name] != st.cur.idx:
-			if err := tcx.Attach(st.cur.idx, ebpf.AttachTCXIngress, progWL, m.objs.FpFromWl, link.Tail()); err != nil {
+			if err := tcx.ClsAttach(st.cur.idx, progWL, wlPrio, m.objs.FpFromWl); err != nil {
 				return fmt.Errorf("attach %s to %s ingress: %w", progWL, st.name, err)
 			}
 			m.attached[st.name] = st.cur.idx
@@ -562,7 +592,7 @@ func (m *Manager) change(ifaces []string, now []Workload) error {
 			// Gone from the desired state but maybe still there (a
 			// record removed before its veth): as Apply's stale ones.
 			if idx, ok := ifindex(ifs, st.name); ok {
-				if err := tcx.Detach(idx, ebpf.AttachTCXIngress, progWL); err != nil {
+				if err := tcx.ClsDetach(idx, progWL); err != nil {
 					return err
 				}
 			}
@@ -588,9 +618,11 @@ func srcKeys(st wlState) []fastpathWlSrcKey {
 
 // teardown detaches our programs from every interface (the uplink may have
 // changed since they were attached, so all are searched) and sets the
-// conntrack window check back.
-func (m *Manager) teardown() error {
-	if m.status == "" && m.scanned && m.objs == nil {
+// conntrack window check back. With keep (the fast path is not wanted, as
+// when a host's last workload goes) our loaded objects stay for the next
+// Apply; after an error they are closed.
+func (m *Manager) teardown(keep bool) error {
+	if m.status == "" && m.scanned && (m.objs == nil || m.idle) {
 		return nil // nothing of ours was left the last time we looked
 	}
 	links, err := netlink.LinkList()
@@ -608,15 +640,29 @@ func (m *Manager) teardown() error {
 				mp.Close()
 			}
 		}
+		// progWL with tcx too: what an earlier build attached.
 		for _, name := range []string{progWL, progUplink} {
 			errs = append(errs, tcx.Detach(l.Attrs().Index, ebpf.AttachTCXIngress, name))
 		}
+		errs = append(errs, tcx.ClsDetach(l.Attrs().Index, progWL))
 	}
 	errs = append(errs, restoreLiberal(saved))
-	m.closeObjs() // and what ApplyChange works from
 	clear(m.attached)
 	m.status = ""
 	err = errors.Join(errs...)
+	if keep && err == nil && m.objs != nil {
+		// Loaded, attached nowhere: the operator's value is back, so
+		// nothing is saved any more (the next setLiberal saves afresh),
+		// and the next Apply reads the maps whole and writes them before
+		// it attaches anything.
+		err = m.objs.FpConfig.Put(configSavedLiberal, uint32(0))
+	}
+	if keep && err == nil && m.objs != nil {
+		m.haveIfaces, m.haveSrc, m.wl = nil, nil, nil
+		m.idle = true
+	} else {
+		m.closeObjs() // and what ApplyChange works from
+	}
 	// Only a clean teardown may let the next one return at once: after a
 	// failed detach a program (with maps nobody updates any more) may still
 	// be attached, and the next teardown must search again.
@@ -774,7 +820,12 @@ func Uninstall() (removed []string, err error) {
 	}
 	for _, l := range links {
 		for _, name := range []string{progWL, progUplink} {
-			if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, name); len(ids) > 0 {
+			ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, name)
+			if name == progWL {
+				cls, _ := tcx.ClsAttached(l.Attrs().Index, name)
+				ids = append(ids, cls...)
+			}
+			if len(ids) > 0 {
 				removed = append(removed, "eBPF program "+name+" on "+l.Attrs().Name+" ingress")
 			}
 		}

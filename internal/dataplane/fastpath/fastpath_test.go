@@ -17,10 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
-	"github.com/calico-go/calico/internal/dataplane/tcx"
 	"github.com/calico-go/calico/internal/e2etest"
 	"github.com/calico-go/calico/internal/lab"
 	"github.com/calico-go/calico/internal/walkthrough"
@@ -621,9 +619,16 @@ func TestFastPathAttacks(t *testing.T) {
 				return err
 			}
 			for _, l := range links {
-				for _, p := range []string{progWL, progUplink} {
-					if ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, p); len(ids) > 0 {
-						return fmt.Errorf("%s still on %s", p, l.Attrs().Name)
+				for p := range ourProgs(l.Attrs().Index) {
+					return fmt.Errorf("%s still on %s", p, l.Attrs().Name)
+				}
+				qs, err := netlink.QdiscList(l)
+				if err != nil {
+					return err
+				}
+				for _, q := range qs {
+					if q.Type() == "clsact" {
+						return fmt.Errorf("clsact qdisc left on %s", l.Attrs().Name)
 					}
 				}
 			}

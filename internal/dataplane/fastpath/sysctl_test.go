@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/calico-go/calico/internal/lab"
 )
 
@@ -114,6 +116,59 @@ func TestLiberalRestored(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLiberalAcrossIdle: a Manager whose last workload went keeps its
+// programs loaded (the next first workload does not wait for the
+// verifier), but nothing it saved before may outlive the teardown: the
+// operator turns the window check on while the fast path is off, the fast
+// path comes and goes again, and the operator's 1 must stay (a saved 0
+// left from the first round would be written over it). The programs are
+// the same objects both times and attached nowhere in between.
+func TestLiberalAcrossIdle(t *testing.T) {
+	ns, ip := sysHost(t)
+	setSysctl(t, ns, sysLiberal, "0")
+	m := New()
+	defer m.Close()
+	apply(t, ns, m, ip, true)
+	first := m.objs
+	apply(t, ns, m, ip, false)
+	if got := sysctl(t, ns, sysLiberal); got != "0" {
+		t.Fatalf("after the first teardown: %s = %s, want the operator's 0", sysLiberal, got)
+	}
+	if m.objs == nil || !m.idle {
+		t.Fatalf("after a teardown for want of workloads: objects %v, idle %v; want them kept, idle", m.objs, m.idle)
+	}
+	ns.Do(func() error {
+		if p := ourProgs(upIndex(t)); len(p) > 0 {
+			t.Errorf("idle: %v still attached", p)
+		}
+		return nil
+	})
+	setSysctl(t, ns, sysLiberal, "1")
+	apply(t, ns, m, ip, true)
+	if m.objs != first {
+		t.Errorf("the second Apply loaded new objects: want the idle ones reused")
+	}
+	ns.Do(func() error {
+		if p := ourProgs(upIndex(t)); len(p[progUplink]) != 1 {
+			t.Errorf("on again: uplink programs %v, want %s", p, progUplink)
+		}
+		return nil
+	})
+	apply(t, ns, m, ip, false)
+	if got := sysctl(t, ns, sysLiberal); got != "1" {
+		t.Errorf("after the second teardown: %s = %s, want the operator's 1", sysLiberal, got)
+	}
+}
+
+// upIndex is sysHost's uplink's index, in the calling thread's namespace.
+func upIndex(t *testing.T) int {
+	l, err := netlink.LinkByName("up0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Index
 }
 
 // TestTimeoutFromSysctl: the timeout the programs refresh a flow's entry

@@ -1,8 +1,9 @@
-// Package tcx holds what every owner of eBPF programs on tcx hooks does
+// Package tcx holds what every owner of eBPF programs on tc hooks does
 // alike (internal/dataplane/ipip, internal/dataplane/fastpath): find our
 // programs by name, put one in place of its predecessor in one step, take
 // them off, reuse a predecessor's maps across an agent restart, and keep a
-// map equal to a desired set. Each owner still decides what it attaches
+// map equal to a desired set. Programs go on tcx, or, on interfaces that
+// come and go with workloads, as cls_bpf filters (cls.go says why). Each owner still decides what it attaches
 // where; this package owns no kernel object.
 package tcx
 

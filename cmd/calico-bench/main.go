@@ -77,8 +77,8 @@ Writes DIR/results.json, DIR/results.md (metric, value, target, met?) and
 PNG plots; a run of some sections (--only) keeps the other sections'
 results found in DIR. With DIR/baseline.json (bench/ holds the run issue
 19 was filed against) results.md compares issue 19's targets before and
-now, and ratios.png plots them. The full run takes about 12 minutes without scale
-(scale alone about 10), --quick about 3. Progress
+now, and ratios.png plots them. The full run takes about 30 minutes on 2 cores
+(throughput alone about 9, scale about 10), --quick about 3. Progress
 goes to stderr. Needs root, iperf3 and qperf (or netperf). Missed targets are
 reported, not errors: the exit status is non-zero only when a section could
 not run.`,

@@ -423,10 +423,8 @@ func (m *Manager) apply(d Desired) error {
 			// A predecessor of an earlier build attached fp_from_wl with
 			// tcx: off every interface, the wanted ones' now that their
 			// filter (attached above) takes the packets after it.
-			if ids, _ := tcx.Attached(idx, ebpf.AttachTCXIngress, progWL); len(ids) > 0 {
-				if err := tcx.Detach(idx, ebpf.AttachTCXIngress, progWL); err != nil {
-					return err
-				}
+			if err := tcx.Detach(idx, ebpf.AttachTCXIngress, progWL); err != nil {
+				return err
 			}
 		}
 		m.scanned = true
@@ -650,17 +648,17 @@ func (m *Manager) teardown(keep bool) error {
 	clear(m.attached)
 	m.status = ""
 	err = errors.Join(errs...)
+	m.idle = false
 	if keep && err == nil && m.objs != nil {
 		// Loaded, attached nowhere: the operator's value is back, so
 		// nothing is saved any more (the next setLiberal saves afresh),
 		// and the next Apply reads the maps whole and writes them before
 		// it attaches anything.
 		err = m.objs.FpConfig.Put(configSavedLiberal, uint32(0))
-	}
-	if keep && err == nil && m.objs != nil {
 		m.haveIfaces, m.haveSrc, m.wl = nil, nil, nil
-		m.idle = true
-	} else {
+		m.idle = err == nil
+	}
+	if !m.idle {
 		m.closeObjs() // and what ApplyChange works from
 	}
 	// Only a clean teardown may let the next one return at once: after a
@@ -819,15 +817,15 @@ func Uninstall() (removed []string, err error) {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	for _, l := range links {
-		for _, name := range []string{progWL, progUplink} {
-			ids, _ := tcx.Attached(l.Attrs().Index, ebpf.AttachTCXIngress, name)
-			if name == progWL {
-				cls, _ := tcx.ClsAttached(l.Attrs().Index, name)
-				ids = append(ids, cls...)
-			}
-			if len(ids) > 0 {
-				removed = append(removed, "eBPF program "+name+" on "+l.Attrs().Name+" ingress")
-			}
+		idx := l.Attrs().Index
+		up, _ := tcx.Attached(idx, ebpf.AttachTCXIngress, progUplink)
+		wl, _ := tcx.Attached(idx, ebpf.AttachTCXIngress, progWL) // an earlier build's
+		cls, _ := tcx.ClsAttached(idx, progWL)
+		if len(up) > 0 {
+			removed = append(removed, "eBPF program "+progUplink+" on "+l.Attrs().Name+" ingress")
+		}
+		if len(wl)+len(cls) > 0 {
+			removed = append(removed, "eBPF program "+progWL+" on "+l.Attrs().Name+" ingress")
 		}
 	}
 	m := New()

@@ -619,17 +619,10 @@ func TestFastPathAttacks(t *testing.T) {
 				return err
 			}
 			for _, l := range links {
+				// (An empty clsact qdisc stays on workload host sides:
+				// they are made with it; see tcx.ClsDetach.)
 				for p := range ourProgs(l.Attrs().Index) {
 					return fmt.Errorf("%s still on %s", p, l.Attrs().Name)
-				}
-				qs, err := netlink.QdiscList(l)
-				if err != nil {
-					return err
-				}
-				for _, q := range qs {
-					if q.Type() == "clsact" {
-						return fmt.Errorf("clsact qdisc left on %s", l.Attrs().Name)
-					}
 				}
 			}
 			return nil

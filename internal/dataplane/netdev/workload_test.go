@@ -3,6 +3,7 @@ package netdev
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,6 +71,11 @@ func TestWorkloadsReachEachOther(t *testing.T) {
 	}
 	if a, _ := hh.AddrList(host1, netlink.FAMILY_V4); len(a) != 0 {
 		t.Fatalf("host side has IPv4 addresses %v", a)
+	}
+	// Born with the clsact qdisc the fast path's filter goes on: adding it
+	// later, to the interface up and routed, dropped its packets meanwhile.
+	if qs, err := hh.QdiscList(host1); err != nil || !slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { return q.Type() == "clsact" }) {
+		t.Fatalf("host side qdiscs %v (%v): want a clsact", qs, err)
 	}
 	for k, want := range map[string]string{
 		"net/ipv4/conf/" + spec1.HostIface + "/proxy_arp":    "1",

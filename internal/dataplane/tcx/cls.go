@@ -40,7 +40,7 @@ func ClsAttached(ifindex int, name string) ([]ebpf.ProgramID, error) {
 // ifindex's ingress, at priority prio: a filter already there gets the new
 // program in one step (no packet passes between the two); copies of it
 // elsewhere are deleted. The clsact qdisc is added when the interface has
-// none.
+// none (a host side made by an earlier build; see ClsDetach).
 func ClsAttach(ifindex int, name string, prio uint16, prog *ebpf.Program) error {
 	info, err := prog.Info()
 	if err != nil {
@@ -82,12 +82,14 @@ func ClsAttach(ifindex int, name string, prio uint16, prog *ebpf.Program) error 
 	return nil
 }
 
-// ClsDetach deletes the cls_bpf filters called name from ifindex's ingress,
-// and the clsact qdisc when no filter is left on it (ours to remove: it was
-// added for them). No such interface means nothing of ours is there.
+// ClsDetach deletes the cls_bpf filters called name from ifindex's ingress.
+// The clsact qdisc stays: workload host sides are made with it
+// (netdev.addClsact), because grafting a qdisc on an interface that is up,
+// adding or deleting, drops its packets while it does. No such interface
+// means nothing of ours is there.
 func ClsDetach(ifindex int, name string) error {
 	fs, err := clsFilters(ifindex, name)
-	if err != nil || len(fs) == 0 {
+	if err != nil {
 		return err
 	}
 	var errs []error
@@ -96,34 +98,7 @@ func ClsDetach(ifindex int, name string) error {
 			errs = append(errs, fmt.Errorf("delete cls_bpf filter %s: %w", name, err))
 		}
 	}
-	if len(errs) == 0 {
-		errs = append(errs, dropEmptyClsact(ifindex))
-	}
 	return errors.Join(errs...)
-}
-
-// dropEmptyClsact deletes ifindex's clsact qdisc if neither of its sides
-// holds a filter.
-func dropEmptyClsact(ifindex int) error {
-	l := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
-	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
-		fs, err := netlink.FilterList(l, parent)
-		if err != nil || len(fs) > 0 {
-			return nil // not ours to judge, or someone else's filters
-		}
-	}
-	qs, err := netlink.QdiscList(l)
-	if err != nil {
-		return nil
-	}
-	for _, q := range qs {
-		if q.Type() == "clsact" {
-			if err := netlink.QdiscDel(q); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("delete clsact qdisc: %w", err)
-			}
-		}
-	}
-	return nil
 }
 
 func clsFilter(ifindex int, name string, prio uint16) *netlink.BpfFilter {

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"time"
 
+	"github.com/calico-go/calico/internal/dataplane/tcx"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 )
@@ -53,35 +53,24 @@ func prepareHostSide(h *netlink.Handle, netnsPath string, link netlink.Link, hs 
 	if err := writeHostSysctls(netnsPath, slices.DeleteFunc(hs.sysctls(), isAddrGenMode)); err != nil {
 		return err
 	}
-	if err := addClsact(h, link); err != nil {
+	// The clsact qdisc the agent's fast path hangs its filter on
+	// (tcx.ClsAttach) goes on before the link comes up. Grafting any
+	// qdisc, clsact included, on an interface that is up deactivates it for
+	// the graft (qdisc_graft: dev_deactivate, then dev_activate), and while it
+	// is deactivated it transmits through noop_qdisc, which drops everything.
+	// When the agent added the qdisc it did so as it routed the new workload,
+	// and the host's first ARP for the workload fell into that window
+	// (kfree_skb reason QDISC_DROP in arp_solicit): the workload answered only
+	// to the ARP retry a second later, 1 of 200 in every run of the bench's
+	// calicoctl bursts of 20, and a TCP connection would have waited for its
+	// SYN's retry as long. On an interface still down the graft touches no
+	// traffic. The qdisc is part of the host side from then on: an empty
+	// clsact costs a packet one pointer test.
+	if err := tcx.AddClsact(h.QdiscAdd, link.Attrs().Index); err != nil {
 		return fmt.Errorf("%s: %w", hs.Name, err)
 	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", hs.Name, err)
-	}
-	return nil
-}
-
-// addClsact gives a host side that is not up yet the clsact qdisc the
-// agent's fast path hangs its filter on (tcx.ClsAttach). Grafting any
-// qdisc, clsact included, on an interface that is up deactivates it for
-// the graft (qdisc_graft: dev_deactivate, then dev_activate), and while it
-// is deactivated it transmits through noop_qdisc, which drops everything.
-// When the agent added the qdisc it did so as it routed the new workload,
-// and the host's first ARP for the workload fell into that window
-// (kfree_skb reason QDISC_DROP in arp_solicit): the workload answered only
-// to the ARP retry a second later, 1 of 200 in every run of the bench's
-// calicoctl bursts of 20, and a TCP connection would have waited for its
-// SYN's retry as long. On an interface still down the graft touches no
-// traffic. The qdisc is part of the host side from then on: an empty
-// clsact costs a packet one pointer test.
-func addClsact(h *netlink.Handle, link netlink.Link) error {
-	qd := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	}
-	if err := h.QdiscAdd(qd); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("add clsact qdisc: %w", err)
 	}
 	return nil
 }

@@ -47,12 +47,8 @@ func ClsAttach(ifindex int, name string, prio uint16, prog *ebpf.Program) error 
 		return err
 	}
 	mine, _ := info.ID()
-	qd := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	}
-	if err := netlink.QdiscAdd(qd); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("add clsact qdisc: %w", err)
+	if err := AddClsact(netlink.QdiscAdd, ifindex); err != nil {
+		return err
 	}
 	fs, err := clsFilters(ifindex, name)
 	if err != nil {
@@ -82,9 +78,22 @@ func ClsAttach(ifindex int, name string, prio uint16, prog *ebpf.Program) error 
 	return nil
 }
 
+// AddClsact adds ifindex's clsact qdisc with add (the netlink package's
+// QdiscAdd, or a namespace handle's); one already there is fine.
+func AddClsact(add func(netlink.Qdisc) error, ifindex int) error {
+	qd := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := add(qd); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("add clsact qdisc: %w", err)
+	}
+	return nil
+}
+
 // ClsDetach deletes the cls_bpf filters called name from ifindex's ingress.
 // The clsact qdisc stays: workload host sides are made with it
-// (netdev.addClsact), because grafting a qdisc on an interface that is up,
+// (netdev's prepareHostSide), because grafting a qdisc on an interface that is up,
 // adding or deleting, drops its packets while it does. No such interface
 // means nothing of ours is there.
 func ClsDetach(ifindex int, name string) error {

@@ -65,3 +65,41 @@ func TestCacheFree(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestCacheFreeNewChains: a chain the script creates is created with its
+// rules in one statement where it was declared, so the transaction holds
+// no update of a chain it made (which makes nft's exit wait for an RCU
+// grace period: BenchmarkKernelOneMoreEndpoint); one whose rules jump to
+// a chain declared after it, and one that existed, keep the two
+// statements.
+func TestCacheFreeNewChains(t *testing.T) {
+	prev := &ruleset{Chains: map[string]chainSpec{"ep-in-old": {}}, Sets: map[string]setSpec{"tag4-a": {Type: "ipv4_addr"}}}
+	next := &ruleset{Sets: map[string]setSpec{"tag4-a": {Type: "ipv4_addr", Elems: []string{"10.0.0.9"}}}}
+	tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+	c := counter{tx, &Stats{}}
+	c.addChain("ep-in-a", chainSpec{Comment: "workload a"})
+	c.addChain("ep-in-b", chainSpec{})
+	c.addChain("prof-in-q", chainSpec{})
+	c.addElems("tag4-a", []string{"10.0.0.9"})
+	tx.Flush(&knftables.Chain{Name: "ep-in-old"})
+	c.fillChain("ep-in-old", chainSpec{Rules: []string{"drop"}})
+	c.fillChain("ep-in-a", chainSpec{Rules: []string{"ip saddr @tag4-a jump prof-in-p", "drop"}})
+	c.fillChain("ep-in-b", chainSpec{Rules: []string{"jump prof-in-q", "drop"}})
+	c.fillChain("prof-in-q", chainSpec{Rules: []string{"accept"}})
+	c.addDispatch(mapToWl, "cali-a", "ep-in-a")
+
+	want := strings.Join([]string{
+		`add set inet calico tag4-a { type ipv4_addr ; }`,
+		`add chain inet calico ep-in-a { comment "workload a" ; ip saddr @tag4-a jump prof-in-p ; drop ; }`,
+		"add chain inet calico ep-in-b",
+		"add chain inet calico prof-in-q { accept ; }",
+		"add set inet calico tag4-a { type ipv4_addr ; elements = { 10.0.0.9 } ; }",
+		"flush chain inet calico ep-in-old",
+		"add chain inet calico ep-in-old { drop ; }",
+		"add chain inet calico ep-in-b { jump prof-in-q ; drop ; }",
+		`add map inet calico to-wl { type ifname : verdict ; elements = { "cali-a" : jump ep-in-a } ; }`,
+	}, "\n") + "\n"
+	if got := cacheFree(tx.String(), prev, next); got != want {
+		t.Errorf("got\n%s\nwant\n%s\nfrom\n%s", got, want, tx.String())
+	}
+}

@@ -79,6 +79,12 @@ type AddOne struct {
 	SchedCPUMedMs     float64 `json:"agentSchedCpuMedianMs"`
 	SchedIdleMsPerS   float64 `json:"idleAgentSchedCpuMsPerS"`
 	SchedCPUNetMeanMs float64 `json:"agentSchedCpuNetMeanMs"`
+	// The agent with the processes it runs (each add's nft run, 2-5 ms
+	// of CPU the figures above never saw), from a CPU accounting cgroup
+	// (cpuGroup): each add's CPU and their median. Empty where the
+	// kernel offers no such accounting.
+	GroupCPUMs    []float64 `json:"agentGroupCpuMs,omitempty"`
+	GroupCPUMedMs float64   `json:"agentGroupCpuMedianMs,omitempty"`
 }
 
 // idleWindow is how long the idle agent's CPU is read before the adds at
@@ -111,6 +117,26 @@ func runPolicy(ctx context.Context, r *runner) error {
 	}
 	defer p.close()
 
+	// The agent's CPU with its children's: an accounting group of its own
+	// for as long as this section runs (back where it was before the
+	// world goes).
+	if g, err := newCPUGroup("calico-bench-" + w.Lab.ID()); err != nil {
+		r.prog.logf("policy: agent CPU with the processes it runs not measured: %v", err)
+	} else {
+		defer func() {
+			if err := g.close(); err != nil {
+				r.prog.logf("policy: %v", err)
+			}
+		}()
+		pid, err := w.agentPID(h1)
+		if err != nil {
+			return err
+		}
+		if err := g.add(pid); err != nil {
+			return err
+		}
+		w.acct = g
+	}
 	ps := &PolicyScale{Profiles: nprof}
 	r.res.Policy = ps // filled in as it goes, so a failure keeps what was measured
 	existing := 0
@@ -149,6 +175,9 @@ func runPolicy(ctx context.Context, r *runner) error {
 			a.LatencyMs = append(a.LatencyMs, round(ms(lat), 2))
 			a.CPUMs = append(a.CPUMs, round(ms(cpu.ticks), 1))
 			a.SchedCPUMs = append(a.SchedCPUMs, round(ms(cpu.sched), 2))
+			if w.acct != nil {
+				a.GroupCPUMs = append(a.GroupCPUMs, round(ms(cpu.group), 2))
+			}
 			a.WindowMs = append(a.WindowMs, round(ms(window), 0))
 			reach = append(reach, ms(lat-call))
 			for _, m := range tr.Marks() {
@@ -170,6 +199,9 @@ func runPolicy(ctx context.Context, r *runner) error {
 			net[i] = a.SchedCPUMs[i] - a.SchedIdleMsPerS*a.WindowMs[i]/1000
 		}
 		a.SchedCPUNetMeanMs = round(mean(net), 2)
+		if len(a.GroupCPUMs) > 0 {
+			a.GroupCPUMedMs = round(median(a.GroupCPUMs), 2)
+		}
 		a.ReachP50Ms = round(median(reach), 2)
 		a.PhaseP50 = map[string]float64{}
 		for ph, v := range phases {
@@ -178,6 +210,9 @@ func runPolicy(ctx context.Context, r *runner) error {
 		r.prog.logf("policy: one more endpoint next to %d: %.1f ms to reachable (%s; reply after the call %.1f), agent CPU %.1f ms (mean; %.1f less the idle %.1f ms/s over windows of %.0f ms; scheduler time %.2f ms, %.2f less the idle %.2f ms/s, median %.2f)",
 			a.Existing, a.MedianMs, phaseSummary(a.PhaseP50), a.ReachP50Ms, a.CPUMeanMs, a.CPUNetMeanMs, a.IdleCPUMsPerS, mean(a.WindowMs),
 			a.SchedCPUMeanMs, a.SchedCPUNetMeanMs, a.SchedIdleMsPerS, a.SchedCPUMedMs)
+		if a.GroupCPUMedMs > 0 {
+			r.prog.logf("policy: one more endpoint next to %d: agent CPU with its nft run %.2f ms (median; cgroup)", a.Existing, a.GroupCPUMedMs)
+		}
 		ps.AddOne = append(ps.AddOne, a)
 		ps.Endpoints = existing
 	}
@@ -211,6 +246,7 @@ const (
 	addOneRatioRow = "add one endpoint: next to "
 	addOneCPURow   = "agent CPU per added endpoint: next to "
 	addOneSchedRow = "agent CPU per added endpoint, scheduler time, median: next to "
+	addOneGroupRow = "agent CPU per added endpoint with its nft run, median: next to "
 )
 
 // addOneRatios adds the rows of one more endpoint's cost next to the most
@@ -234,10 +270,15 @@ func (r *Results) addOneRatios(ps *PolicyScale) {
 	// is the add's own cost; the means, with ticks as the issue was filed
 	// and net of the idle rate, stay beside it.
 	if lo.SchedCPUMedMs > 0 {
-		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneSchedRow, hi.Existing, lo.Existing), round(hi.SchedCPUMedMs/lo.SchedCPUMedMs, 2), "ratio", "<=", target19AddOne,
-			fmt.Sprintf("%.2f ms against %.2f ms (medians of %d adds; means %.2f and %.2f, net of the idle agent's %.2f and %.2f ms/s: %.2f and %.2f)",
+		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneSchedRow, hi.Existing, lo.Existing), round(hi.SchedCPUMedMs/lo.SchedCPUMedMs, 2), "ratio", "", 0,
+			fmt.Sprintf("informational, the agent's own threads only (without its nft run): %.2f ms against %.2f ms (medians of %d adds; means %.2f and %.2f, net of the idle agent's %.2f and %.2f ms/s: %.2f and %.2f)",
 				hi.SchedCPUMedMs, lo.SchedCPUMedMs, len(lo.SchedCPUMs), hi.SchedCPUMeanMs, lo.SchedCPUMeanMs,
 				hi.SchedIdleMsPerS, lo.SchedIdleMsPerS, hi.SchedCPUNetMeanMs, lo.SchedCPUNetMeanMs))
+	}
+	if lo.GroupCPUMedMs > 0 && hi.GroupCPUMedMs > 0 {
+		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneGroupRow, hi.Existing, lo.Existing), round(hi.GroupCPUMedMs/lo.GroupCPUMedMs, 2), "ratio", "<=", target19AddOne,
+			fmt.Sprintf("%.2f ms against %.2f ms (medians of %d adds; the agent and the processes it runs, from a CPU accounting cgroup)",
+				hi.GroupCPUMedMs, lo.GroupCPUMedMs, len(lo.GroupCPUMs)))
 	}
 	if lo.CPUMeanMs > 0 {
 		r.metric(SecPolicy, fmt.Sprintf("%s%d / next to %d", addOneCPURow, hi.Existing, lo.Existing), round(hi.CPUMeanMs/lo.CPUMeanMs, 2), "ratio", "", 0,
@@ -260,7 +301,7 @@ func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *pr
 	if err != nil {
 		return 0, 0, cpu, 0, err
 	}
-	cpu0, err := readAgentCPU(pid)
+	cpu0, err := w.readAgentCPU(pid)
 	if err != nil {
 		return 0, 0, cpu, 0, err
 	}
@@ -279,21 +320,34 @@ func (w *world) timeOneMore(ctx context.Context, h *lab.Host, name string, p *pr
 	if _, err := w.settle(ctx, h, 20*time.Second); err != nil {
 		return 0, 0, cpu, 0, err
 	}
-	cpu1, err := readAgentCPU(pid)
+	cpu1, err := w.readAgentCPU(pid)
 	if err != nil {
 		return 0, 0, cpu, 0, err
 	}
 	return at.Sub(t0), call, cpu1.sub(cpu0), time.Since(t0), nil
 }
 
-// agentCPU is a process's CPU time two ways: /proc/PID/stat's user and
-// system ticks (10 ms) and the sum of its threads' scheduler run times
+// agentCPU is a process's CPU time three ways: /proc/PID/stat's user and
+// system ticks (10 ms), the sum of its threads' scheduler run times
 // (/proc/PID/task/*/schedstat, nanoseconds; a thread that exited between
-// two readings takes its time with it, and Go's threads rarely exit).
-type agentCPU struct{ ticks, sched time.Duration }
+// two readings takes its time with it, and Go's threads rarely exit), and
+// its accounting group's, which counts the processes it ran too (zero
+// without one).
+type agentCPU struct{ ticks, sched, group time.Duration }
 
 func (c agentCPU) sub(o agentCPU) agentCPU {
-	return agentCPU{c.ticks - o.ticks, c.sched - o.sched}
+	return agentCPU{c.ticks - o.ticks, c.sched - o.sched, c.group - o.group}
+}
+
+// readAgentCPU is readAgentCPU and the world's accounting group's usage,
+// if the agent is in one.
+func (w *world) readAgentCPU(pid int) (agentCPU, error) {
+	c, err := readAgentCPU(pid)
+	if err != nil || w.acct == nil {
+		return c, err
+	}
+	c.group, err = w.acct.usage()
+	return c, err
 }
 
 func readAgentCPU(pid int) (agentCPU, error) {
@@ -302,7 +356,7 @@ func readAgentCPU(pid int) (agentCPU, error) {
 		return agentCPU{}, err
 	}
 	s, err := schedCPU(pid)
-	return agentCPU{t, s}, err
+	return agentCPU{ticks: t, sched: s}, err
 }
 
 // schedCPU sums the first field of /proc/PID/task/*/schedstat: each

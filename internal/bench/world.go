@@ -29,6 +29,7 @@ type world struct {
 	r    *runner
 	cli  *client.Client
 	etcd *clientv3.Client // cli's connection, for raw reads
+	acct *cpuGroup        // host 1's agent's CPU accounting group, if it is in one
 }
 
 // buildWorld builds a walkthrough world with the bench's prefix and binaries

@@ -103,8 +103,14 @@ type Agent struct {
 	// record decode writes to snap and built again with every new snap
 	// (calc.EndpointAddrs).
 	epAddrs *calc.EndpointAddrs
-	synced  bool
-	trigger chan struct{}
+	// localEndpoints counts snap's endpoint records whose Node is this
+	// host, kept with every record decoded: the status reported every
+	// second counted them by walking every endpoint of the cluster under
+	// mu, 40% of the idle agent's CPU next to 1000 endpoints and
+	// growing with the cluster, not the host.
+	localEndpoints int
+	synced         bool
+	trigger        chan struct{}
 	// dsChanged: a record that matters arrived since the last pass.
 	dsChanged bool
 	// converge: something other than another host's workload records
@@ -400,6 +406,7 @@ func (a *Agent) OnSnapshotAt(kvs map[string][]byte, revs datastore.Revisions) {
 	resync := a.synced
 	a.snap, a.synced, a.dsChanged = fresh, true, true
 	a.epAddrs = calc.NewEndpointAddrs(fresh)
+	a.localEndpoints = countLocal(fresh, a.cfg.Name)
 	if revs.Rev != 0 {
 		a.dsCluster, a.dsRev = revs.Cluster, revs.Rev
 		a.dsEpoch = revs.Created[datastore.NodeKey(a.cfg.Name)]
@@ -458,6 +465,12 @@ func (a *Agent) OnUpdateAt(key string, value []byte, rev int64) {
 		// Whatever decode did (a bad record keeps its last good value).
 		cur, has := a.snap.Endpoints[id]
 		a.epAddrs.Update(a.snap, id, old, had, cur, has)
+		if had && old.Node == a.cfg.Name {
+			a.localEndpoints--
+		}
+		if has && cur.Node == a.cfg.Name {
+			a.localEndpoints++
+		}
 	}
 	elsewhere = elsewhere && otherHosts(a.snap, key, a.cfg.Name)
 	a.dsChanged = a.dsChanged || relevant
@@ -542,6 +555,17 @@ func (a *Agent) noteLeft(id string, old, cur api.Endpoint, still bool) {
 			a.conntrack.LeftElsewhere(ad)
 		}
 	}
+}
+
+// countLocal counts s's endpoint records whose Node is node.
+func countLocal(s *calc.Snapshot, node string) int {
+	n := 0
+	for _, ep := range s.Endpoints {
+		if ep.Node == node {
+			n++
+		}
+	}
+	return n
 }
 
 // otherHosts says whether a record (as the snapshot has it) is another
@@ -1047,12 +1071,7 @@ func (a *Agent) stopSpeaker() {
 
 func (a *Agent) reportStatus(ctx context.Context) {
 	a.mu.Lock()
-	eps := 0
-	for _, ep := range a.snap.Endpoints {
-		if ep.Node == a.cfg.Name {
-			eps++
-		}
-	}
+	eps := a.localEndpoints
 	a.mu.Unlock()
 	st := api.NodeStatus{
 		Node:      a.cfg.Name,

@@ -56,9 +56,10 @@ func TestOtherHostsContainerIsAnEndpointEdit(t *testing.T) {
 }
 
 // TestEndpointAddrsFollowSnapshot: the endpoint pass's address index
-// (calc.EndpointAddrs) follows every record write the agent decodes into
-// its snapshot: records added, rewritten with other addresses, deleted, a
-// bad record that keeps its last good value, and a new snapshot (resync).
+// (calc.EndpointAddrs) and the status's count of this host's endpoints
+// follow every record write the agent decodes into its snapshot: records
+// added, rewritten with other addresses, deleted, a bad record that keeps
+// its last good value, and a new snapshot (resync).
 func TestEndpointAddrsFollowSnapshot(t *testing.T) {
 	snap := calc.NewSnapshot()
 	a := &Agent{cfg: Config{Name: "h1"}, log: slog.New(slog.DiscardHandler), snap: snap, epAddrs: calc.NewEndpointAddrs(snap),
@@ -82,6 +83,10 @@ func TestEndpointAddrsFollowSnapshot(t *testing.T) {
 		if !a.epAddrs.Matches(a.snap) {
 			t.Fatalf("%s: the index differs from the snapshot's records", what)
 		}
+		// The status's count of this host's endpoints, kept the same way.
+		if n := countLocal(a.snap, "h1"); a.localEndpoints != n {
+			t.Fatalf("%s: %d local endpoints counted, the snapshot holds %d", what, a.localEndpoints, n)
+		}
 	}
 	a.OnUpdate(datastore.PoolKey("10.90.0.0/16"), js(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26}))
 	a.OnUpdate(datastore.EndpointKey("h1", "w1"), ep("h1", "w1", "10.90.0.1/32"))
@@ -100,4 +105,17 @@ func TestEndpointAddrsFollowSnapshot(t *testing.T) {
 	check("a new snapshot")
 	a.OnUpdate(datastore.EndpointKey("h3", "w4"), ep("h3", "w4", "10.90.2.4/32"))
 	check("added after the new snapshot")
+	a.OnSnapshot(map[string][]byte{
+		datastore.PoolKey("10.90.0.0/16"): js(api.Pool{CIDR: "10.90.0.0/16", BlockSize: 26}),
+		datastore.EndpointKey("h1", "w5"): ep("h1", "w5", "10.90.0.5/32"),
+		datastore.EndpointKey("h1", "w6"): ep("h1", "w6", "10.90.0.6/32"),
+	})
+	check("a snapshot with two of ours")
+	a.OnUpdate(datastore.EndpointKey("h1", "w7"), ep("h1", "w7", "10.90.0.7/32"))
+	a.OnUpdate(datastore.EndpointKey("h1", "w5"), nil)
+	a.OnUpdate(datastore.EndpointKey("h1", "w6"), ep("h1", "w6", "10.90.0.8/32"))
+	check("ours added, deleted and rewritten")
+	if a.localEndpoints != 2 {
+		t.Errorf("%d local endpoints, want 2 (w6, w7)", a.localEndpoints)
+	}
 }

@@ -136,16 +136,8 @@ func cacheFree(script string, prev, next *ruleset) string {
 			done[name] = true
 			continue
 		}
-		if chain, rule, ok := ruleOf(line); ok {
-			rules := []string{rule}
-			for i+1 < len(lines) {
-				c, r, ok := ruleOf(lines[i+1])
-				if !ok || c != chain {
-					break
-				}
-				rules = append(rules, r)
-				i++
-			}
+		if chain, rules := ruleRun(lines, i); rules != nil {
+			i += len(rules) - 1
 			declareSets(rules)
 			fmt.Fprintf(&b, "add chain inet %s %s { %s ; }\n", TableName, chain, strings.Join(rules, " ; "))
 			continue
@@ -180,7 +172,11 @@ func newChainBodies(lines []string, prev *ruleset) earlyBodies {
 	decl := map[string]int{} // chain -> line of its declaration
 	heads := map[string][]string{}
 	touched := map[string]bool{} // flushed or deleted
-	runs := map[string][2]int{}  // chain -> first run of rules: start, length
+	type run struct {
+		at    int
+		rules []string
+	}
+	runs := map[string]run{} // chain -> its first run of rules
 	for i := 0; i < len(lines); i++ {
 		if name, head, ok := chainDecl(lines[i]); ok {
 			if _, dup := decl[name]; !dup {
@@ -193,41 +189,49 @@ func newChainBodies(lines []string, prev *ruleset) earlyBodies {
 				touched[name] = true
 			}
 		}
-		if chain, _, ok := ruleOf(lines[i]); ok {
-			n := 1
-			for i+n < len(lines) {
-				if c, _, ok := ruleOf(lines[i+n]); !ok || c != chain {
-					break
-				}
-				n++
-			}
+		if chain, rules := ruleRun(lines, i); rules != nil {
 			if _, seen := runs[chain]; !seen {
-				runs[chain] = [2]int{i, n}
+				runs[chain] = run{i, rules}
 			}
-			i += n - 1
+			i += len(rules) - 1
 		}
 	}
 	for name, at := range decl {
-		run, ok := runs[name]
-		if _, existed := prev.Chains[name]; !ok || existed || touched[name] || run[0] < at {
+		r, ok := runs[name]
+		if _, existed := prev.Chains[name]; !ok || existed || touched[name] || r.at < at {
 			continue
 		}
-		body := chainBody{chain: name, head: heads[name]}
 		movable := true
-		for _, line := range lines[run[0] : run[0]+run[1]] {
-			_, rule, _ := ruleOf(line)
+		for _, rule := range r.rules {
 			for _, m := range jumpRE.FindAllStringSubmatch(rule, -1) {
 				if d, isNew := decl[m[2]]; isNew && d > at {
 					movable = false
 				}
 			}
-			body.rules = append(body.rules, rule)
 		}
 		if movable {
-			e.at[at], e.skip[run[0]] = body, run[1]
+			e.at[at], e.skip[r.at] = chainBody{chain: name, head: heads[name], rules: r.rules}, len(r.rules)
 		}
 	}
 	return e
+}
+
+// ruleRun is the chain and the rules of the run of "add rule" lines for
+// one chain that starts at lines[i]; no rules when lines[i] is no rule.
+func ruleRun(lines []string, i int) (chain string, rules []string) {
+	chain, rule, ok := ruleOf(lines[i])
+	if !ok {
+		return "", nil
+	}
+	rules = []string{rule}
+	for _, l := range lines[i+1:] {
+		c, r, ok := ruleOf(l)
+		if !ok || c != chain {
+			break
+		}
+		rules = append(rules, r)
+	}
+	return chain, rules
 }
 
 // chainDecl is the chain an "add chain" line of our table declares, and

@@ -161,6 +161,8 @@ func (d *dropCollector) poll() error {
 		switch {
 		case s.EndOfTier:
 			k.rule = "end-of-tier"
+		case s.Rule == 0 && s.Endpoint == "":
+			k.profile, k.rule = s.Profiles, "none"
 		case s.Rule == 0:
 			k.profile, k.rule = strings.Join(d.profilesOf[s.Endpoint], ","), "none"
 		}

@@ -17,7 +17,8 @@ import (
 const ifaceRecheckEvery = time.Second
 
 // applyWorkloadIfaces converges the host sides of this host's workload
-// veths (MTU, up, proxy ARP, forwarding, no router advertisements) from
+// veths (MTU, up, the device group their policy is dispatched by, proxy
+// ARP, forwarding, no router advertisements) from
 // calc's local endpoints, as the route and nftables syncers converge
 // theirs: a new or changed interface is converged on this pass, whatever
 // was changed by hand or lost on an interface already found right on the
@@ -60,7 +61,7 @@ func (a *Agent) ifaceAudit() bool {
 func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface, apply func([]netdev.HostSide) (netdev.WorkloadIfaceReport, error)) (problems []string, fixed bool, err error) {
 	hs := make([]netdev.HostSide, len(want))
 	for i, w := range want {
-		hs[i] = netdev.HostSide{Name: w.Interface, MTU: w.MTU, IPv6: w.IPv6}
+		hs[i] = netdev.HostSide{Name: w.Interface, MTU: w.MTU, IPv6: w.IPv6, Group: w.Group}
 	}
 	rep, err := apply(hs)
 	if rep.Recheck > 0 {

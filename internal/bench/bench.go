@@ -104,7 +104,7 @@ func DefaultPlan() Plan {
 		Runs: 3, Seconds: 5, Streams: []int{1, 4}, PolicyExtraRuns: 6,
 		LatencyLevels: []int{0, 100, 1000}, LatencySeconds: 3, LatencyRuns: 5,
 		SetupCount: 200, Burst: 20,
-		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 10,
+		ScaleEndpoints: 1000, ScaleProfiles: 100, AddAt: []int{10, 100, 1000}, AddSamples: 20,
 		V3Policies: 200, V3Changes: 60,
 		MeshSizes: []int{5, 10, 20}, MeshTrials: 5, IdleSeconds: 10,
 		ScaleMeshSizes: []int{10, 25, 50}, ScaleRRSizes: []int{10, 25, 50, 100}, ScaleTrials: 20, ScaleIdleSeconds: 20,

@@ -452,7 +452,7 @@ func (w *world) coldStart(ctx context.Context, r *runner, h *lab.Host, endpoints
 		entries := 0
 		if routes >= endpoints {
 			// nft runs as a process; only ask once the routes are there.
-			if entries, err = nftCount(ctx, h, "to-wl"); err != nil {
+			if entries, err = dispatched(ctx, h); err != nil {
 				entries = 0 // the table may not exist yet
 			}
 		}

@@ -264,11 +264,23 @@ func (w *world) settle(ctx context.Context, h *lab.Host, max time.Duration) (tim
 	return time.Since(start), nil
 }
 
-// nftCount counts elements of one of our nftables maps on h.
-func nftCount(ctx context.Context, h *lab.Host, mapName string) (int, error) {
-	out, err := h.Run(ctx, "nft", "list", "map", "inet", "calico", mapName)
+// nftCount counts the workload interfaces in one of our nftables maps or
+// sets (kind "map" or "set") on h.
+func nftCount(ctx context.Context, h *lab.Host, kind, name string) (int, error) {
+	out, err := h.Run(ctx, "nft", "list", kind, "inet", "calico", name)
 	if err != nil {
 		return 0, err
 	}
 	return strings.Count(out, `"cali`), nil
+}
+
+// dispatched counts the endpoints h's table dispatches: by name (to-wl)
+// and by their profile list's device group (wl-groups).
+func dispatched(ctx context.Context, h *lab.Host) (int, error) {
+	byName, err := nftCount(ctx, h, "map", "to-wl")
+	if err != nil {
+		return 0, err
+	}
+	byGroup, err := nftCount(ctx, h, "set", "wl-groups")
+	return byName + byGroup, err
 }

@@ -317,7 +317,7 @@ func policy(s *Snapshot, local []api.Endpoint, pools []parsedPool) Policy {
 	p := Policy{Profiles: map[string]api.Profile{}, TagMembers: map[string]AddrSet{}}
 	tags := map[string]bool{}
 	for _, ep := range local {
-		e := EndpointPolicy{Interface: ep.InterfaceName}
+		e := EndpointPolicy{Interface: ep.InterfaceName, Group: ProfileGroup(ep.Profiles)}
 		for _, a := range endpointPrefixes(ep) {
 			e.Addrs = append(e.Addrs, a.Addr())
 		}

@@ -324,14 +324,15 @@ func Reendpoint(in Input, prev Result, eps []EndpointEdit, blocks []BlockEdit) (
 		cur := *ed.cur
 		addrs := prefixAddrs(ed.curP)
 		v6 := slices.ContainsFunc(addrs, netip.Addr.Is6)
-		w := WorkloadIface{Interface: cur.InterfaceName, Workload: cur.Workload, MTU: workloadMTU(pools, s.Encryption.Enabled, addrs), IPv6: v6}
+		w := WorkloadIface{Interface: cur.InterfaceName, Workload: cur.Workload, MTU: workloadMTU(pools, s.Encryption.Enabled, addrs), IPv6: v6,
+			Group: ProfileGroup(cur.Profiles)}
 		i, found := slices.BinarySearchFunc(d.Workloads, w.Interface, func(w WorkloadIface, s string) int { return strings.Compare(w.Interface, s) })
 		if found {
 			return prev, EndpointChange{}, false
 		}
 		d.Workloads = slices.Insert(d.Workloads, i, w)
 
-		e := EndpointPolicy{Interface: cur.InterfaceName, Addrs: addrs}
+		e := EndpointPolicy{Interface: cur.InterfaceName, Addrs: addrs, Group: ProfileGroup(cur.Profiles)}
 		for _, name := range cur.Profiles {
 			prof, exists := s.Profiles[name]
 			if !exists {

@@ -90,6 +90,11 @@ type EndpointPolicy struct {
 	// the profiles alone decide that direction.
 	IngressPolicies []string
 	EgressPolicies  []string
+	// Group is ProfileGroup of the endpoint record's profile list, the
+	// device group its host side carries (WorkloadIface.Group): the
+	// dataplane dispatches endpoints that share a profile list to one pair
+	// of chains by it. 0: no group (dispatch by interface name alone).
+	Group uint32
 }
 
 // AddrSet holds addresses of both families.

@@ -43,8 +43,8 @@ func TestWorkloadIfacesAreTheLocalBelievedEndpoints(t *testing.T) {
 	s.Endpoints["h1/liar"] = liar
 	got := Compute(Input{Node: "h1", Snap: s}).Dataplane.Workloads
 	want := []WorkloadIface{
-		{Interface: api.WorkloadIfaceName("h1", "w1"), Workload: "w1", MTU: api.VXLANMTU},
-		{Interface: api.WorkloadIfaceName("h1", "w2"), Workload: "w2", MTU: api.VXLANMTU},
+		{Interface: api.WorkloadIfaceName("h1", "w1"), Workload: "w1", MTU: api.VXLANMTU, Group: ProfileGroup(s.Endpoints["h1/w1"].Profiles)},
+		{Interface: api.WorkloadIfaceName("h1", "w2"), Workload: "w2", MTU: api.VXLANMTU, Group: ProfileGroup(s.Endpoints["h1/w2"].Profiles)},
 	}
 	slices.SortFunc(want, func(a, b WorkloadIface) int {
 		if a.Interface < b.Interface {
@@ -54,5 +54,25 @@ func TestWorkloadIfacesAreTheLocalBelievedEndpoints(t *testing.T) {
 	})
 	if !slices.Equal(got, want) {
 		t.Fatalf("workload interfaces = %+v, want %+v", got, want)
+	}
+}
+
+// A profile list's device group is in our range, never the default 0,
+// and tells apart lists that concatenate alike or differ in order.
+func TestProfileGroup(t *testing.T) {
+	lists := [][]string{nil, {""}, {"ab"}, {"a", "b"}, {"b", "a"}, {"WEB"}, {"WEB", "DB"}}
+	seen := map[uint32][]string{}
+	for _, l := range lists {
+		g := ProfileGroup(l)
+		if g&^groupMask != groupBase {
+			t.Errorf("ProfileGroup(%q) = %#x, outside [%#x, %#x]", l, g, groupBase, groupBase|groupMask)
+		}
+		if o, dup := seen[g]; dup {
+			t.Errorf("ProfileGroup(%q) = ProfileGroup(%q) = %#x", l, o, g)
+		}
+		seen[g] = l
+		if ProfileGroup(slices.Clone(l)) != g {
+			t.Errorf("ProfileGroup(%q) is not a function of the list", l)
+		}
 	}
 }

@@ -20,6 +20,10 @@ type HostSide struct {
 	Name string // cali + 11 hex (api.WorkloadIfaceName)
 	MTU  int    // 0 means DefaultMTU
 	IPv6 bool   // the workload has IPv6 addresses: the host side routes IPv6 too
+	// Group is the device group the host side carries (calc.ProfileGroup
+	// of its profiles): the policy finds the chains of a workload's
+	// profiles by it. 0 leaves the group alone.
+	Group uint32
 }
 
 func (h HostSide) mtu() int {
@@ -89,9 +93,9 @@ func newHostVeth(hs HostSide, peer string) *netlink.Veth {
 
 // WorkloadIfaceSyncer owns the host sides of this host's workload veths, as
 // RouteSyncer owns the routes: it compares wanted host sides with the
-// kernel and puts back what differs (MTU, up, proxy ARP, forwarding, no
-// router advertisements...), so a setting changed by hand or lost is
-// restored (see RecheckEvery for when).
+// kernel and puts back what differs (MTU, up, device group, proxy ARP,
+// forwarding, no router advertisements...), so a setting changed by hand
+// or lost is restored (see RecheckEvery and groupRecheckEvery for when).
 //
 // It never creates a veth: the workload's side lives in another namespace
 // that only the entry point making the workload (calicoctl, the Docker
@@ -130,7 +134,20 @@ type WorkloadIfaceSyncer struct {
 	// only that, and the read-back follows on its own.
 	due     time.Time
 	started bool // an Apply has looked at every host side once
+	// groupsRead is when a full read-back last read every host side's
+	// device group (groupRecheckEvery).
+	groupsRead time.Time
 }
+
+// groupRecheckEvery spaces the read-back of the host sides' device groups
+// when the syncer is incremental. A group is read with a netlink get of
+// the link, whose kernel side looks up the veth peer's namespace id by
+// walking every id the host holds (one per workload namespace): 1000 of
+// those per full read-back cost the idle agent 10-15 ms of CPU per second
+// next to 1000 workloads. New and changed host sides are read at once; a
+// group changed by hand on another is put back within this time, its
+// traffic dropped meanwhile (fail closed, see convergeGroup).
+const groupRecheckEvery = 30 * time.Second
 
 // NewWorkloadIfaceSyncer makes a syncer for the caller's namespace, or
 // InNetns(path).
@@ -197,6 +214,11 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 	var errs []error
 	var settings []sysctl
 	checked := map[string]HostSide{}
+	// Device groups: see groupRecheckEvery.
+	readGroups := !incremental || !full && !first || time.Since(s.groupsRead) >= groupRecheckEvery
+	if incremental && (full || first) && readGroups {
+		s.groupsRead = time.Now()
+	}
 	if len(todo) > 0 {
 		h, err := openHandle(s.o.netns)
 		if err != nil {
@@ -237,6 +259,9 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 					rep.Fixed = append(rep.Fixed, hs.Name+" up")
 				}
 			}
+			if c, ok := s.checked[hs.Name]; hs.Group != 0 && (readGroups || !ok || c.Group != hs.Group) {
+				errs = append(errs, convergeGroup(h, l, hs, &rep))
+			}
 			if !first {
 				settings = append(settings, hs.sysctls()...)
 			}
@@ -265,6 +290,32 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 		rep.Recheck = max(time.Until(s.due), time.Millisecond)
 	}
 	return rep, errors.Join(errs...)
+}
+
+// convergeGroup gives host side l the device group hs wants. A fresh
+// veth's group is 0 and setting it is no repair; any other group that
+// differs was changed by someone else and is reported as put back (the
+// policy dropped the interface's traffic meanwhile: nft dispatches by an
+// interface's group only when the pair is an endpoint's).
+func convergeGroup(h *netlink.Handle, l netlink.Link, hs HostSide, rep *WorkloadIfaceReport) error {
+	lk, err := h.LinkByIndex(l.Attrs().Index)
+	if err != nil {
+		if errors.As(err, &netlink.LinkNotFoundError{}) {
+			return nil // gone meanwhile: the next pass reports it
+		}
+		return fmt.Errorf("read %s group: %w", hs.Name, err)
+	}
+	cur := lk.Attrs().Group
+	if cur == hs.Group {
+		return nil
+	}
+	if err := h.LinkSetGroup(l, int(hs.Group)); err != nil {
+		return fmt.Errorf("set %s group %d: %w", hs.Name, hs.Group, err)
+	}
+	if cur != 0 {
+		rep.Fixed = append(rep.Fixed, fmt.Sprintf("%s group %d -> %d", hs.Name, cur, hs.Group))
+	}
+	return nil
 }
 
 // remember records which host sides Apply checked. A full Apply's are all

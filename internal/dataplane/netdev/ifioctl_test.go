@@ -71,7 +71,7 @@ func TestBulkSysctlReadBack(t *testing.T) {
 	for i := range bulkSysctlThreshold + 4 {
 		name := fmt.Sprintf("calibulk%02d", i)
 		ipCmd(t, "-n", host, "link", "add", name, "address", HostSideMAC, "type", "veth", "peer", "name", fmt.Sprintf("pbulk%02d", i))
-		want = append(want, HostSide{Name: name, IPv6: true})
+		want = append(want, HostSide{Name: name, IPv6: true, Group: 0x40000000 + uint32(i)})
 	}
 	s := NewWorkloadIfaceSyncer(InNetns(hostPath)) // every Apply reads everything back
 	if _, err := s.Apply(want); err != nil {
@@ -95,6 +95,8 @@ func TestBulkSysctlReadBack(t *testing.T) {
 		k, v, _ := strings.Cut(e, "=")
 		ipCmd(t, "netns", "exec", host, "sh", "-c", "echo "+v+" > /proc/sys/net/"+k)
 	}
+	// And a device group.
+	ipCmd(t, "-n", host, "link", "set", "calibulk08", "group", "7")
 	// Netlink shows every setting of every host side as /proc does (a
 	// proxy_delay other than 0 as "?": its units differ).
 	var known map[string]string
@@ -126,7 +128,41 @@ func TestBulkSysctlReadBack(t *testing.T) {
 			t.Errorf("%s by hand not put back (no %q in %q)", e, needle, rep.Fixed)
 		}
 	}
-	if len(rep.Fixed) != len(edits) {
-		t.Fatalf("put back %q, want only the %d edits", rep.Fixed, len(edits))
+	if !slices.Contains(rep.Fixed, fmt.Sprintf("calibulk08 group 7 -> %d", want[8].Group)) {
+		t.Errorf("a group set by hand not put back: %q", rep.Fixed)
+	}
+	if len(rep.Fixed) != len(edits)+1 {
+		t.Fatalf("put back %q, want only the %d edits", rep.Fixed, len(edits)+1)
+	}
+}
+
+// TestHostSideGroup: a host side gets the device group it wants (the
+// policy dispatches by it) without that counting as a repair, and a group
+// changed by hand is put back and reported: the chains of another profile
+// list would decide its traffic.
+func TestHostSideGroup(t *testing.T) {
+	host, hostPath := newNetns(t, "grp")
+	ipCmd(t, "-n", host, "link", "add", "caligrp0", "address", HostSideMAC, "type", "veth", "peer", "name", "pgrp0")
+	group := func() string {
+		out := ipCmd(t, "-n", host, "-d", "link", "show", "caligrp0")
+		f := strings.Fields(out[strings.Index(out, " group ")+1:])
+		return f[1]
+	}
+	want := []HostSide{{Name: "caligrp0", Group: 0x40000001}}
+	s := NewWorkloadIfaceSyncer(InNetns(hostPath))
+	rep, err := s.Apply(want)
+	if err != nil || slices.ContainsFunc(rep.Fixed, func(f string) bool { return strings.Contains(f, "group") }) {
+		t.Fatalf("first Apply: %+v, %v (a fresh veth's group is no repair)", rep, err)
+	}
+	if g := group(); g != "1073741825" {
+		t.Fatalf("group %s after Apply, want 1073741825", g)
+	}
+	ipCmd(t, "-n", host, "link", "set", "caligrp0", "group", "1073741826")
+	rep, err = s.Apply(want)
+	if err != nil || !slices.Equal(rep.Fixed, []string{"caligrp0 group 1073741826 -> 1073741825"}) {
+		t.Fatalf("after a change by hand: %+v, %v", rep, err)
+	}
+	if g := group(); g != "1073741825" {
+		t.Fatalf("group %s after the read-back, want 1073741825", g)
 	}
 }

@@ -79,7 +79,7 @@ func cacheFree(script string, prev, next *ruleset) string {
 					declared[m[1]] = true
 				} else if isDispatchMap(m[1]) {
 					// A label policy's Pass: "vmap @pass-in".
-					fmt.Fprintf(&b, "add map inet %s %s { type %s ; }\n", TableName, m[1], dispatchMapType)
+					fmt.Fprintf(&b, "add map inet %s %s { type %s ; }\n", TableName, m[1], mapType(m[1]))
 					declared[m[1]] = true
 				}
 			}
@@ -107,7 +107,7 @@ func cacheFree(script string, prev, next *ruleset) string {
 				elems += ", " + e
 				i++
 			}
-			fmt.Fprintf(&b, "add map inet %s %s { type %s ; elements = { %s } ; }\n", TableName, name, dispatchMapType, elems)
+			fmt.Fprintf(&b, "add map inet %s %s { type %s ; elements = { %s } ; }\n", TableName, name, mapType(name), elems)
 			continue
 		}
 		if name, ok := elementTarget(line); ok {
@@ -303,7 +303,7 @@ func dispatchAdd(line string) (name, elems string, ok bool) {
 // isDispatchMap says whether name is one of the interface -> verdict maps.
 func isDispatchMap(name string) bool {
 	switch name {
-	case mapFromWl, mapToWl, mapPassIn, mapPassOut:
+	case mapFromWl, mapToWl, mapPassIn, mapPassOut, mapGrpFrom, mapGrpTo:
 		return true
 	}
 	return false

@@ -113,18 +113,35 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 	// Each endpoint rendered alone, so what it writes is exactly its own
 	// objects; all of them before any map is edited.
 	ones := make([]*ruleset, len(ch.Endpoints))
+	lists := map[uint32]string{} // the profile list of each group the change uses
 	for k, iface := range ch.Endpoints {
 		i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface })
-		_, had := rs.FromWl[iface]
-		if i < 0 && !had {
+		og, had := rs.members[iface]
+		if i < 0 && !had || rs.collided[og] {
 			return nil, nil, nil, ErrNeedApply
 		}
 		one := &ruleset{Chains: map[string]chainSpec{}, Sets: map[string]setSpec{}, FromWl: map[string]string{}, ToWl: map[string]string{},
-			PassIn: map[string]string{}, PassOut: map[string]string{}}
+			PassIn: map[string]string{}, PassOut: map[string]string{}, GrpFrom: map[string]string{}, GrpTo: map[string]string{},
+			members: map[string]uint32{}, groups: map[uint32]groupUse{}}
 		if i >= 0 {
+			if rs.collided[p.Endpoints[i].Group] {
+				return nil, nil, nil, ErrNeedApply
+			}
 			one.renderEndpoint(p.Endpoints[i], p.Profiles)
 			if len(one.Problems) > 0 {
 				return nil, nil, nil, ErrNeedApply // Apply reports the problems
+			}
+			// A group whose list is not the one its chains run: two lists
+			// with one group (Apply dispatches their endpoints by name),
+			// or profiles that came or went (Apply rewrites its chains).
+			for g, use := range one.groups {
+				if was, ok := rs.groups[g]; ok && was.profiles != use.profiles {
+					return nil, nil, nil, ErrNeedApply
+				}
+				if l, ok := lists[g]; ok && l != use.profiles {
+					return nil, nil, nil, ErrNeedApply
+				}
+				lists[g] = use.profiles
 			}
 		}
 		ones[k] = one
@@ -149,35 +166,40 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 				prev.Chains[name] = c
 			}
 		}
-		keptIface := map[string]bool{}
-		keepDispatch := func(dst, src map[string]string, iface string) {
-			if v, ok := src[iface]; ok {
-				dst[iface] = v
-			}
-		}
+		prev.GrpFrom, prev.GrpTo = map[string]string{}, map[string]string{}
+		keptKey := map[string]bool{}
 		// The dispatch entries touched are those of ch's interfaces and
-		// of the interfaces the rendered endpoints write (their own).
+		// their groups before, and those the rendered endpoints write
+		// (their own and their groups').
 		for _, iface := range ch.Endpoints {
-			keptIface[iface] = true
+			keptKey[iface] = true
+			if g := rs.members[iface]; g != 0 {
+				keptKey[groupKey(g)] = true
+			}
 		}
 		for _, one := range ones {
 			for _, m := range one.dispatchMaps() {
 				for k := range m.entries {
-					keptIface[k] = true
+					keptKey[k] = true
 				}
 			}
 		}
-		for iface := range keptIface {
-			keepDispatch(prev.FromWl, rs.FromWl, iface)
-			keepDispatch(prev.ToWl, rs.ToWl, iface)
-			keepDispatch(prev.PassIn, rs.PassIn, iface)
-			keepDispatch(prev.PassOut, rs.PassOut, iface)
+		from, to := rs.dispatchMaps(), prev.dispatchMaps()
+		for key := range keptKey {
+			for i := range from {
+				if v, ok := from[i].entries[key]; ok {
+					to[i].entries[key] = v
+				}
+			}
 		}
 	} else {
 		next.Chains = maps.Clone(rs.Chains)
 		next.FromWl, next.ToWl = maps.Clone(rs.FromWl), maps.Clone(rs.ToWl)
 		next.PassIn, next.PassOut = maps.Clone(rs.PassIn), maps.Clone(rs.PassOut)
+		next.GrpFrom, next.GrpTo = maps.Clone(rs.GrpFrom), maps.Clone(rs.GrpTo)
+		next.members, next.groups = maps.Clone(rs.members), maps.Clone(rs.groups)
 	}
+	groupsTouched := map[uint32]bool{}
 	for k, iface := range ch.Endpoints {
 		one := ones[k]
 		for _, c := range []string{endpointOutChain(iface), endpointInChain(iface), endpointProfOut(iface), endpointProfIn(iface)} {
@@ -190,7 +212,16 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		delete(next.ToWl, iface)
 		delete(next.PassIn, iface)
 		delete(next.PassOut, iface)
-		for _, set := range []string{setWlSrc4, setWlSrc6} {
+		if g, had := next.members[iface]; had {
+			delete(next.members, iface)
+			if g != 0 {
+				use := next.groups[g]
+				use.users--
+				next.groups[g] = use
+				groupsTouched[g] = true
+			}
+		}
+		for _, set := range []string{setWlSrc4, setWlSrc6, setWlGroups} {
 			s := next.Sets[set]
 			s.Elems = replaceIfaceElems(s.Elems, iface, one.Sets[set].Elems)
 			next.Sets[set] = s
@@ -209,6 +240,33 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		maps.Copy(next.ToWl, one.ToWl)
 		maps.Copy(next.PassIn, one.PassIn)
 		maps.Copy(next.PassOut, one.PassOut)
+		maps.Copy(next.GrpFrom, one.GrpFrom)
+		maps.Copy(next.GrpTo, one.GrpTo)
+		if g, ok := one.members[iface]; ok {
+			next.members[iface] = g
+			if g != 0 {
+				use := next.groups[g]
+				use.users++
+				use.profiles = one.groups[g].profiles
+				next.groups[g] = use
+				groupsTouched[g] = true
+			}
+		}
+	}
+	// A group its last endpoint left goes, with its chains and entries.
+	for g := range groupsTouched {
+		if next.groups[g].users > 0 {
+			continue
+		}
+		delete(next.groups, g)
+		for _, c := range []string{groupOutChain(g), groupInChain(g)} {
+			keepChain(c)
+			delete(next.Chains, c)
+			t.chains[c] = true
+		}
+		delete(next.GrpFrom, groupKey(g))
+		delete(next.GrpTo, groupKey(g))
+		t.ifaces[groupKey(g)] = true
 	}
 	return prev, next, t, nil
 }
@@ -234,9 +292,9 @@ func replaceIfaceElems(list []string, iface string, elems []string) []string {
 	return out
 }
 
-// touched names the chains and the dispatch entries (by interface) that
-// withChange may have changed; sets are few (per policy and tag, not per
-// endpoint) and planChange looks at each.
+// touched names the chains and the dispatch entries (by interface or
+// device group) that withChange may have changed; sets are few (per
+// policy and tag, not per endpoint) and planChange looks at each.
 type touched struct {
 	chains map[string]bool
 	ifaces map[string]bool

@@ -37,18 +37,39 @@
 //
 //	fwd-from-wl (priority filter-1): ct established,related accept; ct invalid drop;
 //	                                 [control-plane guard]; iifname vmap @from-wl;
+//	                                 iifname . iifgroup @wl-groups iifgroup vmap @grp-from;
 //	                                 iifname "cali*" drop
 //	fwd-to-wl   (priority filter):   ct established,related accept; ct invalid drop;
-//	                                 oifname vmap @to-wl;   oifname "cali*" drop
+//	                                 oifname vmap @to-wl;
+//	                                 oifname . oifgroup @wl-groups oifgroup vmap @grp-to;
+//	                                 oifname "cali*" drop
 //
 // An established flow costs one conntrack test per base chain. A "cali*"
 // interface without an endpoint is dropped, not let through.
 //
-// Per endpoint: ep-out-IFACE jumps to each profile's outbound chain in the
-// endpoint's order, then drops (the source was checked in prerouting; a
-// family without addresses sends nothing).
-// ep-in-IFACE jumps to each profile's inbound chain, then drops. An endpoint
-// with no profile therefore sends and receives nothing.
+// Per profile list: the endpoints that list the same profiles in the same
+// order (and that no label policy applies to) share grp-out-G and grp-in-G,
+// G being the device group (IFLA_GROUP) the agent gives their host sides
+// (calc.ProfileGroup of the list; netdev.WorkloadIfaceSyncer keeps it).
+// grp-out-G jumps to each profile's outbound chain in the list's order,
+// then drops (the source was checked in prerouting; a family without
+// addresses sends nothing); grp-in-G the same inbound. An endpoint with no
+// profile therefore sends and receives nothing. The maps grp-from and
+// grp-to find them by the packet's interface's group, and only for an
+// (interface . group) pair in wl-groups, one element per endpoint: a group
+// on any other device (a leftover veth, one set by hand) dispatches
+// nothing, and an endpoint whose host side has no group yet is dropped.
+// So one more endpoint of a list in use is three set elements (wl-src4,
+// wl-src6, wl-groups): no chain, and no jump, which would make the kernel
+// validate every chain reachable from the base chains on that commit, a
+// walk that grew with the endpoints (1-2 ms of each add's nft run next to
+// 1000, issue 19). Two lists that hash to one group (30 bits) are found
+// and their endpoints dispatched by name instead.
+//
+// Per endpoint dispatched by name (label policies apply to it, its list's
+// group collided, or its calc.EndpointPolicy has no Group): ep-out-IFACE
+// and ep-in-IFACE, from the maps from-wl and to-wl, hold the same jumps
+// and drop as a list's chains.
 //
 // Per profile (shared by all its endpoints): prof-in-NAME and prof-out-NAME
 // hold its rules in order, allow = accept, deny = drop; what no rule decides

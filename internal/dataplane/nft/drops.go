@@ -60,8 +60,12 @@ type DropSource struct {
 	Profile string
 	// Rule is the profile rule's number, 1-based; 0 for a final drop.
 	Rule int
-	// Endpoint is the workload interface of a final drop.
+	// Endpoint is the workload interface of a final drop in its own chain.
 	Endpoint string
+	// Profiles are the profiles (comma-separated) of a final drop in the
+	// chains of a profile list that endpoints share (by device group):
+	// none of them allowed the packet.
+	Profiles string
 	// Policy is the label policy whose Deny rule (Rule, 1-based among the
 	// direction's rules) dropped the packet.
 	Policy string
@@ -97,6 +101,11 @@ func NewDropNames(p calc.Policy) DropNames {
 		d[policyOutChain(name)] = DropSource{Direction: "outbound", Policy: name}
 	}
 	for _, ep := range p.Endpoints {
+		if ep.Group != 0 {
+			list := strings.Join(ep.Profiles, ",")
+			d[groupInChain(ep.Group)] = DropSource{Direction: "inbound", Profiles: list}
+			d[groupOutChain(ep.Group)] = DropSource{Direction: "outbound", Profiles: list}
+		}
 		d[endpointInChain(ep.Interface)] = DropSource{Direction: "inbound", Endpoint: ep.Interface}
 		d[endpointOutChain(ep.Interface)] = DropSource{Direction: "outbound", Endpoint: ep.Interface}
 		if len(ep.IngressPolicies) > 0 {

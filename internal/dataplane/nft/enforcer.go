@@ -240,7 +240,7 @@ func (e *Enforcer) Apply(p calc.Policy) (Stats, error) {
 }
 
 func finish(st Stats, rs *ruleset) Stats {
-	st.Endpoints = len(rs.FromWl)
+	st.Endpoints = len(rs.members)
 	st.Profiles = rs.profiles
 	st.Sets = len(rs.Sets)
 	st.Problems = rs.Problems

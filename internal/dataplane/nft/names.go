@@ -37,15 +37,25 @@ const (
 	// sending one).
 	mapPassIn  = "pass-in"
 	mapPassOut = "pass-out"
-	// dispatchMapType is every dispatch map's type.
+	// dispatchMapType is the type of the dispatch maps by interface name.
 	dispatchMapType = "ifname : verdict"
+	// The endpoints that share a profile list (and no label policy applies
+	// to) are dispatched by their host side's device group instead
+	// (calc.ProfileGroup): one entry and one pair of chains per list.
+	mapGrpFrom   = "grp-from" // iifgroup -> jump grp-out-*
+	mapGrpTo     = "grp-to"   // oifgroup -> jump grp-in-*
+	groupMapType = "devgroup : verdict"
 
 	setWlSrc4 = "wl-src4" // workload interface . its IPv4 address: what it may send from
 	setWlSrc6 = "wl-src6" // same, IPv6
-	setMasq4  = "masq4"   // pools with nat-outgoing, IPv4
-	setMasq6  = "masq6"   // same, IPv6
-	setPools4 = "pools4"  // every pool, IPv4: destinations never masqueraded
-	setPools6 = "pools6"
+	// setWlGroups holds (interface . device group) of every endpoint
+	// dispatched by its group: a group carried by any other interface (a
+	// leftover veth, one changed by hand) dispatches nothing.
+	setWlGroups = "wl-groups"
+	setMasq4    = "masq4"  // pools with nat-outgoing, IPv4
+	setMasq6    = "masq6"  // same, IPv6
+	setPools4   = "pools4" // every pool, IPv4: destinations never masqueraded
+	setPools6   = "pools6"
 
 	setCPHosts4 = "cp-hosts4" // control-plane hosts: every node address, the datastore's hosts
 	setCPHosts6 = "cp-hosts6"
@@ -78,6 +88,10 @@ const (
 	endpointProfiles = "eprof-"
 	prefixSel4       = "sel4-"
 	prefixSel6       = "sel6-"
+	// A profile list's chains, by device group.
+	prefixGrpOut = "grp-out-"
+	prefixGrpIn  = "grp-in-"
+	groupChain   = "grp-"
 )
 
 // maxReadable bounds the human-readable part of a generated name. With the
@@ -161,10 +175,23 @@ func tagSet4(tag string) string             { return objName(prefixTag4, tag) }
 func policyInChain(policy string) string    { return objName(prefixPolIn, policy) }
 func policyOutChain(policy string) string   { return objName(prefixPolOut, policy) }
 func endpointProfIn(iface string) string    { return objName(prefixEpProfIn, iface) }
-func endpointProfOut(iface string) string   { return objName(prefixEpProfOut, iface) }
-func selectorSet4(sel string) string        { return objName(prefixSel4, sel) }
-func selectorSet6(sel string) string        { return objName(prefixSel6, sel) }
-func tagSet6(tag string) string             { return objName(prefixTag6, tag) }
+func groupOutChain(g uint32) string         { return prefixGrpOut + strconv.FormatUint(uint64(g), 16) }
+func groupInChain(g uint32) string          { return prefixGrpIn + strconv.FormatUint(uint64(g), 16) }
+
+// groupKey is a device group as a dispatch map's key.
+func groupKey(g uint32) string { return strconv.FormatUint(uint64(g), 10) }
+
+// mapType is the type of dispatch map name.
+func mapType(name string) string {
+	if name == mapGrpFrom || name == mapGrpTo {
+		return groupMapType
+	}
+	return dispatchMapType
+}
+func endpointProfOut(iface string) string { return objName(prefixEpProfOut, iface) }
+func selectorSet4(sel string) string      { return objName(prefixSel4, sel) }
+func selectorSet6(sel string) string      { return objName(prefixSel6, sel) }
+func tagSet6(tag string) string           { return objName(prefixTag6, tag) }
 
 // validIfaceName checks what the kernel accepts as an interface name (at most
 // 15 bytes, no "/", ":" or whitespace) and what would break or change the

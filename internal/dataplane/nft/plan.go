@@ -88,6 +88,10 @@ func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
 		Comment: knftables.PtrTo("receiving workload -> its profile stage (label policy Pass)")})
 	tx.Add(&knftables.Map{Name: mapPassOut, Type: dispatchMapType,
 		Comment: knftables.PtrTo("sending workload -> its profile stage (label policy Pass)")})
+	tx.Add(&knftables.Map{Name: mapGrpFrom, Type: groupMapType,
+		Comment: knftables.PtrTo("workload interface's device group -> its profile list's outbound chain")})
+	tx.Add(&knftables.Map{Name: mapGrpTo, Type: groupMapType,
+		Comment: knftables.PtrTo("workload interface's device group -> its profile list's inbound chain")})
 
 	tx.Add(&knftables.Chain{Name: chainSource, Type: &filter, Hook: &pre, Priority: &prioRaw,
 		Comment: knftables.PtrTo("anti-spoofing: a workload sends only from its own addresses")})
@@ -140,9 +144,9 @@ func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
 	// forwarded, and the input chain lets only neighbour discovery through.
 	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "ip6 saddr { ::, fe80::/10 } meta l4proto ipv6-icmp accept"})
 	tx.Add(&knftables.Rule{Chain: chainSource, Rule: "drop"})
-	for _, c := range []struct{ chain, dir, m string }{
-		{chainFwdEgress, "iifname", mapFromWl},
-		{chainFwdIngress, "oifname", mapToWl},
+	for _, c := range []struct{ chain, dir, m, group, gm string }{
+		{chainFwdEgress, "iifname", mapFromWl, "iifgroup", mapGrpFrom},
+		{chainFwdIngress, "oifname", mapToWl, "oifgroup", mapGrpTo},
 	} {
 		// Established and related traffic leaves at the first rule: the
 		// per-packet cost of a flow is one conntrack state test.
@@ -161,6 +165,11 @@ func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
 			}
 		}
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " vmap @" + c.m})
+		// Endpoints not dispatched by name are by their host side's
+		// device group, when interface and group are an endpoint's: a
+		// group on any other device (a leftover veth, one changed by
+		// hand) dispatches nothing.
+		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " . " + c.group + " @" + setWlGroups + " " + c.group + " vmap @" + c.gm})
 		// A workload interface without an endpoint (being created or torn
 		// down) gets nothing rather than everything.
 		tx.Add(&knftables.Rule{Chain: c.chain, Rule: c.dir + " " + wild + " drop"})
@@ -187,6 +196,7 @@ func addSkeleton(tx *knftables.Transaction, a access, nh natHooks) {
 		// The workload's outbound policy decides, as for any destination:
 		// its endpoint chain accepts what a profile allows, drops the rest.
 		tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "iifname vmap @" + mapFromWl})
+		tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "iifname . iifgroup @" + setWlGroups + " iifgroup vmap @" + mapGrpFrom})
 	}
 	// Otherwise no host services (not even echo) for workloads.
 	tx.Add(&knftables.Rule{Chain: chainWlToHost, Rule: "drop"})
@@ -289,20 +299,29 @@ func (c counter) fillChain(name string, cs chainSpec) {
 	c.st.ChainsWritten++
 }
 
-func (c counter) addDispatch(m, iface, chain string) {
+func (c counter) addDispatch(m, key, chain string) {
 	verb := "jump "
 	if m == mapPassIn || m == mapPassOut {
 		// Pass leaves the policy chain for good: the profile stage ends
 		// in a verdict of its own.
 		verb = "goto "
 	}
-	c.tx.Add(&knftables.Element{Map: m, Key: []string{quoteIface(iface)}, Value: []string{verb + chain}})
+	c.tx.Add(&knftables.Element{Map: m, Key: []string{dispatchKey(m, key)}, Value: []string{verb + chain}})
 	c.st.ElementsAdded++
 }
 
-func (c counter) delDispatch(m, iface string) {
-	c.tx.Delete(&knftables.Element{Map: m, Key: []string{quoteIface(iface)}})
+func (c counter) delDispatch(m, key string) {
+	c.tx.Delete(&knftables.Element{Map: m, Key: []string{dispatchKey(m, key)}})
 	c.st.ElementsDeleted++
+}
+
+// dispatchKey writes a key of dispatch map m: an interface name quoted, a
+// device group as the number it is.
+func dispatchKey(m, key string) string {
+	if mapType(m) == groupMapType {
+		return key
+	}
+	return quoteIface(key)
 }
 
 // quoteIface writes an interface name as an nft string literal; validIfaceName
@@ -432,7 +451,7 @@ func (c counter) finish(prev, next *ruleset, gone []string) {
 // deleteRank orders chain deletions: referrers before what they refer to.
 func deleteRank(chain string) int {
 	switch {
-	case strings.HasPrefix(chain, endpointChain):
+	case strings.HasPrefix(chain, endpointChain), strings.HasPrefix(chain, groupChain):
 		return 0
 	case strings.HasPrefix(chain, policyChain):
 		return 1
@@ -449,7 +468,8 @@ type dispatchMap struct {
 }
 
 func (rs *ruleset) dispatchMaps() []dispatchMap {
-	return []dispatchMap{{mapFromWl, rs.FromWl}, {mapToWl, rs.ToWl}, {mapPassIn, rs.PassIn}, {mapPassOut, rs.PassOut}}
+	return []dispatchMap{{mapFromWl, rs.FromWl}, {mapToWl, rs.ToWl}, {mapPassIn, rs.PassIn}, {mapPassOut, rs.PassOut},
+		{mapGrpFrom, rs.GrpFrom}, {mapGrpTo, rs.GrpTo}}
 }
 
 // dispatchPair is one map in the previous and the wanted ruleset.

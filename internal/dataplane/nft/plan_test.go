@@ -92,8 +92,11 @@ func TestPlanFullText(t *testing.T) {
 			`add rule inet calico fwd-from-wl iifname "cali*" ip daddr @cp-hosts4 meta l4proto . th dport @cp-ports drop` + "\n" +
 			`add rule inet calico fwd-from-wl iifname "cali*" ip6 daddr @cp-hosts6 meta l4proto . th dport @cp-ports drop` + "\n" +
 			"add rule inet calico fwd-from-wl iifname vmap @from-wl\n" +
+			"add rule inet calico fwd-from-wl iifname . iifgroup @wl-groups iifgroup vmap @grp-from\n" +
 			`add rule inet calico fwd-from-wl iifname "cali*" drop`,
-		"add rule inet calico fwd-to-wl oifname vmap @to-wl\n",
+		"add rule inet calico fwd-to-wl oifname vmap @to-wl\n" +
+			"add rule inet calico fwd-to-wl oifname . oifgroup @wl-groups oifgroup vmap @grp-to\n",
+		"add map inet calico grp-from { type devgroup : verdict ;",
 		"add rule inet calico input meta nfproto ipv4 udp dport 4789 jump vxlan-in\n" +
 			`add rule inet calico input iifname "cali*" goto wl-to-host`,
 		"add set inet calico cp-ports { type inet_proto . inet_service ;",
@@ -132,7 +135,7 @@ func TestHostAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := wlToHost()
-	if !st.Full || len(got) < 2 || got[len(got)-2] != "iifname vmap @"+mapFromWl || got[len(got)-1] != "drop" {
+	if !st.Full || len(got) < 3 || got[len(got)-3] != "iifname vmap @"+mapFromWl || got[len(got)-2] != "iifname . iifgroup @"+setWlGroups+" iifgroup vmap @"+mapGrpFrom || got[len(got)-1] != "drop" {
 		t.Errorf("policy mode: full=%v, wl-to-host %q", st.Full, got)
 	}
 	if st, _ := e.Apply(samplePolicy()); st.Ops != 0 {
@@ -266,8 +269,9 @@ func TestAddEndpointCostIsConstant(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Elements: tag member, anti-spoofing source, two dispatch entries.
-		if st.Full || st.ChainsWritten != 2 || st.ElementsAdded != 4 {
+		// Elements: tag member, anti-spoofing source, (interface . group):
+		// its profile's chains are its profile list's, in use already.
+		if st.Full || st.ChainsWritten != 0 || st.ElementsAdded != 3 {
 			t.Errorf("n=%d: %+v", n, st)
 		}
 		ops = append(ops, st.Ops)

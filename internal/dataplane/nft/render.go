@@ -33,6 +33,19 @@ type ruleset struct {
 	// policy's Pass goes.
 	PassIn  map[string]string
 	PassOut map[string]string
+	// GrpFrom and GrpTo are the dispatch maps by device group (groupKey):
+	// group -> the chain of its profile list (groupOutChain, groupInChain).
+	GrpFrom map[string]string
+	GrpTo   map[string]string
+	// members holds every endpoint: its interface -> its device group, 0
+	// when it is dispatched by name (FromWl, ToWl).
+	members map[string]uint32
+	// groups are the device groups endpoints are dispatched by: the
+	// profile list their chains jump to and how many endpoints use them.
+	groups map[uint32]groupUse
+	// collided are device groups that two different profile lists hash
+	// to (calc.ProfileGroup): their endpoints are dispatched by name.
+	collided map[uint32]bool
 	// Problems are inconsistencies in the input. Each was enforced fail-closed
 	// (the affected traffic is dropped), so they need a fix in the datastore,
 	// not a retry.
@@ -43,6 +56,14 @@ type ruleset struct {
 	// plane; it shapes the fixed skeleton, so a change means a full
 	// rewrite. Set by the Enforcer.
 	access access
+}
+
+// groupUse is one device group's use: the profile list its chains jump
+// to (joined with NUL: the list rendered, missing profiles left out) and
+// the endpoints dispatched by it.
+type groupUse struct {
+	profiles string
+	users    int
 }
 
 type chainSpec struct {
@@ -68,6 +89,10 @@ func render(p calc.Policy) *ruleset {
 		ToWl:     make(map[string]string, len(p.Endpoints)),
 		PassIn:   map[string]string{},
 		PassOut:  map[string]string{},
+		GrpFrom:  map[string]string{},
+		GrpTo:    map[string]string{},
+		members:  make(map[string]uint32, len(p.Endpoints)),
+		groups:   map[uint32]groupUse{},
 		profiles: len(p.Profiles),
 	}
 
@@ -102,10 +127,12 @@ func render(p calc.Policy) *ruleset {
 	// empty) in every ruleset, since the skeleton's rules name them.
 	rs.Sets[setWlSrc4] = setSpec{Type: "ifname . ipv4_addr", Comment: "workload interface . address it may send from"}
 	rs.Sets[setWlSrc6] = setSpec{Type: "ifname . ipv6_addr", Comment: "workload interface . address it may send from"}
+	rs.Sets[setWlGroups] = setSpec{Type: "ifname . devgroup", Comment: "workload interface . device group it is dispatched by"}
+	rs.collided = collidedGroups(p.Endpoints)
 	for _, ep := range p.Endpoints {
 		rs.renderEndpoint(ep, p.Profiles)
 	}
-	for _, name := range []string{setWlSrc4, setWlSrc6} {
+	for _, name := range []string{setWlSrc4, setWlSrc6, setWlGroups} {
 		s := rs.Sets[name]
 		slices.Sort(s.Elems) // the order diffSorted merges in
 		rs.Sets[name] = s
@@ -282,7 +309,7 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 		rs.problem("endpoint %q: bad interface name; its traffic is not dispatched", ep.Interface)
 		return
 	}
-	if _, dup := rs.FromWl[ep.Interface]; dup {
+	if _, dup := rs.members[ep.Interface]; dup {
 		rs.problem("endpoint %q: listed twice; the first entry is enforced", ep.Interface)
 		return
 	}
@@ -302,22 +329,31 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 		}
 		rs.Sets[x.set] = s
 	}
-	outRules := make([]string, 0, 1+len(ep.Profiles))
-	inRules := make([]string, 0, 1+len(ep.Profiles))
-	for _, name := range ep.Profiles {
-		if _, ok := profiles[name]; !ok {
-			// Skipping the profile could let a later profile allow what this one
-			// would deny, so stop here: everything not yet decided is dropped.
-			rs.problem("endpoint %q: profile %q is not in the policy; traffic it would decide is dropped", ep.Interface, name)
-			break
-		}
-		outRules = append(outRules, "jump "+profileOutChain(name))
-		inRules = append(inRules, "jump "+profileInChain(name))
-	}
-	// Nothing decided (or no profile at all): drop.
-	outRules = append(outRules, dropStatement(out, 0))
-	inRules = append(inRules, dropStatement(in, 0))
 
+	// An endpoint of a profile list in use (by its device group) shares
+	// that list's chains: nothing of its own but its anti-spoofing
+	// entries. Where label policies apply, the endpoint's chain runs them
+	// first and stays its own.
+	if g := ep.Group; g != 0 && len(ep.EgressPolicies) == 0 && len(ep.IngressPolicies) == 0 && !rs.collided[g] {
+		gout, gin := groupOutChain(g), groupInChain(g)
+		use := rs.groups[g]
+		if use.users == 0 {
+			outRules, inRules, listed := rs.profileJumps(ep, profiles, gout, gin)
+			rs.Chains[gout] = chainSpec{Comment: comment("profiles " + strings.Join(ep.Profiles, ", ") + " outbound"), Rules: outRules}
+			rs.Chains[gin] = chainSpec{Comment: comment("profiles " + strings.Join(ep.Profiles, ", ") + " inbound"), Rules: inRules}
+			rs.GrpFrom[groupKey(g)], rs.GrpTo[groupKey(g)] = gout, gin
+			use.profiles = listed
+		}
+		use.users++
+		rs.groups[g] = use
+		rs.members[ep.Interface] = g
+		s := rs.Sets[setWlGroups]
+		s.Elems = append(s.Elems, quoteIface(ep.Interface)+elemSep+groupKey(g))
+		rs.Sets[setWlGroups] = s
+		return
+	}
+
+	outRules, inRules, _ := rs.profileJumps(ep, profiles, out, in)
 	// Where label policies apply, the endpoint chain runs them and the
 	// profiles move to a second stage that only a Pass reaches.
 	if len(ep.EgressPolicies) > 0 {
@@ -337,6 +373,53 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 	rs.Chains[in] = chainSpec{Rules: inRules}
 	rs.FromWl[ep.Interface] = out
 	rs.ToWl[ep.Interface] = in
+	rs.members[ep.Interface] = 0
+}
+
+// profileJumps are the rules that run ep's profiles in each direction and
+// drop what none decided, the final drops named by out and in, and the
+// profile list they run (joined with NUL).
+func (rs *ruleset) profileJumps(ep calc.EndpointPolicy, profiles map[string]api.Profile, out, in string) (outRules, inRules []string, listed string) {
+	outRules = make([]string, 0, 1+len(ep.Profiles))
+	inRules = make([]string, 0, 1+len(ep.Profiles))
+	var names []string
+	for _, name := range ep.Profiles {
+		if _, ok := profiles[name]; !ok {
+			// Skipping the profile could let a later profile allow what this one
+			// would deny, so stop here: everything not yet decided is dropped.
+			rs.problem("endpoint %q: profile %q is not in the policy; traffic it would decide is dropped", ep.Interface, name)
+			break
+		}
+		outRules = append(outRules, "jump "+profileOutChain(name))
+		inRules = append(inRules, "jump "+profileInChain(name))
+		names = append(names, name)
+	}
+	// Nothing decided (or no profile at all): drop.
+	outRules = append(outRules, dropStatement(out, 0))
+	inRules = append(inRules, dropStatement(in, 0))
+	return outRules, inRules, strings.Join(names, "\x00")
+}
+
+// collidedGroups are the device groups that endpoints with different
+// profile lists carry (calc.ProfileGroup is a 30-bit hash): none of their
+// endpoints can be dispatched by the group.
+func collidedGroups(eps []calc.EndpointPolicy) map[uint32]bool {
+	var out map[uint32]bool
+	lists := map[uint32][]string{}
+	for _, ep := range eps {
+		if ep.Group == 0 {
+			continue
+		}
+		if l, ok := lists[ep.Group]; ok && !slices.Equal(l, ep.Profiles) {
+			if out == nil {
+				out = map[uint32]bool{}
+			}
+			out[ep.Group] = true
+			continue
+		}
+		lists[ep.Group] = ep.Profiles
+	}
+	return out
 }
 
 // renderRules renders one direction of a profile. A rule that cannot be

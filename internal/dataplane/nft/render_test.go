@@ -243,6 +243,7 @@ func TestRenderPolicy(t *testing.T) {
 		setCPHosts6: nil,
 		setCPPorts:  nil,
 		setPub4:     nil,
+		setWlGroups: nil, // no endpoint has a device group
 	}
 	if len(rs.Sets) != len(wantSets) {
 		t.Errorf("sets %v, want %d", sortedKeys(rs.Sets), len(wantSets))

@@ -64,6 +64,7 @@ func withEndpoint(p calc.Policy, i, nProfiles int) calc.Policy {
 		Interface: fmt.Sprintf("cali%011x", i),
 		Addrs:     []netip.Addr{addr},
 		Profiles:  []string{prof},
+		Group:     calc.ProfileGroup([]string{prof}),
 	})
 	tm := make(map[string]calc.AddrSet, len(p.TagMembers))
 	for k, v := range p.TagMembers {

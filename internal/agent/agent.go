@@ -777,7 +777,13 @@ func (a *Agent) pass(ctx context.Context, converge bool) {
 		// guard. With the table written first, each route meets its
 		// workload's chains, or the catch-all drop. Written again below
 		// as every pass does (nothing to do then). Until a write
-		// succeeds, nothing else is done (gatedPass).
+		// succeeds, nothing else is done (gatedPass). The host sides'
+		// device groups first, which the table dispatches most endpoints
+		// by: veths made before the agent kept groups (an upgrade) would
+		// otherwise drop their new flows until the interfaces' turn below.
+		if err := a.ifaces.SetGroups(hostSides(res.Dataplane.Workloads)); err != nil {
+			a.log.Warn("cannot set the workload interfaces' device groups before the first policy write", "err", err)
+		}
 		if _, err := a.policy.Apply(res.Dataplane.Policy); err != nil {
 			a.gatedPass(ctx, res, err, dsChanged)
 			return

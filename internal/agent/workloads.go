@@ -56,14 +56,19 @@ func (a *Agent) ifaceAudit() bool {
 	return err == nil && !fixed && slices.Equal(problems, a.ifaceProblems)
 }
 
-// convergeWorkloadIfaces is applyWorkloadIfaces, saying too whether it put
-// anything back.
-func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface, apply func([]netdev.HostSide) (netdev.WorkloadIfaceReport, error)) (problems []string, fixed bool, err error) {
+// hostSides are the host sides of calc's workload interfaces.
+func hostSides(want []calc.WorkloadIface) []netdev.HostSide {
 	hs := make([]netdev.HostSide, len(want))
 	for i, w := range want {
 		hs[i] = netdev.HostSide{Name: w.Interface, MTU: w.MTU, IPv6: w.IPv6, Group: w.Group}
 	}
-	rep, err := apply(hs)
+	return hs
+}
+
+// convergeWorkloadIfaces is applyWorkloadIfaces, saying too whether it put
+// anything back.
+func (a *Agent) convergeWorkloadIfaces(want []calc.WorkloadIface, apply func([]netdev.HostSide) (netdev.WorkloadIfaceReport, error)) (problems []string, fixed bool, err error) {
+	rep, err := apply(hostSides(want))
 	if rep.Recheck > 0 {
 		a.ifaceRecheck = rearm(a.ifaceRecheck, rep.Recheck, func() {
 			select {

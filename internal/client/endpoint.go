@@ -84,7 +84,8 @@ func endpointAddrs(ep api.Endpoint) ([]netip.Addr, error) {
 }
 
 // hostSide is what the host side of ep's veth is made as, and kept as by
-// the agent: the derived name and the MTU of its pools.
+// the agent: the derived name, the MTU of its pools and the device group
+// of its profile list.
 func (c *Client) hostSide(ctx context.Context, ep api.Endpoint) (netdev.HostSide, error) {
 	addrs, err := endpointAddrs(ep)
 	if err != nil {
@@ -94,7 +95,7 @@ func (c *Client) hostSide(ctx context.Context, ep api.Endpoint) (netdev.HostSide
 	if err != nil {
 		return netdev.HostSide{}, err
 	}
-	return netdev.HostSide{Name: ep.InterfaceName, MTU: mtu, IPv6: len(ep.IPv6Nets) > 0}, nil
+	return netdev.HostSide{Name: ep.InterfaceName, MTU: mtu, IPv6: len(ep.IPv6Nets) > 0, Group: calc.ProfileGroup(ep.Profiles)}, nil
 }
 
 // WireEngineVeth makes ep's veth for a container engine that configures
@@ -106,7 +107,7 @@ func (c *Client) WireEngineVeth(ctx context.Context, ep api.Endpoint, peer, engi
 	if err != nil {
 		return ep, err
 	}
-	mac, err := netdev.AddEngineVeth(netdev.EngineVethSpec{HostIface: hs.Name, PeerIface: peer, EngineNetns: engineNetns, MTU: hs.MTU, IPv6: hs.IPv6})
+	mac, err := netdev.AddEngineVeth(netdev.EngineVethSpec{HostIface: hs.Name, PeerIface: peer, EngineNetns: engineNetns, MTU: hs.MTU, IPv6: hs.IPv6, Group: hs.Group})
 	if err != nil {
 		return ep, fmt.Errorf("container %q: wiring its interface: %w", ep.Workload, err)
 	}

@@ -386,6 +386,7 @@ func wireWith(ep api.Endpoint, hs netdev.HostSide, routes []netip.Prefix) (strin
 		WorkloadIface: ep.WorkloadIface,
 		Addrs:         prefixes,
 		MTU:           hs.MTU,
+		Group:         calc.ProfileGroup(ep.Profiles),
 		Routes:        routes,
 	})
 	if err != nil {
@@ -437,7 +438,8 @@ func (c *Client) prepareEarly(req WorkloadRequest, iface string, fixed []netip.A
 		return nil
 	}
 	e := &earlyVeth{hs: netdev.HostSide{Name: iface, MTU: mtu, IPv6: v6}, done: make(chan struct{})}
-	spec := netdev.WorkloadSpec{NetnsPath: req.NetnsPath, HostIface: iface, WorkloadIface: req.Interface, MTU: mtu, Routes: req.Routes}
+	spec := netdev.WorkloadSpec{NetnsPath: req.NetnsPath, HostIface: iface, WorkloadIface: req.Interface, MTU: mtu, Routes: req.Routes,
+		Group: calc.ProfileGroup(req.Profiles)}
 	go func() {
 		defer close(e.done)
 		defer hostNs.Close()

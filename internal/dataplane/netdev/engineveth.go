@@ -17,6 +17,7 @@ type EngineVethSpec struct {
 	EngineNetns string // the engine's namespace; "" is the host's own
 	MTU         int    // 0 means DefaultMTU
 	IPv6        bool   // prepare the host side to route IPv6 too
+	Group       uint32 // the host side's device group (HostSide.Group)
 }
 
 // AddEngineVeth makes the pair. The host side is the same HostSide
@@ -57,7 +58,7 @@ func AddEngineVeth(spec EngineVethSpec, opts ...Option) (mac string, err error) 
 		}
 	}
 
-	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: spec.IPv6}
+	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: spec.IPv6, Group: spec.Group}
 	peerNs := -1 // the engine's namespace is this one
 	if spec.EngineNetns != "" {
 		ns, err := openNetns(spec.EngineNetns)

@@ -87,6 +87,10 @@ func newHostVeth(hs HostSide, peer string) *netlink.Veth {
 	la := netlink.NewLinkAttrs()
 	la.Name = hs.Name
 	la.MTU = hs.mtu()
+	// Born with its group: a veth made again under a name the agent's
+	// syncer has checked is not looked at again until the next read-back
+	// of groups, and its traffic would be dropped until then.
+	la.Group = hs.Group
 	la.HardwareAddr = hostSideMAC
 	return &netlink.Veth{LinkAttrs: la, PeerName: peer, PeerTxQLen: -1} // -1: the kernel's default queue length
 }
@@ -147,7 +151,10 @@ type WorkloadIfaceSyncer struct {
 // next to 1000 workloads. New and changed host sides are read at once; a
 // group changed by hand on another is put back within this time, its
 // traffic dropped meanwhile (fail closed, see convergeGroup).
-const groupRecheckEvery = 30 * time.Second
+const (
+	groupRecheckEvery = 30 * time.Second
+	groupRecheckSlack = 5 * time.Second
+)
 
 // NewWorkloadIfaceSyncer makes a syncer for the caller's namespace, or
 // InNetns(path).
@@ -192,6 +199,9 @@ func (s *WorkloadIfaceSyncer) ApplyChanged(want []HostSide) (WorkloadIfaceReport
 func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceReport, error) {
 	var rep WorkloadIfaceReport
 	if len(want) == 0 {
+		// Nothing checked is wanted any more: a veth made again under one
+		// of those names is new.
+		s.checked = nil
 		return rep, nil
 	}
 	incremental := s.RecheckEvery > 0
@@ -214,8 +224,9 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 	var errs []error
 	var settings []sysctl
 	checked := map[string]HostSide{}
-	// Device groups: see groupRecheckEvery.
-	readGroups := !incremental || !full && !first || time.Since(s.groupsRead) >= groupRecheckEvery
+	// Device groups: see groupRecheckEvery. The slack lets the read-back
+	// a resync arms every 30 s read them, not the one after.
+	readGroups := !incremental || !full && !first || time.Since(s.groupsRead) >= groupRecheckEvery-groupRecheckSlack
 	if incremental && (full || first) && readGroups {
 		s.groupsRead = time.Now()
 	}
@@ -260,7 +271,13 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 				}
 			}
 			if c, ok := s.checked[hs.Name]; hs.Group != 0 && (readGroups || !ok || c.Group != hs.Group) {
-				errs = append(errs, convergeGroup(h, l, hs, &rep))
+				// Without a record of what was converged (RecheckEvery 0),
+				// any group but a fresh veth's counts as a repair.
+				gone, err := convergeGroup(h, l, hs, ok && c.Group == hs.Group || !incremental, &rep)
+				if gone {
+					continue // the next Apply finds it missing, or made again
+				}
+				errs = append(errs, err)
 			}
 			if !first {
 				settings = append(settings, hs.sysctls()...)
@@ -292,30 +309,68 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 	return rep, errors.Join(errs...)
 }
 
-// convergeGroup gives host side l the device group hs wants. A fresh
-// veth's group is 0 and setting it is no repair; any other group that
-// differs was changed by someone else and is reported as put back (the
-// policy dropped the interface's traffic meanwhile: nft dispatches by an
-// interface's group only when the pair is an endpoint's).
-func convergeGroup(h *netlink.Handle, l netlink.Link, hs HostSide, rep *WorkloadIfaceReport) error {
+// convergeGroup gives host side l the device group hs wants; gone: the
+// link went meanwhile. Setting a group is reported as putting it back
+// only when it had been converged to this one (converged): someone else
+// changed it, and the policy dropped the interface's traffic meanwhile
+// (nft dispatches by a group only for an endpoint's interface and group).
+// A veth made before groups, or a profile list changed, is no repair.
+func convergeGroup(h *netlink.Handle, l netlink.Link, hs HostSide, converged bool, rep *WorkloadIfaceReport) (gone bool, err error) {
 	lk, err := h.LinkByIndex(l.Attrs().Index)
 	if err != nil {
 		if errors.As(err, &netlink.LinkNotFoundError{}) {
-			return nil // gone meanwhile: the next pass reports it
+			return true, nil
 		}
-		return fmt.Errorf("read %s group: %w", hs.Name, err)
+		return false, fmt.Errorf("read %s group: %w", hs.Name, err)
 	}
 	cur := lk.Attrs().Group
 	if cur == hs.Group {
-		return nil
+		return false, nil
 	}
 	if err := h.LinkSetGroup(l, int(hs.Group)); err != nil {
-		return fmt.Errorf("set %s group %d: %w", hs.Name, hs.Group, err)
+		return false, fmt.Errorf("set %s group %d: %w", hs.Name, hs.Group, err)
 	}
-	if cur != 0 {
+	if converged && cur != 0 {
 		rep.Fixed = append(rep.Fixed, fmt.Sprintf("%s group %d -> %d", hs.Name, cur, hs.Group))
 	}
-	return nil
+	return false, nil
+}
+
+// SetGroups gives every existing host side of want the device group it
+// wants, and nothing else: the agent's first pass runs it before the
+// first policy write, which dispatches by groups, so veths made before
+// the agent kept groups (an upgrade) are not cut off until the first
+// whole pass reaches them. A host side missing or not ours is left to
+// Apply to report.
+func (s *WorkloadIfaceSyncer) SetGroups(want []HostSide) error {
+	if len(want) == 0 {
+		return nil
+	}
+	h, err := openHandle(s.o.netns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	links, err := NewIfLookup(s.o.netns)
+	if err != nil {
+		return err
+	}
+	defer links.Close()
+	var errs []error
+	var rep WorkloadIfaceReport
+	for _, hs := range want {
+		if hs.Group == 0 {
+			continue
+		}
+		l, err := links.find(hs.Name)
+		if err != nil || l == nil || l.Type() != "veth" || l.Attrs().HardwareAddr.String() != HostSideMAC {
+			errs = append(errs, err)
+			continue
+		}
+		_, err = convergeGroup(h, l, hs, false, &rep)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // remember records which host sides Apply checked. A full Apply's are all

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIoctlLinks: the ioctl lookup the host-side syncer uses reads what
@@ -164,5 +165,51 @@ func TestHostSideGroup(t *testing.T) {
 	}
 	if g := group(); g != "1073741825" {
 		t.Fatalf("group %s after the read-back, want 1073741825", g)
+	}
+}
+
+// TestHostSideGroupRecreated: a veth is born with its group (the entry
+// points make it so), and a host side made again under a name the
+// incremental syncer checked before it went gets its group at once, not
+// at the next read-back of groups: the policy drops an endpoint's
+// interface without it.
+func TestHostSideGroupRecreated(t *testing.T) {
+	host, hostPath := newNetns(t, "grpre")
+	group := func(name string) string {
+		out := ipCmd(t, "-n", host, "-d", "link", "show", name)
+		return strings.Fields(out[strings.Index(out, " group ")+1:])[1]
+	}
+	if _, err := AddEngineVeth(EngineVethSpec{HostIface: "caligrp9", PeerIface: "pgrp9", Group: 0x40000009}, InNetns(hostPath)); err != nil {
+		t.Fatal(err)
+	}
+	if g := group("caligrp9"); g != "1073741833" {
+		t.Fatalf("a new veth's group %s, want 1073741833", g)
+	}
+
+	s := NewWorkloadIfaceSyncer(InNetns(hostPath))
+	s.RecheckEvery = time.Hour // no read-back during the test
+	want := []HostSide{{Name: "caligrp1", Group: 0x40000001}}
+	ipCmd(t, "-n", host, "link", "add", "caligrp1", "address", HostSideMAC, "type", "veth", "peer", "name", "pgrp1")
+	if _, err := s.Apply(want); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyChanged(want); err != nil { // the first Apply's sysctls, now
+		t.Fatal(err)
+	}
+	if g := group("caligrp1"); g != "1073741825" {
+		t.Fatalf("group %s, want 1073741825", g)
+	}
+	// The workload goes (its veth with it) and comes back, made by
+	// something that did not set the group.
+	if _, err := s.ApplyChanged(nil); err != nil {
+		t.Fatal(err)
+	}
+	ipCmd(t, "-n", host, "link", "del", "caligrp1")
+	ipCmd(t, "-n", host, "link", "add", "caligrp1", "address", HostSideMAC, "type", "veth", "peer", "name", "pgrp1")
+	if _, err := s.ApplyChanged(want); err != nil {
+		t.Fatal(err)
+	}
+	if g := group("caligrp1"); g != "1073741825" {
+		t.Fatalf("the veth made again has group %s, want 1073741825", g)
 	}
 }

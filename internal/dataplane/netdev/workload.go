@@ -41,6 +41,7 @@ type WorkloadSpec struct {
 	WorkloadIface string         // workload side; "" means DefaultWorkloadIface
 	Addrs         []netip.Prefix // the workload's addresses, each a single address: /32 or /128
 	MTU           int            // 0 means DefaultMTU
+	Group         uint32         // the host side's device group (HostSide.Group)
 	// Routes, when not empty, are routed via the gateway instead of a
 	// default route: the workload keeps its default route on another
 	// network (a Docker container on the engine's bridge).
@@ -219,7 +220,7 @@ func PrepareWorkload(spec WorkloadSpec, ipv6 bool, opts ...Option) (_ *PreparedW
 		return nil, fmt.Errorf("look up %s in workload netns %s: %w", spec.WorkloadIface, spec.NetnsPath, err)
 	}
 
-	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: ipv6}
+	hs := HostSide{Name: spec.HostIface, MTU: spec.MTU, IPv6: ipv6, Group: spec.Group}
 	if p.hostLink, err = addHostVeth(p.hostH, o.netns, hs, spec.WorkloadIface, int(wlNs)); err != nil {
 		return nil, err
 	}

@@ -113,35 +113,39 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 	// Each endpoint rendered alone, so what it writes is exactly its own
 	// objects; all of them before any map is edited.
 	ones := make([]*ruleset, len(ch.Endpoints))
-	lists := map[uint32]string{} // the profile list of each group the change uses
+	lists := map[uint32]string{} // the profile list of each group the change adds to
 	for k, iface := range ch.Endpoints {
 		i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface })
-		og, had := rs.members[iface]
-		if i < 0 && !had || rs.collided[og] {
+		_, had := rs.members[iface]
+		// A group that two profile lists share, or would, takes Apply,
+		// which dispatches its endpoints by name (or no longer does).
+		if i < 0 && !had || rs.collided[rs.listOf[iface].group] {
 			return nil, nil, nil, ErrNeedApply
 		}
 		one := &ruleset{Chains: map[string]chainSpec{}, Sets: map[string]setSpec{}, FromWl: map[string]string{}, ToWl: map[string]string{},
 			PassIn: map[string]string{}, PassOut: map[string]string{}, GrpFrom: map[string]string{}, GrpTo: map[string]string{},
 			members: map[string]uint32{}, groups: map[uint32]groupUse{}}
 		if i >= 0 {
-			if rs.collided[p.Endpoints[i].Group] {
-				return nil, nil, nil, ErrNeedApply
+			ep := p.Endpoints[i]
+			if g, l := ep.Group, listKey(ep.Profiles); g != 0 {
+				if rs.collided[g] || len(rs.lists[g]) > 0 && rs.lists[g][l] == 0 {
+					return nil, nil, nil, ErrNeedApply
+				}
+				if was, ok := lists[g]; ok && was != l {
+					return nil, nil, nil, ErrNeedApply
+				}
+				lists[g] = l
 			}
-			one.renderEndpoint(p.Endpoints[i], p.Profiles)
+			one.renderEndpoint(ep, p.Profiles)
 			if len(one.Problems) > 0 {
 				return nil, nil, nil, ErrNeedApply // Apply reports the problems
 			}
-			// A group whose list is not the one its chains run: two lists
-			// with one group (Apply dispatches their endpoints by name),
-			// or profiles that came or went (Apply rewrites its chains).
+			// A list whose chains run other profiles now (profiles that
+			// came or went): Apply rewrites its chains.
 			for g, use := range one.groups {
 				if was, ok := rs.groups[g]; ok && was.profiles != use.profiles {
 					return nil, nil, nil, ErrNeedApply
 				}
-				if l, ok := lists[g]; ok && l != use.profiles {
-					return nil, nil, nil, ErrNeedApply
-				}
-				lists[g] = use.profiles
 			}
 		}
 		ones[k] = one
@@ -198,6 +202,10 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		next.PassIn, next.PassOut = maps.Clone(rs.PassIn), maps.Clone(rs.PassOut)
 		next.GrpFrom, next.GrpTo = maps.Clone(rs.GrpFrom), maps.Clone(rs.GrpTo)
 		next.members, next.groups = maps.Clone(rs.members), maps.Clone(rs.groups)
+		next.listOf, next.lists = maps.Clone(rs.listOf), maps.Clone(rs.lists)
+		for g, l := range next.lists {
+			next.lists[g] = maps.Clone(l) // counted below
+		}
 	}
 	groupsTouched := map[uint32]bool{}
 	for k, iface := range ch.Endpoints {
@@ -212,6 +220,15 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		delete(next.ToWl, iface)
 		delete(next.PassIn, iface)
 		delete(next.PassOut, iface)
+		if gl, ok := next.listOf[iface]; ok {
+			delete(next.listOf, iface)
+			countList(next.lists, gl.group, gl.list, -1)
+		}
+		if i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface }); i >= 0 && p.Endpoints[i].Group != 0 {
+			ep := p.Endpoints[i]
+			next.listOf[iface] = groupList{ep.Group, listKey(ep.Profiles)}
+			countList(next.lists, ep.Group, listKey(ep.Profiles), 1)
+		}
 		if g, had := next.members[iface]; had {
 			delete(next.members, iface)
 			if g != 0 {

@@ -6,10 +6,12 @@ import (
 	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"sigs.k8s.io/knftables"
 
+	"github.com/calico-go/calico/internal/api"
 	"github.com/calico-go/calico/internal/calc"
 )
 
@@ -388,6 +390,61 @@ func BenchmarkAddRemoveEndpointChange(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestGroupCollisions: two profile lists with one device group (a 30-bit
+// hash collision, made here by hand) are dispatched by name, never by the
+// group, and a change that would make or end such a collision takes a
+// full Apply, which decides it from the whole policy: an incremental one
+// could leave one list's endpoints on the other's chains.
+func TestGroupCollisions(t *testing.T) {
+	const g = 0x40000007
+	prof := func(name string) api.Profile {
+		return api.Profile{Name: name, Outbound: []api.Rule{{Action: api.ActionAllow}}}
+	}
+	ep := func(iface, addr, profile string) calc.EndpointPolicy {
+		return calc.EndpointPolicy{Interface: iface, Addrs: addrs(addr), Profiles: []string{profile}, Group: g}
+	}
+	base := calc.Policy{Profiles: map[string]api.Profile{"P": prof("P"), "Q": prof("Q")},
+		Endpoints: []calc.EndpointPolicy{ep("calia", "10.65.0.1", "P"), ep("calib", "10.65.0.2", "P")}}
+	rs := render(base)
+	if len(rs.GrpFrom) != 1 || len(rs.FromWl) != 0 {
+		t.Fatalf("one list: want dispatch by group only, got %v by group, %v by name", rs.GrpFrom, rs.FromWl)
+	}
+
+	// Another list with the same group: every endpoint of it by name.
+	both := base
+	both.Endpoints = append(slices.Clone(base.Endpoints), ep("calic", "10.65.0.3", "Q"))
+	rs = render(both)
+	if len(rs.GrpFrom) != 0 || len(rs.FromWl) != 3 || rs.Sets[setWlGroups].Elems != nil {
+		t.Fatalf("collided: want all three by name, got %v by group, %v by name, wl-groups %v", rs.GrpFrom, rs.FromWl, rs.Sets[setWlGroups].Elems)
+	}
+
+	// Incrementally: making the collision, with or without label
+	// policies on the newcomer, and ending it are declined.
+	withPol := ep("calic", "10.65.0.3", "Q")
+	withPol.IngressPolicies = []string{"pol"}
+	polled := base
+	polled.Policies = map[string]calc.TierPolicy{"pol": {}}
+	polled.Endpoints = append(slices.Clone(base.Endpoints), withPol)
+	for _, c := range []struct {
+		what     string
+		from, to calc.Policy
+		iface    string
+	}{
+		{"a second list joins the group", base, both, "calic"},
+		{"a second list with label policies joins the group", base, polled, "calic"},
+		{"the second list leaves the group", both, base, "calic"},
+		{"an endpoint of a collided group leaves", both, calc.Policy{Profiles: both.Profiles, Endpoints: both.Endpoints[1:]}, "calia"},
+	} {
+		e, _ := newFakeEnforcer()
+		if _, err := e.Apply(c.from); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ApplyChange(c.to, calc.PolicyChange{Endpoints: []string{c.iface}}); !errors.Is(err, ErrNeedApply) {
+			t.Errorf("%s: ApplyChange %v, want ErrNeedApply", c.what, err)
 		}
 	}
 }

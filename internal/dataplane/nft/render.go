@@ -43,8 +43,12 @@ type ruleset struct {
 	// groups are the device groups endpoints are dispatched by: the
 	// profile list their chains jump to and how many endpoints use them.
 	groups map[uint32]groupUse
-	// collided are device groups that two different profile lists hash
-	// to (calc.ProfileGroup): their endpoints are dispatched by name.
+	// listOf is the device group and profile list (groupList) of every
+	// endpoint with a group, however it is dispatched, and lists counts
+	// them by group and list: a group with two lists (calc.ProfileGroup
+	// is a hash) is collided, and its endpoints are dispatched by name.
+	listOf   map[string]groupList
+	lists    map[uint32]map[string]int
 	collided map[uint32]bool
 	// Problems are inconsistencies in the input. Each was enforced fail-closed
 	// (the affected traffic is dropped), so they need a fix in the datastore,
@@ -65,6 +69,15 @@ type groupUse struct {
 	profiles string
 	users    int
 }
+
+// groupList is an endpoint's device group and the profile list it
+// renders (joined with NUL).
+type groupList struct {
+	group uint32
+	list  string
+}
+
+func listKey(profiles []string) string { return strings.Join(profiles, "\x00") }
 
 type chainSpec struct {
 	Comment string
@@ -128,7 +141,21 @@ func render(p calc.Policy) *ruleset {
 	rs.Sets[setWlSrc4] = setSpec{Type: "ifname . ipv4_addr", Comment: "workload interface . address it may send from"}
 	rs.Sets[setWlSrc6] = setSpec{Type: "ifname . ipv6_addr", Comment: "workload interface . address it may send from"}
 	rs.Sets[setWlGroups] = setSpec{Type: "ifname . devgroup", Comment: "workload interface . device group it is dispatched by"}
-	rs.collided = collidedGroups(p.Endpoints)
+	rs.listOf, rs.lists = map[string]groupList{}, map[uint32]map[string]int{}
+	for _, ep := range p.Endpoints {
+		if ep.Group != 0 {
+			rs.listOf[ep.Interface] = groupList{ep.Group, listKey(ep.Profiles)}
+			countList(rs.lists, ep.Group, listKey(ep.Profiles), 1)
+		}
+	}
+	for g, l := range rs.lists {
+		if len(l) > 1 {
+			if rs.collided == nil {
+				rs.collided = map[uint32]bool{}
+			}
+			rs.collided[g] = true
+		}
+	}
 	for _, ep := range p.Endpoints {
 		rs.renderEndpoint(ep, p.Profiles)
 	}
@@ -333,8 +360,10 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 	// An endpoint of a profile list in use (by its device group) shares
 	// that list's chains: nothing of its own but its anti-spoofing
 	// entries. Where label policies apply, the endpoint's chain runs them
-	// first and stays its own.
-	if g := ep.Group; g != 0 && len(ep.EgressPolicies) == 0 && len(ep.IngressPolicies) == 0 && !rs.collided[g] {
+	// first and stays its own. Only a "cali*" interface: the catch-all
+	// drop behind the group dispatch covers no other name.
+	if g := ep.Group; g != 0 && len(ep.EgressPolicies) == 0 && len(ep.IngressPolicies) == 0 && !rs.collided[g] &&
+		strings.HasPrefix(ep.Interface, WorkloadIfacePrefix) {
 		gout, gin := groupOutChain(g), groupInChain(g)
 		use := rs.groups[g]
 		if use.users == 0 {
@@ -397,29 +426,23 @@ func (rs *ruleset) profileJumps(ep calc.EndpointPolicy, profiles map[string]api.
 	// Nothing decided (or no profile at all): drop.
 	outRules = append(outRules, dropStatement(out, 0))
 	inRules = append(inRules, dropStatement(in, 0))
-	return outRules, inRules, strings.Join(names, "\x00")
+	return outRules, inRules, listKey(names)
 }
 
-// collidedGroups are the device groups that endpoints with different
-// profile lists carry (calc.ProfileGroup is a 30-bit hash): none of their
-// endpoints can be dispatched by the group.
-func collidedGroups(eps []calc.EndpointPolicy) map[uint32]bool {
-	var out map[uint32]bool
-	lists := map[uint32][]string{}
-	for _, ep := range eps {
-		if ep.Group == 0 {
-			continue
-		}
-		if l, ok := lists[ep.Group]; ok && !slices.Equal(l, ep.Profiles) {
-			if out == nil {
-				out = map[uint32]bool{}
-			}
-			out[ep.Group] = true
-			continue
-		}
-		lists[ep.Group] = ep.Profiles
+// countList adds n endpoints of list to group g's count in lists, which
+// drops lists (and groups) at zero.
+func countList(lists map[uint32]map[string]int, g uint32, list string, n int) {
+	l := lists[g]
+	if l == nil {
+		l = map[string]int{}
+		lists[g] = l
 	}
-	return out
+	if l[list] += n; l[list] <= 0 {
+		delete(l, list)
+	}
+	if len(l) == 0 {
+		delete(lists, g)
+	}
 }
 
 // renderRules renders one direction of a profile. A rule that cannot be

@@ -2,11 +2,14 @@ package netdev
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // TestIoctlLinks: the ioctl lookup the host-side syncer uses reads what
@@ -211,5 +214,48 @@ func TestHostSideGroupRecreated(t *testing.T) {
 	}
 	if g := group("caligrp1"); g != "1073741825" {
 		t.Fatalf("the veth made again has group %s, want 1073741825", g)
+	}
+}
+
+// TestSysfsGroup: a host side's group is read from /sys when /sys shows
+// the caller's own namespace (run here under `ip netns exec`, as the lab
+// and a host run the agent), and not from a /sys of another namespace.
+func TestSysfsGroup(t *testing.T) {
+	if os.Getenv("NETDEV_SYSFS_GROUP_CHILD") == "1" {
+		l, err := netlink.LinkByName("caligrps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, ok := sysfsGroup("", l); !ok || g != 0x40000005 {
+			t.Fatalf("sysfsGroup in its own namespace: %#x, %v; want 0x40000005", g, ok)
+		}
+		return
+	}
+	host, hostPath := newNetns(t, "sysfs")
+	ipCmd(t, "-n", host, "link", "add", "caligrps", "type", "veth", "peer", "name", "pgrps")
+	ipCmd(t, "-n", host, "link", "set", "caligrps", "group", "1073741829")
+	cmd := exec.Command("ip", "netns", "exec", host, os.Args[0], "-test.run", "^TestSysfsGroup$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "NETDEV_SYSFS_GROUP_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestSysfsGroup") {
+		t.Fatalf("in the namespace: %v\n%s", err, out)
+	}
+	var index int
+	if err := runInNetns(hostPath, func() error {
+		l, err := netlink.LinkByName("caligrps")
+		if err == nil {
+			index = l.Attrs().Index
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// This test's /sys is not that namespace's: no answer from it.
+	l := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "caligrps", Index: index}}
+	if g, ok := sysfsGroup("", l); ok {
+		t.Errorf("sysfsGroup from another namespace's /sys: %#x", g)
+	}
+	if _, ok := sysfsGroup(hostPath, l); ok {
+		t.Error("sysfsGroup for a namespace given by path answered")
 	}
 }

@@ -260,7 +260,7 @@ func (s *WorkloadIfaceSyncer) apply(want []HostSide, arm bool) (WorkloadIfaceRep
 				continue
 			}
 			a := l.Attrs()
-			if l.Type() != "veth" || a.HardwareAddr.String() != HostSideMAC {
+			if !ourVeth(l) {
 				rep.Foreign = append(rep.Foreign, hs.Name)
 				continue
 			}
@@ -350,6 +350,11 @@ func convergeGroup(h *netlink.Handle, netnsPath string, l netlink.Link, hs HostS
 	return false, nil
 }
 
+// ourVeth says whether l is a host side we made: a veth with HostSideMAC.
+func ourVeth(l netlink.Link) bool {
+	return l.Type() == "veth" && l.Attrs().HardwareAddr.String() == HostSideMAC
+}
+
 // sysfsGroup reads l's device group from /sys/class/net when the caller
 // works in its own namespace (netnsPath "") and /sys shows that namespace
 // (the interface there has l's index): a netlink get of a veth makes the
@@ -409,7 +414,7 @@ func (s *WorkloadIfaceSyncer) SetGroups(want []HostSide) error {
 			continue
 		}
 		l, err := links.find(hs.Name)
-		if err != nil || l == nil || l.Type() != "veth" || l.Attrs().HardwareAddr.String() != HostSideMAC {
+		if err != nil || l == nil || !ourVeth(l) {
 			errs = append(errs, err)
 			continue
 		}

@@ -113,9 +113,11 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 	// Each endpoint rendered alone, so what it writes is exactly its own
 	// objects; all of them before any map is edited.
 	ones := make([]*ruleset, len(ch.Endpoints))
-	lists := map[uint32]string{} // the profile list of each group the change adds to
+	at := make([]int, len(ch.Endpoints)) // each one's index in p.Endpoints, -1: gone
+	lists := map[uint32]string{}         // the profile list of each group the change adds to
 	for k, iface := range ch.Endpoints {
 		i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface })
+		at[k] = i
 		_, had := rs.members[iface]
 		// A group that two profile lists share, or would, takes Apply,
 		// which dispatches its endpoints by name (or no longer does).
@@ -124,9 +126,12 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		}
 		one := &ruleset{Chains: map[string]chainSpec{}, Sets: map[string]setSpec{}, FromWl: map[string]string{}, ToWl: map[string]string{},
 			PassIn: map[string]string{}, PassOut: map[string]string{}, GrpFrom: map[string]string{}, GrpTo: map[string]string{},
-			members: map[string]uint32{}, groups: map[uint32]groupUse{}}
+			members: map[string]uint32{}, groups: map[uint32]int{}}
 		if i >= 0 {
 			ep := p.Endpoints[i]
+			// A list other than the one a group's chains run: another
+			// list with the group (a collision), or the same record's
+			// profiles that came or went (Apply rewrites its chains).
 			if g, l := ep.Group, listKey(ep.Profiles); g != 0 {
 				if rs.collided[g] || len(rs.lists[g]) > 0 && rs.lists[g][l] == 0 {
 					return nil, nil, nil, ErrNeedApply
@@ -139,13 +144,6 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 			one.renderEndpoint(ep, p.Profiles)
 			if len(one.Problems) > 0 {
 				return nil, nil, nil, ErrNeedApply // Apply reports the problems
-			}
-			// A list whose chains run other profiles now (profiles that
-			// came or went): Apply rewrites its chains.
-			for g, use := range one.groups {
-				if was, ok := rs.groups[g]; ok && was.profiles != use.profiles {
-					return nil, nil, nil, ErrNeedApply
-				}
 			}
 		}
 		ones[k] = one
@@ -224,7 +222,7 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 			delete(next.listOf, iface)
 			countList(next.lists, gl.group, gl.list, -1)
 		}
-		if i := slices.IndexFunc(p.Endpoints, func(ep calc.EndpointPolicy) bool { return ep.Interface == iface }); i >= 0 && p.Endpoints[i].Group != 0 {
+		if i := at[k]; i >= 0 && p.Endpoints[i].Group != 0 {
 			ep := p.Endpoints[i]
 			next.listOf[iface] = groupList{ep.Group, listKey(ep.Profiles)}
 			countList(next.lists, ep.Group, listKey(ep.Profiles), 1)
@@ -232,9 +230,7 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		if g, had := next.members[iface]; had {
 			delete(next.members, iface)
 			if g != 0 {
-				use := next.groups[g]
-				use.users--
-				next.groups[g] = use
+				next.groups[g]--
 				groupsTouched[g] = true
 			}
 		}
@@ -262,17 +258,14 @@ func (rs *ruleset) change(p calc.Policy, ch calc.PolicyChange, inPlace bool) (pr
 		if g, ok := one.members[iface]; ok {
 			next.members[iface] = g
 			if g != 0 {
-				use := next.groups[g]
-				use.users++
-				use.profiles = one.groups[g].profiles
-				next.groups[g] = use
+				next.groups[g]++
 				groupsTouched[g] = true
 			}
 		}
 	}
 	// A group its last endpoint left goes, with its chains and entries.
 	for g := range groupsTouched {
-		if next.groups[g].users > 0 {
+		if next.groups[g] > 0 {
 			continue
 		}
 		delete(next.groups, g)

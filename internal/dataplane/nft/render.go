@@ -40,9 +40,9 @@ type ruleset struct {
 	// members holds every endpoint: its interface -> its device group, 0
 	// when it is dispatched by name (FromWl, ToWl).
 	members map[string]uint32
-	// groups are the device groups endpoints are dispatched by: the
-	// profile list their chains jump to and how many endpoints use them.
-	groups map[uint32]groupUse
+	// groups are the device groups endpoints are dispatched by, with how
+	// many endpoints use each (its list is lists' one).
+	groups map[uint32]int
 	// listOf is the device group and profile list (groupList) of every
 	// endpoint with a group, however it is dispatched, and lists counts
 	// them by group and list: a group with two lists (calc.ProfileGroup
@@ -60,14 +60,6 @@ type ruleset struct {
 	// plane; it shapes the fixed skeleton, so a change means a full
 	// rewrite. Set by the Enforcer.
 	access access
-}
-
-// groupUse is one device group's use: the profile list its chains jump
-// to (joined with NUL: the list rendered, missing profiles left out) and
-// the endpoints dispatched by it.
-type groupUse struct {
-	profiles string
-	users    int
 }
 
 // groupList is an endpoint's device group and the profile list it
@@ -105,7 +97,7 @@ func render(p calc.Policy) *ruleset {
 		GrpFrom:  map[string]string{},
 		GrpTo:    map[string]string{},
 		members:  make(map[string]uint32, len(p.Endpoints)),
-		groups:   map[uint32]groupUse{},
+		groups:   map[uint32]int{},
 		profiles: len(p.Profiles),
 	}
 
@@ -365,16 +357,13 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 	if g := ep.Group; g != 0 && len(ep.EgressPolicies) == 0 && len(ep.IngressPolicies) == 0 && !rs.collided[g] &&
 		strings.HasPrefix(ep.Interface, WorkloadIfacePrefix) {
 		gout, gin := groupOutChain(g), groupInChain(g)
-		use := rs.groups[g]
-		if use.users == 0 {
-			outRules, inRules, listed := rs.profileJumps(ep, profiles, gout, gin)
+		if rs.groups[g] == 0 {
+			outRules, inRules := rs.profileJumps(ep, profiles, gout, gin)
 			rs.Chains[gout] = chainSpec{Comment: comment("profiles " + strings.Join(ep.Profiles, ", ") + " outbound"), Rules: outRules}
 			rs.Chains[gin] = chainSpec{Comment: comment("profiles " + strings.Join(ep.Profiles, ", ") + " inbound"), Rules: inRules}
 			rs.GrpFrom[groupKey(g)], rs.GrpTo[groupKey(g)] = gout, gin
-			use.profiles = listed
 		}
-		use.users++
-		rs.groups[g] = use
+		rs.groups[g]++
 		rs.members[ep.Interface] = g
 		s := rs.Sets[setWlGroups]
 		s.Elems = append(s.Elems, quoteIface(ep.Interface)+elemSep+groupKey(g))
@@ -382,7 +371,7 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 		return
 	}
 
-	outRules, inRules, _ := rs.profileJumps(ep, profiles, out, in)
+	outRules, inRules := rs.profileJumps(ep, profiles, out, in)
 	// Where label policies apply, the endpoint chain runs them and the
 	// profiles move to a second stage that only a Pass reaches.
 	if len(ep.EgressPolicies) > 0 {
@@ -406,12 +395,10 @@ func (rs *ruleset) renderEndpoint(ep calc.EndpointPolicy, profiles map[string]ap
 }
 
 // profileJumps are the rules that run ep's profiles in each direction and
-// drop what none decided, the final drops named by out and in, and the
-// profile list they run (joined with NUL).
-func (rs *ruleset) profileJumps(ep calc.EndpointPolicy, profiles map[string]api.Profile, out, in string) (outRules, inRules []string, listed string) {
+// drop what none decided, the final drops named by out and in.
+func (rs *ruleset) profileJumps(ep calc.EndpointPolicy, profiles map[string]api.Profile, out, in string) (outRules, inRules []string) {
 	outRules = make([]string, 0, 1+len(ep.Profiles))
 	inRules = make([]string, 0, 1+len(ep.Profiles))
-	var names []string
 	for _, name := range ep.Profiles {
 		if _, ok := profiles[name]; !ok {
 			// Skipping the profile could let a later profile allow what this one
@@ -421,12 +408,11 @@ func (rs *ruleset) profileJumps(ep calc.EndpointPolicy, profiles map[string]api.
 		}
 		outRules = append(outRules, "jump "+profileOutChain(name))
 		inRules = append(inRules, "jump "+profileInChain(name))
-		names = append(names, name)
 	}
 	// Nothing decided (or no profile at all): drop.
 	outRules = append(outRules, dropStatement(out, 0))
 	inRules = append(inRules, dropStatement(in, 0))
-	return outRules, inRules, listKey(names)
+	return outRules, inRules
 }
 
 // countList adds n endpoints of list to group g's count in lists, which

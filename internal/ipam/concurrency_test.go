@@ -503,8 +503,9 @@ func (c *countingStore) Read(ctx context.Context, reads ...datastore.Read) ([][]
 
 // BenchmarkAutoAssignNextTo: one more AutoAssign on a node that already
 // holds 10 or 1000 addresses (1000 fill 16 /26 blocks), released again
-// outside the timer so every round sees the same blocks; reports the value
-// bytes each assignment read from etcd.
+// outside the timer, by another process (its own IPAM), so every round sees
+// the same blocks, as a node's adds see them between releases; reports the
+// value bytes each assignment read from etcd.
 func BenchmarkAutoAssignNextTo(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
@@ -512,6 +513,7 @@ func BenchmarkAutoAssignNextTo(b *testing.B) {
 			addPool(b, cli, api.Pool{CIDR: "10.0.0.0/16"})
 			cs := &countingStore{Store: datastore.Adopt(cli)}
 			m := New(cs)
+			other := New(datastore.Adopt(cli))
 			ctx := context.Background()
 			for i := range n {
 				if _, err := m.AutoAssign(ctx, "fill-"+strconv.Itoa(i), "bench-node", 4, nil); err != nil {
@@ -529,7 +531,7 @@ func BenchmarkAutoAssignNextTo(b *testing.B) {
 				}
 				b.StopTimer()
 				read := cs.valueBytes.Load()
-				if _, err := m.ReleaseHandle(ctx, h); err != nil {
+				if _, err := other.ReleaseHandle(ctx, h); err != nil {
 					b.Fatal(err)
 				}
 				cs.valueBytes.Store(read)
@@ -603,12 +605,24 @@ func TestAutoAssignFullBlocks(t *testing.T) {
 		t.Errorf("the full block %s was read with its value %d times", full, n)
 	}
 
-	// Another process frees 10.80.0.70 in the full block; it is the
-	// lowest free address, and this allocator must see it.
+	// Another process frees 10.80.0.70 in the full block. Within
+	// fullRecheck of finding its blocks full this allocator does not look
+	// (the full block is not read at all) and hands out the next address
+	// of its open block; once the window is over it reads the block again
+	// and gives the freed one, the lowest.
 	if owner, err := other.Release(ctx, a("10.80.0.70")); err != nil || owner != "w69" {
 		t.Fatalf("release: %q, %v", owner, err)
 	}
 	delete(live, "w69")
+	if ip := assign(m, "early"); ip != a("10.80.0.132") {
+		t.Fatalf("early: %s, want 10.80.0.132 (the full blocks trusted)", ip)
+	}
+	if n := vr.take()[full]; n != 0 {
+		t.Errorf("the trusted full block was read with its value %d times", n)
+	}
+	m.mu.Lock()
+	m.fullChecked["n1"] = time.Now().Add(-fullRecheck)
+	m.mu.Unlock()
 	if ip := assign(m, "refill"); ip != a("10.80.0.70") {
 		t.Fatalf("refill: %s, want the freed 10.80.0.70", ip)
 	}
@@ -617,15 +631,23 @@ func TestAutoAssignFullBlocks(t *testing.T) {
 	}
 	// Full again: the next round reads it once (its new revision is not
 	// the one decoded), and the one after that not at all.
-	if ip := assign(m, "after"); ip != a("10.80.0.132") {
-		t.Fatalf("after: %s, want 10.80.0.132", ip)
+	if ip := assign(m, "after"); ip != a("10.80.0.133") {
+		t.Fatalf("after: %s, want 10.80.0.133", ip)
 	}
 	vr.take()
-	if ip := assign(m, "after2"); ip != a("10.80.0.133") {
-		t.Fatalf("after2: %s, want 10.80.0.133", ip)
+	if ip := assign(m, "after2"); ip != a("10.80.0.134") {
+		t.Fatalf("after2: %s, want 10.80.0.134", ip)
 	}
 	if n := vr.take()[full]; n != 0 {
 		t.Errorf("the full block was read with its value %d times after it filled again", n)
+	}
+	// This process's own release ends the trust at once.
+	if owner, err := m.Release(ctx, a("10.80.0.71")); err != nil || owner != "w70" {
+		t.Fatalf("release: %q, %v", owner, err)
+	}
+	delete(live, "w70")
+	if ip := assign(m, "own"); ip != a("10.80.0.71") {
+		t.Fatalf("own: %s, want the address this process freed, 10.80.0.71", ip)
 	}
 	// The other process takes an address while this one holds a stale
 	// view; neither hands out an address twice.

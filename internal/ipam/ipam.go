@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/calico-go/calico/internal/datastore"
 )
@@ -58,6 +59,11 @@ type IPAM struct {
 	// last read, so the next batch reads those blocks with the claims
 	// instead of after them (checked against the claims it reads).
 	lastClaims map[string][]string
+	// fullChecked is when a node's full blocks (as the decode cache has
+	// them) were last seen unchanged: within fullRecheck of it, a batch
+	// takes them as still full without reading their revisions. See
+	// autoRound.
+	fullChecked map[string]time.Time
 
 	// decoded caches decoded blocks by key and ModRevision. A host's full
 	// blocks are read on every AutoAssign but rarely change, and decoding
@@ -92,7 +98,7 @@ type Store interface {
 func New(store Store) *IPAM {
 	return &IPAM{
 		store: store, nodeLocks: map[string]chan struct{}{}, pending: map[string][]*assignReq{},
-		pendingAuto: map[string][]*autoReq{}, lastClaims: map[string][]string{}, decoded: map[string]cachedBlock{},
+		pendingAuto: map[string][]*autoReq{}, lastClaims: map[string][]string{}, fullChecked: map[string]time.Time{}, decoded: map[string]cachedBlock{},
 	}
 }
 

@@ -48,7 +48,9 @@ side by side in one run:
   throughput    iperf3 host-to-host, workload-to-workload across hosts and on
                 one host, and a bare veth; 1 and 4 streams, 3 runs each; then
                 the cross-host pair with the nftables ruleset on and off
-  vxlan         iperf3 across a router: host-to-host and a VXLAN pool
+  vxlan         iperf3 across a router: host-to-host and a VXLAN pool, and
+                the kernel's own VXLAN in bare namespaces (no agent, no
+                nftables) against their host-to-host: the ceiling
   ipip          the same with the seed's --ipip pool (tunl0, or the eBPF
                 path on kernels without the ipip module)
   latency       qperf tcp_lat/tcp_bw across hosts (netperf TCP_RR if qperf is

@@ -269,7 +269,13 @@ func vxlanCause(streams int) func([]Metric) string {
 		if !ok1 || !ok2 || !ok3 {
 			return ""
 		}
-		return fmt.Sprintf("the unencapsulated workload path through the same router reaches %s of host-to-host and VXLAN over it %s "+
+		kernel := ""
+		if b, ok := get(pathBareVXLAN + " / " + pathBareHostRtr + ", " + st); ok {
+			kernel = fmt.Sprintf("The kernel's VXLAN by itself, in bare namespaces wired with MACHINE-NOTES' recipe (no agent, "+
+				"no nftables, no conntrack, no eBPF) and measured in the same rounds, reaches %s of its own host-to-host "+
+				"via router (\"%s\"): the target is beyond what the kernel's VXLAN device gives on this machine", trimFloat(b), pathBareVXLAN)
+		}
+		cause := fmt.Sprintf("the unencapsulated workload path through the same router reaches %s of host-to-host and VXLAN over it %s "+
 			"(encapsulation's own cost), at %sx host-to-host's CPU per GB. That extra is the kernel's VXLAN device path "+
 			"(vxlan_xmit and the outer UDP/IP output with netfilter and conntrack on every outer packet; on receive the UDP socket, "+
 			"vxlan_rcv and a second receive through gro_cells), profiled in README's \"VXLAN ablation\". The way around it, "+
@@ -277,6 +283,10 @@ func vxlanCause(streams int) func([]Metric) string {
 			"bpf_skb_adjust_room clears the UDP-tunnel offload state of merged packets only with BPF_F_ADJ_ROOM_DECAP_L4_UDP, "+
 			"which is not in 6.18",
 			trimFloat(ceiling), trimFloat(own), trimFloat(cpu))
+		if kernel != "" {
+			cause += ". " + kernel
+		}
+		return cause
 	}
 }
 

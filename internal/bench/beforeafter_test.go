@@ -321,10 +321,25 @@ func TestVXLANMissCause(t *testing.T) {
 	if one := causes["workload VXLAN / host-to-host via router, 1 stream"]; one != "" {
 		t.Errorf("met 1 stream target got a cause: %q", one)
 	}
+	if strings.Contains(four, "bare namespaces") {
+		t.Errorf("4 streams cause %q names a bare-kernel figure the run does not have", four)
+	}
 	var b strings.Builder
 	beforeAfterMarkdown(&b, res)
 	if !strings.Contains(b.String(), "Missed, and why (this run's figures):\n\n- vxlan: workload VXLAN / host-to-host via router, 4 streams: the unencapsulated") {
 		t.Errorf("results.md lacks the cause:\n%s", b.String())
+	}
+
+	// With the bare kernel's rows of the same run, the cause gives its
+	// ceiling too.
+	res.metric(SecVXLAN, pathBareVXLAN+" / "+pathBareHostRtr+", 4 streams", 0.691, "ratio", "", 0, "")
+	res.compare(nil)
+	for _, c := range res.BeforeAfter {
+		causes[c.Metric] = c.Cause
+	}
+	four = causes["workload VXLAN / host-to-host via router, 4 streams"]
+	if !strings.Contains(four, "reaches 0.691 of its own host-to-host") {
+		t.Errorf("4 streams cause %q lacks the bare kernel's 0.691", four)
 	}
 
 	// The same miss without the figures that explain it: no cause.

@@ -130,11 +130,16 @@ func runVXLAN(ctx context.Context, r *runner) error {
 	if err != nil {
 		return err
 	}
+	bare, err := bareVXLAN(ctx, w.Lab)
+	if err != nil {
+		return err
+	}
 	paths := []tpath{
 		{name: pathHostRtr, server: h1.Netns, client: h2.Netns, ip: h1.Addr()},
 		{name: pathVXLANOff, baseline: pathHostRtr, server: wls[0].Netns, client: wls[1].Netns, ip: wls[0].IP},
 		{name: pathPlainVXLANOff, baseline: pathHostRtr, server: plain[0].Netns, client: plain[1].Netns, ip: plain[0].IP},
 	}
+	paths = append(paths, bare...)
 	fp, err := w.liveFastPath(ctx)
 	if err != nil {
 		return err

@@ -66,6 +66,9 @@ type Comparison struct {
 	// Cause: for a missed target, what this run measured about why (its
 	// own figures) and where the profile that explains it is written down.
 	Cause string `json:"cause,omitempty"`
+	// Ceiling: what the kernel reaches on this path by itself in this
+	// run (the bare kernel's row), where the section measures it.
+	Ceiling *float64 `json:"kernelCeiling,omitempty"`
 	// For the plot; recomputed on every write, not read back.
 	panel  int
 	target float64
@@ -98,35 +101,39 @@ type target19 struct {
 	// beforeName: the row the before run had instead, when the figure
 	// came from another row then (the label says which).
 	beforeName string
+	// ceiling: the row of the same section giving the most the machine's
+	// kernel reaches on this path by itself (the bare kernel's), drawn
+	// beside the target.
+	ceiling string
 }
 
 // targets19 lists issue 19's ratio and latency targets, in the order of the
 // table and the plot.
 var targets19 = []target19{
 	{"workload cross-host, no encap / host-to-host, 1 stream", "cross-host,\n1 stream", SecThroughput,
-		pathCross + " / " + pathHost + ", 1 stream", false, ">=", target19Cross, "ratio", panelThroughput, nil, ""},
+		pathCross + " / " + pathHost + ", 1 stream", false, ">=", target19Cross, "ratio", panelThroughput, nil, "", ""},
 	{"workload same host / host-to-host, 1 stream", "same host,\n1 stream", SecThroughput,
-		pathSameHost + " / " + pathHost + ", 1 stream", false, ">=", target19SameHost, "ratio", panelThroughput, nil, ""},
+		pathSameHost + " / " + pathHost + ", 1 stream", false, ">=", target19SameHost, "ratio", panelThroughput, nil, "", ""},
 	{"workload VXLAN / host-to-host via router, 1 stream", "VXLAN,\n1 stream", SecVXLAN,
-		pathVXLAN + " / " + pathHostRtr + ", 1 stream", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(1), ""},
+		pathVXLAN + " / " + pathHostRtr + ", 1 stream", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(1), "", pathBareVXLAN + " / " + pathBareHostRtr + ", 1 stream"},
 	{"workload VXLAN / host-to-host via router, 4 streams", "VXLAN,\n4 streams", SecVXLAN,
-		pathVXLAN + " / " + pathHostRtr + ", 4 streams", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(4), ""},
+		pathVXLAN + " / " + pathHostRtr + ", 4 streams", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(4), "", pathBareVXLAN + " / " + pathBareHostRtr + ", 4 streams"},
 	{"cross-host with the ruleset / without it, 1 stream", "ruleset / none,\n1 stream", SecThroughput,
-		policyCostRow + ", 1 stream", false, ">=", target19PolicyCost, "ratio", panelThroughput, nil, ""},
+		policyCostRow + ", 1 stream", false, ">=", target19PolicyCost, "ratio", panelThroughput, nil, "", ""},
 	{"cross-host with the ruleset / without it, 4 streams", "ruleset / none,\n4 streams", SecThroughput,
-		policyCostRow + ", 4 streams", false, ">=", target19PolicyCost, "ratio", panelThroughput, nil, ""},
+		policyCostRow + ", 4 streams", false, ">=", target19PolicyCost, "ratio", panelThroughput, nil, "", ""},
 	{"setup p50, calicoctl container add, one by one", "calicoctl\np50", SecSetup,
-		"setup p50, calicoctl, one by one", false, "<=", target19SetupP50, "ms", panelSetup, nil, ""},
+		"setup p50, calicoctl, one by one", false, "<=", target19SetupP50, "ms", panelSetup, nil, "", ""},
 	{"setup p99, calicoctl container add, one by one", "calicoctl\np99", SecSetup,
-		"setup p99, calicoctl, one by one", false, "<=", target19SetupP99, "ms", panelSetup, nil, ""},
+		"setup p99, calicoctl, one by one", false, "<=", target19SetupP99, "ms", panelSetup, nil, "", ""},
 	{"setup p99, in-process, bursts", "in-process\nbursts, p99", SecSetup,
-		"setup p99, in-process, bursts of ", true, "<=", target19BurstP99, "ms", panelSetup, nil, ""},
+		"setup p99, in-process, bursts of ", true, "<=", target19BurstP99, "ms", panelSetup, nil, "", ""},
 	{"setup p99, CNI ADD, bursts", "CNI ADD\nbursts, p99", SecCNI,
-		"setup p99, CNI ADD, bursts of ", true, "<=", target19BurstP99, "ms", panelSetup, nil, ""},
+		"setup p99, CNI ADD, bursts of ", true, "<=", target19BurstP99, "ms", panelSetup, nil, "", ""},
 	{"one more endpoint, many existing / few: time to reachable", "time to\nreachable", SecPolicy,
-		addOneRatioRow, true, "<=", target19AddOne, "ratio", panelAddOne, nil, ""},
+		addOneRatioRow, true, "<=", target19AddOne, "ratio", panelAddOne, nil, "", ""},
 	{"one more endpoint, many existing / few: agent CPU with its nft run (median; before: mean of 10 ms ticks)", "agent CPU", SecPolicy,
-		addOneGroupRow, true, "<=", target19AddOne, "ratio", panelAddOne, nil, addOneCPURow},
+		addOneGroupRow, true, "<=", target19AddOne, "ratio", panelAddOne, nil, addOneCPURow, ""},
 }
 
 // matches says whether a summary row is the one t bounds.
@@ -175,6 +182,9 @@ func (res *Results) compare(base *Baseline) {
 		}
 		if c.Before == nil && c.Now == nil {
 			continue
+		}
+		if t.ceiling != "" {
+			c.Ceiling = target19{section: t.section, name: t.ceiling}.lookup(res.Metrics)
 		}
 		if c.Now != nil {
 			met := *c.Now >= t.target
@@ -299,9 +309,10 @@ func compValue(v *float64, unit string) string {
 
 // Colours of the before/after plot.
 var (
-	colorBefore = color.RGBA{R: 160, G: 160, B: 160, A: 255}
-	colorNow    = color.RGBA{R: 31, G: 119, B: 180, A: 255}
-	colorTarget = color.RGBA{R: 214, G: 39, B: 40, A: 255}
+	colorBefore  = color.RGBA{R: 160, G: 160, B: 160, A: 255}
+	colorNow     = color.RGBA{R: 31, G: 119, B: 180, A: 255}
+	colorTarget  = color.RGBA{R: 214, G: 39, B: 40, A: 255}
+	colorCeiling = color.RGBA{A: 255}
 )
 
 const ratiosHeight = 8 * vg.Inch
@@ -435,6 +446,7 @@ func comparisonPanel(res *Results, panel int, title, ylabel string, width vg.Len
 		labels.Offset = vg.Point{X: off, Y: vg.Points(3)}
 		values = append(values, labels)
 	}
+	ceilingShown := false
 	for j, c := range rows {
 		l, err := plotter.NewLine(plotter.XYs{{X: float64(j) - 0.4, Y: c.target}, {X: float64(j) + 0.4, Y: c.target}})
 		if err != nil {
@@ -445,6 +457,20 @@ func comparisonPanel(res *Results, panel int, title, ylabel string, width vg.Len
 		p.Add(l)
 		if j == 0 && legend {
 			p.Legend.Add("target", l)
+		}
+		if c.Ceiling != nil {
+			k, err := plotter.NewLine(plotter.XYs{{X: float64(j) - 0.4, Y: *c.Ceiling}, {X: float64(j) + 0.4, Y: *c.Ceiling}})
+			if err != nil {
+				return nil, false, err
+			}
+			k.Color = colorCeiling
+			k.Width = vg.Points(2)
+			k.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			p.Add(k)
+			if !ceilingShown && legend {
+				p.Legend.Add("the kernel alone (bare namespaces)", k)
+			}
+			ceilingShown = true
 		}
 	}
 	p.Add(values...)

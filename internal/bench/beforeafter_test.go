@@ -341,6 +341,12 @@ func TestVXLANMissCause(t *testing.T) {
 	if !strings.Contains(four, "reaches 0.691 of its own host-to-host") {
 		t.Errorf("4 streams cause %q lacks the bare kernel's 0.691", four)
 	}
+	for _, c := range res.BeforeAfter {
+		want := c.Metric == "workload VXLAN / host-to-host via router, 4 streams"
+		if got := c.Ceiling != nil && *c.Ceiling == 0.691; got != want {
+			t.Errorf("%s: kernel ceiling %v", c.Metric, c.Ceiling)
+		}
+	}
 
 	// The same miss without the figures that explain it: no cause.
 	bare := &Results{}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/calico-go/calico/internal/api"
@@ -84,7 +85,9 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 		m.mu.Lock()
 		guess := slices.Clone(m.lastClaims[node])
 		full := m.fullBlocks(guess)
-		trusted := len(full) > 0 && time.Since(m.fullChecked[node]) < fullRecheck
+		gen := m.releases.Load()
+		fc := m.fullChecked[node]
+		trusted := len(full) > 0 && time.Since(fc.at) < m.recheck && fc.releases == gen
 		m.mu.Unlock()
 		reads := []datastore.Read{datastore.ReadPrefix(datastore.PrefixPools), datastore.ReadPrefix(datastore.AffinityPrefix(node))}
 		for _, r := range batch {
@@ -118,7 +121,11 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 		}
 		if fullHeld && !trusted {
 			m.mu.Lock()
-			m.fullChecked[node] = t0
+			// A release begun or written since the round started may
+			// have given one of them room after the read.
+			if m.releases.Load() == gen {
+				m.fullChecked[node] = fullCheck{at: t0, releases: gen}
+			}
 			m.mu.Unlock()
 		}
 		plans := map[string]*blockPlan{}
@@ -179,21 +186,33 @@ func (m *IPAM) autoRound(ctx context.Context, node string, batch []*autoReq) ([]
 // block: at 1000 workloads 15 of a node's 16 blocks, and the round's read
 // grew from 4 ranges to 19 (the bench's IPAM phase of one more endpoint
 // took 2.6 ms next to 10 and 4.1-4.5 next to 1000). A full block can gain
-// room only by a release: this process's own releases end the trust at
-// once (forgetFull), another process's are seen at the next check, within
-// fullRecheck, or as soon as the node's other blocks fill up (the lone
-// strategies read every block). Until then the address freed waits and a
-// higher one is handed out: never one that is taken, as the transaction
-// is guarded by every block it writes.
+// room only by a release: one by any allocator of this process ends the
+// trust at once (processReleases), another process's is seen at the next
+// check, within fullRecheck, or as soon as the node's other blocks fill up
+// (autoAssignOne's strategies read every block before claiming a new one,
+// two more reads for that one call). Until then the address freed waits
+// and a higher one is handed out: never one that is taken, as the
+// transaction is guarded by every block it writes.
 const fullRecheck = 10 * time.Second
 
-// forgetFull makes the next round of every node read its full blocks'
-// revisions: called before this process writes a release, which may give
-// a full block room.
-func (m *IPAM) forgetFull() {
-	m.mu.Lock()
-	clear(m.fullChecked)
-	m.mu.Unlock()
+// fullCheck is when a node's full blocks were last read unchanged, and
+// the releases counter then.
+type fullCheck struct {
+	at       time.Time
+	releases uint64
+}
+
+// processReleases counts the releases this process's allocators began or
+// wrote: the agent's CNI server, its sweeper and the Docker plugin each
+// have their own IPAM, and a release by any of them must end the others'
+// trust in a node's full blocks.
+var processReleases atomic.Uint64
+
+// released is called before and after a release's commit: a round that
+// read the block before the commit, or started before the call, sees the
+// counter move and does not start trusting.
+func (m *IPAM) released() {
+	m.releases.Add(1)
 }
 
 // fullBlocks are those of keys whose last decoded record (the decode
@@ -256,6 +275,10 @@ func (m *IPAM) ownBlocks(ctx context.Context, node string, pools []poolInfo, cla
 			// Unchanged since every address was taken: no room.
 		case wasFull && len(got[i]) > 0:
 			missing = append(missing, datastore.ReadKey(k))
+			fullHeld = false
+		case wasFull:
+			// Gone since (its claim still there): nothing to read, and
+			// nothing to trust until it is seen again.
 			fullHeld = false
 		default:
 			recs = append(recs, got[i]...)

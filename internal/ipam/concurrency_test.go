@@ -514,6 +514,7 @@ func BenchmarkAutoAssignNextTo(b *testing.B) {
 			cs := &countingStore{Store: datastore.Adopt(cli)}
 			m := New(cs)
 			other := New(datastore.Adopt(cli))
+			other.releases = new(atomic.Uint64) // another process's allocator
 			ctx := context.Background()
 			for i := range n {
 				if _, err := m.AutoAssign(ctx, "fill-"+strconv.Itoa(i), "bench-node", 4, nil); err != nil {
@@ -572,15 +573,19 @@ func (v *valueReads) take() map[string]int {
 }
 
 // TestAutoAssignFullBlocks: a node's full blocks are read for their
-// revision only, and a full block that another process frees an address
-// in (a new revision) is read again and gives the lowest free address:
-// the allocator never trusts what it last saw of a block that changed.
+// revision only, and not even that within the recheck interval of finding
+// them unchanged, unless an allocator of this process released an address
+// since; a full block that another process frees an address in is read
+// again at the next check and gives the lowest free address: the
+// allocator never writes from what it last saw of a block that changed.
 func TestAutoAssignFullBlocks(t *testing.T) {
 	cli, _, ctx := setup(t)
 	addPool(t, cli, api.Pool{CIDR: "10.80.0.0/24"})
 	vr := &valueReads{Store: datastore.Adopt(cli), keys: map[string]int{}}
 	m := New(vr)
-	other := New(datastore.Adopt(cli)) // another process on the same node
+	m.recheck = time.Hour               // the window ends when the test says, not the clock
+	other := New(datastore.Adopt(cli))  // another process on the same node:
+	other.releases = new(atomic.Uint64) // its releases are not this process's
 	live := map[string]bool{}
 	assign := func(m *IPAM, h string) netip.Addr {
 		t.Helper()
@@ -621,7 +626,9 @@ func TestAutoAssignFullBlocks(t *testing.T) {
 		t.Errorf("the trusted full block was read with its value %d times", n)
 	}
 	m.mu.Lock()
-	m.fullChecked["n1"] = time.Now().Add(-fullRecheck)
+	fc := m.fullChecked["n1"]
+	fc.at = fc.at.Add(-m.recheck)
+	m.fullChecked["n1"] = fc
 	m.mu.Unlock()
 	if ip := assign(m, "refill"); ip != a("10.80.0.70") {
 		t.Fatalf("refill: %s, want the freed 10.80.0.70", ip)
@@ -648,6 +655,22 @@ func TestAutoAssignFullBlocks(t *testing.T) {
 	delete(live, "w70")
 	if ip := assign(m, "own"); ip != a("10.80.0.71") {
 		t.Fatalf("own: %s, want the address this process freed, 10.80.0.71", ip)
+	}
+	// So does another allocator's of the same process (the agent's
+	// sweeper beside its CNI server).
+	if ip := assign(m, "full-again"); ip != a("10.80.0.135") {
+		t.Fatalf("full-again: %s, want 10.80.0.135", ip)
+	}
+	if ip := assign(m, "trusting-again"); ip != a("10.80.0.136") { // reads the full blocks unchanged: trusts them
+		t.Fatalf("trusting-again: %s, want 10.80.0.136", ip)
+	}
+	sibling := New(datastore.Adopt(cli))
+	if owner, err := sibling.Release(ctx, a("10.80.0.72")); err != nil || owner != "w71" {
+		t.Fatalf("release: %q, %v", owner, err)
+	}
+	delete(live, "w71")
+	if ip := assign(m, "sibling"); ip != a("10.80.0.72") {
+		t.Fatalf("sibling: %s, want the address this process's other allocator freed, 10.80.0.72", ip)
 	}
 	// The other process takes an address while this one holds a stale
 	// view; neither hands out an address twice.

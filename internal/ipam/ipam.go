@@ -60,10 +60,15 @@ type IPAM struct {
 	// instead of after them (checked against the claims it reads).
 	lastClaims map[string][]string
 	// fullChecked is when a node's full blocks (as the decode cache has
-	// them) were last seen unchanged: within fullRecheck of it, a batch
-	// takes them as still full without reading their revisions. See
-	// autoRound.
-	fullChecked map[string]time.Time
+	// them) were last seen unchanged, and the count of releases then:
+	// within recheck of it, and with no release since, a batch takes them
+	// as still full without reading their revisions. See autoRound.
+	fullChecked map[string]fullCheck
+	recheck     time.Duration // fullRecheck; tests change it
+	// releases counts the releases begun or written by this process's
+	// allocators (every IPAM of the process shares one counter; a test
+	// gives an allocator its own to stand for another process).
+	releases *atomic.Uint64
 
 	// decoded caches decoded blocks by key and ModRevision. A host's full
 	// blocks are read on every AutoAssign but rarely change, and decoding
@@ -98,7 +103,8 @@ type Store interface {
 func New(store Store) *IPAM {
 	return &IPAM{
 		store: store, nodeLocks: map[string]chan struct{}{}, pending: map[string][]*assignReq{},
-		pendingAuto: map[string][]*autoReq{}, lastClaims: map[string][]string{}, fullChecked: map[string]time.Time{}, decoded: map[string]cachedBlock{},
+		pendingAuto: map[string][]*autoReq{}, lastClaims: map[string][]string{}, fullChecked: map[string]fullCheck{}, decoded: map[string]cachedBlock{},
+		recheck: fullRecheck, releases: &processReleases,
 	}
 }
 

@@ -74,8 +74,10 @@ func (m *IPAM) release(ctx context.Context, ip netip.Addr, handle string) (strin
 				ops = append(ops, handleOp(hkey, h.withoutIPs(ip)))
 			}
 		}
-		m.forgetFull()
-		return m.commit(ctx, cmps, ops)
+		m.released()
+		ok, err := m.commit(ctx, cmps, ops)
+		m.released()
+		return ok, err
 	})
 	if err != nil {
 		return "", err
@@ -174,8 +176,10 @@ func (m *IPAM) releaseHandle(ctx context.Context, handle string, guard *orphanGu
 			cmps = append(cmps, datastore.Unchanged(c.sb.key, c.sb.rev))
 			ops = append(ops, blockOps(c.sb, c.sb.st.without(c.ords...))...)
 		}
-		m.forgetFull()
-		return m.commit(ctx, cmps, ops)
+		m.released()
+		ok, err := m.commit(ctx, cmps, ops)
+		m.released()
+		return ok, err
 	})
 	if err != nil {
 		return nil, err

@@ -9,7 +9,7 @@ import (
 )
 
 // The kernel's own VXLAN ceiling: the vxlan section measures, in the same
-// rounds as its calico paths, two namespaces hosts joined by a router and a
+// rounds as its calico paths, two namespace hosts joined by a router and a
 // workload behind each, wired by hand with MACHINE-NOTES' VXLAN recipe
 // (`type vxlan id 4096 local HOST dstport 4789 nolearning`, MTU 1450, a
 // route via the peer's tunnel address onlink, a permanent neighbour and
@@ -22,21 +22,28 @@ const (
 	pathBareVXLAN   = "bare kernel: workload, VXLAN via router"
 )
 
+// bareVXLANRatio names the summary row of the bare kernel's VXLAN against
+// its host-to-host at a stream count: the ceiling issue 19's VXLAN rows
+// are drawn and explained against.
+func bareVXLANRatio(streams int) string {
+	return pathBareVXLAN + " / " + pathBareHostRtr + ", " + streamsName(streams)
+}
+
 // bareVXLAN builds that world in l's namespaces (named and swept with the
 // lab's) and returns the two paths: host to host via the router, and
 // workload to workload over VXLAN, baselined on it.
 func bareVXLAN(ctx context.Context, l *lab.Lab) ([]tpath, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	ns := map[string]*lab.Netns{}
-	for _, n := range []string{"bvr", "bvh1", "bvh2", "bvw1", "bvw2"} {
-		nn, err := l.AddNetns(n)
+	var ns [5]*lab.Netns
+	for i, label := range []string{"bvr", "bvh1", "bvh2", "bvw1", "bvw2"} {
+		n, err := l.AddNetns(label)
 		if err != nil {
 			return nil, err
 		}
-		ns[n] = nn
+		ns[i] = n
 	}
-	rtr, h1, h2, w1, w2 := ns["bvr"], ns["bvh1"], ns["bvh2"], ns["bvw1"], ns["bvw2"]
+	rtr, h1, h2, w1, w2 := ns[0], ns[1], ns[2], ns[3], ns[4]
 	type step struct {
 		in   *lab.Netns
 		argv []string

@@ -115,9 +115,9 @@ var targets19 = []target19{
 	{"workload same host / host-to-host, 1 stream", "same host,\n1 stream", SecThroughput,
 		pathSameHost + " / " + pathHost + ", 1 stream", false, ">=", target19SameHost, "ratio", panelThroughput, nil, "", ""},
 	{"workload VXLAN / host-to-host via router, 1 stream", "VXLAN,\n1 stream", SecVXLAN,
-		pathVXLAN + " / " + pathHostRtr + ", 1 stream", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(1), "", pathBareVXLAN + " / " + pathBareHostRtr + ", 1 stream"},
+		pathVXLAN + " / " + pathHostRtr + ", 1 stream", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(1), "", bareVXLANRatio(1)},
 	{"workload VXLAN / host-to-host via router, 4 streams", "VXLAN,\n4 streams", SecVXLAN,
-		pathVXLAN + " / " + pathHostRtr + ", 4 streams", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(4), "", pathBareVXLAN + " / " + pathBareHostRtr + ", 4 streams"},
+		pathVXLAN + " / " + pathHostRtr + ", 4 streams", false, ">=", target19VXLAN, "ratio", panelThroughput, vxlanCause(4), "", bareVXLANRatio(4)},
 	{"cross-host with the ruleset / without it, 1 stream", "ruleset / none,\n1 stream", SecThroughput,
 		policyCostRow + ", 1 stream", false, ">=", target19PolicyCost, "ratio", panelThroughput, nil, "", ""},
 	{"cross-host with the ruleset / without it, 4 streams", "ruleset / none,\n4 streams", SecThroughput,
@@ -280,7 +280,7 @@ func vxlanCause(streams int) func([]Metric) string {
 			return ""
 		}
 		kernel := ""
-		if b, ok := get(pathBareVXLAN + " / " + pathBareHostRtr + ", " + st); ok {
+		if b, ok := get(bareVXLANRatio(streams)); ok {
 			kernel = fmt.Sprintf("The kernel's VXLAN by itself, in bare namespaces wired with MACHINE-NOTES' recipe (no agent, "+
 				"no nftables, no conntrack, no eBPF) and measured in the same rounds, reaches %s of its own host-to-host "+
 				"via router (\"%s\"): the target is beyond what the kernel's VXLAN device gives on this machine", trimFloat(b), pathBareVXLAN)

@@ -332,7 +332,7 @@ func TestVXLANMissCause(t *testing.T) {
 
 	// With the bare kernel's rows of the same run, the cause gives its
 	// ceiling too.
-	res.metric(SecVXLAN, pathBareVXLAN+" / "+pathBareHostRtr+", 4 streams", 0.691, "ratio", "", 0, "")
+	res.metric(SecVXLAN, bareVXLANRatio(4), 0.691, "ratio", "", 0, "")
 	res.compare(nil)
 	for _, c := range res.BeforeAfter {
 		causes[c.Metric] = c.Cause
